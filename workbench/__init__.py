@@ -1,0 +1,8 @@
+"""MRI reconstruction workbench: library and desktop app.
+
+Conventions (see DESIGN.md): complex tensors are ``torch.complex64``; images ``[..., H, W]``; multi-coil
+k-space ``[C, H, W]`` per slice; non-Cartesian k-space ``[C, K]`` with a trajectory ``[2, K]`` in radians in
+[-pi, pi); the centred orthonormal FFT; sensitivity maps normalised so that sum_c |S_c|^2 = 1 in the object.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,57 @@
+"""Command line: ``workbench [FILE] [--demo]`` opens the app; ``workbench SUBCOMMAND ...`` runs headless tools.
+
+Each subcommand lives in ``workbench/commands/<name>.py`` with ``add_arguments(parser)`` and ``run(args) -> int``,
+so that adding one touches only its own file and the table below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from workbench.errors import WorkbenchError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("workbench.commands.info", "print what a scan file holds"),
+    "demo": ("workbench.commands.demo", "write the demo scan; --headless prints zero-filled metrics"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description="MRI reconstruction workbench")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (mod, help_) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(mod).add_arguments(sp)
+        sp.set_defaults(_module=mod)
+    return p
+
+
+def _open_app(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="workbench", description="Open the workbench app (or use a COMMAND: "
+                                + ", ".join(SUBCOMMANDS) + ")")
+    p.add_argument("file", nargs="?", help="scan to open")
+    p.add_argument("--demo", action="store_true", help="open the built-in demo scan")
+    p.add_argument("--plugin-dir", action="append", default=[], help="extra folder of drop-in plugins")
+    args = p.parse_args(argv)
+    try:
+        from workbench.gui.app import run_app
+    except ImportError as exc:  # GUI not available yet, or Qt missing
+        print(f"workbench: the desktop app is not available ({exc}); try `workbench demo --headless`",
+              file=sys.stderr)
+        return 2
+    return run_app(file=args.file, demo=args.demo, plugin_dirs=args.plugin_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        return _open_app(argv)
+    args = _build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except WorkbenchError as exc:
+        print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        return 1

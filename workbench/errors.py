@@ -1,0 +1,35 @@
+"""Typed errors a user sees. Every message names the file (when there is one) and what is wrong."""
+
+from __future__ import annotations
+
+import os
+
+
+class WorkbenchError(Exception):
+    """Base class for errors meant for the user (CLI message or app dialog), not a traceback."""
+
+
+class ScanError(WorkbenchError):
+    """A scan file could not be opened or its content is not usable."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{problem}")
+
+
+class UnsupportedFormatError(ScanError):
+    """No reader recognises the file."""
+
+
+class CorruptFileError(ScanError):
+    """The file is of a known kind but truncated, empty or damaged."""
+
+
+class InvalidDataError(ScanError):
+    """The file reads, but its k-space is unusable (NaN/Inf, inconsistent shapes, no k-space array)."""
+
+
+class SamplingError(WorkbenchError):
+    """A mask or trajectory does not fit the scan or has invalid parameters."""
