@@ -16,16 +16,21 @@ from workbench.errors import WorkbenchError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("workbench.commands.info", "print what a scan file holds"),
     "demo": ("workbench.commands.demo", "write the demo scan; --headless prints zero-filled metrics"),
+    "recon": ("workbench.commands.recon", "reconstruct a slice with a method and report metrics"),
+    "plugins": ("workbench.commands.plugins", "list the reconstruction methods found, with capabilities and errors"),
 }
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(command: str) -> argparse.ArgumentParser:
+    # Only the chosen subcommand's module is imported: start-up stays cheap and one broken command
+    # cannot break the others.
     p = argparse.ArgumentParser(prog="workbench", description="MRI reconstruction workbench")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (mod, help_) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(mod).add_arguments(sp)
-        sp.set_defaults(_module=mod)
+        if name == command:
+            importlib.import_module(mod).add_arguments(sp)
+            sp.set_defaults(_module=mod)
     return p
 
 
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         return _open_app(argv)
-    args = _build_parser().parse_args(argv)
+    args = _build_parser(argv[0]).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except WorkbenchError as exc:
