@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the package itself keeps an unpinned torch requirement for users.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench screenshots
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: venv
 
 test: venv
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=300
+
+screenshots: venv
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m workbench.gui.screenshots docs/screenshots
 
 bench: venv
 	$(BIN)/python -m benchmarks.run_all

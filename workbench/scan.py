@@ -4,8 +4,10 @@ A reader (``workbench.io``) builds a Scan; nothing downstream knows the format. 
 slice at a time, so a 35-slice 16-coil fastMRI volume is never loaded whole to show one slice.
 
 Shapes (per slice, see DESIGN.md):
-- Cartesian: k-space ``[C, H, W]`` complex64 (H = phase encode / rows, W = readout / columns after the reader
-  has put the data in that orientation), the k-space centre at index (H//2, W//2).
+- Cartesian: k-space ``[C, H, W]`` complex64, the k-space centre at index (H//2, W//2). As in fastMRI, the
+  readout (frequency encoding, never undersampled) runs along H and the phase encode along W, so 1D line masks
+  select columns; readers orient the data that way where the file says which axis is the readout. 2D
+  (3D-acquisition) slices have phase encodes on both axes and take 2D masks.
 - Non-Cartesian: k-space ``[C, K]`` with ``trajectory`` ``[2, K]`` in radians in [-pi, pi) for the grid
   ``grid_shape``.
 """
