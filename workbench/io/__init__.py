@@ -8,9 +8,9 @@ holds the file's first 512 bytes) and ``open(path, **options) -> Scan``. Registe
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
-from workbench.errors import CorruptFileError, ScanError, UnsupportedFormatError
+from workbench.errors import CorruptFileError, InvalidDataError, ScanError, UnsupportedFormatError
 from workbench.scan import Scan
 
 
@@ -48,27 +48,103 @@ def _load_builtin_readers() -> None:
     from workbench.io import builtin  # noqa: F401  (registers the built-in readers)
 
 
+# Signatures of common files that are not raw k-space, so that a renamed file gets a useful message.
+_MAGIC: list[tuple[bytes, str]] = [
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"\x93NUMPY", "a NumPy .npy file"),
+    (b"PK\x03\x04", "a zip archive (.npz, .zip, ...)"),
+    (b"MATLAB", "a MATLAB .mat file"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"DICM", "a DICOM file"),
+    (b"\x7fELF", "an executable"),
+]
+
+
+def describe_content(head: bytes) -> str:
+    """A few words on what a file's first bytes look like (for error messages)."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "a DICOM file"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file"
+    return "unrecognised binary data"
+
+
+def check_options(path: str, reader: str, options: dict[str, Any], known: Iterable[str]) -> None:
+    """Reject options a reader does not understand (a misspelt option must not be silently ignored)."""
+    known = sorted(known)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ScanError(
+            path,
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for the {reader} reader"
+            f" (it accepts: {', '.join(known) if known else 'no options'})",
+        )
+
+
+def check_finite(path: str | None, kspace: Any, index: int = 0) -> None:
+    """Raise InvalidDataError when a slice's k-space holds NaN/Inf (readers call it on slice 0 at open time,
+    so that a broken file is reported when it is opened rather than when a slice is shown)."""
+    import numpy as np
+
+    k = np.asarray(kspace)
+    finite = np.isfinite(k)
+    if not finite.all():
+        raise InvalidDataError(path, f"slice {index} k-space has {int(k.size - finite.sum())} NaN/Inf values")
+
+
+def _probe(reader: Reader, path: str, head: bytes) -> int:
+    # A third-party reader whose probe crashes must not stop the others from being asked.
+    try:
+        return int(reader.probe(path, head))
+    except Exception:  # noqa: BLE001
+        return 0
+
+
 def open_scan(path: str | os.PathLike, *, format: str | None = None, **options: Any) -> Scan:
     """Open a raw scan file. ``format`` forces a reader by name; ``options`` go to the reader (see
-    docs/formats.md, e.g. ``kspace_var``, ``coil_axis``, ``trajectory``)."""
+    docs/formats.md, e.g. ``kspace_var``, ``coil_axis``, ``trajectory_var``)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ScanError(path, "file does not exist")
     if os.path.isdir(path):
         raise ScanError(path, "is a folder, not a scan file")
-    if os.path.getsize(path) == 0:
-        raise CorruptFileError(path, "file is empty")
-    with open(path, "rb") as f:
-        head = f.read(512)
+    try:
+        if os.path.getsize(path) == 0:
+            raise CorruptFileError(path, "file is empty")
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except PermissionError as exc:
+        raise ScanError(path, f"cannot read the file ({exc.strerror})") from exc
     candidates = readers()
     if format is not None:
         chosen = [r for r in candidates if r.name == format]
         if not chosen:
             raise UnsupportedFormatError(path, f"unknown format {format!r}; known: {', '.join(r.name for r in candidates)}")
-        return chosen[0].open(path, **options)
-    scored = sorted(((r.probe(path, head), i, r) for i, r in enumerate(candidates)), key=lambda t: (-t[0], t[1]))
-    if not scored or scored[0][0] <= 0:
-        raise UnsupportedFormatError(
-            path, "not a recognised raw k-space file (known: " + ", ".join(r.name for r in candidates) + ")"
-        )
-    return scored[0][2].open(path, **options)
+        reader = chosen[0]
+    else:
+        scored = sorted(((_probe(r, path, head), i, r) for i, r in enumerate(candidates)), key=lambda t: (-t[0], t[1]))
+        if not scored or scored[0][0] <= 0:
+            ext = os.path.splitext(path)[1].lower()
+            by_ext = [r.name for r in candidates if ext and ext in getattr(r, "extensions", ())]
+            what = describe_content(head)
+            if by_ext:
+                raise UnsupportedFormatError(
+                    path, f"the name ends in {ext} ({', '.join(by_ext)}) but the content is {what}, not that format"
+                )
+            raise UnsupportedFormatError(
+                path,
+                f"not a recognised raw k-space file (content: {what}; known formats: "
+                + ", ".join(r.name for r in candidates) + ")",
+            )
+        reader = scored[0][2]
+    try:
+        return reader.open(path, **options)
+    except PermissionError as exc:
+        raise ScanError(path, f"cannot read the file ({exc.strerror})") from exc

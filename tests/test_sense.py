@@ -1,0 +1,107 @@
+"""CartesianSense against an explicit dense matrix built from the DFT definition, and dot-product tests."""
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.errors import SamplingError, WorkbenchError
+from workbench.physics.linop import adjointness_error
+from workbench.physics.sense import CartesianSense
+
+
+def centred_dft(n: int) -> np.ndarray:
+    """Centred orthonormal DFT matrix: k-space index k <-> frequency k - n//2, image index m <-> m - n//2."""
+    idx = np.arange(n) - n // 2
+    return np.exp(-2j * np.pi * np.outer(idx, idx) / n) / np.sqrt(n)
+
+
+def dense_sense(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``A = blockrows_c( diag(mask) (F_H kron F_W) diag(S_c) )`` acting on the row-major vectorised image."""
+    c, h, w = maps.shape
+    f2 = np.kron(centred_dft(h), centred_dft(w))  # vec(F_H X F_W^T) = (F_H kron F_W) vec(X), row-major
+    m = np.diag(mask.reshape(-1).astype(float))
+    return np.concatenate([m @ f2 @ np.diag(maps[i].reshape(-1)) for i in range(c)], axis=0)
+
+
+def rand_c(*shape, seed=0):
+    g = np.random.default_rng(seed)
+    return (g.standard_normal(shape) + 1j * g.standard_normal(shape)).astype(np.complex64)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (5, 7), (8, 6)])
+def test_forward_adjoint_normal_match_dense_matrix(shape):
+    h, w = shape
+    maps = rand_c(2, h, w, seed=1)
+    mask = np.random.default_rng(2).random((h, w)) < 0.5
+    mask[h // 2, w // 2] = True
+    A = CartesianSense(torch.from_numpy(maps), torch.from_numpy(mask))
+    D = dense_sense(maps.astype(np.complex128), mask)
+
+    x = rand_c(h, w, seed=3)
+    y = rand_c(2, h, w, seed=4)
+    fwd = A(torch.from_numpy(x)).numpy().reshape(-1)
+    adj = A.adjoint(torch.from_numpy(y)).numpy().reshape(-1)
+    nrm = A.normal(torch.from_numpy(x)).numpy().reshape(-1)
+    np.testing.assert_allclose(fwd, D @ x.reshape(-1), atol=1e-5)
+    np.testing.assert_allclose(adj, D.conj().T @ y.reshape(-1), atol=1e-5)
+    np.testing.assert_allclose(nrm, D.conj().T @ D @ x.reshape(-1), atol=1e-5)
+    # unsampled k-space is exactly zero
+    assert torch.all(A(torch.from_numpy(x))[:, ~torch.from_numpy(mask)] == 0)
+
+
+def test_single_coil_and_line_mask_match_dense_matrix():
+    h, w = 6, 5
+    cols = np.array([True, False, True, True, False])
+    A = CartesianSense(None, torch.from_numpy(cols), grid_shape=(h, w))
+    assert A.oshape == (1, h, w)
+    D = dense_sense(np.ones((1, h, w), np.complex128), np.broadcast_to(cols, (h, w)))
+    x = rand_c(h, w, seed=5)
+    np.testing.assert_allclose(A(torch.from_numpy(x)).numpy().reshape(-1), D @ x.reshape(-1), atol=1e-5)
+    np.testing.assert_allclose(A.normal(torch.from_numpy(x)).numpy().reshape(-1), D.conj().T @ D @ x.reshape(-1),
+                               atol=1e-5)
+
+
+def test_fully_sampled_with_normalised_maps_is_an_isometry():
+    maps = torch.from_numpy(rand_c(4, 8, 10, seed=6))
+    maps = maps / maps.abs().pow(2).sum(0).sqrt()
+    A = CartesianSense(maps, None)
+    x = torch.from_numpy(rand_c(8, 10, seed=7))
+    assert torch.allclose(A.normal(x), x, atol=1e-5)
+    assert abs(float(A(x).norm() / x.norm()) - 1) < 1e-5
+
+
+def test_dot_product_batched():
+    torch.manual_seed(0)
+    h, w = 12, 10
+    maps = torch.randn(3, h, w, dtype=torch.complex64)
+    mask = torch.rand(h, w) < 0.4
+    A = CartesianSense(maps, mask)
+    assert adjointness_error(A) < 1e-5
+    assert adjointness_error(A, batch=(2, 3)) < 1e-5
+    assert adjointness_error(A.H, batch=(2,)) < 1e-5
+    # per-item maps and masks: [B, C, H, W] and [B, H, W]
+    maps_b = torch.randn(4, 3, h, w, dtype=torch.complex64)
+    mask_b = torch.rand(4, h, w) < 0.4
+    Ab = CartesianSense(maps_b, mask_b)
+    assert adjointness_error(Ab, batch=(4,)) < 1e-5
+    x = torch.randn(4, h, w, dtype=torch.complex64)
+    for i in range(4):  # item i uses its own maps and mask
+        Ai = CartesianSense(maps_b[i], mask_b[i])
+        assert torch.allclose(Ab(x)[i], Ai(x[i]), atol=1e-5)
+        assert torch.allclose(Ab.normal(x)[i], Ai.adjoint(Ai(x[i])), atol=1e-4)
+
+
+def test_bad_inputs_raise_typed_errors():
+    maps = torch.ones(2, 6, 5, dtype=torch.complex64)
+    with pytest.raises(SamplingError, match="6x5"):
+        CartesianSense(maps, torch.ones(6, 6, dtype=torch.bool))
+    with pytest.raises(SamplingError, match="columns"):
+        CartesianSense(maps, torch.ones(4, dtype=torch.bool))
+    with pytest.raises(WorkbenchError):
+        CartesianSense(torch.ones(6, 5), None)
+    bad = maps.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(WorkbenchError, match="NaN"):
+        CartesianSense(bad, None)
+    with pytest.raises(ValueError):
+        CartesianSense(maps, None)(torch.ones(6, 6, dtype=torch.complex64))

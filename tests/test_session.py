@@ -1,0 +1,509 @@
+"""The session model (no Qt): derived images against explicit numpy formulas, mask editing, events, jobs through
+test plugins, project files."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from workbench.errors import CorruptFileError, ScanError, SamplingError
+from workbench.io.fastmri import write_fastmri
+from workbench.scan import scan_from_arrays
+from workbench.session import ACQUIRED, USER, Session, fit_shape, region_stats
+
+H, W, C = 64, 48, 4  # readout oversampled 2x: recon 32 x 48
+RECON = (32, 48)
+
+
+def np_ifft2c(k: np.ndarray) -> np.ndarray:
+    """Independent centred orthonormal inverse FFT (numpy)."""
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def np_fft2c(x: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def np_crop(x: np.ndarray, shape) -> np.ndarray:
+    h, w = x.shape[-2:]
+    t, l = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
+    return x[..., t:t + shape[0], l:l + shape[1]]
+
+
+def phantom_kspace(n_slices: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:H, :W]
+    out = []
+    for s in range(n_slices):
+        img = ((yy - 32) ** 2 / 14**2 + (xx - 24) ** 2 / 17**2 < 1) * (1.0 + 0.4 * np.sin(xx / 2.5 + s))
+        img = img + 0.5 * ((yy - 30) ** 2 + (xx - 20) ** 2 < 16)
+        maps = np.stack([np.exp(-((yy - a) ** 2 + (xx - b) ** 2) / 900) * np.exp(1j * (xx - yy) / 40 * c)
+                         for c, (a, b) in enumerate([(0, 0), (0, 47), (63, 0), (63, 47)])])
+        k = np_fft2c(img * np.exp(0.3j * yy / H) * maps)
+        k = k + 0.002 * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+        out.append(k.astype(np.complex64))
+    return np.stack(out)
+
+
+@pytest.fixture()
+def kspace() -> np.ndarray:
+    return phantom_kspace()
+
+
+@pytest.fixture()
+def session(kspace) -> Session:
+    s = Session(device="cpu")
+    s.set_scan(scan_from_arrays(kspace, recon_shape=RECON))
+    yield s
+    s.shutdown()
+
+
+def reference_of(k: np.ndarray) -> np.ndarray:
+    return np_crop(np.sqrt((np.abs(np_ifft2c(k)) ** 2).sum(0)), RECON).astype(np.float32)
+
+
+def zero_filled_of(k: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np_crop(np.sqrt((np.abs(np_ifft2c(k * mask)) ** 2).sum(0)), RECON).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def test_fit_shape_crops_and_pads_around_the_centre():
+    x = np.arange(5 * 6).reshape(5, 6)
+    assert np.array_equal(fit_shape(x, (3, 4)), x[1:4, 1:5])
+    p = fit_shape(x, (7, 8))
+    assert p.shape == (7, 8) and np.array_equal(p[1:6, 1:7], x) and p.sum() == x.sum()
+
+
+def test_reference_is_rss_of_full_data_cropped(session, kspace):
+    i = session.slice_index
+    np.testing.assert_allclose(session.reference(), reference_of(kspace[i]), rtol=1e-4, atol=1e-6)
+    assert session.reference().shape == RECON
+
+
+def test_stored_reference_wins(kspace):
+    ref = np.full((2, *RECON), 3.0, np.float32)
+    s = Session(device="cpu")
+    s.set_scan(scan_from_arrays(kspace, reference=ref))
+    assert np.all(s.reference() == 3.0)
+
+
+def test_zero_filled_fast_path_matches_explicit_formula_for_line_masks(session, kspace):
+    rng = np.random.default_rng(1)
+    cols = rng.random(W) < 0.3
+    cols[W // 2 - 3:W // 2 + 3] = True
+    mask = np.broadcast_to(cols, (H, W)).copy()
+    session.begin_user_mask(mask)
+    expected = zero_filled_of(kspace[session.slice_index], mask)
+    np.testing.assert_allclose(session.zero_filled(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_zero_filled_general_path_matches_formula_for_2d_masks(session, kspace):
+    rng = np.random.default_rng(2)
+    mask = rng.random((H, W)) < 0.4
+    session.begin_user_mask(mask)
+    expected = zero_filled_of(kspace[session.slice_index], mask)
+    np.testing.assert_allclose(session.zero_filled(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_zero_filled_metrics_follow_skimage(session, kspace):
+    mask = np.zeros((H, W), bool)
+    mask[:, ::3] = True
+    mask[:, W // 2 - 4:W // 2 + 4] = True
+    session.begin_user_mask(mask)
+    ref = reference_of(kspace[session.slice_index])
+    zf = zero_filled_of(kspace[session.slice_index], mask)
+    m = session.zero_filled_metrics()
+    dr = float(ref.max())
+    assert m["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, zf, data_range=dr), abs=1e-3)
+    assert m["ssim"] == pytest.approx(structural_similarity(ref, zf, data_range=dr, win_size=7), abs=1e-4)
+    assert m["nmse"] == pytest.approx(float(np.sum((ref - zf) ** 2) / np.sum(ref**2)), rel=1e-3)
+
+
+def test_fully_sampled_zero_filled_equals_reference(session):
+    session.begin_user_mask(np.ones((H, W), bool))
+    np.testing.assert_allclose(session.zero_filled(), session.reference(), rtol=1e-4, atol=1e-5)
+    assert session.zero_filled_metrics()["nmse"] < 1e-8
+
+
+def test_slice_change_invalidates_caches(session, kspace):
+    session.begin_user_mask(np.ones((H, W), bool))
+    a = session.zero_filled().copy()
+    session.set_slice(0 if session.slice_index else 1)
+    b = session.zero_filled()
+    np.testing.assert_allclose(b, reference_of(kspace[session.slice_index]), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(a, b)
+
+
+def test_kspace_log_magnitude_and_coil_views(session, kspace):
+    k = kspace[session.slice_index]
+    v = session.kspace_log_magnitude()
+    mag = np.sqrt((np.abs(k) ** 2).sum(0))
+    np.testing.assert_allclose(v, np.log1p(mag * 1e3 / mag.max()), rtol=1e-4, atol=1e-4)
+    session.set_coil(2)
+    np.testing.assert_allclose(session.kspace_log_magnitude(), np.log1p(np.abs(k[2]) * 1e3 / np.abs(k[2]).max()),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(session.full_image(), np_crop(np.abs(np_ifft2c(k[2])), RECON), rtol=1e-4, atol=1e-5)
+
+
+def test_psf_of_equispaced_lines_has_aliases_at_w_over_r(session):
+    mask = np.zeros((H, W), bool)
+    mask[:, ::4] = True
+    session.begin_user_mask(mask)
+    psf = session.psf()
+    # |ifft(comb with period 4)| has equal peaks every W/4 columns on the centre row, and nothing between
+    row = psf[H // 2]
+    peaks = np.flatnonzero(row > 0.5)
+    assert list(np.diff(peaks)) == [W // 4] * (len(peaks) - 1) and len(peaks) == 4
+    assert psf.max() == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# hand-drawn masks
+def test_toggle_and_drag_lines_with_undo_redo(session):
+    session.begin_user_mask(np.zeros((H, W), bool))
+    events = []
+    unsubscribe = session.subscribe("sampling", lambda st: events.append(st.mask.copy()))
+    assert session.toggle_line(10) is True
+    assert session.mask()[:, 10].all() and session.mask().sum() == H
+    session.begin_stroke()
+    session.set_lines(range(20, 25), True)
+    session.set_lines(range(25, 27), True)
+    session.end_stroke()
+    assert session.mask()[0].sum() == 1 + 7
+    assert len(events) == 3
+    assert session.undo()  # the whole stroke is one step
+    assert session.mask()[0].sum() == 1
+    assert session.undo()
+    assert session.mask().sum() == 0
+    assert not session.can_undo
+    assert session.redo() and session.mask()[0].sum() == 1
+    assert session.redo() and session.mask()[0].sum() == 8
+    assert not session.can_redo
+    unsubscribe()
+    session.toggle_line(10)
+    assert len(events) == 7  # no more events after unsubscribing (3 edits + 2 undo + 2 redo)
+    assert not session.mask()[:, 10].any()
+
+
+def test_symmetric_lines_and_brush(session):
+    session.begin_user_mask(np.zeros((H, W), bool))
+    session.symmetric = True
+    session.set_lines([W // 2 + 5], True)
+    on = np.flatnonzero(session.mask()[0])
+    assert list(on) == [W // 2 - 5, W // 2 + 5]
+    session.clear_mask()
+    assert session.mask().sum() == 0
+    session.paint(10, 12, 3, True)
+    m = session.mask()
+    rr, cc = np.mgrid[:H, :W]
+    disc = (rr - 10) ** 2 + (cc - 12) ** 2 <= 9
+    mirror = (rr - (2 * (H // 2) - 10)) ** 2 + (cc - (2 * (W // 2) - 12)) ** 2 <= 9
+    assert np.array_equal(m, disc | mirror)
+    session.paint(10, 12, 1.5, False)  # erase a smaller disc (and its mirror)
+    small = (rr - 10) ** 2 + (cc - 12) ** 2 <= 2.25
+    assert not session.mask()[small].any() and session.mask()[disc & ~small].all()
+
+
+def test_editing_a_generated_sampling_switches_to_hand_drawn(session):
+    session.begin_user_mask(np.ones((H, W), bool))
+    assert session.sampling_state.kind == USER
+    assert session.sampling_state.acceleration == pytest.approx(1.0)
+    session.set_lines(range(0, W, 2), False)
+    assert session.sampling_state.acceleration == pytest.approx(2.0)
+
+
+def test_mask_must_fit_the_grid(session):
+    with pytest.raises(SamplingError):
+        session.begin_user_mask(np.ones((H, W + 1), bool))
+
+
+def test_undersampled_scan_defaults_to_acquired(kspace):
+    k = kspace.copy()
+    k[..., 1::2] = 0
+    s = Session(device="cpu")
+    s.set_scan(scan_from_arrays(k, recon_shape=RECON))
+    st = s.sampling_state
+    assert st.kind == ACQUIRED and st.acceleration == pytest.approx(2.0)
+    assert s.reference() is None and s.zero_filled_metrics() == {}
+    np.testing.assert_allclose(s.zero_filled(), zero_filled_of(k[s.slice_index], np.ones((H, W))),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_region_stats():
+    a = np.arange(100, dtype=float).reshape(10, 10)
+    ref = np.zeros((10, 10))
+    st = region_stats(a, ref, slice(2, 4), slice(3, 6))
+    block = a[2:4, 3:6]
+    assert st["mean"] == pytest.approx(block.mean()) and st["max"] == 35 and st["pixels"] == 6
+    assert st["rmse"] == pytest.approx(np.sqrt((block**2).mean()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# jobs through test plugins
+PLUGINS = {
+    "landweber_coils.py": '''
+        from dataclasses import dataclass
+        import torch
+        from workbench.methods import Capabilities, Method, param
+        from workbench.physics.fft import fft2c, ifft2c, rss
+        from workbench.result import Result
+
+        @dataclass
+        class Params:
+            n_iter: int = param(20, min=1, max=1000, help="iterations")
+            step: float = param(1.0, min=0.0, max=2.0, help="step size")
+
+        class CoilLandweber(Method):
+            """Landweber iteration per coil on the masked FFT, then RSS (no maps needed)."""
+            name = "test-landweber"
+            version = "1.0"
+            capabilities = Capabilities(cartesian=True)
+            Params = Params
+
+            def run(self, problem, params, ctx):
+                m = problem.mask.to(problem.y.device)
+                x = torch.zeros_like(problem.y)
+                for it in range(params.n_iter):
+                    ctx.check_cancelled()
+                    x = x - params.step * ifft2c(m * (m * fft2c(x) - problem.y))
+                    ctx.progress((it + 1) / params.n_iter, f"iteration {it + 1}")
+                return Result(image=problem.crop(rss(x)).to(torch.complex64))
+    ''',
+    "zero_filled_rss.py": '''
+        import torch
+        from workbench.methods import Capabilities, Method
+        from workbench.result import Result
+
+        class ZeroFilledRss(Method):
+            name = "test-zf"
+            version = "1.0"
+            capabilities = Capabilities(cartesian=True, noncartesian=True, gives_uncertainty=True)
+
+            def run(self, problem, params, ctx):
+                img = problem.crop(problem.zero_filled("rss"))
+                return Result(image=img.to(torch.complex64), std=0.1 * img.abs())
+    ''',
+    "failing.py": '''
+        from workbench.methods import Capabilities, Method
+
+        class Failing(Method):
+            name = "test-failing"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise RuntimeError("deliberate failure in the test plugin")
+    ''',
+    "slow.py": '''
+        import time
+        from workbench.methods import Capabilities, Method
+        from workbench.result import Result
+
+        class Slow(Method):
+            name = "test-slow"
+            capabilities = Capabilities(cartesian=True, noncartesian=True)
+
+            def run(self, problem, params, ctx):
+                for i in range(3000):
+                    ctx.check_cancelled()
+                    ctx.progress(i / 3000, "waiting")
+                    time.sleep(0.01)
+                return Result(image=problem.crop(problem.zero_filled("rss")))
+    ''',
+    "noncart_only.py": '''
+        from workbench.methods import Capabilities, Method
+
+        class NonCartOnly(Method):
+            name = "test-noncart-only"
+            capabilities = Capabilities(cartesian=False, noncartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise AssertionError("never runs on Cartesian data")
+    ''',
+    "broken.py": '''
+        import this_module_does_not_exist_anywhere
+    ''',
+}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    from workbench.methods import discover_methods
+
+    d = tmp_path_factory.mktemp("plugins")
+    for name, src in PLUGINS.items():
+        (d / name).write_text(textwrap.dedent(src))
+    return discover_methods([d], entry_points=False, builtin=False, user_dirs=False)
+
+
+def wait_for(entry, timeout=20.0):
+    t0 = time.time()
+    while entry.active and time.time() - t0 < timeout:
+        time.sleep(0.01)
+    assert not entry.active, f"job still {entry.state} after {timeout} s"
+
+
+def test_registry_reports_the_broken_plugin(registry):
+    assert {"test-landweber", "test-zf", "test-failing", "test-slow"} <= set(registry.methods)
+    assert any("broken.py" in e.source and "this_module_does_not_exist_anywhere" in e.message
+               for e in registry.errors)
+
+
+def test_run_results_and_metrics(session, registry, kspace):
+    cols = np.zeros(W, bool)
+    cols[::2] = True
+    cols[W // 2 - 4:W // 2 + 4] = True
+    session.begin_user_mask(np.broadcast_to(cols, (H, W)).copy())
+    seen = []
+    session.subscribe("result", lambda e: seen.append(e.state))
+    zf = session.run(registry.methods["test-zf"])
+    lw = session.run(registry.methods["test-landweber"], {"n_iter": 30})
+    lw2 = session.run(registry.methods["test-landweber"], {"n_iter": 2})
+    for e in (zf, lw, lw2):
+        wait_for(e)
+    assert [e.state for e in (zf, lw, lw2)] == ["done"] * 3
+    assert "running" in seen and seen[-1] == "done"
+    assert lw2.label != lw.label and len(session.results) == 3  # separate results per run
+    # the Problem-based zero-filled image equals the session's explicit fast-path zero-filled image
+    np.testing.assert_allclose(np.abs(zf.image), session.zero_filled(), rtol=1e-4, atol=1e-5)
+    assert zf.metrics["psnr"] == pytest.approx(session.zero_filled_metrics()["psnr"], abs=1e-3)
+    assert zf.std is not None and zf.std.shape == RECON
+    # Landweber with unit step on an orthonormal masked FFT converges in one step to the zero-filled solution
+    # (x = F^H M y); more iterations must not change it, and its metrics follow skimage
+    np.testing.assert_allclose(np.abs(lw.image), session.zero_filled(), rtol=1e-3, atol=1e-4)
+    ref = session.reference()
+    assert lw.metrics["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(ref, np.abs(lw.image), data_range=float(ref.max())), abs=1e-3)
+    assert lw.params == {"n_iter": 30, "step": 1.0} and lw.elapsed is not None
+
+
+def test_failing_plugin_and_bad_params(session, registry):
+    from workbench.methods import ParamError
+
+    e = session.run(registry.methods["test-failing"])
+    wait_for(e)
+    assert e.state == "failed" and "deliberate failure" in e.error
+    assert "RuntimeError" in (e.error_details or "")
+    with pytest.raises(ParamError):
+        session.run(registry.methods["test-landweber"], {"n_iter": 0})
+    # the session keeps working
+    ok = session.run(registry.methods["test-zf"])
+    wait_for(ok)
+    assert ok.state == "done"
+
+
+def test_cancel_running_and_queued_jobs(session, registry):
+    slow = session.run(registry.methods["test-slow"])
+    queued = session.run(registry.methods["test-zf"])
+    t0 = time.time()
+    while slow.state != "running" and time.time() - t0 < 10:
+        time.sleep(0.01)
+    assert slow.state == "running"
+    session.cancel(queued)
+    session.cancel(slow)
+    wait_for(slow, 5)
+    wait_for(queued, 5)
+    assert slow.state == "cancelled" and queued.state == "cancelled"
+    assert time.time() - t0 < 10  # cancelled long before its 30 s
+
+
+def test_check_methods_reports_reasons(session, registry):
+    reasons = session.check_methods(registry.methods.values())
+    assert reasons["test-zf"] == [] and reasons["test-landweber"] == []
+    assert any("Cartesian" in r for r in reasons["test-noncart-only"])
+    got = {}
+    done = threading.Event()
+    session.check_methods(registry.methods.values(), callback=lambda r: (got.update(r), done.set()))
+    assert done.wait(5) and got == reasons
+
+
+def test_results_only_of_current_slice_in_comparison(session, registry):
+    e = session.run(registry.methods["test-zf"])
+    wait_for(e)
+    keys = [r["key"] for r in session.comparison_rows()]
+    assert keys == ["zero-filled", e.id]
+    session.set_slice(0 if session.slice_index else 1)
+    assert [r["key"] for r in session.comparison_rows()] == ["zero-filled"]
+    assert len(session.comparison_rows(slice_only=False)) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# project files
+def test_save_and_load_project(tmp_path, kspace, registry):
+    path = tmp_path / "scan.h5"
+    write_fastmri(path, kspace)
+    s = Session(device="cpu")
+    s.open(path)
+    mask = np.zeros((H, W), bool)
+    mask[:, ::3] = True
+    s.begin_user_mask(mask)
+    s.set_slice(0)
+    e = s.run(registry.methods["test-zf"])
+    wait_for(e)
+    s.export_metrics_csv(tmp_path / "metrics.csv")
+    proj = tmp_path / "project" / "session.wbs.json"
+    proj.parent.mkdir()
+    sidecar = s.save(proj)
+    doc = json.loads(proj.read_text())
+    assert doc["scan"]["path"] == str(path) and doc["sampling"]["kind"] == USER
+    assert doc["results"][0]["method"] == "test-zf" and doc["results"][0]["params"] == {}
+    s.shutdown()
+
+    t = Session(device="cpu")
+    t.load(proj)
+    assert t.scan.path == str(path) and t.slice_index == 0
+    assert np.array_equal(t.mask(), mask) and t.sampling_state.kind == USER
+    assert len(t.results) == 1
+    r = t.results[0]
+    assert r.state == "done" and r.method == "test-zf"
+    np.testing.assert_array_equal(r.image, e.image)
+    np.testing.assert_array_equal(r.std, e.std)
+    assert r.metrics == pytest.approx(e.metrics)
+    assert sidecar.endswith("session.wbs.npz")
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("label,method,slice,psnr") and len(lines) == 3
+    assert lines[2].split(",")[1] == "test-zf"
+
+
+def test_project_finds_a_moved_scan_relative_to_it(tmp_path, kspace):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    write_fastmri(folder / "scan.h5", kspace)
+    s = Session(device="cpu")
+    s.open(folder / "scan.h5")
+    s.begin_user_mask(np.ones((H, W), bool))
+    s.save(folder / "p.json")
+    moved = tmp_path / "b"
+    folder.rename(moved)
+    t = Session(device="cpu")
+    t.load(moved / "p.json")
+    assert t.scan.path == str(moved / "scan.h5")
+
+
+def test_bad_project_files_raise_typed_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(CorruptFileError, match="bad.json"):
+        Session().load(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CorruptFileError, match="not a workbench session"):
+        Session().load(other)
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps({"format": "workbench-session", "scan": {"path": str(tmp_path / "gone.h5")}}))
+    with pytest.raises(ScanError, match="gone.h5"):
+        Session().load(missing)
+
+
+def test_open_bad_file_leaves_session_unchanged(session, tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"this is not HDF5 at all" * 10)
+    before = session.scan
+    with pytest.raises(ScanError, match="junk.h5"):
+        session.open(junk)
+    assert session.scan is before

@@ -1,0 +1,271 @@
+"""workbench.simulate: determinism, physics of the simulated acquisition, and the cached demo file.
+
+References are computed independently here with numpy's FFT (not the project's fft2c), explicit RSS, empirical
+noise statistics, and the ISMRMRD schema classes."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from workbench import simulate
+
+AX = (-2, -1)
+
+
+def np_ifft2c(k):
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=AX), norm="ortho"), axes=AX)
+
+
+def np_fft2c(x):
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=AX), norm="ortho"), axes=AX)
+
+
+def crop(x, shape):
+    h, w = x.shape[-2:]
+    t, l = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
+    return x[..., t : t + shape[0], l : l + shape[1]]
+
+
+def laplacian(x):
+    return np.roll(x, 1, -1) + np.roll(x, -1, -1) + np.roll(x, 1, -2) + np.roll(x, -1, -2) - 4 * x
+
+
+ARRAYS = ("kspace", "image", "maps", "reference", "target", "head_mask", "wm_mask")
+
+
+def test_same_seed_identical_other_seed_different():
+    kw = dict(shape=(64, 64), n_coils=None, contrast="random", snr=None, noise_correlation=None,
+              rotation_deg=None, scale=None, shift_mm=None, readout_oversampling=2)
+    a = simulate.generate_slice(123, **kw)
+    b = simulate.generate_slice(np.random.default_rng(123), **kw)
+    c = simulate.generate_slice(124, **kw)
+    for key in ARRAYS:
+        assert np.array_equal(a[key], b[key]), key
+    assert a["params"].to_dict() == b["params"].to_dict()
+    assert a["slice_position"] == b["slice_position"]
+    assert not np.array_equal(a["kspace"], c["kspace"]) if a["kspace"].shape == c["kspace"].shape else True
+    assert a["params"].to_dict() != c["params"].to_dict()
+
+
+def test_shapes_coils_and_bad_parameters():
+    s = simulate.generate_slice(0, shape=(96, 80), n_coils=9, readout_oversampling=2, slice_position=30.0)
+    assert s["kspace"].shape == (9, 192, 80) and s["kspace"].dtype == np.complex64
+    assert s["maps"].shape == (9, 192, 80) and s["maps"].dtype == np.complex64
+    assert s["image"].shape == (192, 80)
+    assert s["reference"].shape == (96, 80) and s["reference"].dtype == np.float32
+    assert s["slice_position"] == 30.0
+    s1 = simulate.generate_slice(0, shape=(64, 48), n_coils=16, readout_oversampling=1)
+    assert s1["kspace"].shape == (16, 64, 48)
+    for bad in (dict(readout_oversampling=3), dict(contrast="flair"), dict(slice_position=500.0),
+                dict(shape=(8, 8)), dict(n_coils=0)):
+        with pytest.raises(ValueError):
+            simulate.generate_slice(0, **{"shape": (64, 64), **bad})
+    # random coil count lies in the documented 8..16
+    counts = {simulate.generate_slice(seed, shape=(32, 32), n_coils=None)["kspace"].shape[0] for seed in range(6)}
+    assert counts <= set(range(8, 17)) and len(counts) > 1
+
+
+def test_kspace_is_fft_of_coil_images_plus_correlated_noise():
+    s = simulate.generate_slice(7, shape=(128, 128), n_coils=8, noise_correlation=0.4, snr=25.0)
+    maps, image, k = s["maps"].astype(np.complex128), s["image"].astype(np.complex128), s["kspace"]
+    # maps are normalised: sum_c |S_c|^2 = 1
+    np.testing.assert_allclose((np.abs(maps) ** 2).sum(0), 1.0, atol=1e-5)
+    residual = (k - np_fft2c(maps * image[None])).reshape(8, -1)
+    emp = residual @ residual.conj().T / residual.shape[1]
+    cov = s["noise_cov"].astype(np.complex128)
+    assert np.linalg.norm(emp - cov) / np.linalg.norm(cov) < 0.05
+    offdiag = np.abs(cov - np.diag(np.diag(cov))).max() / np.real(np.diag(cov)).mean()
+    assert offdiag > 0.05  # the requested correlation is really there
+    # noise is circular complex Gaussian: real and imaginary parts have equal variance, ~no pseudo-covariance
+    pseudo = residual @ residual.T / residual.shape[1]
+    assert np.abs(pseudo).max() < 0.05 * np.real(np.diag(cov)).mean()
+
+
+def test_reference_is_cropped_rss_of_kspace():
+    s = simulate.generate_slice(3, shape=(96, 96), n_coils=10, readout_oversampling=2)
+    rss = np.sqrt((np.abs(np_ifft2c(s["kspace"].astype(np.complex128))) ** 2).sum(0))
+    np.testing.assert_allclose(s["reference"], crop(rss, (96, 96)), rtol=1e-4, atol=1e-6 * rss.max())
+    np.testing.assert_allclose(s["target"], crop(np.abs(s["image"]), (96, 96)), rtol=1e-6)
+    # background-free object: zero outside the head, and the whole head inside the reconstructed FOV
+    assert np.all(s["image"][~s["head_mask"]] == 0)
+    outside_fov = s["head_mask"].copy()
+    outside_fov[48:48 + 96] = False
+    assert not outside_fov.any()
+
+
+@pytest.mark.parametrize("snr,corr", [(25.0, 0.0), (35.0, 0.4)])
+def test_measured_snr_in_rss_matches_request(snr, corr):
+    s = simulate.generate_slice(11, shape=(160, 160), n_coils=12, snr=snr, noise_correlation=corr,
+                                slice_position=30.0)
+    rss = np.sqrt((np.abs(np_ifft2c(s["kspace"].astype(np.complex128))) ** 2).sum(0))
+    wm = s["wm_mask"]
+    assert wm.sum() > 500
+    truth = np.abs(s["image"])[wm]
+    measured = truth.mean() / np.std(rss[wm] - truth)
+    assert measured == pytest.approx(snr, rel=0.1)
+
+
+def test_random_snr_in_default_range():
+    for seed in (1, 2):
+        s = simulate.generate_slice(seed, shape=(128, 128), snr=None, slice_position=20.0)
+        rss = np.sqrt((np.abs(np_ifft2c(s["kspace"].astype(np.complex128))) ** 2).sum(0))
+        wm = s["wm_mask"]
+        truth = np.abs(s["image"])[wm]
+        measured = truth.mean() / np.std(rss[wm] - truth)
+        assert 20 * 0.9 <= measured <= 40 * 1.1
+
+
+def test_coil_maps_are_smooth_and_localised():
+    s = simulate.generate_slice(5, shape=(128, 128), n_coils=12, readout_oversampling=2)
+    head = ndimage.binary_erosion(s["head_mask"], iterations=2)
+    maps, image = s["maps"], s["image"]
+    rough_maps = max(np.linalg.norm(laplacian(m)[head]) / np.linalg.norm(m[head]) for m in maps)
+    rough_image = np.linalg.norm(laplacian(image)[head]) / np.linalg.norm(image[head])
+    assert rough_image > 0.1  # the measure does see anatomy-scale structure
+    assert rough_maps < 0.02
+    # each coil is most sensitive near its own position (outside the head), not uniformly
+    p = s["params"]
+    rows = (np.arange(maps.shape[1]) - maps.shape[1] // 2) * s["pixel_mm"]
+    cols = (np.arange(maps.shape[2]) - maps.shape[2] // 2) * s["pixel_mm"]
+    for c in range(p.n_coils):
+        mag = np.where(head, np.abs(maps[c]), 0)
+        i, j = np.unravel_index(np.argmax(mag), mag.shape)
+        nearest = np.hypot(rows[i] - p.coil_positions_mm[:, 0], cols[j] - p.coil_positions_mm[:, 1]).argmin()
+        assert nearest == c
+
+
+def test_contrasts_follow_the_spin_echo_equation():
+    for contrast, (tr, te) in simulate.SEQUENCES.items():
+        s = simulate.generate_slice(2, shape=(128, 128), contrast=contrast, slice_position=18.0, bias=0.0)
+        mag = np.abs(s["image"])
+        assert s["csf_mask"].sum() > 20
+        wm, csf = mag[s["wm_mask"]].mean(), mag[s["csf_mask"]].mean()
+        sig = {t: pd * (1 - np.exp(-tr / t1)) * np.exp(-te / t2)
+               for t, (pd, t1, t2) in simulate.TISSUE_PROPERTIES.items()}
+        # pure-tissue regions keep the signal equation's ratio (up to the smooth receive bias and texture)
+        assert csf / wm == pytest.approx(sig["csf"] / sig["wm"], rel=0.2), contrast
+    t1 = simulate.spin_echo_intensities(*simulate.SEQUENCES["t1"])
+    t2 = simulate.spin_echo_intensities(*simulate.SEQUENCES["t2"])
+    assert t1["wm"] > t1["gm"] > t1["csf"]  # T1-weighted: white matter bright, CSF dark
+    assert t2["csf"] > t2["gm"] > t2["wm"]  # T2-weighted: CSF bright
+
+
+def test_volume_shares_coils_and_noise_level():
+    v = simulate.generate_volume(4, slice_positions=[0.0, 20.0, 40.0], shape=(64, 64), n_coils=8)
+    assert v["kspace"].shape == (3, 8, 64, 64) and v["reference"].shape == (3, 64, 64)
+    assert v["maps"].shape == (8, 64, 64)  # one coil array for the volume
+    assert not np.array_equal(v["image"][0], v["image"][2])
+
+
+# ----------------------------------------------------------------------------------------------- demo file
+
+
+def test_demo_file_is_valid_fastmri(tmp_path):
+    import ismrmrd.xsd
+
+    path = simulate.demo_scan_path()
+    assert str(path).startswith(os.environ["WORKBENCH_CACHE"])
+    with h5py.File(path, "r") as f:
+        k = f["kspace"][()]
+        ref = f["reconstruction_rss"][()]
+        attrs = dict(f.attrs)
+        header = ismrmrd.xsd.CreateFromDocument(f["ismrmrd_header"][()].decode())
+    assert k.shape == (6, 12, 512, 256) and k.dtype == np.complex64
+    assert ref.shape == (6, 256, 256)
+    # reference = fastMRI's rss(ifft2c(k)) centre-cropped (checked on the first and the middle slice)
+    for i in (0, 3):
+        rss = np.sqrt((np.abs(np_ifft2c(k[i].astype(np.complex128))) ** 2).sum(0))
+        np.testing.assert_allclose(ref[i], crop(rss, (256, 256)), rtol=1e-4, atol=1e-6 * ref.max())
+    assert attrs["acquisition"] == "AXT1" and attrs["patient_id"] == "demo"
+    assert attrs["max"] == pytest.approx(ref.max()) and attrs["norm"] == pytest.approx(np.linalg.norm(ref), rel=1e-5)
+    assert json.loads(attrs["simulation"])["settings"]["n_coils"] == 12
+    enc = header.encoding[0]
+    assert (enc.encodedSpace.matrixSize.x, enc.encodedSpace.matrixSize.y) == (512, 256)
+    assert (enc.reconSpace.matrixSize.x, enc.reconSpace.matrixSize.y) == (256, 256)
+    assert enc.encodedSpace.fieldOfView_mm.x == 2 * enc.reconSpace.fieldOfView_mm.x
+    assert enc.trajectory.value == "cartesian"
+    assert enc.encodingLimits.kspace_encoding_step_1.maximum == 255
+    assert enc.encodingLimits.kspace_encoding_step_1.center == 128
+    assert header.acquisitionSystemInformation.systemFieldStrength_T == 3.0
+    assert header.acquisitionSystemInformation.receiverChannels == 12
+    assert header.sequenceParameters.TR and header.sequenceParameters.TE
+
+
+def test_demo_file_opens_with_the_reader():
+    from workbench.io import open_scan
+
+    scan = open_scan(simulate.demo_scan_path())
+    assert scan.n_slices == 6 and scan.n_coils == 12
+    assert tuple(scan.kspace_shape) == (12, 512, 256)
+    assert tuple(scan.recon_shape) == (256, 256)
+    assert scan.fully_sampled
+    k = scan.kspace(3).numpy()
+    rss = np.sqrt((np.abs(np_ifft2c(k.astype(np.complex128))) ** 2).sum(0))
+    np.testing.assert_allclose(scan.reference(3), crop(rss, (256, 256)), rtol=1e-4, atol=1e-3)
+
+
+def _tiny_volume(**_):
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((2, 2, 16, 8)) + 1j * rng.standard_normal((2, 2, 16, 8))).astype(np.complex64)
+    rss = np.sqrt((np.abs(np_ifft2c(k)) ** 2).sum(1))
+    return {"kspace": k, "reference": crop(rss, (8, 8)).astype(np.float32),
+            "params": simulate.draw_params(0, n_coils=2), "noise_std": 1.0}
+
+
+def test_demo_cache_reuse_regenerate_and_atomic_write(tmp_path, monkeypatch):
+    import workbench.io.fastmri as fm
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(simulate, "generate_volume", lambda *a, **kw: calls.append(1) or _tiny_volume())
+    monkeypatch.setattr(simulate, "DEMO_SETTINGS", {**simulate.DEMO_SETTINGS, "shape": [8, 8]})
+
+    real_write = fm.write_fastmri
+
+    def crashing_write(path, *a, **kw):
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF\r\n half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fm, "write_fastmri", crashing_write)
+    with pytest.raises(OSError):
+        simulate.demo_scan_path()
+    assert list(tmp_path.iterdir()) == []  # neither the final file nor a temporary one is left
+
+    monkeypatch.setattr(fm, "write_fastmri", real_write)
+    stale = tmp_path / "demo_axt1_v0_000000000000.h5"
+    stale.write_bytes(b"old")
+    path = simulate.demo_scan_path()
+    assert path.exists() and len(calls) == 2 and not stale.exists()
+    mtime = path.stat().st_mtime_ns
+    assert simulate.demo_scan_path() == path and len(calls) == 2  # reused, not regenerated
+    assert path.stat().st_mtime_ns == mtime
+    simulate.demo_scan_path(regenerate=True)
+    assert len(calls) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_cache_dir_precedence_and_resources(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from workbench import paths
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert paths.cache_dir() == tmp_path / "explicit" and (tmp_path / "explicit").is_dir()
+    monkeypatch.delenv("WORKBENCH_CACHE")
+    assert paths.cache_dir(create=False) == tmp_path / "xdg" / "mri-workbench"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.cache_dir(create=False) == tmp_path / "home" / ".cache" / "mri-workbench"
+    # from a checkout, the resources are the repository's top-level folder
+    repo = Path(__file__).resolve().parents[1]
+    assert paths.resources_dir() == repo / "resources"
+    assert paths.resource_path("anatomy", "NOTICE.md").is_file()
+    anatomy = simulate.load_anatomy()
+    assert anatomy.gm.shape == anatomy.wm.shape == anatomy.csf.shape and anatomy.gm.shape[0] >= 24
+    assert anatomy.z_range[0] < 0 < anatomy.z_range[1]

@@ -1,0 +1,190 @@
+"""The jobs dock: every reconstruction job with its method, parameters, device, progress, elapsed time, a cancel
+button, and the error (details on double-click)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from workbench.gui.common import Qt
+from workbench.session import ResultEntry, Session
+
+COLUMNS = ("#", "method", "parameters", "device", "progress", "elapsed", "state", "")
+STATE_COLOURS = {"failed": "#e0605a", "cancelled": "#b0a060", "done": "#70c070", "running": "#60a0e0",
+                 "queued": "#a0a0a0"}
+
+
+class JobsPanel(QtWidgets.QWidget):
+    """A table of :class:`ResultEntry` jobs (results and sweep points), newest last."""
+
+    def __init__(self, session: Session, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.rows: dict[int, int] = {}  # entry id -> row
+        self.entries: list[ResultEntry] = []
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(2, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        for c, w in ((0, 36), (1, 130), (3, 60), (4, 130), (5, 64), (6, 200), (7, 70)):
+            self.table.setColumnWidth(c, w)
+        self.table.cellDoubleClicked.connect(self._details)
+        self.table.setToolTip("double-click a row for the job's details (errors with their traceback)")
+        lay.addWidget(self.table)
+        row = QtWidgets.QHBoxLayout()
+        self.summary = QtWidgets.QLabel("no jobs")
+        row.addWidget(self.summary, 1)
+        self.cancel_all_button = QtWidgets.QPushButton("Cancel all")
+        self.cancel_all_button.setToolTip("cancel every queued and running job")
+        self.cancel_all_button.clicked.connect(self.cancel_all)
+        self.clear_button = QtWidgets.QPushButton("Clear finished")
+        self.clear_button.setToolTip("remove failed and cancelled jobs from this list (results stay)")
+        self.clear_button.clicked.connect(self.clear_finished)
+        row.addWidget(self.cancel_all_button)
+        row.addWidget(self.clear_button)
+        lay.addLayout(row)
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(500)
+        self.timer.timeout.connect(self._tick)
+        session.subscribe("results", lambda *_: self._sync_entries())
+        session.subscribe("sweep", lambda *_: self._sync_entries())
+        session.subscribe("result", self.update_entry)
+        session.subscribe("scan", lambda *_: self._sync_entries())
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _all_entries(self) -> list[ResultEntry]:
+        s = self.session
+        out = list(s.results) + [e for sw in s.sweeps for e in sw.entries]
+        keep = {e.id for e in out}
+        # jobs removed from the results list stay while they run, so they can still be cancelled
+        out += [e for e in self.entries if e.id not in keep and e.active]
+        return sorted(out, key=lambda e: e.id)
+
+    def _sync_entries(self) -> None:
+        entries = self._all_entries()
+        if [e.id for e in entries] != [e.id for e in self.entries]:
+            self.entries = entries
+            self.rebuild()
+        else:
+            for e in entries:
+                self.update_entry(e)
+
+    def rebuild(self) -> None:
+        self.table.setRowCount(0)
+        self.rows.clear()
+        for e in self.entries:
+            self._add_row(e)
+        self._summarise()
+
+    def _add_row(self, e: ResultEntry) -> None:
+        r = self.table.rowCount()
+        self.table.insertRow(r)
+        self.rows[e.id] = r
+        for c in range(len(COLUMNS)):
+            if c not in (4, 7):
+                self.table.setItem(r, c, QtWidgets.QTableWidgetItem(""))
+        bar = QtWidgets.QProgressBar()
+        bar.setRange(0, 1000)
+        bar.setTextVisible(True)
+        self.table.setCellWidget(r, 4, bar)
+        btn = QtWidgets.QPushButton("Cancel")
+        btn.setToolTip("stop this job (at the method's next iteration)")
+        btn.clicked.connect(lambda _=False, entry=e: self.session.cancel(entry))
+        self.table.setCellWidget(r, 7, btn)
+        self.update_entry(e)
+
+    def update_entry(self, e: ResultEntry) -> None:
+        r = self.rows.get(e.id)
+        if r is None:
+            if e not in self.entries:
+                self.entries = self._all_entries()
+                self.rebuild()
+            return
+        self.table.item(r, 0).setText(str(e.id))
+        self.table.item(r, 1).setText(e.label)
+        params = e.params_text()
+        self.table.item(r, 2).setText(params)
+        self.table.item(r, 2).setToolTip(params + f"\nslice {e.slice_index + 1}, sampling "
+                                         + ", ".join(f"{k}={v}" for k, v in e.sampling.items() if k != "params"))
+        self.table.item(r, 3).setText(e.device)
+        bar: QtWidgets.QProgressBar = self.table.cellWidget(r, 4)
+        bar.setValue(int(round(1000 * (e.progress if e.state != "done" else 1.0))))
+        bar.setFormat(f"{100 * e.progress:.0f}%" + (f" {e.progress_text}" if e.progress_text and e.active else ""))
+        self.table.item(r, 5).setText(_elapsed(e))
+        state_item = self.table.item(r, 6)
+        text = e.state if e.state != "failed" else f"failed: {e.error}"
+        if e.state == "done" and e.metrics.get("psnr") is not None:
+            text = f"done  PSNR {e.metrics['psnr']:.2f} dB"
+        state_item.setText(text)
+        state_item.setForeground(QtGui.QBrush(QtGui.QColor(STATE_COLOURS.get(e.state, "#ddd"))))
+        state_item.setToolTip((e.error or "") + ("\n\n(double-click for details)" if e.error_details else ""))
+        btn: QtWidgets.QPushButton = self.table.cellWidget(r, 7)
+        btn.setEnabled(e.active)
+        if e.active and not self.timer.isActive():
+            self.timer.start()
+        self._summarise()
+
+    def _tick(self) -> None:
+        active = False
+        for e in self.entries:
+            r = self.rows.get(e.id)
+            if r is not None and e.active:
+                active = True
+                self.table.item(r, 5).setText(_elapsed(e))
+        if not active:
+            self.timer.stop()
+
+    def _summarise(self) -> None:
+        n = {s: 0 for s in STATE_COLOURS}
+        for e in self.entries:
+            n[e.state] = n.get(e.state, 0) + 1
+        parts = [f"{v} {k}" for k, v in n.items() if v]
+        self.summary.setText(", ".join(parts) if parts else "no jobs")
+        self.cancel_all_button.setEnabled(bool(n["running"] or n["queued"]))
+
+    def _details(self, row: int, _col: int) -> None:
+        e = next((x for x in self.entries if self.rows.get(x.id) == row), None)
+        if e is None:
+            return
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle(f"Job {e.id}: {e.label}")
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning if e.state == "failed" else
+                    QtWidgets.QMessageBox.Icon.Information)
+        lines = [f"method: {e.method} {e.version}", f"state: {e.state}", f"parameters: {e.params_text() or '-'}",
+                 f"slice: {e.slice_index + 1}", f"device: {e.device}", f"elapsed: {_elapsed(e)}"]
+        if e.metrics:
+            lines.append("metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items()))
+        if e.error:
+            lines.append(f"error: {e.error}")
+        box.setText("\n".join(lines))
+        if e.error_details:
+            box.setDetailedText(e.error_details)
+        box.exec()
+
+    def cancel_all(self) -> None:
+        for e in self.entries:
+            if e.active:
+                self.session.cancel(e)
+
+    def clear_finished(self) -> None:
+        for e in list(self.session.results):
+            if e.state in ("failed", "cancelled"):
+                self.session.remove_result(e)
+        self.entries = [e for e in self._all_entries() if e.state not in ("failed", "cancelled")]
+        self.rebuild()
+
+
+def _elapsed(e: ResultEntry) -> str:
+    if e.state == "done" and e.elapsed is not None:
+        return f"{e.elapsed:.1f} s"
+    t = e.wall_time()
+    if t is None:
+        return "" if e.state != "queued" else f"waiting {time.time() - e.submitted:.0f} s"
+    return f"{t:.1f} s"

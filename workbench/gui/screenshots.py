@@ -1,0 +1,163 @@
+"""Render the main views of the app into PNG files: ``python -m workbench.gui.screenshots OUTDIR``.
+
+Runs offscreen (``QT_QPA_PLATFORM=offscreen`` is set when no display is given) on the demo scan with the
+built-in plugins (and the example plugin folder of a checkout), with fresh settings, so the pictures are the
+same on every machine: main window, sampling panel with the mask editor, trajectory preview, compare grid with
+results, jobs panel, acceleration sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZE = (1600, 1000)
+# methods shown in the comparison, by preference; parameters keep the screenshots quick to make
+PREFERRED = [("cg-sense", {}), ("l1-wavelet", {}), ("tv", {}), ("landweber", {"n_iter": 30})]
+
+
+def _pump(app, seconds: float = 0.0) -> None:
+    t0 = time.time()
+    while True:
+        app.processEvents()
+        if time.time() - t0 >= seconds:
+            break
+        time.sleep(0.01)
+
+
+def _wait(app, entries, timeout: float) -> None:
+    t0 = time.time()
+    while any(e.active for e in entries) and time.time() - t0 < timeout:
+        _pump(app, 0.05)
+    _pump(app, 0.2)
+
+
+def _methods(registry, limit: int = 3):
+    chosen = [(registry.methods[n], p) for n, p in PREFERRED if n in registry.methods]
+    if len(chosen) < limit:
+        chosen += [(m, {}) for n, m in registry.methods.items() if n not in dict(PREFERRED)][: limit - len(chosen)]
+    return chosen[:limit]
+
+
+def render(outdir: str | os.PathLike, timeout: float = 240.0) -> list[Path]:
+    """Write the screenshots into ``outdir``; returns their paths."""
+    if "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PyQt6 import QtCore
+
+    from workbench.gui.app import make_application
+    from workbench.gui.main_window import MainWindow
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    app = make_application()
+    tmp = tempfile.mkdtemp(prefix="workbench-shots-")
+    settings = QtCore.QSettings(os.path.join(tmp, "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    example_plugins = Path(__file__).resolve().parents[2] / "examples" / "plugins"
+    win = MainWindow(plugin_dirs=[str(example_plugins)] if example_plugins.is_dir() else [], settings=settings)
+    win.resize(*SIZE)
+    win.show()
+    _pump(app, 0.2)
+    if not win.open_demo():
+        raise SystemExit("screenshots: the demo scan could not be opened")
+    s = win.session
+    written: list[Path] = []
+
+    def shot(name: str, widget=None) -> None:
+        _pump(app, 0.3)
+        path = out / name
+        (widget or win).grab().save(str(path))
+        written.append(path)
+        print(f"wrote {path}")
+
+    # 1. main window: k-space, reference, header
+    win.tabs.setCurrentWidget(win.scan_view)
+    shot("main_window.png")
+
+    # 2. sampling panel: a random line mask edited by hand (extra lines, a painted centre region)
+    win.tabs.setCurrentWidget(win.sampling_panel)
+    s.set_sampling("random", acceleration=6.0, seed=1)
+    h, w = s.grid_shape
+    s.begin_stroke()
+    s.set_lines(range(w // 2 - 14, w // 2 - 10), True)
+    s.end_stroke()
+    s.symmetric = True
+    win.sampling_panel.symmetric_box.setChecked(True)
+    win.sampling_panel.tool_brush.setChecked(True)
+    s.begin_stroke()
+    s.paint(h * 0.30, w * 0.30, 10, True)
+    s.end_stroke()
+    shot("sampling_mask_editor.png")
+
+    # 3. a non-Cartesian trajectory with its density compensation
+    s.set_sampling("golden-radial", acceleration=4.0)
+    shot("sampling_trajectory.png")
+
+    # 4. compare: back to a Cartesian mask, run methods, show the grid with error maps and the metrics table
+    s.symmetric = False
+    win.sampling_panel.symmetric_box.setChecked(False)
+    s.set_sampling("random", acceleration=4.0, seed=0)
+    entries = []
+    for method, params in _methods(win.registry):
+        try:
+            entries.append(s.run(method, params))
+        except Exception as exc:  # a method that cannot run here is skipped, the others are shown
+            print(f"screenshots: {method.name} skipped: {exc}", file=sys.stderr)
+    _wait(app, entries, timeout)
+    win.tabs.setCurrentWidget(win.compare_view)
+    _pump(app, 0.3)
+    win.compare_view.rebuild()
+    shot("compare_grid.png")
+
+    # 5. jobs panel: a finished, a cancelled and a running job
+    if entries:
+        method, params = _methods(win.registry)[0]
+        long_params = dict(params)
+        spec_names = [sp.name for sp in method.param_specs()]
+        if "n_iter" in spec_names:
+            long_params["n_iter"] = 5000 if "landweber" in method.name else 1000
+        cancelled = s.run(method, long_params)
+        running = s.run(method, long_params)
+        t0 = time.time()
+        while cancelled.state != "running" and time.time() - t0 < 30:
+            _pump(app, 0.05)
+        s.cancel(cancelled)
+        _pump(app, 1.5)
+        win.jobs_dock.raise_()
+        shot("jobs_panel.png")
+        s.cancel(running)
+        _wait(app, [cancelled, running], 30)
+
+    # 6. acceleration sweep (zero-filled curve at once, methods as their jobs finish)
+    win.tabs.setCurrentWidget(win.sweep_view)
+    sv = win.sweep_view
+    sv.refresh_methods()
+    names = [m.name for m, _ in _methods(win.registry, limit=1)]
+    sv.set_checked(names)
+    sv.family_combo.setCurrentText("random")
+    sv.acc_edit.setText("2, 4, 6, 8")
+    sweep = sv.run_sweep()
+    if sweep is not None:
+        _wait(app, sweep.entries, timeout)
+    shot("sweep.png")
+
+    win.close()
+    _pump(app, 0.1)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workbench.gui.screenshots", description=__doc__.splitlines()[0])
+    p.add_argument("outdir", nargs="?", default="docs/screenshots")
+    p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the reconstruction jobs")
+    args = p.parse_args(argv)
+    render(args.outdir, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

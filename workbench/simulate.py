@@ -1,0 +1,752 @@
+"""Synthetic multi-coil brain k-space from a real anatomy, and the built-in demo scan.
+
+The object is an axial slice of the MNI ICBM152 2009a template (``resources/anatomy``, see its NOTICE.md):
+grey matter, white matter and CSF probability maps, surrounded by synthetic CSF, skull and scalp layers, with
+tissue signals from the spin-echo equation (3 T relaxation times; T1-, T2-, PD-weighted or random TR/TE), a
+mild texture and transmit bias, and a smooth phase. It is seen by a ring of receive coils (2D Biot-Savart field of straight wires parallel to the scanner
+axis: 1/r fall-off, phase rotating around the wire) and measured with complex Gaussian noise, optionally
+correlated between coils, on the Cartesian grid with the centred orthonormal FFT.
+
+Geometry: images are ``[..., H, W]`` with the axial brain upright (anterior at the top) in radiological view;
+the readout runs along H (fastMRI), optionally 2x oversampled, the phase encode along W.
+
+Everything random is drawn from one ``numpy.random.Generator``, so a seed fixes every array bit for bit.
+
+Public API:
+- :func:`generate_slice` one slice (k-space, ground truth, coil maps, reference),
+- :func:`generate_volume` several slices sharing the coil array, contrast, noise covariance and noise level,
+- :func:`draw_params` the per-volume random parameters, :class:`SimParams`,
+- :func:`demo_scan_path` the cached fastMRI-format demo file, :func:`load_anatomy`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import fft as sp_fft
+from scipy import ndimage
+
+from workbench.errors import WorkbenchError
+
+SIM_VERSION = "1"  # bump when the generator's output changes (it names the cached demo file)
+ANATOMY_FILE = ("anatomy", "icbm152_2009a_axial.npz")
+_AXES = (-2, -1)
+CONTRASTS = ("t1", "t2", "pd", "random")
+
+# Tissue contrast: the spin-echo signal PD (1 - exp(-TR/T1)) exp(-TE/T2) with typical 3 T relaxation times
+# (white/grey matter and CSF after Wansapura et al. JMRI 1999; fat and muscle after Gold et al. AJR 2004).
+# "scalp" is a partial-volume mix of subcutaneous fat (T1 ~370 ms), skin and muscle; "skull" cortical bone
+# (almost no signal); "soft" other enclosed non-brain tissue (muscle) far from the brain on low slices.
+TISSUE_PROPERTIES: dict[str, tuple[float, float, float]] = {  # (relative PD, T1 ms, T2 ms)
+    "wm": (0.69, 830.0, 80.0),
+    "gm": (0.80, 1330.0, 110.0),
+    "csf": (1.00, 4000.0, 2000.0),
+    "scalp": (0.80, 600.0, 70.0),
+    "skull": (0.10, 500.0, 5.0),
+    "soft": (0.70, 1420.0, 40.0),
+}
+# (TR ms, TE ms) of the named contrasts: T1-weighted spin echo, T2-weighted and PD-weighted (turbo) spin echo.
+SEQUENCES: dict[str, tuple[float, float]] = {"t1": (600.0, 10.0), "t2": (4000.0, 100.0), "pd": (3000.0, 15.0)}
+# contrast="random": TR log-uniform and TE uniform in these ranges, tissue properties scaled by +-15 %.
+RANDOM_TR_MS = (300.0, 5000.0)
+RANDOM_TE_MS = (8.0, 120.0)
+
+
+def spin_echo_intensities(tr_ms: float, te_ms: float,
+                          properties: dict[str, tuple[float, float, float]] | None = None) -> dict[str, float]:
+    """Tissue signals ``PD (1 - exp(-TR/T1)) exp(-TE/T2)``, scaled so that the brightest brain tissue is 1."""
+    props = TISSUE_PROPERTIES if properties is None else properties
+    sig = {k: pd * (1.0 - math.exp(-tr_ms / t1)) * math.exp(-te_ms / t2) for k, (pd, t1, t2) in props.items()}
+    peak = max(sig["wm"], sig["gm"], sig["csf"])
+    return {k: v / peak for k, v in sig.items()}
+
+
+TISSUE_SHARPENING = 2.0
+DEFAULT_SNR_RANGE = (20.0, 40.0)
+DEFAULT_FOV_MM = 240.0
+
+# ----------------------------------------------------------------------------------------------------------
+# Anatomy
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """The shipped anatomy slab: float32 maps ``[Z, rows, cols]`` in [0, 1] on a 1 mm in-plane grid."""
+
+    t1: np.ndarray
+    gm: np.ndarray
+    wm: np.ndarray
+    csf: np.ndarray
+    z_mm: np.ndarray  # [Z] MNI z of each slice
+    spacing_mm: tuple[float, float, float]  # (dz, drow, dcol)
+    center_mm: tuple[float, float]  # brain bounding-box centre (row, col) from the first pixel, in mm
+    half_extent_mm: tuple[float, float]  # brain half size (rows, cols) over the slab
+    source: str
+    path: str
+
+    @property
+    def z_range(self) -> tuple[float, float]:
+        """Slice positions (MNI z, mm) the simulator can draw."""
+        return float(self.z_mm[0]), float(self.z_mm[-1])
+
+
+@functools.lru_cache(maxsize=2)
+def load_anatomy(path: str | os.PathLike | None = None) -> Anatomy:
+    """Load the anatomy slab (default: the shipped ``resources/anatomy/icbm152_2009a_axial.npz``)."""
+    if path is None:
+        from workbench.paths import resource_path
+
+        path = resource_path(*ANATOMY_FILE)
+    path = os.fspath(path)
+    try:
+        with np.load(path) as z:
+            maps = {k: z[k].astype(np.float32) / 255.0 for k in ("t1", "gm", "wm", "csf")}
+            z_mm = z["z_mm"].astype(np.float64)
+            spacing = tuple(float(s) for s in z["spacing_mm"])
+            center = tuple(float(c) for c in z["center_mm"])
+            source = str(z["source"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise WorkbenchError(f"{path}: not a usable anatomy file ({exc}); rebuild it with "
+                             "resources/anatomy/make_anatomy.py") from exc
+    brain = maps["t1"] > 0
+    rows = np.where(brain.any((0, 2)))[0]
+    cols = np.where(brain.any((0, 1)))[0]
+    half = ((rows[-1] - rows[0] + 1) * spacing[1] / 2, (cols[-1] - cols[0] + 1) * spacing[2] / 2)
+    return Anatomy(t1=maps["t1"], gm=maps["gm"], wm=maps["wm"], csf=maps["csf"], z_mm=z_mm, spacing_mm=spacing,
+                   center_mm=center, half_extent_mm=half,
+                   source=source, path=path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameters
+
+
+@dataclass
+class SimParams:
+    """The random choices shared by the slices of one simulated volume (what a seed fixes).
+
+    Lengths are in mm, angles in radians unless named ``_deg``; coil positions are (row, col) offsets from
+    the grid centre. ``noise_cov`` is the coil noise covariance with mean diagonal 1 (its scale is set by
+    the SNR, or by ``noise_std``).
+    """
+
+    contrast: str
+    tr_ms: float
+    te_ms: float
+    intensities: dict[str, float]  # relative signal per tissue (spin-echo equation at tr_ms / te_ms)
+    n_coils: int
+    coil_positions_mm: np.ndarray  # [C, 2]
+    coil_gains: np.ndarray  # [C] complex: amplitude and cable phase
+    noise_cov: np.ndarray  # [C, C] complex128, Hermitian positive definite, mean diagonal 1
+    snr: float
+    rotation_deg: float
+    flip_lr: bool
+    scale: float
+    shift_mm: tuple[float, float]
+    csf_mm: float
+    skull_mm: float
+    scalp_mm: float
+    texture: float
+    bias: float
+    bias_coeffs: np.ndarray  # [5] low-order polynomial of the transmit bias
+    phase_coeffs: np.ndarray  # [7] constant, linear, quadratic (u, v) and linear in z
+    phase_random_rad: float  # amplitude of the smooth random phase field
+    noise_std: float | None = None  # absolute k-space noise std per coil; None = from snr
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for file attributes and training logs)."""
+        d = asdict(self)
+        d["coil_positions_mm"] = self.coil_positions_mm.round(3).tolist()
+        d["coil_gains"] = [[round(float(g.real), 6), round(float(g.imag), 6)] for g in self.coil_gains]
+        d["noise_cov"] = [[[round(float(c.real), 6), round(float(c.imag), 6)] for c in row] for row in self.noise_cov]
+        d["bias_coeffs"] = self.bias_coeffs.round(6).tolist()
+        d["phase_coeffs"] = self.phase_coeffs.round(6).tolist()
+        return d
+
+
+def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def _draw(rng: np.random.Generator, value, lo: float, hi: float) -> float:
+    """``value`` if given, else uniform in [lo, hi) (always consuming one draw, so that fixing one parameter
+    leaves the others' draws unchanged)."""
+    u = rng.uniform(lo, hi)
+    return float(u if value is None else value)
+
+
+def random_noise_covariance(rng: np.random.Generator, n_coils: int, correlation: float) -> np.ndarray:
+    """A random Hermitian positive-definite coil noise covariance with mean diagonal 1.
+
+    ``correlation`` mixes a random complex matrix into the identity (``M = I + correlation * G``,
+    ``G`` entries CN(0, 1/C), covariance ``D M M^H D`` with per-coil levels ``D`` in [0.8, 1.25]); 0 gives
+    independent coils of slightly different noise levels, 0.5 gives typical |correlation coefficients| ~ 0.1-0.3.
+    """
+    shape = (n_coils, n_coils)
+    g = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2 * n_coils)
+    levels = rng.uniform(0.8, 1.25, n_coils)
+    m = np.eye(n_coils) + correlation * g
+    cov = (levels[:, None] * (m @ m.conj().T)) * levels[None, :]
+    cov = 0.5 * (cov + cov.conj().T)
+    return cov / np.real(np.trace(cov)) * n_coils
+
+
+def draw_params(
+    rng: np.random.Generator | int | None = None,
+    *,
+    n_coils: int | None = 12,
+    contrast: str = "t1",
+    snr: float | tuple[float, float] | None = None,
+    noise_correlation: float | None = 0.0,
+    rotation_deg: float | None = 0.0,
+    flip_lr: bool | None = False,
+    scale: float | None = 1.0,
+    shift_mm: tuple[float, float] | None = (0.0, 0.0),
+    coil_gap_mm: float | None = None,
+    texture: float | None = 0.03,
+    bias: float | None = 0.08,
+    noise_std: float | None = None,
+    anatomy: Anatomy | None = None,
+) -> SimParams:
+    """Draw the per-volume parameters. Any argument given as ``None`` is drawn at random (``n_coils`` in
+    8..16, ``snr`` in 20..40 or in a given ``(lo, hi)`` range, ``rotation_deg`` in +-10, ``scale`` in 0.9..1.1,
+    ``shift_mm`` +-8 mm, ``noise_correlation`` in 0..0.5, ``texture`` 0.01..0.05, ``bias`` 0..0.15);
+    ``contrast="random"`` draws a spin-echo TR / TE and perturbed tissue properties (see :data:`SEQUENCES`)."""
+    rng = _rng(rng)
+    anatomy = anatomy or load_anatomy()
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    # The draw order is fixed: changing one argument leaves every other draw as it was.
+    nc = int(rng.integers(8, 17))
+    n_coils = nc if n_coils is None else int(n_coils)
+    if not 1 <= n_coils <= 64:
+        raise ValueError(f"n_coils must be in 1..64, got {n_coils}")
+    if isinstance(snr, (tuple, list)):
+        snr = _draw(rng, None, float(snr[0]), float(snr[1]))
+    else:
+        snr = _draw(rng, snr, *DEFAULT_SNR_RANGE)
+    if not snr > 0:
+        raise ValueError(f"snr must be positive, got {snr}")
+    tr_te = (float(np.exp(rng.uniform(*np.log(RANDOM_TR_MS)))), float(rng.uniform(*RANDOM_TE_MS)))
+    jitter = rng.uniform(0.85, 1.15, (len(TISSUE_PROPERTIES), 3))
+    if contrast == "random":
+        props = {k: tuple(float(v * j) for v, j in zip(vals, jit))
+                 for (k, vals), jit in zip(TISSUE_PROPERTIES.items(), jitter)}
+        tr_ms, te_ms = tr_te
+    else:
+        props = TISSUE_PROPERTIES
+        tr_ms, te_ms = SEQUENCES[contrast]
+    intensities = spin_echo_intensities(tr_ms, te_ms, props)
+    rotation_deg = _draw(rng, rotation_deg, -10.0, 10.0)
+    fl = bool(rng.integers(0, 2))
+    flip_lr = fl if flip_lr is None else bool(flip_lr)
+    scale = _draw(rng, scale, 0.9, 1.1)
+    sh = rng.uniform(-8.0, 8.0, 2)
+    shift_mm = (float(sh[0]), float(sh[1])) if shift_mm is None else (float(shift_mm[0]), float(shift_mm[1]))
+    noise_correlation = _draw(rng, noise_correlation, 0.0, 0.5)
+    csf_mm = float(rng.uniform(1.5, 3.0))
+    skull_mm = float(rng.uniform(5.0, 8.0))
+    scalp_mm = float(rng.uniform(3.0, 6.0))
+    texture = _draw(rng, texture, 0.01, 0.05)
+    bias = _draw(rng, bias, 0.0, 0.15)
+    bias_coeffs = rng.uniform(-1.0, 1.0, 5)
+    phase_coeffs = np.concatenate([[rng.uniform(-np.pi, np.pi)], rng.normal(0, 1.0, 2), rng.normal(0, 0.5, 3),
+                                   [rng.normal(0, 0.5)]])
+    phase_random_rad = float(rng.uniform(0.1, 0.5))
+
+    # Coils: wires on an ellipse around the (rotated, scaled) head, a gap of 10-25 mm outside the scalp,
+    # evenly spaced with a small jitter and a random start angle (a birdcage-like ring array).
+    gap = _draw(rng, coil_gap_mm, 10.0, 25.0)
+    th = math.radians(rotation_deg)
+    hr, hc = anatomy.half_extent_mm
+    half_r = (abs(math.cos(th)) * hr + abs(math.sin(th)) * hc) * scale
+    half_c = (abs(math.sin(th)) * hr + abs(math.cos(th)) * hc) * scale
+    head_pad = csf_mm + skull_mm + scalp_mm
+    a_r = half_r + head_pad + gap + abs(shift_mm[0])
+    a_c = half_c + head_pad + gap + abs(shift_mm[1])
+    start = rng.uniform(0, 2 * np.pi)
+    angles = start + 2 * np.pi * np.arange(n_coils) / n_coils + rng.normal(0, 0.05, n_coils)
+    positions = np.stack([a_r * np.cos(angles), a_c * np.sin(angles)], 1)
+    gains = rng.uniform(0.8, 1.2, n_coils) * np.exp(1j * rng.uniform(-np.pi, np.pi, n_coils))
+    cov = random_noise_covariance(rng, n_coils, noise_correlation)
+    return SimParams(
+        contrast=contrast, tr_ms=tr_ms, te_ms=te_ms, intensities=intensities, n_coils=n_coils,
+        coil_positions_mm=positions,
+        coil_gains=gains, noise_cov=cov, snr=float(snr), rotation_deg=rotation_deg, flip_lr=flip_lr, scale=scale,
+        shift_mm=shift_mm, csf_mm=csf_mm, skull_mm=skull_mm, scalp_mm=scalp_mm, texture=texture, bias=bias,
+        bias_coeffs=bias_coeffs, phase_coeffs=phase_coeffs, phase_random_rad=phase_random_rad,
+        noise_std=noise_std, extra={"noise_correlation": noise_correlation, "coil_gap_mm": gap},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Object, coils, acquisition
+
+
+def _grid_mm(grid: tuple[int, int], pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre offsets (rows, cols) in mm from the grid centre (index N//2, the FFT centre)."""
+    h, w = grid
+    r = (np.arange(h) - h // 2) * pixel_mm
+    c = (np.arange(w) - w // 2) * pixel_mm
+    return np.meshgrid(r, c, indexing="ij")
+
+
+def _resample(
+    anatomy: Anatomy, p: SimParams, grid: tuple[int, int], pixel_mm: float, z_mm: float
+) -> dict[str, np.ndarray]:
+    """Anatomy maps on the output grid (linear interpolation in 3D; zero outside the slab)."""
+    rr, cc = _grid_mm(grid, pixel_mm)
+    rr = rr - p.shift_mm[0]
+    cc = cc - p.shift_mm[1]
+    if p.flip_lr:
+        cc = -cc
+    th = math.radians(p.rotation_deg)
+    # Output position = scale * R(th) @ anatomy offset  ->  anatomy offset = R(-th) @ position / scale.
+    ar = (math.cos(th) * rr + math.sin(th) * cc) / p.scale
+    ac = (-math.sin(th) * rr + math.cos(th) * cc) / p.scale
+    dz, drow, dcol = anatomy.spacing_mm
+    zi = (z_mm - anatomy.z_mm[0]) / dz
+    coords = np.stack([np.full_like(ar, zi), (ar + anatomy.center_mm[0]) / drow, (ac + anatomy.center_mm[1]) / dcol])
+    out = {}
+    for key in ("gm", "wm", "csf"):
+        out[key] = ndimage.map_coordinates(getattr(anatomy, key), coords, order=1, mode="constant", cval=0.0,
+                                           prefilter=False).astype(np.float32)
+    return out
+
+
+def _inside(d: np.ndarray, edge: float, width: float = 0.6) -> np.ndarray:
+    """Soft indicator of ``d < edge`` (partial volume over ~``width`` mm)."""
+    return 1.0 / (1.0 + np.exp(np.clip((d - edge) / width, -50, 50)))
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
+    """Gaussian-filtered white noise scaled to unit standard deviation."""
+    n = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_px, mode="wrap")
+    return n / max(float(n.std()), 1e-12)
+
+
+def _normalised_coords(grid: tuple[int, int], pixel_mm: float, half_mm: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    rr, cc = _grid_mm(grid, pixel_mm)
+    return rr / half_mm, cc / half_mm
+
+
+def make_object(
+    rng: np.random.Generator,
+    p: SimParams,
+    grid: tuple[int, int],
+    pixel_mm: float,
+    z_mm: float,
+    anatomy: Anatomy | None = None,
+) -> dict[str, np.ndarray]:
+    """The noise-free complex object on ``grid`` (before the coils' receive profile) and tissue masks."""
+    anatomy = anatomy or load_anatomy()
+    m = _resample(anatomy, p, grid, pixel_mm, z_mm)
+    brain = np.clip(m["gm"] + m["wm"] + m["csf"], 0.0, 1.0)
+    # Distance (mm) from the brain, for the synthetic CSF / skull / scalp shells.
+    d = ndimage.distance_transform_edt(brain < 0.5) * pixel_mm
+    e1 = p.csf_mm * p.scale
+    e2 = e1 + p.skull_mm * p.scale
+    e3 = e2 + p.scalp_mm * p.scale
+    outside = 1.0 - brain
+    csf_rim = _inside(d, e1) * outside
+    skull = (_inside(d, e2) - _inside(d, e1)) * outside
+    scalp = (_inside(d, e3) - _inside(d, e2)) * outside
+    head = ndimage.binary_fill_holes(d <= e3)
+    soft = (head & (d > e3)).astype(np.float32)  # enclosed non-brain tissue far from the brain
+    soft = ndimage.gaussian_filter(soft, 0.6 / pixel_mm)
+    # The template is an average of 152 brains, blurrier than one subject: sharpen the tissue mixture
+    # (p_t^g / sum p^g) so that grey/white/CSF boundaries are as crisp as in a single scan.
+    probs = np.stack([m["wm"], m["gm"], m["csf"]]) ** TISSUE_SHARPENING
+    probs *= brain / np.maximum(probs.sum(0), 1e-12)
+    I = p.intensities
+    # the scalp is a mix of fat, skin and muscle: its signal varies smoothly by +-15 % around the head
+    scalp = scalp * (1.0 + 0.15 * np.tanh(_smooth_noise(rng, grid, 8.0 / pixel_mm)))
+    mag = (I["wm"] * probs[0] + I["gm"] * probs[1] + I["csf"] * (probs[2] + csf_rim)
+           + I["skull"] * skull + I["scalp"] * scalp + I["soft"] * soft)
+    # Mild tissue texture and a smooth transmit (B1+) bias.
+    mag = mag * (1.0 + p.texture * _smooth_noise(rng, grid, 0.8 / pixel_mm))
+    u, v = _normalised_coords(grid, pixel_mm)
+    b = p.bias_coeffs
+    bias = 1.0 + p.bias * np.tanh(b[0] * u + b[1] * v + b[2] * u * u + b[3] * u * v + b[4] * v * v)
+    mag = np.clip(mag * bias, 0.0, None)
+    # Smooth phase: low-order polynomial (shared by the volume, linear drift in z) + a smooth random field.
+    c = p.phase_coeffs
+    zn = z_mm / 100.0
+    phase = (c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v + c[6] * zn
+             + p.phase_random_rad * _smooth_noise(rng, grid, 15.0 / pixel_mm))
+    image = (mag * np.exp(1j * phase)).astype(np.complex64)
+    image[~head] = 0  # background-free: nothing but noise outside the head
+    return {
+        "image": image,
+        "head_mask": head,
+        "brain_mask": brain >= 0.5,
+        "wm_mask": m["wm"] >= 0.9,
+        "csf_mask": m["csf"] >= 0.9,
+    }
+
+
+def coil_sensitivities(p: SimParams, grid: tuple[int, int], pixel_mm: float) -> np.ndarray:
+    """Physical (un-normalised) receive sensitivities ``[C, H, W]`` complex64.
+
+    Each coil is a straight wire parallel to the scanner axis at ``coil_positions_mm``: by Biot-Savart its
+    in-plane field has magnitude ~ 1/r and a direction rotating around the wire, so the receive sensitivity
+    ``B1- = Bx - i By`` is ``-i exp(-i angle) / r`` (times the coil's gain and cable phase).
+    """
+    rr, cc = _grid_mm(grid, pixel_mm)
+    out = np.empty((p.n_coils, *grid), dtype=np.complex64)
+    for i, ((pr, pc), g) in enumerate(zip(p.coil_positions_mm, p.coil_gains)):
+        dr = rr - pr
+        dc = cc - pc
+        r = np.sqrt(dr * dr + dc * dc + 1.0)  # +1 mm^2: finite wire radius, keeps the map bounded at the wire
+        out[i] = (g * -1j * np.exp(-1j * np.arctan2(dc, dr)) / r).astype(np.complex64)
+    return out
+
+
+# The project's centred orthonormal FFT (workbench.physics.fft), here on numpy arrays through scipy's
+# multithreaded FFT: the simulator's k-space is large and its generation time is user-visible.
+def _fft2c(x: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(sp_fft.fft2(np.fft.ifftshift(x, axes=_AXES), norm="ortho", workers=-1), axes=_AXES)
+
+
+def _ifft2c(k: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(sp_fft.ifft2(np.fft.ifftshift(k, axes=_AXES), norm="ortho", workers=-1), axes=_AXES)
+
+
+def _center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = x.shape[-2:]
+    top, left = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
+    return x[..., top : top + shape[0], left : left + shape[1]]
+
+
+def _rss(x: np.ndarray) -> np.ndarray:
+    return np.sqrt((x.real**2 + x.imag**2).sum(-3))
+
+
+def _noise_std_for_snr(p: SimParams, image: np.ndarray, maps: np.ndarray, region: np.ndarray) -> float:
+    """Per-coil k-space noise std giving ``p.snr`` = mean |image| / std(RSS noise) over ``region``.
+
+    At high SNR the RSS of coil images ``S x + n`` (with sum |S|^2 = 1) deviates from |x| by
+    Re(e^{-i arg x} S^H n), whose variance is sigma^2 S^H Psi S / 2 (Psi: coil noise covariance).
+    """
+    s = maps[:, region]  # [C, N]
+    var_unit = np.real(np.einsum("cn,cd,dn->n", s.conj(), p.noise_cov, s)) / 2
+    signal = float(np.abs(image[region]).mean())
+    return signal / (p.snr * math.sqrt(float(var_unit.mean())))
+
+
+def _acquire(
+    rng: np.random.Generator, image: np.ndarray, maps: np.ndarray, cov: np.ndarray, sigma: float
+) -> np.ndarray:
+    """Fully sampled coil k-space ``fft2c(S x) + sigma * L w`` with ``L L^H = cov``, ``w ~ CN(0, I)``."""
+    c = maps.shape[0]
+    k = _fft2c(maps * image[None])
+    # (re, im) pairs of N(0, 1) viewed as complex64; the sqrt(1/2) goes into the Cholesky factor: E|w|^2 = 1
+    w = rng.standard_normal((c, k[0].size, 2), dtype=np.float32).view(np.complex64)[..., 0]
+    chol = (np.linalg.cholesky(cov) * math.sqrt(0.5) * sigma).astype(np.complex64)
+    noise = (chol @ w).reshape(k.shape)
+    return (k + noise).astype(np.complex64)
+
+
+def _slice_from_object(
+    rng: np.random.Generator, p: SimParams, obj: dict[str, np.ndarray], phys: np.ndarray,
+    shape: tuple[int, int], sigma: float | None,
+) -> dict[str, Any]:
+    rss_phys = np.sqrt((np.abs(phys) ** 2).sum(0))
+    maps = (phys / rss_phys[None]).astype(np.complex64)
+    # The receive profile's RSS is a smooth bias the coil-combined image keeps (as real RSS/SENSE images do);
+    # it is folded into the ground truth so that the maps satisfy sum |S|^2 = 1 (the project convention).
+    head = obj["head_mask"]
+    receive_bias = rss_phys / float(rss_phys[head].mean())
+    image = (obj["image"] * receive_bias).astype(np.complex64)
+    region = obj["wm_mask"] if obj["wm_mask"].sum() >= 50 else obj["brain_mask"]
+    if sigma is None:
+        sigma = p.noise_std if p.noise_std is not None else _noise_std_for_snr(p, image, maps, region)
+    kspace = _acquire(rng, image, maps, p.noise_cov, sigma)
+    reference = _center_crop(_rss(_ifft2c(kspace)), shape).astype(np.float32)
+    return {
+        "kspace": kspace,
+        "image": image,
+        "maps": maps,
+        "reference": reference,
+        "target": _center_crop(np.abs(image), shape).astype(np.float32),
+        "head_mask": head,
+        "wm_mask": region,
+        "csf_mask": obj["csf_mask"],
+        "noise_cov": (p.noise_cov * sigma**2).astype(np.complex64),
+        "noise_std": float(sigma),
+    }
+
+
+def _check_shape(shape: Sequence[int], readout_oversampling: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    if len(shape) != 2 or min(shape) < 16:
+        raise ValueError(f"shape must be (H, W) with both >= 16, got {tuple(shape)}")
+    if readout_oversampling not in (1, 2):
+        raise ValueError(f"readout_oversampling must be 1 or 2, got {readout_oversampling}")
+    shape = (int(shape[0]), int(shape[1]))
+    return shape, (shape[0] * readout_oversampling, shape[1])
+
+
+def generate_slice(
+    rng: np.random.Generator | int | None = None,
+    *,
+    shape: tuple[int, int] = (256, 256),
+    n_coils: int | None = 12,
+    contrast: str = "t1",
+    slice_position: float | None = None,
+    snr: float | tuple[float, float] | None = None,
+    noise_correlation: float | None = 0.0,
+    rotation_deg: float | None = 0.0,
+    flip_lr: bool | None = False,
+    scale: float | None = 1.0,
+    shift_mm: tuple[float, float] | None = (0.0, 0.0),
+    readout_oversampling: int = 1,
+    fov_mm: float = DEFAULT_FOV_MM,
+    params: SimParams | None = None,
+    **param_kw: Any,
+) -> dict[str, Any]:
+    """Simulate one fully sampled multi-coil axial brain slice.
+
+    Args:
+        rng: a ``numpy.random.Generator`` or a seed; the same seed gives bit-identical arrays.
+        shape: ``(H, W)`` of the reconstructed image (the field of view of interest).
+        n_coils: receive coils (None: random 8..16).
+        contrast: "t1", "t2", "pd" (spin echo, TR/TE in :data:`SEQUENCES`) or "random" (random TR/TE and
+            tissue relaxation properties).
+        slice_position: MNI z in mm within :attr:`Anatomy.z_range` (None: random in it).
+        snr: mean white-matter signal over the RSS noise std (None: random 20..40; or a ``(lo, hi)`` range).
+        noise_correlation: coil noise mixing strength (0: independent coils; None: random 0..0.5).
+        rotation_deg, flip_lr, scale, shift_mm: in-plane pose of the head (None: random).
+        readout_oversampling: 1, or 2 to double the grid along the readout (H) as scanners do.
+        fov_mm: field of view along W; pixels are square (``fov_mm / W``).
+        params: use these volume parameters instead of drawing them (see :func:`draw_params`).
+        param_kw: further :func:`draw_params` arguments (``texture``, ``bias``, ``coil_gap_mm``, ``noise_std``).
+
+    Returns a dict (numpy arrays; ``Hk = readout_oversampling * H``):
+        ``kspace`` complex64 ``[C, Hk, W]``: centred orthonormal FFT of the noisy coil images, fully sampled;
+        ``image`` complex64 ``[Hk, W]``: the noise-free ground truth (coil-combined, receive bias included);
+        ``maps`` complex64 ``[C, Hk, W]``: coil sensitivities with sum_c |S_c|^2 = 1, so that the noise-free
+        coil images are ``maps * image``;
+        ``reference`` float32 ``[H, W]``: fastMRI's reference, the centre crop of rss(ifft2c(kspace));
+        ``target`` float32 ``[H, W]``: the noise-free magnitude ``|image|`` cropped the same way;
+        ``head_mask``, ``wm_mask`` (where the SNR is defined), ``csf_mask`` bool ``[Hk, W]``;
+        ``noise_cov`` complex64 ``[C, C]`` (absolute);
+        ``noise_std`` (per-coil sigma); ``slice_position`` (mm); ``params`` (:class:`SimParams`).
+    """
+    rng = _rng(rng)
+    shape, grid = _check_shape(shape, readout_oversampling)
+    anatomy = load_anatomy()
+    p = params or draw_params(rng, n_coils=n_coils, contrast=contrast, snr=snr, noise_correlation=noise_correlation,
+                              rotation_deg=rotation_deg, flip_lr=flip_lr, scale=scale, shift_mm=shift_mm,
+                              anatomy=anatomy, **param_kw)
+    z0, z1 = anatomy.z_range
+    z = _draw(rng, slice_position, z0, z1)
+    if not z0 <= z <= z1:
+        raise ValueError(f"slice_position must be within {z0:g}..{z1:g} mm (MNI z), got {z:g}")
+    pixel_mm = float(fov_mm) / shape[1]
+    obj = make_object(rng, p, grid, pixel_mm, z, anatomy)
+    phys = coil_sensitivities(p, grid, pixel_mm)
+    out = _slice_from_object(rng, p, obj, phys, shape, None)
+    out.update(slice_position=z, params=p, pixel_mm=pixel_mm)
+    return out
+
+
+def generate_volume(
+    rng: np.random.Generator | int | None = None,
+    *,
+    slice_positions: Sequence[float],
+    shape: tuple[int, int] = (256, 256),
+    readout_oversampling: int = 1,
+    fov_mm: float = DEFAULT_FOV_MM,
+    params: SimParams | None = None,
+    **param_kw: Any,
+) -> dict[str, Any]:
+    """Several slices of one simulated scan: same coil array, contrast, pose, noise covariance and noise level
+    (set from the SNR of the middle slice). ``param_kw`` go to :func:`draw_params`.
+
+    Returns the :func:`generate_slice` keys stacked over slices (``kspace`` ``[S, C, Hk, W]``, ``reference``
+    ``[S, H, W]``, ...), except ``maps`` ``[C, Hk, W]`` (one coil array for all slices), and ``params``.
+    """
+    rng = _rng(rng)
+    shape, grid = _check_shape(shape, readout_oversampling)
+    anatomy = load_anatomy()
+    p = params or draw_params(rng, anatomy=anatomy, **param_kw)
+    z0, z1 = anatomy.z_range
+    for z in slice_positions:
+        if not z0 <= z <= z1:
+            raise ValueError(f"slice positions must be within {z0:g}..{z1:g} mm (MNI z), got {z:g}")
+    pixel_mm = float(fov_mm) / shape[1]
+    phys = coil_sensitivities(p, grid, pixel_mm)
+    objects = [make_object(rng, p, grid, pixel_mm, float(z), anatomy) for z in slice_positions]
+    sigma = p.noise_std
+    if sigma is None:
+        mid = objects[len(objects) // 2]
+        rss_phys = np.sqrt((np.abs(phys) ** 2).sum(0))
+        maps = phys / rss_phys[None]
+        image = mid["image"] * rss_phys / float(rss_phys[mid["head_mask"]].mean())
+        region = mid["wm_mask"] if mid["wm_mask"].sum() >= 50 else mid["brain_mask"]
+        sigma = _noise_std_for_snr(p, image, maps, region)
+    slices = [_slice_from_object(rng, p, obj, phys, shape, sigma) for obj in objects]
+    out: dict[str, Any] = {k: np.stack([s[k] for s in slices]) for k in
+                           ("kspace", "image", "reference", "target", "head_mask", "wm_mask", "csf_mask")}
+    out.update(maps=slices[0]["maps"], noise_cov=slices[0]["noise_cov"], noise_std=float(sigma), params=p,
+               pixel_mm=pixel_mm, slice_positions=[float(z) for z in slice_positions])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The demo scan
+
+DEMO_SETTINGS: dict[str, Any] = {
+    "seed": 20240607,
+    "slice_positions": [-2.0, 8.0, 18.0, 28.0, 38.0, 48.0],  # MNI z, mm (5 mm thick slices, 10 mm apart)
+    "shape": [256, 256],
+    "readout_oversampling": 2,
+    "fov_mm": 240.0,
+    "slice_thickness_mm": 5.0,
+    "n_coils": 12,
+    "contrast": "t1",
+    "snr": 35.0,
+    "noise_correlation": 0.25,
+}
+
+
+def ismrmrd_header_xml(
+    *,
+    encoded: tuple[int, int],
+    recon: tuple[int, int],
+    fov_mm: tuple[float, float],
+    slice_thickness_mm: float,
+    n_slices: int,
+    n_coils: int,
+    field_strength_t: float = 3.0,
+    tr_ms: float = 600.0,
+    te_ms: float = 10.0,
+    protocol: str = "AXT1",
+) -> str:
+    """A minimal valid ISMRMRD XML header for a 2D Cartesian multi-slice scan as fastMRI files carry it.
+
+    ``encoded`` and ``recon`` are ``(readout, phase)`` matrix sizes (x = readout = H, y = phase = W);
+    ``fov_mm`` is the reconstructed ``(readout, phase)`` field of view; the encoded readout FOV scales with the
+    oversampling ``encoded[0] / recon[0]``.
+    """
+    enc_x, enc_y = encoded
+    rec_x, rec_y = recon
+    os_factor = enc_x / rec_x
+    larmor_hz = int(round(42.577478518e6 * field_strength_t))
+    lim = lambda name, mx, ctr: (f"<{name}><minimum>0</minimum><maximum>{mx}</maximum>"  # noqa: E731
+                                 f"<center>{ctr}</center></{name}>")
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xsi:schemaLocation="http://www.ismrm.org/ISMRMRD ismrmrd.xsd">'
+        "<subjectInformation><patientID>demo</patientID></subjectInformation>"
+        "<measurementInformation><patientPosition>HFS</patientPosition>"
+        f"<protocolName>{protocol} (synthetic, mri-workbench)</protocolName></measurementInformation>"
+        "<acquisitionSystemInformation><systemVendor>mri-workbench</systemVendor>"
+        "<systemModel>simulator</systemModel>"
+        f"<systemFieldStrength_T>{field_strength_t:g}</systemFieldStrength_T>"
+        f"<receiverChannels>{n_coils}</receiverChannels></acquisitionSystemInformation>"
+        f"<experimentalConditions><H1resonanceFrequency_Hz>{larmor_hz}</H1resonanceFrequency_Hz>"
+        "</experimentalConditions>"
+        "<encoding>"
+        f"<encodedSpace><matrixSize><x>{enc_x}</x><y>{enc_y}</y><z>1</z></matrixSize>"
+        f"<fieldOfView_mm><x>{fov_mm[0] * os_factor:g}</x><y>{fov_mm[1]:g}</y><z>{slice_thickness_mm:g}</z>"
+        "</fieldOfView_mm></encodedSpace>"
+        f"<reconSpace><matrixSize><x>{rec_x}</x><y>{rec_y}</y><z>1</z></matrixSize>"
+        f"<fieldOfView_mm><x>{fov_mm[0]:g}</x><y>{fov_mm[1]:g}</y><z>{slice_thickness_mm:g}</z>"
+        "</fieldOfView_mm></reconSpace>"
+        "<encodingLimits>"
+        + lim("kspace_encoding_step_1", enc_y - 1, enc_y // 2)
+        + lim("kspace_encoding_step_2", 0, 0)
+        + lim("average", 0, 0)
+        + lim("slice", n_slices - 1, n_slices // 2)
+        + lim("contrast", 0, 0)
+        + lim("phase", 0, 0)
+        + lim("repetition", 0, 0)
+        + lim("set", 0, 0)
+        + lim("segment", 0, 0)
+        + "</encodingLimits>"
+        "<trajectory>cartesian</trajectory>"
+        "</encoding>"
+        f"<sequenceParameters><TR>{tr_ms:g}</TR><TE>{te_ms:g}</TE><flipAngle_deg>90</flipAngle_deg>"
+        "<sequence_type>SpinEcho</sequence_type></sequenceParameters>"
+        "</ismrmrdHeader>\n"
+    )
+
+
+def _demo_key() -> str:
+    """Content hash naming the demo file: the generator's source, its settings and the anatomy file's bytes
+    (so an edited generator never reuses a stale cached file)."""
+    from workbench.paths import resource_path
+
+    h = hashlib.sha256()
+    h.update(SIM_VERSION.encode())
+    h.update(Path(__file__).read_bytes())
+    h.update(json.dumps(DEMO_SETTINGS, sort_keys=True).encode())
+    h.update(resource_path(*ANATOMY_FILE).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def write_demo_scan(path: str | os.PathLike) -> dict[str, Any]:
+    """Simulate the demo volume and write it as a fastMRI multi-coil file at ``path`` (atomically)."""
+    from workbench.io.fastmri import write_fastmri
+
+    s = DEMO_SETTINGS
+    shape = tuple(s["shape"])
+    vol = generate_volume(
+        s["seed"], slice_positions=s["slice_positions"], shape=shape, readout_oversampling=s["readout_oversampling"],
+        fov_mm=s["fov_mm"], n_coils=s["n_coils"], contrast=s["contrast"], snr=s["snr"],
+        noise_correlation=s["noise_correlation"],
+    )
+    kspace = vol["kspace"]
+    header = ismrmrd_header_xml(
+        encoded=kspace.shape[-2:], recon=shape, fov_mm=(s["fov_mm"] * shape[0] / shape[1], s["fov_mm"]),
+        slice_thickness_mm=s["slice_thickness_mm"], n_slices=kspace.shape[0], n_coils=kspace.shape[1],
+        tr_ms=vol["params"].tr_ms, te_ms=vol["params"].te_ms,
+    )
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_fastmri(tmp, kspace, vol["reference"], header_xml=header,
+                      attrs={"acquisition": "AXT1", "patient_id": "demo",
+                             "simulation": json.dumps({"settings": s, "sim_version": SIM_VERSION,
+                                                       "anatomy": load_anatomy().source,
+                                                       "params": vol["params"].to_dict(),
+                                                       "noise_std": vol["noise_std"]})})
+        os.replace(tmp, path)  # atomic on one file system: readers never see a half-written file
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return vol
+
+
+def demo_scan_path(regenerate: bool = False) -> Path:
+    """Path of the demo scan (fastMRI multi-coil HDF5 in the user cache), generating it on first use.
+
+    The file name carries a hash of the generator version, settings and anatomy, so a changed generator
+    writes a new file instead of reusing a stale one; older demo files are removed.
+    """
+    from workbench.paths import cache_dir
+
+    folder = cache_dir()
+    path = folder / f"demo_axt1_v{SIM_VERSION}_{_demo_key()}.h5"
+    if regenerate or not path.exists():
+        write_demo_scan(path)
+        for old in folder.glob("demo_axt1_*.h5"):
+            if old != path:
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
+    return path
