@@ -245,8 +245,9 @@ def test_cfl_of_wrong_size(tmp_path, rng):
 def test_malformed_hdr(tmp_path, text, what):
     (tmp_path / "ksp.hdr").write_text(text)
     (tmp_path / "ksp.cfl").write_bytes(bytes(128))
-    with pytest.raises(CorruptFileError, match=f"ksp.hdr: malformed BART header.*{what}"):
-        open_scan(tmp_path / "ksp.cfl")
+    for opened in ("ksp.cfl", "ksp.hdr"):
+        with pytest.raises(CorruptFileError, match=f"ksp.hdr: malformed BART header.*{what}"):
+            open_scan(tmp_path / opened)
 
 
 def test_trajectory_file_opened_as_kspace_and_unknown_option(tmp_path, rng):

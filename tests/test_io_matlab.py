@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from workbench.errors import CorruptFileError, InvalidDataError, ScanError
+from workbench.errors import CorruptFileError, InvalidDataError, ScanError, UnsupportedFormatError
 from workbench.io import open_scan
 from workbench.io.matlab import detect_image_domain, detect_readout_axis
 
@@ -140,6 +140,15 @@ def test_ambiguous_and_missing_kspace(tmp_path, rng):
         open_scan(tmp_path / "real.mat")
 
 
+def test_v4_file_and_renamed_non_mat(tmp_path, rng):
+    k = crandn(rng, 12, 10).astype(np.complex128)
+    scipy.io.savemat(tmp_path / "old.mat", {"k": k}, format="4")
+    np.testing.assert_allclose(open_scan(tmp_path / "old.mat").kspace(0).numpy()[0], k, rtol=1e-6)
+    (tmp_path / "picture.mat").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))
+    with pytest.raises(UnsupportedFormatError, match="picture.mat.*PNG image"):
+        open_scan(tmp_path / "picture.mat")
+
+
 def test_truncated_mat_files(tmp_path, rng):
     scipy.io.savemat(tmp_path / "full5.mat", {"k": crandn(rng, 64, 64)})
     write_mat73(tmp_path / "full73.mat", {"k": crandn(rng, 64, 64)})
@@ -209,6 +218,9 @@ def test_radial_trajectory_var_detected(tmp_path, rng):
         np.testing.assert_array_equal(k[:, j], raw[rr, ss, :])
         expect = np.angle(np.exp(2j * np.pi * np.array([ktraj[rr, ss].real, ktraj[rr, ss].imag])))
         np.testing.assert_allclose(traj[:, j], expect, atol=1e-5)
+    # a complex image shaped like (readout, spokes) beside Cartesian k-space is not taken for a trajectory
+    scipy.io.savemat(tmp_path / "cart.mat", {"kspace": crandn(rng, 32, 32, 4), "img": crandn(rng, 32, 32)})
+    assert open_scan(tmp_path / "cart.mat", image_domain=False).is_cartesian
     # explicit grid / oversampling options and an unusable trajectory_var
     s2 = open_scan(tmp_path / "rad.mat", grid_shape="64,64", readout_oversampling=1)
     assert s2.grid_shape == (64, 64) and s2.recon_shape == (64, 64)

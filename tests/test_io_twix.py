@@ -64,6 +64,8 @@ def test_non_twix_dat_is_rejected(tmp_path):
             open_scan(p)
         with pytest.raises(UnsupportedFormatError, match=f"{name}: not a Siemens twix"):
             open_scan(p, format="twix")
+    with pytest.raises(UnsupportedFormatError, match="notes.dat.*text file"):
+        open_scan(tmp_path / "notes.dat")
 
 
 # ---------------------------------------------------------------------------------------- real files

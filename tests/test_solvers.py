@@ -29,13 +29,14 @@ class Dense(Linop):
 
     def __init__(self, M: torch.Tensor, ishape):
         super().__init__(ishape, (M.shape[0],))
-        self.M = M
+        self.Mt = M.T.contiguous()  # contiguous factors keep tiny products on a fast BLAS path
+        self.Mc = M.conj().contiguous()
 
     def _forward(self, x):
-        return x.reshape(*x.shape[: x.dim() - 2], -1) @ self.M.T
+        return x.reshape(*x.shape[: x.dim() - 2], -1) @ self.Mt
 
     def _adjoint(self, y):
-        return (y @ self.M.conj()).reshape(*y.shape[:-1], *self.ishape)
+        return (y @ self.Mc).reshape(*y.shape[:-1], *self.ishape)
 
 
 class MaskedFFT(Linop):
@@ -80,7 +81,7 @@ def wavelet_matrix(h, w, wavelet, levels):
         e = np.zeros(h * w)
         e[j] = 1
         cols.append(pywt.coeffs_to_array(pywt.wavedec2(e.reshape(h, w), wavelet, mode="periodization", level=levels))[0].ravel())
-    return np.stack(cols, axis=1)
+    return np.ascontiguousarray(np.stack(cols, axis=1))
 
 
 # --- conjugate gradient ------------------------------------------------------------------------------------
@@ -241,11 +242,13 @@ def _tiny_sparse_problem(seed=7, m=40, shape=(8, 8)):
 def _ista_reference(M, Wm, y, lam, n_iter=20000):
     """Plain ISTA in numpy on the explicit matrices."""
     L = np.linalg.norm(M, 2) ** 2
+    # contiguous complex copies: other layouts / real @ complex products take a very slow threaded BLAS path
+    Wm = np.ascontiguousarray(Wm, dtype=complex)
     x = np.zeros(M.shape[1], dtype=complex)
+    Mh, Wt = M.conj().T.copy(), Wm.T.copy()
     for _ in range(n_iter):
-        v = x - M.conj().T @ (M @ x - y) / L
-        c = Wm @ v
-        x = Wm.T @ pywt.threshold(c, lam / L, "soft")
+        v = x - Mh @ (M @ x - y) / L
+        x = Wt @ pywt.threshold(Wm @ v, lam / L, "soft")
     return x
 
 

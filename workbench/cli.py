@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("workbench.commands.demo", "write the demo scan; --headless prints zero-filled metrics"),
     "recon": ("workbench.commands.recon", "reconstruct a slice with a method and report metrics"),
     "plugins": ("workbench.commands.plugins", "list the reconstruction methods found, with capabilities and errors"),
+    "bench": ("workbench.commands.bench", "run the reconstruction benchmarks (methods x accelerations x datasets)"),
+    "train": ("workbench.commands.train", "train a deep reconstruction model (single process or under torchrun)"),
 }
 
 

@@ -855,14 +855,15 @@ class Session:
         m = self.zero_filled_metrics()
         rows.append({"key": "zero-filled", "label": "zero-filled", "method": "zero-filled", "slice": self.slice_index,
                      "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "time_s": None,
-                     "device": "", "params": "", "sampling": st.describe(), "acceleration": st.acceleration})
+                     "device": "", "params": "", "sampling": _recipe_text(st.recipe(), st.acceleration),
+                     "acceleration": st.acceleration})
         for e in self.results:
             if e.state != "done" or (slice_only and e.slice_index != self.slice_index):
                 continue
             rows.append({"key": e.id, "label": e.label, "method": e.method, "slice": e.slice_index,
                          "psnr": e.metrics.get("psnr"), "ssim": e.metrics.get("ssim"), "nmse": e.metrics.get("nmse"),
                          "time_s": e.elapsed, "device": e.device, "params": e.params_text(),
-                         "sampling": _recipe_text(e.sampling), "acceleration": e.acceleration})
+                         "sampling": _recipe_text(e.sampling, e.acceleration), "acceleration": e.acceleration})
         return rows
 
     def export_metrics_csv(self, path: str | os.PathLike, slice_only: bool = True) -> None:
@@ -1278,10 +1279,12 @@ def _sampling_recipe(sampling: Any) -> dict[str, Any]:
     return d
 
 
-def _recipe_text(recipe: dict[str, Any]) -> str:
+def _recipe_text(recipe: dict[str, Any], effective_r: float | None = None) -> str:
+    """``"random R=4 cf=0.08 seed=0 (R_eff 3.76)"``: the recipe of a sampling and its effective acceleration."""
     kind = recipe.get("kind", "?")
+    eff = f" (R_eff {effective_r:.2f})" if effective_r is not None and math.isfinite(effective_r) else ""
     if kind in (ACQUIRED, USER):
-        return kind
+        return kind + eff
     parts = [kind]
     if recipe.get("acceleration") is not None:
         parts.append(f"R={float(recipe['acceleration']):g}")
@@ -1290,7 +1293,7 @@ def _recipe_text(recipe: dict[str, Any]) -> str:
     if recipe.get("seed") is not None:
         parts.append(f"seed={recipe['seed']}")
     parts += [f"{k}={v}" for k, v in (recipe.get("params") or {}).items()]
-    return " ".join(parts)
+    return " ".join(parts) + eff
 
 
 def region_stats(image: np.ndarray, reference: np.ndarray | None, rows: slice, cols: slice) -> dict[str, float]:

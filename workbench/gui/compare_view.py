@@ -132,6 +132,8 @@ class CompareView(QtWidgets.QWidget):
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 1)
+        split.setSizes([700, 200])
+        self.splitter = split
         lay.addWidget(split, 1)
 
         self.line_roi: pg.LineSegmentROI | None = None

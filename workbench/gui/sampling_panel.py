@@ -225,18 +225,21 @@ class SamplingPanel(QtWidgets.QWidget):
         self.mask_panel.view.addItem(self.mask_item)
         self.mask_item.setLookupTable(np.array([[20, 20, 30], [240, 240, 240]], dtype=np.ubyte))
         self.mask_panel.setToolTip("sampled k-space positions (white). Lines: click/drag; Brush: paint")
-        self.traj_plot = pg.PlotWidget(title="trajectory (colour: density compensation)")
+        self.traj_widget = pg.GraphicsLayoutWidget()
+        self.traj_plot = self.traj_widget.addPlot(row=0, col=0, title="trajectory")
         self.traj_plot.setAspectLocked(True)
         self.traj_plot.setLabel("bottom", "kx (rad)")
         self.traj_plot.setLabel("left", "ky (rad)")
         self.traj_scatter = pg.ScatterPlotItem(pen=None, size=2)
         self.traj_plot.addItem(self.traj_scatter)
         self.dcf_bar = pg.ColorBarItem(values=(0, 1), colorMap=colormap("viridis"), interactive=False, width=10,
-                                       label="DCF")
-        self.traj_plot.getPlotItem().layout.addItem(self.dcf_bar, 2, 5)
+                                       label="density compensation")
+        self.traj_widget.addItem(self.dcf_bar, row=0, col=1)
+        self.traj_widget.setToolTip("k-space samples (subsampled for display), coloured by their density "
+                                    "compensation weight")
         self.left_stack = QtWidgets.QStackedWidget()
         self.left_stack.addWidget(self.mask_panel)
-        self.left_stack.addWidget(self.traj_plot)
+        self.left_stack.addWidget(self.traj_widget)
         self.psf_panel = ImagePanel("point-spread function (log10 |PSF|)", cmap="inferno", colorbar=True)
         self.psf_panel.setToolTip("|PSF| of the sampling, normalised to its peak, in log10 (aliasing pattern)")
         self.zf_panel = ImagePanel("zero-filled")
@@ -435,15 +438,14 @@ class SamplingPanel(QtWidgets.QWidget):
             view = s.trajectory_view(max_points=12000)
             if view is not None:
                 pts, w = view
-                lo, hi = float(w.min()), float(w.max())
-                cm = colormap("viridis")
-                lut = cm.getLookupTable(nPts=256)
+                lo, hi = (float(v) for v in np.percentile(w, [1, 99]))
+                lut = colormap("viridis").getLookupTable(nPts=256)
                 idx = np.clip(((w - lo) / ((hi - lo) or 1) * 255).astype(int), 0, 255)
                 brushes = [pg.mkBrush(*lut[i]) for i in idx]
                 self.traj_scatter.setData(x=pts[0], y=pts[1], brush=brushes)
+                self.traj_plot.setRange(xRange=(-np.pi, np.pi), yRange=(-np.pi, np.pi), padding=0.02)
                 self.dcf_bar.setLevels((lo, hi))
-                self.traj_plot.setTitle(f"{st.describe()}: {st.trajectory.shape[-1]} samples "
-                                        f"(colour: density compensation)")
+                self.traj_plot.setTitle(f"{st.kind}: {st.trajectory.shape[-1]} samples, R={st.acceleration:.2f}")
         psf = s.psf()
         if psf is not None:
             self.psf_panel.set_image(np.log10(np.maximum(psf, 1e-6)), levels=(-4.0, 0.0), autorange=autorange)

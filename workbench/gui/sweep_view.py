@@ -74,6 +74,7 @@ class SweepView(QtWidgets.QWidget):
         self.psnr_plot.addLegend(offset=(-10, 10))
         self.ssim_plot = plots.addPlot(row=1, col=0, title="SSIM vs acceleration")
         self.ssim_plot.setLabel("left", "SSIM")
+        self.ssim_plot.getAxis("left").enableAutoSIPrefix(False)
         self.ssim_plot.setLabel("bottom", "acceleration R")
         self.ssim_plot.showGrid(x=True, y=True, alpha=0.3)
         self.ssim_plot.setXLink(self.psnr_plot)

@@ -208,7 +208,10 @@ class BartReader:
     def probe(self, path: str, head: bytes) -> int:
         ext = os.path.splitext(path)[1].lower()
         if ext == ".hdr":
-            return 90 if head.lstrip().startswith(b"# Dimensions") else 0
+            if head.lstrip().startswith(b"# Dimensions"):
+                return 90
+            # a damaged header next to its .cfl: ours, so that open() says what is wrong with it
+            return 40 if os.path.isfile(cfl_base(path) + ".cfl") else 0
         if ext == ".cfl":
             hdr = cfl_base(path) + ".hdr"
             if not os.path.isfile(hdr):
@@ -471,10 +474,12 @@ class BartReader:
             shape2d = plane_fn(np.abs(img3[..., 0])).shape
         except (IndexError, ValueError):
             shape2d = None
-        ok = fits_slices and rdims[COIL] == 1 and shape2d in (tuple(recon), tuple(grid))
+        # one image per k-space slice (or one image for a single slice)
+        ok = (fits_slices and rdims[COIL] == 1 and shape2d in (tuple(recon), tuple(grid))
+              and img3.shape[-1] in ({1, n_slices} if n_slices == 1 else {n_slices}))
         if not ok:
             why = (f"reference {os.path.basename(rbase)}.cfl dims {_short_dims(rdims)} do not fit the k-space "
-                   f"(image {recon} or {grid}, one coil, same slices)")
+                   f"(image {recon} or {grid}, one coil, one image per slice)")
             if explicit is not None:
                 raise InvalidDataError(rbase + ".cfl", why)
             return None, None, None
@@ -488,8 +493,6 @@ class BartReader:
                 r = r[top: top + recon[0], left: left + recon[1]]
             return np.array(r, dtype=np.float32, order="C")
 
-        if not per_slice and n_slices > 1:
-            return None, None, None  # one image cannot be the reference of several slices
         cmd = rinfo.get("command", "").split()
         kind = {"pics": "sense", "rss": "rss"}.get(cmd[0] if cmd else "", "stored")
         return load_reference, kind, rbase + ".cfl"

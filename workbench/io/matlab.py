@@ -31,6 +31,7 @@ from workbench.scan import Scan
 _OPTIONS = {"kspace_var", "coil_axis", "trajectory_var", "reference_var", "image_domain", "readout_oversampling",
             "grid_shape", "trajectory_units"}
 _UNITS = ("auto", "cycles", "radians", "fov")
+_TRAJ_NAMES = ("k", "kt", "kxy", "om", "omega", "traj", "trajectory", "coord", "coords", "ktraj", "kloc")
 _MAX_COILS = 128
 
 
@@ -262,7 +263,14 @@ class MatlabReader:
     def probe(self, path: str, head: bytes) -> int:
         if head.startswith(b"MATLAB"):
             return 80
-        return 10 if path.lower().endswith(".mat") else 0
+        if not path.lower().endswith(".mat"):
+            return 0
+        import scipy.io
+
+        try:  # MATLAB v4 files have no text header; scipy recognises them by their first bytes
+            return 40 if scipy.io.matlab.matfile_version(path)[0] == 0 else 0
+        except (ValueError, OSError):
+            return 0
 
     def open(self, path: str, **options: Any) -> Scan:
         check_options(path, "MATLAB", options, _OPTIONS)
@@ -348,13 +356,34 @@ class MatlabReader:
             return sq[1:]
         return None
 
+    @staticmethod
+    def _trajectory_coords(tvar: MatVariable, n_read: int, n_spokes: int) -> np.ndarray:
+        """``[2, readout, spokes]`` float64 coordinates: x = real part / first coordinate, y = imaginary / second."""
+        t = np.asarray(tvar.read(None))
+        t = t.reshape([d for d in t.shape if d != 1])
+        if tvar.is_complex:
+            coords = np.stack([t.real, t.imag])
+        elif t.ndim == 3 and t.shape[-1] in (2, 3) and t.shape[:2] == (n_read, n_spokes):
+            coords = np.moveaxis(t[..., :2], -1, 0)
+        else:
+            coords = t[:2]
+        return coords.astype(np.float64)
+
     def _find_trajectory(self, path, kvar, variables, listing) -> MatVariable | None:
+        """The one array that looks like this k-space's trajectory: shaped like two adjacent k-space dims
+        (readout, spokes), smaller than the k-space, and either named like one (k, traj*, coord*, ...) or
+        radial (so that a complex image stored beside Cartesian k-space is not mistaken for a trajectory)."""
         found = []
         for v in variables:
-            if v is kvar or v.size < 4:
+            if v is kvar or v.size < 4 or v.size >= kvar.size:
                 continue
             ts = self._traj_sample_shape(v)
-            if ts is not None and self._sample_axes(kvar, ts) is not None and v.size < kvar.size:
+            if ts is None or self._sample_axes(kvar, ts) is None:
+                continue
+            leaf = v.name.split(".")[-1].lower()
+            named = leaf in _TRAJ_NAMES or leaf.startswith(("traj", "coord", "kloc", "ktraj"))
+            coords = self._trajectory_coords(v, *ts)
+            if np.isfinite(coords).all() and (named or radial_spokes(coords)):
                 found.append(v)
         if len(found) > 1:
             raise InvalidDataError(path, "ambiguous: several arrays look like a trajectory for "
@@ -542,15 +571,7 @@ class MatlabReader:
         n_coils = shape[coil] if coil is not None else 1
         n_read, n_spokes = shape[a_r], shape[a_s]
 
-        t = np.asarray(tvar.read(None))
-        t = t.reshape([d for d in t.shape if d != 1])
-        if tvar.is_complex:
-            coords = np.stack([t.real, t.imag])                 # x = real -> row 0 (H), y = imag -> row 1 (W)
-        elif t.shape[-1] in (2, 3) and t.shape[:2] == (n_read, n_spokes):
-            coords = np.moveaxis(t[..., :2], -1, 0)
-        else:
-            coords = t[:2]
-        coords = coords.astype(np.float64)
+        coords = self._trajectory_coords(tvar, n_read, n_spokes)     # x -> row 0 (H), y -> row 1 (W)
         if not np.isfinite(coords).all():
             raise InvalidDataError(path, f"trajectory {tvar.name} has NaN/Inf values")
         radial = radial_spokes(coords)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError, UnsupportedFormatError
-from workbench.io import register_reader
+from workbench.io import describe_content, register_reader
 from workbench.scan import Scan
 
 _LOOP_DIMS = ("Ide", "Idd", "Idc", "Idb", "Ida", "Seg", "Set", "Rep", "Phs", "Eco", "Par", "Sli", "Ave")
@@ -157,7 +157,8 @@ class TwixReader:
             head = f.read(512)
         sig = twix_signature(path, head)
         if sig is None:
-            raise UnsupportedFormatError(path, "not a Siemens twix raw data file (no VB or VD/VE measurement header)")
+            raise UnsupportedFormatError(path, "not a Siemens twix raw data file (no VB or VD/VE measurement header; "
+                                               f"the content is {describe_content(head)})")
         if sig == "VD":
             _check_lengths(path)
 

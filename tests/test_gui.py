@@ -1,0 +1,560 @@
+"""End-to-end tests of the desktop app (pytest-qt, offscreen) on a small fastMRI file and test plugins."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+from PyQt6 import QtCore, QtGui, QtTest, QtWidgets  # noqa: E402
+
+from workbench.io.fastmri import write_fastmri  # noqa: E402
+
+Qt = QtCore.Qt
+H, W, C, S = 64, 48, 4, 2
+RECON = (32, 48)
+
+
+def np_ifft2c(k):
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def np_fft2c(x):
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def np_crop(x, shape):
+    h, w = x.shape[-2:]
+    t, l = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
+    return x[..., t:t + shape[0], l:l + shape[1]]
+
+
+def make_kspace(seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:H, :W]
+    out = []
+    for s in range(S):
+        img = ((yy - 32) ** 2 / 14**2 + (xx - 24) ** 2 / 17**2 < 1) * (1.0 + 0.4 * np.sin(xx / 2.5 + s))
+        maps = np.stack([np.exp(-((yy - a) ** 2 + (xx - b) ** 2) / 900) for a, b in
+                         [(0, 0), (0, 47), (63, 0), (63, 47)]])
+        k = np_fft2c(img * maps) + 0.002 * (rng.standard_normal((C, H, W)) + 1j * rng.standard_normal((C, H, W)))
+        out.append(k.astype(np.complex64))
+    return np.stack(out)
+
+
+PLUGINS = {
+    "coil_landweber.py": '''
+        from dataclasses import dataclass
+        import torch
+        from workbench.methods import Capabilities, Method, param
+        from workbench.physics.fft import fft2c, ifft2c, rss
+        from workbench.result import Result
+
+        @dataclass
+        class Params:
+            n_iter: int = param(10, min=1, max=1000, help="iterations")
+            step: float = param(0.5, min=0.0, max=2.0, help="step size")
+
+        class CoilLandweber(Method):
+            name = "test-landweber"
+            version = "1.0"
+            description = "Landweber iteration per coil on the masked FFT, then RSS"
+            capabilities = Capabilities(cartesian=True)
+            Params = Params
+
+            def run(self, problem, params, ctx):
+                m = problem.mask
+                x = torch.zeros_like(problem.y)
+                for it in range(params.n_iter):
+                    ctx.check_cancelled()
+                    x = x - params.step * ifft2c(m * (m * fft2c(x) - problem.y))
+                    ctx.progress((it + 1) / params.n_iter, f"iteration {it + 1}")
+                    ctx.report_iterate(problem.crop(rss(x)))
+                return Result(image=problem.crop(rss(x)).to(torch.complex64))
+    ''',
+    "zero_filled_std.py": '''
+        import torch
+        from workbench.methods import Capabilities, Method
+        from workbench.result import Result
+
+        class ZeroFilledStd(Method):
+            name = "test-zf"
+            version = "1.0"
+            capabilities = Capabilities(cartesian=True, noncartesian=True, gives_uncertainty=True)
+
+            def run(self, problem, params, ctx):
+                img = problem.crop(problem.zero_filled("rss"))
+                return Result(image=img.to(torch.complex64), std=0.1 * img.abs())
+    ''',
+    "failing.py": '''
+        from workbench.methods import Capabilities, Method
+
+        class Failing(Method):
+            name = "test-failing"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise RuntimeError("deliberate failure in the test plugin")
+    ''',
+    "slow.py": '''
+        import time
+        from workbench.methods import Capabilities, Method
+        from workbench.result import Result
+
+        class Slow(Method):
+            name = "test-slow"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                for i in range(3000):
+                    ctx.check_cancelled()
+                    ctx.progress(i / 3000, "waiting")
+                    time.sleep(0.01)
+                return Result(image=problem.crop(problem.zero_filled("rss")))
+    ''',
+    "noncart_only.py": '''
+        from workbench.methods import Capabilities, Method
+
+        class NonCartOnly(Method):
+            name = "test-noncart-only"
+            capabilities = Capabilities(cartesian=False, noncartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise AssertionError("never runs on Cartesian data")
+    ''',
+    "broken.py": '''
+        import this_module_does_not_exist_anywhere
+    ''',
+}
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gui_plugins")
+    for name, src in PLUGINS.items():
+        (d / name).write_text(textwrap.dedent(src))
+    return d
+
+
+@pytest.fixture(scope="module")
+def registry(plugin_dir):
+    from workbench.methods import discover_methods
+
+    return discover_methods([plugin_dir], entry_points=False, builtin=False, user_dirs=False)
+
+
+@pytest.fixture(scope="module")
+def kspace():
+    return make_kspace()
+
+
+@pytest.fixture()
+def scan_file(tmp_path, kspace):
+    ref = np_crop(np.sqrt((np.abs(np_ifft2c(kspace)) ** 2).sum(1)), RECON).astype(np.float32)
+    path = tmp_path / "small.h5"
+    write_fastmri(path, kspace, ref)
+    return str(path)
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    return QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+
+
+@pytest.fixture()
+def messages(monkeypatch):
+    """Capture message boxes instead of showing them."""
+    seen = []
+    for name in ("warning", "critical", "information"):
+        monkeypatch.setattr(QtWidgets.QMessageBox, name,
+                            lambda parent, title, text, *a, _n=name, **k: seen.append((_n, title, text)))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "exec", lambda self: seen.append(("exec", self.windowTitle(),
+                                                                                  self.text())))
+    return seen
+
+
+@pytest.fixture()
+def window(qtbot, settings, registry, plugin_dir):
+    from workbench.gui.main_window import MainWindow
+
+    win = MainWindow(plugin_dirs=[str(plugin_dir)], settings=settings, registry=registry)
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    yield win
+    win.close()
+
+
+def wait_done(qtbot, *entries, timeout=15000):
+    qtbot.waitUntil(lambda: all(not e.active for e in entries), timeout=timeout)
+
+
+def widget_pos(panel, row, col):
+    """Viewport position of pixel (row, col) of an ImagePanel's image."""
+    scene = panel.image_item.mapToScene(QtCore.QPointF(col + 0.5, row + 0.5))
+    return panel.mapFromScene(scene)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def test_open_browse_and_status(window, scan_file, qtbot):
+    assert window.open_path(scan_file)
+    s = window.session
+    assert s.scan.n_slices == S and window.scan_dock_widget.slice_spin.maximum() == S
+    assert "small.h5" in window.windowTitle()
+    assert window.scan_view.kspace_panel.data.shape == (H, W)
+    np.testing.assert_allclose(window.scan_view.image_panel.data, s.reference())
+    window.scan_dock_widget.slice_spin.setValue(1)
+    assert s.slice_index == 0
+    window.scan_dock_widget.coil_combo.setCurrentIndex(3)  # coil 3
+    assert s.coil_index == 2
+    window.scan_view.image_choice.setCurrentText("fully sampled")
+    k = s.kspace().numpy()
+    np.testing.assert_allclose(window.scan_view.image_panel.data, np_crop(np.abs(np_ifft2c(k[2])), RECON),
+                               rtol=1e-4, atol=1e-5)
+    # header panel lists the scan summary
+    top = window.scan_dock_widget.tree.topLevelItem(0)
+    fields = {top.child(i).text(0): top.child(i).text(1) for i in range(top.childCount())}
+    assert fields["coils"] == str(C) and fields["format"] == "fastmri"
+    # status bar: pixel coordinates and value under the mouse
+    panel = window.scan_view.image_panel
+    window.tabs.setCurrentWidget(window.scan_view)
+    qtbot.waitUntil(lambda: panel.isVisible())
+    panel.hovered.emit(3, 4, 1.5, "reference")
+    assert "row 3, col 4" in window.hover_label.text() and "1.5" in window.hover_label.text()
+    window._step_slice(+1)
+    assert s.slice_index == 1
+
+
+def test_recent_files_drag_and_drop(window, scan_file, tmp_path, kspace):
+    assert window.open_path(scan_file)
+    assert window.recent_files()[0] == os.path.abspath(scan_file)
+    assert any(a.text() == "small.h5" for a in window.recent_menu.actions())
+    other = tmp_path / "other.h5"
+    write_fastmri(other, kspace[:1])
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(other))])
+    drop = QtGui.QDropEvent(QtCore.QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(drop)
+    assert window.session.scan.path == str(other)
+    assert window.recent_files()[:2] == [str(other), os.path.abspath(scan_file)]
+
+
+def test_bad_file_shows_error_and_app_keeps_working(window, scan_file, tmp_path, messages):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not a scan" * 50)
+    assert not window.open_path(str(junk))
+    assert messages and messages[-1][0] == "warning" and "junk.h5" in messages[-1][2]
+    assert window.session.scan is None
+    assert not window.open_path(str(tmp_path / "missing.h5"))
+    assert "missing.h5" in messages[-1][2] and "does not exist" in messages[-1][2]
+    assert window.open_path(scan_file)  # still works
+    assert window.session.scan is not None
+
+
+def test_acceleration_slider_updates_mask_image_and_psnr(window, scan_file, qtbot):
+    from workbench.gui.sampling_panel import R_STEPS
+
+    window.open_path(scan_file)
+    window.tabs.setCurrentWidget(window.sampling_panel)
+    sp = window.sampling_panel
+    s = window.session
+    assert s.sampling_state.kind == "equispaced"
+    sp.r_slider.setValue(2 * R_STEPS)
+    qtbot.waitUntil(lambda: s.sampling_state.requested_acceleration == 2.0)
+    psnr2 = s.zero_filled_metrics()["psnr"]
+    mask2 = sp.mask_panel.data.copy()
+    sp.r_slider.setValue(8 * R_STEPS)
+    qtbot.waitUntil(lambda: s.sampling_state.requested_acceleration == 8.0)
+    psnr8 = s.zero_filled_metrics()["psnr"]
+    assert psnr8 < psnr2 - 1.0
+    assert sp.mask_panel.data.sum() < mask2.sum()
+    # the views show the session's state: mask, zero-filled image, metrics text
+    np.testing.assert_array_equal(sp.mask_panel.data, s.mask().astype(np.uint8))
+    np.testing.assert_allclose(sp.zf_panel.data, s.zero_filled())
+    assert f"{psnr8:.2f}" in sp.stats.text()
+    # a family with parameters: the form appears and drives the sampling
+    sp.family_list.setCurrentRow(2)  # poisson
+    assert s.sampling_state.kind == "poisson"
+    assert "calib" in sp.extra_form.editors
+    sp.extra_form.editors["calib"].setValue(10)
+    assert s.sampling_state.params["calib"] == (10, 10)
+
+
+def test_draw_mask_with_the_mouse_and_undo(window, scan_file, qtbot):
+    window.open_path(scan_file)
+    window.tabs.setCurrentWidget(window.sampling_panel)
+    sp = window.sampling_panel
+    s = window.session
+    s.begin_user_mask(np.zeros((H, W), bool))
+    qtbot.waitUntil(lambda: sp.mask_panel.isVisible())
+    panel = sp.mask_panel
+    col = 7
+    QtTest.QTest.mouseClick(panel.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                            widget_pos(panel, 20, col))
+    qtbot.waitUntil(lambda: s.mask()[:, col].all())
+    assert s.mask().sum() == H
+    # drag across columns 20..25 sets them all
+    vp = panel.viewport()
+    QtTest.QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_pos(panel, 30, 20))
+    for c in range(20, 26):
+        QtTest.QTest.mouseMove(vp, widget_pos(panel, 30, c))
+    QtTest.QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_pos(panel, 30, 25))
+    qtbot.waitUntil(lambda: s.mask()[0, 20:26].all())
+    assert s.mask()[0].sum() == 7
+    assert sp.family_list.currentItem().text() == "hand-drawn mask"
+    window.undo_action.trigger()  # the drag is one undo step
+    assert s.mask()[0].sum() == 1
+    window.redo_action.trigger()
+    assert s.mask()[0].sum() == 7
+    # brush with symmetry paints a disc and its point mirror
+    sp.tool_brush.setChecked(True)
+    sp.symmetric_box.setChecked(True)
+    sp.radius_spin.setValue(2)
+    QtTest.QTest.mouseClick(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_pos(panel, 10, 40))
+    qtbot.waitUntil(lambda: bool(s.mask()[10, 40]))
+    assert s.mask()[2 * (H // 2) - 10, 2 * (W // 2) - 40]
+    sp.clear_button.click()
+    assert s.mask().sum() == 0
+    assert sp.undo_button.isEnabled()
+
+
+def test_save_and_load_mask_files(window, scan_file, tmp_path):
+    window.open_path(scan_file)
+    s = window.session
+    s.set_sampling("random", acceleration=3.0, seed=5)
+    mask = s.mask().copy()
+    path = str(tmp_path / "mask.npz")
+    s.save_mask(path)
+    s.set_sampling("equispaced", acceleration=6.0)
+    s.load_mask(path)
+    assert s.sampling_state.kind == "user" and np.array_equal(s.mask(), mask)
+
+
+def test_methods_listed_greyed_and_broken_plugin_reported(window, scan_file, qtbot):
+    mp = window.methods_panel
+    assert any("broken.py" in t and "this_module_does_not_exist_anywhere" in t for t in mp.plugin_errors_shown())
+    window.open_path(scan_file)
+    qtbot.waitUntil(lambda: "test-noncart-only" in mp.reasons, timeout=10000)
+    assert mp.reasons["test-landweber"] == []
+    assert mp.select("test-noncart-only")
+    assert not mp.run_button.isEnabled()
+    assert "Cannot run here" in mp.info.text() and "Cartesian" in mp.info.text()
+    assert mp.select("test-landweber")
+    assert mp.run_button.isEnabled()
+    assert set(mp.form.editors) == {"n_iter", "step"}
+    assert mp.form.values() == {"n_iter": 10, "step": 0.5}
+
+
+def test_run_two_methods_compare_export(window, scan_file, qtbot, tmp_path):
+    window.open_path(scan_file)
+    s = window.session
+    s.set_sampling("equispaced", acceleration=3.0)
+    mp = window.methods_panel
+    mp.select("test-landweber")
+    mp.form.editors["n_iter"].setValue(25)
+    mp.run_button.click()
+    mp.select("test-zf")
+    mp.run_button.click()
+    assert len(s.results) == 2
+    wait_done(qtbot, *s.results)
+    lw, zf = s.results
+    assert lw.state == "done" and zf.state == "done" and lw.params["n_iter"] == 25
+    window.tabs.setCurrentWidget(window.compare_view)
+    cv = window.compare_view
+    qtbot.waitUntil(lambda: len(cv.columns) == 4)  # reference, zero-filled, both results
+    assert [c.key for c in cv.columns] == ["reference", "zero-filled", lw.id, zf.id]
+    # error maps under every image but the reference, std map only for the method that gives one
+    assert cv.columns[0].error is None and all(c.error is not None for c in cv.columns[1:])
+    assert cv.columns[3].std is not None and cv.columns[2].std is None
+    np.testing.assert_allclose(cv.columns[3].error.data, np.abs(np.abs(zf.image) - s.reference()), atol=1e-5)
+    # metrics table: sortable, one row per image
+    table = cv.table
+    labels = {table.item(r, 1).text() for r in range(table.rowCount())}
+    assert labels == {"zero-filled", lw.label, zf.label}
+    table.sortItems(2, Qt.SortOrder.DescendingOrder)
+    psnrs = [float(table.item(r, 2).text()) for r in range(table.rowCount())]
+    assert psnrs == sorted(psnrs, reverse=True)
+    csv_path = tmp_path / "m.csv"
+    cv.export_csv(str(csv_path))
+    assert len(csv_path.read_text().splitlines()) == 4
+    # hide a result with the table's check box
+    row = next(r for r in range(table.rowCount()) if table.item(r, 1).text() == lw.label)
+    table.item(row, 0).setCheckState(Qt.CheckState.Unchecked)
+    qtbot.waitUntil(lambda: len(cv.columns) == 3)
+    # labelled figure
+    png = tmp_path / "fig.png"
+    assert window.export_figure(str(png))
+    img = QtGui.QImage(str(png))
+    assert not img.isNull() and img.width() > 3 * 200 and img.height() > 2 * 200
+
+
+def test_compare_view_modes_levels_profile_roi(window, scan_file, qtbot):
+    window.open_path(scan_file)
+    s = window.session
+    e = s.run(window.registry.methods["test-zf"])
+    wait_done(qtbot, e)
+    window.tabs.setCurrentWidget(window.compare_view)
+    cv = window.compare_view
+    qtbot.waitUntil(lambda: len(cv.columns) == 3)
+    cv.set_shared_levels((0.1, 0.7))
+    assert all(c.image.levels() == pytest.approx((0.1, 0.7)) for c in cv.columns)
+    cv.columns[2].override.setChecked(True)  # per-panel window/level
+    assert cv.columns[2].image.colorbar is not None
+    cv.set_shared_levels((0.0, 0.5))
+    assert cv.columns[0].image.levels() == pytest.approx((0.0, 0.5))
+    assert cv.columns[2].image.levels() != pytest.approx((0.0, 0.5))
+    cv.mode_combo.setCurrentText("phase")
+    ph = cv.columns[2].image.data
+    np.testing.assert_allclose(ph, np.angle(e.image), atol=1e-6)
+    cv.mode_combo.setCurrentText("magnitude")
+    cv.cmap_combo.setCurrentText("viridis")
+    # line profile mirrored over every panel
+    cv.tool_combo.setCurrentText("line profile")
+    prof = cv.profiles()
+    assert set(prof) == {"reference", "zero-filled", e.label}
+    (x0, y0), (x1, y1) = cv.line_endpoints()
+    assert y0 == pytest.approx(y1) and x1 > x0
+    np.testing.assert_allclose(prof["zero-filled"], prof[e.label], rtol=1e-4, atol=1e-5)
+    # ROI statistics
+    cv.tool_combo.setCurrentText("ROI statistics")
+    rows, cols = cv.roi_bounds()
+    stats = cv.roi_statistics()
+    ref = s.reference()
+    assert stats["reference"]["mean"] == pytest.approx(float(ref[rows, cols].mean()), rel=1e-5)
+    assert cv.roi_table.rowCount() == 3
+
+
+def test_cancel_running_job_and_failures_in_jobs_panel(window, scan_file, qtbot, messages):
+    window.open_path(scan_file)
+    s = window.session
+    slow = s.run(window.registry.methods["test-slow"])
+    qtbot.waitUntil(lambda: slow.state == "running", timeout=10000)
+    jp = window.jobs_panel
+    r = jp.rows[slow.id]
+    btn = jp.table.cellWidget(r, 7)
+    assert btn.isEnabled()
+    btn.click()
+    wait_done(qtbot, slow, timeout=5000)
+    assert slow.state == "cancelled" and jp.table.item(r, 6).text() == "cancelled"
+    bad = s.run(window.registry.methods["test-failing"])
+    wait_done(qtbot, bad)
+    rb = jp.rows[bad.id]
+    assert "deliberate failure" in jp.table.item(rb, 6).text()
+    jp._details(rb, 0)
+    assert messages[-1][0] == "exec" and "deliberate failure" in messages[-1][2]
+    # the app keeps working
+    ok = s.run(window.registry.methods["test-zf"])
+    wait_done(qtbot, ok)
+    assert ok.state == "done" and "done" in jp.table.item(jp.rows[ok.id], 6).text()
+
+
+def test_session_save_and_reopen(window, scan_file, qtbot, tmp_path, settings, registry, plugin_dir):
+    from workbench.gui.main_window import MainWindow
+
+    window.open_path(scan_file)
+    s = window.session
+    s.begin_user_mask(np.broadcast_to(np.arange(W) % 2 == 0, (H, W)).copy())
+    e = s.run(registry.methods["test-landweber"], {"n_iter": 3})
+    wait_done(qtbot, e)
+    path = str(tmp_path / "proj.wbs.json")
+    assert window.save_session(path)
+    other = MainWindow(plugin_dirs=[str(plugin_dir)], settings=settings, registry=registry)
+    qtbot.addWidget(other)
+    other.show()
+    assert other.open_path(path)  # recognised as a session file
+    t = other.session
+    assert t.scan.path == scan_file and np.array_equal(t.mask(), s.mask())
+    assert len(t.results) == 1 and t.results[0].params == {"n_iter": 3, "step": 0.5}
+    np.testing.assert_array_equal(t.results[0].image, e.image)
+    other.tabs.setCurrentWidget(other.compare_view)
+    qtbot.waitUntil(lambda: len(other.compare_view.columns) == 3)
+    other.close()
+
+
+def test_export_nifti_dicom_hdf5(window, scan_file, qtbot, tmp_path):
+    import nibabel as nib
+    import pydicom
+
+    from workbench.result import Result
+
+    window.open_path(scan_file)
+    s = window.session
+    e = s.run(window.registry.methods["test-zf"])
+    wait_done(qtbot, e)
+    window.tabs.setCurrentWidget(window.compare_view)
+    qtbot.waitUntil(lambda: len(window.compare_view.columns) == 3)
+    nii = window.export_images(str(tmp_path / "nii"), "nifti")
+    assert len(nii) == 3
+    data = np.asarray(nib.load(next(p for p in nii if "reference" in p)).dataobj)
+    # voxel axes (i = column, j = row from the bottom, k = slice)
+    np.testing.assert_allclose(data[:, ::-1, 0].T, s.reference(), rtol=1e-6)
+    dcm = window.export_images(str(tmp_path / "dcm"), "dicom")
+    ds = pydicom.dcmread(next(p for p in dcm if e.label in p))
+    values = ds.pixel_array * float(ds.RescaleSlope)
+    np.testing.assert_allclose(values, np.abs(e.image), atol=float(ds.RescaleSlope))
+    assert ds.SeriesDescription.endswith(e.label) and ds.Modality == "MR"
+    h5 = window.export_results(str(tmp_path / "h5"))
+    assert len(h5) == 1
+    r = Result.load(h5[0])
+    np.testing.assert_array_equal(r.image.numpy(), e.image)
+    assert r.method == "test-zf" and r.std is not None
+
+
+def test_sweep_fills_the_plot(window, scan_file, qtbot):
+    window.open_path(scan_file)
+    sv = window.sweep_view
+    window.tabs.setCurrentWidget(sv)
+    sv.set_checked(["test-zf"])
+    sv.family_combo.setCurrentText("equispaced")
+    sv.acc_edit.setText("2, 4")
+    sweep = sv.run_sweep()
+    wait_done(qtbot, *sweep.entries)
+    xs, ys = sweep.points("test-zf", "psnr")
+    assert len(xs) == 2 and ys[0] > ys[1]
+    zf = sv.zero_filled_points
+    # the method returns the zero-filled image: same metrics as the sweep's zero-filled curve
+    assert sorted(zf) == pytest.approx(xs)
+    assert [zf[x]["psnr"] for x in sorted(zf)] == pytest.approx(ys, abs=1e-3)
+    qtbot.waitUntil(lambda: "2/2" in sv.status.text())
+    assert len(sv.psnr_plot.listDataItems()) == 2
+
+
+def test_about_shortcuts_and_plugin_reload(window, messages):
+    text = window.about_text()
+    assert "PyTorch" in text and "Compute device" in text and "failed to load" in text
+    window.show_shortcuts()
+    assert "Ctrl+O" in messages[-1][2] and "Ctrl+R" in messages[-1][2]
+    assert window.open_action.toolTip()
+
+
+def test_run_app_opens_a_file(qtbot, scan_file, monkeypatch, tmp_path):
+    from workbench.gui import app as app_mod
+    from workbench.gui.main_window import MainWindow
+
+    # keep the app's default QSettings away from the user's real settings
+    QtCore.QSettings.setPath(QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope, str(tmp_path))
+    QtCore.QSettings.setDefaultFormat(QtCore.QSettings.Format.IniFormat)
+    request_cleanup = lambda: QtCore.QSettings.setDefaultFormat(QtCore.QSettings.Format.NativeFormat)  # noqa: E731
+    opened = []
+    instance = QtWidgets.QApplication.instance()
+    monkeypatch.setattr(type(instance), "exec", lambda self: (qtbot.waitUntil(lambda: opened or _opened(opened)),
+                                                               0)[1])
+
+    def _opened(acc):
+        for w in QtWidgets.QApplication.topLevelWidgets():
+            if isinstance(w, MainWindow) and w.session.scan is not None:
+                acc.append(w)
+        return bool(acc)
+
+    try:
+        assert app_mod.run_app(file=scan_file, plugin_dirs=[]) == 0
+        win = opened[0]
+        assert win.session.scan.path == scan_file
+        win.close()
+    finally:
+        request_cleanup()
