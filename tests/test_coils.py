@@ -1,7 +1,5 @@
 """Coil sensitivity estimation against known simulated maps, and on real data (skipped when absent)."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

@@ -116,9 +116,9 @@ def test_kernels_and_interpolation_matrices_are_built_once():
     A.weighted_normal(x)
     assert A._cache["kernel"] is kernel and "kernel_dcf" in A._cache
     A(x)
-    mats = A._cache["mats"]
+    interp = A._cache["interp"]
     A.adjoint(A(x))
-    assert A._cache["mats"] is mats
+    assert A._cache["interp"] is interp
     assert A.with_maps(crand(2, 8, 8, seed=18))._cache is A._cache
 
 

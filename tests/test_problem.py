@@ -197,3 +197,14 @@ def test_to_same_device_is_identity_and_copy_keeps_maps():
     scan, _, maps = cartesian_scan()
     p = Problem.from_scan(scan, 0, maps=torch.from_numpy(maps))
     assert p.to("cpu") is p
+
+
+def test_real_sampling_module_radial_with_from_scan():
+    from workbench.sampling import make_sampling
+
+    scan, obj, maps = cartesian_scan(recon_shape=None, slices=1)
+    s = make_sampling("golden-radial", (H, W), 1.5, seed=0)
+    p = Problem.from_scan(scan, 0, sampling=s, maps=torch.from_numpy(maps))
+    assert torch.equal(p.trajectory, s.trajectory) and torch.allclose(p.dcf, s.dcf)
+    zf = p.zero_filled().numpy()
+    assert np.linalg.norm(zf - obj) / np.linalg.norm(obj) < 0.2

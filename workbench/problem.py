@@ -120,9 +120,8 @@ class Problem:
         self.y = y.contiguous()
         self.grid_shape: tuple[int, int] = grid
         self.recon_shape: tuple[int, int] = grid if recon_shape is None else _shape2(recon_shape, "recon_shape")
-        if self.recon_shape[0] > grid[0] or self.recon_shape[1] > grid[1]:
-            # A stored reference larger than the grid (e.g. partial Fourier): show the grid, no crop.
-            self.recon_shape = grid
+        # A reference wider than the grid (e.g. fastMRI's 320 columns on a narrower k-space): no crop there.
+        self.recon_shape = (min(self.recon_shape[0], grid[0]), min(self.recon_shape[1], grid[1]))
         self.reference = None if reference is None else torch.as_tensor(np.asarray(reference), dtype=torch.float32)
         if maps is not None:
             maps = self._check_maps(maps)
@@ -358,7 +357,8 @@ class Problem:
         acquired = None if scan.acquired_mask is None else torch.as_tensor(np.asarray(scan.acquired_mask),
                                                                             device=device)
         if reference is None and scan.fully_sampled:
-            reference = center_crop(rss(ifft2c(k)), tuple(scan.recon_shape)).cpu()
+            rshape = (min(scan.recon_shape[0], grid[0]), min(scan.recon_shape[1], grid[1]))
+            reference = center_crop(rss(ifft2c(k)), rshape).cpu()
         if sampling is None:
             return cls(k, grid, mask=acquired if acquired is not None else torch.ones(grid, dtype=torch.bool),
                        reference=reference, **common)

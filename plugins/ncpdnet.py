@@ -1,0 +1,51 @@
+"""NC-PDNet (Ramzi et al., IEEE TMI 2022): the XPDNet network with a non-Cartesian operator.
+
+Data consistency uses the NUFFT with density compensation, ``A^H D (A x - y) = (A^H D A) x - A^H D y``, the first
+term by the Toeplitz-embedded normal operator (FFTs on the 2x grid, no interpolation); coil maps come from the
+trajectory centre and are refined by a small U-net. One implementation with XPDNet
+(:mod:`workbench.nn.primal_net`); only the operator differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plugins.xpdnet import run_primal_net
+from workbench.methods import Capabilities, Method, param
+from workbench.result import Result
+
+
+@dataclass
+class Params:
+    weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
+
+
+def _weights_path(params):
+    from workbench.nn.weights import shipped_weights
+
+    return (getattr(params, "weights", "") if params is not None else "") or shipped_weights("ncpdnet")
+
+
+class NCPDNet(Method):
+    name = "ncpdnet"
+    version = "1.0"
+    description = ("NC-PDNet: unrolled primal network for radial / spiral data (NUFFT with density compensation, "
+                   "Toeplitz normal operator); needs trained weights")
+    capabilities = Capabilities(cartesian=False, noncartesian=True, multicoil=True, singlecoil=True,
+                                needs_weights=True)
+    Params = Params
+
+    def check(self, problem, params=None) -> list[str]:
+        """Non-Cartesian data and usable weights (``params.weights``, else the shipped file)."""
+        from workbench.nn.weights import weights_problem
+
+        reasons = []
+        if problem.is_cartesian:
+            reasons.append("ncpdnet reconstructs non-Cartesian (radial, spiral) data; for Cartesian masks use xpdnet")
+        why = weights_problem(_weights_path(params), ("ncpdnet",))
+        if why:
+            reasons.append(why)
+        return reasons
+
+    def run(self, problem, params, ctx) -> Result:
+        return run_primal_net(self, ("ncpdnet",), problem, params, ctx)

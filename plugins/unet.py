@@ -1,0 +1,66 @@
+"""U-net post-processing baseline (fastMRI's U-net on the zero-filled root-sum-of-squares image).
+
+The zero-filled image is cropped to the reconstruction size, normalised by its 99th percentile and corrected by
+a U-net trained on synthetic multi-coil brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and
+8x). It sees only the image, not the measured data: the "post-processing network" XPDNet is compared with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.methods import Capabilities, Method, param
+from workbench.result import Result
+
+
+@dataclass
+class Params:
+    weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
+
+
+def _weights_path(params):
+    from workbench.nn.weights import shipped_weights
+
+    return (getattr(params, "weights", "") if params is not None else "") or shipped_weights("unet")
+
+
+class UnetBaseline(Method):
+    name = "unet"
+    version = "1.0"
+    description = "U-net post-processing of the zero-filled image (fastMRI baseline); needs trained weights"
+    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True,
+                                needs_weights=True)
+    Params = Params
+
+    def check(self, problem, params=None) -> list[str]:
+        """Usable weights (``params.weights``, else the shipped file) trained for this kind of sampling."""
+        from workbench.nn.weights import read_sidecar, weights_problem
+
+        path = _weights_path(params)
+        why = weights_problem(path, ("unet",))
+        if why:
+            return [why]
+        kinds = read_sidecar(path).get("training", {}).get("sampling", {}).get("kinds", [])
+        cartesian_weights = all(k in ("random", "equispaced", "poisson", "gaussian") for k in kinds)
+        if kinds and cartesian_weights != problem.is_cartesian:
+            trained = "Cartesian masks" if cartesian_weights else "non-Cartesian trajectories"
+            return [f"these U-net weights were trained on {trained} ({', '.join(kinds)}); the data are "
+                    f"{'Cartesian' if problem.is_cartesian else 'non-Cartesian'}: choose matching weights"]
+        return []
+
+    def run(self, problem, params, ctx) -> Result:
+        from workbench.nn.batch import Batch
+        from workbench.nn.weights import WeightsError, cached_model, weights_problem
+
+        path = _weights_path(params)
+        why = weights_problem(path, ("unet",))
+        if why:
+            raise WeightsError(None, why)
+        ctx.progress(0.0, "loading weights")
+        model, sidecar = cached_model(path, ctx.device)
+        batch = Batch.from_problem(problem).to(ctx.device)
+        ctx.check_cancelled()
+        image = model.reconstruct(batch, lambda f, t: ctx.progress(0.05 + 0.95 * f, t))[0]
+        ctx.progress(1.0, "done")
+        return Result(image=problem.crop(image).to(problem.y.dtype),
+                      extras={"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")})

@@ -1,0 +1,97 @@
+"""Training data: determinism, held-out seeds, masks as configured, fastMRI folders written by write_fastmri."""
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.nn.batch import collate
+from workbench.nn.data import TRAIN_SEED_OFFSET, DataConfigError, FastMRIData, SyntheticData, make_data
+
+SMALL = {"shapes": [[40, 40], [48, 40]], "n_coils": [1, 3], "readout_oversampling": [1, 2], "n_val": 2}
+
+
+def test_synthetic_batches_are_deterministic_distinct_and_held_out():
+    data = SyntheticData(SMALL, seed=3)
+    a = data.batch(5, rank=1, world_size=2, batch_size=2)
+    b = data.batch(5, rank=1, world_size=2, batch_size=2)
+    for x, y in zip(a, b):
+        assert torch.equal(x["kspace"], y["kspace"]) and x["meta"] == y["meta"]
+    other_rank = data.batch(5, rank=0, world_size=2, batch_size=2)
+    seeds = {it["meta"]["seed"] for it in a} | {it["meta"]["seed"] for it in other_rank}
+    assert len(seeds) == 4  # every rank and item draws its own slice
+    # step settings are shared by the ranks (so that they batch and stay in step)
+    assert {it["kspace"].shape for it in a + other_rank} == {a[0]["kspace"].shape}
+    val = {it["meta"]["seed"] for it in data.validation_items()}
+    train = {data.train_seed(i) for i in range(0, 10**6, 997)}
+    assert max(val) < TRAIN_SEED_OFFSET <= min(train) and not val & train
+
+
+def test_synthetic_item_content_and_masks():
+    data = SyntheticData({**SMALL, "n_coils": [3], "readout_oversampling": [2], "target": "reference"},
+                         sampling={"kinds": ["equispaced"], "accelerations": [4], "center_fractions": [0.08]})
+    item = data.batch(0)[0]
+    k, mask = item["kspace"], item["mask"]
+    h, w = item["recon_shape"]
+    assert k.shape == (3, 2 * h, w) and tuple(item["grid_shape"]) == (2 * h, w)
+    # 1D line mask: whole columns, about 1/4 of them, the centre 8% fully sampled
+    assert bool((mask == mask[:1]).all())
+    cols = mask[0].numpy()
+    assert abs(cols.mean() - 0.25) < 0.08 and cols[w // 2 - 1 : w // 2 + 2].all()
+    assert bool((k[:, ~mask] == 0).all())
+    assert item["meta"]["sampling"]["kind"] == "equispaced" and item["meta"]["n_coils"] == 3
+    # the target is the RSS of the fully sampled data (scaled with the data's random units)
+    assert item["target"].shape == (h, w) and item["data_range"] == pytest.approx(float(item["target"].max()))
+
+
+def test_synthetic_noncartesian_sampling_shares_a_trajectory():
+    data = SyntheticData({**SMALL, "readout_oversampling": [1]},
+                         sampling={"kinds": ["golden-radial"], "accelerations": [3]})
+    items = data.batch(0, batch_size=2)
+    (batch,) = collate(items)
+    assert batch.trajectory is not None and batch.kspace.dim() == 3 and batch.size == 2
+    assert batch.dcf.shape == (batch.trajectory.shape[1],)
+
+
+def test_bad_data_configs_name_the_problem(tmp_path):
+    with pytest.raises(DataConfigError, match="unknown option"):
+        SyntheticData({"shape": [64, 64]})
+    with pytest.raises(DataConfigError, match="kinds"):
+        SyntheticData(SMALL, sampling={"kinds": ["zigzag"]})
+    with pytest.raises(DataConfigError, match="separate models"):
+        SyntheticData(SMALL, sampling={"kinds": ["random", "radial"]})
+    with pytest.raises(DataConfigError, match="no fastMRI"):
+        make_data({"kind": "fastmri", "path": str(tmp_path)})
+
+
+def _write_volume(path, seed, coils, shape=(48, 40), slices=2):
+    from workbench.io.fastmri import write_fastmri
+    from workbench.simulate import generate_volume
+
+    vol = generate_volume(seed, slice_positions=[10.0 + 10 * i for i in range(slices)], shape=shape, n_coils=coils)
+    k = vol["kspace"] if coils > 1 else vol["kspace"][:, 0]
+    write_fastmri(path, k, vol["reference"])
+    return vol
+
+
+def test_fastmri_folder_data(tmp_path):
+    vols = [_write_volume(tmp_path / f"vol{i}.h5", i, coils) for i, coils in enumerate((4, 4, 1))]
+    data = FastMRIData({"path": str(tmp_path), "val_every": 3}, seed=1)
+    assert len(data.val_files) == 1 and len(data.train_files) == 2
+    assert len(data.train_index) == 4
+    seen = set()
+    for step in range(4):  # one epoch: every training slice once, deterministic order
+        (item,) = data.batch(step)
+        seen.add((item["meta"]["file"], item["meta"]["slice"]))
+        again = data.batch(step)[0]
+        assert torch.equal(item["kspace"], again["kspace"])
+    assert len(seen) == 4 and not any(f == "vol0.h5" for f, _ in seen)
+    (item,) = data.batch(0)
+    name, index = item["meta"]["file"], item["meta"]["slice"]
+    vol = vols[int(name[3])]
+    # the target is the file's stored reference, the data range its volume maximum
+    np.testing.assert_allclose(item["target"].numpy(), vol["reference"][index], rtol=1e-6)
+    assert item["data_range"] == pytest.approx(float(vol["reference"].max()), rel=1e-6)
+    full = torch.from_numpy(vol["kspace"][index])  # [C, H, W], C = 1 for the single-coil file
+    assert torch.equal(item["kspace"], full * item["mask"])
+    val = data.validation_items()
+    assert val and all(v["meta"]["file"] == "vol0.h5" for v in val)

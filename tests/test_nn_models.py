@@ -1,0 +1,209 @@
+"""Networks of workbench.nn against independent references: pywt's Haar transform, explicit DFT matrices for
+the data-consistency operators, numpy FFTs for an unrolled gradient step, and exact scaling laws."""
+
+import math
+
+import numpy as np
+import pytest
+import pywt
+import torch
+from torch import nn
+
+from workbench.nn.batch import Batch, NonCartesianEncoding
+from workbench.nn.common import channels_to_complex, complex_to_channels, ssim_map
+from workbench.nn.mwcnn import MWCNN, MWCNNConfig, haar_dwt, haar_iwt
+from workbench.nn.primal_net import PrimalNet, PrimalNetConfig
+from workbench.nn.sens_net import SensitivityRefiner
+from workbench.nn.unet import Unet, UnetRecon
+
+TINY = {"n_iter": 2, "n_primal": 2, "image_net": {"n_filters": 4, "n_scales": 2, "n_convs_per_scale": 1,
+                                                  "n_first_convs": 1},
+        "sens_net": {"chans": 4, "num_pool_layers": 1}}
+
+
+def _rng_complex(g, *shape):
+    return torch.complex(torch.randn(*shape, generator=g), torch.randn(*shape, generator=g))
+
+
+def _np_fft2c(x):
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def _np_ifft2c(k):
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def test_haar_dwt_matches_pywt_and_inverts():
+    x = np.random.default_rng(0).standard_normal((6, 10))
+    y = haar_dwt(torch.tensor(x)[None, None])[0].numpy()
+    ca, (ch, cv, cd) = pywt.dwt2(x, "haar")
+    # pywt's detail bands have the opposite sign convention for the two one-directional details
+    np.testing.assert_allclose(y[0], ca, atol=1e-12)
+    np.testing.assert_allclose(y[1], -cv, atol=1e-12)
+    np.testing.assert_allclose(y[2], -ch, atol=1e-12)
+    np.testing.assert_allclose(y[3], cd, atol=1e-12)
+    t = torch.randn(2, 3, 8, 12, dtype=torch.float64)
+    torch.testing.assert_close(haar_iwt(haar_dwt(t)), t)
+    assert math.isclose(float(haar_dwt(t).norm()), float(t.norm()), rel_tol=1e-12)  # orthonormal
+
+
+@pytest.mark.parametrize("shape", [(33, 47), (64, 64)])
+def test_mwcnn_and_unet_any_size(shape):
+    x = torch.randn(2, 6, *shape)
+    net = MWCNN(6, 4, MWCNNConfig(n_scales=3, n_filters=4, n_convs_per_scale=1, n_first_convs=1),
+                zero_init_output=False)
+    assert net(x).shape == (2, 4, *shape)
+    assert Unet(6, 1, chans=4, num_pool_layers=3)(x).shape == (2, 1, *shape)
+
+
+def test_complex_channels_roundtrip():
+    z = _rng_complex(torch.Generator().manual_seed(1), 2, 3, 5, 4)
+    assert complex_to_channels(z).shape == (2, 6, 5, 4)
+    torch.testing.assert_close(channels_to_complex(complex_to_channels(z)), z)
+
+
+def test_ssim_map_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(2)
+    a = rng.random((40, 36)).astype(np.float32)
+    b = (a + 0.1 * rng.standard_normal(a.shape)).astype(np.float32)
+    ref = structural_similarity(a, b, win_size=7, data_range=1.0)
+    got = float(ssim_map(torch.tensor(a)[None], torch.tensor(b)[None], torch.tensor([1.0])).mean())
+    assert abs(got - ref) < 1e-4
+
+
+def test_sensitivity_refiner_normalises():
+    maps = _rng_complex(torch.Generator().manual_seed(3), 1, 5, 24, 20)
+    ref = SensitivityRefiner({"chans": 4, "num_pool_layers": 1})
+    nn.init.normal_(ref.unet.out.weight)  # a non-trivial correction
+    out = ref(maps)
+    torch.testing.assert_close((out.abs() ** 2).sum(1), torch.ones(1, 24, 20), atol=1e-4, rtol=0)
+
+
+def _cartesian_batch(seed=0, shape=(32, 28), coils=3, acc_step=3):
+    g = torch.Generator().manual_seed(seed)
+    k = _rng_complex(g, 1, coils, *shape)
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[:, ::acc_step] = True
+    mask[:, shape[1] // 2 - 4 : shape[1] // 2 + 4] = True
+    return Batch(k * mask, shape, shape, mask=mask[None])
+
+
+class _GradientStep(nn.Module):
+    """An 'image network' that returns -t * residual for buffer image 0 (zero for the others): the unrolled
+    network then performs Landweber steps x <- x - t A^H (A x - y)."""
+
+    def __init__(self, n_primal, t):
+        super().__init__()
+        self.p, self.t = n_primal, t
+
+    def forward(self, x):
+        p = self.p
+        out = torch.zeros(x.shape[0], 2 * p, *x.shape[-2:])
+        out[:, 0] = -self.t * x[:, p]  # real part of the residual
+        out[:, p] = -self.t * x[:, 2 * p + 1]  # imaginary part
+        return out
+
+
+def test_unrolled_iteration_is_residual_data_consistency():
+    batch = _cartesian_batch()
+    net = PrimalNet({**TINY, "n_iter": 2, "share_weights": True, "refine_maps": False})
+    t = 0.7
+    net.image_nets[0] = _GradientStep(net.config.n_primal, t)
+    x_net = net.reconstruct(batch)[0].numpy()
+    # reference with numpy FFTs: x0 = S^H F^H M y, then two steps x <- x - t S^H F^H M F S x + t x0
+    maps = batch.encoding(net.config.acs_calib).initial_maps()[0]
+    s = (maps / torch.sqrt((maps.abs() ** 2).sum(0, keepdim=True) + 1e-12)).numpy()
+    m = batch.mask[0].numpy()
+    y = batch.kspace[0].numpy()
+    x0 = (s.conj() * _np_ifft2c(y * m)).sum(0)
+    x = x0.copy()
+    for _ in range(2):
+        x = x - t * ((s.conj() * _np_ifft2c(m * _np_fft2c(s * x))).sum(0) - x0)
+    np.testing.assert_allclose(x_net, x, rtol=0, atol=1e-4 * np.abs(x).max())
+
+
+def test_primal_net_is_scale_invariant_and_starts_at_adjoint():
+    batch = _cartesian_batch(seed=4)
+    net = PrimalNet(TINY).eval()
+    # zero-initialised output layers: the untrained network returns the SENSE-combined zero-filled image
+    enc = batch.encoding(net.config.acs_calib)
+    maps = enc.initial_maps()
+    maps = maps / torch.sqrt((maps.abs() ** 2).sum(1, keepdim=True) + 1e-12)
+    adj = (maps.conj() * enc.coil_images()).sum(1)
+    torch.testing.assert_close(net.reconstruct(batch), adj, atol=1e-4 * float(adj.abs().max()), rtol=0)
+    # with random weights: reconstructing alpha * y gives alpha * x (input normalisation)
+    g = torch.Generator().manual_seed(5)
+    for p in net.parameters():
+        p.data = 0.1 * torch.randn(p.shape, generator=g)
+    x1 = net.reconstruct(batch)
+    alpha = 1234.5
+    x2 = net.reconstruct(Batch(batch.kspace * alpha, batch.grid_shape, batch.recon_shape, mask=batch.mask))
+    assert float((x2 - alpha * x1).abs().max()) <= 1e-3 * float((alpha * x1).abs().max())
+    assert float(x1.abs().max()) > 0
+
+
+def test_unet_recon_shapes_and_units():
+    batch = _cartesian_batch(seed=6, shape=(40, 36))
+    batch.recon_shape = (30, 30)
+    model = UnetRecon({"chans": 4, "num_pool_layers": 2})
+    out = model.reconstruct(batch)
+    assert out.shape == (1, 30, 30)
+    # untrained residual U-net: the output is the zero-filled RSS cropped
+    rss = torch.sqrt((batch.encoding().coil_images().abs() ** 2).sum(1))[:, 5:35, 3:33]
+    torch.testing.assert_close(out, rss, atol=1e-4 * float(rss.max()), rtol=0)
+
+
+def _explicit_dft(traj, shape):
+    h, w = shape
+    n0, n1 = np.meshgrid(np.arange(h) - h // 2, np.arange(w) - w // 2, indexing="ij")
+    phase = np.outer(traj[0], n0.ravel()) + np.outer(traj[1], n1.ravel())
+    return np.exp(-1j * phase) / math.sqrt(h * w)  # [K, H*W]
+
+
+def test_noncartesian_normal_matches_explicit_nufft_pair_and_dft():
+    shape = (16, 18)
+    rng = np.random.default_rng(7)
+    traj = rng.uniform(-math.pi, math.pi, (2, 400)).astype(np.float32)
+    dcf = rng.uniform(0.2, 1.0, 400).astype(np.float32)
+    g = torch.Generator().manual_seed(8)
+    maps = _rng_complex(g, 2, 3, *shape)
+    x = _rng_complex(g, 2, *shape)
+    y = _rng_complex(g, 2, 3, 400)
+    enc = NonCartesianEncoding(y, torch.tensor(traj), torch.tensor(dcf), shape)
+    got = enc.normal(x, maps).numpy()
+    # the explicit NUFFT pair A^H D A
+    op = enc.op.with_maps(maps)
+    pair = op._adjoint(op._forward(x) * torch.tensor(dcf)).numpy()
+    assert np.linalg.norm(got - pair) <= 1e-4 * np.linalg.norm(pair)
+    # the exact DFT
+    e = _explicit_dft(traj.astype(np.float64), shape)
+    s = maps.numpy().reshape(2, 3, -1)
+    xs = x.numpy().reshape(2, 1, -1)
+    k = np.einsum("kn,bcn->bck", e, s * xs) * dcf
+    exact = (s.conj() * np.einsum("kn,bck->bcn", e.conj(), k)).sum(1).reshape(2, *shape)
+    assert np.linalg.norm(got - exact) <= 1e-2 * np.linalg.norm(exact)
+    # the density-compensated coil images F^H D y
+    coil = enc.coil_images().numpy().reshape(2, 3, -1)
+    exact_coil = np.einsum("kn,bck->bcn", e.conj(), y.numpy() * dcf)
+    assert np.linalg.norm(coil - exact_coil) <= 1e-2 * np.linalg.norm(exact_coil)
+
+
+def test_ncpdnet_configuration_runs_on_a_radial_batch():
+    from workbench.sampling import make_sampling
+    from workbench.sampling.retrospective import sample_noncartesian
+
+    shape = (32, 32)
+    s = make_sampling("radial", shape, 2.0)
+    g = torch.Generator().manual_seed(9)
+    coil_images = _rng_complex(g, 2, *shape)
+    y = sample_noncartesian(coil_images, s.trajectory)
+    batch = Batch(y[None], shape, (28, 28), trajectory=s.trajectory, dcf=s.dcf)
+    net = PrimalNet(TINY)
+    fractions = []
+    x = net.reconstruct(batch, lambda f, t: fractions.append(f))
+    assert x.shape == (1, 32, 32) and torch.isfinite(torch.view_as_real(x)).all()
+    assert fractions[-1] == 1.0 and len(fractions) == 1 + TINY["n_iter"]
+    mag, scale = net(batch)
+    assert mag.shape == (1, 28, 28) and scale.shape == (1,)

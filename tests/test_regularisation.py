@@ -1,0 +1,100 @@
+import functools
+import math
+
+import pytest
+import torch
+
+from workbench.physics.fft import fft2c, ifft2c
+from workbench.physics.linop import Linop
+from workbench.solvers import cg_sense, l1_wavelet
+from workbench.solvers.regularisation import LambdaSearch, discrepancy_principle, holdout_validation
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # tiny problems: on a busy 2-core machine, handing work to a second thread costs far more than it saves
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class MaskedFFT(Linop):
+    def __init__(self, maps, mask):
+        super().__init__(maps.shape[-2:], maps.shape)
+        self.maps, self.mask = maps, mask
+
+    def _forward(self, x):
+        return fft2c(self.maps * x.unsqueeze(-3)) * self.mask
+
+    def _adjoint(self, y):
+        return (self.maps.conj() * ifft2c(y * self.mask)).sum(-3)
+
+
+SIGMA = 0.05
+
+
+@functools.lru_cache(maxsize=None)
+def _problem():
+    """32x32 piecewise-constant phantom with a phase ramp, 2 coils, 40% random + centre lines, known noise."""
+    g = torch.Generator().manual_seed(0)
+    n = 32
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+    img = ((xx / 0.7) ** 2 + (yy / 0.85) ** 2 < 1).float() + ((xx - 0.2) ** 2 + (yy + 0.2) ** 2 < 0.1).float()
+    img = img * torch.exp(1j * 0.5 * xx)
+    maps = torch.stack([torch.exp(-((xx - c) ** 2 + yy**2)) for c in (-1.0, 1.0)]).to(torch.complex64)
+    maps = maps / (maps.abs() ** 2).sum(0).sqrt()
+    mask = torch.rand(n, n, generator=g) < 0.35
+    mask[:, n // 2 - 3 : n // 2 + 3] = True
+    A = MaskedFFT(maps, mask)
+    noise = torch.complex(torch.randn(2, n, n, generator=g), torch.randn(2, n, n, generator=g)) * SIGMA / math.sqrt(2)
+    y = A(img.to(torch.complex64)) + noise * mask
+    return A, y, img.to(torch.complex64)
+
+
+def _l1(A, y, lam, x0=None, n_iter=30):
+    return l1_wavelet(A, y, lam, wavelet="haar", n_iter=n_iter, x0=x0)
+
+
+def _tikhonov(A, y, lam, x0=None, n_iter=15):
+    return cg_sense(A, y, lam, x0=x0, n_iter=n_iter, tol=0)
+
+
+def _error(solve, A, y, img, lam):
+    return float(torch.linalg.vector_norm(solve(A, y, lam, n_iter=100).x - img))
+
+
+@pytest.mark.parametrize("solve", [_l1, _tikhonov], ids=["l1-wavelet", "tikhonov"])
+def test_discrepancy_principle_matches_noise_and_beats_other_weights(solve):
+    A, y, img = _problem()
+    search = discrepancy_principle(solve, A, y, SIGMA)
+    n_measured = int(A.mask.sum()) * 2
+    assert search.target == pytest.approx(n_measured * SIGMA**2)
+    assert search.method == "discrepancy" and len(search.trace) >= 2 and search.x is not None
+    # a full solve at the chosen weight fits the data to the noise level
+    x = solve(A, y, search.lam, n_iter=100).x
+    residual = float((A(x) - y).abs().pow(2).sum())
+    assert residual == pytest.approx(search.target, rel=0.2)
+    err = _error(solve, A, y, img, search.lam)
+    assert err < _error(solve, A, y, img, search.lam * 100)
+    assert err < _error(solve, A, y, img, search.lam / 100)
+
+
+@pytest.mark.parametrize("solve", [_l1, _tikhonov], ids=["l1-wavelet", "tikhonov"])
+def test_holdout_validation_beats_other_weights(solve):
+    A, y, img = _problem()
+    search = holdout_validation(solve, A, y, lam0=SIGMA, decades=3, n_grid=7, refine=3)
+    assert search.method == "validation" and len(search.trace) >= 9
+    assert search.lam == min(search.trace, key=lambda t: t[1])[0]
+    err = _error(solve, A, y, img, search.lam)
+    assert err < _error(solve, A, y, img, search.lam * 100)
+    assert err < _error(solve, A, y, img, search.lam / 100)
+
+
+def test_search_trace_serialises_and_bad_noise_is_rejected():
+    A, y, _ = _problem()
+    search = discrepancy_principle(_tikhonov, A, y, SIGMA, max_evals=4)
+    d = search.to_dict()
+    assert isinstance(search, LambdaSearch) and d["lam"] == search.lam and len(d["trace"]) == len(search.trace) <= 4
+    with pytest.raises(ValueError, match="noise_std"):
+        discrepancy_principle(_tikhonov, A, y, 0.0)

@@ -1,0 +1,243 @@
+"""What the networks take: a :class:`Batch` of measured slices and its encoding operator.
+
+The unrolled network is written once against the small :class:`Encoding` interface; the operator decides what
+"data consistency" means:
+
+- :class:`CartesianEncoding` (XPDNet): masked multi-coil Cartesian SENSE, ``A = M F S``; the residual term is
+  ``A^H (A x - y) = A^H A x - A^H y`` with the library's :class:`~workbench.physics.sense.CartesianSense` normal.
+- :class:`NonCartesianEncoding` (NC-PDNet): NUFFT SENSE with density compensation ``D``; the residual term is
+  ``A^H D (A x - y) = (A^H D A) x - A^H D y``, the first part by the Toeplitz-embedded weighted normal of
+  :class:`~workbench.physics.nufft.NufftSense` (one FFT pair on the 2x grid per coil, no interpolation).
+
+Both give the per-coil zero-filled (density compensated) images ``[B, C, H, W]``, the initial coil maps from the
+k-space centre (ACS / trajectory centre, :mod:`workbench.physics.coils`) and ``normal(x, maps)``.
+
+Shapes: Cartesian ``kspace [B, C, H, W]`` (zeros where not sampled) with ``mask [B, H, W]`` bool; non-Cartesian
+``kspace [B, C, K]`` with one ``trajectory [2, K]`` (radians) and ``dcf [K]`` for the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import torch
+
+from workbench.errors import SamplingError
+from workbench.physics.coils import acs_maps_from_calibration, calibration_from_noncartesian, calibration_region
+from workbench.physics.fft import ifft2c
+
+# Maps are zero where the low-resolution coil energy is below this fraction of its 99th percentile.
+ACS_THRESHOLD = 0.05
+
+
+class Encoding:
+    """The operator interface of the unrolled network (see the module docstring)."""
+
+    grid_shape: tuple[int, int]
+
+    def coil_images(self) -> torch.Tensor:
+        """Zero-filled per-coil images ``[B, C, H, W]`` (``F^H M y``, or ``F_nu^H D y``)."""
+        raise NotImplementedError
+
+    def initial_maps(self) -> torch.Tensor:
+        """Coil maps ``[B, C, H, W]`` from the k-space centre, ``sum_c |S_c|^2 = 1`` inside the object."""
+        raise NotImplementedError
+
+    def normal(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """``A^H A x`` (non-Cartesian: ``A^H D A x``) for images ``[B, H, W]`` and maps ``[B, C, H, W]``."""
+        raise NotImplementedError
+
+
+class CartesianEncoding(Encoding):
+    def __init__(self, kspace: torch.Tensor, mask: torch.Tensor, acs_calib: Sequence[int] = (24, 24)):
+        self.kspace = kspace
+        self.mask = mask
+        self.grid_shape = tuple(int(s) for s in kspace.shape[-2:])
+        self.acs_calib = tuple(int(v) for v in acs_calib)
+        self._coil_images: torch.Tensor | None = None
+        self._maps: torch.Tensor | None = None
+
+    def coil_images(self) -> torch.Tensor:
+        if self._coil_images is None:
+            self._coil_images = ifft2c(self.kspace * self.mask[:, None])
+        return self._coil_images
+
+    def initial_maps(self) -> torch.Tensor:
+        if self._maps is None:
+            out = []
+            for k, m in zip(self.kspace, self.mask):
+                rows, cols = calibration_region(m, self.acs_calib, min_shape=(2, 2))
+                out.append(acs_maps_from_calibration(k[:, rows, cols], self.grid_shape, threshold=ACS_THRESHOLD))
+            self._maps = torch.stack(out)
+        return self._maps
+
+    def normal(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        from workbench.physics.sense import CartesianSense
+
+        return CartesianSense(maps, self.mask, grid_shape=self.grid_shape).normal(x)
+
+
+# NUFFT operators (interpolation matrices, Toeplitz kernels) are costly to build: one per trajectory, reused.
+_NUFFT_CACHE: OrderedDict[str, Any] = OrderedDict()
+_NUFFT_LOCK = threading.Lock()
+_NUFFT_CACHE_SIZE = 8
+
+
+def _nufft_for(trajectory: torch.Tensor, dcf: torch.Tensor | None, grid_shape: tuple[int, int]):
+    from workbench.physics.nufft import NufftSense
+
+    h = hashlib.sha1(trajectory.detach().cpu().numpy().tobytes())
+    if dcf is not None:
+        h.update(dcf.detach().cpu().numpy().tobytes())
+    key = f"{h.hexdigest()}-{grid_shape}-{trajectory.device}"
+    with _NUFFT_LOCK:
+        op = _NUFFT_CACHE.get(key)
+        if op is None:
+            op = NufftSense(None, trajectory, grid_shape, dcf=dcf, toeplitz=True)
+            _NUFFT_CACHE[key] = op
+            while len(_NUFFT_CACHE) > _NUFFT_CACHE_SIZE:
+                _NUFFT_CACHE.popitem(last=False)
+        else:
+            _NUFFT_CACHE.move_to_end(key)
+    return op
+
+
+class NonCartesianEncoding(Encoding):
+    def __init__(self, kspace: torch.Tensor, trajectory: torch.Tensor, dcf: torch.Tensor | None,
+                 grid_shape: Sequence[int], acs_calib: Sequence[int] = (24, 24)):
+        self.kspace = kspace
+        self.trajectory = trajectory
+        self.dcf = dcf
+        self.grid_shape = tuple(int(s) for s in grid_shape)
+        self.acs_calib = tuple(int(v) for v in acs_calib)
+        self.op = _nufft_for(trajectory, dcf, self.grid_shape)
+        self._coil_images: torch.Tensor | None = None
+        self._maps: torch.Tensor | None = None
+
+    def coil_images(self) -> torch.Tensor:
+        if self._coil_images is None:
+            base = self.op.with_maps(torch.ones(self.kspace.shape[1], *self.grid_shape, dtype=torch.complex64,
+                                                device=self.kspace.device))
+            self._coil_images = base.coil_images(self.kspace, density_compensate=True)
+        return self._coil_images
+
+    def initial_maps(self) -> torch.Tensor:
+        if self._maps is None:
+            out = []
+            for k in self.kspace:
+                cal = calibration_from_noncartesian(k, self.trajectory, self.grid_shape, dcf=self.dcf,
+                                                    calib=self.acs_calib)
+                out.append(acs_maps_from_calibration(cal, self.grid_shape, threshold=ACS_THRESHOLD))
+            self._maps = torch.stack(out)
+        return self._maps
+
+    def normal(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        return self.op.with_maps(maps).weighted_normal(x)
+
+
+@dataclass
+class Batch:
+    """Measured slices of one shape (and, non-Cartesian, one trajectory), with their targets for training.
+
+    Attributes:
+        kspace: complex64 ``[B, C, H, W]`` (Cartesian, zeros where not sampled) or ``[B, C, K]``.
+        grid_shape: image grid ``(H, W)``; recon_shape: ``(h, w)`` of the targets and of the output.
+        mask: bool ``[B, H, W]`` (Cartesian) or None.
+        trajectory: float32 ``[2, K]`` radians, dcf: float32 ``[K]`` (non-Cartesian) or None.
+        target: float32 ``[B, h, w]`` magnitude reference (training / validation), or None.
+        data_range: float32 ``[B]`` PSNR/SSIM data range of each target (the volume maximum when known).
+        meta: one dict per item (seeds, sampling, coil count, source file ...).
+    """
+
+    kspace: torch.Tensor
+    grid_shape: tuple[int, int]
+    recon_shape: tuple[int, int]
+    mask: torch.Tensor | None = None
+    trajectory: torch.Tensor | None = None
+    dcf: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    data_range: torch.Tensor | None = None
+    meta: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.grid_shape = tuple(int(s) for s in self.grid_shape)
+        self.recon_shape = tuple(int(s) for s in self.recon_shape)
+        if self.trajectory is None:
+            if self.kspace.dim() != 4:
+                raise SamplingError(f"Cartesian batch k-space must be [B, C, H, W], got {tuple(self.kspace.shape)}")
+            if self.mask is None:
+                raise SamplingError("a Cartesian batch needs its sampling masks")
+            if self.mask.dim() == 2:
+                self.mask = self.mask.expand(self.kspace.shape[0], *self.mask.shape)
+        elif self.kspace.dim() != 3:
+            raise SamplingError(f"non-Cartesian batch k-space must be [B, C, K], got {tuple(self.kspace.shape)}")
+        self._encodings: dict = {}
+
+    @property
+    def size(self) -> int:
+        return int(self.kspace.shape[0])
+
+    @property
+    def n_coils(self) -> int:
+        return int(self.kspace.shape[1])
+
+    @property
+    def is_cartesian(self) -> bool:
+        return self.trajectory is None
+
+    def to(self, device) -> "Batch":
+        def mv(t):
+            return None if t is None else t.to(device)
+
+        return replace(self, kspace=mv(self.kspace), mask=mv(self.mask), trajectory=mv(self.trajectory),
+                       dcf=mv(self.dcf), target=mv(self.target), data_range=mv(self.data_range))
+
+    def encoding(self, acs_calib: Sequence[int] = (24, 24)) -> Encoding:
+        """The batch's operator (cached per calibration size: coil images and maps are computed once)."""
+        key = tuple(int(v) for v in acs_calib)
+        enc = self._encodings.get(key)
+        if enc is None:
+            if self.is_cartesian:
+                enc = CartesianEncoding(self.kspace, self.mask, key)
+            else:
+                enc = NonCartesianEncoding(self.kspace, self.trajectory, self.dcf, self.grid_shape, key)
+            self._encodings[key] = enc
+        return enc
+
+    @classmethod
+    def from_problem(cls, problem) -> "Batch":
+        """A batch of one slice from a :class:`workbench.problem.Problem` (its data, mask or trajectory + dcf)."""
+        y = problem.y[None]
+        if problem.is_cartesian:
+            return cls(y, problem.grid_shape, problem.recon_shape, mask=problem.mask[None])
+        return cls(y, problem.grid_shape, problem.recon_shape, trajectory=problem.trajectory, dcf=problem.dcf)
+
+
+def collate(items: Sequence[dict]) -> list[Batch]:
+    """Group training items (dicts with ``kspace [C, ...]``, ``mask``/``trajectory``/``dcf``, ``grid_shape``,
+    ``recon_shape``, ``target``, ``data_range``, ``meta``) into batches of equal shapes and sampling."""
+    groups: dict[tuple, list[dict]] = {}
+    for it in items:
+        traj = it.get("trajectory")
+        key = (tuple(it["kspace"].shape), tuple(it["grid_shape"]), tuple(it["recon_shape"]),
+               None if traj is None else id(traj))
+        groups.setdefault(key, []).append(it)
+    batches = []
+    for group in groups.values():
+        first = group[0]
+        batches.append(Batch(
+            kspace=torch.stack([g["kspace"] for g in group]),
+            grid_shape=first["grid_shape"],
+            recon_shape=first["recon_shape"],
+            mask=None if first.get("mask") is None else torch.stack([g["mask"] for g in group]),
+            trajectory=first.get("trajectory"),
+            dcf=first.get("dcf"),
+            target=None if first.get("target") is None else torch.stack([g["target"] for g in group]),
+            data_range=torch.tensor([float(g.get("data_range", g["target"].max())) for g in group]),
+            meta=[g.get("meta", {}) for g in group],
+        ))
+    return batches

@@ -1,0 +1,150 @@
+"""The unrolled primal network shared by XPDNet (Cartesian) and NC-PDNet (non-Cartesian), after Ramzi et al.
+("XPDNet for MRI reconstruction", fastMRI challenge 2020; "NC-PDNet", IEEE TMI 2022).
+
+One implementation, two operators: the network only talks to an :class:`~workbench.nn.batch.Encoding`
+(Cartesian SENSE for XPDNet, NUFFT SENSE with density compensation and a Toeplitz normal for NC-PDNet).
+
+Algorithm (``n_iter`` unrolled iterations, a primal buffer of ``n_primal`` complex images)::
+
+    s      = 99th percentile of the zero-filled RSS      # scanner units do not matter
+    S      = refine(ACS maps)                           # sum_c |S_c|^2 = 1
+    b      = A^H y / s                                  # (A^H D y / s for NC-PDNet)
+    x[0..n_primal-1] = b
+    for i in range(n_iter):
+        r = A^H A x[0] - b                              # A^H (A x - y): the residual data consistency
+        x = x + CNN_i([x, r])                           # MWCNN on real/imag channels, one per iteration
+    output = s |x[0]|, cropped to the reconstruction size
+
+Shapes: a :class:`~workbench.nn.batch.Batch` of ``B`` slices -> complex ``[B, H, W]`` (grid) or magnitude
+``[B, h, w]`` (reconstruction size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from workbench.nn.common import center_crop_to, channels_to_complex, complex_to_channels, robust_scale
+from workbench.nn.mwcnn import MWCNN, MWCNNConfig
+from workbench.nn.sens_net import SensitivityRefiner, SensNetConfig, normalise_maps
+
+
+@dataclass
+class PrimalNetConfig:
+    """Architecture of the unrolled network.
+
+    Attributes:
+        n_iter: unrolled iterations.
+        n_primal: complex images in the primal buffer (5 in XPDNet).
+        image_net: the per-iteration MWCNN (:class:`MWCNNConfig` fields).
+        share_weights: one image network for all iterations instead of one per iteration.
+        refine_maps: learn a refinement of the ACS coil maps (:class:`SensNetConfig` fields in ``sens_net``).
+        acs_calib: largest calibration box (rows, cols) for the initial maps.
+        checkpointing: recompute each iteration in the backward pass (saves memory on GPUs, costs time).
+    """
+
+    n_iter: int = 6
+    n_primal: int = 5
+    image_net: MWCNNConfig = field(default_factory=MWCNNConfig)
+    share_weights: bool = False
+    refine_maps: bool = True
+    sens_net: SensNetConfig = field(default_factory=SensNetConfig)
+    acs_calib: tuple[int, int] = (24, 24)
+    checkpointing: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.image_net, dict):
+            self.image_net = MWCNNConfig(**self.image_net)
+        if isinstance(self.sens_net, dict):
+            self.sens_net = SensNetConfig(**self.sens_net)
+        self.acs_calib = tuple(int(v) for v in self.acs_calib)
+        if self.n_iter < 1 or self.n_primal < 1:
+            raise ValueError(f"n_iter and n_primal must be >= 1, got {self.n_iter}, {self.n_primal}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["acs_calib"] = list(self.acs_calib)
+        return d
+
+
+class PrimalNet(nn.Module):
+    """XPDNet / NC-PDNet (see the module docstring). The operator comes with the batch.
+
+    ``forward(batch)`` (training, also under DistributedDataParallel) returns ``(|x| / s, s)``: the normalised
+    magnitude ``[B, h, w]`` on ``batch.recon_shape`` and the scale ``[B]``. :meth:`reconstruct` returns the
+    complex image on the grid in data units, with progress per iteration.
+    """
+
+    model_name = "xpdnet"
+
+    def __init__(self, config: PrimalNetConfig | dict | None = None):
+        super().__init__()
+        if isinstance(config, dict):
+            config = PrimalNetConfig(**config)
+        self.config = cfg = config or PrimalNetConfig()
+        channels = 2 * (cfg.n_primal + 1)  # buffer + residual term, real/imag
+        n_nets = 1 if cfg.share_weights else cfg.n_iter
+        self.image_nets = nn.ModuleList(MWCNN(channels, 2 * cfg.n_primal, cfg.image_net) for _ in range(n_nets))
+        self.sens_net = SensitivityRefiner(cfg.sens_net) if cfg.refine_maps else None
+
+    # ------------------------------------------------------------------------------------------------------
+    def maps(self, batch) -> torch.Tensor:
+        """Coil maps ``[B, C, H, W]``: the ACS estimate, refined when configured, normalised."""
+        initial = batch.encoding(self.config.acs_calib).initial_maps()
+        return self.sens_net(initial) if self.sens_net is not None else normalise_maps(initial)
+
+    def _iteration(self, i: int, buffer: torch.Tensor, maps: torch.Tensor, rhs: torch.Tensor, enc) -> torch.Tensor:
+        residual = enc.normal(buffer[:, 0], maps) - rhs
+        net = self.image_nets[0 if self.config.share_weights else i]
+        update = net(complex_to_channels(torch.cat([buffer, residual[:, None]], dim=1)))
+        return buffer + channels_to_complex(update)
+
+    def unrolled(self, batch, callback: Callable[[int, torch.Tensor], None] | None = None,
+                 scale_out: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the iterations: the first buffer image ``[B, H, W]`` (normalised units) and the scale ``[B]``.
+        ``callback(i, x)`` is called after iteration ``i`` (0-based) with the current image (normalised);
+        ``scale_out`` (a list) receives the scale before the first iteration."""
+        enc = batch.encoding(self.config.acs_calib)
+        coil = enc.coil_images()
+        scale = robust_scale(torch.sqrt((coil.real**2 + coil.imag**2).sum(1)))
+        if scale_out is not None:
+            scale_out.append(scale)
+        maps = self.maps(batch)
+        rhs = (coil * maps.conj()).sum(1) / scale[:, None, None]
+        buffer = rhs[:, None].repeat(1, self.config.n_primal, 1, 1)
+        for i in range(self.config.n_iter):
+            if self.config.checkpointing and torch.is_grad_enabled():
+                buffer = checkpoint(self._iteration, i, buffer, maps, rhs, enc, use_reentrant=False)
+            else:
+                buffer = self._iteration(i, buffer, maps, rhs, enc)
+            if callback is not None:
+                callback(i, buffer[:, 0])
+        return buffer[:, 0], scale
+
+    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, scale = self.unrolled(batch)
+        return center_crop_to(x.abs(), batch.recon_shape), scale
+
+    @torch.no_grad()
+    def reconstruct(self, batch, callback: Callable[[float, str], None] | None = None,
+                    iterate: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Complex image ``[B, H, W]`` on the grid in data units (its magnitude is the trained output).
+        ``callback(fraction, text)`` reports progress once per iteration (it may raise to cancel);
+        ``iterate(x)`` receives each iteration's image ``[B, H, W]`` in data units."""
+        n = self.config.n_iter
+        scale_box: list[torch.Tensor] = []
+
+        def report(i, x):
+            if callback is not None:
+                callback((i + 1) / n, f"iteration {i + 1}/{n}")
+            if iterate is not None and scale_box:
+                iterate(x * scale_box[0][:, None, None])
+
+        if callback is not None:
+            callback(0.0, "coil maps")
+        x, scale = self.unrolled(batch, report, scale_box)
+        return x * scale[:, None, None]

@@ -1,0 +1,447 @@
+"""Training loop for the deep reconstruction models: single process or ``torchrun`` (DistributedDataParallel;
+gloo on CPU, NCCL on CUDA), seeded, checkpointed and resumable, with validation on held-out slices.
+
+    summary = train(load_config("configs/xpdnet_cpu.json"), "runs/xpdnet", steps=500)
+
+A config (JSON or YAML; see ``configs/``) has the entries::
+
+    model         "xpdnet" | "ncpdnet" | "unet"
+    architecture  the model's config (PrimalNetConfig / UnetReconConfig fields)
+    data          {"kind": "synthetic", ...} or {"kind": "fastmri", "path": ...} (workbench.nn.data)
+    sampling      {"kinds": [...], "accelerations": [...], "center_fractions": [...]}
+    steps, batch_size (per process), seed
+    optim         {"lr", "warmup_steps", "final_lr_fraction", "grad_clip", "weight_decay"}
+    loss          {"ssim_weight"}
+    validation    {"n": held-out slices, "every": steps between validations (0: at the end only)}
+    checkpoint_every
+
+Determinism: the data of step ``s`` on rank ``r`` depend only on ``(seed, s, r)``, the model initialisation on
+``seed``, and the checkpoint holds the optimiser and RNG state, so a run resumed from a checkpoint ends with
+the same weights as an uninterrupted one. Every rank computes its own items; DDP averages the gradients.
+
+Output folder: ``checkpoint.safetensors`` + ``.json`` (resume), ``history.jsonl`` (one line per step),
+``validation.json``, and at the end of a run ``<model>.safetensors`` + ``<model>.json`` (the shippable weights
+with their sidecar: architecture, data, sampling, steps, command, validation metrics, wall time, device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from workbench.errors import WorkbenchError
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "model": "xpdnet",
+    "architecture": {},
+    "data": {"kind": "synthetic"},
+    "sampling": {"kinds": ["random", "equispaced"], "accelerations": [4, 8], "center_fractions": [0.08, 0.04]},
+    "steps": 1000,
+    "batch_size": 2,
+    "seed": 0,
+    "optim": {"lr": 1e-3, "warmup_steps": 20, "final_lr_fraction": 0.05, "grad_clip": 1.0, "weight_decay": 0.0},
+    "loss": {"ssim_weight": 0.84},
+    "validation": {"n": 16, "every": 0},
+    "checkpoint_every": 50,
+}
+_SECTIONS = ("optim", "loss", "validation")
+
+
+class TrainingError(WorkbenchError):
+    """The training cannot start or continue (bad config, diverged loss, unusable checkpoint)."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Config
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training config (``.json``, or ``.yaml``/``.yml``); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"{path}: training config not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            cfg = yaml.safe_load(text)
+        else:
+            cfg = json.loads(text)
+    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+        raise TrainingError(f"{path}: not a valid {path.suffix.lstrip('.').upper() or 'JSON'} config ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise TrainingError(f"{path}: a training config is a mapping of settings, got {type(cfg).__name__}")
+    return cfg
+
+
+def resolve_config(config: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """The config with defaults filled in (sections merged key by key); checks the known entries."""
+    unknown = set(config) - set(DEFAULT_CONFIG) - {"description"}
+    if unknown:
+        raise TrainingError(f"training config: unknown entries {', '.join(sorted(unknown))}; known: "
+                            f"{', '.join(DEFAULT_CONFIG)}")
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    for k, v in config.items():
+        if k in _SECTIONS and isinstance(v, dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = copy.deepcopy(v)
+    if model is not None:
+        if "model" in config and config["model"] != model:
+            raise TrainingError(f"the config is for model {config['model']!r}, not {model!r}")
+        cfg["model"] = model
+    for key in ("steps", "batch_size", "checkpoint_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < (0 if key == "checkpoint_every" else 1):
+            raise TrainingError(f"training config: {key} must be a positive integer, got {cfg[key]!r}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Distributed helpers
+
+
+class _Dist:
+    """Rank / world size and the collective operations (no-ops in a single process)."""
+
+    def __init__(self, device: torch.device):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.owns_group = False
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.owns_group = True
+        self.active = dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if self.active else 0
+        self.world_size = dist.get_world_size() if self.active else 1
+        self.device = device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+    def any(self, flag: bool) -> bool:
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is not None and str(device) != "auto":
+        d = torch.device(device)
+        if d.type == "cuda" and d.index is None and "LOCAL_RANK" in os.environ:
+            d = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        return d
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores, {platform.machine()})"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Steps
+
+
+def learning_rate(step: int, total: int, optim: dict[str, Any]) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``final_lr_fraction * lr`` at ``total``."""
+    lr = float(optim["lr"])
+    warm = int(optim.get("warmup_steps", 0))
+    if step < warm:
+        return lr * (step + 1) / warm
+    frac = float(optim.get("final_lr_fraction", 0.0))
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return lr * (frac + (1 - frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _loss(model, batch, ssim_weight: float) -> torch.Tensor:
+    from workbench.nn.common import reconstruction_loss
+
+    pred, scale = model(batch)
+    target = batch.target / scale[:, None, None]
+    data_range = batch.data_range.to(pred.device) / scale
+    return reconstruction_loss(pred, target, data_range, ssim_weight).sum()
+
+
+@torch.no_grad()
+def evaluate_model(model, items: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
+    """PSNR / SSIM / NMSE (:mod:`workbench.metrics`) of the model and of the zero-filled RSS on ``items``, per
+    sampling (kind, acceleration) and overall."""
+    from workbench.metrics import evaluate
+    from workbench.nn.batch import collate
+    from workbench.nn.common import center_crop_to
+    from workbench.physics.fft import rss
+
+    model = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    rows = []
+    for it in items:
+        (batch,) = collate([it])
+        batch = batch.to(device)
+        rec = model.reconstruct(batch)
+        image = center_crop_to(rec.abs() if rec.is_complex() else rec, batch.recon_shape)[0].cpu()
+        zf = center_crop_to(rss(batch.encoding().coil_images()), batch.recon_shape)[0].cpu()
+        target = batch.target[0].cpu()
+        dr = float(batch.data_range[0])
+        m = evaluate(target.numpy(), image.numpy(), data_range=dr)
+        z = evaluate(target.numpy(), zf.numpy(), data_range=dr)
+        s = it["meta"].get("sampling", {})
+        rows.append({"kind": s.get("kind"), "acceleration": s.get("acceleration"), **m,
+                     **{f"zero_filled_{k}": v for k, v in z.items()}})
+    model.train(was_training)
+    return summarise_metrics(rows)
+
+
+def summarise_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k in rows[0] if k not in ("kind", "acceleration")] if rows else []
+
+    def mean(rs):
+        return {k: round(float(np.mean([r[k] for r in rs])), 4) for k in keys} | {"n": len(rs)}
+
+    groups: dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(f"{r['kind']} R={r['acceleration']:g}", []).append(r)
+    return {"all": mean(rows) if rows else {}, "by_sampling": {k: mean(v) for k, v in sorted(groups.items())}}
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int, log: Callable[[str], None]):
+        self.enabled, self.total, self.log = enabled, total, log
+        self.tty = enabled and sys.stdout.isatty()
+        self.t0 = time.perf_counter()
+        self.first_step: int | None = None
+        self.ema: float | None = None
+
+    def update(self, step: int, loss: float, lr: float) -> None:
+        if not self.enabled:
+            return
+        if self.first_step is None:
+            self.first_step, self.t0 = step, time.perf_counter()
+        self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
+        done = step + 1 - self.first_step
+        rate = (time.perf_counter() - self.t0) / max(done, 1)
+        eta = rate * (self.total - step - 1)
+        line = (f"step {step + 1}/{self.total}  loss {loss:.4f} (avg {self.ema:.4f})  lr {lr:.2e}  "
+                f"{rate:.2f} s/step  eta {int(eta // 60)}:{int(eta % 60):02d}")
+        if self.tty:
+            print("\r" + line, end="", flush=True)
+        elif done == 1 or (step + 1) % 10 == 0 or step + 1 == self.total:
+            self.log(line)
+
+    def close(self) -> None:
+        if self.tty:
+            print(flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(
+    config: dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    model: str | None = None,
+    steps: int | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    time_limit_s: float | None = None,
+    stop_after: int | None = None,
+    command: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the configured model into ``out_dir`` (see the module docstring).
+
+    Args:
+        config: the training config (file contents; defaults fill the gaps).
+        model: the model name; must agree with ``config["model"]`` when both are given.
+        steps: total optimiser steps (overrides the config; the learning-rate schedule spans them).
+        resume: continue from ``out_dir/checkpoint.safetensors`` (error if there is none).
+        device: "cpu", "cuda", "cuda:1" or None/"auto" (under torchrun: the local rank's GPU).
+        time_limit_s: stop (checkpointed, with weights) when a step would end past this wall time.
+        stop_after: stop after this many steps in this run (checkpointed; continue with ``resume``).
+        command: the command line recorded in the sidecar (default: ``sys.argv``).
+
+    Returns a summary: ``steps_done``, ``finished``, ``losses`` (this run), ``validation``, ``weights`` (path),
+    ``model`` (the trained module), ``wall_time_s``, ``rank``, ``world_size``.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    from workbench.nn import build_model
+    from workbench.nn.batch import collate
+    from workbench.nn.data import make_data
+    from workbench.nn.weights import load_checkpoint, save_checkpoint, save_weights
+
+    cfg = resolve_config(config, model)
+    if steps is not None:
+        if int(steps) < 1:
+            raise TrainingError(f"steps must be >= 1, got {steps}")
+        cfg["steps"] = int(steps)
+    total = int(cfg["steps"])
+    out = Path(out_dir)
+    device = _pick_device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    group = _Dist(device)
+    started = time.perf_counter()
+    try:
+        if group.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        group.barrier()
+        torch.manual_seed(int(cfg["seed"]))  # the same initial weights on every rank
+        net = build_model(cfg["model"], cfg["architecture"]).to(device)
+        opt_cfg = cfg["optim"]
+        optimizer = torch.optim.Adam(net.parameters(), lr=float(opt_cfg["lr"]),
+                                     weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
+        start, wall_before = 0, 0.0
+        ckpt = out / "checkpoint.safetensors"
+        if resume:
+            if not ckpt.is_file():
+                raise TrainingError(f"{ckpt}: no checkpoint to resume from")
+            side = load_checkpoint(ckpt, net, optimizer, device=device)
+            if side.get("model") != cfg["model"]:
+                raise TrainingError(f"{ckpt}: the checkpoint is a {side.get('model')} model, not {cfg['model']}")
+            start = int(side["step"])
+            wall_before = float(side.get("wall_time_s", 0.0))
+            if group.is_main:
+                log(f"resuming from step {start} ({ckpt})")
+        data = make_data(cfg["data"], cfg["sampling"], seed=int(cfg["seed"]))
+        ddp = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) \
+            if group.active else net
+        ssim_weight = float(cfg["loss"].get("ssim_weight", 0.84))
+        bs = int(cfg["batch_size"])
+        val_cfg = cfg["validation"]
+        val_items: list | None = None
+        validation: dict[str, Any] = {}
+        losses: list[float] = []
+        bar = _Progress(progress and group.is_main, total, log)
+        history = open(out / "history.jsonl", "a", encoding="utf-8") if group.is_main else None
+
+        def record(step_done: int, finished: bool) -> dict[str, Any]:
+            return {
+                "config": cfg,
+                "training": {
+                    "data": data.describe(), "sampling": data.plan.to_dict(), "steps": step_done,
+                    "planned_steps": total, "finished": finished, "batch_size_per_process": bs,
+                    "world_size": group.world_size, "optimizer": {"name": "Adam", **opt_cfg},
+                    "loss": cfg["loss"], "seed": cfg["seed"],
+                },
+                "command": command if command is not None else " ".join(sys.argv),
+                "validation": validation,
+                "wall_time_s": round(wall_before + time.perf_counter() - started, 1),
+                "device": device_description(device),
+            }
+
+        def validate(step_done: int) -> None:
+            nonlocal val_items, validation
+            if group.is_main and int(val_cfg.get("n", 0)) > 0:
+                if val_items is None:
+                    val_items = data.validation_items(int(val_cfg["n"]))
+                if val_items:
+                    t = time.perf_counter()
+                    validation = {"step": step_done, **evaluate_model(net, val_items, device),
+                                  "seconds": round(time.perf_counter() - t, 1)}
+                    (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
+                    a = validation["all"]
+                    log(f"validation at step {step_done}: PSNR {a['psnr']:.2f} dB, SSIM {a['ssim']:.4f} "
+                        f"(zero-filled {a['zero_filled_psnr']:.2f} dB, {a['zero_filled_ssim']:.4f}) on {a['n']} slices")
+            group.barrier()
+
+        net.train()
+        step = start
+        stopped_early = False
+        while step < total:
+            t_step = time.perf_counter()
+            lr = learning_rate(step, total, opt_cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            batches = [b.to(device) for b in collate(data.batch(step, group.rank, group.world_size, bs))]
+            n_items = sum(b.size for b in batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = 0.0
+            for i, batch in enumerate(batches):
+                # gradients are averaged across ranks once, on the last sub-batch
+                sync = contextlib.nullcontext() if (i == len(batches) - 1 or not group.active) else ddp.no_sync()
+                with sync:
+                    loss = _loss(ddp, batch, ssim_weight) / n_items
+                    loss.backward()
+                loss_value += float(loss.detach())
+            if opt_cfg.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(net.parameters(), float(opt_cfg["grad_clip"]))
+            optimizer.step()
+            loss_value = group.mean(loss_value)
+            if not math.isfinite(loss_value):
+                raise TrainingError(f"the training loss became {loss_value} at step {step + 1}; lower optim.lr")
+            step += 1
+            losses.append(loss_value)
+            bar.update(step - 1, loss_value, lr)
+            if history is not None:
+                history.write(json.dumps({"step": step, "loss": round(loss_value, 6), "lr": lr,
+                                          "seconds": round(time.perf_counter() - t_step, 3)}) + "\n")
+                history.flush()
+            every = int(val_cfg.get("every", 0))
+            if every and step % every == 0 and step < total:
+                validate(step)
+            # stop when the next step would end past the time limit
+            now = time.perf_counter()
+            out_of_time = time_limit_s is not None and (now - started) + (now - t_step) > time_limit_s
+            stop = group.any(out_of_time or (stop_after is not None and step - start >= stop_after))
+            if (cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0) or stop or step == total:
+                if group.is_main:
+                    save_checkpoint(ckpt, net, optimizer, step, record(step, step == total))
+                group.barrier()
+            if stop and step < total:
+                stopped_early = True
+                if group.is_main:
+                    log(f"stopping after step {step} ({'time limit' if out_of_time else 'stop_after'}); "
+                        f"continue with --resume")
+                break
+        bar.close()
+        if history is not None:
+            history.close()
+        validate(step)
+        weights = None
+        if group.is_main:
+            weights, _ = save_weights(out / f"{cfg['model']}.safetensors", net, record(step, step == total))
+            log(f"weights: {weights}")
+        group.barrier()
+        return {"steps_done": step, "finished": step == total and not stopped_early, "losses": losses,
+                "validation": validation, "weights": None if weights is None else str(weights), "model": net,
+                "wall_time_s": wall_before + time.perf_counter() - started, "rank": group.rank,
+                "world_size": group.world_size}
+    finally:
+        group.close()
