@@ -235,6 +235,7 @@ def test_projection_onto_dual_ball(dim):
 
 
 # --- l1-wavelet (FISTA) ------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Level value")
 def test_l1_wavelet_with_identity_is_wavelet_soft_thresholding():
     gen = torch.Generator().manual_seed(6)
     y = crandn(32, 24, gen=gen)
@@ -343,11 +344,15 @@ def test_fista_generic_form_on_pixel_lasso():
     # min ||x - y||^2/2 + lam ||x||_1 has the closed form soft(y, lam)
     gen = torch.Generator().manual_seed(12)
     y = crandn(5, 7, gen=gen)
-    res = fista(lambda x: x - y, lambda v, t: soft_threshold(v, 0.6 * t), torch.zeros_like(y), step=1.0, n_iter=3,
+    grad = least_squares_gradient(lambda x: x, y)  # A = I
+    res = fista(grad, lambda v, t: soft_threshold(v, 0.6 * t), torch.zeros_like(y), step=1.0, n_iter=3,
                 objective=lambda x: 0.5 * (x - y).abs().pow(2).sum() + 0.6 * x.abs().sum())
     mag = y.abs()
     torch.testing.assert_close(res.x, y * torch.clamp(1 - 0.6 / mag, min=0))
     assert res.history_name == "objective" and len(res.history) == 3
+    res = fista(grad, lambda v, t: soft_threshold(v, 0.6 * t), torch.zeros_like(y), step=1.0, n_iter=50,
+                tol=1e-9)
+    assert res.converged and res.n_iter < 50
 
 
 # --- total variation and fused lasso (PDHG, ADMM) ------------------------------------------------------------

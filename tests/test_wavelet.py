@@ -96,6 +96,9 @@ def test_gradients_flow_through_the_transform():
     W = Wavelet2D((16, 16), "db4", levels=2)
     (W(x) ** 2).sum().backward()
     torch.testing.assert_close(x.grad, 2 * x.detach())  # d/dx ||W x||^2 = 2 W^T W x = 2 x
+    c = torch.randn(16, 16, dtype=torch.float64, requires_grad=True)
+    (W.H(c) ** 2).sum().backward()
+    torch.testing.assert_close(c.grad, 2 * c.detach())  # unpadded: W W^T = I as well
 
 
 def test_rejects_bad_arguments():

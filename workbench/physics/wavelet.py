@@ -23,6 +23,7 @@ distinct ones).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -79,11 +80,14 @@ class Wavelet2D(Linop):
         self.shift = (int(shift[0]) % padded[0], int(shift[1]) % padded[1])
         self._dec_lo = list(wave.dec_lo)
         self._dec_hi = list(wave.dec_hi)
+        self._index_cache: dict[tuple[int, str], torch.Tensor] = {}
 
     # --- cycle spinning ------------------------------------------------------------------------------------
     def shifted(self, shift: Sequence[int]) -> "Wavelet2D":
-        """The same transform with another circular shift."""
-        return Wavelet2D(self.ishape, self.wavelet, self.levels, shift)
+        """The same transform with another circular shift (shares the filters and index caches)."""
+        out = copy.copy(self)
+        out.shift = (int(shift[0]) % self.oshape[0], int(shift[1]) % self.oshape[1])
+        return out
 
     def random_shift(self, generator: torch.Generator | None = None) -> "Wavelet2D":
         """The same transform with a shift drawn uniformly from ``[0, 2**levels)^2``."""
@@ -96,9 +100,12 @@ class Wavelet2D(Linop):
     # the high-pass filter (PyWavelets' periodization alignment). Written as L strided multiply-adds, which on
     # CPU is several times faster than conv2d with a single input channel and is as cheap on a GPU.
     def _extension_index(self, n: int, device) -> torch.Tensor:
-        taps = len(self._dec_lo)
-        # periodic extension by L/2 - 1 samples before and L/2 after (length n + L - 1)
-        return torch.arange(-(taps // 2 - 1), n + taps // 2, device=device) % n
+        key = (n, str(device))
+        if key not in self._index_cache:
+            taps = len(self._dec_lo)
+            # periodic extension by L/2 - 1 samples before and L/2 after (length n + L - 1)
+            self._index_cache[key] = torch.arange(-(taps // 2 - 1), n + taps // 2, device=device) % n
+        return self._index_cache[key]
 
     def _analysis(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         """One level along ``axis`` (-2 or -1) of a real ``x [B, h, w]``: the [low | high] halves, same shape."""

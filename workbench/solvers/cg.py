@@ -78,7 +78,7 @@ def conjugate_gradient(
     done = 0
     active = torch.ones_like(bb, dtype=torch.bool) if tol <= 0 else (rr.sqrt() / b_items) > tol_t
     if tol > 0 and not bool(active.any()):
-        return SolverResult(x, [], "residual", 0, True, False, {"residual_items": (rr.sqrt() / b_items).tolist()})
+        return SolverResult(x, [], "residual", 0, True, False, {"residual_items": (rr.sqrt() / b_items).reshape(-1).tolist()})
     for it in range(n_iter):
         ap = apply(p)
         pap = real_dot(p, ap, nd)

@@ -106,7 +106,10 @@ def fista(
             info["objective"] = float(f_new.sum())
         history.append(info["objective"] if f_new is not None else info["change"])
         info["restarts"] = int(reset.sum())
-        if tol > 0 and bool((change < tol).all()):
+        small = change < tol
+        if restart == "function":
+            small = small & ~reset  # a rejected step is no sign of convergence
+        if tol > 0 and bool(small.all()):
             converged = True
         stopped = call_callback(callback, it, x, info)
         if converged or stopped:
