@@ -62,3 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def entry() -> None:
+    """Console-script entry point. torchkbnufft's forked interpolation threads can abort the interpreter at
+    exit ("terminate called without an active exception", exit 134) right after a NUFFT call; leaving with
+    ``os._exit`` after flushing keeps the exit status the command's own."""
+    import os
+
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(rc or 0))
+

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after N steps in this run (checkpointed; continue with --resume)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="train on this folder of fastMRI files (sets data.kind=fastmri, data.path=DIR)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads per process (default: torch's; 1 is fastest on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train(
         config, out, model=args.model, steps=args.steps, resume=args.resume, device=args.device,
         time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit, stop_after=args.stop_after,
-        command=command, progress=not args.quiet,
+        command=command, threads=args.threads, progress=not args.quiet,
     )
     if summary["rank"] == 0:
         state = "finished" if summary["finished"] else "stopped (resume with --resume)"

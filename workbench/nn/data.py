@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
@@ -74,6 +75,7 @@ class SamplingPlan:
             raise DataConfigError("sampling: mix of Cartesian and non-Cartesian kinds; train them as separate models")
         self.cartesian = all(cart)
         self._trajectories: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def to_dict(self) -> dict[str, Any]:
         return {"kinds": self.kinds, "accelerations": self.accelerations, "center_fractions": self.center_fractions}
@@ -95,13 +97,14 @@ class SamplingPlan:
         from workbench.sampling import make_sampling
 
         key = (kind, float(acceleration), tuple(shape))
-        hit = self._trajectories.get(key)
-        if hit is None:
-            s = make_sampling(kind, shape, acceleration)
-            hit = (s.trajectory.contiguous(), s.dcf.contiguous())
-            self._trajectories[key] = hit
-            while len(self._trajectories) > 32:
-                self._trajectories.popitem(last=False)
+        with self._lock:  # the training loop prepares data in a background thread
+            hit = self._trajectories.get(key)
+            if hit is None:
+                s = make_sampling(kind, shape, acceleration)
+                hit = (s.trajectory.contiguous(), s.dcf.contiguous())
+                self._trajectories[key] = hit
+                while len(self._trajectories) > 32:
+                    self._trajectories.popitem(last=False)
         return hit
 
 
@@ -287,6 +290,7 @@ class FastMRIData:
         else:
             train_files, val_files = files, []
         self._scans: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.RLock()
         self.train_index = self._index(train_files)
         self.val_index = self._index(val_files)
         if not self.train_index:
@@ -301,12 +305,13 @@ class FastMRIData:
     def _scan(self, path: str):
         from workbench.io import open_scan
 
-        scan = self._scans.get(path)
-        if scan is None:
-            scan = open_scan(path, format="fastmri")
-            self._scans[path] = scan
-            while len(self._scans) > 16:
-                self._scans.popitem(last=False)
+        with self._lock:  # the training loop prepares data in a background thread
+            scan = self._scans.get(path)
+            if scan is None:
+                scan = open_scan(path, format="fastmri")
+                self._scans[path] = scan
+                while len(self._scans) > 16:
+                    self._scans.popitem(last=False)
         return scan
 
     def _index(self, files: Sequence[Path]) -> list[tuple[str, int]]:

@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -238,18 +239,16 @@ def summarise_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class _Progress:
-    def __init__(self, enabled: bool, total: int, log: Callable[[str], None]):
+    def __init__(self, enabled: bool, start: int, total: int, log: Callable[[str], None]):
         self.enabled, self.total, self.log = enabled, total, log
         self.tty = enabled and sys.stdout.isatty()
         self.t0 = time.perf_counter()
-        self.first_step: int | None = None
+        self.first_step = start
         self.ema: float | None = None
 
     def update(self, step: int, loss: float, lr: float) -> None:
         if not self.enabled:
             return
-        if self.first_step is None:
-            self.first_step, self.t0 = step, time.perf_counter()
         self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
         done = step + 1 - self.first_step
         rate = (time.perf_counter() - self.t0) / max(done, 1)
@@ -281,6 +280,7 @@ def train(
     time_limit_s: float | None = None,
     stop_after: int | None = None,
     command: str | None = None,
+    threads: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -295,6 +295,7 @@ def train(
         time_limit_s: stop (checkpointed, with weights) when a step would end past this wall time.
         stop_after: stop after this many steps in this run (checkpointed; continue with ``resume``).
         command: the command line recorded in the sidecar (default: ``sys.argv``).
+        threads: CPU threads per process (``torch.set_num_threads``); 1 is fastest on a busy machine.
 
     Returns a summary: ``steps_done``, ``finished``, ``losses`` (this run), ``validation``, ``weights`` (path),
     ``model`` (the trained module), ``wall_time_s``, ``rank``, ``world_size``.
@@ -313,11 +314,14 @@ def train(
         cfg["steps"] = int(steps)
     total = int(cfg["steps"])
     out = Path(out_dir)
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
     device = _pick_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     group = _Dist(device)
     started = time.perf_counter()
+    prefetch: ThreadPoolExecutor | None = None
     try:
         if group.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -348,7 +352,7 @@ def train(
         val_items: list | None = None
         validation: dict[str, Any] = {}
         losses: list[float] = []
-        bar = _Progress(progress and group.is_main, total, log)
+        bar = _Progress(progress and group.is_main, start, total, log)
         history = open(out / "history.jsonl", "a", encoding="utf-8") if group.is_main else None
 
         def record(step_done: int, finished: bool) -> dict[str, Any]:
@@ -381,6 +385,11 @@ def train(
                         f"(zero-filled {a['zero_filled_psnr']:.2f} dB, {a['zero_filled_ssim']:.4f}) on {a['n']} slices")
             group.barrier()
 
+        def fetch(s: int):
+            return collate(data.batch(s, group.rank, group.world_size, bs))
+
+        prefetch = ThreadPoolExecutor(1, thread_name_prefix="train-data")
+        upcoming = prefetch.submit(fetch, start)
         net.train()
         step = start
         stopped_early = False
@@ -389,7 +398,9 @@ def train(
             lr = learning_rate(step, total, opt_cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            batches = [b.to(device) for b in collate(data.batch(step, group.rank, group.world_size, bs))]
+            batches = [b.to(device) for b in upcoming.result()]
+            if step + 1 < total:  # generate the next step's data while this one trains
+                upcoming = prefetch.submit(fetch, step + 1)
             n_items = sum(b.size for b in batches)
             optimizer.zero_grad(set_to_none=True)
             loss_value = 0.0
@@ -431,6 +442,7 @@ def train(
                         f"continue with --resume")
                 break
         bar.close()
+        prefetch.shutdown(wait=True, cancel_futures=True)
         if history is not None:
             history.close()
         validate(step)
@@ -444,4 +456,6 @@ def train(
                 "wall_time_s": wall_before + time.perf_counter() - started, "rank": group.rank,
                 "world_size": group.world_size}
     finally:
+        if prefetch is not None:
+            prefetch.shutdown(wait=False, cancel_futures=True)
         group.close()

@@ -148,7 +148,8 @@ class Sampling:
         return acs_shape(self.mask) if self.mask is not None else None
 
     def __repr__(self) -> str:
-        return f"Sampling(kind={self.kind!r}, shape={self.shape}, R={self.acceleration:.2f}, n_samples={self.n_samples})"
+        return (f"Sampling(kind={self.kind!r}, shape={self.shape}, R={self.acceleration:.2f}, "
+                f"n_samples={self.n_samples})")
 
     def describe(self) -> str:
         """One line for the GUI / CLI, e.g. ``"random, R = 4.02, ACS 640x26"``."""
@@ -192,13 +193,18 @@ class Sampling:
         if kind == "user" or kind in _CARTESIAN_KINDS:
             mask = mask_from_params({**params, "kind": params.get("kind", kind)})
             return cls(kind, shape, params, mask=mask)
-        if kind in ("radial", "golden-radial"):
-            traj = radial_trajectory(params["n_spokes"], params["n_readout"], golden=bool(params["golden"]))
-        elif kind == "spiral":
-            traj = spiral_trajectory(params["n_interleaves"], params["n_samples"], shape,
-                                     alpha=params["alpha"], n_turns=params["n_turns"])
-        else:
-            raise SamplingError(f"{where}unknown sampling kind {kind!r}; known: {', '.join(sampling_kinds())}")
+        try:
+            if kind in ("radial", "golden-radial"):
+                traj = radial_trajectory(params["n_spokes"], params["n_readout"], golden=bool(params["golden"]))
+            elif kind == "spiral":
+                traj = spiral_trajectory(params["n_interleaves"], params["n_samples"], shape,
+                                         alpha=params["alpha"], n_turns=params["n_turns"])
+            else:
+                raise SamplingError(
+                    f"{where}unknown sampling kind {kind!r}; known: {', '.join(sampling_kinds())}, user"
+                )
+        except KeyError as exc:
+            raise SamplingError(f"{where}{kind} sampling parameters lack {exc}") from None
         return cls(kind, shape, params, trajectory=traj)
 
     # ---- files -------------------------------------------------------------------------------------------
@@ -246,7 +252,8 @@ class Sampling:
         dcf = arrays.get("dcf")
         if mask is not None and mask.shape != shape:
             raise SamplingError(f"{path}: mask shape {mask.shape} does not match the grid {shape}")
-        if traj is not None and (traj.ndim != 2 or traj.shape[0] != 2 or (dcf is not None and dcf.shape != traj.shape[1:])):
+        bad_dcf = traj is not None and dcf is not None and dcf.shape != traj.shape[1:]
+        if traj is not None and (traj.ndim != 2 or traj.shape[0] != 2 or bad_dcf):
             raise SamplingError(f"{path}: trajectory / dcf shapes are inconsistent")
         if mask is None and traj is None:
             raise SamplingError(f"{path}: no mask or trajectory in the file")
@@ -301,7 +308,8 @@ def make_sampling(
         shape: the k-space grid (H, W); 1D masks select columns (W).
         acceleration: R >= 1. Masks: nominal R (fastMRI semantics for the line masks, within ``tol`` for
             Poisson disc, exact up to rounding for Gaussian). Non-Cartesian: about H*W/R samples.
-        seed: makes the pattern reproducible (the same seed gives fastMRI's mask for random/equispaced).
+        seed: makes a mask reproducible (the same seed gives fastMRI's mask for random/equispaced);
+            trajectories are deterministic and ignore it.
         center_fraction: line masks: fraction of centre columns (default :func:`default_center_fraction`);
             2D masks: the calibration box is ``round(H * f) x round(W * f)`` (default 24 x 24 unless
             ``calib`` is given). Ignored for non-Cartesian kinds (their centre is always densely sampled).

@@ -244,7 +244,7 @@ class _LineMask(MaskFunc):
             )
         self.center_fractions = [_check_center_fraction(c, what) for c in cfs]
         self.accelerations = [_check_acceleration(a, what) for a in accs]
-        # keep integers as integers: fastMRI's equispaced slicing and printing use them as given
+        # integer accelerations stay ints (as fastMRI is given them, and in params())
         self.accelerations = [int(a) if float(a).is_integer() else a for a in self.accelerations]
         self.allow_any_combination = bool(allow_any_combination)
         super().__init__(seed)
@@ -280,7 +280,7 @@ class _LineMask(MaskFunc):
 
 
 class RandomLineMask(_LineMask):
-    """fastMRI's RandomMaskFunc: centre lines + every other column kept with probability
+    """fastMRI's RandomMaskFunc: centre lines + each column kept independently with probability
     ``(W / acceleration - num_low) / (W - num_low)``, so that the expected number of columns is W / R."""
 
     kind = "random"
@@ -491,7 +491,7 @@ class PoissonDiscMask(MaskFunc):
         self.acceleration = _check_acceleration(acceleration, "poisson mask")
         self.calib = _check_calib(calib, "poisson mask")
         self.crop_corner = bool(crop_corner)
-        if not 0 < float(tol) < 0.5:
+        if not (isinstance(tol, (int, float)) and 0 < tol < 0.5):
             raise SamplingError(f"poisson mask: tol must be in (0, 0.5), got {tol!r}")
         self.tol = float(tol)
         super().__init__(seed)

@@ -161,3 +161,7 @@ def radial_for_acceleration(grid_shape: Sequence[int], acceleration: float, gold
     n_readout = 2 * max(h, w) if n_readout is None else n_readout
     n_spokes = max(1, round(h * w / (acceleration * n_readout)))
     return radial_trajectory(n_spokes, n_readout, golden=golden)
+
+
+# The API contract lists the density compensation beside the trajectories; it lives in dcf.py.
+from workbench.sampling.dcf import pipe_menon_dcf  # noqa: E402,F401
