@@ -149,8 +149,10 @@ def choose_lam(
         measured = int((data.y != 0).sum())
         target = floor + kappa * data.noise_energy
         if data.noise_energy > 0 and target > 0 and measured > 0:
+            # stop once the residual's excess over the floor is within 25% of kappa * E_noise
+            rtol = 0.25 * (target - floor) / target
             search = discrepancy_principle(
-                short_solve, data.A, data.y, math.sqrt(target / measured), lam0=LAM_START * scale,
+                short_solve, data.A, data.y, math.sqrt(target / measured), lam0=LAM_START * scale, rtol=rtol,
                 max_evals=max_evals - 1,
             )
         else:

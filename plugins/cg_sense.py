@@ -26,6 +26,8 @@ from workbench.solvers import conjugate_gradient
 
 from plugins._shared import DataTerm, check_maps, iteration_callback, maps_reasons
 
+MIN_TOL = 1e-7
+
 
 @dataclass
 class CGSenseParams:
@@ -34,8 +36,9 @@ class CGSenseParams:
                        help="Tikhonov weight lam in (A^H A + lam I) x = A^H y, relative to ||A||^2 (about 1); "
                             "0 = plain CG-SENSE (then stop early: noise grows with the iterations)")
     tol: float = param(1e-5, min=0.0, max=0.1,
-                       help="stop when the relative residual of the normal equations is below this (0: run all "
-                            "iterations)")
+                       help="stop when the relative residual of the normal equations is below this; values below "
+                            "float32 precision (1e-7) are raised to it, past which CG only accumulates rounding "
+                            "errors")
     dcf_weighting: bool = param(True, label="density weighting",
                                 help="non-Cartesian data: density-weighted data term A^H D A (fast convergence); "
                                      "off: plain least squares (statistically optimal for white noise, slower)")
@@ -61,7 +64,10 @@ class CGSense(Method):
         A, y = data.A, data.y
         history: list[dict] = []
         callback = iteration_callback(ctx, problem, params.n_iter, history, t0=t0)
-        result = conjugate_gradient(A.normal, A.adjoint(y), n_iter=params.n_iter, tol=params.tol, lam=params.lam,
+        # Below float32 precision the CG recurrences only amplify rounding errors (with tol=0 the library's CG
+        # keeps iterating and drifts away from the solution), hence the floor.
+        tol = max(params.tol, MIN_TOL)
+        result = conjugate_gradient(A.normal, A.adjoint(y), n_iter=params.n_iter, tol=tol, lam=params.lam,
                                     item_ndim=2, callback=callback)
         ctx.check_cancelled()
         ctx.progress(1.0, f"done after {result.n_iter} iterations")

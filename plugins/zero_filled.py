@@ -34,9 +34,6 @@ class ZeroFilled(Method):
     capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
     Params = ZeroFilledParams
 
-    def check(self, problem) -> list[str]:
-        return super().check(problem)
-
     def run(self, problem, params: ZeroFilledParams, ctx: RunContext) -> Result:
         t0 = time.perf_counter()
         ctx.progress(0.0, "zero filling")

@@ -277,8 +277,13 @@ def test_acceleration_slider_updates_mask_image_and_psnr(window, scan_file, qtbo
     np.testing.assert_array_equal(sp.mask_panel.data, s.mask().astype(np.uint8))
     np.testing.assert_allclose(sp.zf_panel.data, s.zero_filled())
     assert f"{psnr8:.2f}" in sp.stats.text()
-    # a family with parameters: the form appears and drives the sampling
+    # a family with parameters: the form appears and drives the sampling. At R=8 a 24x24 calibration box
+    # does not fit this small grid: the error is shown inline and the previous sampling stays
     sp.family_list.setCurrentRow(2)  # poisson
+    assert s.sampling_state.kind == "equispaced" and "poisson" in sp.stats.text()
+    sp.r_slider.setValue(3 * R_STEPS)
+    qtbot.waitUntil(lambda: s.sampling_state.requested_acceleration == 3.0)
+    sp.family_list.setCurrentRow(2)
     assert s.sampling_state.kind == "poisson"
     assert "calib" in sp.extra_form.editors
     sp.extra_form.editors["calib"].setValue(10)

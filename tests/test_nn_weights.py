@@ -60,6 +60,14 @@ def test_weights_roundtrip_without_pickle(tmp_path, monkeypatch):
     assert not loaded.training and sidecar["command"] == RECORD["command"]
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
+    # half precision on disk: half the size, float32 model after loading
+    half, _ = save_weights(tmp_path / "half.safetensors", model, RECORD, dtype="float16")
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    loaded, sidecar = load_model(half)
+    assert sidecar["dtype"] == "float16"
+    for k, v in model.state_dict().items():
+        got = loaded.state_dict()[k]
+        assert got.dtype == v.dtype and torch.allclose(got, v, rtol=1e-3, atol=1e-4)
 
 
 def test_weight_problems_are_explained(tmp_path):

@@ -327,9 +327,9 @@ class SamplingPanel(QtWidgets.QWidget):
                 params = self._extra_params({sp.name: sp.default for sp in FAMILY_PARAMS.get(kind, [])})
                 s.set_sampling(kind, acceleration=self.r_slider.value() / R_STEPS,
                                center_fraction=self._cf(), seed=self.seed_spin.value(), **params)
-        except WorkbenchError as exc:
-            error_box(self, "Sampling", str(exc))
+        except WorkbenchError as exc:  # e.g. a calibration box larger than the samples R allows
             self.refresh()
+            self.stats.setText(f"<span style='color:#e0605a'>{exc}</span>")
 
     def _cf(self) -> float | None:
         v = self.cf_spin.value()

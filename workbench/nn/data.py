@@ -191,15 +191,21 @@ class SyntheticData:
         return int(i)
 
     # --- items -------------------------------------------------------------------------------------------
-    def _step_setting(self, rng: np.random.Generator) -> dict[str, Any]:
+    def draw_setting(self, rng: np.random.Generator) -> dict[str, Any]:
+        """A matrix size, coil count, readout oversampling (and non-Cartesian sampling) from the config."""
         shape = self.shapes[int(rng.integers(len(self.shapes)))]
         n_coils = int(rng.choice(self.n_coils, p=self.coil_p))
         oversampling = int(rng.choice(self.config["readout_oversampling"]))
         step_sampling = None if self.plan.cartesian else self.plan.choose(rng)
         return {"shape": shape, "n_coils": n_coils, "oversampling": oversampling, "step_sampling": step_sampling}
 
-    def item(self, seed: int, setting: dict[str, Any]) -> dict[str, Any]:
-        """One training item from generator seed ``seed`` with the step's ``setting``."""
+    def held_out_setting(self, seed: int) -> dict[str, Any]:
+        """The setting of a held-out slice (validation, benchmarks): drawn from the seed alone."""
+        return self.draw_setting(np.random.default_rng([int(seed), 15485863]))
+
+    def simulate(self, seed: int, setting: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], np.random.Generator]:
+        """The fully sampled slice of generator seed ``seed``: ``(generate_slice output, meta, rng)``; ``rng``
+        continues with the item's own draws (mask, units)."""
         from workbench.simulate import generate_slice
 
         c = self.config
@@ -214,21 +220,28 @@ class SyntheticData:
             noise_correlation=c["noise_correlation"], readout_oversampling=setting["oversampling"],
             texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose,
         )
+        meta = {"seed": int(seed), "contrast": contrast, "n_coils": setting["n_coils"],
+                "shape": list(setting["shape"]), "readout_oversampling": setting["oversampling"],
+                "snr": round(float(sim["params"].snr), 2)}
+        return sim, meta, rng
+
+    def item(self, seed: int, setting: dict[str, Any]) -> dict[str, Any]:
+        """One training item from generator seed ``seed`` with the step's ``setting``."""
+        c = self.config
+        sim, meta, rng = self.simulate(seed, setting)
         lo, hi = c["intensity_log10"]
         units = float(10.0 ** rng.uniform(lo, hi)) if hi > lo else float(10.0**lo)
         kspace = torch.from_numpy(sim["kspace"]) * units
         target = torch.from_numpy(sim["reference"] if c["target"] == "reference" else sim["target"]) * units
         mask_seed = int(rng.integers(0, 2**31 - 1))
         out = _undersample(kspace, self.plan, rng, mask_seed, setting["step_sampling"])
-        meta = {"seed": int(seed), "contrast": contrast, "n_coils": setting["n_coils"],
-                "shape": list(setting["shape"]), "readout_oversampling": setting["oversampling"],
-                "snr": round(float(sim["params"].snr), 2), "units": units, **{"sampling": out.pop("sampling")}}
+        meta.update(units=units, sampling=out.pop("sampling"))
         return {**out, "grid_shape": tuple(kspace.shape[-2:]), "recon_shape": tuple(target.shape),
                 "target": target.float(), "data_range": float(target.max()), "meta": meta}
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1, batch_size: int = 1) -> list[dict[str, Any]]:
         """The ``batch_size`` items of ``rank`` at optimiser step ``step`` (deterministic)."""
-        setting = self._step_setting(np.random.default_rng([self.seed, int(step), 104729]))
+        setting = self.draw_setting(np.random.default_rng([self.seed, int(step), 104729]))
         first = (int(step) * world_size + int(rank)) * batch_size
         return [self.item(self.train_seed(first + j), setting) for j in range(batch_size)]
 
@@ -238,8 +251,7 @@ class SyntheticData:
         items = []
         for i in range(n):
             seed = self.validation_seed(i)
-            setting = self._step_setting(np.random.default_rng([seed, 15485863]))
-            items.append(self.item(seed, setting))
+            items.append(self.item(seed, self.held_out_setting(seed)))
         return items
 
 

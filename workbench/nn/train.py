@@ -13,7 +13,7 @@ A config (JSON or YAML; see ``configs/``) has the entries::
     optim         {"lr", "warmup_steps", "final_lr_fraction", "grad_clip", "weight_decay"}
     loss          {"ssim_weight"}
     validation    {"n": held-out slices, "every": steps between validations (0: at the end only)}
-    checkpoint_every
+    checkpoint_every, weights_dtype ("float32", or "float16" for half-size shipped weights)
 
 Determinism: the data of step ``s`` on rank ``r`` depend only on ``(seed, s, r)``, the model initialisation on
 ``seed``, and the checkpoint holds the optimiser and RNG state, so a run resumed from a checkpoint ends with
@@ -56,6 +56,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "loss": {"ssim_weight": 0.84},
     "validation": {"n": 16, "every": 0},
     "checkpoint_every": 50,
+    "weights_dtype": "float32",
 }
 _SECTIONS = ("optim", "loss", "validation")
 
@@ -332,6 +333,7 @@ def train(
         optimizer = torch.optim.Adam(net.parameters(), lr=float(opt_cfg["lr"]),
                                      weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
         start, wall_before = 0, 0.0
+        earlier_commands: list[str] = []
         ckpt = out / "checkpoint.safetensors"
         if resume:
             if not ckpt.is_file():
@@ -341,6 +343,7 @@ def train(
                 raise TrainingError(f"{ckpt}: the checkpoint is a {side.get('model')} model, not {cfg['model']}")
             start = int(side["step"])
             wall_before = float(side.get("wall_time_s", 0.0))
+            earlier_commands = list(side.get("commands") or [c for c in [side.get("command")] if c])
             if group.is_main:
                 log(f"resuming from step {start} ({ckpt})")
         data = make_data(cfg["data"], cfg["sampling"], seed=int(cfg["seed"]))
@@ -355,6 +358,8 @@ def train(
         bar = _Progress(progress and group.is_main, start, total, log)
         history = open(out / "history.jsonl", "a", encoding="utf-8") if group.is_main else None
 
+        this_command = command if command is not None else " ".join(sys.argv)
+
         def record(step_done: int, finished: bool) -> dict[str, Any]:
             return {
                 "config": cfg,
@@ -364,7 +369,8 @@ def train(
                     "world_size": group.world_size, "optimizer": {"name": "Adam", **opt_cfg},
                     "loss": cfg["loss"], "seed": cfg["seed"],
                 },
-                "command": command if command is not None else " ".join(sys.argv),
+                "command": this_command,
+                "commands": earlier_commands + [this_command],  # every run that led here (resumes)
                 "validation": validation,
                 "wall_time_s": round(wall_before + time.perf_counter() - started, 1),
                 "device": device_description(device),
@@ -448,7 +454,8 @@ def train(
         validate(step)
         weights = None
         if group.is_main:
-            weights, _ = save_weights(out / f"{cfg['model']}.safetensors", net, record(step, step == total))
+            weights, _ = save_weights(out / f"{cfg['model']}.safetensors", net, record(step, step == total),
+                                      dtype=str(cfg["weights_dtype"]))
             log(f"weights: {weights}")
         group.barrier()
         return {"steps_done": step, "finished": step == total and not stopped_early, "losses": losses,

@@ -117,16 +117,22 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
 # Weights
 
 
-def save_weights(path: str | os.PathLike, model: torch.nn.Module, record: dict[str, Any]) -> tuple[Path, Path]:
+def save_weights(path: str | os.PathLike, model: torch.nn.Module, record: dict[str, Any],
+                 dtype: str = "float32") -> tuple[Path, Path]:
     """Write ``model``'s state dict to ``path`` (``.safetensors``) and the sidecar ``record`` (training data,
     sampling, steps, command, validation metrics, wall time, device ...; ``model``/``architecture`` are filled
-    from the model). Returns both paths."""
+    from the model). ``dtype="float16"`` stores floating tensors in half precision (half the file; loading
+    casts back to the model's float32). Returns both paths."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(path, "weight files end in .safetensors")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise WeightsError(path, f"weights dtype must be float32, float16 or bfloat16, got {dtype!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    _save_tensors(path, model.state_dict(), metadata={"format": WEIGHTS_FORMAT, "model": model.model_name})
+    target = getattr(torch, dtype)
+    state = {k: v.to(target) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    _save_tensors(path, state, metadata={"format": WEIGHTS_FORMAT, "model": model.model_name})
     from workbench.nn.common import n_parameters
 
     sidecar = {
@@ -135,6 +141,7 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, record: dict[s
         "model": model.model_name,
         "architecture": model.config.to_dict(),
         "n_parameters": n_parameters(model),
+        "dtype": dtype,
         **{k: v for k, v in record.items() if k not in ("format", "format_version", "model", "architecture")},
         "torch": torch.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

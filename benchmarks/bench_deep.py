@@ -1,0 +1,316 @@
+"""Deep reconstruction benchmark: zero-filled, the best classical method at its best weight, U-net, XPDNet.
+
+    python -m benchmarks.bench_deep [--n-synthetic 6] [--datasets head,phantom,gre] [--threads 1]
+                                    [--xpdnet resources/weights/xpdnet.safetensors] [--unet ...]
+                                    [--out benchmarks/results] [--name deep] [--quick]
+
+1. Held-out synthetic slices: generator seeds ``SYNTH_SEED0 ...`` (below the training seeds' offset
+   ``workbench.nn.data.TRAIN_SEED_OFFSET``, and apart from the seeds validated during training), drawn with the
+   same distribution as the training data of the shipped XPDNet config (matrix size, 1-16 coils, contrast,
+   pose, noise, oversampling); each at 4x and 8x with a fastMRI line mask (random for even, equispaced for odd
+   slices; centre fraction 0.08 / 0.04).
+2. The fully sampled real sets of ``benchmarks.harness.DATASETS`` (8-coil head, single-coil phantom, 2-coil
+   GRE phantom), retrospectively undersampled with random and equispaced masks at 4x and 8x.
+3. CPU inference time of the plugins on a 16-coil 320x320 slice (4x).
+
+Classical baselines: total variation (PDHG) and l1-wavelet (FISTA) from :mod:`workbench.solvers.recon`, each
+over a small grid of weights ``lam = f * scale`` (``scale``: the 99th percentile of the zero-filled image); the
+best weight per (data set, acceleration) is picked by mean PSNR over that group's slices (an oracle choice:
+classical methods at their best). Coil maps: ESPIRiT, or the ACS maps when ESPIRiT leaves more than 10 % of
+the object without sensitivity (it does with the 8 ACS lines of an 8x mask on a 192-wide grid). The deep
+models run through their plugins exactly as the app runs them (their own ACS maps + learned refinement).
+Metrics: fastMRI definitions (:mod:`workbench.metrics`) against the fully sampled RSS reference, data range =
+the slice's reference maximum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from benchmarks.harness import DATASETS, RESULTS_DIR, machine_description, machine_line, make_problem, realdata_dir
+
+SYNTH_SEED0 = 500_000  # held out: < TRAIN_SEED_OFFSET and far from the training-time validation seeds 0..n_val-1
+TV_GRID = (0.003, 0.01, 0.03, 0.1)
+L1_GRID = (0.001, 0.003, 0.01, 0.03)
+ACCELERATIONS = (4, 8)
+CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Problems
+
+
+def synthetic_problems(n: int, data_config: dict[str, Any], log: Callable[[str], None]):
+    """``[(group, label, problem)]``: ``n`` held-out generator slices at each acceleration."""
+    from workbench.nn.data import SyntheticData
+    from workbench.problem import Problem
+    from workbench.sampling import make_sampling
+
+    data = SyntheticData(data_config)
+    out = []
+    for i in range(n):
+        seed = SYNTH_SEED0 + i
+        setting = data.held_out_setting(seed)
+        sim, meta, _ = data.simulate(seed, setting)
+        contrast = meta["contrast"]
+        k = torch.from_numpy(sim["kspace"])
+        kind = "random" if i % 2 == 0 else "equispaced"
+        for acc in ACCELERATIONS:
+            s = make_sampling(kind, tuple(k.shape[-2:]), acc, seed=seed, center_fraction=CENTER_FRACTIONS[acc])
+            p = Problem(k * s.mask, recon_shape=sim["reference"].shape, mask=s.mask, reference=sim["reference"],
+                        sampling=s)
+            label = (f"seed {seed}: {setting['n_coils']} coils, {contrast}, {k.shape[-2]}x{k.shape[-1]} grid, "
+                     f"{kind} {acc}x")
+            out.append((f"synthetic {acc}x", label, p))
+        log(f"synthetic slice {seed}: {setting['n_coils']} coils, {contrast}, grid {tuple(k.shape[-2:])}")
+    return out
+
+
+def real_problems(names: list[str], realdata: Path, log: Callable[[str], None]):
+    from workbench.io import open_scan
+
+    out = []
+    for name in names:
+        ds = DATASETS[name]
+        path = ds.resolve(realdata)
+        if path is None:
+            log(f"{name}: skipped ({realdata / ds.path} not found)")
+            continue
+        scan = open_scan(path, **ds.options)
+        index = scan.n_slices // 2 if ds.slice_index is None else ds.slice_index
+        for acc in ACCELERATIONS:
+            for kind in ("random", "equispaced"):
+                p, _ = make_problem(scan, index, kind, acc, seed=0)
+                out.append((f"{name} {acc}x", f"{name} {kind} {acc}x ({p.n_coils} coils)", p))
+    return out
+
+
+def _choose_maps(problem) -> str:
+    """ESPIRiT maps unless they leave > 10 % of the object (where the ACS maps see signal) uncovered."""
+    if problem.n_coils == 1:
+        return "none"
+    esp = problem.estimate_maps("espirit")
+    acs = problem.estimate_maps("acs")
+    obj = (acs.abs() ** 2).sum(0) > 0.5
+    covered = ((esp.abs() ** 2).sum(0) > 0.5) & obj
+    if float(covered.sum()) >= 0.9 * float(obj.sum()):
+        problem.maps = esp
+        return "espirit"
+    problem.maps = acs
+    return "acs"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Methods
+
+
+def _metrics(problem, image) -> dict[str, float]:
+    from workbench.metrics import evaluate
+
+    ref = problem.reference
+    return evaluate(ref, problem.crop(image).abs() if torch.is_tensor(image) else image, data_range=float(ref.max()))
+
+
+def run_classical(problem, n_iter: int) -> dict[str, dict[float, dict[str, float]]]:
+    from workbench.solvers.recon import l1_wavelet, total_variation
+
+    scale = float(problem.zero_filled().abs().flatten().quantile(0.99))
+    out: dict[str, dict[float, dict[str, float]]] = {"tv": {}, "l1-wavelet": {}}
+    for f in TV_GRID:
+        t = time.perf_counter()
+        x = total_variation(problem.A, problem.y, f * scale, n_iter=n_iter, track_objective=False).x
+        out["tv"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
+    for f in L1_GRID:
+        t = time.perf_counter()
+        x = l1_wavelet(problem.A, problem.y, f * scale, n_iter=n_iter, track_objective=False).x
+        out["l1-wavelet"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
+    return out
+
+
+def run_plugin(method, problem, weights: str) -> dict[str, float]:
+    from workbench.methods import RunContext
+
+    params = method.make_params({"weights": weights})
+    reasons = method.check(problem, params)
+    if reasons:
+        return {"error": "; ".join(reasons)}
+    t = time.perf_counter()
+    with torch.no_grad():
+        result = method.run(problem, params, RunContext("cpu"))
+    return {**_metrics(problem, result.image), "time_s": time.perf_counter() - t}
+
+
+def inference_time(xpdnet: str, unet: str, repeats: int = 3) -> dict[str, Any]:
+    """Median wall time of the plugins on a 16-coil 320x320 slice at 4x (weights loaded and warmed up once)."""
+    from plugins.unet import UnetBaseline
+    from plugins.xpdnet import XPDNet
+    from workbench.problem import Problem
+    from workbench.sampling import make_sampling
+    from workbench.simulate import generate_slice
+
+    sim = generate_slice(SYNTH_SEED0 - 1, shape=(320, 320), n_coils=16)
+    s = make_sampling("random", (320, 320), 4, seed=0, center_fraction=0.08)
+    problem = Problem(torch.from_numpy(sim["kspace"]) * s.mask, mask=s.mask, reference=sim["reference"])
+    out: dict[str, Any] = {"shape": [320, 320], "coils": 16, "threads": torch.get_num_threads()}
+    for name, method, w in (("xpdnet", XPDNet(), xpdnet), ("unet", UnetBaseline(), unet)):
+        if not Path(w).is_file():
+            out[name] = None
+            continue
+        run_plugin(method, problem, w)  # warm-up: weights, FFT plans
+        times = [run_plugin(method, problem, w)["time_s"] for _ in range(repeats)]
+        out[name] = {"median_s": statistics.median(times), "min_s": min(times)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Driver
+
+
+def run(args) -> dict[str, Any]:
+    from plugins.unet import UnetBaseline
+    from plugins.xpdnet import XPDNet
+    from workbench.metrics import evaluate
+
+    log = print
+    meta = machine_description()
+    cfg = json.loads(Path(args.config).read_text())
+    side = {}
+    for name, w in (("xpdnet", args.xpdnet), ("unet", args.unet)):
+        p = Path(w).with_suffix(".json")
+        side[name] = json.loads(p.read_text()) if p.is_file() else None
+    meta.update(weights={k: (None if v is None else {"file": str(getattr(args, k)), "steps": v["training"]["steps"],
+                                                     "n_parameters": v["n_parameters"],
+                                                     "wall_time_s": v["wall_time_s"], "device": v["device"]})
+                         for k, v in side.items()},
+                tv_grid=TV_GRID, l1_grid=L1_GRID, n_iter=args.n_iter)
+    problems = synthetic_problems(args.n_synthetic, cfg["data"], log) if args.n_synthetic else []
+    problems += real_problems(args.datasets, realdata_dir(args.realdata), log)
+    rows = []
+    for group, label, p in problems:
+        maps = _choose_maps(p)
+        zf = evaluate(p.reference, p.crop(p.zero_filled("rss")), data_range=float(p.reference.max()))
+        row = {"group": group, "label": label, "maps": maps, "zero_filled": zf,
+               "classical": run_classical(p, args.n_iter),
+               "unet": run_plugin(UnetBaseline(), p, args.unet),
+               "xpdnet": run_plugin(XPDNet(), p, args.xpdnet)}
+        best = {m: max(v.values(), key=lambda r: r["psnr"])["psnr"] for m, v in row["classical"].items()}
+        log(f"{label} [maps {maps}]: ZF {zf['psnr']:.2f}, TV {best['tv']:.2f}, L1 {best['l1-wavelet']:.2f}, "
+            f"U-net {row['unet'].get('psnr', float('nan')):.2f}, XPDNet {row['xpdnet'].get('psnr', float('nan')):.2f}")
+        rows.append(row)
+    timing = inference_time(args.xpdnet, args.unet) if not args.no_timing else None
+    return {"meta": meta, "rows": rows, "summary": summarise(rows), "timing": timing}
+
+
+def _mean(values):
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarise(rows: list[dict]) -> list[dict[str, Any]]:
+    """Per group: mean PSNR/SSIM of each method; classical methods at the weight best on that group."""
+    out = []
+    for group in dict.fromkeys(r["group"] for r in rows):
+        rs = [r for r in rows if r["group"] == group]
+        entry: dict[str, Any] = {"group": group, "n": len(rs)}
+        entry["zero-filled"] = {k: _mean([r["zero_filled"][k] for r in rs]) for k in ("psnr", "ssim")}
+        best_classical = None
+        for m in ("tv", "l1-wavelet"):
+            grid = rs[0]["classical"][m].keys()
+            scores = {f: _mean([r["classical"][m][f]["psnr"] for r in rs]) for f in grid}
+            f = max(scores, key=scores.get)
+            entry[m] = {"psnr": scores[f], "ssim": _mean([r["classical"][m][f]["ssim"] for r in rs]), "lam_factor": f,
+                        "time_s": _mean([r["classical"][m][f]["time_s"] for r in rs])}
+            if best_classical is None or entry[m]["psnr"] > entry[best_classical]["psnr"]:
+                best_classical = m
+        entry["best_classical"] = best_classical
+        for m in ("unet", "xpdnet"):
+            ok = [r[m] for r in rs if "psnr" in r[m]]
+            entry[m] = ({"psnr": _mean([x["psnr"] for x in ok]), "ssim": _mean([x["ssim"] for x in ok]),
+                         "time_s": _mean([x["time_s"] for x in ok])} if ok else
+                        {"error": rs[0][m].get("error", "not run")})
+        out.append(entry)
+    return out
+
+
+def _cell(e: dict) -> str:
+    if "psnr" not in e:
+        return "n/a"
+    return f"{e['psnr']:.2f} / {e['ssim']:.3f}"
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    meta = res["meta"]
+    lines = ["# Deep reconstruction benchmark", "", f"Machine: {machine_line(meta)}.", "",
+             f"Command: `{meta.get('command', '')}`. Classical weights `lam = f * scale` (scale = 99th percentile "
+             f"of the zero-filled SENSE image), TV f in {list(meta['tv_grid'])}, l1-wavelet f in "
+             f"{list(meta['l1_grid'])}, {meta['n_iter']} iterations; the best f per row (oracle, by mean PSNR). "
+             "PSNR (dB) / SSIM, fastMRI definitions, against the fully sampled RSS reference.", ""]
+    for name, w in meta["weights"].items():
+        if w:
+            lines.append(f"- {name}: `{Path(w['file']).name}`, {w['n_parameters']:,} parameters, {w['steps']} steps, "
+                         f"{w['wall_time_s'] / 60:.1f} min on {w['device']}")
+    lines += ["", "| data (slices) | zero-filled | TV (best f) | l1-wavelet (best f) | U-net | XPDNet | "
+              "XPDNet - best classical |", "|---|---|---|---|---|---|---|"]
+    for e in res["summary"]:
+        best = e[e["best_classical"]]
+        gain = f"{e['xpdnet']['psnr'] - best['psnr']:+.2f} dB" if "psnr" in e["xpdnet"] else ""
+        lines.append(f"| {e['group']} ({e['n']}) | {_cell(e['zero-filled'])} | {_cell(e['tv'])} ({e['tv']['lam_factor']:g})"
+                     f" | {_cell(e['l1-wavelet'])} ({e['l1-wavelet']['lam_factor']:g}) | {_cell(e['unet'])} | "
+                     f"{_cell(e['xpdnet'])} | {gain} |")
+    t = res.get("timing")
+    if t:
+        lines += ["", f"CPU inference, 16-coil 320x320 slice at 4x ({t['threads']} torch threads), median of 3 "
+                  "runs through the plugin (ACS maps, refinement, network): "
+                  + ", ".join(f"{k} {v['median_s']:.2f} s" for k, v in t.items() if isinstance(v, dict)) + "."]
+    lines += ["", "## Every slice", "", "| slice | maps | ZF | TV best | L1 best | U-net | XPDNet |",
+              "|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        tv = max(r["classical"]["tv"].values(), key=lambda x: x["psnr"])
+        l1 = max(r["classical"]["l1-wavelet"].values(), key=lambda x: x["psnr"])
+        lines.append(f"| {r['label']} | {r['maps']} | {_cell(r['zero_filled'])} | {_cell(tv)} | {_cell(l1)} | "
+                     f"{_cell(r['unet'])} | {_cell(r['xpdnet'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    from workbench.nn.weights import shipped_weights
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_deep", description=__doc__.splitlines()[0])
+    ap.add_argument("--n-synthetic", type=int, default=6, help="held-out synthetic slices (each at 4x and 8x)")
+    ap.add_argument("--datasets", default="head,phantom,gre", help="real data sets (benchmarks.harness.DATASETS)")
+    ap.add_argument("--realdata", default=None)
+    ap.add_argument("--xpdnet", default=str(shipped_weights("xpdnet")))
+    ap.add_argument("--unet", default=str(shipped_weights("unet")))
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "xpdnet_cpu.json"),
+                    help="training config whose data distribution the synthetic slices follow")
+    ap.add_argument("--n-iter", type=int, default=100, help="iterations of TV / l1-wavelet")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="1 synthetic slice, the head only, no timing")
+    ap.add_argument("--out", default=str(RESULTS_DIR))
+    ap.add_argument("--name", default="deep")
+    args = ap.parse_args(argv)
+    args.datasets = [d for d in args.datasets.split(",") if d]
+    if args.quick:
+        args.n_synthetic, args.datasets, args.no_timing = 1, ["head"], True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    (out / f"{args.name}.md").write_text(to_markdown(res))
+    print(to_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""``workbench recon FILE --method NAME [sampling] [--param k=v ...] [--json] [--out result.h5]``: reconstruct one
+slice with a method and report PSNR / SSIM / NMSE against the reference.
+
+Sampling (at most one):
+- ``--mask random|equispaced|poisson|gaussian --accel R [--center-fraction F] [--seed S]``: retrospective
+  Cartesian undersampling (fastMRI mask families by name);
+- ``--trajectory radial|golden-radial|spiral --accel R``: retrospective non-Cartesian sampling of a fully sampled
+  Cartesian scan (NUFFT of its coil images);
+- ``--mask-file M.npy`` (a boolean ``[H, W]`` or ``[W]`` mask) or ``M.npz`` / ``M.json`` (a saved Sampling);
+- none: the scan's own sampling (its acquired lines, or its trajectory).
+
+Coil maps: ``--maps espirit|acs`` (estimated) or ``--maps-file maps.npy`` (complex ``[C, H, W]``).
+
+The method runs through the job engine's synchronous path (the same code path as the app's background jobs),
+with a progress line on stderr (not with ``--json``). Metrics follow the fastMRI evaluation: magnitude, centre
+crop, data range = the maximum of the reference *volume* (the file's ``max`` attribute, else the maximum over
+the stored reference slices; the slice's own maximum when the reference is computed from the k-space).
+``--json`` prints exactly one JSON line on stdout. ``--out`` saves the Result (image, mask / trajectory,
+parameters, chosen weights, history, provenance, metrics, the command line) so that it can be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import SamplingError, ScanError, WorkbenchError
+
+CARTESIAN_KINDS = ("random", "equispaced", "poisson", "gaussian")
+NONCARTESIAN_KINDS = ("radial", "golden-radial", "spiral")
+DEFAULT_ACCELERATION = 4.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="raw scan file (fastMRI .h5, ISMRMRD, .npy/.npz, BART, .mat, twix)")
+    p.add_argument("--slice", type=int, default=None, metavar="N", help="slice index (default: the middle slice)")
+    p.add_argument("--method", required=True, metavar="NAME",
+                   help="reconstruction method (see `workbench plugins`), e.g. zero-filled, cg-sense, l1-wavelet, tv")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="method parameter, e.g. lam=0.003 or lam=auto (repeatable)")
+    s = p.add_argument_group("sampling (default: the scan's own)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--mask", choices=CARTESIAN_KINDS, metavar="KIND",
+                   help="retrospective Cartesian mask: " + ", ".join(CARTESIAN_KINDS))
+    g.add_argument("--trajectory", choices=NONCARTESIAN_KINDS, metavar="KIND",
+                   help="retrospective non-Cartesian trajectory: " + ", ".join(NONCARTESIAN_KINDS))
+    g.add_argument("--mask-file", metavar="PATH", help="saved mask (.npy bool [H, W] or [W]) or sampling (.npz/.json)")
+    s.add_argument("--accel", type=float, default=None, metavar="R",
+                   help=f"acceleration of --mask / --trajectory (default {DEFAULT_ACCELERATION:g})")
+    s.add_argument("--center-fraction", type=float, default=None, metavar="F",
+                   help="fraction of fully sampled centre lines (default 0.32 / R for line masks)")
+    s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the mask (default 0)")
+    m = p.add_argument_group("coil maps")
+    m.add_argument("--maps", choices=("espirit", "acs"), default="espirit", help="how to estimate coil maps")
+    m.add_argument("--maps-file", metavar="PATH", help="coil maps to use (.npy complex [C, H, W])")
+    p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--plugin-dir", action="append", default=[], metavar="DIR",
+                   help="extra folder of drop-in plugin .py files (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON line (metrics, time, parameters)")
+    p.add_argument("--out", metavar="PATH", help="save the result (HDF5) with its sampling and parameters")
+    p.add_argument("--format", metavar="NAME", help="force a reader (e.g. fastmri, ismrmrd, npy)")
+    p.add_argument("--option", metavar="KEY=VALUE", action="append", default=[],
+                   help="reader option (repeatable), as for `workbench info`")
+
+
+# ---------------------------------------------------------------------------------------------------------
+def parse_key_values(items: list[str], what: str) -> dict[str, str]:
+    """``["lam=0.01", "n_iter=5"]`` -> ``{"lam": "0.01", "n_iter": "5"}`` (values stay strings: the method's
+    parameter declarations convert them)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise WorkbenchError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _load_npy(path: str, what: str, error=WorkbenchError) -> np.ndarray:
+    if not os.path.exists(path):
+        raise error(f"{path}: no such {what} file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not a readable .npy {what} file ({exc})") from None
+
+
+def make_sampling_from_args(args: argparse.Namespace, scan: Any):
+    """The Sampling the arguments ask for (None: the scan's own)."""
+    from workbench.sampling import Sampling, make_sampling
+
+    grid = tuple(scan.grid_shape)
+    kind = args.mask or args.trajectory
+    if kind is None and (args.accel is not None or args.center_fraction is not None):
+        raise SamplingError("--accel and --center-fraction need --mask or --trajectory")
+    if args.mask_file:
+        path = args.mask_file
+        if path.endswith((".npz", ".json")):
+            sampling = Sampling.load(path)
+        else:
+            mask = _load_npy(path, "mask", SamplingError)
+            if mask.dtype.kind not in "biuf" or mask.ndim not in (1, 2):
+                raise SamplingError(f"{path}: a mask must be a boolean [H, W] or [W] array, got {mask.dtype} "
+                                    f"{mask.shape}")
+            try:
+                sampling = Sampling.from_mask(mask != 0, shape=grid)
+            except SamplingError as exc:
+                raise SamplingError(f"{path}: {exc}") from None
+        if sampling.is_cartesian and tuple(sampling.mask.shape) != grid:
+            raise SamplingError(f"{path}: the mask is {tuple(sampling.mask.shape)}, the scan's grid is {grid}")
+        return sampling
+    if kind is None:
+        return None
+    accel = DEFAULT_ACCELERATION if args.accel is None else args.accel
+    if args.trajectory and args.center_fraction is not None:
+        raise SamplingError("--center-fraction applies to Cartesian masks only (trajectories always sample the "
+                            "centre densely)")
+    return make_sampling(kind, grid, accel, seed=args.seed, center_fraction=args.center_fraction)
+
+
+def load_maps(path: str, scan: Any) -> np.ndarray:
+    maps = _load_npy(path, "coil maps")
+    expected = (scan.n_coils, *scan.grid_shape)
+    if maps.shape != expected:
+        raise WorkbenchError(f"{path}: coil maps have shape {maps.shape}, expected {expected} (coils, grid)")
+    if not np.issubdtype(maps.dtype, np.number) or not np.isfinite(maps).all():
+        raise WorkbenchError(f"{path}: coil maps must be finite numbers")
+    return maps.astype(np.complex64)
+
+
+def volume_data_range(scan: Any, reference: np.ndarray) -> tuple[float, str]:
+    """fastMRI's data range for one slice: the maximum of the reference volume."""
+    value = scan.attrs.get("max") if isinstance(getattr(scan, "attrs", None), dict) else None
+    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+        return float(value), "file max attribute"
+    if getattr(scan, "load_reference", None) is not None:
+        return max(float(np.max(scan.reference(i))) for i in range(scan.n_slices)), "reference volume maximum"
+    return float(np.max(reference)), "slice maximum"
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: non-finite floats -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.generic):
+        return _clean(v.item())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "auto"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class ProgressLine:
+    """Progress on stderr: one line updated in place on a terminal; otherwise (a log file) a line per 10%."""
+
+    def __init__(self, name: str, stream=None):
+        self.name = name
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.width = 0
+        self.shown = False
+        self.decile = -1
+
+    def __call__(self, job: Any) -> None:
+        text = f"{self.name}: {100 * job.progress:3.0f}% {job.progress_text}".rstrip()
+        if self.tty:
+            pad = max(self.width - len(text), 0)
+            self.width = len(text)
+            self.stream.write("\r" + text + " " * pad)
+            self.shown = True
+        else:
+            decile = int(10 * job.progress)
+            if decile == self.decile:
+                return
+            self.decile = decile
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------------------
+def command_line(args: argparse.Namespace) -> str:
+    """The ``workbench recon`` command that reproduces this run (from the parsed arguments)."""
+    parts = ["workbench", "recon", args.file, "--slice", str(args.slice_index), "--method", args.method]
+    for flag in ("mask", "trajectory", "mask_file", "accel", "center_fraction", "maps_file", "format"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += ["--" + flag.replace("_", "-"), str(value)]
+    if args.mask or args.trajectory:
+        parts += ["--seed", str(args.seed)]
+    parts += ["--maps", args.maps, "--device", args.device]
+    for flag, values in (("--param", args.param), ("--option", args.option), ("--plugin-dir", args.plugin_dir)):
+        for v in values:
+            parts += [flag, v]
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from workbench.io import open_scan
+    from workbench.jobs import JobQueue, JobState, resolve_device
+    from workbench.methods import discover_methods
+    from workbench.metrics import evaluate
+    from workbench.problem import Problem
+
+    registry = discover_methods(plugin_dirs=args.plugin_dir)
+    if args.method not in registry:
+        failed = [e for e in registry.errors if e.name == args.method]
+        if failed:
+            raise WorkbenchError(f"method {args.method!r} failed to load: {failed[0].message}")
+    method = registry.get(args.method)  # UnknownMethodError lists the known ones
+    params = method.make_params(parse_key_values(args.param, "--param"))  # bad values fail before any work
+    device = resolve_device(args.device)
+    options = {}
+    if args.option:
+        from workbench.commands.info import parse_option
+
+        options = dict(parse_option(o) for o in args.option)
+    scan = open_scan(args.file, format=args.format, **options)
+    index = scan.n_slices // 2 if args.slice is None else args.slice
+    if not 0 <= index < scan.n_slices:
+        raise ScanError(args.file, f"slice {index} is out of range (the scan has {scan.n_slices} slices: "
+                                   f"0..{scan.n_slices - 1})")
+    args.slice_index = index
+    sampling = make_sampling_from_args(args, scan)
+    maps = load_maps(args.maps_file, scan) if args.maps_file else None
+    t_prepare = time.perf_counter()
+    problem = Problem.from_scan(scan, index, sampling, device=device, maps=maps, maps_method=args.maps)
+    prepare_s = time.perf_counter() - t_prepare
+
+    progress = None if args.json else ProgressLine(method.name)
+    jobs = JobQueue(device, progress_interval=0.1)
+    try:
+        job = jobs.run_sync(method, problem, params, device=device, on_progress=progress)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        print(f"workbench recon: {method.name} interrupted", file=sys.stderr)
+        return 130
+    if progress is not None:
+        progress.close()
+    if job.state is not JobState.DONE:
+        if job.state is JobState.CANCELLED:
+            raise WorkbenchError(f"{method.name}: cancelled")
+        err = job.error
+        if err is not None and err.kind == "MethodError" and err.traceback:
+            print(err.traceback.rstrip(), file=sys.stderr)  # a plugin crash: show where
+        raise WorkbenchError(f"{method.name}: {err.message if err else 'failed'}")
+    result = job.result
+
+    metrics = zero_filled = None
+    data_range = range_source = None
+    if problem.reference is not None:
+        reference = problem.reference.numpy()
+        data_range, range_source = volume_data_range(scan, reference)
+        metrics = evaluate(reference, result.magnitude().numpy(), data_range=data_range)
+        zf = problem.crop(problem.zero_filled("rss")).cpu().numpy()
+        zero_filled = evaluate(reference, zf, data_range=data_range)
+
+    sampling_desc = sampling.describe() if sampling is not None else (
+        "the scan's own sampling" + (f", R = {problem.acceleration:.2f}" if problem.is_cartesian else ""))
+    summary = result.to_json_summary()
+    summary.update(
+        file=os.fspath(args.file), slice=index, sampling=sampling.to_dict() if sampling is not None else None,
+        sampling_description=sampling_desc, acceleration=problem.acceleration, coils=problem.n_coils,
+        grid=list(problem.grid_shape), recon_shape=list(problem.recon_shape), maps=(
+            args.maps_file if args.maps_file else args.maps),
+        metrics=metrics, zero_filled=zero_filled, data_range=data_range, data_range_source=range_source,
+        prepare_s=round(prepare_s, 4), out=args.out,
+    )
+    if args.out:
+        result.provenance["command"] = command_line(args)
+        result.provenance.setdefault("maps_file", args.maps_file)
+        result.extras["metrics"] = _clean(metrics) if metrics else {}
+        result.extras["zero_filled_metrics"] = _clean(zero_filled) if zero_filled else {}
+        if data_range is not None:
+            result.extras["data_range"] = data_range
+        try:
+            result.save(args.out)
+        except OSError as exc:
+            raise WorkbenchError(f"{args.out}: cannot write the result ({exc})") from None
+
+    if args.json:
+        print(json.dumps(_clean(summary), separators=(",", ":")))
+        return 0
+    print(f"method    {method.name} {method.version} on {result.device}")
+    print(f"data      {os.path.basename(os.fspath(args.file))}, slice {index}: {sampling_desc}; "
+          f"{problem.n_coils} coil(s), grid {problem.grid_shape[0]}x{problem.grid_shape[1]}"
+          + ("" if problem.recon_shape == problem.grid_shape
+             else f" -> {problem.recon_shape[0]}x{problem.recon_shape[1]}"))
+    print("params    " + " ".join(f"{k}={_fmt(v)}" for k, v in result.params.items()))
+    if result.chosen:
+        print("chosen    " + " ".join(f"{k}={_fmt(v)}" for k, v in result.chosen.items()
+                                     if not isinstance(v, (dict, list))))
+    iters = f", {len(result.history)} iterations" if len(result.history) > 1 else ""
+    print(f"time      {result.time_s:.2f} s{iters} (data preparation {prepare_s:.2f} s)")
+    if metrics is not None:
+        print(f"PSNR      {metrics['psnr']:.2f} dB   (zero-filled {zero_filled['psnr']:.2f} dB; data range "
+              f"{data_range:.4g}, {range_source})")
+        print(f"SSIM      {metrics['ssim']:.4f}     (zero-filled {zero_filled['ssim']:.4f})")
+        print(f"NMSE      {metrics['nmse']:.4g}    (zero-filled {zero_filled['nmse']:.4g})")
+    else:
+        print("metrics   no reference image for this scan")
+    for line in getattr(job, "log", []):
+        print(f"log       {line}")
+    if args.out:
+        print(f"saved     {args.out}")
+    return 0

@@ -1,0 +1,338 @@
+"""Denoising score matching, annealed Langevin posterior sampling, and the calibration of its uncertainty.
+
+Conventions (normalised units, see :mod:`workbench.nn.score_net`): complex images ``[..., H, W]``; every noise
+level ``sigma`` is the standard deviation **per real component** (real and imaginary parts each ``N(0, sigma^2)``);
+the k-space noise of the measurements is ``sigma_y`` per real component, i.e. ``E|n|^2 = 2 sigma_y^2``
+(``sigma_y = problem.noise_std / sqrt(2)`` before normalisation).
+
+- :func:`dsm_loss`: ``E || sigma s(x + sigma z, sigma) + z ||^2`` with ``log sigma`` uniform in
+  ``[log sigma_min, log sigma_max]`` (the ``lambda(sigma) = sigma^2`` weighting of Song & Ermon 2019).
+- :func:`annealed_langevin`: posterior sampling for ``y = A x + n`` (Song & Ermon 2019; Jalal et al. 2021 for
+  the annealed likelihood): at every level ``sigma_i`` of a geometric schedule, ``T`` steps of ::
+
+      x <- x + a_i (score(x, sigma_i) - A^H (A x - y) / (sigma_y^2 + sigma_i^2)) + sqrt(2 a_i) z
+
+  with ``a_i = step_size * sigma_i^2`` (``step_size`` = NCSN's ``epsilon / sigma_L^2``), capped so that the
+  likelihood step stays stable when ``||A^H A|| > 1`` (e.g. a NUFFT without density compensation); the chains
+  (a batch dimension) go through the network and the operator together, and end with the denoising step
+  ``x + sigma_L^2 score(x, sigma_L)`` (Tweedie).
+- :func:`spearman`, :func:`interval_coverage`, :func:`gaussian_coverage`, :func:`object_mask`,
+  :func:`calibration_metrics`, :func:`calibration_curve`: does the spread of the samples predict the error?
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
+NormalFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def complex_noise(shape, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Complex64 noise whose real and imaginary parts are independent ``N(0, 1)`` (``E|z|^2 = 2``)."""
+    re = torch.randn(*shape, generator=generator, device=device)
+    im = torch.randn(*shape, generator=generator, device=device)
+    return torch.complex(re, im)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Denoising score matching
+
+
+def sample_sigmas(n: int, sigma_min: float, sigma_max: float, *, generator: torch.Generator | None = None,
+                  device=None) -> torch.Tensor:
+    """``n`` noise levels with ``log sigma`` uniform in ``[log sigma_min, log sigma_max]`` (float32 ``[n]``)."""
+    u = torch.rand(n, generator=generator, device=device)
+    return torch.exp(math.log(sigma_min) + u * (math.log(sigma_max) - math.log(sigma_min)))
+
+
+def dsm_loss(model: torch.nn.Module, x: torch.Tensor, sigma_min: float, sigma_max: float, *,
+             generator: torch.Generator | None = None, reduce: bool = True) -> torch.Tensor:
+    """Denoising score-matching loss of a noise-predicting network on clean complex images ``x`` ``[B, H, W]``.
+
+    ``model(x_noisy [B, 2, H, W], sigma [B]) -> eps [B, 2, H, W]`` (a :class:`~workbench.nn.score_net.ScoreNet`,
+    possibly wrapped in DistributedDataParallel), whose score is ``-eps / sigma``; then
+    ``|| sigma score + z ||^2 = || z - eps ||^2``, averaged over pixels and channels (per item when not
+    ``reduce``, else over the batch too).
+    """
+    b = x.shape[0]
+    sigma = sample_sigmas(b, sigma_min, sigma_max, generator=generator, device=x.device)
+    z = torch.randn(b, 2, *x.shape[-2:], generator=generator, device=x.device)
+    clean = torch.stack([x.real, x.imag], dim=1).float()
+    eps = model(clean + sigma[:, None, None, None] * z, sigma)
+    per_item = (eps - z).square().flatten(1).mean(1)
+    return per_item.mean() if reduce else per_item
+
+
+@torch.no_grad()
+def denoising_psnr(model, images: list[torch.Tensor], sigmas, *, seed: int = 0, device="cpu") -> list[dict[str, float]]:
+    """Validation of a score network as a denoiser: for each ``sigma``, the PSNR (dB, peak = the image's largest
+    magnitude, complex MSE) of ``x + sigma z`` and of its denoised version, averaged over ``images``
+    (complex ``[H, W]``, normalised units)."""
+    model = getattr(model, "module", model)
+    rows = []
+    for sigma in sigmas:
+        noisy_db, den_db = [], []
+        for i, x in enumerate(images):
+            g = torch.Generator(device=device).manual_seed(seed * 7919 + i)
+            x = x.to(device)[None]
+            xn = x + float(sigma) * complex_noise(x.shape, generator=g, device=device)
+            d = model.denoise(xn, float(sigma))
+            peak = float(x.abs().max()) ** 2
+            noisy_db.append(10 * math.log10(peak / float((xn - x).abs().square().mean())))
+            den_db.append(10 * math.log10(peak / float((d - x).abs().square().mean())))
+        rows.append({"sigma": float(sigma), "noisy_psnr": round(float(np.mean(noisy_db)), 3),
+                     "denoised_psnr": round(float(np.mean(den_db)), 3)})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Annealed Langevin posterior sampling
+
+
+def langevin_step_sizes(sigmas: torch.Tensor, step_size: float, sigma_y: float, lipschitz: float = 1.0) -> list[float]:
+    """The step ``a_i`` of every level: ``step_size * sigma_i^2``, capped at
+    ``step_size * (sigma_y^2 + sigma_i^2) / lipschitz`` so that the likelihood part of a step never exceeds
+    ``step_size`` times its own curvature (``lipschitz = ||A^H A||``)."""
+    out = []
+    for s in sigmas.tolist():
+        a = step_size * s * s
+        if lipschitz > 1.0:
+            a = min(a, step_size * (sigma_y**2 + s * s) / lipschitz)
+        out.append(float(a))
+    return out
+
+
+@torch.no_grad()
+def annealed_langevin(
+    score_fn: ScoreFn,
+    normal: NormalFn | None,
+    adjoint_y: torch.Tensor | None,
+    *,
+    n_chains: int,
+    sigmas: torch.Tensor,
+    sigma_y: float = 0.0,
+    steps_per_level: int = 3,
+    step_size: float = 0.2,
+    lipschitz: float = 1.0,
+    x_init: torch.Tensor | None = None,
+    image_shape: tuple[int, int] | None = None,
+    generator: torch.Generator | None = None,
+    denoise_last: bool = True,
+    callback: Callable[[int, int, torch.Tensor, dict[str, Any]], bool | None] | None = None,
+) -> torch.Tensor:
+    """Draw ``n_chains`` samples of ``p(x | y)`` by annealed Langevin dynamics (see the module docstring).
+
+    Args:
+        score_fn: ``(x [N, H, W] complex, sigma) -> grad log p_sigma(x)`` (the prior score at level ``sigma``).
+        normal: ``x [N, H, W] -> A^H A x`` (batched through the operator); None samples the prior.
+        adjoint_y: ``A^H y`` ``[H, W]``.
+        sigmas: the levels, decreasing (:func:`~workbench.nn.score_net.geometric_sigmas`).
+        sigma_y: measurement noise per real component (normalised units).
+        steps_per_level, step_size: ``T`` and ``epsilon / sigma_L^2`` of NCSN.
+        lipschitz: ``||A^H A||`` (1 for Cartesian SENSE with normalised maps); larger values cap the steps.
+        x_init: starting images ``[H, W]`` or ``[N, H, W]`` (default zeros); ``sigmas[0]`` noise is added.
+        image_shape: ``(H, W)`` when neither ``x_init`` nor ``adjoint_y`` give it.
+        generator: the random stream (seeded: reproducible chains).
+        denoise_last: finish with ``x + sigma_L^2 score(x, sigma_L)``.
+        callback: ``callback(step, n_steps, x, info)`` after every step; ``info`` has ``sigma``, ``level``,
+            ``step_size``, ``residual`` (``||A^H A x - A^H y|| / ||A^H y||`` over the chains) and ``denoised``
+            (``x + sigma^2 score`` before the step: a clean estimate for previews). Returning True stops.
+
+    Returns the samples ``[n_chains, H, W]`` complex64.
+    """
+    if normal is None:
+        sigma_y = 0.0
+    if x_init is not None:
+        shape = tuple(x_init.shape[-2:])
+        device = x_init.device
+    elif adjoint_y is not None:
+        shape = tuple(adjoint_y.shape[-2:])
+        device = adjoint_y.device
+    elif image_shape is not None:
+        shape = tuple(int(s) for s in image_shape)
+        device = torch.device("cpu")
+    else:
+        raise ValueError("annealed_langevin needs x_init, adjoint_y or image_shape")
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    steps = langevin_step_sizes(sigmas, step_size, sigma_y, lipschitz)
+    x = torch.zeros(n_chains, *shape, dtype=torch.complex64, device=device)
+    if x_init is not None:
+        x = x + x_init.to(device, torch.complex64)
+    x = x + float(sigmas[0]) * complex_noise(x.shape, generator=generator, device=device)
+    aty_norm = 1.0 if adjoint_y is None else max(float(torch.linalg.vector_norm(adjoint_y)), 1e-30)
+    n_steps = len(sigmas) * int(steps_per_level)
+    k = 0
+    for level, (sigma, a) in enumerate(zip(sigmas.tolist(), steps)):
+        for _ in range(int(steps_per_level)):
+            prior = score_fn(x, sigma)
+            grad = prior
+            residual = float("nan")
+            if normal is not None:
+                r = normal(x) - adjoint_y
+                grad = grad - r / (sigma_y**2 + sigma * sigma)
+                residual = float(torch.linalg.vector_norm(r)) / (aty_norm * math.sqrt(n_chains))
+            info = {"sigma": sigma, "level": level, "step_size": a, "residual": residual}
+            if callback is not None:
+                info["denoised"] = x + (sigma * sigma) * prior
+            x = x + a * grad + math.sqrt(2.0 * a) * complex_noise(x.shape, generator=generator, device=device)
+            k += 1
+            if callback is not None and callback(k, n_steps, x, info):
+                return x
+    if denoise_last:
+        s_last = float(sigmas[-1])
+        x = x + (s_last * s_last) * score_fn(x, s_last)
+    return x
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Calibration
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def rankdata(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1D array, ties given their average rank."""
+    a = np.asarray(a).ravel()
+    order = np.argsort(a, kind="mergesort")
+    sorted_a = a[order]
+    # boundaries of runs of equal values
+    new_run = np.concatenate(([True], sorted_a[1:] != sorted_a[:-1]))
+    run_id = np.cumsum(new_run) - 1
+    starts = np.flatnonzero(new_run)
+    ends = np.concatenate((starts[1:], [a.size]))
+    avg = (starts + ends + 1) / 2.0  # average of the 1-based ranks start+1 .. end
+    ranks = np.empty(a.size, dtype=np.float64)
+    ranks[order] = avg[run_id]
+    return ranks
+
+
+def spearman(a: Any, b: Any, mask: Any = None) -> float:
+    """Spearman rank correlation of ``a`` and ``b`` (over ``mask`` when given): Pearson's correlation of the
+    ranks (ties averaged). NaN when either is constant."""
+    a, b = _numpy(a).astype(np.float64), _numpy(b).astype(np.float64)
+    if mask is not None:
+        m = _numpy(mask).astype(bool)
+        a, b = a[m], b[m]
+    a, b = a.ravel(), b.ravel()
+    if a.size != b.size:
+        raise ValueError(f"spearman: {a.size} values against {b.size}")
+    if a.size < 2:
+        return float("nan")
+    ra, rb = rankdata(a) - (a.size + 1) / 2.0, rankdata(b) - (b.size + 1) / 2.0
+    den = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def interval_coverage(samples: Any, reference: Any, mask: Any = None, level: float = 0.9) -> float:
+    """Fraction of pixels (in ``mask``) whose ``reference`` lies in the central ``level`` interval of the
+    samples: between the ``(1-level)/2`` and ``(1+level)/2`` quantiles over the sample axis (``samples``
+    ``[N, ...]``, linear interpolation as ``numpy.quantile``).
+
+    With ``N`` samples the interval between the extreme samples only covers ``(N-1)/(N+1)`` of new draws, so a
+    90% interval needs ``N >= 19``; use :func:`gaussian_coverage` for fewer samples."""
+    s, ref = _numpy(samples).astype(np.float64), _numpy(reference).astype(np.float64)
+    if s.shape[1:] != ref.shape:
+        raise ValueError(f"interval_coverage: samples {s.shape} do not match the reference {ref.shape}")
+    lo, hi = np.quantile(s, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    inside = (ref >= lo) & (ref <= hi)
+    if mask is not None:
+        inside = inside[_numpy(mask).astype(bool)]
+    return float(inside.mean()) if inside.size else float("nan")
+
+
+def gaussian_coverage(mean: Any, std: Any, reference: Any, n_samples: int, mask: Any = None,
+                      level: float = 0.9) -> float:
+    """Fraction of pixels (in ``mask``) whose ``reference`` lies in the Gaussian prediction interval
+    ``mean +- t std sqrt(1 + 1/N)`` (``t``: the Student-t quantile with ``N - 1`` degrees of freedom), the
+    ``level`` interval for a new draw when ``std`` is estimated from ``N`` samples."""
+    from scipy.stats import t as student_t
+
+    m, s, ref = (_numpy(v).astype(np.float64) for v in (mean, std, reference))
+    n = int(n_samples)
+    if n < 2:
+        return float("nan")
+    half = float(student_t.ppf((1 + level) / 2, n - 1)) * math.sqrt(1 + 1 / n) * s
+    inside = np.abs(ref - m) <= half
+    if mask is not None:
+        inside = inside[_numpy(mask).astype(bool)]
+    return float(inside.mean()) if inside.size else float("nan")
+
+
+def object_mask(reference: Any, threshold: float = 0.1) -> np.ndarray:
+    """Where the object is: ``reference > threshold * its 99th percentile``, holes filled, isolated noise
+    specks removed (bool, the reference's shape)."""
+    from scipy import ndimage
+
+    ref = _numpy(reference).astype(np.float64)
+    m = ref > threshold * np.percentile(ref, 99)
+    m = ndimage.binary_opening(m, structure=np.ones((3, 3)))
+    return ndimage.binary_fill_holes(m)
+
+
+def calibration_curve(std: Any, abs_error: Any, mask: Any = None, n_bins: int = 10) -> dict[str, list[float]]:
+    """Mean ``|error|`` against mean ``std`` in ``n_bins`` quantile bins of ``std`` (what a calibration plot
+    draws: a well calibrated, unbiased Gaussian posterior gives ``|error| ~ 0.8 std``)."""
+    s, e = _numpy(std).astype(np.float64), _numpy(abs_error).astype(np.float64)
+    if mask is not None:
+        m = _numpy(mask).astype(bool)
+        s, e = s[m], e[m]
+    s, e = s.ravel(), e.ravel()
+    if s.size == 0:
+        return {"std": [], "abs_error": [], "count": []}
+    edges = np.quantile(s, np.linspace(0, 1, n_bins + 1))
+    idx = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_bins - 1)
+    out: dict[str, list[float]] = {"std": [], "abs_error": [], "count": []}
+    for i in range(n_bins):
+        sel = idx == i
+        if sel.any():
+            out["std"].append(float(s[sel].mean()))
+            out["abs_error"].append(float(e[sel].mean()))
+            out["count"].append(int(sel.sum()))
+    return out
+
+
+def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask: Any = None,
+                        level: float = 0.9) -> dict[str, Any]:
+    """How well the spread of posterior samples predicts the actual error, on magnitudes.
+
+    Args:
+        samples: ``[N, h, w]`` samples (complex or magnitude).
+        reference: ``[h, w]`` magnitude reference.
+        estimate: the reconstruction ``[h, w]`` (default: the mean of the samples).
+        mask: pixels to score (default: :func:`object_mask` of the reference).
+
+    Returns ``spearman`` (std vs ``|estimate| - reference`` in absolute value), ``coverage`` (reference inside
+    the sample-quantile ``level`` interval), ``coverage_gaussian`` (inside the Student-t interval from the sample
+    std), ``mean_std``, ``mean_abs_error`` (relative to the reference's 99th percentile), ``n_samples``,
+    ``n_pixels``, ``level`` and ``curve`` (:func:`calibration_curve`).
+    """
+    s = np.abs(_numpy(samples)).astype(np.float64)
+    ref = _numpy(reference).astype(np.float64)
+    if s.ndim != 3 or s.shape[1:] != ref.shape:
+        raise ValueError(f"calibration: samples {s.shape} do not match the reference {ref.shape}")
+    est = s.mean(0) if estimate is None else np.abs(_numpy(estimate)).astype(np.float64)
+    std = s.std(0, ddof=1) if s.shape[0] > 1 else np.zeros_like(ref)
+    m = object_mask(ref) if mask is None else _numpy(mask).astype(bool)
+    err = np.abs(est - ref)
+    peak = float(np.percentile(ref, 99)) or 1.0
+    return {
+        "spearman": round(spearman(std, err, m), 4),
+        "coverage": round(interval_coverage(s, ref, m, level), 4),
+        "coverage_gaussian": round(gaussian_coverage(est, std, ref, s.shape[0], m, level), 4),
+        "level": level,
+        "mean_std": round(float(std[m].mean()) / peak, 5) if m.any() else float("nan"),
+        "mean_abs_error": round(float(err[m].mean()) / peak, 5) if m.any() else float("nan"),
+        "n_samples": int(s.shape[0]),
+        "n_pixels": int(m.sum()),
+        "curve": {k: [round(v, 6) if isinstance(v, float) else v for v in vals]
+                  for k, vals in calibration_curve(std / peak, err / peak, m).items()},
+    }
