@@ -75,6 +75,33 @@ def synthetic_problems(n: int, data_config: dict[str, Any], log: Callable[[str],
     return out
 
 
+def noncartesian_problems(n: int, data_config: dict[str, Any], kinds, log: Callable[[str], None]):
+    """``[(group, label, problem)]``: ``n`` held-out generator slices resampled (NUFFT) onto each trajectory."""
+    from workbench.nn.data import SyntheticData
+    from workbench.physics.fft import ifft2c
+    from workbench.problem import Problem
+    from workbench.sampling import make_sampling
+    from workbench.sampling.retrospective import sample_noncartesian
+
+    data = SyntheticData(data_config)
+    out = []
+    for i in range(n):
+        seed = SYNTH_SEED0 + 1000 + i
+        sim, meta, _ = data.simulate(seed, data.held_out_setting(seed))
+        k = torch.from_numpy(sim["kspace"])
+        grid = tuple(k.shape[-2:])
+        for kind in kinds:
+            for acc in ACCELERATIONS:
+                s = make_sampling(kind, grid, acc)
+                y = sample_noncartesian(ifft2c(k), s.trajectory)
+                p = Problem(y, grid, recon_shape=sim["reference"].shape, trajectory=s.trajectory, dcf=s.dcf,
+                            reference=sim["reference"], sampling=s)
+                out.append((f"synthetic {kind} {acc}x", f"seed {seed}: {meta['n_coils']} coils, {meta['contrast']}, "
+                            f"{grid[0]}x{grid[1]}, {kind} {acc}x ({s.n_samples} samples)", p))
+        log(f"non-Cartesian slice {seed}: {meta['n_coils']} coils, grid {grid}")
+    return out
+
+
 def real_problems(names: list[str], realdata: Path, log: Callable[[str], None]):
     from workbench.io import open_scan
 
@@ -120,18 +147,23 @@ def _metrics(problem, image) -> dict[str, float]:
     return evaluate(ref, problem.crop(image).abs() if torch.is_tensor(image) else image, data_range=float(ref.max()))
 
 
-def run_classical(problem, n_iter: int) -> dict[str, dict[float, dict[str, float]]]:
+def run_classical(problem, n_iter: int, tv_only: bool = False) -> dict[str, dict[float, dict[str, float]]]:
+    """TV and l1-wavelet over their weight grids. Non-Cartesian problems are solved density-weighted
+    (``D^1/2 A``, whose normal is the Toeplitz ``A^H D A``), the preconditioned least squares NC-PDNet uses."""
     from workbench.solvers.recon import l1_wavelet, total_variation
 
+    A, y = problem.A, problem.y
+    if not problem.is_cartesian and problem.dcf is not None:
+        A, y = A.density_weighted(), A.weigh(y)
     scale = float(problem.zero_filled().abs().flatten().quantile(0.99))
-    out: dict[str, dict[float, dict[str, float]]] = {"tv": {}, "l1-wavelet": {}}
+    out: dict[str, dict[float, dict[str, float]]] = {"tv": {}} if tv_only else {"tv": {}, "l1-wavelet": {}}
     for f in TV_GRID:
         t = time.perf_counter()
-        x = total_variation(problem.A, problem.y, f * scale, n_iter=n_iter, track_objective=False).x
+        x = total_variation(A, y, f * scale, n_iter=n_iter, track_objective=False).x
         out["tv"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
-    for f in L1_GRID:
+    for f in () if tv_only else L1_GRID:
         t = time.perf_counter()
-        x = l1_wavelet(problem.A, problem.y, f * scale, n_iter=n_iter, track_objective=False).x
+        x = l1_wavelet(A, y, f * scale, n_iter=n_iter, track_objective=False).x
         out["l1-wavelet"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
     return out
 
@@ -206,8 +238,30 @@ def run(args) -> dict[str, Any]:
         log(f"{label} [maps {maps}]: ZF {zf['psnr']:.2f}, TV {best['tv']:.2f}, L1 {best['l1-wavelet']:.2f}, "
             f"U-net {row['unet'].get('psnr', float('nan')):.2f}, XPDNet {row['xpdnet'].get('psnr', float('nan')):.2f}")
         rows.append(row)
+    nc_rows = []
+    if args.n_noncartesian and Path(args.ncpdnet).is_file():
+        from plugins.ncpdnet import NCPDNet
+
+        nc_side = json.loads(Path(args.ncpdnet).with_suffix(".json").read_text())
+        meta["weights"]["ncpdnet"] = {"file": args.ncpdnet, "steps": nc_side["training"]["steps"],
+                                      "n_parameters": nc_side["n_parameters"],
+                                      "wall_time_s": nc_side["wall_time_s"], "device": nc_side["device"]}
+        nc_cfg = nc_side["config"]
+        for group, label, p in noncartesian_problems(args.n_noncartesian, nc_cfg["data"],
+                                                      nc_cfg["sampling"]["kinds"], log):
+            maps = _choose_maps(p)
+            zf = evaluate(p.reference, p.crop(p.zero_filled("rss")), data_range=float(p.reference.max()))
+            row = {"group": group, "label": label, "maps": maps, "zero_filled": zf,
+                   "classical": run_classical(p, args.n_iter, tv_only=True),
+                   "unet": {"error": "the shipped U-net is trained on Cartesian masks"},
+                   "xpdnet": run_plugin(NCPDNet(), p, args.ncpdnet)}
+            best = max(row["classical"]["tv"].values(), key=lambda r: r["psnr"])["psnr"]
+            log(f"{label} [maps {maps}]: adjoint+DCF {zf['psnr']:.2f}, TV {best:.2f}, "
+                f"NC-PDNet {row['xpdnet'].get('psnr', float('nan')):.2f}")
+            nc_rows.append(row)
     timing = inference_time(args.xpdnet, args.unet) if not args.no_timing else None
-    return {"meta": meta, "rows": rows, "summary": summarise(rows), "timing": timing}
+    return {"meta": meta, "rows": rows, "summary": summarise(rows), "timing": timing,
+            "noncartesian_rows": nc_rows, "noncartesian_summary": summarise(nc_rows)}
 
 
 def _mean(values):
@@ -222,7 +276,7 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"group": group, "n": len(rs)}
         entry["zero-filled"] = {k: _mean([r["zero_filled"][k] for r in rs]) for k in ("psnr", "ssim")}
         best_classical = None
-        for m in ("tv", "l1-wavelet"):
+        for m in [m for m in ("tv", "l1-wavelet") if m in rs[0]["classical"]]:
             grid = rs[0]["classical"][m].keys()
             scores = {f: _mean([r["classical"][m][f]["psnr"] for r in rs]) for f in grid}
             f = max(scores, key=scores.get)
@@ -241,7 +295,7 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def _cell(e: dict) -> str:
-    if "psnr" not in e:
+    if not e or "psnr" not in e:
         return "n/a"
     return f"{e['psnr']:.2f} / {e['ssim']:.3f}"
 
@@ -270,11 +324,21 @@ def to_markdown(res: dict[str, Any]) -> str:
         lines += ["", f"CPU inference, 16-coil 320x320 slice at 4x ({t['threads']} torch threads), median of 3 "
                   "runs through the plugin (ACS maps, refinement, network): "
                   + ", ".join(f"{k} {v['median_s']:.2f} s" for k, v in t.items() if isinstance(v, dict)) + "."]
+    if res.get("noncartesian_summary"):
+        lines += ["", "## Non-Cartesian (NC-PDNet)", "",
+                  "Held-out synthetic slices resampled onto the trajectory by the NUFFT; zero-filled = adjoint with "
+                  "density compensation (RSS); TV density-weighted with the Toeplitz normal; NC-PDNet through its "
+                  "plugin.", "", "| data (slices) | adjoint + DCF | TV (best f) | NC-PDNet | NC-PDNet - adjoint |",
+                  "|---|---|---|---|---|"]
+        for e in res["noncartesian_summary"]:
+            gain = f"{e['xpdnet']['psnr'] - e['zero-filled']['psnr']:+.2f} dB" if "psnr" in e["xpdnet"] else ""
+            lines.append(f"| {e['group']} ({e['n']}) | {_cell(e['zero-filled'])} | {_cell(e['tv'])} "
+                         f"({e['tv']['lam_factor']:g}) | {_cell(e['xpdnet'])} | {gain} |")
     lines += ["", "## Every slice", "", "| slice | maps | ZF | TV best | L1 best | U-net | XPDNet |",
               "|---|---|---|---|---|---|---|"]
-    for r in res["rows"]:
+    for r in res["rows"] + res.get("noncartesian_rows", []):
         tv = max(r["classical"]["tv"].values(), key=lambda x: x["psnr"])
-        l1 = max(r["classical"]["l1-wavelet"].values(), key=lambda x: x["psnr"])
+        l1 = max(r["classical"].get("l1-wavelet", {0: {}}).values(), key=lambda x: x.get("psnr", 0))
         lines.append(f"| {r['label']} | {r['maps']} | {_cell(r['zero_filled'])} | {_cell(tv)} | {_cell(l1)} | "
                      f"{_cell(r['unet'])} | {_cell(r['xpdnet'])} |")
     return "\n".join(lines) + "\n"
@@ -289,23 +353,31 @@ def main(argv=None) -> int:
     ap.add_argument("--realdata", default=None)
     ap.add_argument("--xpdnet", default=str(shipped_weights("xpdnet")))
     ap.add_argument("--unet", default=str(shipped_weights("unet")))
+    ap.add_argument("--ncpdnet", default=str(shipped_weights("ncpdnet")))
+    ap.add_argument("--n-noncartesian", type=int, default=3,
+                    help="held-out slices per trajectory kind and acceleration for NC-PDNet (0: skip)")
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "xpdnet_cpu.json"),
                     help="training config whose data distribution the synthetic slices follow")
     ap.add_argument("--n-iter", type=int, default=100, help="iterations of TV / l1-wavelet")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--timing-only", action="store_true", help="only the inference timing (appended to the JSON)")
     ap.add_argument("--quick", action="store_true", help="1 synthetic slice, the head only, no timing")
     ap.add_argument("--out", default=str(RESULTS_DIR))
     ap.add_argument("--name", default="deep")
     args = ap.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
     if args.quick:
-        args.n_synthetic, args.datasets, args.no_timing = 1, ["head"], True
+        args.n_synthetic, args.datasets, args.no_timing, args.n_noncartesian = 1, ["head"], True, 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    res = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.timing_only:
+        res = json.loads((out / f"{args.name}.json").read_text())
+        res["timing"] = inference_time(args.xpdnet, args.unet)
+    else:
+        res = run(args)
     (out / f"{args.name}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     (out / f"{args.name}.md").write_text(to_markdown(res))
     print(to_markdown(res))

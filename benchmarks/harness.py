@@ -49,7 +49,8 @@ DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 MASK_KINDS = ("random", "equispaced")
 ACCELERATIONS = (4, 8)
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04}  # fastMRI's pairs
-VARIANTS = ("default", "auto")
+VARIANTS = ("default", "auto")  # also available: "fixed"
+FIXED_LAM = 0.003  # relative weight of the "fixed" variant (the plugins' weights are relative to problem.scale)
 
 
 # ======================================================================================================
@@ -122,6 +123,7 @@ class BenchConfig:
     plugin_dirs: Sequence[str] = ()
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides (both variants)
     warmup: bool = True
+    fixed_lam: float = FIXED_LAM
     slice_index: int | None = None  # overrides every dataset's slice
 
 
@@ -139,6 +141,7 @@ class Record:
     ssim: float | None = None
     nmse: float | None = None
     time_s: float | None = None
+    cpu_s: float | None = None  # process CPU time (all threads): the work, whatever the machine's load
     params: dict[str, Any] = field(default_factory=dict)
     chosen: dict[str, Any] = field(default_factory=dict)
     lam: dict[str, Any] = field(default_factory=dict)
@@ -173,19 +176,25 @@ def _lam_specs(method) -> list:
     return [s for s in method.param_specs() if s.optional and s.name.lower().startswith("lam") and s.type is float]
 
 
-def method_variants(method, wanted: Sequence[str] = VARIANTS) -> list[tuple[str, dict[str, Any]]]:
-    """``[(variant, params)]`` to run for ``method``: "default" (its defaults) and "auto" (every optional
-    ``lam...`` weight set to None) when it has such weights with fixed defaults. A method whose weights are
-    automatic by default runs once, as "default"."""
+def method_variants(method, wanted: Sequence[str] = VARIANTS,
+                    fixed_lam: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """``[(variant, params)]`` to run for ``method``.
+
+    - "default": its default parameters;
+    - "auto": every optional ``lam...`` weight set to None (automatic), when some of them default to a number
+      (a method whose weights are automatic by default is covered by "default");
+    - "fixed": every optional ``lam...`` weight that defaults to automatic set to ``fixed_lam``
+      (:data:`FIXED_LAM`: a typical relative weight), to compare the automatic choice with a fixed one.
+    """
+    fixed_lam = FIXED_LAM if fixed_lam is None else fixed_lam
+    lams = _lam_specs(method)
     out = []
     if "default" in wanted:
         out.append(("default", {}))
-    lams = _lam_specs(method)
-    fixed = [s for s in lams if s.default is not None]
-    if "auto" in wanted and fixed:
+    if "auto" in wanted and any(s.default is not None for s in lams):
         out.append(("auto", {s.name: None for s in lams}))
-    elif "auto" in wanted and "default" not in wanted and lams:
-        out.append(("auto", {}))  # already automatic by default
+    if "fixed" in wanted and any(s.default is None for s in lams):
+        out.append(("fixed", {s.name: fixed_lam for s in lams if s.default is None}))
     return out
 
 
@@ -228,7 +237,8 @@ def make_problem(scan, slice_index: int, kind: str, acceleration: float, *, seed
     return Problem.from_scan(scan, slice_index, sampling, device=device), cf
 
 
-def _warm_up(methods: Iterable, variants: Sequence[str], device: str, log: Callable[[str], None]) -> None:
+def _warm_up(methods: Iterable, variants: Sequence[str], device: str, fixed_lam: float,
+             log: Callable[[str], None]) -> None:
     """Run every method once on a small simulated problem: imports, FFT plans and caches are not timed later."""
     from workbench.methods import MethodError, safe_run
     from workbench.problem import Problem
@@ -240,7 +250,7 @@ def _warm_up(methods: Iterable, variants: Sequence[str], device: str, log: Calla
     problem = Problem(torch.from_numpy(s["kspace"]) * sampling.mask, mask=sampling.mask, reference=s["reference"],
                       maps=torch.from_numpy(s["maps"]), device=device)
     for m in methods:
-        for _, params in method_variants(m, variants):
+        for _, params in method_variants(m, variants, fixed_lam):
             try:
                 if not m.check(problem):
                     safe_run(m, problem, params)
@@ -270,13 +280,13 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
     meta.update(
         kind="classical", realdata=str(realdata), seed=config.seed, device=config.device,
         masks=list(config.masks), accelerations=list(config.accelerations), variants=list(config.variants),
-        center_fractions={str(k): v for k, v in CENTER_FRACTIONS.items()},
+        center_fractions={str(k): v for k, v in CENTER_FRACTIONS.items()}, fixed_lam=config.fixed_lam,
         methods={m.name: m.version for m in methods}, plugin_errors=[e.message for e in registry.errors],
         load_before=_loadavg(),
     )
     if config.warmup:
         log("warm-up ...")
-        _warm_up(methods, config.variants, config.device, log)
+        _warm_up(methods, config.variants, config.device, config.fixed_lam, log)
 
     problems: list[ProblemInfo] = []
     records: list[Record] = []
@@ -314,9 +324,10 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
                 log(f"{ds_name} slice {index} {label} (R_eff {problem.acceleration:.2f}, {problem.n_coils} coils, "
                     f"maps {maps_time or 0:.2f} s)")
                 for m in methods:
-                    for variant, params in method_variants(m, config.variants):
+                    for variant, params in method_variants(m, config.variants, config.fixed_lam):
                         params = {**config.params.get(m.name, {}), **params}
                         rec = Record(ds_name, kind, float(accel), m.name, variant)
+                        c0 = time.process_time()
                         try:
                             result = safe_run(m, problem, params or None)
                         except MethodNotApplicableError as exc:
@@ -327,6 +338,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
                             rec.status, rec.message = "error", f"{type(exc).__name__}: {exc}"
                         else:
                             rec.time_s = float(result.time_s)
+                            rec.cpu_s = round(time.process_time() - c0, 3)
                             rec.params = _jsonable(result.params)
                             rec.chosen = _jsonable({k: v for k, v in (result.chosen or {}).items()
                                                     if not isinstance(v, (list, dict)) or len(str(v)) < 400})
@@ -351,8 +363,9 @@ def _record_line(r: Record) -> str:
     if r.status != "ok":
         return head + f"{r.status}: {r.message}"
     lam = ", ".join(f"{k}={_fmt_num(v)}" for k, v in r.lam.items())
-    return head + (f"PSNR {r.psnr:6.2f}  SSIM {r.ssim:.4f}  NMSE {r.nmse:.4f}  {r.time_s:7.2f} s  {lam}"
-                   if r.psnr is not None else f"{r.time_s:7.2f} s  {lam}")
+    t = f"{r.time_s:7.2f} s (CPU {r.cpu_s:.1f} s)"
+    return head + (f"PSNR {r.psnr:6.2f}  SSIM {r.ssim:.4f}  NMSE {r.nmse:.4f}  {t}  {lam}"
+                   if r.psnr is not None else f"{t}  {lam}")
 
 
 # ======================================================================================================
@@ -443,7 +456,9 @@ def to_markdown(out: dict[str, Any], title: str = "Classical reconstructions") -
                  f"{meta.get('seed', 0)}, centre fractions {meta.get('center_fractions')}. Metrics (fastMRI "
                  "definitions) against the fully sampled RSS reference of the slice, data range = its maximum. "
                  "Times are `safe_run` wall-clock seconds of the method alone (ESPIRiT maps estimated before, "
-                 "timed in the problem table); `auto` = the method's automatic regularisation weight.")
+                 "timed in the problem table); CPU = process CPU seconds over all threads (on a busy machine wall "
+                 "times inflate, CPU times much less); `auto` = the method's automatic regularisation weight, "
+                 f"`fixed` = relative weight {meta.get('fixed_lam')}.")
     lines.append("")
     if out.get("skipped"):
         for s in out["skipped"]:
@@ -475,15 +490,15 @@ def to_markdown(out: dict[str, Any], title: str = "Classical reconstructions") -
             lines.append(f"| {method} | {variant} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Every run", "", "| dataset | sampling | R | method | variant | PSNR | SSIM | NMSE | time (s) | "
-              "weight (lam) | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "CPU (s) | weight (lam) | note |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         lam = ", ".join(f"{k}={_fmt_num(v)}" for k, v in r["lam"].items())
         if r["status"] == "ok" and r["psnr"] is not None:
-            nums = f"{r['psnr']:.2f} | {r['ssim']:.4f} | {r['nmse']:.4f} | {r['time_s']:.2f}"
+            nums = f"{r['psnr']:.2f} | {r['ssim']:.4f} | {r['nmse']:.4f} | {r['time_s']:.2f} | {r['cpu_s']:.1f}"
         elif r["status"] == "ok":
-            nums = f" | | | {r['time_s']:.2f}"
+            nums = f" | | | {r['time_s']:.2f} | {r['cpu_s']:.1f}"
         else:
-            nums = " | | | "
+            nums = " | | | | "
         note = r["message"].replace("|", "/").replace("\n", " ")[:160] if r["status"] != "ok" else ""
         lines.append(f"| {r['dataset']} | {r['sampling']} | {r['acceleration']:g} | {r['method']} | {r['variant']} | "
                      f"{nums} | {lam} | {note} |")
@@ -529,7 +544,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accels", type=lambda s: [float(v) for v in _csv(s)], default=list(ACCELERATIONS),
                         help="accelerations (default 4,8; centre fraction 0.08 at 4x, 0.04 at 8x, else 0.32/R)")
     parser.add_argument("--variants", type=_csv, default=list(VARIANTS),
-                        help="default = the method's defaults; auto = automatic regularisation weight")
+                        help="default = the method's defaults; auto = automatic regularisation weight (for "
+                        "methods whose weight is fixed by default); fixed = --fixed-lam for methods whose weight is "
+                        "automatic by default (default: default,auto)")
+    parser.add_argument("--fixed-lam", type=float, default=FIXED_LAM,
+                        help=f"relative weight of the 'fixed' variant (default {FIXED_LAM})")
     parser.add_argument("--param", action="append", default=[], type=_param_override, metavar="METHOD:NAME=VALUE",
                         help="override a method parameter (repeatable), e.g. tv:n_iter=100")
     parser.add_argument("--slice", type=int, default=None, help="slice index for every dataset (default: middle)")
@@ -555,6 +574,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         datasets=args.datasets, methods=args.methods, masks=args.masks, accelerations=args.accels,
         variants=args.variants, seed=args.seed, device=args.device, realdata=args.realdata,
         plugin_dirs=args.plugin_dir, params=params, warmup=not args.no_warmup, slice_index=args.slice,
+        fixed_lam=args.fixed_lam,
     )
     if args.quick:
         cfg.datasets, cfg.masks, cfg.accelerations, cfg.variants = ["demo"], ["random"], [4], ["default"]

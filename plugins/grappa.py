@@ -10,6 +10,10 @@ the coil maps).
 
 Random masks leave wide gaps; a line far from every acquired line is poorly predicted (GRAPPA interpolates, it
 does not extrapolate far), so GRAPPA is at its best on equispaced masks with R = 2-4.
+
+Defaults (2 x 5 kernel, reg = 0.1): on the demo scan (12 coils, 20 ACS lines) they gave 35.3 / 29.5 / 26.1 dB at
+equispaced R = 2 / 3 / 4 (zero-filled 30.3 / 26.1 / 24.4) and 32.4 / 24.8 dB at random R = 2 / 4 (30.7 / 23.8);
+a 4 x 5 kernel or reg = 0.01 amplified noise at R = 4 (22-25 dB), and helped by at most 0.5 dB at R = 2-3.
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from workbench.result import Result
 class GrappaParams:
     kernel_readout: int = param(5, min=1, max=15, label="kernel (readout)",
                                 help="kernel extent along the readout, in samples (odd numbers keep it centred)")
-    source_lines: int = param(4, min=1, max=8, label="kernel (lines)",
-                              help="acquired lines per kernel, nearest ones split before/after the missing line "
-                                   "(4 = the usual 4 x 5 kernel with kernel_readout 5; 2 = the classic 2 x 3 style)")
-    reg: float = param(1e-2, min=0.0, max=10.0, log_scale=False, unit="x mean eigenvalue",
+    source_lines: int = param(2, min=1, max=8, label="kernel (lines)",
+                              help="acquired lines per kernel, the nearest ones split before/after the missing line "
+                                   "(2 = one on each side: a 2 x 5 kernel with kernel_readout 5; 4 = 4 x 5)")
+    reg: float = param(0.1, min=0.0, max=10.0, unit="x mean eigenvalue",
                        help="Tikhonov weight of the calibration, relative to the mean eigenvalue of the "
                             "calibration normal matrix; larger = less noise amplification, more residual aliasing")
     combine: str = param("rss", choices=("rss", "sense"),

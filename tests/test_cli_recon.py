@@ -130,3 +130,18 @@ def test_bad_file_exits_1(tmp_path, capsys):
     bad.write_text("not hdf5")
     assert main(["recon", str(bad), "--method", "zero-filled"]) == 1
     assert str(bad) in capsys.readouterr().err
+
+
+def test_plugin_dir_and_a_crashing_plugin(volume, capsys, tmp_path):
+    path, _ = volume
+    (tmp_path / "crasher.py").write_text(
+        "from workbench.methods import Method\n"
+        "class Crasher(Method):\n"
+        "    name = 'crasher'\n"
+        "    def run(self, problem, params, ctx):\n"
+        "        raise RuntimeError('boom in the plugin')\n"
+    )
+    assert main(["recon", str(path), "--plugin-dir", str(tmp_path), "--method", "crasher", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "crasher: RuntimeError: boom in the plugin" in err and "Traceback" in err and "crasher.py" in err

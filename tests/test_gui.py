@@ -178,7 +178,7 @@ def messages(monkeypatch):
 
 
 @pytest.fixture()
-def window(qtbot, settings, registry, plugin_dir):
+def window(qtbot, settings, registry, plugin_dir, messages):
     from workbench.gui.main_window import MainWindow
 
     win = MainWindow(plugin_dirs=[str(plugin_dir)], settings=settings, registry=registry)
@@ -191,6 +191,42 @@ def window(qtbot, settings, registry, plugin_dir):
 
 def wait_done(qtbot, *entries, timeout=15000):
     qtbot.waitUntil(lambda: all(not e.active for e in entries), timeout=timeout)
+
+
+class FakeDrag:
+    """The part of pyqtgraph's MouseDragEvent the mask editor uses."""
+
+    def __init__(self, item, down, pos, start=False, finish=False):
+        self.item, self.down, self.p, self.start, self.finish = item, down, pos, start, finish
+
+    def button(self):
+        return Qt.MouseButton.LeftButton
+
+    def isStart(self):  # noqa: N802
+        return self.start
+
+    def isFinish(self):  # noqa: N802
+        return self.finish
+
+    def pos(self):
+        return self.p
+
+    def buttonDownScenePos(self):  # noqa: N802
+        return self.item.mapToScene(self.down)
+
+    def accept(self):
+        pass
+
+    def ignore(self):
+        raise AssertionError("the mask editor ignored a left-button drag")
+
+
+def click(qtbot, panel, row, col):
+    vp = panel.viewport()
+    pos = widget_pos(panel, row, col)
+    QtTest.QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos)
+    qtbot.wait(10)
+    QtTest.QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos, 20)
 
 
 def widget_pos(panel, row, col):
@@ -297,20 +333,19 @@ def test_draw_mask_with_the_mouse_and_undo(window, scan_file, qtbot):
     s = window.session
     s.begin_user_mask(np.zeros((H, W), bool))
     qtbot.waitUntil(lambda: sp.mask_panel.isVisible())
+    qtbot.wait(50)  # let the view range settle
     panel = sp.mask_panel
     col = 7
-    QtTest.QTest.mouseClick(panel.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
-                            widget_pos(panel, 20, col))
+    click(qtbot, panel, 20, col)
     qtbot.waitUntil(lambda: s.mask()[:, col].all())
     assert s.mask().sum() == H
-    # drag across columns 20..25 sets them all
-    vp = panel.viewport()
-    QtTest.QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_pos(panel, 30, 20))
-    for c in range(20, 26):
-        QtTest.QTest.mouseMove(vp, widget_pos(panel, 30, c))
-    QtTest.QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_pos(panel, 30, 25))
+    # drag across columns 20..25 sets them all (pyqtgraph drag events, as the scene delivers them)
+    item = sp.mask_item
+    points = [QtCore.QPointF(c + 0.5, 30.5) for c in range(20, 26)]
+    for i, p in enumerate(points):
+        item.mouseDragEvent(FakeDrag(item, points[0], p, start=i == 0, finish=i == len(points) - 1))
     qtbot.waitUntil(lambda: s.mask()[0, 20:26].all())
-    assert s.mask()[0].sum() == 7
+    assert s.mask()[0].sum() == 7, np.flatnonzero(s.mask()[0])
     assert sp.family_list.currentItem().text() == "hand-drawn mask"
     window.undo_action.trigger()  # the drag is one undo step
     assert s.mask()[0].sum() == 1
@@ -320,7 +355,7 @@ def test_draw_mask_with_the_mouse_and_undo(window, scan_file, qtbot):
     sp.tool_brush.setChecked(True)
     sp.symmetric_box.setChecked(True)
     sp.radius_spin.setValue(2)
-    QtTest.QTest.mouseClick(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, widget_pos(panel, 10, 40))
+    click(qtbot, panel, 10, 40)
     qtbot.waitUntil(lambda: bool(s.mask()[10, 40]))
     assert s.mask()[2 * (H // 2) - 10, 2 * (W // 2) - 40]
     sp.clear_button.click()
@@ -380,7 +415,7 @@ def test_run_two_methods_compare_export(window, scan_file, qtbot, tmp_path):
     # metrics table: sortable, one row per image
     table = cv.table
     labels = {table.item(r, 1).text() for r in range(table.rowCount())}
-    assert labels == {"zero-filled", lw.label, zf.label}
+    assert labels == {"zero-filled (live)", lw.label, zf.label}
     table.sortItems(2, Qt.SortOrder.DescendingOrder)
     psnrs = [float(table.item(r, 2).text()) for r in range(table.rowCount())]
     assert psnrs == sorted(psnrs, reverse=True)
@@ -421,10 +456,10 @@ def test_compare_view_modes_levels_profile_roi(window, scan_file, qtbot):
     # line profile mirrored over every panel
     cv.tool_combo.setCurrentText("line profile")
     prof = cv.profiles()
-    assert set(prof) == {"reference", "zero-filled", e.label}
+    assert set(prof) == {"reference", "zero-filled (live)", e.label}
     (x0, y0), (x1, y1) = cv.line_endpoints()
     assert y0 == pytest.approx(y1) and x1 > x0
-    np.testing.assert_allclose(prof["zero-filled"], prof[e.label], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(prof["zero-filled (live)"], prof[e.label], rtol=1e-4, atol=1e-5)
     # ROI statistics
     cv.tool_combo.setCurrentText("ROI statistics")
     rows, cols = cv.roi_bounds()
@@ -552,7 +587,7 @@ def test_run_app_opens_a_file(qtbot, scan_file, monkeypatch, tmp_path):
 
     def _opened(acc):
         for w in QtWidgets.QApplication.topLevelWidgets():
-            if isinstance(w, MainWindow) and w.session.scan is not None:
+            if isinstance(w, MainWindow) and w.isVisible() and w.session.scan is not None:
                 acc.append(w)
         return bool(acc)
 
@@ -563,3 +598,19 @@ def test_run_app_opens_a_file(qtbot, scan_file, monkeypatch, tmp_path):
         win.close()
     finally:
         request_cleanup()
+
+
+def test_noncartesian_scan_views(window, qtbot):
+    from workbench.sampling import radial_trajectory
+    from workbench.scan import scan_from_arrays
+
+    traj = radial_trajectory(24, 64).numpy()
+    k = (np.random.default_rng(0).standard_normal((1, 3, traj.shape[1])) * (1 + 0j)).astype(np.complex64)
+    window.session.set_scan(scan_from_arrays(k, trajectory=traj, grid_shape=(32, 32)))
+    assert window.scan_view.kstack.currentIndex() == 1
+    window.tabs.setCurrentWidget(window.sampling_panel)
+    sp = window.sampling_panel
+    assert sp.left_stack.currentIndex() == 1
+    kinds = [sp.family_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(sp.family_list.count())]
+    assert kinds == ["acquired"] and not sp.r_slider.isEnabled()
+    assert len(sp.traj_scatter.data) == traj.shape[1] and sp.zf_panel.data.shape == (32, 32)

@@ -235,6 +235,37 @@ def test_undersampled_scan_defaults_to_acquired(kspace):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_radial_sampling_of_a_cartesian_scan(session):
+    st = session.set_sampling("golden-radial", acceleration=2.0)
+    assert not st.is_cartesian and st.trajectory.shape[0] == 2
+    assert st.acceleration == pytest.approx(H * W / st.trajectory.shape[1])
+    zf = session.zero_filled()
+    m = session.zero_filled_metrics()
+    assert zf.shape == RECON and np.isfinite(zf).all()
+    # a density-compensated radial zero-filled image at R=2 resembles the reference (a wrong DCF or scaling
+    # would not), but is worse than fully sampled
+    assert 0.5 < m["ssim"] < 1.0 and m["nmse"] < 0.2
+    psf = session.psf()
+    assert np.unravel_index(np.argmax(psf), psf.shape) == (H // 2, W // 2)
+    pts, w = session.trajectory_view(max_points=500)
+    assert pts.shape[0] == 2 and pts.shape[1] == w.shape[0] <= 1000
+
+
+def test_noncartesian_scan_is_used_as_acquired(session):
+    from workbench.sampling import radial_trajectory
+
+    traj = radial_trajectory(24, 64).numpy()
+    k = (np.random.default_rng(0).standard_normal((2, 3, traj.shape[1])) * (1 + 0j)).astype(np.complex64)
+    s = Session(device="cpu")
+    s.set_scan(scan_from_arrays(k, trajectory=traj, grid_shape=(32, 32)))
+    st = s.sampling_state
+    assert st.kind == ACQUIRED and not st.is_cartesian and s.kspace_log_magnitude() is None
+    assert s.zero_filled().shape == (32, 32) and s.reference() is None and s.zero_filled_metrics() == {}
+    with pytest.raises(SamplingError):
+        s.set_sampling("random", acceleration=4.0)
+    assert s.sampling_state.kind == ACQUIRED
+
+
 def test_region_stats():
     a = np.arange(100, dtype=float).reshape(10, 10)
     ref = np.zeros((10, 10))
@@ -410,6 +441,17 @@ def test_cancel_running_and_queued_jobs(session, registry):
     wait_for(queued, 5)
     assert slow.state == "cancelled" and queued.state == "cancelled"
     assert time.time() - t0 < 10  # cancelled long before its 30 s
+
+
+def test_run_on_another_slice_scores_against_that_slice(session, registry, kspace):
+    other = 0 if session.slice_index else 1
+    e = session.run(registry.methods["test-zf"], slice_index=other)
+    wait_for(e)
+    ref = reference_of(kspace[other])
+    zf = zero_filled_of(kspace[other], np.broadcast_to(session.mask().any(0), (H, W)))
+    np.testing.assert_allclose(np.abs(e.image), zf, rtol=1e-4, atol=1e-5)
+    assert e.slice_index == other
+    assert e.metrics["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, zf, data_range=float(ref.max())), abs=1e-3)
 
 
 def test_check_methods_reports_reasons(session, registry):

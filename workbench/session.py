@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 from workbench.errors import SamplingError, WorkbenchError
-from workbench.physics.fft import ifft2c, rss
 from workbench.scan import Scan
 
 EVENTS = ("scan", "slice", "sampling", "results", "result", "sweep")
@@ -51,6 +50,9 @@ EVENTS = ("scan", "slice", "sampling", "results", "result", "sweep")
 ACQUIRED = "acquired"
 #: Sampling kind of a hand-drawn mask.
 USER = "user"
+#: How the live zero-filled image of the current sampling is labelled (results of a "zero-filled" plugin are
+#: snapshots; this one follows the mask).
+ZERO_FILLED_LABEL = "zero-filled (live)"
 
 PROJECT_FORMAT = "workbench-session"
 PROJECT_VERSION = 1
@@ -90,11 +92,6 @@ def _rss_np(y: np.ndarray) -> np.ndarray:
         acc += yc.real * yc.real
         acc += yc.imag * yc.imag
     return np.sqrt(acc)
-
-
-def _ifft1c(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Centred orthonormal inverse FFT along one axis (the 1D factor of :func:`ifft2c`)."""
-    return torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(x, dim=dim), dim=dim, norm="ortho"), dim=dim)
 
 
 def _to_numpy(x: Any) -> np.ndarray | None:
@@ -279,6 +276,7 @@ class Session:
         self._slice_cache: dict[str, Any] = {}
         self._sampling: SamplingState | None = None
         self._sampling_cache: collections.OrderedDict = collections.OrderedDict()
+        self._acs_cache: dict[int, tuple[Any, Any]] = {}
         self._derived: dict[str, Any] = {}
         self._undo: list[np.ndarray] = []
         self._redo: list[np.ndarray] = []
@@ -410,11 +408,23 @@ class Session:
         key = ("klog", self.coil_index)
         v = self._slice_cache.get(key)
         if v is None:
-            k = self.kspace()
-            mag = k[self.coil_index].abs() if self.coil_index is not None else rss(k)
+            k = self.kspace().numpy()
+            mag = np.abs(k[self.coil_index]) if self.coil_index is not None else _rss_np(k)
             scale = float(mag.max()) or 1.0
-            v = torch.log1p(mag * (1e3 / scale)).numpy().astype(np.float32)
+            v = np.log1p(mag * (1e3 / scale)).astype(np.float32)
             self._slice_cache[key] = v
+        return v
+
+    def _coil_images(self) -> np.ndarray:
+        """``ifft2c`` of the slice's k-space, ``[C, H, W]`` complex64 (cached on the slice)."""
+        v = self._slice_cache.get("coil_images")
+        if v is None:
+            import scipy.fft as sfft
+
+            k = self.kspace().numpy()
+            v = np.fft.fftshift(sfft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho", workers=_WORKERS),
+                                axes=(-2, -1)).astype(np.complex64, copy=False)
+            self._slice_cache["coil_images"] = v
         return v
 
     def full_image(self) -> np.ndarray | None:
@@ -426,9 +436,9 @@ class Session:
         key = ("full", self.coil_index)
         v = self._slice_cache.get(key)
         if v is None:
-            coils = ifft2c(self.kspace())
-            img = coils[self.coil_index].abs() if self.coil_index is not None else rss(coils)
-            v = fit_shape(img, self.recon_shape).numpy().astype(np.float32)
+            coils = self._coil_images()
+            img = np.abs(coils[self.coil_index]) if self.coil_index is not None else _rss_np(coils)
+            v = fit_shape(img, self.recon_shape).astype(np.float32)
             self._slice_cache[key] = v
         return v
 
@@ -440,8 +450,7 @@ class Session:
         scan = self._require_scan()
         ref = scan.reference(self.slice_index)
         if ref is None and scan.is_cartesian and scan.fully_sampled:
-            coils = ifft2c(self.kspace())
-            ref = fit_shape(rss(coils), self.recon_shape).numpy().astype(np.float32)
+            ref = fit_shape(_rss_np(self._coil_images()), self.recon_shape)
         if ref is not None:
             ref = fit_shape(np.asarray(ref, dtype=np.float32), self.recon_shape)
         self._slice_cache["reference"] = ref
@@ -449,12 +458,7 @@ class Session:
 
     def data_range(self) -> float | None:
         """PSNR/SSIM data range: the volume maximum stored in the file (fastMRI ``max``), else the slice's."""
-        scan = self._require_scan()
-        v = scan.attrs.get("max") if scan.attrs else None
-        try:
-            v = float(v) if v is not None else None
-        except (TypeError, ValueError):
-            v = None
+        v = _volume_max(self._require_scan())
         ref = self.reference()
         if ref is None:
             return None
@@ -587,6 +591,17 @@ class Session:
         mask = _to_numpy(sampling.mask).astype(bool)
         return self._cartesian_state(base, sampling, mask)
 
+    def _acs_of(self, sampling: Any) -> tuple[int, int] | None:
+        # the ACS search scans the whole mask: once per (cached) sampling, not on every slider return
+        hit = self._acs_cache.get(id(sampling))
+        if hit is not None and hit[0] is sampling:
+            return hit[1]
+        acs = getattr(sampling, "acs_shape", None)
+        if len(self._acs_cache) > 128:
+            self._acs_cache.clear()
+        self._acs_cache[id(sampling)] = (sampling, acs)
+        return acs
+
     def _recipe_key(self, recipe: dict[str, Any]) -> str:
         return json.dumps({k: _jsonable(v) for k, v in recipe.items() if k != "mask"}, sort_keys=True) + str(
             self.grid_shape)
@@ -594,7 +609,7 @@ class Session:
     def _cartesian_state(self, base: dict[str, Any], sampling: Any, mask: np.ndarray) -> SamplingState:
         acq = self._acquired()
         eff = mask & acq if acq is not None else mask
-        acs = getattr(sampling, "acs_shape", None) if sampling is not None else None
+        acs = self._acs_of(sampling) if sampling is not None else None
         return SamplingState(**base, mask=eff, acceleration=self._effective_r(eff), sampling=sampling,
                              acs_shape=None if acs is None else tuple(int(a) for a in acs))
 
@@ -853,7 +868,7 @@ class Session:
             return rows
         st = self.sampling_state
         m = self.zero_filled_metrics()
-        rows.append({"key": "zero-filled", "label": "zero-filled", "method": "zero-filled", "slice": self.slice_index,
+        rows.append({"key": "zero-filled", "label": ZERO_FILLED_LABEL, "method": "zero-filled", "slice": self.slice_index,
                      "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "time_s": None,
                      "device": "", "params": "", "sampling": _recipe_text(st.recipe(), st.acceleration),
                      "acceleration": st.acceleration})
@@ -907,11 +922,14 @@ class Session:
         if v is None:
             st = self.sampling_state
             if st.is_cartesian:
-                p = ifft2c(torch.from_numpy(st.mask.astype(np.complex64))).abs()
+                import scipy.fft as sfft
+
+                # |ifft2c(mask)|; the centring shifts only move the magnitude around
+                p = np.abs(np.fft.fftshift(sfft.ifft2(np.fft.ifftshift(st.mask).astype(np.complex64),
+                                                       workers=_WORKERS)))
             else:
-                p = self._psf_noncartesian(st)
-            p = p / max(float(p.max()), 1e-12)
-            v = p.numpy().astype(np.float32)
+                p = self._psf_noncartesian(st).numpy()
+            v = (p / max(float(p.max()), 1e-12)).astype(np.float32)
             self._derived["psf"] = v
         return v
 
@@ -1006,8 +1024,10 @@ class Session:
         self._next_id += 1
         if current:
             sampling = st.sampling
-        reference = self.reference() if idx == self.slice_index else None
-        data_range = self.data_range() if reference is not None else None
+        if idx == self.slice_index:
+            reference, data_range = self.reference(), self.data_range()
+        else:  # another slice (a volume run): its reference is read on the prepare thread
+            reference, data_range = None, None
         recon_shape = self.recon_shape
         if sweep is not None:
             sweep.entries.append(entry)
@@ -1279,6 +1299,16 @@ def _sampling_recipe(sampling: Any) -> dict[str, Any]:
     return d
 
 
+def _volume_max(scan: Scan | None) -> float | None:
+    """The reference volume's maximum stored in the file (fastMRI ``max`` attribute), or None."""
+    v = (scan.attrs or {}).get("max") if scan is not None else None
+    try:
+        v = float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+    return v if v is not None and math.isfinite(v) and v > 0 else None
+
+
 def _recipe_text(recipe: dict[str, Any], effective_r: float | None = None) -> str:
     """``"random R=4 cf=0.08 seed=0 (R_eff 3.76)"``: the recipe of a sampling and its effective acceleration."""
     kind = recipe.get("kind", "?")
@@ -1371,6 +1401,11 @@ class _JobContext:
             return
         try:
             problem = build_problem()
+            if self.reference is None and getattr(problem, "reference", None) is not None:
+                ref = problem.reference
+                ref = np.asarray(ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else ref, np.float32)
+                self.reference = fit_shape(ref, self.recon_shape)
+                self.data_range = _volume_max(self.session.scan) or float(self.reference.max())
             job = self.session.job_queue.submit(self.method, problem, self.params, on_progress=self.on_progress,
                                                 on_done=self.on_done, on_iterate=self.on_iterate)
         except Exception as exc:  # bad data for this method, device missing, out of memory while preparing

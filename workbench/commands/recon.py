@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -35,6 +36,8 @@ import numpy as np
 from workbench.errors import SamplingError, ScanError, WorkbenchError
 
 CARTESIAN_KINDS = ("random", "equispaced", "poisson", "gaussian")
+# safe_run reports exceptions that are not user errors as "ValueError: ..." (a crash worth a traceback)
+_CRASH = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Warning)\b: ")
 NONCARTESIAN_KINDS = ("radial", "golden-radial", "spiral")
 DEFAULT_ACCELERATION = 4.0
 
@@ -250,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     problem = Problem.from_scan(scan, index, sampling, device=device, maps=maps, maps_method=args.maps)
     prepare_s = time.perf_counter() - t_prepare
 
+    had_maps = problem.has_maps
     progress = None if args.json else ProgressLine(method.name)
     jobs = JobQueue(device, progress_interval=0.1)
     try:
@@ -265,8 +269,8 @@ def run(args: argparse.Namespace) -> int:
         if job.state is JobState.CANCELLED:
             raise WorkbenchError(f"{method.name}: cancelled")
         err = job.error
-        if err is not None and err.kind == "MethodError" and err.traceback:
-            print(err.traceback.rstrip(), file=sys.stderr)  # a plugin crash: show where
+        if err is not None and err.traceback and _CRASH.match(err.message):
+            print(err.traceback.rstrip(), file=sys.stderr)  # a plugin crash (not a user error): show where
         raise WorkbenchError(f"{method.name}: {err.message if err else 'failed'}")
     result = job.result
 
@@ -288,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         grid=list(problem.grid_shape), recon_shape=list(problem.recon_shape), maps=(
             args.maps_file if args.maps_file else args.maps),
         metrics=metrics, zero_filled=zero_filled, data_range=data_range, data_range_source=range_source,
-        prepare_s=round(prepare_s, 4), out=args.out,
+        prepare_s=round(prepare_s, 4), maps_estimated_in_run=problem.has_maps and not had_maps, out=args.out,
     )
     if args.out:
         result.provenance["command"] = command_line(args)
@@ -315,7 +319,8 @@ def run(args: argparse.Namespace) -> int:
         print("chosen    " + " ".join(f"{k}={_fmt(v)}" for k, v in result.chosen.items()
                                      if not isinstance(v, (dict, list))))
     iters = f", {len(result.history)} iterations" if len(result.history) > 1 else ""
-    print(f"time      {result.time_s:.2f} s{iters} (data preparation {prepare_s:.2f} s)")
+    maps_note = ", coil map estimation included" if problem.has_maps and not had_maps else ""
+    print(f"time      {result.time_s:.2f} s{iters}{maps_note} (data preparation {prepare_s:.2f} s)")
     if metrics is not None:
         print(f"PSNR      {metrics['psnr']:.2f} dB   (zero-filled {zero_filled['psnr']:.2f} dB; data range "
               f"{data_range:.4g}, {range_source})")

@@ -109,6 +109,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
             self.enable_colorbar(True)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._first = True
+        self.follow_bounds = True  # False for views linked to another one (that one follows the bounds)
 
     def enable_colorbar(self, on: bool) -> None:
         """Show an interactive colour bar (drag its ends to change this panel's window/level)."""
@@ -151,10 +152,10 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         self.image_item.setImage(self.data, levels=levels, autoLevels=False)
         if self.colorbar is not None:
             self.colorbar.setLevels(levels)
-        if self._first or autorange:
+        if (self._first or autorange) and self.follow_bounds:
             # follow the image bounds (also on resize) until the user zooms or pans
             self.view.enableAutoRange(enable=True)
-            self._first = False
+        self._first = False
 
     def set_levels(self, levels: tuple[float, float]) -> None:
         if self.colorbar is not None:

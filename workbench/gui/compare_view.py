@@ -15,7 +15,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from workbench.gui.common import (COLORMAPS, DISPLAY_MODES, ImagePanel, Qt, colormap, display_component,
                                   error_box, robust_levels, sortable_number)
-from workbench.session import Session, region_stats
+from workbench.session import ZERO_FILLED_LABEL, Session, region_stats
 
 METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "time (s)", "device", "slice", "parameters",
                   "sampling")
@@ -214,7 +214,9 @@ class CompareView(QtWidgets.QWidget):
         return keys
 
     def _label(self, key: Any) -> str:
-        if key in ("reference", "zero-filled"):
+        if key == "zero-filled":
+            return ZERO_FILLED_LABEL
+        if key == "reference":
             return key
         e = self.session.entry(key)
         return e.label if e is not None else str(key)
@@ -258,6 +260,8 @@ class CompareView(QtWidgets.QWidget):
                 if first_view is None:
                     first_view = p.view
                 else:
+                    # only the first view follows the image bounds; the others copy its range
+                    p.follow_bounds = False
                     p.view.setXLink(first_view)
                     p.view.setYLink(first_view)
             self.columns.append(col)
@@ -294,6 +298,9 @@ class CompareView(QtWidgets.QWidget):
         self.render(autorange=True)
         self._tool_changed()
         self.refresh_table()
+        if first_view is not None:
+            # fit once the new panels have their sizes
+            QtCore.QTimer.singleShot(0, lambda v=first_view: _fit(v))
 
     def _clear_grid(self) -> None:
         self.line_roi = None
@@ -641,6 +648,14 @@ class CompareView(QtWidgets.QWidget):
             for j, k in enumerate(("mean", "std", "min", "max", "rmse", "pixels"), start=1):
                 v = st.get(k)
                 self.roi_table.setItem(i, j, _text("" if v is None else f"{v:.4g}"))
+
+
+def _fit(view: pg.ViewBox) -> None:
+    try:
+        view.enableAutoRange(enable=True)
+        view.autoRange(padding=0.0)
+    except RuntimeError:  # the panel was deleted in the meantime
+        pass
 
 
 def _text(v: Any) -> QtWidgets.QTableWidgetItem:

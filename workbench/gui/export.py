@@ -19,17 +19,19 @@ def safe_name(label: str) -> str:
 
 
 def pixel_spacing_mm(scan: Any) -> tuple[float, float]:
-    """(row, column) pixel size in mm of ``recon_shape`` images, from the header's field of view when known."""
+    """(row, column) pixel size in mm of ``recon_shape`` images, from the header's reconstruction field of view
+    when known (``recon_fov_mm`` as ``[y, x, z]`` or ``"240x240x5"``), else 1 mm."""
     hdr = getattr(scan, "header", {}) or {}
     for key in ("recon_fov_mm", "fov_mm", "field_of_view_mm"):
         fov = hdr.get(key)
-        if fov is not None:
-            try:
-                fy, fx = float(fov[0]), float(fov[1])
-                h, w = scan.recon_shape
-                return fy / h, fx / w
-            except (TypeError, ValueError, IndexError):
-                pass
+        if fov is None:
+            continue
+        try:
+            parts = [float(v) for v in (fov.lower().split("x") if isinstance(fov, str) else fov)]
+            h, w = scan.recon_shape
+            return parts[0] / h, parts[1] / w
+        except (TypeError, ValueError, IndexError, AttributeError):
+            continue
     return 1.0, 1.0
 
 

@@ -73,6 +73,7 @@ class MethodsPanel(QtWidgets.QWidget):
         self._check_timer.timeout.connect(self._check_now)
         for ev in ("scan", "slice", "sampling"):
             session.subscribe(ev, lambda *_: self._check_timer.start())
+        session.subscribe("scan", lambda *_: self._on_new_scan())
         self.populate()
 
     # ----------------------------------------------------------------------------------------------------------
@@ -188,6 +189,13 @@ class MethodsPanel(QtWidgets.QWidget):
         if method is not None:
             self._params.pop(method.name, None)
             self.form.set_specs(method.param_specs())
+
+    def _on_new_scan(self) -> None:
+        # reasons about the previous scan are stale; the check of the new one arrives shortly
+        self.reasons = {}
+        self._apply_reasons()
+        self._update_info()
+        self._update_buttons()
 
     def _check_now(self) -> None:
         if self.session.scan is None or not self.registry.methods:

@@ -91,7 +91,7 @@ class MaskEditorItem(pg.ImageItem):
         c = int(np.clip(col, 0, w - 1))
         if ev.isStart():
             s.begin_stroke()
-            p0 = ev.buttonDownPos()
+            p0 = self.mapFromScene(ev.buttonDownScenePos())
             c0 = int(np.clip(p0.x(), 0, w - 1))
             if self.panel.tool() == "lines":
                 mask = s.mask()
@@ -233,8 +233,9 @@ class SamplingPanel(QtWidgets.QWidget):
         self.traj_scatter = pg.ScatterPlotItem(pen=None, size=2)
         self.traj_plot.addItem(self.traj_scatter)
         self.dcf_bar = pg.ColorBarItem(values=(0, 1), colorMap=colormap("viridis"), interactive=False, width=10,
-                                       label="density compensation")
-        self.traj_widget.addItem(self.dcf_bar, row=0, col=1)
+                                       orientation="horizontal", label="density compensation weight")
+        self.dcf_bar.axis.enableAutoSIPrefix(False)
+        self.traj_widget.addItem(self.dcf_bar, row=1, col=0)
         self.traj_widget.setToolTip("k-space samples (subsampled for display), coloured by their density "
                                     "compensation weight")
         self.left_stack = QtWidgets.QStackedWidget()

@@ -107,6 +107,15 @@ def langevin_step_sizes(sigmas: torch.Tensor, step_size: float, sigma_y: float, 
     return out
 
 
+PREDICTORS = ("none", "reverse-diffusion")
+
+
+def count_evaluations(n_levels: int, steps_per_level: int, predictor: str = "none", denoise_last: bool = True) -> int:
+    """Network evaluations of :func:`annealed_langevin` (its callback's ``n_steps`` plus the final denoising)."""
+    n = n_levels * steps_per_level + (n_levels - 1 if predictor == "reverse-diffusion" else 0)
+    return n + (1 if denoise_last else 0)
+
+
 @torch.no_grad()
 def annealed_langevin(
     score_fn: ScoreFn,
@@ -118,6 +127,7 @@ def annealed_langevin(
     sigma_y: float = 0.0,
     steps_per_level: int = 3,
     step_size: float = 0.2,
+    predictor: str = "none",
     lipschitz: float = 1.0,
     x_init: torch.Tensor | None = None,
     image_shape: tuple[int, int] | None = None,
@@ -133,18 +143,27 @@ def annealed_langevin(
         adjoint_y: ``A^H y`` ``[H, W]``.
         sigmas: the levels, decreasing (:func:`~workbench.nn.score_net.geometric_sigmas`).
         sigma_y: measurement noise per real component (normalised units).
-        steps_per_level, step_size: ``T`` and ``epsilon / sigma_L^2`` of NCSN.
+        steps_per_level, step_size: ``T`` and ``epsilon / sigma_L^2`` of NCSN (Langevin steps per level, and
+            the step ``a_i = step_size sigma_i^2``).
+        predictor: "none" (annealed Langevin of Song & Ermon 2019) or "reverse-diffusion": between levels, one
+            Euler-Maruyama step of the reverse variance-exploding SDE from ``sigma_i`` to ``sigma_{i+1}``
+            (``x += (sigma_i^2 - sigma_{i+1}^2) grad + sqrt(sigma_i^2 - sigma_{i+1}^2) z``), making the Langevin
+            steps correctors (the predictor-corrector sampler of Song et al. 2021): it follows the annealing path
+            with far fewer evaluations.
         lipschitz: ``||A^H A||`` (1 for Cartesian SENSE with normalised maps); larger values cap the steps.
         x_init: starting images ``[H, W]`` or ``[N, H, W]`` (default zeros); ``sigmas[0]`` noise is added.
         image_shape: ``(H, W)`` when neither ``x_init`` nor ``adjoint_y`` give it.
         generator: the random stream (seeded: reproducible chains).
         denoise_last: finish with ``x + sigma_L^2 score(x, sigma_L)``.
         callback: ``callback(step, n_steps, x, info)`` after every step; ``info`` has ``sigma``, ``level``,
-            ``step_size``, ``residual`` (``||A^H A x - A^H y|| / ||A^H y||`` over the chains) and ``denoised``
-            (``x + sigma^2 score`` before the step: a clean estimate for previews). Returning True stops.
+            ``step_size``, ``residual`` (``||A^H A x - A^H y|| / ||A^H y||`` per chain, root mean square) and
+            ``denoised`` (``x + sigma^2 score`` before the step: a clean estimate for previews). Returning
+            True stops (the current ``x`` is returned).
 
     Returns the samples ``[n_chains, H, W]`` complex64.
     """
+    if predictor not in PREDICTORS:
+        raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}, got {predictor!r}")
     if normal is None:
         sigma_y = 0.0
     if x_init is not None:
@@ -159,32 +178,52 @@ def annealed_langevin(
     else:
         raise ValueError("annealed_langevin needs x_init, adjoint_y or image_shape")
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    levels = sigmas.tolist()
     steps = langevin_step_sizes(sigmas, step_size, sigma_y, lipschitz)
     x = torch.zeros(n_chains, *shape, dtype=torch.complex64, device=device)
     if x_init is not None:
         x = x + x_init.to(device, torch.complex64)
-    x = x + float(sigmas[0]) * complex_noise(x.shape, generator=generator, device=device)
+    x = x + levels[0] * complex_noise(x.shape, generator=generator, device=device)
     aty_norm = 1.0 if adjoint_y is None else max(float(torch.linalg.vector_norm(adjoint_y)), 1e-30)
-    n_steps = len(sigmas) * int(steps_per_level)
+    n_steps = count_evaluations(len(levels), int(steps_per_level), predictor, denoise_last=False)
     k = 0
-    for level, (sigma, a) in enumerate(zip(sigmas.tolist(), steps)):
-        for _ in range(int(steps_per_level)):
-            prior = score_fn(x, sigma)
-            grad = prior
-            residual = float("nan")
-            if normal is not None:
-                r = normal(x) - adjoint_y
-                grad = grad - r / (sigma_y**2 + sigma * sigma)
-                residual = float(torch.linalg.vector_norm(r)) / (aty_norm * math.sqrt(n_chains))
-            info = {"sigma": sigma, "level": level, "step_size": a, "residual": residual}
-            if callback is not None:
-                info["denoised"] = x + (sigma * sigma) * prior
+
+    def gradient(x: torch.Tensor, sigma: float, level: int, a: float, lik_weight: float = 1.0):
+        prior = score_fn(x, sigma)
+        residual = float("nan")
+        if normal is None:
+            return prior, prior, {"sigma": sigma, "level": level, "step_size": a, "residual": residual}
+        r = normal(x) - adjoint_y
+        residual = float(torch.linalg.vector_norm(r)) / (aty_norm * math.sqrt(n_chains))
+        grad = prior - (lik_weight / (sigma_y**2 + sigma * sigma)) * r
+        return grad, prior, {"sigma": sigma, "level": level, "step_size": a, "residual": residual}
+
+    def report(x: torch.Tensor, prior: torch.Tensor, info: dict[str, Any]) -> bool:
+        if callback is None:
+            return False
+        info["denoised"] = x_before + (info["sigma"] ** 2) * prior
+        return bool(callback(k, n_steps, x, info))
+
+    for level, (sigma, a) in enumerate(zip(levels, steps)):
+        for _ in range(int(steps_per_level)):  # Langevin (corrector) steps at this level
+            grad, prior, info = gradient(x, sigma, level, a)
+            x_before = x
             x = x + a * grad + math.sqrt(2.0 * a) * complex_noise(x.shape, generator=generator, device=device)
             k += 1
-            if callback is not None and callback(k, n_steps, x, info):
+            if report(x, prior, info):
+                return x
+        if predictor == "reverse-diffusion" and level + 1 < len(levels):
+            d = sigma * sigma - levels[level + 1] ** 2
+            # the likelihood part of the predictor is capped like the Langevin steps (stable for ||A^H A|| > 1)
+            w = 1.0 if lipschitz <= 1.0 else min(1.0, (sigma_y**2 + sigma * sigma) / (lipschitz * d))
+            grad, prior, info = gradient(x, sigma, level, d, w)
+            x_before = x
+            x = x + d * grad + math.sqrt(d) * complex_noise(x.shape, generator=generator, device=device)
+            k += 1
+            if report(x, prior, info):
                 return x
     if denoise_last:
-        s_last = float(sigmas[-1])
+        s_last = levels[-1]
         x = x + (s_last * s_last) * score_fn(x, s_last)
     return x
 
@@ -336,3 +375,68 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
         "curve": {k: [round(v, 6) if isinstance(v, float) else v for v in vals]
                   for k, vals in calibration_curve(std / peak, err / peak, m).items()},
     }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A Problem in normalised units (what both DSM plugins work with)
+
+
+class NormalisedProblem:
+    """A :class:`~workbench.problem.Problem` seen in the score network's units: images divided by ``scale``
+    (:attr:`Problem.scale`, the 99th percentile of the zero-filled magnitude), so that neither the prior nor the
+    step sizes depend on the scanner's units.
+
+    ``likelihood``: "exact" (white k-space noise: ``A^H A`` and ``A^H y``), "density-compensated"
+    (non-Cartesian only: ``A^H D A`` and ``A^H D y`` with the problem's dcf, i.e. each sample's weight divided by
+    the local sampling density: a tempered likelihood that discounts the redundant samples of the k-space
+    centre, with ``||A^H D A|| ~ 1`` instead of tens, so Langevin steps need no capping) or "auto" (exact for
+    Cartesian data, density-compensated for non-Cartesian data with a dcf).
+
+    Attributes:
+        normal: ``x [..., H, W] -> A^H A x`` (or ``A^H D A x``; the operator is linear: unchanged by the scaling).
+        adjoint_y: ``A^H y / scale`` (or ``A^H D y / scale``) ``[H, W]``.
+        likelihood: the one chosen ("exact" or "density-compensated").
+        x0: the zero-filled image / scale ``[H, W]`` (density compensated for non-Cartesian data).
+        scale: the intensity scale (data units per normalised unit).
+        noise_std: k-space noise in data units (``E|n|^2 = noise_std^2``): given or estimated by the problem.
+        sigma_y: the same per real component in normalised units, ``noise_std / (sqrt(2) scale)``.
+        lipschitz: ``||A^H A||`` (Cartesian: the largest ``sum_c |S_c|^2``, an exact bound since ``F^H M F``
+            is a projection; non-Cartesian: power iteration).
+    """
+
+    def __init__(self, problem, device=None, noise_std: float | None = None, likelihood: str = "auto",
+                 sigma_y_floor: float = 1e-4):
+        from workbench.errors import WorkbenchError
+
+        if likelihood not in ("auto", "exact", "density-compensated"):
+            raise WorkbenchError(f"likelihood must be auto, exact or density-compensated, got {likelihood!r}")
+        device = torch.device(device) if device is not None else problem.device
+        if problem.device != device:
+            problem = problem.to(device)
+        self.problem = problem
+        A = problem.A
+        self.A = A
+        if likelihood == "auto":
+            likelihood = "density-compensated" if not problem.is_cartesian and problem.dcf is not None else "exact"
+        if likelihood == "density-compensated" and (problem.is_cartesian or problem.dcf is None):
+            likelihood = "exact"  # Cartesian data: every sample has the same weight already
+        self.likelihood = likelihood
+        self.scale = float(problem.scale)
+        self.noise_std = float(problem.noise_std if noise_std is None else noise_std)
+        self.sigma_y = max(self.noise_std / (math.sqrt(2.0) * self.scale), sigma_y_floor)
+        if likelihood == "exact":
+            self.normal = A.normal
+            self.adjoint_y = A.adjoint(problem.y) / self.scale
+        else:
+            self.normal = A.weighted_normal
+            self.adjoint_y = A.dc_adjoint(problem.y) / self.scale
+        self.x0 = problem.zero_filled() / self.scale
+        if problem.is_cartesian:
+            self.lipschitz = float(problem.maps.abs().square().sum(-3).max())
+        else:
+            from workbench.solvers.power import power_iteration
+
+            self.lipschitz = 1.05 * float(power_iteration(self.normal, tuple(problem.grid_shape), n_iter=20,
+                                                          device=device))
+        self.grid_shape = tuple(problem.grid_shape)
+        self.device = device

@@ -279,3 +279,21 @@ def weights_problem(path: str | Path) -> str | None:
     if side.get("model") != MODEL_NAME:
         return f"{path} holds {side.get('model')} weights, not a {MODEL_NAME} score network"
     return None
+
+
+def score_weights_path(weights: str | Path | None = None) -> Path:
+    """The weight file a plugin uses: ``weights`` when given (non-empty), else the shipped file."""
+    return Path(weights) if weights else shipped_score_weights()
+
+
+def load_for_method(weights: str | Path | None, device="cpu") -> tuple[ScoreNet, dict[str, Any], Path]:
+    """``(model, sidecar, path)`` for a plugin: :func:`score_weights_path`, checked with
+    :func:`weights_problem` (a :class:`~workbench.nn.weights.WeightsError` with the reason otherwise), cached."""
+    from workbench.nn.weights import WeightsError
+
+    path = score_weights_path(weights)
+    why = weights_problem(path)
+    if why:
+        raise WeightsError(None, why)
+    model, sidecar = cached_score_net(path, device)
+    return model, sidecar, path

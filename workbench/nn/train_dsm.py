@@ -192,9 +192,7 @@ class _EMA:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = float(decay)
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = copy.deepcopy(model).eval()  # updated under no_grad; requires_grad kept for n_parameters
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:

@@ -1,0 +1,238 @@
+"""DSM posterior sampling and plug-and-play benchmark: quality, calibration of the uncertainty, speed.
+
+    python -m benchmarks.bench_dsm [--n 4] [--samples 8] [--weights resources/weights/dsm.safetensors]
+                                   [--xpdnet resources/weights/xpdnet.safetensors] [--threads 1]
+                                   [--param n_levels=20 ...] [--out benchmarks/results] [--name dsm] [--quick]
+
+Held-out generator slices (seeds ``SEED0 + i``, below the training seeds' offset and apart from the seeds other
+benchmarks and the training validation use): 256x256, 4 to 16 coils, random contrast and pose, fully sampled
+and noisy, retrospectively undersampled at 4x with a fastMRI random line mask (centre fraction 0.08). Coil
+maps: ESPIRiT, estimated once per slice before any method runs (not timed).
+
+For every slice: zero-filled (SENSE), ``dsm-pnp`` at its defaults, XPDNet (when its weights exist) and
+``dsm-posterior`` with ``--samples`` chains: PSNR / SSIM of the posterior mean (fastMRI definitions against the
+RSS of the fully sampled data, data range = the slice's maximum), calibration of the std map inside the object
+(Spearman correlation of std with |mean - reference|; coverage of the 90% pixel-wise intervals from sample
+quantiles, and from the Student-t interval of the sample std), also against the noise-free ground truth
+(``|image|`` of the generator), the number of network evaluations, the time per evaluation and the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SEED0 = 600_000
+SHAPE = (256, 256)
+ACCELERATION = 4
+CENTER_FRACTION = 0.08
+
+
+def held_out_slices(n: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """``n`` held-out generator slices with their 4x problem, reference and noise-free target."""
+    from workbench.nn.data import SyntheticData
+    from workbench.problem import Problem
+    from workbench.sampling import make_sampling
+
+    data = SyntheticData({"shapes": [list(SHAPE)], "n_coils": [4, 8, 12, 16], "readout_oversampling": [1],
+                          "contrasts": ["random", "t1", "t2", "pd"]})
+    out = []
+    for i in range(n):
+        seed = SEED0 + i
+        setting = data.held_out_setting(seed)
+        sim, meta, _ = data.simulate(seed, setting)
+        k = torch.from_numpy(sim["kspace"])
+        s = make_sampling("random", tuple(k.shape[-2:]), ACCELERATION, seed=seed, center_fraction=CENTER_FRACTION)
+        problem = Problem(k * s.mask, recon_shape=sim["reference"].shape, mask=s.mask, reference=sim["reference"],
+                          sampling=s)
+        t = time.perf_counter()
+        _ = problem.maps  # ESPIRiT once, not timed with the methods
+        label = f"{seed}: {setting['n_coils']} coils, {meta['contrast']}, SNR {meta['snr']:.0f}"
+        log(f"slice {label} (maps {time.perf_counter() - t:.1f} s)")
+        out.append({"seed": seed, "label": label, "problem": problem, "target": sim["target"]})
+    return out
+
+
+def _metrics(problem, image) -> dict[str, float]:
+    from workbench.metrics import evaluate
+
+    ref = problem.reference.numpy()
+    return evaluate(ref, image.abs().cpu().numpy() if torch.is_tensor(image) else image, data_range=float(ref.max()))
+
+
+def _run(method, problem, values: dict[str, Any]):
+    """Check with the parameters (the weight file) and run, timed, as safe_run would."""
+    from workbench.methods import RunContext
+
+    params = method.make_params(values)
+    reasons = method.check(problem, params)
+    if reasons:
+        raise RuntimeError(f"{method.name}: " + "; ".join(reasons))
+    t = time.perf_counter()
+    with torch.no_grad():
+        result = method.run(problem, params, RunContext("cpu"))
+    return result, time.perf_counter() - t
+
+
+def run(args) -> dict[str, Any]:
+    from benchmarks.harness import machine_description
+    from workbench.methods import discover_methods
+    from workbench.nn.dsm import calibration_metrics, object_mask
+    from workbench.nn.score_net import score_weights_path
+    from workbench.nn.weights import read_sidecar, shipped_weights
+
+    log = (lambda s: print(s, file=sys.stderr, flush=True))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    registry = discover_methods(entry_points=False, user_dirs=False)
+    post, pnp = registry.get("dsm-posterior"), registry.get("dsm-pnp")
+    weights = str(score_weights_path(args.weights))
+    side = read_sidecar(weights)
+    xpdnet_path = args.xpdnet or str(shipped_weights("xpdnet"))
+    has_xpdnet = "xpdnet" in registry and Path(xpdnet_path).is_file()
+    extra = dict(kv.split("=", 1) for kv in args.param)
+    post_values = {"weights": weights, "n_samples": args.samples, **extra}
+    meta = machine_description()
+    meta["load_before"] = " ".join(f"{v:.1f}" for v in __import__("os").getloadavg())
+    slices = held_out_slices(args.n, log)
+    # warm-up (imports, FFT plans, weights cache) on the first slice, not timed
+    _run(post, slices[0]["problem"], {**post_values, "n_samples": 2, "n_levels": 2, "steps_per_level": 1})
+    rows = []
+    for sl in slices:
+        p = sl["problem"]
+        row: dict[str, Any] = {"slice": sl["label"]}
+        row["zero_filled"] = _metrics(p, p.crop(p.zero_filled()))
+        r, t = _run(pnp, p, {"weights": weights})
+        row["pnp"] = {**_metrics(p, r.image), "time_s": round(t, 2)}
+        if has_xpdnet:
+            r, t = _run(registry.get("xpdnet"), p, {"weights": xpdnet_path})
+            row["xpdnet"] = {**_metrics(p, r.image), "time_s": round(t, 2)}
+        r, t = _run(post, p, post_values)
+        cal = r.extras["calibration"]
+        mask = object_mask(p.reference.numpy())
+        cal_clean = calibration_metrics(r.samples, sl["target"], estimate=r.image, mask=mask)
+        row["posterior"] = {
+            **_metrics(p, r.image), "time_s": round(t, 2), "n_evaluations": r.extras["n_evaluations"],
+            "s_per_evaluation": r.extras["time_per_evaluation_s"],
+            "spearman": cal["spearman"], "coverage": cal["coverage"], "coverage_gaussian": cal["coverage_gaussian"],
+            "spearman_clean": cal_clean["spearman"], "coverage_clean": cal_clean["coverage"],
+            "coverage_gaussian_clean": cal_clean["coverage_gaussian"], "mean_std": cal["mean_std"],
+            "mean_abs_error": cal["mean_abs_error"], "curve": cal["curve"],
+        }
+        log(f"{sl['label']}: zero-filled {row['zero_filled']['psnr']:.2f}, pnp {row['pnp']['psnr']:.2f}, "
+            + (f"xpdnet {row['xpdnet']['psnr']:.2f}, " if has_xpdnet else "")
+            + f"posterior mean {row['posterior']['psnr']:.2f} dB, Spearman {cal['spearman']:.3f}, coverage "
+              f"{cal['coverage']:.3f} (t {cal['coverage_gaussian']:.3f}), {t:.1f} s")
+        rows.append(row)
+    meta["load_after"] = " ".join(f"{v:.1f}" for v in __import__("os").getloadavg())
+    params = post.make_params(post_values)
+    return {"meta": meta, "weights": weights, "weights_sidecar": {k: side.get(k) for k in (
+                "architecture", "n_parameters", "command", "wall_time_s", "device", "validation")},
+            "training_steps": side.get("training", {}).get("steps"), "xpdnet": xpdnet_path if has_xpdnet else None,
+            "posterior_params": {k: getattr(params, k) for k in post_values if k != "weights"}
+            | {k: v for k, v in vars(params).items() if k != "weights"},
+            "rows": rows}
+
+
+def _mean(rows, method, key):
+    vals = [r[method][key] for r in rows if method in r and r[method].get(key) is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    from benchmarks.harness import machine_line
+
+    rows = res["rows"]
+    has_x = res["xpdnet"] is not None
+    pp = res["posterior_params"]
+    lines = [
+        "# DSM posterior sampling and plug-and-play (dsm-posterior, dsm-pnp)",
+        "",
+        f"Generated by `python -m benchmarks.bench_dsm {' '.join(sys.argv[1:])}`. {machine_line(res['meta'])}.",
+        "",
+        f"Score network: `{res['weights']}` ({res['weights_sidecar'].get('n_parameters')} parameters, "
+        f"{res['training_steps']} training steps, {res['weights_sidecar'].get('wall_time_s')} s on "
+        f"{res['weights_sidecar'].get('device')}).",
+        f"Sampler: {pp['n_samples']} chains, {pp['n_levels']} levels x {pp['steps_per_level']} Langevin step(s), "
+        f"predictor {pp['predictor']}, step size {pp['step_size']}, sigma {pp['sigma_max'] or 'network max'} .. "
+        f"{pp['sigma_min'] or 'network min'}.",
+        "",
+        f"Held-out generator slices (seeds {SEED0}..), {SHAPE[0]}x{SHAPE[1]}, 4x random line mask (centre 0.08). "
+        "PSNR / SSIM against the fully sampled RSS reference. Calibration inside the object mask: Spearman(std, "
+        "|error|); coverage of the 90% intervals from sample quantiles (q), and from the Student-t interval of the "
+        "sample std (t); 'clean': against the noise-free ground truth instead of the noisy reference.",
+        "",
+        "| slice | zero-filled | PnP | " + ("XPDNet | " if has_x else "")
+        + "posterior mean | Spearman | coverage q / t | clean: Spearman, q / t | evals | s/eval | total s |",
+        "|---|---|---|" + ("---|" if has_x else "") + "---|---|---|---|---|---|---|",
+    ]
+
+    def cell(d):
+        return f"{d['psnr']:.2f} / {d['ssim']:.3f}"
+
+    for r in rows:
+        q = r["posterior"]
+        lines.append(
+            f"| {r['slice']} | {cell(r['zero_filled'])} | {cell(r['pnp'])} | "
+            + (f"{cell(r['xpdnet'])} | " if has_x else "")
+            + f"{cell(q)} | {q['spearman']:.3f} | {q['coverage']:.3f} / {q['coverage_gaussian']:.3f} | "
+              f"{q['spearman_clean']:.3f}, {q['coverage_clean']:.3f} / {q['coverage_gaussian_clean']:.3f} | "
+              f"{q['n_evaluations']} | {q['s_per_evaluation']:.2f} | {q['time_s']:.1f} |")
+
+    def m(method, key, f="{:.2f}"):
+        v = _mean(rows, method, key)
+        return "" if v is None else f.format(v)
+
+    lines.append(
+        f"| **mean** | {m('zero_filled', 'psnr')} / {m('zero_filled', 'ssim', '{:.3f}')} | "
+        f"{m('pnp', 'psnr')} / {m('pnp', 'ssim', '{:.3f}')} | "
+        + (f"{m('xpdnet', 'psnr')} / {m('xpdnet', 'ssim', '{:.3f}')} | " if has_x else "")
+        + f"{m('posterior', 'psnr')} / {m('posterior', 'ssim', '{:.3f}')} | {m('posterior', 'spearman', '{:.3f}')} | "
+          f"{m('posterior', 'coverage', '{:.3f}')} / {m('posterior', 'coverage_gaussian', '{:.3f}')} | "
+          f"{m('posterior', 'spearman_clean', '{:.3f}')}, {m('posterior', 'coverage_clean', '{:.3f}')} / "
+          f"{m('posterior', 'coverage_gaussian_clean', '{:.3f}')} | {rows[0]['posterior']['n_evaluations']} | "
+          f"{m('posterior', 's_per_evaluation')} | {m('posterior', 'time_s', '{:.1f}')} |")
+    lines += ["", "PnP time (s): " + ", ".join(f"{r['pnp']['time_s']:.1f}" for r in rows)
+              + (("; XPDNet time (s): " + ", ".join(f"{r['xpdnet']['time_s']:.1f}" for r in rows)) if has_x else ""),
+              "", "Calibration curve of the first slice (std and mean |error| per std decile, relative to the "
+              "reference's 99th percentile):", "",
+              "| std | " + " | ".join(f"{v:.4f}" for v in rows[0]["posterior"]["curve"]["std"]) + " |",
+              "|---|" + "---|" * len(rows[0]["posterior"]["curve"]["std"]),
+              "| abs error | " + " | ".join(f"{v:.4f}" for v in rows[0]["posterior"]["curve"]["abs_error"]) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_dsm", description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=4, help="held-out slices")
+    p.add_argument("--samples", type=int, default=8, help="posterior samples per slice")
+    p.add_argument("--weights", default=None, help="score network weights (default: the shipped file)")
+    p.add_argument("--xpdnet", default=None, help="XPDNet weights (default: the shipped file, when present)")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="dsm-posterior parameter")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--name", default="dsm")
+    p.add_argument("--quick", action="store_true", help="1 slice, 4 samples")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.samples = 1, 4
+    res = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    (out / f"{args.name}.md").write_text(to_markdown(res))
+    print(to_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The dsm-posterior and dsm-pnp plugins end to end on tiny problems with a tiny randomly initialised score
+network saved as a weight file (safetensors + sidecar)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.methods import JobCancelled, RunContext, discover_methods, safe_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return discover_methods(entry_points=False, user_dirs=False)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from workbench.nn.score_net import ScoreNet, ScoreNetConfig
+    from workbench.nn.weights import save_weights
+
+    torch.manual_seed(0)
+    net = ScoreNet(ScoreNetConfig(chans=[4, 8], patch=2, emb_dim=8, sigma_min=0.01, sigma_max=1.0))
+    for p in net.out.parameters():  # a non-trivial denoiser (the output layer starts at zero)
+        torch.nn.init.normal_(p, std=0.05)
+    path = tmp_path_factory.mktemp("w") / "tiny_dsm.safetensors"
+    save_weights(path, net, {"training": {"steps": 0}, "command": "test"})
+    return str(path)
+
+
+def _run(method, problem, values, ctx=None):
+    """What safe_run does, with the parameters passed to check() too (safe_run calls check(problem) only, which
+    looks at the shipped weights)."""
+    params = method.make_params(values)
+    assert method.check(problem, params) == []
+    with torch.no_grad():
+        return method.run(problem, params, ctx or RunContext("cpu"))
+
+
+def _cartesian_problem(units: float = 1.0):
+    from workbench.problem import Problem
+    from workbench.sampling import make_sampling
+    from workbench.simulate import generate_slice
+
+    sim = generate_slice(3, shape=(32, 32), n_coils=3, contrast="t1")
+    mask = make_sampling("random", (32, 32), 4, seed=0).mask
+    k = torch.from_numpy(sim["kspace"]) * units
+    return Problem(k * mask, mask=mask, maps=torch.from_numpy(sim["maps"]),
+                   reference=sim["reference"] * units)
+
+
+def test_both_plugins_are_discovered_with_their_capabilities(registry):
+    post, pnp = registry.get("dsm-posterior"), registry.get("dsm-pnp")
+    assert post.capabilities.gives_uncertainty and post.capabilities.stochastic and post.capabilities.needs_weights
+    assert post.capabilities.noncartesian and pnp.capabilities.noncartesian and pnp.capabilities.needs_weights
+
+
+def test_check_explains_a_missing_weight_file(registry, tmp_path):
+    problem = _cartesian_problem()
+    missing = tmp_path / "nope.safetensors"
+    for name in ("dsm-posterior", "dsm-pnp"):
+        method = registry.get(name)
+        params = method.make_params({"weights": str(missing)})
+        reasons = method.check(problem, params)
+        assert len(reasons) == 1 and str(missing) in reasons[0] and "train" in reasons[0]
+        with pytest.raises(Exception, match="not found"):
+            safe_run(method, problem, {"weights": str(missing)})
+
+
+def test_check_rejects_weights_of_another_model(registry, tmp_path, weights):
+    import json
+    import shutil
+
+    other = tmp_path / "other.safetensors"
+    shutil.copy(weights, other)
+    side = json.loads(open(weights.replace(".safetensors", ".json")).read())
+    side["model"] = "unet"
+    other.with_suffix(".json").write_text(json.dumps(side))
+    method = registry.get("dsm-posterior")
+    (reason,) = method.check(_cartesian_problem(), method.make_params({"weights": str(other)}))
+    assert "unet" in reason
+
+
+def test_posterior_plugin_end_to_end(registry, weights):
+    problem = _cartesian_problem()
+    progress, previews = [], []
+    ctx = RunContext("cpu", on_progress=lambda f, t: progress.append(f), on_iterate=previews.append,
+                     iterate_interval=0.0)
+    params = {"weights": weights, "n_samples": 3, "n_levels": 4, "steps_per_level": 2, "seed": 1}
+    result = _run(registry.get("dsm-posterior"), problem, params, ctx)
+    assert result.samples.shape == (3, 32, 32) and result.std.shape == (32, 32)
+    assert torch.allclose(result.image, result.samples.mean(0), atol=1e-5)
+    assert torch.allclose(result.std, result.samples.abs().std(0), atol=1e-5)
+    n_eval = 4 * 2 + 3 + 1  # Langevin steps + predictor steps + final denoising
+    assert len(result.history) == n_eval - 1 and result.extras["n_evaluations"] == n_eval
+    assert progress[-1] == 1.0 and all(b >= a for a, b in zip(progress, progress[1:]))
+    assert previews and previews[-1].shape == (32, 32)
+    cal = result.extras["calibration"]
+    assert set(cal) >= {"spearman", "coverage", "coverage_gaussian", "n_samples", "curve"}
+    assert cal["n_samples"] == 3 and 0.0 <= cal["coverage"] <= 1.0
+    assert result.chosen["likelihood"] == "exact" and result.chosen["scale"] == pytest.approx(problem.scale)
+    # stochastic: another seed gives other samples, the same seed the same ones
+    again = _run(registry.get("dsm-posterior"), problem, params)
+    assert torch.equal(again.samples, result.samples)
+    other = _run(registry.get("dsm-posterior"), problem, {**params, "seed": 2})
+    assert not torch.equal(other.samples, result.samples)
+
+
+def test_posterior_is_independent_of_scanner_units(registry, weights):
+    """The data are divided by the problem's scale: k-space x 1000 gives images x 1000, the same samples."""
+    params = {"weights": weights, "n_samples": 2, "n_levels": 3, "steps_per_level": 1, "seed": 0,
+              "chains_per_batch": 1}
+    a = _run(registry.get("dsm-posterior"), _cartesian_problem(1.0), params)
+    b = _run(registry.get("dsm-posterior"), _cartesian_problem(1000.0), params)
+    assert torch.allclose(b.samples / 1000, a.samples, rtol=1e-3, atol=1e-4 * float(a.samples.abs().max()))
+    assert b.extras["calibration"]["coverage"] == pytest.approx(a.extras["calibration"]["coverage"], abs=0.01)
+
+
+def test_posterior_cancels_between_steps(registry, weights):
+    ctx = RunContext("cpu")
+    steps = []
+
+    def on_progress(f, t):
+        steps.append(f)
+        if len(steps) == 3:
+            ctx.cancel()
+
+    ctx._on_progress = on_progress
+    with pytest.raises(JobCancelled):
+        _run(registry.get("dsm-posterior"), _cartesian_problem(),
+                 {"weights": weights, "n_samples": 2, "n_levels": 20}, ctx)
+    assert len(steps) <= 4
+
+
+def test_posterior_on_a_radial_problem(registry, weights):
+    from workbench.problem import Problem
+    from workbench.sampling import make_sampling
+    from workbench.sampling.retrospective import sample_noncartesian
+    from workbench.simulate import generate_slice
+
+    sim = generate_slice(4, shape=(32, 32), n_coils=2, contrast="t2")
+    s = make_sampling("radial", (32, 32), 2)
+    coil = torch.from_numpy(sim["maps"] * sim["image"][None])
+    y = sample_noncartesian(coil, s.trajectory)
+    problem = Problem(y, (32, 32), trajectory=s.trajectory, dcf=s.dcf, maps=torch.from_numpy(sim["maps"]))
+    r = _run(registry.get("dsm-posterior"), problem,
+                 {"weights": weights, "n_samples": 2, "n_levels": 3, "steps_per_level": 1})
+    assert r.samples.shape == (2, 32, 32) and torch.isfinite(r.std).all()
+    assert r.chosen["likelihood"] == "density-compensated" and "calibration" not in r.extras
+    exact = _run(registry.get("dsm-posterior"), problem,
+                     {"weights": weights, "n_samples": 2, "n_levels": 3, "likelihood": "exact"})
+    assert exact.chosen["likelihood"] == "exact" and exact.chosen["lipschitz"] > 1.0
+
+
+def test_pnp_plugin_end_to_end_and_units(registry, weights):
+    method = registry.get("dsm-pnp")
+    progress = []
+    ctx = RunContext("cpu", on_progress=lambda f, t: progress.append(f))
+    a = _run(method, _cartesian_problem(), {"weights": weights, "n_iter": 4}, ctx)
+    assert a.image.shape == (32, 32) and torch.isfinite(a.image).all()
+    assert [h["iter"] for h in a.history] == [1, 2, 3, 4] and progress[-1] == 1.0
+    sig = [h["sigma"] for h in a.history]
+    assert sig[0] == pytest.approx(0.1) and sig[-1] == pytest.approx(0.01)
+    b = _run(method, _cartesian_problem(1000.0), {"weights": weights, "n_iter": 4})
+    assert torch.allclose(b.image / 1000, a.image, rtol=1e-3, atol=1e-4 * float(a.image.abs().max()))
