@@ -107,12 +107,12 @@ def langevin_step_sizes(sigmas: torch.Tensor, step_size: float, sigma_y: float, 
     return out
 
 
-PREDICTORS = ("none", "reverse-diffusion")
+PREDICTORS = ("none", "reverse-diffusion", "ancestral")
 
 
 def count_evaluations(n_levels: int, steps_per_level: int, predictor: str = "none", denoise_last: bool = True) -> int:
     """Network evaluations of :func:`annealed_langevin` (its callback's ``n_steps`` plus the final denoising)."""
-    n = n_levels * steps_per_level + (n_levels - 1 if predictor == "reverse-diffusion" else 0)
+    n = n_levels * steps_per_level + (n_levels - 1 if predictor != "none" else 0)
     return n + (1 if denoise_last else 0)
 
 
@@ -145,11 +145,15 @@ def annealed_langevin(
         sigma_y: measurement noise per real component (normalised units).
         steps_per_level, step_size: ``T`` and ``epsilon / sigma_L^2`` of NCSN (Langevin steps per level, and
             the step ``a_i = step_size sigma_i^2``).
-        predictor: "none" (annealed Langevin of Song & Ermon 2019) or "reverse-diffusion": between levels, one
+        predictor: "none" (annealed Langevin of Song & Ermon 2019), "reverse-diffusion": between levels, one
             Euler-Maruyama step of the reverse variance-exploding SDE from ``sigma_i`` to ``sigma_{i+1}``
             (``x += (sigma_i^2 - sigma_{i+1}^2) grad + sqrt(sigma_i^2 - sigma_{i+1}^2) z``), making the Langevin
             steps correctors (the predictor-corrector sampler of Song et al. 2021): it follows the annealing path
-            with far fewer evaluations.
+            with far fewer evaluations. "ancestral": the same step with the noise of ancestral sampling,
+            ``sqrt(sigma_{i+1}^2 (sigma_i^2 - sigma_{i+1}^2) / sigma_i^2) z`` (Song et al. 2021, appendix F; the
+            variance-exploding DDPM step): where the denoiser is right it lands exactly on noise level
+            ``sigma_{i+1}``, so coarse schedules do not accumulate noise (Euler-Maruyama adds too much when
+            ``sigma_{i+1} / sigma_i`` is far from 1).
         lipschitz: ``||A^H A||`` (1 for Cartesian SENSE with normalised maps); larger values cap the steps.
         x_init: starting images ``[H, W]`` or ``[N, H, W]`` (default zeros); ``sigmas[0]`` noise is added.
         image_shape: ``(H, W)`` when neither ``x_init`` nor ``adjoint_y`` give it.
@@ -212,13 +216,15 @@ def annealed_langevin(
             k += 1
             if report(x, prior, info):
                 return x
-        if predictor == "reverse-diffusion" and level + 1 < len(levels):
-            d = sigma * sigma - levels[level + 1] ** 2
+        if predictor != "none" and level + 1 < len(levels):
+            nxt = levels[level + 1]
+            d = sigma * sigma - nxt * nxt
             # the likelihood part of the predictor is capped like the Langevin steps (stable for ||A^H A|| > 1)
             w = 1.0 if lipschitz <= 1.0 else min(1.0, (sigma_y**2 + sigma * sigma) / (lipschitz * d))
             grad, prior, info = gradient(x, sigma, level, d, w)
             x_before = x
-            x = x + d * grad + math.sqrt(d) * complex_noise(x.shape, generator=generator, device=device)
+            noise = math.sqrt(d) if predictor == "reverse-diffusion" else nxt * math.sqrt(d) / sigma
+            x = x + d * grad + noise * complex_noise(x.shape, generator=generator, device=device)
             k += 1
             if report(x, prior, info):
                 return x
