@@ -57,8 +57,10 @@ from benchmarks.harness import RESULTS_DIR, machine_description, machine_line, r
 
 METHODS = ("sense", "l1-wavelet", "tv")
 ITERATIONS = {"sense": 30, "l1-wavelet": 100, "tv": 100}
-# Weights relative to max |A^H y| used without the sweep (about the best PSNR on the demo slice at 4x).
-DEFAULT_LAMS = {"sense": 1e-3, "l1-wavelet": 3e-4, "tv": 6e-4}
+# Weights without the sweep (and the centre of its grid): l1-wavelet and TV relative to max |A^H y| (about
+# the best PSNR on the demo slice at 4x); the Tikhonov weight of SENSE is absolute (||A||^2 is about 1).
+DEFAULT_LAMS = {"sense": 1e-2, "l1-wavelet": 2e-3, "tv": 6e-3}
+SCALED = {"sense": False, "l1-wavelet": True, "tv": True}
 SWEEP_FACTORS = (0.1, 0.316, 1.0, 3.16, 10.0)  # around DEFAULT_LAMS
 BART_ENV = {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "passive"}
 # Reference figures of the issue on this machine (8 x 256 x 256): seconds.
@@ -155,41 +157,58 @@ class Implementation:
 
 
 class Ours(Implementation):
-    """The workbench's solvers on :class:`~workbench.physics.sense.CartesianSense`, at their defaults
-    (``options`` per method override them, e.g. ``{"tv": {"solver": "admm"}}``)."""
+    """The workbench's methods, run as the app runs them: the built-in plugins (``cg-sense``, ``l1-wavelet``,
+    ``tv``) through :func:`workbench.methods.safe_run` on a :class:`~workbench.problem.Problem` holding the same
+    data and maps. The plugins' weights are relative to ``problem.scale`` (l1-wavelet, TV; cg-sense's Tikhonov
+    weight is absolute), so the absolute ``lam`` is divided by it. Per-iteration objective recording is off
+    (the peers do not compute it either); ``options`` per method add plugin parameters
+    (e.g. ``{"tv": {"solver": "admm"}}``)."""
 
     name = "ours"
+    PLUGINS = {"sense": "cg-sense", "l1-wavelet": "l1-wavelet", "tv": "tv"}
 
     def __init__(self, device: str = "cpu", options: dict[str, dict[str, Any]] | None = None):
         self.device = device
         self.options = options or {}
         self._key = None
+        self._registry = None
+
+    def available(self):
+        from workbench.methods import discover_methods
+
+        self._registry = discover_methods(entry_points=False, user_dirs=False)
+        missing = [n for n in self.PLUGINS.values() if n not in self._registry]
+        return f"built-in plugins missing: {', '.join(missing)}" if missing else None
 
     def prepare(self, data: PeerData) -> None:
-        from workbench.physics.sense import CartesianSense
+        from workbench.problem import Problem
 
         if self._key is not id(data):
-            self._A = CartesianSense(torch.from_numpy(data.maps).to(self.device),
-                                     torch.from_numpy(data.mask).to(self.device))
-            self._y = torch.from_numpy(data.y).to(self.device)
+            self.problem = Problem(torch.from_numpy(data.y), mask=torch.from_numpy(data.mask),
+                                   maps=torch.from_numpy(data.maps), reference=data.reference, device=self.device)
+            self.problem.zero_filled("sense"), self.problem.zero_filled("rss"), self.problem.scale  # cached
             self._key = id(data)
 
-    def run(self, method, data, lam, n_iter):
-        from workbench.solvers.recon import cg_sense, l1_wavelet, total_variation
-
-        self.prepare(data)
-        opts = dict(self.options.get(method, {}))
+    def params(self, method: str, lam: float, n_iter: int) -> dict[str, Any]:
         if method == "sense":
-            res = cg_sense(self._A, self._y, lam, n_iter=n_iter, tol=0.0, **opts)
-        elif method == "l1-wavelet":
-            res = l1_wavelet(self._A, self._y, lam, n_iter=n_iter, **opts)
-        elif method == "tv":
-            res = total_variation(self._A, self._y, lam, n_iter=n_iter, **opts)
+            p = {"lam": lam, "n_iter": n_iter, "tol": 0.0}
         else:
-            raise ValueError(method)
-        if self.device != "cpu" and torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return res.x.cpu().numpy(), {"iterations": res.n_iter}
+            p = {"lam": lam / self.problem.scale, "n_iter": n_iter, "record_objective": False}
+        return {**p, **self.options.get(method, {})}
+
+    def run(self, method, data, lam, n_iter):
+        from workbench.methods import safe_run
+
+        if self._registry is None:
+            self.available()
+        self.prepare(data)
+        params = self.params(method, lam, n_iter)
+        result = safe_run(self._registry.get(self.PLUGINS[method]), self.problem, params)
+        extras = {k: v for k, v in (result.extras or {}).items() if isinstance(v, (int, float, str, bool))}
+        info = {"command": f"{self.PLUGINS[method]} " + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else
+                                                                 f"{k}={v}" for k, v in params.items()),
+                "extras": extras}
+        return result.image.numpy(), info
 
 
 class Bart(Implementation):
@@ -311,17 +330,6 @@ def _ssim(data: PeerData, image: np.ndarray) -> float:
     return ssim(data.reference, np.abs(image))
 
 
-def time_runs(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> tuple[list[float], Any]:
-    """Wall-clock seconds of ``repeats`` calls of ``fn`` (after one untimed warm-up call) and the last output."""
-    out = fn() if warmup else None
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return times, out
-
-
 @dataclass
 class PeerRecord:
     method: str
@@ -340,8 +348,12 @@ class PeerRecord:
     error: str = ""
 
 
+def default_lam(method: str, scale: float) -> float:
+    return DEFAULT_LAMS[method] * (scale if SCALED[method] else 1.0)
+
+
 def sweep_lams(method: str, scale: float) -> list[float]:
-    return [DEFAULT_LAMS[method] * f * scale for f in SWEEP_FACTORS]
+    return [default_lam(method, scale) * f for f in SWEEP_FACTORS]
 
 
 def run_peers(source: str = "demo", acceleration: float = 4, kind: str = "random", *, repeats: int = 3,
@@ -355,7 +367,13 @@ def run_peers(source: str = "demo", acceleration: float = 4, kind: str = "random
                 ours_options=ours_options or {})
     data = make_peer_data(source, acceleration, kind, seed, realdata)
     log(f"data: {data.description}; scale max|A^H y| = {data.scale:.4g}")
-    impls: list[Implementation] = [Ours(device, ours_options)]
+    ours = Ours(device, ours_options)
+    why = ours.available()
+    if why:
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError(why)
+    impls: list[Implementation] = [ours]
     unavailable: dict[str, str] = {}
     for name in peers:
         impl = IMPLEMENTATIONS[name]()
@@ -388,16 +406,29 @@ def run_peers(source: str = "demo", acceleration: float = 4, kind: str = "random
                         log(f"  sweep {method:<10} {impl.name:<6} " + "  ".join(f"{l:.3g}:{p:.2f}" for l, p in pts))
                 lam = max(sweeps["ours"], key=lambda t: t[1])[0] if sweeps.get("ours") else grid[2]
             else:
-                lam = DEFAULT_LAMS[method] * data.scale
+                lam = default_lam(method, data.scale)
+            recs = {impl.name: PeerRecord(method, impl.name, lam, n_iter) for impl in impls}
+            outputs: dict[str, tuple[np.ndarray, dict]] = {}
+            # One untimed warm-up each, then the timed runs interleaved (ours, bart, sigpy, ours, ...): a change
+            # of the machine's load during the measurement hits every implementation alike.
+            for rep in range(repeats + 1):
+                for impl in impls:
+                    rec = recs[impl.name]
+                    if rec.error:
+                        continue
+                    try:
+                        t0 = time.perf_counter()
+                        outputs[impl.name] = impl.run(method, data, lam, n_iter)
+                        if rep > 0:
+                            rec.times_s.append(round(time.perf_counter() - t0, 4))
+                    except Exception as exc:
+                        rec.error = f"{type(exc).__name__}: {exc}"
             for impl in impls:
-                rec = PeerRecord(method, impl.name, lam, n_iter)
-                try:
-                    times, (img, info) = time_runs(lambda: impl.run(method, data, lam, n_iter), repeats)
-                    rec.times_s = [round(t, 4) for t in times]
-                    rec.median_s, rec.min_s = statistics.median(times), min(times)
+                rec = recs[impl.name]
+                if not rec.error:
+                    img, info = outputs[impl.name]
+                    rec.median_s, rec.min_s = statistics.median(rec.times_s), min(rec.times_s)
                     rec.psnr, rec.ssim, rec.info = _psnr(data, img), _ssim(data, img), info
-                except Exception as exc:
-                    rec.error = f"{type(exc).__name__}: {exc}"
                 pts = sweeps.get(impl.name)
                 if pts:
                     rec.sweep = [[float(a), float(b)] for a, b in pts]

@@ -72,6 +72,15 @@ class DataTerm:
         return "density-weighted least squares" if self.weighted else "least squares"
 
 
+def operator_norm2(A: Any, y: torch.Tensor) -> float:
+    """``||A||^2`` for step sizes: 15 power iterations (the estimate approaches from below; the library adds 2%,
+    this 3% more). Each costs a normal operator, so 15 instead of 30 saves a few seconds on large
+    non-Cartesian problems."""
+    from workbench.solvers.recon import lipschitz
+
+    return 1.03 * float(lipschitz(A, y, n_iter=15))
+
+
 def weight_scale(problem: Any) -> float:
     """The absolute weight of ``lam = 1``: ``problem.scale`` (99th percentile of the zero-filled RSS magnitude)."""
     return float(problem.scale)
@@ -162,7 +171,7 @@ def choose_lam(
         search = holdout_validation(short_solve, data.A, data.y, lam0=LAM_START * scale, decades=2.0, n_grid=5,
                                     refine=3)
     lam_rel = search.lam / scale
-    chosen = {"lam": lam_rel, "lam_absolute": search.lam, "lam_rule": rule_used, "lam_evaluations": len(search.trace)}
+    chosen = {"lam": lam_rel, "lam_absolute": search.lam, "lam_rule": rule_used, "search_solves": len(search.trace)}
     if rule_used == "discrepancy":
         chosen.update(kappa=kappa, residual_floor=floor, residual_target=search.target)
     ctx.log(f"weight chosen by {rule_used}: lam = {lam_rel:.3g} x scale ({len(search.trace)} solves)")
@@ -258,3 +267,83 @@ def regularised_pdhg(
     result = pdhg(x0, ops, proxes, tau=tau, sigma=sigmas, n_iter=n_iter, objective=objective, callback=callback)
     result.info.update(ratio=ratio, lipschitz_A=lipschitz_A)
     return result
+
+
+def linearized_theta(lam_relative: float) -> float:
+    """Dual step scale of :func:`linearized_pdhg`: ``30 * lam``, clipped to [0.03, 1] (best of 0.03-3 on a
+    radial brain slice at ``lam`` = 0.001 / 0.003 / 0.01: 0.03 / 0.03-0.1 / 0.1-0.3)."""
+    return min(max(30.0 * lam_relative, 0.03), 1.0)
+
+
+def linearized_pdhg(
+    A: Any,
+    y: torch.Tensor,
+    blocks: list[tuple[Any, float, Callable[[torch.Tensor, float], torch.Tensor]]],
+    *,
+    theta: float,
+    n_iter: int,
+    x0: torch.Tensor | None = None,
+    lipschitz_A: float | None = None,
+    objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    callback: Callable[[int, torch.Tensor, dict], bool | None] | None = None,
+):
+    """``min_x 0.5 ||A x - y||^2 + sum_j g_j(K_j x)`` by the primal-dual method of Condat (2013) and Vu (2013):
+    the smooth data term enters through its gradient ``A^H A x - A^H y``, so each iteration costs one *normal*
+    operator (the Toeplitz embedding for non-Cartesian data) instead of a NUFFT and its adjoint:
+
+        x+ = x - tau (A^H A x - A^H y + sum_j K_j^H u_j);   u_j = prox_{sigma_j g_j*}(u_j + sigma_j K_j (2 x+ - x))
+
+    Steps: ``sigma_j ||K_j||^2 = theta ||A||^2 / n_blocks`` and ``tau = 0.99 / (||A||^2 / 2 + sum_j sigma_j
+    ||K_j||^2)``, which satisfies the convergence condition ``1/tau - ||sum_j sigma_j K_j^H K_j|| > ||A||^2 / 2``.
+    On a 512x256, 12-coil radial problem one iteration takes 0.28 s against 1.3 s for :func:`regularised_pdhg`
+    (NUFFT 0.33 s, adjoint 0.94 s, Toeplitz normal 0.28 s; one CPU thread).
+    """
+    from workbench.solvers.base import SolverResult, sq_norm
+    from workbench.solvers.recon import lipschitz
+
+    if lipschitz_A is None:
+        lipschitz_A = float(lipschitz(A, y))
+    aty = A.adjoint(y)
+    x = torch.zeros_like(aty) if x0 is None else x0
+    sigmas = [theta * lipschitz_A / (len(blocks) * float(norm)) for _, norm, _ in blocks]
+    tau = 0.99 / (lipschitz_A / 2 + theta * lipschitz_A)
+    duals = [torch.zeros(*x.shape[: x.dim() - 2], *op.oshape, dtype=x.dtype, device=x.device) for op, _, _ in blocks]
+    history: list[float] = []
+    stopped = False
+    done = 0
+    tiny = torch.finfo(x.real.dtype).tiny
+    for it in range(n_iter):
+        step = A.normal(x) - aty
+        for (op, _, _), u in zip(blocks, duals):
+            step = step + op.adjoint(u)
+        x_new = x - tau * step
+        extrapolated = 2 * x_new - x
+        duals = [prox(u + s * op.forward(extrapolated), s) for (op, _, prox), u, s in zip(blocks, duals, sigmas)]
+        change = float(sq_norm(x_new - x, 2).sqrt().max() / sq_norm(x_new, 2).sqrt().clamp_min(tiny).max())
+        x = x_new
+        done = it + 1
+        info = {"change": change}
+        if objective is not None:
+            info["objective"] = float(objective(x).sum())
+        history.append(info.get("objective", change))
+        if callback is not None and callback(it, x, info):
+            stopped = True
+            break
+    name = "objective" if objective is not None else "change"
+    return SolverResult(x, history, name, done, False, stopped,
+                        {"tau": tau, "sigma": sigmas, "theta": theta, "lipschitz_A": lipschitz_A, "duals": duals})
+
+
+def normal_objective(A: Any, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> 0.5 ||A x - y||^2`` computed with the normal operator, ``0.5 <x, A^H A x> - Re <x, A^H y> +
+    0.5 ||y||^2`` (for non-Cartesian data the Toeplitz normal is cheaper than a NUFFT)."""
+    aty = A.adjoint(y)
+    yy = float(y.abs().pow(2).sum())
+
+    def data_term(x: torch.Tensor) -> torch.Tensor:
+        nx = A.normal(x)
+        quad = (torch.view_as_real(x) * torch.view_as_real(nx)).sum(dim=(-3, -2, -1))
+        lin = (torch.view_as_real(x) * torch.view_as_real(aty)).sum(dim=(-3, -2, -1))
+        return (0.5 * quad - lin + 0.5 * yy).clamp_min(0)
+
+    return data_term

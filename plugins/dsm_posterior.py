@@ -31,12 +31,14 @@ class Params:
                                   "shipped weights")
     n_samples: int = param(8, min=2, max=256, help="posterior samples (chains) to draw")
     n_levels: int = param(20, min=1, max=2000, help="noise levels of the annealing schedule (geometric)")
-    steps_per_level: int = param(1, min=1, max=100, help="Langevin steps at each noise level")
+    steps_per_level: int = param(1, min=0, max=100, help="Langevin (corrector) steps at each noise level; 0: "
+                                                         "predictor steps only")
     step_size: float = param(0.3, min=1e-4, max=2.0, log_scale=True,
                              help="Langevin step relative to sigma^2 (epsilon / sigma_min^2 of NCSN)")
-    predictor: str = param("reverse-diffusion", choices=("reverse-diffusion", "none"),
-                           help="between levels: a reverse-diffusion step (predictor-corrector sampler, fewer "
-                                "steps) or none (plain annealed Langevin)")
+    predictor: str = param("ancestral", choices=("ancestral", "reverse-diffusion", "none"),
+                           help="between levels: an ancestral or a reverse-diffusion (Euler-Maruyama) step of the "
+                                "reverse diffusion (predictor-corrector sampler: far fewer steps), or none (plain "
+                                "annealed Langevin)")
     sigma_max: float | None = param(None, min=1e-4, max=10.0, log_scale=True,
                                     help="largest noise level (normalised units); auto: the network's")
     sigma_min: float | None = param(None, min=1e-4, max=10.0, log_scale=True,
@@ -74,6 +76,11 @@ class DSMPosterior(Method):
         from workbench.nn.dsm import NormalisedProblem, annealed_langevin, calibration_metrics, count_evaluations
         from workbench.nn.score_net import geometric_sigmas, load_for_method
 
+        if params.predictor == "none" and params.steps_per_level == 0:
+            from workbench.methods import ParamError
+
+            raise ParamError("dsm-posterior: steps_per_level must be at least 1 without a predictor",
+                             param="steps_per_level", owner=self.name)
         ctx.progress(0.0, "loading the score network")
         model, sidecar, path = load_for_method(params.weights, ctx.device)
         arch = model.config
@@ -118,7 +125,8 @@ class DSMPosterior(Method):
             xs = annealed_langevin(
                 score, data.normal, data.adjoint_y, n_chains=n_chains, sigmas=sigmas, sigma_y=data.sigma_y,
                 steps_per_level=params.steps_per_level, step_size=params.step_size, predictor=params.predictor,
-                lipschitz=data.lipschitz, x_init=data.x0, generator=generator, callback=callback,
+                lipschitz=data.lipschitz, x_init=data.x0, support=data.support, generator=generator,
+                callback=callback,
             )
             ctx.check_cancelled()
             samples.append(xs)

@@ -9,7 +9,8 @@ weight ``lam`` scales both penalties, their proportion is fixed by ``tv_ratio``;
 (``Result.chosen["lam_wavelet"]``, ``["lam_tv"]``, relative to the scale).
 
 Solver: PDHG on ``K = [A; W; D]`` with one dual step per block and the primal/dual balance of the TV plugin
-(``plugins/_shared.py``), or ADMM with splittings ``W x`` and ``D x`` and a CG x-update.
+(``plugins/_shared.py``; non-Cartesian data: the linearised Condat-Vu variant with the Toeplitz normal operator),
+or ADMM with splittings ``W x`` and ``D x`` and a CG x-update.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from workbench.physics.wavelet import Wavelet2D, max_wavelet_levels
 from workbench.result import Result
 from workbench.solvers import fused_lasso, project_l2_ball
 from workbench.solvers.prox import l1_norm
-from workbench.solvers.recon import data_fidelity, lipschitz, tv_norm
+from workbench.solvers.recon import data_fidelity, tv_norm
 
 from plugins._shared import (
-    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, maps_reasons, pdhg_ratio, regularised_pdhg,
-    search_trace, weight_scale,
+    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, linearized_pdhg, linearized_theta,
+    maps_reasons, normal_objective, operator_norm2, pdhg_ratio, regularised_pdhg, search_trace, weight_scale,
 )
 from plugins.l1_wavelet import WAVELETS
 from plugins.tv import ADMM_RHO, GRADIENT_NORM2
@@ -89,7 +90,7 @@ class FusedLasso(Method):
         data = DataTerm(problem, params.dcf_weighting)
         A, y = data.A, data.y
         scale = weight_scale(problem)
-        lip = float(lipschitz(A, y))
+        lip = operator_norm2(A, y)
         isotropic = params.variant == "isotropic"
         W = Wavelet2D(A.ishape, params.wavelet, params.levels)
         D = FiniteDifference2D(A.ishape)
@@ -102,13 +103,17 @@ class FusedLasso(Method):
                                    track_objective=track_objective, callback=callback)
             objective = None
             if track_objective:
+                data_term = (lambda v: data_fidelity(A, y, v)) if problem.is_cartesian else normal_objective(A, y)
+
                 def objective(v: torch.Tensor) -> torch.Tensor:
-                    return (data_fidelity(A, y, v) + lam_abs * l1_norm(W.forward(v), 2)
-                            + lam_tv * tv_norm(D, v, isotropic))
+                    return data_term(v) + lam_abs * l1_norm(W.forward(v), 2) + lam_tv * tv_norm(D, v, isotropic)
             blocks = [(W, 1.0, lambda c, s: project_l2_ball(c, lam_abs))]
             if lam_tv > 0:
                 blocks.append((D, GRADIENT_NORM2, lambda q, s: project_l2_ball(q, lam_tv, dim=-3 if isotropic
                                                                                else None)))
+            if not problem.is_cartesian:  # no NUFFT in the loop: the data term through the Toeplitz normal
+                return linearized_pdhg(A, y, blocks, theta=linearized_theta(lam_abs / scale), n_iter=n_iter, x0=x0,
+                                       lipschitz_A=lip, objective=objective, callback=callback)
             return regularised_pdhg(A, y, blocks, ratio=pdhg_ratio(lam_abs / scale), n_iter=n_iter, x0=x0,
                                     lipschitz_A=lip, objective=objective, callback=callback)
 

@@ -25,10 +25,10 @@ from workbench.methods import Capabilities, Method, ParamError, RunContext, para
 from workbench.physics.wavelet import max_wavelet_levels
 from workbench.result import Result
 from workbench.solvers import l1_wavelet
-from workbench.solvers.recon import lipschitz
 
 from plugins._shared import (
-    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, maps_reasons, search_trace, weight_scale,
+    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, maps_reasons, operator_norm2, search_trace,
+    weight_scale,
 )
 
 WAVELETS = ("db4", "haar", "db2", "db8", "sym4", "sym8", "coif2")
@@ -87,7 +87,7 @@ class L1Wavelet(Method):
         data = DataTerm(problem, params.dcf_weighting)
         A, y = data.A, data.y
         scale = weight_scale(problem)
-        step = 1.0 / float(lipschitz(A, y))
+        step = 1.0 / operator_norm2(A, y)
         solve = functools.partial(l1_wavelet, wavelet=params.wavelet, levels=params.levels,
                                   cycle_spinning=params.cycle_spinning, seed=params.seed, step=step,
                                   track_objective=False)

@@ -76,7 +76,7 @@ class DSMPnP(Method):
             mu = params.lam * data.sigma_y**2 / sigma**2
             x = conjugate_gradient(data.normal, data.adjoint_y + mu * z, x0=z, n_iter=params.cg_iter, tol=0.0,
                                    lam=mu).x
-            z = model.denoise(x[None], sigma)[0]
+            z = model.denoise(x[None], sigma)[0] * data.support  # zero where no coil sees the object
             change = float(torch.linalg.vector_norm(z - x) / torch.linalg.vector_norm(x).clamp_min(1e-30))
             history.append({"iter": k + 1, "sigma": sigma, "mu": mu, "denoiser_change": change,
                             "time": time.perf_counter() - t0})

@@ -7,9 +7,10 @@ differences along both axes (Neumann boundary). ``A`` is the SENSE operator (Car
 non-Cartesian ``F_nu S``, density-weighted by default, Toeplitz normal operator).
 
 Solvers:
-- ``pdhg`` (default): Chambolle-Pock on ``K = [A; D]`` with the data term in the dual (no inner solves), one
-  dual step per block and a primal/dual balance that follows the weight (``plugins/_shared.py``); about 2.5x
-  faster per unit of accuracy than equal steps.
+- ``pdhg`` (default): Cartesian data: Chambolle-Pock on ``K = [A; D]`` with the data term in the dual (no inner
+  solves), one dual step per block and a primal/dual balance that follows the weight (``plugins/_shared.py``);
+  about 2.5x faster per unit of accuracy than equal steps. Non-Cartesian data: the linearised primal-dual method
+  (Condat-Vu), whose data term goes through the Toeplitz normal operator (no NUFFT in the loop).
 - ``admm``: splitting ``z = D x`` with a 5-step CG x-update on ``A^H A + rho D^H D`` (``rho = 0.3``).
 
 ``lam`` is relative to the image intensity scale (99th percentile of the zero-filled RSS magnitude): 0.003
@@ -28,11 +29,11 @@ from workbench.methods import Capabilities, Method, RunContext, param
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.result import Result
 from workbench.solvers import project_l2_ball, total_variation
-from workbench.solvers.recon import data_fidelity, lipschitz, tv_norm
+from workbench.solvers.recon import data_fidelity, tv_norm
 
 from plugins._shared import (
-    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, maps_reasons, pdhg_ratio, regularised_pdhg,
-    search_trace, weight_scale,
+    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, linearized_pdhg, linearized_theta,
+    maps_reasons, normal_objective, operator_norm2, pdhg_ratio, regularised_pdhg, search_trace, weight_scale,
 )
 
 GRADIENT_NORM2 = 8.0  # ||D||^2 <= 8 for forward differences in 2D
@@ -64,16 +65,25 @@ class TVParams:
 
 
 def tv_solver(A, y, lam_abs: float, *, scale: float, isotropic: bool, solver: str, lipschitz_A: float,
-              n_iter: int, x0: torch.Tensor | None = None, callback=None, track_objective: bool = False):
-    """One TV solve (the closure the weight search calls, and the final solve)."""
+              n_iter: int, cartesian: bool = True, x0: torch.Tensor | None = None, callback=None,
+              track_objective: bool = False):
+    """One TV solve (the closure the weight search calls, and the final solve).
+
+    ``solver="pdhg"``: Cartesian data keep the data term in the dual (``regularised_pdhg``); non-Cartesian data
+    take it through its gradient with the Toeplitz normal operator (``linearized_pdhg``: one normal per
+    iteration instead of a NUFFT and its adjoint, 4-5x cheaper per iteration on scanner-size data)."""
     D = FiniteDifference2D(A.ishape)
     objective = None
     if track_objective:
-        objective = lambda v: data_fidelity(A, y, v) + lam_abs * tv_norm(D, v, isotropic)  # noqa: E731
+        data_term = (lambda v: data_fidelity(A, y, v)) if cartesian else normal_objective(A, y)
+        objective = lambda v: data_term(v) + lam_abs * tv_norm(D, v, isotropic)  # noqa: E731
     if solver == "admm":
         return total_variation(A, y, lam_abs, isotropic=isotropic, solver="admm", rho=ADMM_RHO * lipschitz_A,
                                n_iter=n_iter, x0=x0, track_objective=track_objective, callback=callback)
     dual = lambda q, s: project_l2_ball(q, lam_abs, dim=-3 if isotropic else None)  # noqa: E731
+    if not cartesian:
+        return linearized_pdhg(A, y, [(D, GRADIENT_NORM2, dual)], theta=linearized_theta(lam_abs / scale),
+                               n_iter=n_iter, x0=x0, lipschitz_A=lipschitz_A, objective=objective, callback=callback)
     return regularised_pdhg(A, y, [(D, GRADIENT_NORM2, dual)], ratio=pdhg_ratio(lam_abs / scale), n_iter=n_iter,
                             x0=x0, lipschitz_A=lipschitz_A, objective=objective, callback=callback)
 
@@ -97,12 +107,12 @@ class TotalVariation(Method):
         data = DataTerm(problem, params.dcf_weighting)
         A, y = data.A, data.y
         scale = weight_scale(problem)
-        lip = float(lipschitz(A, y))
+        lip = operator_norm2(A, y)
 
         def solve(A, y, lam_abs, x0=None, n_iter=params.n_iter, callback=None, track_objective=False):
             return tv_solver(A, y, lam_abs, scale=scale, isotropic=params.variant == "isotropic",
-                             solver=params.solver, lipschitz_A=lip, n_iter=n_iter, x0=x0, callback=callback,
-                             track_objective=track_objective)
+                             solver=params.solver, lipschitz_A=lip, n_iter=n_iter, cartesian=problem.is_cartesian,
+                             x0=x0, callback=callback, track_objective=track_objective)
 
         chosen: dict = {}
         x0, start = None, 0.0
@@ -118,6 +128,9 @@ class TotalVariation(Method):
         ctx.check_cancelled()
         ctx.progress(1.0, "done")
         extras.update(data_term=data.describe(), lam_absolute=lam * scale, scale=scale, lipschitz_A=lip)
-        if params.solver == "pdhg":
+        if params.solver == "pdhg" and problem.is_cartesian:
             extras["pdhg_ratio"] = pdhg_ratio(lam)
+        elif params.solver == "pdhg":
+            extras["solver_variant"] = "linearized PDHG (Condat-Vu) with the Toeplitz normal operator"
+            extras["pdhg_theta"] = linearized_theta(lam)
         return Result(image=problem.crop(result.x), history=history, chosen=chosen, extras=extras)

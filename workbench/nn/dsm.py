@@ -133,6 +133,7 @@ def annealed_langevin(
     image_shape: tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
     denoise_last: bool = True,
+    support: torch.Tensor | None = None,
     callback: Callable[[int, int, torch.Tensor, dict[str, Any]], bool | None] | None = None,
 ) -> torch.Tensor:
     """Draw ``n_chains`` samples of ``p(x | y)`` by annealed Langevin dynamics (see the module docstring).
@@ -144,7 +145,7 @@ def annealed_langevin(
         sigmas: the levels, decreasing (:func:`~workbench.nn.score_net.geometric_sigmas`).
         sigma_y: measurement noise per real component (normalised units).
         steps_per_level, step_size: ``T`` and ``epsilon / sigma_L^2`` of NCSN (Langevin steps per level, and
-            the step ``a_i = step_size sigma_i^2``).
+            the step ``a_i = step_size sigma_i^2``); with a predictor, ``T`` may be 0 (predictor only).
         predictor: "none" (annealed Langevin of Song & Ermon 2019), "reverse-diffusion": between levels, one
             Euler-Maruyama step of the reverse variance-exploding SDE from ``sigma_i`` to ``sigma_{i+1}``
             (``x += (sigma_i^2 - sigma_{i+1}^2) grad + sqrt(sigma_i^2 - sigma_{i+1}^2) z``), making the Langevin
@@ -159,6 +160,9 @@ def annealed_langevin(
         image_shape: ``(H, W)`` when neither ``x_init`` nor ``adjoint_y`` give it.
         generator: the random stream (seeded: reproducible chains).
         denoise_last: finish with ``x + sigma_L^2 score(x, sigma_L)``.
+        support: where the image can be non-zero ``[H, W]`` (bool or 0/1), e.g. where the coil maps are: the
+            data say nothing outside (``A`` is zero there) and the image is zero there by the model; the chains
+            are kept at zero outside (None: everywhere).
         callback: ``callback(step, n_steps, x, info)`` after every step; ``info`` has ``sigma``, ``level``,
             ``step_size``, ``residual`` (``||A^H A x - A^H y|| / ||A^H y||`` per chain, root mean square) and
             ``denoised`` (``x + sigma^2 score`` before the step: a clean estimate for previews). Returning
@@ -168,6 +172,8 @@ def annealed_langevin(
     """
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}, got {predictor!r}")
+    if steps_per_level < (1 if predictor == "none" else 0):
+        raise ValueError("annealed Langevin without a predictor needs at least one step per level")
     if normal is None:
         sigma_y = 0.0
     if x_init is not None:
@@ -187,7 +193,10 @@ def annealed_langevin(
     x = torch.zeros(n_chains, *shape, dtype=torch.complex64, device=device)
     if x_init is not None:
         x = x + x_init.to(device, torch.complex64)
+    keep = None if support is None else support.to(device=device, dtype=torch.float32)
     x = x + levels[0] * complex_noise(x.shape, generator=generator, device=device)
+    if keep is not None:
+        x = x * keep
     aty_norm = 1.0 if adjoint_y is None else max(float(torch.linalg.vector_norm(adjoint_y)), 1e-30)
     n_steps = count_evaluations(len(levels), int(steps_per_level), predictor, denoise_last=False)
     k = 0
@@ -213,6 +222,8 @@ def annealed_langevin(
             grad, prior, info = gradient(x, sigma, level, a)
             x_before = x
             x = x + a * grad + math.sqrt(2.0 * a) * complex_noise(x.shape, generator=generator, device=device)
+            if keep is not None:
+                x = x * keep
             k += 1
             if report(x, prior, info):
                 return x
@@ -225,12 +236,16 @@ def annealed_langevin(
             x_before = x
             noise = math.sqrt(d) if predictor == "reverse-diffusion" else nxt * math.sqrt(d) / sigma
             x = x + d * grad + noise * complex_noise(x.shape, generator=generator, device=device)
+            if keep is not None:
+                x = x * keep
             k += 1
             if report(x, prior, info):
                 return x
     if denoise_last:
         s_last = levels[-1]
         x = x + (s_last * s_last) * score_fn(x, s_last)
+        if keep is not None:
+            x = x * keep
     return x
 
 
@@ -403,6 +418,7 @@ class NormalisedProblem:
         adjoint_y: ``A^H y / scale`` (or ``A^H D y / scale``) ``[H, W]``.
         likelihood: the one chosen ("exact" or "density-compensated").
         x0: the zero-filled image / scale ``[H, W]`` (density compensated for non-Cartesian data).
+        support: bool ``[H, W]``, where the coil maps are non-zero (everywhere for single-coil data).
         scale: the intensity scale (data units per normalised unit).
         noise_std: k-space noise in data units (``E|n|^2 = noise_std^2``): given or estimated by the problem.
         sigma_y: the same per real component in normalised units, ``noise_std / (sqrt(2) scale)``.
@@ -444,5 +460,8 @@ class NormalisedProblem:
 
             self.lipschitz = 1.05 * float(power_iteration(self.normal, tuple(problem.grid_shape), n_iter=20,
                                                           device=device))
+        # where the coil maps see the object: outside, A is zero and the image is zero by the model
+        sens = problem.maps.abs().square().sum(-3)
+        self.support = sens > 1e-6 * float(sens.max())
         self.grid_shape = tuple(problem.grid_shape)
         self.device = device
