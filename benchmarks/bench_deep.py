@@ -368,6 +368,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--timing-only", action="store_true", help="only the inference timing (appended to the JSON)")
+    ap.add_argument("--merge", default=None, metavar="NAME",
+                    help="with --timing-only: take the non-Cartesian rows from NAME.json")
     ap.add_argument("--quick", action="store_true", help="1 synthetic slice, the head only, no timing")
     ap.add_argument("--out", default=str(RESULTS_DIR))
     ap.add_argument("--name", default="deep")
@@ -382,6 +384,12 @@ def main(argv=None) -> int:
     if args.timing_only:
         res = json.loads((out / f"{args.name}.json").read_text())
         res["timing"] = inference_time(args.xpdnet, args.unet)
+        if args.merge:  # the non-Cartesian part of another run (e.g. run separately while NC-PDNet trained)
+            other = json.loads((out / f"{args.merge}.json").read_text())
+            for key in ("noncartesian_rows", "noncartesian_summary"):
+                res[key] = other.get(key, [])
+            if "ncpdnet" in other["meta"].get("weights", {}):
+                res["meta"]["weights"]["ncpdnet"] = other["meta"]["weights"]["ncpdnet"]
     else:
         res = run(args)
     (out / f"{args.name}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")

@@ -110,9 +110,10 @@ def realdata_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 @dataclass
 class BenchConfig:
-    """What to run. ``methods`` None = every discovered method; ``variants`` a subset of ``("default", "auto")``."""
+    """What to run. ``datasets``: names from :data:`DATASETS` or :class:`Dataset` objects; ``methods`` None =
+    every discovered method; ``variants``: a subset of ``("default", "auto", "fixed")``."""
 
-    datasets: Sequence[str] = tuple(DATASETS)
+    datasets: Sequence[str | Dataset] = tuple(DATASETS)
     methods: Sequence[str] | None = None
     masks: Sequence[str] = MASK_KINDS
     accelerations: Sequence[float] = ACCELERATIONS
@@ -164,6 +165,7 @@ class ProblemInfo:
     recon_shape: tuple[int, int]
     maps_time_s: float | None
     zero_filled_psnr: float | None = None
+    maps_error: str = ""
 
 
 # ======================================================================================================
@@ -260,6 +262,7 @@ def _warm_up(methods: Iterable, variants: Sequence[str], device: str, fixed_lam:
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``config``; returns ``{"meta", "problems", "records", "skipped"}`` (JSON-able)."""
+    from workbench.errors import WorkbenchError
     from workbench.io import open_scan
     from workbench.methods import MethodError, MethodNotApplicableError, discover_methods, safe_run
     from workbench.metrics import evaluate
@@ -271,8 +274,6 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
     names = list(config.methods) if config.methods else registry.names()
     unknown = [n for n in names if n not in registry]
     if unknown:
-        from workbench.errors import WorkbenchError
-
         raise WorkbenchError(f"unknown method(s) {', '.join(unknown)}; found: {', '.join(registry.names())}")
     methods = [registry.get(n) for n in names]
     realdata = realdata_dir(config.realdata)
@@ -291,12 +292,14 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
     problems: list[ProblemInfo] = []
     records: list[Record] = []
     skipped: list[dict[str, str]] = []
-    for ds_name in config.datasets:
-        if ds_name not in DATASETS:
-            from workbench.errors import WorkbenchError
-
-            raise WorkbenchError(f"unknown dataset {ds_name!r}; known: {', '.join(DATASETS)}")
-        ds = DATASETS[ds_name]
+    for entry in config.datasets:
+        if isinstance(entry, Dataset):
+            ds = entry
+        elif entry in DATASETS:
+            ds = DATASETS[entry]
+        else:
+            raise WorkbenchError(f"unknown dataset {entry!r}; known: {', '.join(DATASETS)}")
+        ds_name = ds.name
         path = ds.resolve(realdata)
         if path is None:
             skipped.append({"dataset": ds_name, "why": f"{realdata / ds.path} not found"})
@@ -311,15 +314,19 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
                 problem, cf = make_problem(scan, index, kind, accel, seed=config.seed, device=config.device)
                 label = f"{kind} {accel:g}x"
                 t0 = time.perf_counter()
-                maps_time = None
+                maps_time, maps_error = None, ""
                 if problem.n_coils > 1:
-                    _ = problem.maps  # estimated once, cached in the problem: not part of any method's time
-                    maps_time = time.perf_counter() - t0
+                    try:
+                        _ = problem.maps  # estimated once, cached in the problem: not part of any method's time
+                        maps_time = time.perf_counter() - t0
+                    except WorkbenchError as exc:  # e.g. too few calibration lines: the methods say so
+                        maps_error = str(exc)
+                        log(f"  coil maps: {maps_error}")
                 ref = problem.reference
                 zf = evaluate(ref, problem.crop(problem.zero_filled("rss")))["psnr"] if ref is not None else None
                 info = ProblemInfo(ds_name, str(path), int(index), kind, float(accel), cf,
                                    round(problem.acceleration, 3), problem.n_coils, tuple(problem.grid_shape),
-                                   tuple(problem.recon_shape), maps_time, zf)
+                                   tuple(problem.recon_shape), maps_time, zf, maps_error)
                 problems.append(info)
                 log(f"{ds_name} slice {index} {label} (R_eff {problem.acceleration:.2f}, {problem.n_coils} coils, "
                     f"maps {maps_time or 0:.2f} s)")

@@ -487,3 +487,17 @@ def test_callbacks_stop_every_solver_and_batches_follow_input(solve):
     res = solve(A, y, lambda it, x, info: calls.append(info) or it == 3)
     assert res.stopped and res.n_iter == 4 and len(calls) == 4
     assert res.x.shape == (3, *shape) and res.x.dtype == torch.complex64 and res.x.device == y.device
+
+
+def test_cg_without_tolerance_does_not_drift_after_convergence():
+    # Running far past convergence with tol=0 (as unrolled networks do) must keep the solution: CG
+    # otherwise loses orthogonality once the residual underflows and wanders off.
+    g = torch.Generator().manual_seed(0)
+    n = 120
+    A = torch.randn(200, n, dtype=torch.complex128, generator=g)
+    N = A.conj().T @ A
+    b = torch.randn(n, dtype=torch.complex128, generator=g)
+    lam = 0.05
+    x_ref = torch.linalg.solve(N + lam * torch.eye(n, dtype=N.dtype), b)
+    out = conjugate_gradient(lambda v: N @ v, b, n_iter=400, tol=0, lam=lam)
+    assert float((out.x - x_ref).norm() / x_ref.norm()) < 1e-10

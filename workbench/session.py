@@ -270,6 +270,13 @@ class Session:
         self.results: list[ResultEntry] = []
         self.sweeps: list[Sweep] = []
         self._next_id = 1
+        #: compute the slow derived images (non-Cartesian zero-filled image and PSF) on the prepare thread:
+        #: while they are computed ``zero_filled()`` / ``psf()`` return None and a ``"sampling"`` event follows
+        #: when they arrive. The GUI turns this on so that opening a radial scan never freezes the window.
+        self.background_derived = False
+        self._derived_token: Any = None
+        self._dcf_lock = threading.Lock()
+        self._acquired_dcf_cache: tuple[Any, np.ndarray] | None = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -320,13 +327,24 @@ class Session:
         """Show ``scan``: middle slice, coil-combined, default sampling for it (equispaced R=4 for fully
         sampled Cartesian data, the acquired mask for undersampled data, golden-angle radial for a
         fully sampled scan being explored non-Cartesian is chosen by the user)."""
+        # results belong to the scan they were computed on: a new scan starts an empty comparison (running jobs
+        # of the previous scan are cancelled; the jobs panel keeps them until they stop)
+        old = self.results + [e for sw in self.sweeps for e in sw.entries]
+        for e in old:
+            self.cancel(e)
+        self.results = []
+        self.sweeps = []
         self.scan = scan
         self._reset_state()
+        self._acquired_dcf_cache = None
+        self._derived_token = None
         self.slice_index = scan.n_slices // 2 if slice_index is None else int(slice_index)
         self.coil_index = None
         if not scan.is_cartesian or not scan.fully_sampled:
             self._recipe = {"kind": ACQUIRED, "acceleration": 1.0, "seed": 0, "center_fraction": None, "params": {}}
         self.emit("scan", scan)
+        if old:
+            self.emit("results", self.results)
         self.emit("slice", self.slice_index, self.coil_index)
         self.emit("sampling", self.sampling_state)
 
@@ -465,6 +483,34 @@ class Session:
         if v is None or not math.isfinite(v) or v < float(ref.max()) * 0.999:
             v = float(ref.max())
         return v
+
+    def reference_scale_free(self) -> bool:
+        """True when the reference is valid only up to a global scale, so that every image is scaled to it by
+        least squares (:meth:`fit_scale`) before metrics, error maps and side-by-side display: a parallel-imaging
+        reconstruction stored beside the k-space (BART ``pics``, ``reference_kind == "sense"``), or a stored
+        reference whose scale is unrelated to the data's (the zero-filled image of the acquired samples differs
+        from it by more than 100x, e.g. raw scanner units against a normalised image)."""
+        v = self._slice_cache.get("scale_free")
+        if v is None:
+            scan = self._require_scan()
+            ref = self.reference()
+            v = False
+            if ref is not None and scan.reference_kind == "sense":
+                v = True
+            elif ref is not None and scan.is_cartesian and not (scan.fully_sampled and scan.load_reference is None):
+                acq = self._acquired()
+                zf = self._zero_filled_cartesian(acq if acq is not None else np.ones(self.grid_shape, dtype=bool))
+                a = _ls_scale(ref, zf)
+                v = bool(a > 0 and not 1e-2 <= a <= 1e2)
+            self._slice_cache["scale_free"] = v
+        return v
+
+    def fit_scale(self, image: np.ndarray | None) -> float:
+        """The factor that scales ``|image|`` to the reference (least squares) when the reference is scale-free
+        (:meth:`reference_scale_free`), else 1."""
+        if image is None or self.scan is None or not self.reference_scale_free():
+            return 1.0
+        return _ls_scale(self.reference(), image)
 
     # ----------------------------------------------------------------------------------------------------------
     # sampling
@@ -794,10 +840,58 @@ class Session:
             st = self.sampling_state
             if st.is_cartesian:
                 v = self._zero_filled_cartesian(st.mask)
+            elif self.background_derived:
+                self._start_noncartesian_derived()
+                return None
             else:
-                v = self._zero_filled_noncartesian()
+                v = self._zero_filled_noncartesian(st.sampling, self.slice_index)
             self._derived["zero_filled"] = v
         return v
+
+    @property
+    def derived_pending(self) -> bool:
+        """True while the zero-filled image and PSF of a non-Cartesian sampling are computed in the background
+        (``background_derived``)."""
+        return self._derived_token is not None and self._derived_token == self._derived_key()
+
+    def derived_error(self) -> str | None:
+        """Why the zero-filled image / PSF of the current sampling could not be computed (None: no error)."""
+        return self._derived.get("error")
+
+    def _derived_key(self) -> tuple[Any, ...]:
+        return (id(self.scan), self.slice_index, self.sampling_version)
+
+    def _start_noncartesian_derived(self) -> None:
+        """Compute the non-Cartesian zero-filled image and PSF on the prepare thread; a ``"sampling"`` event
+        announces them (nothing happens when the slice or sampling changed in the meantime)."""
+        if "error" in self._derived:
+            return
+        key = self._derived_key()
+        if self._derived_token == key:
+            return  # already under way
+        self._derived_token = key
+        st, idx = self.sampling_state, self.slice_index
+
+        def work() -> None:
+            try:
+                zf = self._zero_filled_noncartesian(st.sampling, idx)
+                psf = self._psf_normalised(self._psf_noncartesian(st).numpy())
+                out: dict[str, Any] = {"zero_filled": zf, "psf": psf}
+            except Exception as exc:  # shown in the views; the app keeps working
+                why = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
+                out = {"error": f"the zero-filled image could not be computed: {why}"}
+
+            def deliver() -> None:
+                if self._derived_token == key:
+                    self._derived_token = None
+                if self._derived_key() != key:
+                    return  # the slice or sampling changed: the new one computes its own
+                self._derived.update(out)
+                self.emit("sampling", self.sampling_state)
+
+            self.dispatch(deliver)
+
+        self._prep_pool().submit(work)
 
     def _zero_filled_cartesian(self, mask: np.ndarray) -> np.ndarray:
         """``crop(rss(ifft2c(mask * k)))`` (numpy/pocketfft: on a busy CPU it is several times faster here than
@@ -820,9 +914,9 @@ class Session:
             img = np.fft.fftshift(_rss_np(y), axes=(-2, -1))
         return fit_shape(img, (h, w)).astype(np.float32, copy=False)
 
-    def _zero_filled_noncartesian(self) -> np.ndarray:
+    def _zero_filled_noncartesian(self, sampling: Any, slice_index: int) -> np.ndarray:
         # RSS of the density-compensated gridded coil images: no coil maps needed, comparable with an RSS reference
-        problem = self.problem()
+        problem = self.problem(sampling, slice_index)
         img = problem.crop(problem.zero_filled("rss"))
         return fit_shape(np.abs(_to_numpy(img)).astype(np.float32), self.recon_shape)
 
@@ -832,7 +926,10 @@ class Session:
             return {}
         v = self._derived.get("zero_filled_metrics")
         if v is None:
-            v = self.evaluate(self.zero_filled())
+            zf = self.zero_filled()
+            if zf is None:  # being computed in the background
+                return {}
+            v = self.evaluate(zf)
             self._derived["zero_filled_metrics"] = v
         return v
 
@@ -844,7 +941,7 @@ class Session:
         from workbench.metrics import evaluate
 
         rec = np.abs(np.asarray(image)).astype(np.float32)
-        rec = fit_shape(rec, ref.shape)
+        rec = fit_shape(rec, ref.shape) * np.float32(self.fit_scale(rec))
         out = evaluate(ref, rec, data_range=self.data_range()) if _accepts(evaluate, "data_range") else evaluate(
             ref, rec)
         return {k: float(v) for k, v in dict(out).items()}
@@ -858,6 +955,7 @@ class Session:
         from workbench.metrics import error_map
 
         rec = fit_shape(np.abs(np.asarray(image)).astype(np.float32), ref.shape)
+        rec = rec * np.float32(self.fit_scale(rec))
         return np.asarray(error_map(ref, rec, relative=relative, data_range=self.data_range()), dtype=np.float32)
 
     def comparison_rows(self, slice_only: bool = True) -> list[dict[str, Any]]:
@@ -927,18 +1025,56 @@ class Session:
                 # |ifft2c(mask)|; the centring shifts only move the magnitude around
                 p = np.abs(np.fft.fftshift(sfft.ifft2(np.fft.ifftshift(st.mask).astype(np.complex64),
                                                        workers=_WORKERS)))
+            elif self.background_derived:
+                self._start_noncartesian_derived()
+                return None
             else:
                 p = self._psf_noncartesian(st).numpy()
-            v = (p / max(float(p.max()), 1e-12)).astype(np.float32)
+            v = self._psf_normalised(p)
             self._derived["psf"] = v
         return v
+
+    @staticmethod
+    def _psf_normalised(p: np.ndarray) -> np.ndarray:
+        return (p / max(float(p.max()), 1e-12)).astype(np.float32)
+
+    def _dcf_of(self, st: SamplingState, wait: bool = True) -> np.ndarray | None:
+        """Density compensation of a non-Cartesian sampling: the sampling's own, the file's, or (acquired data
+        without one) Pipe-Menon weights computed once per scan; with ``wait=False`` None while not computed."""
+        if st.dcf is not None:
+            return st.dcf
+        if st.kind != ACQUIRED:
+            return None
+        return self._acquired_dcf(wait)
+
+    def _acquired_dcf(self, wait: bool = True) -> np.ndarray | None:
+        scan = self._require_scan()
+        if scan.dcf is not None:
+            return np.asarray(scan.dcf, np.float32)
+        hit = self._acquired_dcf_cache
+        if hit is not None and hit[0] is scan:
+            return hit[1]
+        if not wait:
+            return None
+        with self._dcf_lock:  # the prepare thread and a job may ask at once: compute it once
+            hit = self._acquired_dcf_cache
+            if hit is not None and hit[0] is scan:
+                return hit[1]
+            from workbench.sampling.dcf import pipe_menon_dcf
+
+            dcf = _to_numpy(pipe_menon_dcf(scan.trajectory_tensor(), tuple(scan.grid_shape))).astype(np.float32)
+            dcf = dcf.reshape(-1)
+            if self.scan is scan:
+                self._acquired_dcf_cache = (scan, dcf)
+            return dcf
 
     def _psf_noncartesian(self, st: SamplingState) -> torch.Tensor:
         import torchkbnufft as tkbn
 
         grid = self.grid_shape
         traj = torch.from_numpy(st.trajectory)
-        w = torch.from_numpy(st.dcf) if st.dcf is not None else torch.ones(traj.shape[-1])
+        dcf = self._dcf_of(st)
+        w = torch.from_numpy(dcf) if dcf is not None else torch.ones(traj.shape[-1])
         adj = tkbn.KbNufftAdjoint(im_size=grid)
         img = adj(w.to(torch.complex64)[None, None], traj)
         return img[0, 0].abs()
@@ -950,7 +1086,9 @@ class Session:
         if st is None or st.is_cartesian:
             return None
         traj = st.trajectory
-        w = st.dcf if st.dcf is not None else np.ones(traj.shape[-1], np.float32)
+        w = self._dcf_of(st, wait=not self.background_derived)
+        if w is None:  # acquired data whose weights are still being computed
+            w = np.ones(traj.shape[-1], np.float32)
         step = max(1, traj.shape[-1] // max_points)
         return traj[:, ::step], w[::step]
 
@@ -967,6 +1105,9 @@ class Session:
                 raise SamplingError("the mask is empty: draw or choose a sampling first")
             sampling = st.sampling
         idx = self.slice_index if slice_index is None else slice_index
+        if not scan.is_cartesian and scan.dcf is None:
+            # the acquired trajectory's density compensation, computed once per scan instead of once per problem
+            scan = dataclasses.replace(scan, dcf=self._acquired_dcf().copy())
         return Problem.from_scan(scan, idx, sampling=sampling, device=device or "cpu")
 
     @property
@@ -1034,7 +1175,8 @@ class Session:
         else:
             self.results.append(entry)
             self.emit("results", self.results)
-        ctx = _JobContext(self, entry, method, p, reference, data_range, recon_shape)
+        scale_free = self.reference_scale_free() if idx == self.slice_index else scan.reference_kind == "sense"
+        ctx = _JobContext(self, entry, method, p, reference, data_range, recon_shape, scale_free=scale_free)
         device = self.compute_device
         self._prep_pool().submit(ctx.prepare_and_submit, lambda: self.problem(sampling, idx, device))
         return entry
@@ -1340,12 +1482,26 @@ def region_stats(image: np.ndarray, reference: np.ndarray | None, rows: slice, c
     return out
 
 
-def _evaluate(reference: np.ndarray | None, image: np.ndarray | None, data_range: float | None) -> dict[str, float]:
+def _ls_scale(reference: np.ndarray, image: np.ndarray) -> float:
+    """``a`` minimising ``|| reference - a |image| ||^2`` (``image`` centre-cropped/padded to the reference); 1 when
+    the image is all zero."""
+    m = fit_shape(np.abs(np.asarray(image)).astype(np.float64), reference.shape)
+    den = float(np.vdot(m, m).real)
+    if not den > 0 or not math.isfinite(den):
+        return 1.0
+    a = float(np.vdot(m, reference.astype(np.float64)).real) / den
+    return a if math.isfinite(a) and a > 0 else 1.0
+
+
+def _evaluate(reference: np.ndarray | None, image: np.ndarray | None, data_range: float | None,
+              scale_free: bool = False) -> dict[str, float]:
     if reference is None or image is None:
         return {}
     from workbench.metrics import evaluate
 
     rec = fit_shape(np.abs(image).astype(np.float32), reference.shape)
+    if scale_free:
+        rec = rec * np.float32(_ls_scale(reference, rec))
     out = evaluate(reference, rec, data_range=data_range) if _accepts(evaluate, "data_range") else evaluate(
         reference, rec)
     return {k: float(v) for k, v in dict(out).items()}
@@ -1376,8 +1532,10 @@ class _JobContext:
     engine's worker-thread callbacks into entry updates dispatched to the observers' thread."""
 
     def __init__(self, session: Session, entry: ResultEntry, method: Any, params: Any,
-                 reference: np.ndarray | None, data_range: float | None, recon_shape: tuple[int, int]):
+                 reference: np.ndarray | None, data_range: float | None, recon_shape: tuple[int, int],
+                 scale_free: bool = False):
         self.session = session
+        self.scale_free = scale_free
         self.entry = entry
         self.method = method
         self.params = params
@@ -1452,7 +1610,7 @@ class _JobContext:
             # metrics here, on the worker thread: the GUI thread only swaps arrays in
             try:
                 image, std = _result_arrays(result, self.recon_shape)
-                metrics = _evaluate(self.reference, image, self.data_range)
+                metrics = _evaluate(self.reference, image, self.data_range, self.scale_free)
             except Exception as exc:  # a malformed Result is reported like a failed run
                 message, details = f"the result could not be read ({exc})", traceback.format_exc()
                 self.post(lambda e: _mark_failed(e, message, details, finished))
@@ -1482,8 +1640,19 @@ class _JobContext:
             self.post(lambda e: _mark_cancelled(e, finished, started))
 
 
+def _out_of_memory(message: str, details: str | None) -> bool:
+    text = f"{message}\n{details or ''}"
+    return ("OutOfMemoryError" in text or "out of memory" in text.lower() or message.startswith("MemoryError")
+            or "\nMemoryError" in text)
+
+
 def _mark_failed(e: ResultEntry, message: str, details: str | None, finished: float | None = None,
                  started: float | None = None) -> None:
+    if _out_of_memory(message, details) and not message.startswith("out of memory"):
+        # MemoryError() carries no text and CUDA's message is long: say what happened and what to try
+        where = "the GPU" if str(e.device).startswith("cuda") else "this machine"
+        message = (f"out of memory on {where} ({e.device}): the method needs more memory than is free; try fewer "
+                   f"iterations or samples, a smaller problem, or another device ({message})")
     e.state, e.error, e.error_details = "failed", message, details
     e.finished = finished or time.time()
     e.started = e.started or started

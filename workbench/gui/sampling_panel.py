@@ -264,6 +264,12 @@ class SamplingPanel(QtWidgets.QWidget):
         session.subscribe("slice", lambda *_: self.refresh())
         self.setEnabled(False)
 
+    def _lut_brushes(self) -> list[Any]:
+        # 256 shared brushes instead of one QBrush per displayed sample
+        if getattr(self, "_brushes", None) is None:
+            self._brushes = [pg.mkBrush(*c) for c in colormap("viridis").getLookupTable(nPts=256)]
+        return self._brushes
+
     # ----------------------------------------------------------------------------------------------------------
     # queries used by the mask editor
     def editable(self) -> bool:
@@ -415,6 +421,8 @@ class SamplingPanel(QtWidgets.QWidget):
             has_family = any(self.family_list.item(i).data(Qt.ItemDataRole.UserRole) not in (USER, ACQUIRED)
                              for i in range(self.family_list.count()))
             self.r_slider.setEnabled(has_family)
+            if not has_family:  # acquired data only (undersampled or non-Cartesian): no acceleration to choose
+                self.r_label.setText("—")
             self.cf_spin.setEnabled(generated and st.kind in CARTESIAN_1D)
             self.seed_spin.setEnabled(generated)
             cart = st.is_cartesian
@@ -440,32 +448,36 @@ class SamplingPanel(QtWidgets.QWidget):
             if view is not None:
                 pts, w = view
                 lo, hi = (float(v) for v in np.percentile(w, [1, 99]))
-                lut = colormap("viridis").getLookupTable(nPts=256)
-                idx = np.clip(((w - lo) / ((hi - lo) or 1) * 255).astype(int), 0, 255)
-                brushes = [pg.mkBrush(*lut[i]) for i in idx]
-                self.traj_scatter.setData(x=pts[0], y=pts[1], brush=brushes)
+                if hi <= lo:
+                    hi = lo + (abs(lo) or 1.0)
+                lut = self._lut_brushes()
+                idx = np.clip(((w - lo) / (hi - lo) * 255).astype(int), 0, 255)
+                self.traj_scatter.setData(x=pts[0], y=pts[1], brush=[lut[i] for i in idx])
                 self.traj_plot.setRange(xRange=(-np.pi, np.pi), yRange=(-np.pi, np.pi), padding=0.02)
                 self.dcf_bar.setLevels((lo, hi))
                 self.traj_plot.setTitle(f"{st.kind}: {st.trajectory.shape[-1]} samples, R={st.acceleration:.2f}")
         psf = s.psf()
-        if psf is not None:
-            self.psf_panel.set_image(np.log10(np.maximum(psf, 1e-6)), levels=(-4.0, 0.0), autorange=autorange)
+        self.psf_panel.set_image(None if psf is None else np.log10(np.maximum(psf, 1e-6)), levels=(-4.0, 0.0),
+                                 autorange=autorange)
         zf = s.zero_filled()
         self.zf_panel.set_image(zf, autorange=autorange)
         m = s.zero_filled_metrics()
         ref = s.reference()
-        title = "zero-filled"
+        title = "zero-filled" if st.is_cartesian else "gridded (adjoint NUFFT, density compensated)"
+        if zf is None:
+            title += "  (computing…)" if s.derived_pending else f"  ({s.derived_error() or 'not available'})"
         if m:
             title += f"   PSNR {m['psnr']:.2f} dB   SSIM {m['ssim']:.3f}"
         self.zf_panel.set_title(title)
-        if ref is not None and zf is not None:
-            err = np.abs(ref - zf)
+        err = s.error_map(zf) if ref is not None and zf is not None else None
+        if err is not None:
             dr = s.data_range() or float(ref.max()) or 1.0
             self.err_panel.set_image(err, levels=(0.0, 0.25 * dr), autorange=autorange)
-            self.err_panel.set_title("|reference - zero-filled|")
+            self.err_panel.set_title("|reference - zero-filled|" + (" (scale fitted)" if s.reference_scale_free()
+                                                                     else ""))
         else:
             self.err_panel.set_image(None)
-            self.err_panel.set_title("|error| (no reference)")
+            self.err_panel.set_title("|error| (no reference)" if ref is None else "|error|")
         lines = [f"R (effective)  {st.acceleration:.2f}"]
         if st.acs_shape:
             lines.append(f"ACS            {st.acs_shape[0]} x {st.acs_shape[1]}")

@@ -56,13 +56,32 @@ class ScanView(QtWidgets.QWidget):
         lay.addWidget(split, 1)
         for p in (self.kspace_panel, self.image_panel):
             p.hovered.connect(self.hovered)
-        session.subscribe("scan", lambda *_: self.refresh())
+        self._brushes: list[Any] | None = None
+        session.subscribe("scan", lambda *_: self._on_scan())
         session.subscribe("slice", lambda *_: self.refresh())
         session.subscribe("sampling", lambda *_: self._sampling_changed())
+
+    def _on_scan(self) -> None:
+        # an undersampled scan has no reference: show what was acquired (zero-filled / gridded) instead of an
+        # empty panel; a scan with a reference starts on it
+        s = self.session
+        want = "reference" if s.scan is not None and s.reference() is not None else "zero-filled"
+        if self.image_choice.currentText() != want:
+            self.image_choice.blockSignals(True)
+            self.image_choice.setCurrentText(want)
+            self.image_choice.blockSignals(False)
+        self.refresh()
 
     def _sampling_changed(self) -> None:
         if self.image_choice.currentText() == "zero-filled" and self.isVisible():
             self.refresh_image()
+
+    def _lut_brushes(self) -> list[Any]:
+        # 256 shared brushes: one QBrush per sample would cost ~0.1 s for 20000 samples
+        if self._brushes is None:
+            lut = colormap("inferno").getLookupTable(nPts=256)
+            self._brushes = [pg.mkBrush(*c) for c in lut]
+        return self._brushes
 
     def showEvent(self, ev):  # noqa: N802 - Qt override
         super().showEvent(ev)
@@ -82,10 +101,13 @@ class ScanView(QtWidgets.QWidget):
             traj = s.scan.trajectory
             step = max(1, traj.shape[-1] // 20000)
             v = np.log1p(mag[::step] / (mag.max() or 1) * 1e3)
-            lut = colormap("inferno").getLookupTable(nPts=256)
+            lut = self._lut_brushes()
             idx = np.clip((v / (v.max() or 1) * 255).astype(int), 0, 255)
-            brushes = [pg.mkBrush(*lut[i]) for i in idx]
-            self.traj_scatter.setData(x=traj[0, ::step], y=traj[1, ::step], brush=brushes)
+            # draw the brightest (k-space centre) samples last so that they stay visible
+            order = np.argsort(idx, kind="stable")
+            self.traj_scatter.setData(x=traj[0, ::step][order], y=traj[1, ::step][order],
+                                      brush=[lut[i] for i in idx[order]])
+            self.traj_plot.setRange(xRange=(-np.pi, np.pi), yRange=(-np.pi, np.pi), padding=0.02)
         where = "coil-combined" if s.coil_index is None else f"coil {s.coil_index + 1}"
         self.caption.setText(f"slice {s.slice_index + 1}/{s.scan.n_slices}, {where}")
         self.refresh_image(autorange=True)
@@ -102,8 +124,11 @@ class ScanView(QtWidgets.QWidget):
         elif choice == "zero-filled":
             img = s.zero_filled()
             m = s.zero_filled_metrics()
-            title = f"zero-filled, {s.sampling_state.describe()}" + (
+            what = "zero-filled" if s.scan.is_cartesian else "gridded (adjoint NUFFT, density compensated)"
+            title = f"{what}, {s.sampling_state.describe()}" + (
                 f"  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}" if "psnr" in m else "")
+            if img is None:
+                title += "  (computing…)" if s.derived_pending else f"  ({s.derived_error() or 'not available'})"
         else:
             img = s.full_image()
             title = ("fully sampled, " + ("RSS" if s.coil_index is None else f"coil {s.coil_index + 1}")

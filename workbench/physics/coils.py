@@ -259,6 +259,20 @@ def estimate_espirit_maps(
         k = k.to(device)
     kh, kw = _pair(kernel, "kernel")
     rows, cols = calibration_region(k, calib, min_shape=(kh, kw))
+    # A narrow ACS (e.g. 10 lines at 8x) leaves too few kernel positions to find the signal subspace and the
+    # maps vanish over part of the object. Line masks sample the readout fully, so trade width for height:
+    # grow the box along the other axis to keep about the requested calibration area.
+    ch, cw = _pair(calib, "calib")
+    got_h, got_w = rows.stop - rows.start, cols.stop - cols.start
+    if got_w < cw or got_h < ch:
+        area = ch * cw
+        grown = (max(ch, -(-area // max(got_w, 1))) if got_w < cw else got_h,
+                 max(cw, -(-area // max(got_h, 1))) if got_h < ch else got_w)
+        rows, cols = calibration_region(k, grown, min_shape=(kh, kw))
+        # and keep at least two kernel widths across the narrow side (6x6 kernels over 10 lines leave 5
+        # positions: the eigenvalue map then falls below `crop` inside the object).
+        kh = min(kh, max(3, (rows.stop - rows.start) // 2))
+        kw = min(kw, max(3, (cols.stop - cols.start) // 2))
     return espirit_maps_from_calibration(
         k[:, rows, cols], k.shape[-2:], kernel=(kh, kw), threshold=threshold, crop=crop, lowres=lowres,
         return_eigenvalues=return_eigenvalues,

@@ -72,6 +72,7 @@ def conjugate_gradient(
     b_total = bb.sum().sqrt().clamp_min(torch.finfo(bb.dtype).tiny)
     b_items = bb.sqrt().clamp_min(torch.finfo(bb.dtype).tiny)
     tol_t = as_tensor_like(tol, bb)
+    floor_t = as_tensor_like(max(float(tol), 4 * torch.finfo(bb.dtype).eps), bb)
 
     residuals: list[torch.Tensor] = []
     converged = stopped = False
@@ -91,8 +92,10 @@ def conjugate_gradient(
         rr = torch.where(active, rr_new, rr)
         done = it + 1
         residuals.append(rr.sum().sqrt() / b_total)
+        # Items whose residual reached the precision floor are frozen even with tol=0: past it, CG loses
+        # orthogonality and drifts away from the solution. Tensor ops only, so tol=0 still never syncs.
+        active = active & ((rr.sqrt() / b_items) > floor_t)
         if tol > 0:
-            active = active & ((rr.sqrt() / b_items) > tol_t)
             converged = not bool(active.any())
         if callback is not None:
             stopped = call_callback(callback, it, x, {"residual": float(residuals[-1])})
