@@ -11,7 +11,9 @@ divided by the problem's intensity scale first, so the prior does not depend on 
 
 When the problem has a reference, ``Result.extras["calibration"]`` says whether the spread can be trusted:
 Spearman correlation of the std map with the actual absolute error, and the empirical coverage of the 90%
-pixel-wise intervals, inside the object.
+pixel-wise intervals inside the object (from the sample quantiles, from the Student-t interval of the sample
+std, and the latter widened by the reference's own noise: see
+:func:`workbench.nn.dsm.calibration_metrics`).
 """
 
 from __future__ import annotations
@@ -31,16 +33,17 @@ class Params:
                                   "shipped weights")
     n_samples: int = param(8, min=2, max=256, help="posterior samples (chains) to draw")
     n_levels: int = param(20, min=1, max=2000, help="noise levels of the annealing schedule (geometric)")
-    steps_per_level: int = param(1, min=0, max=100, help="Langevin (corrector) steps at each noise level; 0: "
+    steps_per_level: int = param(2, min=0, max=100, help="Langevin (corrector) steps at each noise level; 0: "
                                                          "predictor steps only")
-    step_size: float = param(0.3, min=1e-4, max=2.0, log_scale=True,
+    step_size: float = param(1.0, min=1e-4, max=1.9, log_scale=True,
                              help="Langevin step relative to sigma^2 (epsilon / sigma_min^2 of NCSN)")
     predictor: str = param("ancestral", choices=("ancestral", "reverse-diffusion", "none"),
                            help="between levels: an ancestral or a reverse-diffusion (Euler-Maruyama) step of the "
                                 "reverse diffusion (predictor-corrector sampler: far fewer steps), or none (plain "
                                 "annealed Langevin)")
-    sigma_max: float | None = param(None, min=1e-4, max=10.0, log_scale=True,
-                                    help="largest noise level (normalised units); auto: the network's")
+    sigma_max: float | None = param(0.5, min=1e-4, max=10.0, log_scale=True,
+                                    help="largest noise level (normalised units: the image's 99th percentile "
+                                         "is about 1); auto: the network's largest (at most its largest)")
     sigma_min: float | None = param(None, min=1e-4, max=10.0, log_scale=True,
                                     help="smallest noise level (normalised units); auto: the network's")
     noise_std: float | None = param(None, min=0.0, help="k-space noise standard deviation (data units, "
@@ -85,8 +88,9 @@ class DSMPosterior(Method):
         model, sidecar, path = load_for_method(params.weights, ctx.device)
         arch = model.config
         data = NormalisedProblem(problem, ctx.device, noise_std=params.noise_std, likelihood=params.likelihood)
-        sigma_max = params.sigma_max if params.sigma_max is not None else arch.sigma_max
-        sigma_min = params.sigma_min if params.sigma_min is not None else arch.sigma_min
+        # the network knows the noise levels it was trained on: stay inside them
+        sigma_max = min(params.sigma_max, arch.sigma_max) if params.sigma_max is not None else arch.sigma_max
+        sigma_min = max(params.sigma_min, arch.sigma_min) if params.sigma_min is not None else arch.sigma_min
         if sigma_min > sigma_max:
             sigma_min, sigma_max = sigma_max, sigma_min
         sigmas = geometric_sigmas(sigma_max, sigma_min, params.n_levels)
@@ -151,7 +155,10 @@ class DSMPosterior(Method):
             h, w = ref.shape[-2:]
             if h <= x.shape[-2] and w <= x.shape[-1]:
                 xc = center_crop(x, (h, w)).cpu()
-                extras["calibration"] = calibration_metrics(xc, ref, estimate=center_crop(mean, (h, w)).cpu())
+                # the reference's own noise: the SENSE / RSS magnitude of white k-space noise (orthonormal FFT,
+                # normalised maps) has about noise_std / sqrt(2) per pixel where the signal is well above it
+                extras["calibration"] = calibration_metrics(xc, ref, estimate=center_crop(mean, (h, w)).cpu(),
+                                                            reference_noise=data.noise_std / 2**0.5)
         ctx.progress(1.0, "done")
         return Result(
             image=mean, std=std, samples=x, history=history,

@@ -5,7 +5,8 @@ Half-quadratic splitting of ``min_x ||A x - y||^2 / (2 sigma_y^2) + R(x)`` alter
 
 - data consistency: ``x = argmin ||A x - y||^2 + mu_k ||x - z||^2`` with ``mu_k = lam sigma_y^2 / sigma_k^2``,
   solved by a few conjugate-gradient iterations on ``(A^H A + mu_k I) x = A^H y + mu_k z`` (any operator:
-  Cartesian SENSE or NUFFT with its Toeplitz normal),
+  Cartesian SENSE, or NUFFT with its Toeplitz normal and the density-compensated data term ``A^H D A``,
+  ``A^H D y`` of :class:`~workbench.nn.dsm.NormalisedProblem`, better conditioned),
 - denoising: ``z = r(x, sigma_k) = x + sigma_k^2 score(x, sigma_k)``, the score network's MMSE denoiser,
 
 with ``sigma_k`` decreasing geometrically from ``sigma_start`` to ``sigma_end``. The score network is the

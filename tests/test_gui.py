@@ -129,6 +129,17 @@ PLUGINS = {
     "broken.py": '''
         import this_module_does_not_exist_anywhere
     ''',
+    "cuda_oom.py": '''
+        import torch
+        from workbench.methods import Capabilities, Method
+
+        class CudaOOM(Method):
+            name = "test-cuda-oom"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    ''',
 }
 
 
@@ -613,4 +624,59 @@ def test_noncartesian_scan_views(window, qtbot):
     assert sp.left_stack.currentIndex() == 1
     kinds = [sp.family_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(sp.family_list.count())]
     assert kinds == ["acquired"] and not sp.r_slider.isEnabled()
-    assert len(sp.traj_scatter.data) == traj.shape[1] and sp.zf_panel.data.shape == (32, 32)
+    assert len(sp.traj_scatter.data) == traj.shape[1]
+    # the gridded image and the PSF are computed off the GUI thread and arrive with a "sampling" event
+    qtbot.waitUntil(lambda: sp.zf_panel.data is not None and sp.psf_panel.data is not None, timeout=20000)
+    assert sp.zf_panel.data.shape == (32, 32) and "computing" not in sp.zf_panel.title_label.text
+    # the acquired samples are coloured by their density compensation: along a radial spoke the weights
+    # grow with |k| (the centre is sampled densely), so the colours are not all the same
+    colours = {b.color().name() for b in sp.traj_scatter.data["brush"]}
+    assert len(colours) > 10
+
+
+def test_out_of_memory_job_is_reported_and_the_app_keeps_working(window, scan_file, qtbot, messages):
+    window.open_path(scan_file)
+    s = window.session
+    mp = window.methods_panel
+    qtbot.waitUntil(lambda: "test-cuda-oom" in mp.reasons, timeout=10000)
+    assert mp.select("test-cuda-oom")
+    e = mp.run_current()
+    wait_done(qtbot, e)
+    jp = window.jobs_panel
+    text = jp.table.item(jp.rows[e.id], 6).text()
+    assert e.state == "failed" and text.startswith("failed: out of memory") and "20.00 GiB" in text
+    assert messages == []  # reported in the jobs panel, no modal dialog
+    ok = s.run(window.registry.methods["test-zf"])
+    wait_done(qtbot, ok)
+    assert ok.state == "done"
+
+
+def test_a_new_scan_clears_the_previous_results_from_grid_table_and_sweep(window, scan_file, qtbot, tmp_path,
+                                                                            kspace):
+    window.open_path(scan_file)
+    s = window.session
+    e = s.run(window.registry.methods["test-zf"])
+    wait_done(qtbot, e)
+    window.tabs.setCurrentWidget(window.compare_view)
+    cv = window.compare_view
+    qtbot.waitUntil(lambda: e.id in [c.key for c in cv.columns])
+    other = tmp_path / "other.h5"
+    write_fastmri(other, kspace[:1] * 2)
+    assert window.open_path(str(other))
+    qtbot.waitUntil(lambda: [c.key for c in cv.columns] == ["reference", "zero-filled"])
+    assert cv.table.rowCount() == 1 and window.jobs_panel.table.rowCount() == 0
+    assert window.sweep_view.sweep is None
+
+
+def test_reader_options_text():
+    from workbench.errors import WorkbenchError
+    from workbench.gui.open_dialog import format_options, parse_options
+
+    opts = parse_options("coil_axis=-1 image_domain=true; grid_shape=256,256 kspace_var='my k' scale=0.5 x=none")
+    assert opts == {"coil_axis": -1, "image_domain": True, "grid_shape": (256, 256), "kspace_var": "my k",
+                    "scale": 0.5, "x": None}
+    assert parse_options(format_options(opts)) == opts
+    assert parse_options("") == {}
+    for bad in ("coil_axis", "=3", "a b=1", "k='unclosed"):
+        with pytest.raises(WorkbenchError):
+            parse_options(bad)

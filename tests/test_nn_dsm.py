@@ -226,6 +226,22 @@ def test_calibration_metrics_of_a_calibrated_gaussian_sampler():
     assert len(m["curve"]["std"]) == 10 and m["curve"]["abs_error"][-1] > m["curve"]["abs_error"][0]
 
 
+def test_predictive_coverage_accounts_for_reference_noise():
+    """The reference is a noisy measurement of what the samples estimate: with the reference noise added to the
+    interval the coverage is right again."""
+    rng = np.random.default_rng(3)
+    h = w = 64
+    mu = 10 + rng.random((h, w))
+    s = 0.05 + 0.2 * rng.random((h, w))
+    noise = 0.15
+    samples = mu + s * rng.standard_normal((30, h, w))
+    ref = mu + s * rng.standard_normal((h, w)) + noise * rng.standard_normal((h, w))
+    m = calibration_metrics(samples, ref, mask=np.ones((h, w), bool), reference_noise=noise)
+    assert m["coverage_gaussian"] < 0.8
+    assert m["coverage_predictive"] == pytest.approx(0.9, abs=0.02)
+    assert calibration_metrics(samples, ref, mask=np.ones((h, w), bool))["coverage_predictive"] is None
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Training entry
 

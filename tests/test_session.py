@@ -359,6 +359,24 @@ PLUGINS = {
     "broken.py": '''
         import this_module_does_not_exist_anywhere
     ''',
+    "out_of_memory.py": '''
+        import torch
+        from workbench.methods import Capabilities, Method
+
+        class HostOOM(Method):
+            name = "test-oom"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise MemoryError()
+
+        class CudaOOM(Method):
+            name = "test-cuda-oom"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    ''',
 }
 
 
@@ -549,3 +567,95 @@ def test_open_bad_file_leaves_session_unchanged(session, tmp_path):
     with pytest.raises(ScanError, match="junk.h5"):
         session.open(junk)
     assert session.scan is before
+
+
+def test_out_of_memory_is_reported_clearly_and_the_session_keeps_working(session, registry):
+    for name, raw in (("test-oom", "MemoryError"), ("test-cuda-oom", "Tried to allocate 20.00 GiB")):
+        e = session.run(registry.methods[name])
+        wait_for(e)
+        assert e.state == "failed"
+        assert e.error.startswith("out of memory") and raw in e.error, e.error
+        assert "OutOfMemoryError" in (e.error_details or "") or "MemoryError" in (e.error_details or "")
+    ok = session.run(registry.methods["test-zf"])
+    wait_for(ok)
+    assert ok.state == "done"
+
+
+def test_a_new_scan_starts_an_empty_comparison(session, registry, kspace):
+    e = session.run(registry.methods["test-zf"])
+    slow = session.run(registry.methods["test-slow"])
+    wait_for(e)
+    seen = []
+    session.subscribe("results", lambda r: seen.append(list(r)))
+    session.set_scan(scan_from_arrays(kspace[:1], recon_shape=RECON))
+    assert session.results == [] and seen and seen[-1] == []
+    assert [r["key"] for r in session.comparison_rows()] == ["zero-filled"]
+    wait_for(slow)
+    assert slow.state == "cancelled"  # the previous scan's running job was stopped
+    again = session.run(registry.methods["test-zf"])
+    assert again.label == "test-zf"  # numbering restarts with the scan
+    wait_for(again)
+
+
+def test_scale_free_reference_is_fitted_before_metrics(kspace, registry):
+    """A reference valid up to a global scale (BART pics): metrics and error maps of the scaled image, with the
+    least-squares scale a = <ref, |x|> / <|x|, |x|>, computed here independently."""
+    i = 1
+    true_ref = reference_of(kspace[i])
+    stored = (true_ref * 1e-6).astype(np.float32)  # raw units against a normalised image
+    mask = np.zeros((H, W), bool)
+    mask[:, ::2] = True
+    mask[:, W // 2 - 4:W // 2 + 4] = True
+    s = Session(device="cpu")
+    try:
+        s.set_scan(scan_from_arrays(kspace * mask, recon_shape=RECON, reference=np.stack([stored, stored]),
+                                    reference_kind="sense"))
+        s.set_slice(i)
+        assert s.reference_scale_free()
+        zf = zero_filled_of(kspace[i], mask)
+        a = float((stored.astype(np.float64) * zf).sum() / (zf.astype(np.float64) ** 2).sum())
+        assert s.fit_scale(zf) == pytest.approx(a, rel=1e-5)
+        m = s.zero_filled_metrics()
+        dr = float(stored.max())
+        assert m["psnr"] == pytest.approx(peak_signal_noise_ratio(stored, (a * zf).astype(np.float32),
+                                                                  data_range=dr), abs=1e-3)
+        assert 0.3 < m["ssim"] <= 1.0 and m["nmse"] < 0.5
+        np.testing.assert_allclose(s.error_map(zf), np.abs(a * zf - stored), rtol=1e-3, atol=1e-9)
+        e = s.run(registry.methods["test-zf"])
+        wait_for(e)
+        assert e.metrics["psnr"] == pytest.approx(m["psnr"], abs=1e-2)
+        # a reference on the data's own scale is left alone
+        s.set_scan(scan_from_arrays(kspace * mask, recon_shape=RECON,
+                                    reference=np.stack([reference_of(kspace[0]), true_ref])))
+        assert not s.reference_scale_free() and s.fit_scale(zf) == 1.0
+    finally:
+        s.shutdown()
+
+
+def test_background_derived_images_arrive_with_a_sampling_event():
+    """With ``background_derived`` (the GUI), a radial scan's gridded image and PSF are computed off the calling
+    thread: None at first, then a "sampling" event, then equal to the synchronous computation."""
+    from workbench.sampling import radial_trajectory
+
+    traj = radial_trajectory(16, 32).numpy()
+    rng = np.random.default_rng(3)
+    k = (rng.standard_normal((2, traj.shape[1])) + 1j * rng.standard_normal((2, traj.shape[1]))).astype(np.complex64)
+    scan = scan_from_arrays(k, trajectory=traj, grid_shape=(32, 32))
+    sync = Session(device="cpu")
+    sync.set_scan(scan)
+    want_zf, want_psf = sync.zero_filled(), sync.psf()
+    sync.shutdown()
+    s = Session(device="cpu")
+    s.background_derived = True
+    events = threading.Event()
+    s.subscribe("sampling", lambda *_: events.set())
+    try:
+        s.set_scan(scan)
+        events.clear()
+        assert s.zero_filled() is None and s.derived_pending and s.zero_filled_metrics() == {}
+        assert events.wait(30)
+        np.testing.assert_allclose(s.zero_filled(), want_zf, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(s.psf(), want_psf, rtol=1e-5, atol=1e-7)
+        assert not s.derived_pending and s.derived_error() is None
+    finally:
+        s.shutdown()

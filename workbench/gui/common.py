@@ -45,7 +45,7 @@ def display_component(image: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"unknown display mode {mode!r}")
 
 
-def robust_levels(a: np.ndarray, lo: float = 0.0, hi: float = 99.7) -> tuple[float, float]:
+def robust_levels(a: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> tuple[float, float]:
     """Window/level from percentiles (one bright pixel should not darken the whole image)."""
     a = np.asarray(a)
     a = a[np.isfinite(a)]

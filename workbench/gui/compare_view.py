@@ -19,6 +19,8 @@ from workbench.session import ZERO_FILLED_LABEL, Session, region_stats
 
 METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "time (s)", "device", "slice", "parameters",
                   "sampling")
+#: width of the shared colour bars: room for tick labels such as "3e-05" (raw scanner units)
+COLORBAR_WIDTH = 92
 PROFILE_COLOURS = ("#ffffff", "#ffb000", "#4fc3f7", "#81c784", "#e57373", "#ba68c8", "#fff176", "#4db6ac")
 
 
@@ -44,6 +46,7 @@ class CompareView(QtWidgets.QWidget):
         self.columns: list[Column] = []
         self.shown: dict[Any, bool] = {"zero-filled": True}  # key -> shown in the grid
         self.shared_levels: tuple[float, float] | None = None
+        self._levels_user = False  # True once the user set the shared window/level (kept across rebuilds)
         self._levels_mode: str | None = None
         self._table_keys: list[Any] = []
         self._rebuild_pending = False
@@ -159,6 +162,7 @@ class CompareView(QtWidgets.QWidget):
     def _on_scan(self) -> None:
         self.shown = {"zero-filled": True}
         self.shared_levels = None
+        self._levels_user = False
         self._schedule()
 
     def _on_sampling(self) -> None:
@@ -167,6 +171,8 @@ class CompareView(QtWidgets.QWidget):
             return
         col = next((c for c in self.columns if c.key == "zero-filled"), None)
         if col is not None:
+            if not self._levels_user:
+                self.shared_levels = None
             self.render()
         self.refresh_table()
 
@@ -191,6 +197,7 @@ class CompareView(QtWidgets.QWidget):
 
     def _mode_changed(self) -> None:
         self.shared_levels = None
+        self._levels_user = False
         self.render()
 
     # ----------------------------------------------------------------------------------------------------------
@@ -230,6 +237,8 @@ class CompareView(QtWidgets.QWidget):
             self.refresh_table()
             return
         self._clear_grid()
+        if not self._levels_user:  # the default window follows what is shown
+            self.shared_levels = None
         s = self.session
         keys = self.keys()
         show_err = self.error_combo.currentText() != "none" and s.scan is not None and s.reference() is not None
@@ -256,7 +265,8 @@ class CompareView(QtWidgets.QWidget):
             for p in (col.image, col.error, col.std):
                 if p is None:
                     continue
-                p.setMinimumSize(200, 200)
+                # small enough that five results, the reference and the colour bar fit a 1400 px window
+                p.setMinimumSize(150, 150)
                 if first_view is None:
                     first_view = p.view
                 else:
@@ -268,7 +278,7 @@ class CompareView(QtWidgets.QWidget):
         n = len(keys)
         if n:
             self.bar_widget = pg.GraphicsLayoutWidget()
-            self.bar_widget.setFixedWidth(70)
+            self.bar_widget.setFixedWidth(COLORBAR_WIDTH)
             self.image_bar = pg.ColorBarItem(colorMap=colormap(self.cmap_combo.currentText()), interactive=True,
                                              width=12, label="image")
             self.image_bar.sigLevelsChanged.connect(self._on_shared_bar)
@@ -276,7 +286,7 @@ class CompareView(QtWidgets.QWidget):
             self.grid.addWidget(self.bar_widget, 0, n)
             if show_err:
                 self.err_bar_widget = pg.GraphicsLayoutWidget()
-                self.err_bar_widget.setFixedWidth(70)
+                self.err_bar_widget.setFixedWidth(COLORBAR_WIDTH)
                 self.error_bar = pg.ColorBarItem(colorMap=colormap("inferno"), interactive=True, width=12,
                                                  label="error")
                 self.err_bar_widget.addItem(self.error_bar, row=0, col=0)
@@ -284,7 +294,7 @@ class CompareView(QtWidgets.QWidget):
                 self.grid.addWidget(self.err_bar_widget, 2, n)
             if any_std:
                 self.std_bar_widget = pg.GraphicsLayoutWidget()
-                self.std_bar_widget.setFixedWidth(70)
+                self.std_bar_widget.setFixedWidth(COLORBAR_WIDTH)
                 self.std_bar = pg.ColorBarItem(colorMap=colormap("viridis"), interactive=True, width=12, label="std")
                 self.std_bar_widget.addItem(self.std_bar, row=0, col=0)
                 self.std_bar.setImageItem([c.std.image_item for c in self.columns if c.std is not None])
@@ -293,8 +303,11 @@ class CompareView(QtWidgets.QWidget):
             msg = QtWidgets.QLabel("Open a scan, then run methods (Methods panel) to compare them here.")
             msg.setAlignment(Qt.AlignmentFlag.AlignCenter)
             self.grid.addWidget(msg, 0, 0)
+        # only rows that hold panels take the height (without error / std maps the images fill the grid)
+        used = {0, 2 if show_err and any(c.error is not None for c in self.columns) else None,
+                3 if any_std else None}
         for r in range(4):
-            self.grid.setRowStretch(r, 1 if r in (0, 2, 3) else 0)
+            self.grid.setRowStretch(r, 1 if r in used else 0)
         self.render(autorange=True)
         self._tool_changed()
         self.refresh_table()
@@ -321,6 +334,11 @@ class CompareView(QtWidgets.QWidget):
         img = self.session.image_for(key)
         if img is None:
             return None
+        if key != "reference":
+            # a reference valid up to a global scale: show every image scaled to it, as its metrics are
+            a = self.session.fit_scale(img)
+            if a != 1.0:
+                img = img * np.float32(a)
         mode = self.mode_combo.currentText()
         if key == "reference" or not np.iscomplexobj(img):
             return display_component(img, "magnitude") if mode == "magnitude" or key == "reference" else \
@@ -331,10 +349,20 @@ class CompareView(QtWidgets.QWidget):
         mode = self.mode_combo.currentText()
         if mode == "phase":
             return (-math.pi, math.pi)
-        ref = self._data(self.columns[0].key) if self.columns else None
-        if ref is None:
+        if not self.columns:
             return (0.0, 1.0)
-        lo, hi = robust_levels(ref, 0.0, 99.8)
+        if self.columns[0].key == "reference":
+            data = [self._data("reference")]
+        else:
+            # no reference: methods scale their images differently (an undersampled zero-filled image is darker
+            # than a SENSE reconstruction), so take the window that leaves none of them saturated
+            data = [self._data(c.key) for c in self.columns]
+        data = [d for d in data if d is not None]
+        if not data:
+            return (0.0, 1.0)
+        # robust percentiles: one bright pixel (a vessel, a fat spot, a spike) must not darken the images
+        levels = [robust_levels(d, 0.5, 99.5) for d in data]
+        lo, hi = min(lv[0] for lv in levels), max(lv[1] for lv in levels)
         if mode in ("real", "imaginary"):
             m = max(abs(lo), abs(hi))
             return (-m, m)
@@ -382,8 +410,13 @@ class CompareView(QtWidgets.QWidget):
             m = s.zero_filled_metrics()
             if m:
                 title += f"<br>PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
-        elif col.key == "reference" and self.mode_combo.currentText() != "magnitude":
-            title += " (magnitude)"
+        elif col.key == "reference":
+            if self.mode_combo.currentText() != "magnitude":
+                title += " (magnitude)"
+            if s.reference_scale_free():
+                title += "<br>(up to a scale: images fitted)"
+        if col.key == "zero-filled" and s.image_for(col.key) is None:
+            title += " (computing…)" if s.derived_pending else f" ({s.derived_error() or 'not available'})"
         col.image.set_title(title)
         own = col.override is not None and col.override.isChecked()
         if not own:
@@ -402,14 +435,17 @@ class CompareView(QtWidgets.QWidget):
 
     def _on_shared_bar(self, bar: Any) -> None:
         self.shared_levels = tuple(float(v) for v in bar.levels())
+        self._levels_user = True
 
     def set_shared_levels(self, levels: tuple[float, float]) -> None:
         """Window/level of every panel without its own override."""
         self.shared_levels = (float(levels[0]), float(levels[1]))
+        self._levels_user = True
         self.render()
 
     def auto_levels(self) -> None:
         self.shared_levels = None
+        self._levels_user = False
         for c in self.columns:
             if c.override is not None:
                 c.override.setChecked(False)

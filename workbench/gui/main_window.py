@@ -43,6 +43,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session = session or Session(dispatch=self.dispatcher)
         if session is not None:
             session.dispatch = self.dispatcher
+        # slow derived images (radial zero-filled image, PSF) are computed off the GUI thread
+        self.session.background_derived = True
         self.registry = registry if registry is not None else self._discover()
         self.setWindowTitle("MRI Workbench")
         self.setAcceptDrops(True)
@@ -121,6 +123,9 @@ class MainWindow(QtWidgets.QMainWindow):
         f = mb.addMenu("&File")
         K = QtGui.QKeySequence.StandardKey
         self.open_action = self._action(f, "&Open scan…", self.open_dialog, K.Open, "open a raw k-space file")
+        self.open_options_action = self._action(
+            f, "Open with &options…", self.open_options_dialog, "Ctrl+Shift+K",
+            "open a scan with a chosen reader and reader options (key=value, see docs/formats.md)")
         self.demo_action = self._action(f, "Open &demo scan", self.open_demo, "Ctrl+D",
                                         "open the built-in synthetic 16-coil brain scan")
         self.recent_menu = f.addMenu("Open &recent")
@@ -177,11 +182,60 @@ class MainWindow(QtWidgets.QMainWindow):
         if path:
             self.open_path(path)
 
-    def open_path(self, path: str) -> bool:
-        """Open a scan or, for a session file, the session. Errors end in a dialog; returns success."""
-        if _is_session_file(path):
+    def open_path(self, path: str, **options: Any) -> bool:
+        """Open a scan (with reader ``options``, e.g. ``format="mat", coil_axis=-1``) or, for a session file,
+        the session. Errors end in a dialog; returns success."""
+        if _is_session_file(path) and not options:
             return self.open_session(path)
-        return self._guard("Cannot open scan", lambda: self.session.open(path), path)
+        ok = self._guard("Cannot open scan", lambda: self.session.open(path, **options), path)
+        if ok:
+            self._remember_options(path, options)
+        return ok
+
+    # reader options of recent files, so that File > Open recent reopens a file the way it was opened
+    def _recent_options(self) -> dict[str, dict[str, Any]]:
+        import json
+
+        try:
+            v = json.loads(self.settings.value("recent_options", "{}", type=str) or "{}")
+        except ValueError:
+            return {}
+        return v if isinstance(v, dict) else {}
+
+    def _remember_options(self, path: str, options: dict[str, Any]) -> None:
+        import json
+
+        from workbench.session import _jsonable
+
+        rec = self._recent_options()
+        key = os.path.abspath(path)
+        if options:
+            rec[key] = _jsonable(options)
+        else:
+            rec.pop(key, None)
+        keep = set(self.recent_files())
+        self.settings.setValue("recent_options", json.dumps({k: v for k, v in rec.items() if k in keep}))
+
+    def _open_recent(self, path: str) -> bool:
+        opts = self._recent_options().get(os.path.abspath(path)) or {}
+        # JSON turned tuples into lists; readers take both for shapes
+        return self.open_path(path, **opts)
+
+    def open_options_dialog(self) -> bool:
+        """File > Open with options…: path, reader and ``key=value`` reader options."""
+        from workbench.gui.open_dialog import OpenOptionsDialog, format_options
+
+        s = self.session
+        path = s.scan.path if s.scan is not None and s.scan.path else ""
+        opts = {k: v for k, v in s.scan_options.items() if k != "format"} if path else {}
+        dlg = OpenOptionsDialog(self, path=path or "", options=format_options(opts),
+                                start_dir=self.settings.value("last_dir", "", type=str))
+        if s.scan_options.get("format") and path:
+            dlg.format_combo.setCurrentText(str(s.scan_options["format"]))
+        if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+            return False
+        path, options = dlg.result_values()
+        return self.open_path(path, **options)
 
     def open_demo(self) -> bool:
         self.statusBar().showMessage("preparing the demo scan (first time only)…")
@@ -251,7 +305,7 @@ class MainWindow(QtWidgets.QMainWindow):
             a = self.recent_menu.addAction(os.path.basename(p))
             a.setToolTip(p)
             a.setStatusTip(p)
-            a.triggered.connect(lambda _=False, p=p: self.open_path(p))
+            a.triggered.connect(lambda _=False, p=p: self._open_recent(p))
         if not rec:
             a = self.recent_menu.addAction("(none)")
             a.setEnabled(False)

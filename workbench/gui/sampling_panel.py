@@ -463,7 +463,7 @@ class SamplingPanel(QtWidgets.QWidget):
         self.zf_panel.set_image(zf, autorange=autorange)
         m = s.zero_filled_metrics()
         ref = s.reference()
-        title = "zero-filled" if st.is_cartesian else "gridded (adjoint NUFFT, density compensated)"
+        title = "zero-filled" if st.is_cartesian else "gridded (density-compensated adjoint)"
         if zf is None:
             title += "  (computing…)" if s.derived_pending else f"  ({s.derived_error() or 'not available'})"
         if m:
@@ -477,6 +477,7 @@ class SamplingPanel(QtWidgets.QWidget):
                                                                      else ""))
         else:
             self.err_panel.set_image(None)
+            self.err_panel.set_levels((0.0, 1.0))  # not the previous scan's scale
             self.err_panel.set_title("|error| (no reference)" if ref is None else "|error|")
         lines = [f"R (effective)  {st.acceleration:.2f}"]
         if st.acs_shape:

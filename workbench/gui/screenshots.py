@@ -4,6 +4,11 @@ Runs offscreen (``QT_QPA_PLATFORM=offscreen`` is set when no display is given) o
 built-in plugins (and the example plugin folder of a checkout), with fresh settings, so the pictures are the
 same on every machine: main window, sampling panel with the mask editor, trajectory preview, compare grid with
 results, jobs panel, acceleration sweep.
+
+When the real data folder exists (``$WORKBENCH_REALDATA``, else ``../shared/realdata`` beside the checkout; it is
+never part of the repository), two more: real radial scans reconstructed in the app from their own trajectories
+(density-compensated adjoint, CG-SENSE, TV): ``radial_cardiac_compare.png`` and ``radial_phantom_compare.png``.
+Without it they are skipped (``--realdata-only`` renders just those two).
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ import time
 from pathlib import Path
 
 SIZE = (1600, 1000)
+#: real radial scans: (screenshot, file under the real data folder, what it shows)
+RADIAL_SHOTS = [
+    ("radial_cardiac_compare.png", "gpunufft_radial_cardiac12ch/radial_cardiac_25_projections.mat",
+     "cardiac short axis, 12 coils, 25 radial spokes"),
+    ("radial_phantom_compare.png", "smsnlinv_radial_phantom16ch/kMB1_top_SP29.cfl",
+     "resolution phantom, 16 coils, 29 radial spokes"),
+]
+#: the methods compared on them (their default parameters: what a user gets with one click)
+RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {})]
 # methods shown in the comparison, by preference; parameters keep the screenshots quick to make
 PREFERRED = [("cg-sense", {}), ("l1-wavelet", {}), ("tv", {}), ("landweber", {"n_iter": 30})]
 
@@ -43,18 +57,18 @@ def _methods(registry, limit: int = 3):
     return chosen[:limit]
 
 
-def render(outdir: str | os.PathLike, timeout: float = 240.0) -> list[Path]:
-    """Write the screenshots into ``outdir``; returns their paths."""
-    if "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+def realdata_dir() -> Path | None:
+    """The real data folder (``$WORKBENCH_REALDATA`` or ``../shared/realdata`` beside the checkout), if present."""
+    env = os.environ.get("WORKBENCH_REALDATA")
+    d = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "realdata"
+    return d if d.is_dir() else None
+
+
+def _window(app):
     from PyQt6 import QtCore
 
-    from workbench.gui.app import make_application
     from workbench.gui.main_window import MainWindow
 
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    app = make_application()
     tmp = tempfile.mkdtemp(prefix="workbench-shots-")
     settings = QtCore.QSettings(os.path.join(tmp, "settings.ini"), QtCore.QSettings.Format.IniFormat)
     example_plugins = Path(__file__).resolve().parents[2] / "examples" / "plugins"
@@ -62,6 +76,86 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0) -> list[Path]:
     win.resize(*SIZE)
     win.show()
     _pump(app, 0.2)
+    return win
+
+
+def _app():
+    if "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from workbench.gui.app import make_application
+
+    return make_application()
+
+
+def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | None = None,
+                    timeout: float = 600.0) -> list[Path]:
+    """The real radial scans of :data:`RADIAL_SHOTS` opened as File > Open does, reconstructed from their own
+    trajectories ("as acquired") by :data:`RADIAL_METHODS` through the methods panel and the jobs queue, and the
+    window grabbed on the compare tab. Returns the paths written ([] without the real data folder)."""
+    root = Path(realdata) if realdata is not None else realdata_dir()
+    if root is None or not root.is_dir():
+        print("screenshots: no real data folder; radial screenshots skipped", file=sys.stderr)
+        return []
+    from PyQt6 import QtCore
+
+    app = _app()
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    win = _window(app)
+    written: list[Path] = []
+    try:
+        for name, rel, what in RADIAL_SHOTS:
+            path = root / rel
+            if not path.exists():
+                print(f"screenshots: {path} missing; {name} skipped", file=sys.stderr)
+                continue
+            if not win.open_path(str(path)):
+                raise SystemExit(f"screenshots: {path} could not be opened")
+            s = win.session
+            t0 = time.time()
+            while s.zero_filled() is None and s.derived_error() is None and time.time() - t0 < 120:
+                _pump(app, 0.1)
+            mp = win.methods_panel
+            entries = []
+            for method, params in RADIAL_METHODS:
+                if not mp.select(method):
+                    print(f"screenshots: {method} not available; left out of {name}", file=sys.stderr)
+                    continue
+                mp.form.set_values(params)
+                e = mp.run_current()
+                if e is not None:
+                    entries.append(e)
+            _wait(app, entries, timeout)
+            for e in entries:
+                if e.state != "done":
+                    print(f"screenshots: {name}: {e.label} {e.state}: {e.error}", file=sys.stderr)
+            cv = win.compare_view
+            win.tabs.setCurrentWidget(cv)
+            # the live gridded image is the zero-filled result again: show each image once
+            cv.shown["zero-filled"] = False
+            cv.rebuild(force=True)
+            win.resizeDocks([win.jobs_dock], [150], QtCore.Qt.Orientation.Vertical)
+            win.jobs_dock.raise_()
+            _pump(app, 0.6)
+            target = out / name
+            win.grab().save(str(target))
+            written.append(target)
+            print(f"wrote {target} ({what})")
+    finally:
+        win.close()
+        _pump(app, 0.1)
+    return written
+
+
+def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = True) -> list[Path]:
+    """Write the screenshots into ``outdir`` (and the real radial ones when the real data folder exists);
+    returns their paths."""
+    app = _app()
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    win = _window(app)
+    from PyQt6 import QtCore
+
     if not win.open_demo():
         raise SystemExit("screenshots: the demo scan could not be opened")
     s = win.session
@@ -161,6 +255,8 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0) -> list[Path]:
 
     win.close()
     _pump(app, 0.1)
+    if realdata:
+        written += render_realdata(out)
     return written
 
 
@@ -168,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workbench.gui.screenshots", description=__doc__.splitlines()[0])
     p.add_argument("outdir", nargs="?", default="docs/screenshots")
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the reconstruction jobs")
+    p.add_argument("--realdata-only", action="store_true",
+                   help="render only the real radial screenshots (needs the real data folder)")
+    p.add_argument("--no-realdata", action="store_true", help="skip the real radial screenshots")
     args = p.parse_args(argv)
-    render(args.outdir, args.timeout)
+    if args.realdata_only:
+        render_realdata(args.outdir)
+    else:
+        render(args.outdir, args.timeout, realdata=not args.no_realdata)
     return 0
 
 

@@ -81,7 +81,15 @@ class SweepView(QtWidgets.QWidget):
         lay.addWidget(plots, 1)
         self.zero_filled_points: dict[float, dict[str, float]] = {}
         session.subscribe("sweep", lambda sw: self._on_sweep(sw))
-        session.subscribe("scan", lambda *_: self.refresh_methods())
+        session.subscribe("scan", lambda *_: self._on_scan())
+
+    def _on_scan(self) -> None:
+        # the previous scan's sweep and zero-filled curve do not describe this one
+        self.sweep = None
+        self.zero_filled_points = {}
+        self.status.setText("")
+        self.redraw()
+        self.refresh_methods()
 
     def refresh_methods(self) -> None:
         reg = self.methods_panel.registry

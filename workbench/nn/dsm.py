@@ -361,7 +361,7 @@ def calibration_curve(std: Any, abs_error: Any, mask: Any = None, n_bins: int = 
 
 
 def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask: Any = None,
-                        level: float = 0.9) -> dict[str, Any]:
+                        level: float = 0.9, reference_noise: float | None = None) -> dict[str, Any]:
     """How well the spread of posterior samples predicts the actual error, on magnitudes.
 
     Args:
@@ -369,11 +369,15 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
         reference: ``[h, w]`` magnitude reference.
         estimate: the reconstruction ``[h, w]`` (default: the mean of the samples).
         mask: pixels to score (default: :func:`object_mask` of the reference).
+        reference_noise: the standard deviation of the reference's own noise (magnitude, same units), when
+            known: a fully sampled reference is a noisy measurement of the image the samples estimate, so a
+            predictive interval for it is ``sqrt(std^2 + reference_noise^2)`` wide (``coverage_predictive``).
 
     Returns ``spearman`` (std vs ``|estimate| - reference`` in absolute value), ``coverage`` (reference inside
     the sample-quantile ``level`` interval), ``coverage_gaussian`` (inside the Student-t interval from the sample
-    std), ``mean_std``, ``mean_abs_error`` (relative to the reference's 99th percentile), ``n_samples``,
-    ``n_pixels``, ``level`` and ``curve`` (:func:`calibration_curve`).
+    std), ``coverage_predictive`` (the same with the reference noise added, when given), ``mean_std``,
+    ``mean_abs_error`` (relative to the reference's 99th percentile), ``n_samples``, ``n_pixels``, ``level`` and
+    ``curve`` (:func:`calibration_curve`).
     """
     s = np.abs(_numpy(samples)).astype(np.float64)
     ref = _numpy(reference).astype(np.float64)
@@ -388,6 +392,9 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
         "spearman": round(spearman(std, err, m), 4),
         "coverage": round(interval_coverage(s, ref, m, level), 4),
         "coverage_gaussian": round(gaussian_coverage(est, std, ref, s.shape[0], m, level), 4),
+        "coverage_predictive": None if reference_noise is None else round(gaussian_coverage(
+            est, np.sqrt(std**2 + float(reference_noise) ** 2), ref, s.shape[0], m, level), 4),
+        "reference_noise": None if reference_noise is None else round(float(reference_noise) / peak, 5),
         "level": level,
         "mean_std": round(float(std[m].mean()) / peak, 5) if m.any() else float("nan"),
         "mean_abs_error": round(float(err[m].mean()) / peak, 5) if m.any() else float("nan"),
