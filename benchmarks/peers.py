@@ -1,38 +1,46 @@
 """Peer comparison: our CG-SENSE, l1-wavelet and TV against BART (``bart pics``) and sigpy on the same data.
 
     python -m benchmarks.peers [--source demo|head] [--accel 4] [--repeats 3] [--no-sweep] [--peers bart,sigpy]
-                               [--out benchmarks/results] [--name peers]
+                               [--ours tv:solver=admm] [--out benchmarks/results] [--name peers]
 
 Same data (8 coils x 256 x 256: a simulated brain slice from :func:`workbench.simulate.generate_slice`, or the
 real 8-coil head), same random line mask, same coil maps (our ESPIRiT maps, written to ``.cfl`` for BART in its
 dimension order ``[x, y, 1, coil]`` = ``[H, W, 1, C]``), same iterations and the same regularisation:
 
-============  =========================================  ==========================  ==============================
-method        ours (workbench.solvers.recon)             BART 0.8 (``bart pics``)    sigpy (``sigpy.mri.app``)
-============  =========================================  ==========================  ==============================
-SENSE         ``cg_sense(A, y, lam, n_iter=30)``         ``-l2 -r lam -i 30`` (CG)   ``SenseRecon(lamda=lam)``
-l1-wavelet    ``l1_wavelet(A, y, lam, n_iter=100)``      ``-l1 -r lam -i 100``       ``L1WaveletRecon(lamda=lam)``
-              (FISTA, db4, cycle spinning)               (FISTA, dau2, cycle spin.)  (accelerated PGD, db4)
-TV            ``total_variation(A, y, lam, n_iter=100)`` ``-R T:3:0:lam -i 100``     ``TotalVariationRecon(lamda=
-              (PDHG, isotropic)                          (ADMM, isotropic)           lam)`` (PDHG, anisotropic)
-============  =========================================  ==========================  ==============================
+==========  ====================================  ==========================  ================================
+method      ours (built-in plugin, ``safe_run``)  BART 0.8 (``bart pics``)    sigpy (``sigpy.mri.app``)
+==========  ====================================  ==========================  ================================
+SENSE       ``cg-sense`` (CG, 30 it, tol 0)       ``-l2 -r lam -i 30`` (CG)   ``SenseRecon(lamda=lam)`` (CG)
+l1-wavelet  ``l1-wavelet`` (FISTA, db4, cycle     ``-l1 -r lam -i 100``       ``L1WaveletRecon(lamda=lam)``
+            spinning, 100 it)                     (FISTA, dau2, cycle spin.)  (accelerated PGD, db4)
+TV          ``tv`` (PDHG, isotropic, 100 it)      ``-R T:3:0:lam -i 100``     ``TotalVariationRecon(lamda=lam)``
+                                                  (ADMM, isotropic)           (PDHG, anisotropic)
+==========  ====================================  ==========================  ================================
 
-Conventions (checked, see ``benchmarks/results/peers.md``): all three use the centred orthonormal FFT on the
-same grid and orientation, so the operators are identical (BART's CG result equals ours to 1e-5 for equal
-``lam``). The objectives are ``||A x - y||^2 / 2 + lam R(x)`` everywhere (Tikhonov: ``+ lam ||x||^2 / 2``, i.e.
-the normal equations ``(A^H A + lam I) x = A^H y``), so ``lam`` is passed unchanged. BART normally rescales the
-data by an estimate of their size; ``-w 1`` switches that off so that ``lam`` is in the same (data) units.
-BART's ADMM counts ``-i`` in inner CG iterations (about one normal operator each), so "100 iterations" is
-comparable work for all three.
+Ours is what the app runs: the plugin through :func:`workbench.methods.safe_run` on a
+:class:`~workbench.problem.Problem` holding the data and the maps (its time includes the plugin's own set-up,
+e.g. the power iteration for the step size), with per-iteration objective recording off (the peers do not
+compute it either).
 
-The weight: one ``lam`` per method, picked as our best PSNR on a half-decade grid (``--no-sweep``: the fixed
-``DEFAULT_LAMS``, relative to ``max |A^H y|``); every implementation runs at that weight for the timing, and,
-with the sweep, its own best weight on the same grid is reported too ("best lam").
+Conventions (checked: BART's CG result equals ours to 1e-5 relative for equal ``lam``): all three use the
+centred orthonormal FFT on the same grid and orientation, so the operators are identical, and the objectives are
+``||A x - y||^2 / 2 + lam R(x)`` (Tikhonov: ``+ lam ||x||^2 / 2``, i.e. ``(A^H A + lam I) x = A^H y``), so one
+absolute ``lam`` is passed to all (our l1-wavelet / TV plugins take it relative to ``problem.scale``: divided by
+it). BART rescales the data by an estimate of their size unless told otherwise: ``-w 1`` keeps ``lam`` in data
+units. BART's ADMM counts ``-i`` in inner CG iterations (about one normal operator each), so "100 iterations"
+is comparable work for all three.
 
-Timing: ours is the median of ``--repeats`` runs after one warm-up (the first call builds FFT plans); BART and
-sigpy the same (BART's wall time includes starting the process and reading/writing the ``.cfl`` files, a few
-ms; its own "Total Time" is reported beside it). BART runs with ``OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive``.
-sigpy is optional and is never a dependency of the workbench: it is imported only here, only when installed.
+The weight: one ``lam`` per method, our best PSNR on a half-decade grid around ``DEFAULT_LAMS`` (``--no-sweep``:
+``DEFAULT_LAMS`` itself); every implementation runs at that weight for the timing; the sweep also reports each
+implementation's own best weight on the same grid.
+
+Timing: one untimed warm-up per implementation, then ``--repeats`` runs interleaved (ours, bart, sigpy, ours,
+...), so a change of the machine's load hits all alike; the median and the minimum are reported, with the CPU
+time (this process plus the ``bart`` child process, all threads), which a busy machine inflates much less than
+the wall time. BART's wall time includes starting the process and reading/writing the ``.cfl`` files (a few
+ms; its own "Total Time" is in the details). BART runs with ``OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive``, and
+so does torch here (``benchmarks/__init__.py``), with ``--threads`` (2) intra-op threads. sigpy is optional and
+never a dependency of the workbench: it is imported only here, only when installed.
 """
 
 from __future__ import annotations
@@ -330,6 +338,15 @@ def _ssim(data: PeerData, image: np.ndarray) -> float:
     return ssim(data.reference, np.abs(image))
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (``bart`` runs as a child), all threads."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 @dataclass
 class PeerRecord:
     method: str
@@ -337,6 +354,7 @@ class PeerRecord:
     lam: float
     n_iter: int
     times_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)  # CPU seconds (this process + child processes: bart)
     median_s: float | None = None
     min_s: float | None = None
     psnr: float | None = None
@@ -417,10 +435,11 @@ def run_peers(source: str = "demo", acceleration: float = 4, kind: str = "random
                     if rec.error:
                         continue
                     try:
-                        t0 = time.perf_counter()
+                        t0, c0 = time.perf_counter(), _cpu_seconds()
                         outputs[impl.name] = impl.run(method, data, lam, n_iter)
                         if rep > 0:
                             rec.times_s.append(round(time.perf_counter() - t0, 4))
+                            rec.cpu_s.append(round(_cpu_seconds() - c0, 4))
                     except Exception as exc:
                         rec.error = f"{type(exc).__name__}: {exc}"
             for impl in impls:
@@ -467,7 +486,6 @@ def _get(records, method, impl):
 def to_markdown(out: dict[str, Any], notes: Sequence[str] = ()) -> str:
     meta, records = out["meta"], out["records"]
     impls = list(dict.fromkeys(r["implementation"] for r in records))
-    peers = [i for i in impls if i != "ours"]
     lines = ["# Peer comparison: CG-SENSE, l1-wavelet and TV against BART and sigpy", "",
              f"Machine: {machine_line(meta)}.", "",
              f"Data: {out['data']['description']}; {out['data']['shape'][0]} coils x "
@@ -481,24 +499,30 @@ def to_markdown(out: dict[str, Any], notes: Sequence[str] = ()) -> str:
         lines.append(f"- {name}: not run: {why}")
     if out.get("unavailable"):
         lines.append("")
-    head = "| method | iterations | lam | ours time (s) | ours PSNR | " + " | ".join(
-        f"{p} time (s) | {p} PSNR | ours/{p} time" for p in peers) + " |"
-    lines += ["## At the same weight", "", head, "|---|---|---|---|---|" + "---|---|---|" * len(peers)]
+    lines += ["## At the same weight", "",
+              "| method | iterations | lam | implementation | time (s): median (min) | CPU (s) | PSNR | SSIM | "
+              "ours / this: time | ours / this: CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method in METHODS:
         ours = _get(records, method, "ours")
         if ours is None:
             continue
-        row = [method, str(ours["n_iter"]), f"{ours['lam']:.3g}", _time_cell(ours), _num(ours.get("psnr"))]
-        for p in peers:
-            r = _get(records, method, p)
-            row += [_time_cell(r), _num(r.get("psnr") if r else None), _ratio(ours, r)]
-        lines.append("| " + " | ".join(row) + " |")
+        for impl in impls:
+            r = _get(records, method, impl)
+            if r is None:
+                continue
+            ratio_t = _ratio(ours, r, "times_s") if impl != "ours" else ""
+            ratio_c = _ratio(ours, r, "cpu_s") if impl != "ours" else ""
+            lines.append(f"| {method} | {r['n_iter']} | {r['lam']:.3g} | {impl} | {_time_cell(r)} | "
+                         f"{_num(_median(r, 'cpu_s'))} | {_num(r.get('psnr'))} | {_num(r.get('ssim'), '{:.4f}')} | "
+                         f"{ratio_t} | {ratio_c} |")
     lines.append("")
     if any(r.get("sweep") for r in records):
         lines += ["## Each at its best weight (same half-decade grid)", "",
                   "| method | " + " | ".join(f"{i} best lam | {i} best PSNR" for i in impls) + " |",
                   "|---|" + "---|---|" * len(impls)]
         for method in METHODS:
+            if _get(records, method, "ours") is None:
+                continue
             row = [method]
             for i in impls:
                 r = _get(records, method, i)
@@ -539,10 +563,16 @@ def _time_cell(r) -> str:
     return f"{r['median_s']:.3f} ({r['min_s']:.3f})"
 
 
-def _ratio(ours, theirs) -> str:
-    if not ours or not theirs or ours.get("error") or theirs.get("error") or not theirs.get("median_s"):
+def _median(r, key: str) -> float | None:
+    values = (r or {}).get(key) or []
+    return statistics.median(values) if values else None
+
+
+def _ratio(ours, theirs, key: str = "times_s") -> str:
+    a, b = _median(ours, key), _median(theirs, key)
+    if not a or not b or ours.get("error") or theirs.get("error"):
         return ""
-    return f"{ours['median_s'] / theirs['median_s']:.2f}"
+    return f"{a / b:.2f}"
 
 
 def write_results(out: dict[str, Any], out_dir=RESULTS_DIR, name: str = "peers", notes: Sequence[str] = ()):

@@ -112,3 +112,15 @@ def test_variants_follow_the_declared_weights(tmp_path):
     if "tv" in registry:  # automatic weight by default: "fixed" gives it a number, "auto" adds nothing
         assert harness.method_variants(registry.get("tv"), ("default", "auto", "fixed"), 0.002) == [
             ("default", {}), ("fixed", {"lam": 0.002})]
+
+
+def test_workbench_bench_command_runs_the_harness(tmp_path, capsys):
+    from workbench.cli import main
+
+    # the real-data set is absent from an empty folder: the run lists it as skipped and writes both files
+    rc = main(["bench", "--datasets", "phantom", "--realdata", str(tmp_path), "--methods", "zero-filled",
+               "--no-warmup", "--out", str(tmp_path), "--name", "smoke"])
+    assert rc == 0
+    assert "`phantom` skipped" in (tmp_path / "smoke.md").read_text()
+    assert json.loads((tmp_path / "smoke.json").read_text())["skipped"][0]["dataset"] == "phantom"
+    assert "wrote" in capsys.readouterr().out

@@ -222,8 +222,25 @@ def test_calibration_metrics_of_a_calibrated_gaussian_sampler():
     # sample quantiles of 40 draws: a slightly narrower interval, (n - 1 - 2 * 0.05 (n - 1)) / (n + 1) ~ 0.86
     assert m["coverage"] == pytest.approx(0.86, abs=0.03)
     assert m["spearman"] > 0.3
+    # a calibrated sampler scores about what its own std map allows
+    assert m["spearman_if_calibrated"] == pytest.approx(m["spearman"], abs=0.1)
     assert m["n_samples"] == n and m["n_pixels"] == h * w
     assert len(m["curve"]["std"]) == 10 and m["curve"]["abs_error"][-1] > m["curve"]["abs_error"][0]
+
+
+def test_object_mask_ignores_the_noise_floor():
+    """A disk on the noise floor of an 8-coil root sum of squares (chi-distributed, mean ~0.28 of the disk): the
+    mask is the disk (a fixed 10% of the maximum would take most of the background)."""
+    from workbench.nn.dsm import object_mask
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:96, :96]
+    disk = (yy - 48) ** 2 + (xx - 40) ** 2 < 30**2
+    coils = disk[None] / np.sqrt(8) + 0.1 * (rng.standard_normal((8, 96, 96)) + 1j * rng.standard_normal((8, 96, 96)))
+    rss = np.sqrt((np.abs(coils) ** 2).sum(0))
+    m = object_mask(rss)
+    assert (m & disk).sum() / (m | disk).sum() > 0.95
+    assert (rss[~disk] > 0.1 * np.percentile(rss, 99)).mean() > 0.9
 
 
 def test_predictive_coverage_accounts_for_reference_noise():

@@ -216,3 +216,23 @@ def test_ncpdnet_configuration_runs_on_a_radial_batch():
     assert fractions[-1] == 1.0 and len(fractions) == 1 + TINY["n_iter"]
     mag, scale = net(batch)
     assert mag.shape == (1, 28, 28) and scale.shape == (1,)
+
+
+def test_acs_threshold_zero_gives_maps_everywhere():
+    from workbench.physics.fft import fft2c
+
+    # a disc with empty background, seen by 3 smooth coils, fully sampled
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 48), torch.linspace(-1, 1, 48), indexing="ij")
+    image = ((xx**2 + yy**2) < 0.4).to(torch.complex64)
+    maps = torch.stack([torch.exp(-((xx - c) ** 2 + yy**2)).to(torch.complex64) for c in (-1.0, 0.0, 1.0)])
+    k = fft2c(maps * image)[None]
+    mask = torch.ones(1, 48, 48, dtype=torch.bool)
+
+    def energy(threshold):
+        net = PrimalNet({**TINY, "acs_threshold": threshold, "refine_maps": False})
+        return (net.maps(Batch(k, (48, 48), (48, 48), mask=mask)).abs() ** 2).sum(1)[0]
+
+    everywhere = energy(0.0)
+    torch.testing.assert_close(everywhere, torch.ones_like(everywhere), atol=1e-3, rtol=0)
+    default = energy(0.05)
+    assert float(default[0, 0]) == 0.0 and float(default[24, 24]) == pytest.approx(1.0, abs=1e-3)

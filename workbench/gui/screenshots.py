@@ -50,6 +50,15 @@ def _wait(app, entries, timeout: float) -> None:
     _pump(app, 0.2)
 
 
+def _wait_derived(app, session, timeout: float = 120.0) -> None:
+    """Until the background gridded image and PSF of a non-Cartesian sampling are shown."""
+    t0 = time.time()
+    while (session.derived_pending or session.zero_filled() is None) and session.derived_error() is None \
+            and time.time() - t0 < timeout:
+        _pump(app, 0.1)
+    _pump(app, 0.3)
+
+
 def _methods(registry, limit: int = 3):
     chosen = [(registry.methods[n], p) for n, p in PREFERRED if n in registry.methods]
     if len(chosen) < limit:
@@ -96,8 +105,6 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
     if root is None or not root.is_dir():
         print("screenshots: no real data folder; radial screenshots skipped", file=sys.stderr)
         return []
-    from PyQt6 import QtCore
-
     app = _app()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,9 +119,7 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
             if not win.open_path(str(path)):
                 raise SystemExit(f"screenshots: {path} could not be opened")
             s = win.session
-            t0 = time.time()
-            while s.zero_filled() is None and s.derived_error() is None and time.time() - t0 < 120:
-                _pump(app, 0.1)
+            _wait_derived(app, s)
             mp = win.methods_panel
             entries = []
             for method, params in RADIAL_METHODS:
@@ -134,7 +139,6 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
             # the live gridded image is the zero-filled result again: show each image once
             cv.shown["zero-filled"] = False
             cv.rebuild(force=True)
-            win.resizeDocks([win.jobs_dock], [150], QtCore.Qt.Orientation.Vertical)
             win.jobs_dock.raise_()
             _pump(app, 0.6)
             target = out / name
@@ -189,6 +193,7 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
 
     # 3. a non-Cartesian trajectory with its density compensation
     s.set_sampling("golden-radial", acceleration=4.0)
+    _wait_derived(app, s)
     shot("sampling_trajectory.png")
 
     # 4. compare: back to a Cartesian mask, run methods, show the grid with error maps and the metrics table

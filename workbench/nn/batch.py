@@ -30,7 +30,7 @@ from workbench.errors import SamplingError
 from workbench.physics.coils import acs_maps_from_calibration, calibration_from_noncartesian, calibration_region
 from workbench.physics.fft import ifft2c
 
-# Maps are zero where the low-resolution coil energy is below this fraction of its 99th percentile.
+# Default: maps are zero where the low-resolution coil energy is below this fraction of its 99th percentile.
 ACS_THRESHOLD = 0.05
 
 
@@ -53,11 +53,13 @@ class Encoding:
 
 
 class CartesianEncoding(Encoding):
-    def __init__(self, kspace: torch.Tensor, mask: torch.Tensor, acs_calib: Sequence[int] = (24, 24)):
+    def __init__(self, kspace: torch.Tensor, mask: torch.Tensor, acs_calib: Sequence[int] = (24, 24),
+                 acs_threshold: float = ACS_THRESHOLD):
         self.kspace = kspace
         self.mask = mask
         self.grid_shape = tuple(int(s) for s in kspace.shape[-2:])
         self.acs_calib = tuple(int(v) for v in acs_calib)
+        self.acs_threshold = float(acs_threshold)
         self._coil_images: torch.Tensor | None = None
         self._maps: torch.Tensor | None = None
 
@@ -71,7 +73,7 @@ class CartesianEncoding(Encoding):
             out = []
             for k, m in zip(self.kspace, self.mask):
                 rows, cols = calibration_region(m, self.acs_calib, min_shape=(2, 2))
-                out.append(acs_maps_from_calibration(k[:, rows, cols], self.grid_shape, threshold=ACS_THRESHOLD))
+                out.append(acs_maps_from_calibration(k[:, rows, cols], self.grid_shape, threshold=self.acs_threshold))
             self._maps = torch.stack(out)
         return self._maps
 
@@ -108,12 +110,13 @@ def _nufft_for(trajectory: torch.Tensor, dcf: torch.Tensor | None, grid_shape: t
 
 class NonCartesianEncoding(Encoding):
     def __init__(self, kspace: torch.Tensor, trajectory: torch.Tensor, dcf: torch.Tensor | None,
-                 grid_shape: Sequence[int], acs_calib: Sequence[int] = (24, 24)):
+                 grid_shape: Sequence[int], acs_calib: Sequence[int] = (24, 24), acs_threshold: float = ACS_THRESHOLD):
         self.kspace = kspace
         self.trajectory = trajectory
         self.dcf = dcf
         self.grid_shape = tuple(int(s) for s in grid_shape)
         self.acs_calib = tuple(int(v) for v in acs_calib)
+        self.acs_threshold = float(acs_threshold)
         self.op = _nufft_for(trajectory, dcf, self.grid_shape)
         self._coil_images: torch.Tensor | None = None
         self._maps: torch.Tensor | None = None
@@ -131,7 +134,7 @@ class NonCartesianEncoding(Encoding):
             for k in self.kspace:
                 cal = calibration_from_noncartesian(k, self.trajectory, self.grid_shape, dcf=self.dcf,
                                                     calib=self.acs_calib)
-                out.append(acs_maps_from_calibration(cal, self.grid_shape, threshold=ACS_THRESHOLD))
+                out.append(acs_maps_from_calibration(cal, self.grid_shape, threshold=self.acs_threshold))
             self._maps = torch.stack(out)
         return self._maps
 
@@ -196,15 +199,16 @@ class Batch:
         return replace(self, kspace=mv(self.kspace), mask=mv(self.mask), trajectory=mv(self.trajectory),
                        dcf=mv(self.dcf), target=mv(self.target), data_range=mv(self.data_range))
 
-    def encoding(self, acs_calib: Sequence[int] = (24, 24)) -> Encoding:
-        """The batch's operator (cached per calibration size: coil images and maps are computed once)."""
-        key = tuple(int(v) for v in acs_calib)
+    def encoding(self, acs_calib: Sequence[int] = (24, 24), acs_threshold: float = ACS_THRESHOLD) -> Encoding:
+        """The batch's operator (cached per calibration setting: coil images and maps are computed once)."""
+        calib = tuple(int(v) for v in acs_calib)
+        key = (calib, float(acs_threshold))
         enc = self._encodings.get(key)
         if enc is None:
             if self.is_cartesian:
-                enc = CartesianEncoding(self.kspace, self.mask, key)
+                enc = CartesianEncoding(self.kspace, self.mask, calib, acs_threshold)
             else:
-                enc = NonCartesianEncoding(self.kspace, self.trajectory, self.dcf, self.grid_shape, key)
+                enc = NonCartesianEncoding(self.kspace, self.trajectory, self.dcf, self.grid_shape, calib, acs_threshold)
             self._encodings[key] = enc
         return enc
 

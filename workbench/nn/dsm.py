@@ -327,14 +327,25 @@ def gaussian_coverage(mean: Any, std: Any, reference: Any, n_samples: int, mask:
     return float(inside.mean()) if inside.size else float("nan")
 
 
-def object_mask(reference: Any, threshold: float = 0.1) -> np.ndarray:
-    """Where the object is: ``reference > threshold * its 99th percentile``, holes filled, isolated noise
-    specks removed (bool, the reference's shape)."""
+def object_mask(reference: Any, threshold: float | None = None) -> np.ndarray:
+    """Where the object is, from a (noisy) magnitude reference: the lightly smoothed reference above Otsu's
+    threshold (or above ``threshold`` times its 99th percentile), its connected regions of at least a tenth of
+    the largest one, holes filled (bool, the reference's shape). Otsu's threshold separates the tissue from the noise floor of a root
+    sum of squares even at low SNR, where a fixed fraction of the maximum would take noise for object."""
     from scipy import ndimage
+    from skimage.filters import threshold_otsu
 
     ref = _numpy(reference).astype(np.float64)
-    m = ref > threshold * np.percentile(ref, 99)
-    m = ndimage.binary_opening(m, structure=np.ones((3, 3)))
+    smooth = ndimage.gaussian_filter(ref, 1.5)
+    if threshold is None:
+        t = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
+    else:
+        t = threshold * np.percentile(ref, 99)
+    m = ndimage.binary_opening(smooth > t, structure=np.ones((3, 3)))
+    labels, n = ndimage.label(m)
+    if n > 1:
+        sizes = np.asarray(ndimage.sum(m, labels, index=np.arange(1, n + 1)))
+        m = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes.max()))  # drop specks, keep e.g. the scalp
     return ndimage.binary_fill_holes(m)
 
 
@@ -373,7 +384,10 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
             known: a fully sampled reference is a noisy measurement of the image the samples estimate, so a
             predictive interval for it is ``sqrt(std^2 + reference_noise^2)`` wide (``coverage_predictive``).
 
-    Returns ``spearman`` (std vs ``|estimate| - reference`` in absolute value), ``coverage`` (reference inside
+    Returns ``spearman`` (std vs ``|estimate| - reference`` in absolute value), ``spearman_if_calibrated``
+    (the Spearman correlation a perfectly calibrated Gaussian posterior with this std map would reach, errors
+    drawn as ``|N(0, std^2)|``: pixel-wise errors are noisy, so a std map that varies little cannot correlate
+    much even when it is right), ``coverage`` (reference inside
     the sample-quantile ``level`` interval), ``coverage_gaussian`` (inside the Student-t interval from the sample
     std), ``coverage_predictive`` (the same with the reference noise added, when given), ``mean_std``,
     ``mean_abs_error`` (relative to the reference's 99th percentile), ``n_samples``, ``n_pixels``, ``level`` and
@@ -388,8 +402,12 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
     m = object_mask(ref) if mask is None else _numpy(mask).astype(bool)
     err = np.abs(est - ref)
     peak = float(np.percentile(ref, 99)) or 1.0
+    # what a perfectly calibrated Gaussian posterior with this std map would score: |error| ~ |N(0, std^2)|
+    rng = np.random.default_rng(0)
+    ideal = float(np.median([spearman(std, np.abs(std * rng.standard_normal(std.shape)), m) for _ in range(3)]))
     return {
         "spearman": round(spearman(std, err, m), 4),
+        "spearman_if_calibrated": round(ideal, 4),
         "coverage": round(interval_coverage(s, ref, m, level), 4),
         "coverage_gaussian": round(gaussian_coverage(est, std, ref, s.shape[0], m, level), 4),
         "coverage_predictive": None if reference_noise is None else round(gaussian_coverage(

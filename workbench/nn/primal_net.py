@@ -44,6 +44,8 @@ class PrimalNetConfig:
         share_weights: one image network for all iterations instead of one per iteration.
         refine_maps: learn a refinement of the ACS coil maps (:class:`SensNetConfig` fields in ``sens_net``).
         acs_calib: largest calibration box (rows, cols) for the initial maps.
+        acs_threshold: the initial maps are zero where the low-resolution coil energy is below this fraction
+            of its 99th percentile (0: maps everywhere, so that data consistency also reaches the background).
         checkpointing: recompute each iteration in the backward pass (saves memory on GPUs, costs time).
     """
 
@@ -54,6 +56,7 @@ class PrimalNetConfig:
     refine_maps: bool = True
     sens_net: SensNetConfig = field(default_factory=SensNetConfig)
     acs_calib: tuple[int, int] = (24, 24)
+    acs_threshold: float = 0.05
     checkpointing: bool = False
 
     def __post_init__(self):
@@ -94,7 +97,7 @@ class PrimalNet(nn.Module):
     # ------------------------------------------------------------------------------------------------------
     def maps(self, batch) -> torch.Tensor:
         """Coil maps ``[B, C, H, W]``: the ACS estimate, refined when configured, normalised."""
-        initial = batch.encoding(self.config.acs_calib).initial_maps()
+        initial = batch.encoding(self.config.acs_calib, self.config.acs_threshold).initial_maps()
         return self.sens_net(initial) if self.sens_net is not None else normalise_maps(initial)
 
     def _iteration(self, i: int, buffer: torch.Tensor, maps: torch.Tensor, rhs: torch.Tensor, enc) -> torch.Tensor:
@@ -108,7 +111,7 @@ class PrimalNet(nn.Module):
         """Run the iterations: the first buffer image ``[B, H, W]`` (normalised units) and the scale ``[B]``.
         ``callback(i, x)`` is called after iteration ``i`` (0-based) with the current image (normalised);
         ``scale_out`` (a list) receives the scale before the first iteration."""
-        enc = batch.encoding(self.config.acs_calib)
+        enc = batch.encoding(self.config.acs_calib, self.config.acs_threshold)
         coil = enc.coil_images()
         scale = robust_scale(torch.sqrt((coil.real**2 + coil.imag**2).sum(1)))
         if scale_out is not None:

@@ -174,6 +174,8 @@ class ScoreNet(nn.Module):
         x, pads = pad_to_multiple(x, self.multiple, mode="constant")
         if c.patch > 1:
             x = F.pixel_unshuffle(x, c.patch)
+        if self.inp.weight.is_contiguous(memory_format=torch.channels_last) and self.inp.weight.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # the layout the weights were put in (CPU: faster)
         h = self.inp(x)
         stack = [h]
         n_levels = len(self.down)
@@ -229,7 +231,10 @@ def load_score_net(path: str | Path, device="cpu") -> tuple[ScoreNet, dict[str, 
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise WeightsError(path, f"weights do not fit the score network of the sidecar ({first})") from exc
-    return model.to(device).eval(), sidecar
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":
+        model = model.to(memory_format=torch.channels_last)  # ~20% faster convolutions on CPU (oneDNN)
+    return model, sidecar
 
 
 _CACHE: dict[tuple, tuple[ScoreNet, dict]] = {}
