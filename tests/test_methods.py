@@ -508,3 +508,25 @@ def test_result_load_rejects_other_files(tmp_path):
         Result.load(tmp_path / "text.h5")
     r = Result(image=torch.zeros(2, 2))
     assert math.isnan(r.time_s) and r.to_json_summary()["time_s"] is None
+
+
+def test_safe_run_passes_params_to_a_check_that_takes_them():
+    seen = {}
+
+    class NeedsSmallLam(Demo):
+        name = "needs-small-lam"
+
+        def check(self, problem, params=None):
+            seen["params"] = params
+            reasons = super().check(problem)
+            if params is not None and params.lam > 0.5:
+                reasons.append("lam above 0.5 is not supported by this plugin")
+            return reasons
+
+    with pytest.raises(MethodNotApplicableError) as info:
+        safe_run(NeedsSmallLam(), fake_problem(), {"lam": 0.9})
+    assert "lam above 0.5" in str(info.value)
+    assert safe_run(NeedsSmallLam(), fake_problem(), {"lam": 0.1}).image is not None
+    assert seen["params"].lam == 0.1
+    # a check without a params argument keeps working
+    assert safe_run(Demo(), fake_problem(), {"lam": 0.9}).image is not None

@@ -46,6 +46,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import math
 import os
 import pkgutil
@@ -565,11 +566,14 @@ class Method:
         raise ParamError(f"{cls.name}: params must be a {cls.Params.__name__}, a dict or None, "
                          f"got {type(values).__name__}", owner=cls.name)
 
-    def check(self, problem: "Problem") -> list[str]:
+    def check(self, problem: "Problem", params: Any = None) -> list[str]:
         """Reasons, in words a user understands, why this method cannot run on ``problem`` (empty list: it can).
 
         The base implementation compares :attr:`capabilities` with the problem (Cartesian or not, coil count).
-        Override to add checks (missing weights, image size) and call ``super().check(problem)``.
+        Override to add checks (missing weights, image size) and call ``super().check(problem)``. ``params``
+        (the validated Params, or None when the caller has none yet, e.g. a GUI listing) lets a method check
+        what depends on them, such as a user-chosen weight file. Overrides may omit it: callers pass it only
+        to methods whose ``check`` accepts it.
         """
         caps = self.capabilities
         reasons = []
@@ -629,6 +633,15 @@ def validate_method(method: Method) -> None:
 # ======================================================================================================
 
 
+def _call_check(method: Any, problem: Any, params: Any) -> list[str]:
+    """``method.check(problem, params)`` when the plugin's check takes params, else ``check(problem)``."""
+    try:
+        accepts = "params" in inspect.signature(method.check).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return method.check(problem, params) if accepts else method.check(problem)
+
+
 def safe_run(method: Method, problem: "Problem", params: Any = None, ctx: RunContext | None = None) -> Result:
     """Run ``method`` on ``problem`` the way the app and the CLI do.
 
@@ -643,7 +656,7 @@ def safe_run(method: Method, problem: "Problem", params: Any = None, ctx: RunCon
     name = getattr(method, "name", type(method).__name__)
     p = method.make_params(params)
     try:
-        reasons = list(method.check(problem))
+        reasons = list(_call_check(method, problem, p))
     except Exception as exc:
         raise MethodError(name, f"check() failed: {type(exc).__name__}: {exc}", plugin_traceback(exc)) from exc
     if reasons:

@@ -463,7 +463,7 @@ class SamplingPanel(QtWidgets.QWidget):
         self.zf_panel.set_image(zf, autorange=autorange)
         m = s.zero_filled_metrics()
         ref = s.reference()
-        title = "zero-filled" if st.is_cartesian else "gridded (density-compensated adjoint)"
+        title = "zero-filled" if st.is_cartesian else "gridded (DCF adjoint)"
         if zf is None:
             title += "  (computing…)" if s.derived_pending else f"  ({s.derived_error() or 'not available'})"
         if m:

@@ -124,7 +124,7 @@ class ScanView(QtWidgets.QWidget):
         elif choice == "zero-filled":
             img = s.zero_filled()
             m = s.zero_filled_metrics()
-            what = "zero-filled" if s.scan.is_cartesian else "gridded (density-compensated adjoint)"
+            what = "zero-filled" if s.scan.is_cartesian else "gridded (DCF adjoint)"
             title = f"{what}, {s.sampling_state.describe()}" + (
                 f"  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}" if "psnr" in m else "")
             if img is None:
