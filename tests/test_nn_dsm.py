@@ -105,7 +105,8 @@ def _dense(A, shape):
     return A(basis).reshape(n, -1).T.to(torch.complex128)  # [M, N]
 
 
-@pytest.mark.parametrize("predictor, steps, step_size", [("reverse-diffusion", 3, 0.8), ("none", 6, 1.0)])
+@pytest.mark.parametrize("predictor, steps, step_size",
+                         [("ancestral", 3, 1.0), ("reverse-diffusion", 3, 0.8), ("none", 6, 1.0)])
 def test_langevin_matches_the_closed_form_gaussian_posterior(predictor, steps, step_size):
     """Prior x ~ N(0, c^2 I), 2-coil Cartesian SENSE with a random mask, y = A x + n (sigma_y per real part):
     the posterior is Gaussian with precision P = M^H M / sigma_y^2 + I / c^2 (M the dense matrix of A), mean

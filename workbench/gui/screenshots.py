@@ -28,8 +28,9 @@ RADIAL_SHOTS = [
     ("radial_phantom_compare.png", "smsnlinv_radial_phantom16ch/kMB1_top_SP29.cfl",
      "resolution phantom, 16 coils, 29 radial spokes"),
 ]
-#: the methods compared on them (their default parameters: what a user gets with one click)
-RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {})]
+#: the methods compared on them (their default parameters: what a user gets with one click); a method that is
+#: missing or cannot run here (e.g. NC-PDNet without its trained weights) is left out
+RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {}), ("ncpdnet", {})]
 # methods shown in the comparison, by preference; parameters keep the screenshots quick to make
 PREFERRED = [("cg-sense", {}), ("l1-wavelet", {}), ("tv", {}), ("landweber", {"n_iter": 30})]
 
@@ -122,9 +123,12 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
             _wait_derived(app, s)
             mp = win.methods_panel
             entries = []
+            available = [win.registry.methods[m] for m, _ in RADIAL_METHODS if m in win.registry.methods]
+            reasons = s.check_methods(available)
             for method, params in RADIAL_METHODS:
-                if not mp.select(method):
-                    print(f"screenshots: {method} not available; left out of {name}", file=sys.stderr)
+                if reasons.get(method) or not mp.select(method):
+                    why = "; ".join(reasons.get(method) or ["not installed"])
+                    print(f"screenshots: {method} left out of {name}: {why}", file=sys.stderr)
                     continue
                 mp.form.set_values(params)
                 e = mp.run_current()
