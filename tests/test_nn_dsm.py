@@ -315,3 +315,17 @@ def test_train_dsm_writes_weights_and_resumes_exactly(tmp_path):
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     assert len(side_b["commands"]) == 2
+
+
+def test_the_one_training_command_trains_the_score_network(tmp_path):
+    import json
+
+    from workbench.cli import main
+
+    cfg = tmp_path / "dsm.json"
+    cfg.write_text(json.dumps(_tiny_config()))
+    out = tmp_path / "run"
+    assert main(["train", "dsm", "--config", str(cfg), "--out", str(out), "--threads", "1", "--quiet"]) == 0
+    sidecar = json.loads((out / "dsm.json").read_text())
+    assert (out / "dsm.safetensors").is_file()
+    assert "workbench train dsm" in json.dumps(sidecar)

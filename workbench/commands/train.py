@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.nn.train import load_config, train
 
+    if args.model == "dsm":  # same loop, checkpoints and sidecar; denoising-score-matching loss and data
+        from workbench.nn.train_dsm import train_dsm as train
+
     config = load_config(args.config)
     if args.data_dir:
         data = dict(config.get("data") or {})

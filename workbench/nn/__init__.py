@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-MODEL_NAMES = ("xpdnet", "ncpdnet", "unet")
+MODEL_NAMES = ("xpdnet", "ncpdnet", "unet", "dsm")
 
 
 def build_model(name: str, config: dict[str, Any] | None = None):
@@ -34,4 +34,8 @@ def build_model(name: str, config: dict[str, Any] | None = None):
         from workbench.nn.unet import UnetRecon, UnetReconConfig
 
         return UnetRecon(UnetReconConfig(**config))
+    if name == "dsm":  # the noise-conditional score network of the posterior sampler
+        from workbench.nn.score_net import ScoreNet, ScoreNetConfig
+
+        return ScoreNet(ScoreNetConfig(**config))
     raise WorkbenchError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")

@@ -213,11 +213,15 @@ def train_dsm(
     progress: bool = True,
     log: Callable[[str], None] = print,
     model: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train the score network into ``out_dir``; the arguments and the summary are those of
     :func:`workbench.nn.train.train`. Writes ``checkpoint.safetensors`` (+ ``ema_checkpoint.safetensors``),
     ``history.jsonl``, ``validation.json`` and ``dsm.safetensors`` + ``dsm.json`` (the EMA weights)."""
     from torch.nn.parallel import DistributedDataParallel
+
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
 
     from workbench.nn.dsm import denoising_psnr, dsm_loss
     from workbench.nn.score_net import ScoreNet, ScoreNetConfig
