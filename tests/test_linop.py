@@ -40,3 +40,14 @@ def test_multiply_and_compositions_pass_dot_test():
     assert adjointness_error(S * Identity((5, 6)), batch=(2,)) < 1e-5
     assert adjointness_error(2.0 * S + S) < 1e-5
     assert adjointness_error(S.H) < 1e-5
+
+
+def test_fft2c_matches_the_roll_definition_for_even_odd_and_mixed_sizes():
+    torch.manual_seed(1)
+    for shape in [(3, 8, 10), (2, 7, 9), (6, 5), (4, 9, 12)]:
+        x = torch.randn(*shape, dtype=torch.complex64)
+        d = (-2, -1)
+        ref_f = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=d), norm="ortho"), dim=d)
+        ref_i = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(x, dim=d), norm="ortho"), dim=d)
+        assert torch.allclose(fft2c(x), ref_f, atol=1e-5)
+        assert torch.allclose(ifft2c(x), ref_i, atol=1e-5)

@@ -7,14 +7,40 @@ import torch
 _DIMS = (-2, -1)
 
 
+_CHECKERBOARDS: dict[tuple, torch.Tensor] = {}
+
+
+def _checkerboard(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``s * (-1)^(i+j)`` with ``s = (-1)^(h/2 + w/2)``: for even sizes the centring shifts of the FFT are
+    this modulation before and after the transform, which is cheaper than the four copies the rolls make."""
+    key = (h, w, device, dtype)
+    c = _CHECKERBOARDS.get(key)
+    if c is None:
+        i = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
+        c = (1 - 2 * (i % 2)).to(dtype)
+        if len(_CHECKERBOARDS) > 32:
+            _CHECKERBOARDS.clear()
+        _CHECKERBOARDS[key] = c
+    return c
+
+
+def _centred(x: torch.Tensor, transform) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2 or not x.is_complex():
+        return torch.fft.fftshift(transform(torch.fft.ifftshift(x, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    c = _checkerboard(h, w, x.device, x.real.dtype)
+    y = transform(x * c, norm="ortho")
+    return y.mul_(c if (h // 2 + w // 2) % 2 == 0 else -c)
+
+
 def fft2c(x: torch.Tensor) -> torch.Tensor:
     """Centred orthonormal forward FFT over the last two axes: ``fftshift(fft2(ifftshift(x)))``."""
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return _centred(x, torch.fft.fft2)
 
 
 def ifft2c(k: torch.Tensor) -> torch.Tensor:
     """Centred orthonormal inverse FFT over the last two axes (exact inverse of :func:`fft2c`)."""
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return _centred(k, torch.fft.ifft2)
 
 
 def rss(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
