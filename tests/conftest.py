@@ -21,3 +21,15 @@ def realdata() -> Path:
 def _cache_dir(tmp_path_factory, monkeypatch):
     # The demo scan and other generated files go to a per-session temporary cache, never to the user's.
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # The tests' problems are small: on a 2-core machine (shared with the Qt event loop and job threads)
+    # handing work to a second OpenMP thread costs more than it saves, and timings become erratic.
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,15 +7,6 @@ from workbench.physics.linop import adjointness_error
 from workbench.solvers.power import power_iteration
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny problems: on a busy 2-core machine, handing work to a second thread costs far more than it saves
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_neumann_matches_numpy_diff():
     x = np.random.default_rng(0).standard_normal((5, 7)) + 1j * np.random.default_rng(1).standard_normal((5, 7))
     g = FiniteDifference2D((5, 7), "neumann")(torch.from_numpy(x)).numpy()

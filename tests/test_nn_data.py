@@ -10,15 +10,6 @@ from workbench.nn.data import TRAIN_SEED_OFFSET, DataConfigError, FastMRIData, S
 SMALL = {"shapes": [[40, 40], [48, 40]], "n_coils": [1, 3], "readout_oversampling": [1, 2], "n_val": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one thread per process: on a shared 2-core machine OpenMP barriers make 2 threads several times slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_synthetic_batches_are_deterministic_distinct_and_held_out():
     data = SyntheticData(SMALL, seed=3)
     a = data.batch(5, rank=1, world_size=2, batch_size=2)

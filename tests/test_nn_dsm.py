@@ -23,15 +23,6 @@ from workbench.nn.dsm import (
 from workbench.nn.score_net import ScoreNet, ScoreNetConfig, geometric_sigmas
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the tests' tensors are tiny: threads only add synchronisation cost on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Score network
 

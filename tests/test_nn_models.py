@@ -21,15 +21,6 @@ TINY = {"n_iter": 2, "n_primal": 2, "image_net": {"n_filters": 4, "n_scales": 2,
         "sens_net": {"chans": 4, "num_pool_layers": 1}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one thread per process: on a shared 2-core machine OpenMP barriers make 2 threads several times slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _rng_complex(g, *shape):
     return torch.complex(torch.randn(*shape, generator=g), torch.randn(*shape, generator=g))
 

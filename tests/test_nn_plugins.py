@@ -20,14 +20,6 @@ ARCH = {"n_iter": 3, "n_primal": 2, "image_net": {"n_filters": 4, "n_scales": 2,
 RECORD = {"training": {"sampling": {"kinds": ["random", "equispaced"]}, "steps": 1}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _problem(shape=(45, 38), coils=3, recon=(40, 30), seed=0):
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, shape[0]), torch.linspace(-1, 1, shape[1]), indexing="ij")

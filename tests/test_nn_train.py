@@ -27,15 +27,6 @@ TINY_XPDNET = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one thread per process: on a shared 2-core machine OpenMP barriers make 2 threads several times slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,14 +25,6 @@ RECORD = {"training": {"data": {"kind": "synthetic"}, "sampling": {"kinds": ["ra
           "wall_time_s": 12.0, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _forbid_pickle(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("weights must load without pickle")

@@ -10,14 +10,6 @@ import torch
 from workbench.methods import JobCancelled, RunContext, discover_methods, safe_run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def registry():
     return discover_methods(entry_points=False, user_dirs=False)

@@ -10,15 +10,6 @@ from workbench.solvers import cg_sense, l1_wavelet
 from workbench.solvers.regularisation import LambdaSearch, discrepancy_principle, holdout_validation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny problems: on a busy 2-core machine, handing work to a second thread costs far more than it saves
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class MaskedFFT(Linop):
     def __init__(self, maps, mask):
         super().__init__(maps.shape[-2:], maps.shape)

@@ -7,15 +7,6 @@ from workbench.physics.linop import adjointness_error
 from workbench.physics.wavelet import Wavelet2D
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny problems: on a busy 2-core machine, handing work to a second thread costs far more than it saves
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _pywt_mosaic(x: np.ndarray, wavelet: str, levels: int) -> np.ndarray:
     """Independent reference: PyWavelets' periodized DWT laid out by coeffs_to_array."""
     coeffs = pywt.wavedec2(x, wavelet, mode="periodization", level=levels)
