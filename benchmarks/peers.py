@@ -377,7 +377,7 @@ def sweep_lams(method: str, scale: float) -> list[float]:
     return [default_lam(method, scale) * f for f in SWEEP_FACTORS]
 
 
-def run_peers(source: str = "demo", acceleration: float = 4, kind: str = "random", *, repeats: int = 3,
+def run_peers(source: str = "demo", acceleration: float = 4, kind: str = "random", *, repeats: int = 5,
               sweep: bool = True, peers: Sequence[str] = ("bart", "sigpy"), methods: Sequence[str] = METHODS,
               ours_options: dict[str, dict[str, Any]] | None = None, device: str = "cpu", seed: int = 0,
               realdata: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -494,6 +494,7 @@ def to_markdown(out: dict[str, Any], notes: Sequence[str] = ()) -> str:
     impls = list(dict.fromkeys(r["implementation"] for r in records))
     lines = ["# Peer comparison: CG-SENSE, l1-wavelet and TV against BART and sigpy", "",
              f"Machine: {machine_line(meta)}.", "",
+             f"Command: `{meta.get('command', '')}`; total {meta.get('total_time_s', '?')} s.", "",
              f"Data: {out['data']['description']}; {out['data']['shape'][0]} coils x "
              f"{out['data']['shape'][1]} x {out['data']['shape'][2]}. PSNR / SSIM of the magnitude against the "
              "fully sampled RSS (fastMRI definitions). Same maps, mask, iterations and weight `lam` (data units, "
@@ -591,7 +592,17 @@ def _ratio(ours, theirs, key: str = "times_s") -> str:
     return f"{a / b:.2f}"
 
 
-def write_results(out: dict[str, Any], out_dir=RESULTS_DIR, name: str = "peers", notes: Sequence[str] = ()):
+NOTES = (
+    "Setups that differ although the objective is the same: l1-wavelet: BART's default wavelet `dau2` is the "
+    "4-tap Daubechies wavelet (PyWavelets `db2`), ours defaults to `db4` (8 taps, 4 levels, periodic, cycle "
+    "spinning), sigpy uses `db4` with zero padding (not orthonormal at the borders), all levels and no cycle "
+    "spinning; `--ours l1-wavelet:wavelet=db2` runs ours with BART's wavelet. TV: BART runs ADMM (its `-i` "
+    "counts the inner CG steps), ours PDHG with balanced per-block steps, sigpy PDHG with tau = 1/||K||^2, "
+    "sigma = 1 and anisotropic TV, which is far from converged after 100 iterations (hence its low PSNR).",
+)
+
+
+def write_results(out: dict[str, Any], out_dir=RESULTS_DIR, name: str = "peers", notes: Sequence[str] = NOTES):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
@@ -614,7 +625,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=("demo", "head"), default="demo", help="data (default: simulated)")
     parser.add_argument("--accel", type=float, default=4, help="acceleration of the random line mask (default 4)")
     parser.add_argument("--mask", default="random", choices=("random", "equispaced"))
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up (median reported)")
     parser.add_argument("--no-sweep", action="store_true", help="no weight sweep: fixed relative weights")
     parser.add_argument("--peers", default="bart,sigpy", help="comma-separated: bart, sigpy")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
@@ -637,9 +648,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                     peers=[p for p in args.peers.split(",") if p], methods=[m for m in args.methods.split(",") if m],
                     ours_options=opts, device=args.device, realdata=args.realdata)
     if args.no_write:
-        print(to_markdown(out))
+        print(to_markdown(out, NOTES))
     else:
-        md, js = write_results(out, args.out, args.name)
+        md, js = write_results(out, args.out, args.name, NOTES)
         print(f"wrote {md} and {js}")
     return 0
 
