@@ -347,3 +347,23 @@ def normal_objective(A: Any, y: torch.Tensor) -> Callable[[torch.Tensor], torch.
         return (0.5 * quad - lin + 0.5 * yy).clamp_min(0)
 
     return data_term
+
+
+def wavelet_reasons(problem: Any) -> list[str]:
+    """``check`` reasons of the wavelet-regularised methods (image too small for one wavelet level)."""
+    if min(problem.grid_shape) < 4:
+        return [f"the image ({problem.grid_shape[0]}x{problem.grid_shape[1]}) is too small for a wavelet transform"]
+    return []
+
+
+def check_wavelet_levels(method: Any, problem: Any, levels: int | None) -> None:
+    """A ParamError naming the parameter when ``levels`` exceeds what the image size allows."""
+    from workbench.methods import ParamError
+    from workbench.physics.wavelet import max_wavelet_levels
+
+    top = max_wavelet_levels(problem.grid_shape)
+    if levels is not None and levels > top:
+        raise ParamError(f"parameter 'levels' of {method.name}: {levels} levels are too many for a "
+                         f"{problem.grid_shape[0]}x{problem.grid_shape[1]} image (at most {top})",
+                         param="levels", owner=method.name)
+

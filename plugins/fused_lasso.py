@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.methods import Capabilities, Method, ParamError, RunContext, param
+from workbench.methods import Capabilities, Method, RunContext, param
 from workbench.physics.gradient import FiniteDifference2D
-from workbench.physics.wavelet import Wavelet2D, max_wavelet_levels
+from workbench.physics.wavelet import Wavelet2D
 from workbench.result import Result
 from workbench.solvers import fused_lasso, project_l2_ball
 from workbench.solvers.prox import l1_norm
@@ -31,6 +31,7 @@ from workbench.solvers.recon import data_fidelity, tv_norm
 from plugins._shared import (
     LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, linearized_pdhg, linearized_theta,
     maps_reasons, normal_objective, operator_norm2, pdhg_ratio, regularised_pdhg, search_trace, weight_scale,
+    check_wavelet_levels, wavelet_reasons,
 )
 from plugins.l1_wavelet import WAVELETS
 from plugins.tv import ADMM_RHO, GRADIENT_NORM2
@@ -71,19 +72,11 @@ class FusedLasso(Method):
     Params = FusedLassoParams
 
     def check(self, problem) -> list[str]:
-        reasons = super().check(problem)
-        if min(problem.grid_shape) < 4:
-            reasons.append(f"the image ({problem.grid_shape[0]}x{problem.grid_shape[1]}) is too small for a "
-                           "wavelet transform")
-        return reasons + maps_reasons(problem)
+        return super().check(problem) + wavelet_reasons(problem) + maps_reasons(problem)
 
     def run(self, problem, params: FusedLassoParams, ctx: RunContext) -> Result:
         t0 = time.perf_counter()
-        top = max_wavelet_levels(problem.grid_shape)
-        if params.levels is not None and params.levels > top:
-            raise ParamError(f"parameter 'levels' of {self.name}: {params.levels} levels are too many for a "
-                             f"{problem.grid_shape[0]}x{problem.grid_shape[1]} image (at most {top})",
-                             param="levels", owner=self.name)
+        check_wavelet_levels(self, problem, params.levels)
         ctx.progress(0.0, "coil maps" if not problem.has_maps else "starting")
         extras: dict = {}
         check_maps(problem, ctx, extras)

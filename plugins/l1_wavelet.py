@@ -21,14 +21,13 @@ import functools
 import time
 from dataclasses import dataclass
 
-from workbench.methods import Capabilities, Method, ParamError, RunContext, param
-from workbench.physics.wavelet import max_wavelet_levels
+from workbench.methods import Capabilities, Method, RunContext, param
 from workbench.result import Result
 from workbench.solvers import l1_wavelet
 
 from plugins._shared import (
     LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, maps_reasons, operator_norm2, search_trace,
-    weight_scale,
+    weight_scale, check_wavelet_levels, wavelet_reasons,
 )
 
 WAVELETS = ("db4", "haar", "db2", "db8", "sym4", "sym8", "coif2")
@@ -68,19 +67,11 @@ class L1Wavelet(Method):
     Params = L1WaveletParams
 
     def check(self, problem) -> list[str]:
-        reasons = super().check(problem)
-        if min(problem.grid_shape) < 4:
-            reasons.append(f"the image ({problem.grid_shape[0]}x{problem.grid_shape[1]}) is too small for a "
-                           "wavelet transform")
-        return reasons + maps_reasons(problem)
+        return super().check(problem) + wavelet_reasons(problem) + maps_reasons(problem)
 
     def run(self, problem, params: L1WaveletParams, ctx: RunContext) -> Result:
         t0 = time.perf_counter()
-        top = max_wavelet_levels(problem.grid_shape)
-        if params.levels is not None and params.levels > top:
-            raise ParamError(f"parameter 'levels' of {self.name}: {params.levels} levels are too many for a "
-                             f"{problem.grid_shape[0]}x{problem.grid_shape[1]} image (at most {top})",
-                             param="levels", owner=self.name)
+        check_wavelet_levels(self, problem, params.levels)
         ctx.progress(0.0, "coil maps" if not problem.has_maps else "starting")
         extras: dict = {}
         check_maps(problem, ctx, extras)
