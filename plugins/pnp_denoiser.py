@@ -52,13 +52,9 @@ class DSMPnP(Method):
 
     def check(self, problem, params=None) -> list[str]:
         """Usable score network weights (``params.weights``, else the shipped file)."""
-        from workbench.nn.score_net import score_weights_path, weights_problem
+        from workbench.nn.score_net import weights_reasons
 
-        reasons = super().check(problem)
-        why = weights_problem(score_weights_path(getattr(params, "weights", None)))
-        if why:
-            reasons.append(why)
-        return reasons
+        return super().check(problem) + weights_reasons(params)
 
     def run(self, problem, params, ctx) -> Result:
         from workbench.nn.dsm import NormalisedProblem

@@ -1,5 +1,7 @@
 import os
+import textwrap
 from pathlib import Path
+from string import Template
 
 import pytest
 
@@ -33,3 +35,130 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Test plugins: the methods the session and GUI tests run, written to a temporary folder and discovered there
+# (fixtures ``plugin_dir`` and ``registry``). The Landweber plugin's defaults are ``LANDWEBER_DEFAULTS``, or the
+# requesting test module's own ``LANDWEBER_DEFAULTS``.
+LANDWEBER_DEFAULTS = {"n_iter": 10, "step": 0.5}
+TEST_PLUGINS = {
+    "coil_landweber.py": '''
+        from dataclasses import dataclass
+        import torch
+        from workbench.methods import Capabilities, Method, param
+        from workbench.physics.fft import fft2c, ifft2c, rss
+        from workbench.result import Result
+
+        @dataclass
+        class Params:
+            n_iter: int = param($n_iter, min=1, max=1000, help="iterations")
+            step: float = param($step, min=0.0, max=2.0, help="step size")
+
+        class CoilLandweber(Method):
+            name = "test-landweber"
+            version = "1.0"
+            description = "Landweber iteration per coil on the masked FFT, then RSS (no maps needed)"
+            capabilities = Capabilities(cartesian=True)
+            Params = Params
+
+            def run(self, problem, params, ctx):
+                m = problem.mask.to(problem.y.device)
+                x = torch.zeros_like(problem.y)
+                for it in range(params.n_iter):
+                    ctx.check_cancelled()
+                    x = x - params.step * ifft2c(m * (m * fft2c(x) - problem.y))
+                    ctx.progress((it + 1) / params.n_iter, f"iteration {it + 1}")
+                    ctx.report_iterate(problem.crop(rss(x)))
+                return Result(image=problem.crop(rss(x)).to(torch.complex64))
+    ''',
+    "zero_filled_std.py": '''
+        import torch
+        from workbench.methods import Capabilities, Method
+        from workbench.result import Result
+
+        class ZeroFilledStd(Method):
+            name = "test-zf"
+            version = "1.0"
+            capabilities = Capabilities(cartesian=True, noncartesian=True, gives_uncertainty=True)
+
+            def run(self, problem, params, ctx):
+                img = problem.crop(problem.zero_filled("rss"))
+                return Result(image=img.to(torch.complex64), std=0.1 * img.abs())
+    ''',
+    "failing.py": '''
+        from workbench.methods import Capabilities, Method
+
+        class Failing(Method):
+            name = "test-failing"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise RuntimeError("deliberate failure in the test plugin")
+    ''',
+    "slow.py": '''
+        import time
+        from workbench.methods import Capabilities, Method
+        from workbench.result import Result
+
+        class Slow(Method):
+            name = "test-slow"
+            capabilities = Capabilities(cartesian=True, noncartesian=True)
+
+            def run(self, problem, params, ctx):
+                for i in range(3000):
+                    ctx.check_cancelled()
+                    ctx.progress(i / 3000, "waiting")
+                    time.sleep(0.01)
+                return Result(image=problem.crop(problem.zero_filled("rss")))
+    ''',
+    "noncart_only.py": '''
+        from workbench.methods import Capabilities, Method
+
+        class NonCartOnly(Method):
+            name = "test-noncart-only"
+            capabilities = Capabilities(cartesian=False, noncartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise AssertionError("never runs on Cartesian data")
+    ''',
+    "broken.py": '''
+        import this_module_does_not_exist_anywhere
+    ''',
+    "out_of_memory.py": '''
+        import torch
+        from workbench.methods import Capabilities, Method
+
+        class HostOOM(Method):
+            name = "test-oom"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise MemoryError()
+
+        class CudaOOM(Method):
+            name = "test-cuda-oom"
+            capabilities = Capabilities(cartesian=True)
+
+            def run(self, problem, params, ctx):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    ''',
+}
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(request, tmp_path_factory):
+    """A folder with the test plugins (see ``TEST_PLUGINS``)."""
+    d = tmp_path_factory.mktemp("plugins")
+    defaults = {**LANDWEBER_DEFAULTS, **getattr(request.module, "LANDWEBER_DEFAULTS", {})}
+    for name, src in TEST_PLUGINS.items():
+        (d / name).write_text(Template(textwrap.dedent(src)).substitute(defaults))
+    return d
+
+
+@pytest.fixture(scope="module")
+def registry(plugin_dir):
+    """The test plugins, discovered (one broken: ``broken.py``)."""
+    from workbench.methods import discover_methods
+
+    return discover_methods([plugin_dir], entry_points=False, builtin=False, user_dirs=False)

@@ -4,7 +4,6 @@ test plugins, project files."""
 from __future__ import annotations
 
 import json
-import textwrap
 import threading
 import time
 
@@ -277,117 +276,9 @@ def test_region_stats():
 
 # ----------------------------------------------------------------------------------------------------------------
 # jobs through test plugins
-PLUGINS = {
-    "landweber_coils.py": '''
-        from dataclasses import dataclass
-        import torch
-        from workbench.methods import Capabilities, Method, param
-        from workbench.physics.fft import fft2c, ifft2c, rss
-        from workbench.result import Result
-
-        @dataclass
-        class Params:
-            n_iter: int = param(20, min=1, max=1000, help="iterations")
-            step: float = param(1.0, min=0.0, max=2.0, help="step size")
-
-        class CoilLandweber(Method):
-            """Landweber iteration per coil on the masked FFT, then RSS (no maps needed)."""
-            name = "test-landweber"
-            version = "1.0"
-            capabilities = Capabilities(cartesian=True)
-            Params = Params
-
-            def run(self, problem, params, ctx):
-                m = problem.mask.to(problem.y.device)
-                x = torch.zeros_like(problem.y)
-                for it in range(params.n_iter):
-                    ctx.check_cancelled()
-                    x = x - params.step * ifft2c(m * (m * fft2c(x) - problem.y))
-                    ctx.progress((it + 1) / params.n_iter, f"iteration {it + 1}")
-                return Result(image=problem.crop(rss(x)).to(torch.complex64))
-    ''',
-    "zero_filled_rss.py": '''
-        import torch
-        from workbench.methods import Capabilities, Method
-        from workbench.result import Result
-
-        class ZeroFilledRss(Method):
-            name = "test-zf"
-            version = "1.0"
-            capabilities = Capabilities(cartesian=True, noncartesian=True, gives_uncertainty=True)
-
-            def run(self, problem, params, ctx):
-                img = problem.crop(problem.zero_filled("rss"))
-                return Result(image=img.to(torch.complex64), std=0.1 * img.abs())
-    ''',
-    "failing.py": '''
-        from workbench.methods import Capabilities, Method
-
-        class Failing(Method):
-            name = "test-failing"
-            capabilities = Capabilities(cartesian=True)
-
-            def run(self, problem, params, ctx):
-                raise RuntimeError("deliberate failure in the test plugin")
-    ''',
-    "slow.py": '''
-        import time
-        from workbench.methods import Capabilities, Method
-        from workbench.result import Result
-
-        class Slow(Method):
-            name = "test-slow"
-            capabilities = Capabilities(cartesian=True, noncartesian=True)
-
-            def run(self, problem, params, ctx):
-                for i in range(3000):
-                    ctx.check_cancelled()
-                    ctx.progress(i / 3000, "waiting")
-                    time.sleep(0.01)
-                return Result(image=problem.crop(problem.zero_filled("rss")))
-    ''',
-    "noncart_only.py": '''
-        from workbench.methods import Capabilities, Method
-
-        class NonCartOnly(Method):
-            name = "test-noncart-only"
-            capabilities = Capabilities(cartesian=False, noncartesian=True)
-
-            def run(self, problem, params, ctx):
-                raise AssertionError("never runs on Cartesian data")
-    ''',
-    "broken.py": '''
-        import this_module_does_not_exist_anywhere
-    ''',
-    "out_of_memory.py": '''
-        import torch
-        from workbench.methods import Capabilities, Method
-
-        class HostOOM(Method):
-            name = "test-oom"
-            capabilities = Capabilities(cartesian=True)
-
-            def run(self, problem, params, ctx):
-                raise MemoryError()
-
-        class CudaOOM(Method):
-            name = "test-cuda-oom"
-            capabilities = Capabilities(cartesian=True)
-
-            def run(self, problem, params, ctx):
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-    ''',
-}
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    from workbench.methods import discover_methods
-
-    d = tmp_path_factory.mktemp("plugins")
-    for name, src in PLUGINS.items():
-        (d / name).write_text(textwrap.dedent(src))
-    return discover_methods([d], entry_points=False, builtin=False, user_dirs=False)
+# the test plugins and the `registry` fixture are in conftest.py; Landweber with a unit step here (it converges in
+# one step to the zero-filled image)
+LANDWEBER_DEFAULTS = {"n_iter": 20, "step": 1.0}
 
 
 def wait_for(entry, timeout=20.0):

@@ -291,6 +291,13 @@ def score_weights_path(weights: str | Path | None = None) -> Path:
     return Path(weights) if weights else shipped_score_weights()
 
 
+def weights_reasons(params: Any = None) -> list[str]:
+    """A score-network plugin's check of its weights (``params.weights``, else the shipped file): the reason they
+    cannot be used, or nothing."""
+    why = weights_problem(score_weights_path(getattr(params, "weights", None)))
+    return [why] if why else []
+
+
 def load_for_method(weights: str | Path | None, device="cpu") -> tuple[ScoreNet, dict[str, Any], Path]:
     """``(model, sidecar, path)`` for a plugin: :func:`score_weights_path`, checked with
     :func:`weights_problem` (a :class:`~workbench.nn.weights.WeightsError` with the reason otherwise), cached."""

@@ -19,6 +19,10 @@ Determinism: the data of step ``s`` on rank ``r`` depend only on ``(seed, s, r)`
 ``seed``, and the checkpoint holds the optimiser and RNG state, so a run resumed from a checkpoint ends with
 the same weights as an uninterrupted one. Every rank computes its own items; DDP averages the gradients.
 
+One loop serves every model: what a model adds (its model, data, loss, validation, sidecar entries) is a
+:class:`TrainingHooks` object (the default: the reconstruction models above; :mod:`workbench.nn.train_dsm`: the
+score network).
+
 Output folder: ``checkpoint.safetensors`` + ``.json`` (resume), ``history.jsonl`` (one line per step),
 ``validation.json``, and at the end of a run ``<model>.safetensors`` + ``<model>.json`` (the shippable weights
 with their sidecar: architecture, data, sampling, steps, command, validation metrics, wall time, device).
@@ -89,25 +93,39 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
+def merge_config(config: dict[str, Any], defaults: dict[str, Any], sections: tuple[str, ...], *,
+                 what: str = "training config", ignored: tuple[str, ...] = (), keep_extra: bool = True
+                 ) -> dict[str, Any]:
+    """``defaults`` updated by ``config`` (the ``sections`` merged key by key); refuses entries other than the
+    defaults', ``description`` and the ``ignored`` ones (kept in the result when ``keep_extra``). ``what`` names
+    the config in the messages."""
+    unknown = set(config) - set(defaults) - {"description"} - set(ignored)
+    if unknown:
+        raise TrainingError(f"{what}: unknown entries {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
+    cfg = copy.deepcopy(defaults)
+    for k, v in config.items():
+        if k in sections and isinstance(v, dict):
+            cfg[k] = {**cfg[k], **v}
+        elif keep_extra or k in defaults:
+            cfg[k] = copy.deepcopy(v)
+    return cfg
+
+
+def check_counts(cfg: dict[str, Any], what: str = "training config") -> None:
+    """``steps`` and ``batch_size`` are positive integers, ``checkpoint_every`` a non-negative one."""
+    for key in ("steps", "batch_size", "checkpoint_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < (0 if key == "checkpoint_every" else 1):
+            raise TrainingError(f"{what}: {key} must be a positive integer, got {cfg[key]!r}")
+
+
 def resolve_config(config: dict[str, Any], model: str | None = None) -> dict[str, Any]:
     """The config with defaults filled in (sections merged key by key); checks the known entries."""
-    unknown = set(config) - set(DEFAULT_CONFIG) - {"description"}
-    if unknown:
-        raise TrainingError(f"training config: unknown entries {', '.join(sorted(unknown))}; known: "
-                            f"{', '.join(DEFAULT_CONFIG)}")
-    cfg = copy.deepcopy(DEFAULT_CONFIG)
-    for k, v in config.items():
-        if k in _SECTIONS and isinstance(v, dict):
-            cfg[k] = {**cfg[k], **v}
-        else:
-            cfg[k] = copy.deepcopy(v)
+    cfg = merge_config(config, DEFAULT_CONFIG, _SECTIONS)
     if model is not None:
         if "model" in config and config["model"] != model:
             raise TrainingError(f"the config is for model {config['model']!r}, not {model!r}")
         cfg["model"] = model
-    for key in ("steps", "batch_size", "checkpoint_every"):
-        if not isinstance(cfg[key], int) or cfg[key] < (0 if key == "checkpoint_every" else 1):
-            raise TrainingError(f"training config: {key} must be a positive integer, got {cfg[key]!r}")
+    check_counts(cfg)
     return cfg
 
 
@@ -267,6 +285,84 @@ class _Progress:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# What a model adds to the loop
+
+
+class TrainingHooks:
+    """What one model's training adds to the loop of :func:`train`: its config, its model, its data and loss,
+    what is validated and shipped, and what the sidecar says of it. The loop owns the rest: seeds, DDP, the
+    optimiser and learning-rate schedule, checkpoint / resume, progress, history, the time limit and the weights.
+
+    These defaults train the reconstruction models (:func:`workbench.nn.build_model`, reconstruction loss,
+    PSNR / SSIM validation); :class:`workbench.nn.train_dsm.DSMTraining` trains the score network. An object
+    serves one run (:meth:`setup` starts it)."""
+
+    def resolve_config(self, config: dict[str, Any], model: str | None) -> dict[str, Any]:
+        """The config with its defaults filled in (``model``: the name the caller asked for, or None)."""
+        return resolve_config(config, model)
+
+    def build_model(self, cfg: dict[str, Any]) -> torch.nn.Module:
+        """The model to train (under the seeded global RNG: the same initial weights on every rank)."""
+        from workbench.nn import build_model
+
+        return build_model(cfg["model"], cfg["architecture"])
+
+    def setup(self, net: torch.nn.Module, cfg: dict[str, Any], device: torch.device) -> None:
+        """The model (on ``device``) and its optimiser exist; before a resume restores them."""
+        self.cfg, self.device = cfg, device
+
+    def load_state(self, out: Path, device: torch.device) -> None:
+        """Resume: restore what :meth:`save_state` wrote beside the checkpoint."""
+
+    def save_state(self, out: Path, record: dict[str, Any]) -> None:
+        """Checkpoint (main rank): write what the model's training keeps beside ``checkpoint.safetensors``."""
+
+    def make_data(self, cfg: dict[str, Any]):
+        """The data source: ``describe()``, and what :meth:`batches` and :meth:`validation_items` use."""
+        from workbench.nn.data import make_data
+
+        return make_data(cfg["data"], cfg["sampling"], seed=int(cfg["seed"]))
+
+    def batches(self, data, step: int, rank: int, world_size: int, batch_size: int) -> list:
+        """The sub-batches of ``rank`` at ``step`` (each with ``.to(device)``; made in a background thread, so
+        they depend on the arguments only)."""
+        from workbench.nn.batch import collate
+
+        return collate(data.batch(step, rank, world_size, batch_size))
+
+    def loss(self, model, batch, batches: list, step: int, rank: int) -> torch.Tensor:
+        """The loss of ``batch``, one of the step's ``batches``: the gradients of the step's losses add up to the
+        step's gradient."""
+        ssim_weight = float(self.cfg["loss"].get("ssim_weight", 0.84))
+        return _loss(model, batch, ssim_weight) / sum(b.size for b in batches)
+
+    def after_step(self, net: torch.nn.Module) -> None:
+        """After each optimiser step."""
+
+    def shipped(self, net: torch.nn.Module) -> torch.nn.Module:
+        """The module that is validated, written as the weights and returned."""
+        return net
+
+    def training_record(self, data, run: dict[str, Any]) -> dict[str, Any]:
+        """The sidecar's ``training`` entry; ``run`` holds the loop's entries (steps, batch size, optimiser ...)."""
+        return {"data": data.describe(), "sampling": data.plan.to_dict(), **run, "loss": self.cfg["loss"],
+                "seed": self.cfg["seed"]}
+
+    def validation_items(self, data, val_cfg: dict[str, Any]) -> list:
+        """The held-out items (made once, on the main rank, when ``validation.n`` > 0)."""
+        return data.validation_items(int(val_cfg["n"]))
+
+    def evaluate(self, model: torch.nn.Module, items: list, device: torch.device) -> dict[str, Any]:
+        """The validation metrics of ``model`` on ``items`` (``validation.json`` adds ``step`` and ``seconds``)."""
+        return evaluate_model(model, items, device)
+
+    def validation_message(self, validation: dict[str, Any]) -> str:
+        a = validation["all"]
+        return (f"PSNR {a['psnr']:.2f} dB, SSIM {a['ssim']:.4f} "
+                f"(zero-filled {a['zero_filled_psnr']:.2f} dB, {a['zero_filled_ssim']:.4f}) on {a['n']} slices")
+
+
+# ------------------------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -284,6 +380,7 @@ def train(
     threads: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    hooks: TrainingHooks | None = None,
 ) -> dict[str, Any]:
     """Train the configured model into ``out_dir`` (see the module docstring).
 
@@ -297,18 +394,17 @@ def train(
         stop_after: stop after this many steps in this run (checkpointed; continue with ``resume``).
         command: the command line recorded in the sidecar (default: ``sys.argv``).
         threads: CPU threads per process (``torch.set_num_threads``); 1 is fastest on a busy machine.
+        hooks: what the model adds to the loop (default: the reconstruction models; see :class:`TrainingHooks`).
 
     Returns a summary: ``steps_done``, ``finished``, ``losses`` (this run), ``validation``, ``weights`` (path),
     ``model`` (the trained module), ``wall_time_s``, ``rank``, ``world_size``.
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    from workbench.nn import build_model
-    from workbench.nn.batch import collate
-    from workbench.nn.data import make_data
     from workbench.nn.weights import load_checkpoint, save_checkpoint, save_weights
 
-    cfg = resolve_config(config, model)
+    hooks = TrainingHooks() if hooks is None else hooks
+    cfg = hooks.resolve_config(config, model)
     if steps is not None:
         if int(steps) < 1:
             raise TrainingError(f"steps must be >= 1, got {steps}")
@@ -328,10 +424,11 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
         group.barrier()
         torch.manual_seed(int(cfg["seed"]))  # the same initial weights on every rank
-        net = build_model(cfg["model"], cfg["architecture"]).to(device)
+        net = hooks.build_model(cfg).to(device)
         opt_cfg = cfg["optim"]
         optimizer = torch.optim.Adam(net.parameters(), lr=float(opt_cfg["lr"]),
                                      weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
+        hooks.setup(net, cfg, device)
         start, wall_before = 0, 0.0
         earlier_commands: list[str] = []
         ckpt = out / "checkpoint.safetensors"
@@ -341,15 +438,15 @@ def train(
             side = load_checkpoint(ckpt, net, optimizer, device=device)
             if side.get("model") != cfg["model"]:
                 raise TrainingError(f"{ckpt}: the checkpoint is a {side.get('model')} model, not {cfg['model']}")
+            hooks.load_state(out, device)
             start = int(side["step"])
             wall_before = float(side.get("wall_time_s", 0.0))
             earlier_commands = list(side.get("commands") or [c for c in [side.get("command")] if c])
             if group.is_main:
                 log(f"resuming from step {start} ({ckpt})")
-        data = make_data(cfg["data"], cfg["sampling"], seed=int(cfg["seed"]))
+        data = hooks.make_data(cfg)
         ddp = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) \
             if group.active else net
-        ssim_weight = float(cfg["loss"].get("ssim_weight", 0.84))
         bs = int(cfg["batch_size"])
         val_cfg = cfg["validation"]
         val_items: list | None = None
@@ -363,12 +460,10 @@ def train(
         def record(step_done: int, finished: bool) -> dict[str, Any]:
             return {
                 "config": cfg,
-                "training": {
-                    "data": data.describe(), "sampling": data.plan.to_dict(), "steps": step_done,
-                    "planned_steps": total, "finished": finished, "batch_size_per_process": bs,
+                "training": hooks.training_record(data, {
+                    "steps": step_done, "planned_steps": total, "finished": finished, "batch_size_per_process": bs,
                     "world_size": group.world_size, "optimizer": {"name": "Adam", **opt_cfg},
-                    "loss": cfg["loss"], "seed": cfg["seed"],
-                },
+                }),
                 "command": this_command,
                 "commands": earlier_commands + [this_command],  # every run that led here (resumes)
                 "validation": validation,
@@ -380,19 +475,17 @@ def train(
             nonlocal val_items, validation
             if group.is_main and int(val_cfg.get("n", 0)) > 0:
                 if val_items is None:
-                    val_items = data.validation_items(int(val_cfg["n"]))
+                    val_items = hooks.validation_items(data, val_cfg)
                 if val_items:
                     t = time.perf_counter()
-                    validation = {"step": step_done, **evaluate_model(net, val_items, device),
+                    validation = {"step": step_done, **hooks.evaluate(hooks.shipped(net), val_items, device),
                                   "seconds": round(time.perf_counter() - t, 1)}
                     (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
-                    a = validation["all"]
-                    log(f"validation at step {step_done}: PSNR {a['psnr']:.2f} dB, SSIM {a['ssim']:.4f} "
-                        f"(zero-filled {a['zero_filled_psnr']:.2f} dB, {a['zero_filled_ssim']:.4f}) on {a['n']} slices")
+                    log(f"validation at step {step_done}: " + hooks.validation_message(validation))
             group.barrier()
 
         def fetch(s: int):
-            return collate(data.batch(s, group.rank, group.world_size, bs))
+            return hooks.batches(data, s, group.rank, group.world_size, bs)
 
         prefetch = ThreadPoolExecutor(1, thread_name_prefix="train-data")
         upcoming = prefetch.submit(fetch, start)
@@ -407,19 +500,19 @@ def train(
             batches = [b.to(device) for b in upcoming.result()]
             if step + 1 < total:  # generate the next step's data while this one trains
                 upcoming = prefetch.submit(fetch, step + 1)
-            n_items = sum(b.size for b in batches)
             optimizer.zero_grad(set_to_none=True)
             loss_value = 0.0
             for i, batch in enumerate(batches):
                 # gradients are averaged across ranks once, on the last sub-batch
                 sync = contextlib.nullcontext() if (i == len(batches) - 1 or not group.active) else ddp.no_sync()
                 with sync:
-                    loss = _loss(ddp, batch, ssim_weight) / n_items
+                    loss = hooks.loss(ddp, batch, batches, step, group.rank)
                     loss.backward()
                 loss_value += float(loss.detach())
             if opt_cfg.get("grad_clip"):
                 torch.nn.utils.clip_grad_norm_(net.parameters(), float(opt_cfg["grad_clip"]))
             optimizer.step()
+            hooks.after_step(net)
             loss_value = group.mean(loss_value)
             if not math.isfinite(loss_value):
                 raise TrainingError(f"the training loss became {loss_value} at step {step + 1}; lower optim.lr")
@@ -439,7 +532,9 @@ def train(
             stop = group.any(out_of_time or (stop_after is not None and step - start >= stop_after))
             if (cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0) or stop or step == total:
                 if group.is_main:
-                    save_checkpoint(ckpt, net, optimizer, step, record(step, step == total))
+                    rec = record(step, step == total)
+                    save_checkpoint(ckpt, net, optimizer, step, rec)
+                    hooks.save_state(out, rec)
                 group.barrier()
             if stop and step < total:
                 stopped_early = True
@@ -453,13 +548,14 @@ def train(
             history.close()
         validate(step)
         weights = None
+        shipped = hooks.shipped(net)
         if group.is_main:
-            weights, _ = save_weights(out / f"{cfg['model']}.safetensors", net, record(step, step == total),
+            weights, _ = save_weights(out / f"{cfg['model']}.safetensors", shipped, record(step, step == total),
                                       dtype=str(cfg["weights_dtype"]))
             log(f"weights: {weights}")
         group.barrier()
         return {"steps_done": step, "finished": step == total and not stopped_early, "losses": losses,
-                "validation": validation, "weights": None if weights is None else str(weights), "model": net,
+                "validation": validation, "weights": None if weights is None else str(weights), "model": shipped,
                 "wall_time_s": wall_before + time.perf_counter() - started, "rank": group.rank,
                 "world_size": group.world_size}
     finally:

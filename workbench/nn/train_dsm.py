@@ -1,6 +1,7 @@
-"""Training of the score network by denoising score matching (model ``dsm``), on the training stack of
-:mod:`workbench.nn.train`: the same config file format, seeds, single process or ``torchrun`` (DDP, gloo on CPU),
-checkpoint / resume, progress display, and safetensors weights with their sidecar.
+"""Training of the score network by denoising score matching (model ``dsm``) in the one loop of
+:func:`workbench.nn.train.train` (configured by :class:`DSMTraining`): the same config file format, seeds, single
+process or ``torchrun`` (DDP, gloo on CPU), checkpoint / resume, progress display, and safetensors weights with
+their sidecar.
 
     python -m workbench.nn.train_dsm --config configs/dsm_cpu.json --out runs/dsm --time-limit 20
 
@@ -27,28 +28,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from workbench.nn.data import DataConfigError, SyntheticData
-from workbench.nn.train import (
-    TrainingError,
-    _Dist,
-    _pick_device,
-    _Progress,
-    device_description,
-    learning_rate,
-    load_config,
-)
+from workbench.nn.train import TrainingError, TrainingHooks, check_counts, load_config, merge_config, train
 
 DEFAULT_DSM_CONFIG: dict[str, Any] = {
     "model": "dsm",
@@ -70,23 +61,14 @@ DSM_DATA_OPTIONS: dict[str, Any] = {"crop": [128, 128], "crops_per_image": 2, "s
 
 def resolve_dsm_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config with defaults filled in; checks the entries."""
-    unknown = set(config) - set(DEFAULT_DSM_CONFIG) - {"description", "sampling", "loss"}
-    if unknown:
-        raise TrainingError(f"dsm training config: unknown entries {', '.join(sorted(unknown))}; known: "
-                            f"{', '.join(DEFAULT_DSM_CONFIG)}")
+    what = "dsm training config"
+    cfg = merge_config(config, DEFAULT_DSM_CONFIG, _SECTIONS, what=what, ignored=("sampling", "loss"),
+                       keep_extra=False)
     if config.get("model", "dsm") != "dsm":
         raise TrainingError(f"the config is for model {config['model']!r}, not 'dsm'")
-    cfg = copy.deepcopy(DEFAULT_DSM_CONFIG)
-    for k, v in config.items():
-        if k in _SECTIONS and isinstance(v, dict):
-            cfg[k] = {**cfg[k], **v}
-        elif k in DEFAULT_DSM_CONFIG:
-            cfg[k] = copy.deepcopy(v)
-    for key in ("steps", "batch_size", "checkpoint_every"):
-        if not isinstance(cfg[key], int) or cfg[key] < (0 if key == "checkpoint_every" else 1):
-            raise TrainingError(f"dsm training config: {key} must be a positive integer, got {cfg[key]!r}")
+    check_counts(cfg, what)
     if not 0.0 <= float(cfg["ema"]) < 1.0:
-        raise TrainingError(f"dsm training config: ema must be in [0, 1), got {cfg['ema']!r}")
+        raise TrainingError(f"{what}: ema must be in [0, 1), got {cfg['ema']!r}")
     return cfg
 
 
@@ -184,7 +166,7 @@ class DSMImageData:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The loop
+# The score network's part of the training loop
 
 
 class _EMA:
@@ -200,185 +182,91 @@ class _EMA:
             e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
 
 
-def train_dsm(
-    config: dict[str, Any],
-    out_dir: str | os.PathLike,
-    *,
-    steps: int | None = None,
-    resume: bool = False,
-    device: str | torch.device | None = None,
-    time_limit_s: float | None = None,
-    stop_after: int | None = None,
-    command: str | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    model: str | None = None,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Train the score network into ``out_dir``; the arguments and the summary are those of
-    :func:`workbench.nn.train.train`. Writes ``checkpoint.safetensors`` (+ ``ema_checkpoint.safetensors``),
-    ``history.jsonl``, ``validation.json`` and ``dsm.safetensors`` + ``dsm.json`` (the EMA weights)."""
-    from torch.nn.parallel import DistributedDataParallel
+EMA_CHECKPOINT = "ema_checkpoint.safetensors"
+DSM_LOSS_RECORD = {"kind": "denoising score matching", "weighting": "sigma^2",
+                   "sigma": "log-uniform in [sigma_min, sigma_max] per item"}
 
-    if threads is not None:
-        torch.set_num_threads(max(1, int(threads)))
 
-    from workbench.nn.dsm import denoising_psnr, dsm_loss
-    from workbench.nn.score_net import ScoreNet, ScoreNetConfig
-    from workbench.nn.weights import load_checkpoint, load_weights, save_checkpoint, save_weights
+class DSMTraining(TrainingHooks):
+    """The score network's part of the loop of :func:`workbench.nn.train.train`: the DSM loss on the patches of
+    :class:`DSMImageData`, the EMA of the weights (checkpointed in ``ema_checkpoint.safetensors``, validated by
+    its denoising PSNR and shipped)."""
 
-    if model not in (None, "dsm"):
-        raise TrainingError(f"train_dsm trains the 'dsm' score network, not {model!r}")
-    cfg = resolve_dsm_config(config)
-    if steps is not None:
-        if int(steps) < 1:
-            raise TrainingError(f"steps must be >= 1, got {steps}")
-        cfg["steps"] = int(steps)
-    total = int(cfg["steps"])
-    out = Path(out_dir)
-    device = _pick_device(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    group = _Dist(device)
-    started = time.perf_counter()
-    try:
-        if group.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-        group.barrier()
-        torch.manual_seed(int(cfg["seed"]))
+    def resolve_config(self, config: dict[str, Any], model: str | None) -> dict[str, Any]:
+        if model not in (None, "dsm"):
+            raise TrainingError(f"train_dsm trains the 'dsm' score network, not {model!r}")
+        return resolve_dsm_config(config)
+
+    def build_model(self, cfg: dict[str, Any]) -> torch.nn.Module:
+        from workbench.nn.score_net import ScoreNet, ScoreNetConfig
+
         try:
-            arch = ScoreNetConfig(**cfg["architecture"])
+            self.arch = ScoreNetConfig(**cfg["architecture"])
         except (TypeError, ValueError) as exc:
             raise TrainingError(f"dsm architecture: {exc}") from exc
-        net = ScoreNet(arch).to(device)
-        opt_cfg = cfg["optim"]
-        optimizer = torch.optim.Adam(net.parameters(), lr=float(opt_cfg["lr"]),
-                                     weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
-        ema = _EMA(net, float(cfg["ema"]))
-        start, wall_before = 0, 0.0
-        earlier_commands: list[str] = []
-        ckpt = out / "checkpoint.safetensors"
-        ema_ckpt = out / "ema_checkpoint.safetensors"
-        if resume:
-            if not ckpt.is_file():
-                raise TrainingError(f"{ckpt}: no checkpoint to resume from")
-            side = load_checkpoint(ckpt, net, optimizer, device=device)
-            if side.get("model") != "dsm":
-                raise TrainingError(f"{ckpt}: the checkpoint is a {side.get('model')} model, not dsm")
-            tensors, _ = load_weights(ema_ckpt, device)
-            ema.model.load_state_dict(tensors, strict=True)
-            start = int(side["step"])
-            wall_before = float(side.get("wall_time_s", 0.0))
-            earlier_commands = list(side.get("commands") or [c for c in [side.get("command")] if c])
-            if group.is_main:
-                log(f"resuming from step {start} ({ckpt})")
-        data = DSMImageData(cfg["data"], seed=int(cfg["seed"]))
-        ddp = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) \
-            if group.active else net
-        bs = int(cfg["batch_size"])
-        val_cfg = cfg["validation"]
-        val_images: list | None = None
-        validation: dict[str, Any] = {}
-        losses: list[float] = []
-        bar = _Progress(progress and group.is_main, start, total, log)
-        history = open(out / "history.jsonl", "a", encoding="utf-8") if group.is_main else None
-        this_command = command if command is not None else " ".join(sys.argv)
+        return ScoreNet(self.arch)
 
-        def record(step_done: int, finished: bool) -> dict[str, Any]:
-            return {
-                "config": cfg,
-                "training": {
-                    "data": data.describe(), "steps": step_done, "planned_steps": total, "finished": finished,
-                    "batch_size_per_process": bs, "world_size": group.world_size,
-                    "optimizer": {"name": "Adam", **opt_cfg}, "ema": cfg["ema"], "seed": cfg["seed"],
-                    "loss": {"kind": "denoising score matching", "weighting": "sigma^2",
-                             "sigma": "log-uniform in [sigma_min, sigma_max] per item"},
-                },
-                "command": this_command,
-                "commands": earlier_commands + [this_command],
-                "validation": validation,
-                "wall_time_s": round(wall_before + time.perf_counter() - started, 1),
-                "device": device_description(device),
-            }
+    def setup(self, net: torch.nn.Module, cfg: dict[str, Any], device: torch.device) -> None:
+        super().setup(net, cfg, device)
+        self.ema = _EMA(net, float(cfg["ema"]))
 
-        def validate(step_done: int) -> None:
-            nonlocal val_images, validation
-            if group.is_main and int(val_cfg.get("n", 0)) > 0:
-                if val_images is None:
-                    val_images = data.validation_images(int(val_cfg["n"]), val_cfg.get("max_size", 256))
-                t = time.perf_counter()
-                sig = [s for s in val_cfg["sigmas"] if arch.sigma_min <= s <= arch.sigma_max]
-                rows = denoising_psnr(ema.model, val_images, sig, seed=int(cfg["seed"]), device=device)
-                validation = {"step": step_done, "n": len(val_images), "denoising": rows,
-                              "metric": "complex PSNR (peak = max |x|) of x + sigma z and of the EMA model's "
-                                        "denoiser x + sigma^2 score, normalised held-out slices",
-                              "seconds": round(time.perf_counter() - t, 1)}
-                (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
-                log(f"validation at step {step_done}: " + ", ".join(
-                    f"sigma {r['sigma']:g}: {r['noisy_psnr']:.1f} -> {r['denoised_psnr']:.1f} dB" for r in rows))
-            group.barrier()
+    def load_state(self, out: Path, device: torch.device) -> None:
+        from workbench.nn.weights import load_weights
 
-        net.train()
-        step = start
-        stopped_early = False
-        while step < total:
-            t_step = time.perf_counter()
-            lr = learning_rate(step, total, opt_cfg)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            x = data.batch(step, group.rank, group.world_size, bs).to(device)
-            gen = torch.Generator(device=device).manual_seed(int(cfg["seed"]) * 1_000_003 + step * 4099 + group.rank)
-            optimizer.zero_grad(set_to_none=True)
-            loss = dsm_loss(ddp, x, arch.sigma_min, arch.sigma_max, generator=gen)
-            loss.backward()
-            if opt_cfg.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(net.parameters(), float(opt_cfg["grad_clip"]))
-            optimizer.step()
-            ema.update(net)
-            loss_value = group.mean(float(loss.detach()))
-            if not math.isfinite(loss_value):
-                raise TrainingError(f"the training loss became {loss_value} at step {step + 1}; lower optim.lr")
-            step += 1
-            losses.append(loss_value)
-            bar.update(step - 1, loss_value, lr)
-            if history is not None:
-                history.write(json.dumps({"step": step, "loss": round(loss_value, 6), "lr": lr,
-                                          "seconds": round(time.perf_counter() - t_step, 3)}) + "\n")
-                history.flush()
-            every = int(val_cfg.get("every", 0))
-            if every and step % every == 0 and step < total:
-                validate(step)
-            now = time.perf_counter()
-            out_of_time = time_limit_s is not None and (now - started) + (now - t_step) > time_limit_s
-            stop = group.any(out_of_time or (stop_after is not None and step - start >= stop_after))
-            if (cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0) or stop or step == total:
-                if group.is_main:
-                    rec = record(step, step == total)
-                    save_checkpoint(ckpt, net, optimizer, step, rec)
-                    save_weights(ema_ckpt, ema.model, rec)
-                group.barrier()
-            if stop and step < total:
-                stopped_early = True
-                if group.is_main:
-                    log(f"stopping after step {step} ({'time limit' if out_of_time else 'stop_after'}); "
-                        f"continue with --resume")
-                break
-        bar.close()
-        if history is not None:
-            history.close()
-        validate(step)
-        weights = None
-        if group.is_main:
-            weights, _ = save_weights(out / "dsm.safetensors", ema.model, record(step, step == total),
-                                      dtype=str(cfg["weights_dtype"]))
-            log(f"weights: {weights}")
-        group.barrier()
-        return {"steps_done": step, "finished": step == total and not stopped_early, "losses": losses,
-                "validation": validation, "weights": None if weights is None else str(weights),
-                "model": ema.model, "wall_time_s": wall_before + time.perf_counter() - started,
-                "rank": group.rank, "world_size": group.world_size}
-    finally:
-        group.close()
+        tensors, _ = load_weights(out / EMA_CHECKPOINT, device)
+        self.ema.model.load_state_dict(tensors, strict=True)
+
+    def save_state(self, out: Path, record: dict[str, Any]) -> None:
+        from workbench.nn.weights import save_weights
+
+        save_weights(out / EMA_CHECKPOINT, self.ema.model, record)
+
+    def make_data(self, cfg: dict[str, Any]) -> DSMImageData:
+        return DSMImageData(cfg["data"], seed=int(cfg["seed"]))
+
+    def batches(self, data, step: int, rank: int, world_size: int, batch_size: int) -> list:
+        return [data.batch(step, rank, world_size, batch_size)]
+
+    def loss(self, model, batch, batches: list, step: int, rank: int) -> torch.Tensor:
+        from workbench.nn.dsm import dsm_loss
+
+        gen = torch.Generator(device=self.device).manual_seed(int(self.cfg["seed"]) * 1_000_003 + step * 4099 + rank)
+        return dsm_loss(model, batch, self.arch.sigma_min, self.arch.sigma_max, generator=gen)
+
+    def after_step(self, net: torch.nn.Module) -> None:
+        self.ema.update(net)
+
+    def shipped(self, net: torch.nn.Module) -> torch.nn.Module:
+        return self.ema.model
+
+    def training_record(self, data, run: dict[str, Any]) -> dict[str, Any]:
+        return {"data": data.describe(), **run, "ema": self.cfg["ema"], "seed": self.cfg["seed"],
+                "loss": dict(DSM_LOSS_RECORD)}
+
+    def validation_items(self, data, val_cfg: dict[str, Any]) -> list:
+        return data.validation_images(int(val_cfg["n"]), val_cfg.get("max_size", 256))
+
+    def evaluate(self, model: torch.nn.Module, items: list, device: torch.device) -> dict[str, Any]:
+        from workbench.nn.dsm import denoising_psnr
+
+        sig = [s for s in self.cfg["validation"]["sigmas"] if self.arch.sigma_min <= s <= self.arch.sigma_max]
+        rows = denoising_psnr(model, items, sig, seed=int(self.cfg["seed"]), device=device)
+        return {"n": len(items), "denoising": rows,
+                "metric": "complex PSNR (peak = max |x|) of x + sigma z and of the EMA model's "
+                          "denoiser x + sigma^2 score, normalised held-out slices"}
+
+    def validation_message(self, validation: dict[str, Any]) -> str:
+        return ", ".join(f"sigma {r['sigma']:g}: {r['noisy_psnr']:.1f} -> {r['denoised_psnr']:.1f} dB"
+                         for r in validation["denoising"])
+
+
+def train_dsm(config: dict[str, Any], out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """Train the score network into ``out_dir``: :func:`workbench.nn.train.train` with :class:`DSMTraining`; the
+    keyword arguments (``steps``, ``resume``, ``device``, ``time_limit_s``, ``stop_after``, ``command``,
+    ``threads``, ``progress``, ``log``, ``model``) and the summary are those of ``train``. Writes
+    ``checkpoint.safetensors`` (+ ``ema_checkpoint.safetensors``), ``history.jsonl``, ``validation.json`` and
+    ``dsm.safetensors`` + ``dsm.json`` (the EMA weights)."""
+    return train(config, out_dir, hooks=DSMTraining(), **options)
 
 
 # ------------------------------------------------------------------------------------------------------------
