@@ -54,6 +54,12 @@ USER = "user"
 #: snapshots; this one follows the mask).
 ZERO_FILLED_LABEL = "zero-filled (live)"
 
+#: Mean |error| per unit of std of a calibrated, unbiased Gaussian posterior: E|N(0, s^2)| = sqrt(2/pi) s, the
+#: guide line of the calibration plot.
+CALIBRATED_ERROR_PER_STD = math.sqrt(2.0 / math.pi)
+#: Nominal level of the pixel-wise intervals whose coverage the calibration reports.
+CALIBRATION_LEVEL = 0.9
+
 PROJECT_FORMAT = "workbench-session"
 PROJECT_VERSION = 1
 
@@ -285,6 +291,8 @@ class Session:
         self._sampling_cache: collections.OrderedDict = collections.OrderedDict()
         self._acs_cache: dict[int, tuple[Any, Any]] = {}
         self._derived: dict[str, Any] = {}
+        # result id -> (reference, std, image it was computed from, calibration): recomputed when any changed
+        self._calibration: dict[Any, tuple[Any, Any, Any, dict[str, Any]]] = {}
         self._undo: list[np.ndarray] = []
         self._redo: list[np.ndarray] = []
         self._stroke_open = False
@@ -958,6 +966,84 @@ class Session:
         rec = rec * np.float32(self.fit_scale(rec))
         return np.asarray(error_map(ref, rec, relative=relative, data_range=self.data_range()), dtype=np.float32)
 
+    def calibration(self, entry_id: Any) -> dict[str, Any] | None:
+        """Does a result's std map predict its actual error? What the compare view's calibration plot draws.
+
+        Computed from what the compare view shows: the std map against the absolute error map
+        (:meth:`error_map`, after the scale fit of a scale-free reference, which scales the std map too), over the
+        object (:func:`workbench.nn.dsm.object_mask` of the reference), so that any plugin's std map is judged the
+        same way, as are results reopened from a project (their Result, and so its extras, is not saved). The
+        dsm-posterior plugin's ``extras["calibration"]`` uses the same functions on the same pixels (there in
+        units of the reference's 99th percentile): the numbers agree.
+
+        Returns None when the result is not finished, has no std map, belongs to another slice, or there is no
+        reference; else (image units, as the images) ``std``, ``abs_error``, ``count``: mean std, mean |error| and
+        pixel count in each decile of std (:func:`workbench.nn.dsm.calibration_curve`); ``spearman``: rank
+        correlation of std and |error|; ``spearman_if_calibrated``: what a perfectly calibrated Gaussian posterior
+        with this std map would reach (errors drawn as ``|N(0, std^2)|``: a nearly uniform std map cannot
+        correlate much even when it is right); ``coverage``: the fraction of object pixels whose reference lies in
+        the ``level`` (90 %) interval, the Student-t interval of ``n_samples`` samples when the Result keeps its
+        samples, else the Gaussian one ``|error| <= 1.645 std``; ``interval``: which one, in words;
+        ``coverage_predictive``: the same interval widened by the reference's own noise when the plugin reported
+        it (``extras["calibration"]["reference_noise"]``), else None; ``n_pixels``; ``guide_slope``
+        (:data:`CALIBRATED_ERROR_PER_STD`). Cached per result until the reference, std map or image change.
+        """
+        e = self.entry(entry_id)
+        if e is None or e.state != "done" or e.std is None or e.image is None or self.scan is None \
+                or e.slice_index != self.slice_index:
+            return None
+        ref = self.reference()
+        if ref is None:
+            return None
+        hit = self._calibration.get(e.id)
+        if hit is not None and hit[0] is ref and hit[1] is e.std and hit[2] is e.image:
+            return hit[3]
+        value = self._compute_calibration(e, ref)
+        self._calibration[e.id] = (ref, e.std, e.image, value)
+        return value
+
+    def _compute_calibration(self, e: ResultEntry, ref: np.ndarray) -> dict[str, Any]:
+        # scipy and scikit-image (object mask) are imported once a calibration is asked for, not at start-up
+        from scipy.stats import norm
+
+        from workbench.nn.dsm import calibration_curve, gaussian_coverage, object_mask, spearman
+
+        magnitude = fit_shape(np.abs(np.asarray(e.image)).astype(np.float64), ref.shape)
+        scale = self.fit_scale(magnitude.astype(np.float32))
+        estimate = magnitude * scale
+        std = fit_shape(np.asarray(e.std, dtype=np.float64), ref.shape) * scale
+        reference = ref.astype(np.float64)
+        abs_error = np.abs(estimate - reference)
+        mask = object_mask(reference)
+        curve = calibration_curve(std, abs_error, mask)
+        # as calibration_metrics does: the median of three draws of |N(0, std^2)| errors
+        rng = np.random.default_rng(0)
+        ideal = float(np.median([spearman(std, np.abs(std * rng.standard_normal(std.shape)), mask) for _ in range(3)]))
+        samples = getattr(e.result, "samples", None)
+        n_samples = int(samples.shape[0]) if samples is not None and len(samples.shape) == 3 else None
+        level = CALIBRATION_LEVEL
+        if n_samples is not None and n_samples >= 2:
+            coverage = gaussian_coverage(estimate, std, reference, n_samples, mask, level)
+            interval = f"Student-t interval of {n_samples} samples"
+        else:  # the number of samples behind the std map is unknown: the Gaussian interval
+            z = float(norm.ppf((1 + level) / 2))
+            inside = (abs_error <= z * std)[mask]
+            coverage = float(inside.mean()) if inside.size else float("nan")
+            interval = "Gaussian interval"
+        predictive = None
+        reported = ((getattr(e.result, "extras", None) or {}).get("calibration") or {})
+        if reported.get("reference_noise") is not None and n_samples is not None and n_samples >= 2:
+            # the plugin reports the reference's noise relative to the reference's 99th percentile
+            noise = float(reported["reference_noise"]) * float(np.percentile(reference, 99))
+            predictive = gaussian_coverage(estimate, np.sqrt(std**2 + noise**2), reference, n_samples, mask, level)
+        return {
+            "std": curve["std"], "abs_error": curve["abs_error"], "count": curve["count"],
+            "spearman": spearman(std, abs_error, mask), "spearman_if_calibrated": ideal,
+            "coverage": coverage, "interval": interval,
+            "coverage_predictive": predictive, "level": level, "n_samples": n_samples,
+            "n_pixels": int(mask.sum()), "guide_slope": CALIBRATED_ERROR_PER_STD,
+        }
+
     def comparison_rows(self, slice_only: bool = True) -> list[dict[str, Any]]:
         """One row per image the compare view can show (zero-filled, then every finished result of the current
         slice, or of all slices): label, method, metrics, time, device, parameters, sampling."""
@@ -1254,6 +1340,7 @@ class Session:
 
     def remove_result(self, entry: ResultEntry) -> None:
         self.cancel(entry)
+        self._calibration.pop(entry.id, None)
         if entry in self.results:
             self.results.remove(entry)
             self.emit("results", self.results)

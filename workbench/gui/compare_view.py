@@ -1,7 +1,7 @@
 """The compare tab: reference and chosen results side by side with linked zoom/pan, one shared window/level
 (per-panel override), magnitude / phase / real / imaginary, colour maps; error maps under each image with one
-shared colour bar; std maps for methods that give them; a sortable metrics table with CSV export; a line profile
-mirrored across panels; ROI statistics."""
+shared colour bar; std maps for methods that give them, with a calibration plot (does the std predict the error?);
+a sortable metrics table with CSV export; a line profile mirrored across panels; ROI statistics."""
 
 from __future__ import annotations
 
@@ -132,6 +132,30 @@ class CompareView(QtWidgets.QWidget):
         self.roi_table.verticalHeader().setVisible(False)
         self.roi_table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.tabs.addTab(self.roi_table, "ROI statistics")
+        # calibration: does a std map predict the error? The numbers are the session's (Session.calibration),
+        # asked for only while this tab is shown. A title line, the plot, and beside it the legend with each
+        # result's Spearman correlation and coverage (inside the plot, these lines would hide the points)
+        self.calibration_widget = pg.GraphicsLayoutWidget()
+        self.calibration_widget.setToolTip("results with a std map: object pixels binned by deciles of std; a "
+                                           "calibrated Gaussian posterior lies on the dashed line")
+        self.calibration_title = pg.LabelItem("", size="11pt")
+        self.calibration_widget.addItem(self.calibration_title, row=0, col=0, colspan=2)
+        self.calibration_plot = pg.PlotItem()
+        self.calibration_plot.setLabel("bottom", "mean std (image units)")
+        self.calibration_plot.setLabel("left", "mean |error| (image units)")
+        for side in ("bottom", "left"):
+            self.calibration_plot.getAxis(side).enableAutoSIPrefix(False)  # tick values as the images have them
+        self.calibration_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.calibration_widget.addItem(self.calibration_plot, row=1, col=0)
+        self.calibration_legend = pg.LegendItem()
+        self.calibration_widget.addItem(self.calibration_legend, row=1, col=1)
+        self.tabs.addTab(self.calibration_widget, "Calibration")
+        #: what the calibration plot says above its axes (its title)
+        self.calibration_status = ""
+        #: result id -> its points in the calibration plot
+        self.calibration_items: dict[Any, pg.PlotDataItem] = {}
+        self._calibration_stale = True
+        self.tabs.currentChanged.connect(lambda *_: self._tab_changed())
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 1)
@@ -234,6 +258,7 @@ class CompareView(QtWidgets.QWidget):
         self._rebuild_pending = False
         if not self.isVisible() and not force:
             self._rebuild_pending = True
+            self._calibration_stale = True
             self.refresh_table()
             return
         self._clear_grid()
@@ -311,6 +336,7 @@ class CompareView(QtWidgets.QWidget):
         self.render(autorange=True)
         self._tool_changed()
         self.refresh_table()
+        self._update_calibration()
         if first_view is not None:
             # fit once the new panels have their sizes
             QtCore.QTimer.singleShot(0, lambda v=first_view: _fit(v))
@@ -559,6 +585,72 @@ class CompareView(QtWidgets.QWidget):
                 self.export_csv(path)
             except OSError as exc:
                 error_box(self, "Export metrics", f"{path}: {exc.strerror or exc}")
+
+    # ----------------------------------------------------------------------------------------------------------
+    # calibration of the std maps
+    def calibration_keys(self) -> list[Any]:
+        """The shown results that have a std map: those the calibration plot draws."""
+        s = self.session
+        return [c.key for c in self.columns
+                if (e := s.entry(c.key)) is not None and e.state == "done" and e.std is not None]
+
+    def show_calibration(self) -> None:
+        """Bring the calibration plot to the front (it is drawn then)."""
+        self.tabs.setCurrentWidget(self.calibration_widget)
+
+    def _tab_changed(self) -> None:
+        if self.tabs.currentWidget() is self.calibration_widget and self._calibration_stale:
+            self._update_calibration()
+
+    def _update_calibration(self) -> None:
+        if self.tabs.currentWidget() is not self.calibration_widget:
+            self._calibration_stale = True  # drawn when the tab is shown: no cost while nobody looks
+            return
+        self._calibration_stale = False
+        plot, legend = self.calibration_plot, self.calibration_legend
+        plot.clear()
+        legend.clear()
+        self.calibration_items = {}
+        s = self.session
+        keys = self.calibration_keys()
+        if not keys:
+            self._set_calibration_status("No std map: none of the shown results gives an uncertainty map")
+            return
+        if s.reference() is None:
+            self._set_calibration_status("No reference: the error of the std maps cannot be measured")
+            return
+        curves = [(key, s.calibration(key)) for key in keys]
+        curves = [(key, cal) for key, cal in curves if cal is not None and cal["std"]]
+        if not curves:
+            self._set_calibration_status("No pixels to calibrate on (empty object mask)")
+            return
+        for i, (key, cal) in enumerate(curves):
+            colour = PROFILE_COLOURS[(i + 1) % len(PROFILE_COLOURS)]  # not white: the guide is light grey
+            lines = [self._label(key),
+                     f"Spearman {cal['spearman']:.3f} ({cal['spearman_if_calibrated']:.2f} if calibrated)",
+                     f"{100 * cal['level']:.0f}% interval coverage {cal['coverage']:.3f}",
+                     f"({cal['interval']})"]
+            if cal.get("coverage_predictive") is not None:
+                lines.append(f"{cal['coverage_predictive']:.3f} with the reference's noise")
+            item = plot.plot(cal["std"], cal["abs_error"], pen=pg.mkPen(colour, width=2), symbol="o",
+                             symbolSize=9, symbolBrush=colour, symbolPen=pg.mkPen("#000000"),
+                             name="<br>".join(lines))
+            legend.addItem(item, item.name())
+            self.calibration_items[key] = item
+        slope = curves[0][1]["guide_slope"]
+        x_max = 1.05 * max(max(cal["std"]) for _, cal in curves) or 1.0
+        y_max = 1.05 * max(max(max(cal["abs_error"]) for _, cal in curves), slope * x_max) or 1.0
+        guide = plot.plot([0.0, x_max], [0.0, slope * x_max],
+                          pen=pg.mkPen("#cccccc", width=1.5, style=Qt.PenStyle.DashLine),
+                          name=f"calibrated Gaussian:<br>|error| = \u221a(2/\u03c0) std \u2248 {slope:.2f} std")
+        legend.addItem(guide, guide.name())
+        plot.setXRange(0.0, x_max, padding=0.02)
+        plot.setYRange(0.0, y_max, padding=0.02)
+        self._set_calibration_status("Mean |error| against mean std in each decile of std (object pixels)")
+
+    def _set_calibration_status(self, text: str) -> None:
+        self.calibration_status = text
+        self.calibration_title.setText(text)
 
     # ----------------------------------------------------------------------------------------------------------
     # line profile and ROI

@@ -3,7 +3,8 @@
 Runs offscreen (``QT_QPA_PLATFORM=offscreen`` is set when no display is given) on the demo scan with the
 built-in plugins (and the example plugin folder of a checkout), with fresh settings, so the pictures are the
 same on every machine: main window, sampling panel with the mask editor, trajectory preview, compare grid with
-results, jobs panel, acceleration sweep.
+results, jobs panel, acceleration sweep, and the uncertainty view (a dsm-posterior result's std map and its
+calibration plot; ``--uncertainty-only`` renders just that one).
 
 When the real data folder exists (``$WORKBENCH_REALDATA``, else ``../shared/realdata`` beside the checkout; it is
 never part of the repository), two more: real radial scans reconstructed in the app from their own trajectories
@@ -33,6 +34,9 @@ RADIAL_SHOTS = [
 RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {}), ("ncpdnet", {})]
 # methods shown in the comparison, by preference; parameters keep the screenshots quick to make
 PREFERRED = [("cg-sense", {}), ("l1-wavelet", {}), ("tv", {}), ("landweber", {"n_iter": 30})]
+#: the posterior sampler of the uncertainty screenshot: few chains and noise levels, so that a busy 2-core CPU makes
+#: it in about 20 s (the picture shows the view, not the sampler at its best)
+UNCERTAINTY_METHOD = ("dsm-posterior", {"n_samples": 6, "n_levels": 8, "steps_per_level": 1, "seed": 0})
 
 
 def _pump(app, seconds: float = 0.0) -> None:
@@ -155,6 +159,56 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
     return written
 
 
+def _uncertainty_shot(app, win, path: Path, timeout: float) -> Path | None:
+    """The demo scan at R=4 reconstructed by :data:`UNCERTAINTY_METHOD`; the compare tab with its std map and the
+    calibration plot (std against |error|). None when the method is missing or cannot run here."""
+    from PyQt6 import QtCore
+
+    name, params = UNCERTAINTY_METHOD
+    s = win.session
+    method = win.registry.methods.get(name)
+    why = ["not installed"] if method is None else s.check_methods([method]).get(name)
+    if why:
+        print(f"screenshots: {path.name} skipped: {name}: {'; '.join(why)}", file=sys.stderr)
+        return None
+    s.set_sampling("random", acceleration=4.0, seed=0)
+    entry = s.run(method, params)
+    _wait(app, [entry], timeout)
+    if entry.state != "done":
+        print(f"screenshots: {path.name} skipped: {name} {entry.state}: {entry.error}", file=sys.stderr)
+        return None
+    cv = win.compare_view
+    win.tabs.setCurrentWidget(cv)
+    # only the posterior result beside the reference and the live zero-filled image
+    for e in s.results:
+        cv.shown[e.id] = e is entry
+    cv.rebuild(force=True)
+    cv.show_calibration()
+    # room for three rows of panels (image, error, std) and the plot: a short jobs dock
+    win.resizeDocks([win.jobs_dock], [110], QtCore.Qt.Orientation.Vertical)
+    cv.splitter.setSizes([600, 330])
+    _pump(app, 0.6)
+    win.grab().save(str(path))
+    print(f"wrote {path}")
+    return path
+
+
+def render_uncertainty(outdir: str | os.PathLike, timeout: float = 600.0) -> list[Path]:
+    """Just the uncertainty screenshot (``uncertainty_calibration.png``), in a fresh window on the demo scan."""
+    app = _app()
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    win = _window(app)
+    try:
+        if not win.open_demo():
+            raise SystemExit("screenshots: the demo scan could not be opened")
+        path = _uncertainty_shot(app, win, out / "uncertainty_calibration.png", timeout)
+    finally:
+        win.close()
+        _pump(app, 0.1)
+    return [path] if path is not None else []
+
+
 def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = True) -> list[Path]:
     """Write the screenshots into ``outdir`` (and the real radial ones when the real data folder exists);
     returns their paths."""
@@ -262,6 +316,11 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
         _wait(app, sweep.entries, timeout)
     shot("sweep.png")
 
+    # 7. uncertainty: a posterior sampler's std map and the calibration plot of std against |error|
+    path = _uncertainty_shot(app, win, out / "uncertainty_calibration.png", max(timeout, 600.0))
+    if path is not None:
+        written.append(path)
+
     win.close()
     _pump(app, 0.1)
     if realdata:
@@ -276,9 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--realdata-only", action="store_true",
                    help="render only the real radial screenshots (needs the real data folder)")
     p.add_argument("--no-realdata", action="store_true", help="skip the real radial screenshots")
+    p.add_argument("--uncertainty-only", action="store_true",
+                   help="render only the uncertainty view (std map and calibration plot of dsm-posterior)")
     args = p.parse_args(argv)
     if args.realdata_only:
         render_realdata(args.outdir)
+    elif args.uncertainty_only:
+        render_uncertainty(args.outdir, max(args.timeout, 600.0))
     else:
         render(args.outdir, args.timeout, realdata=not args.no_realdata)
     return 0
