@@ -108,6 +108,27 @@ def test_trajectory_and_own_sampling(volume, capsys):
     assert d["acceleration"] == 1.0 and d["metrics"]["psnr"] > 60
 
 
+def test_trajectory_with_a_chosen_density_compensation(volume, capsys, tmp_path):
+    path, _ = volume
+    d, _ = run_json(capsys, path, "--trajectory", "golden-radial", "--accel", 3, "--dcf", "voronoi",
+                    "--method", "zero-filled", "--out", tmp_path / "voronoi.h5")
+    assert d["sampling"]["params"]["dcf_method"] == "voronoi" and d["dcf_method"] == "voronoi"
+    default, _ = run_json(capsys, path, "--trajectory", "golden-radial", "--accel", 3, "--method", "zero-filled")
+    assert default["sampling"]["params"]["dcf_method"] == "pipe-menon" == default["dcf_method"]
+    # a saved (Pipe-Menon) trajectory is recomputed with the asked-for weights: the same image as above, and
+    # the command line that reproduces it says so
+    make_sampling("golden-radial", (64, 64), 3).save(tmp_path / "traj.npz")
+    out = tmp_path / "from_file.h5"
+    d, _ = run_json(capsys, path, "--mask-file", tmp_path / "traj.npz", "--dcf", "voronoi", "--method",
+                    "zero-filled", "--out", out)
+    assert d["dcf_method"] == "voronoi"
+    result = Result.load(out)
+    assert "--dcf voronoi" in result.provenance["command"]
+    assert result.provenance["sampling"]["params"]["dcf_method"] == "voronoi"
+    np.testing.assert_allclose(result.image.numpy(), Result.load(tmp_path / "voronoi.h5").image.numpy(),
+                               rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--method", "tv", "--param", "lam=5"], "parameter 'lam' of tv: 5.0 is above the maximum"),
     (["--method", "tv", "--param", "lam"], "expected KEY=VALUE"),
@@ -117,6 +138,9 @@ def test_trajectory_and_own_sampling(volume, capsys):
     (["--method", "zero-filled", "--slice", "7"], "slice 7 is out of range"),
     (["--method", "zero-filled", "--accel", "4"], "--accel and --center-fraction need --mask or --trajectory"),
     (["--method", "zero-filled", "--mask-file", "missing.npy"], "missing.npy: no such mask file"),
+    (["--method", "zero-filled", "--mask", "random", "--dcf", "voronoi"], "--dcf applies to non-Cartesian data"),
+    (["--method", "zero-filled", "--dcf", "ramp"], "--dcf applies to non-Cartesian data"),
+    (["--method", "zero-filled", "--trajectory", "spiral", "--dcf", "ramp"], "ramp density compensation is for radial"),
 ])
 def test_errors_exit_1_with_a_clear_message(volume, capsys, argv, message):
     path, _ = volume

@@ -227,6 +227,39 @@ def test_acceleration_slider_updates_mask_image_and_psnr(window, scan_file, qtbo
     assert s.sampling_state.params["calib"] == (10, 10)
 
 
+def test_trajectory_families_offer_the_density_compensation(window, scan_file, qtbot, tmp_path):
+    from workbench.gui.sampling_panel import R_STEPS
+    from workbench.sampling.dcf import voronoi_dcf
+
+    window.open_path(scan_file)
+    window.tabs.setCurrentWidget(window.sampling_panel)
+    sp = window.sampling_panel
+    s = window.session
+    sp._select_family("golden-radial")
+    assert s.sampling_state.kind == "golden-radial"
+    combo = sp.extra_form.editors["dcf_method"]
+    assert [combo.itemData(i) for i in range(combo.count())] == ["pipe-menon", "voronoi", "ramp"]
+    assert combo.currentData() == "pipe-menon" and s.sampling.dcf_method == "pipe-menon"  # the default
+    combo.setCurrentIndex(combo.findData("voronoi"))
+    assert s.sampling_state.params["dcf_method"] == "voronoi" and s.sampling.dcf_method == "voronoi"
+    np.testing.assert_allclose(s.sampling_state.dcf, voronoi_dcf(s.sampling.trajectory, (H, W)).numpy())
+    assert "DCF voronoi" in sp.traj_plot.titleLabel.text
+    # the acceleration slider regenerates the trajectory with the same choice
+    sp.r_slider.setValue(3 * R_STEPS)
+    qtbot.waitUntil(lambda: s.sampling_state.requested_acceleration == 3.0)
+    assert s.sampling.dcf_method == "voronoi" and combo.currentData() == "voronoi"
+    # a saved trajectory comes back with its method, and the form shows it
+    s.save_mask(tmp_path / "traj.json")
+    combo.setCurrentIndex(combo.findData("ramp"))
+    assert s.sampling.dcf_method == "ramp"
+    s.load_mask(tmp_path / "traj.json")
+    assert s.sampling.dcf_method == "voronoi" and combo.currentData() == "voronoi"
+    sp._select_family("spiral")  # no ramp for spirals
+    combo = sp.extra_form.editors["dcf_method"]
+    assert [combo.itemData(i) for i in range(combo.count())] == ["pipe-menon", "voronoi"]
+    assert s.sampling.dcf_method == "pipe-menon"
+
+
 def test_draw_mask_with_the_mouse_and_undo(window, scan_file, qtbot):
     window.open_path(scan_file)
     window.tabs.setCurrentWidget(window.sampling_panel)

@@ -314,6 +314,7 @@ class Problem:
         maps=None,
         maps_method: str = "espirit",
         calib: Sequence[int] = (24, 24),
+        dcf_method: str | None = None,
     ) -> "Problem":
         """The problem for one slice of ``scan`` under ``sampling``.
 
@@ -324,10 +325,25 @@ class Problem:
           Pipe-Menon.
         - Non-Cartesian scan: its own trajectory and dcf (Pipe-Menon when the file has none).
 
+        ``dcf_method`` (``"pipe-menon"``, ``"voronoi"``, ``"ramp"``; :mod:`workbench.sampling.dcf`): compute the
+        density compensation of a non-Cartesian problem this way instead (it replaces the file's dcf, and
+        a sampling's own unless the sampling already uses that method); None keeps the defaults above.
+        Recorded in ``provenance["dcf_method"]``.
+
         ``reference``: the scan's stored reference for the slice, else (fully sampled Cartesian scans) the RSS
         of the fully sampled coil images cropped to ``recon_shape``.
         """
         device = torch.device(device)
+        if dcf_method is not None:
+            from workbench.sampling.dcf import check_dcf_method
+
+            dcf_method = check_dcf_method(dcf_method)
+            if getattr(sampling, "is_cartesian", False) or (sampling is None and scan.is_cartesian):
+                raise SamplingError("density compensation applies to non-Cartesian sampling; this problem is "
+                                    "Cartesian")
+            with_method = getattr(sampling, "with_dcf_method", None)
+            if callable(with_method):
+                sampling = with_method(dcf_method)
         k = scan.kspace(slice_index, device)
         name = scan.path or scan.name
         provenance: dict[str, Any] = {
@@ -347,11 +363,14 @@ class Problem:
                 raise SamplingError(f"{name}: the scan is non-Cartesian; it cannot be resampled with a "
                                     f"{getattr(sampling, 'kind', 'new')} sampling (use its own trajectory)")
             traj = scan.trajectory_tensor(device)
-            dcf = scan.dcf
+            dcf = scan.dcf if dcf_method is None else None
             if dcf is None:
-                from workbench.sampling.dcf import pipe_menon_dcf
+                from workbench.sampling.dcf import compute_dcf
 
-                dcf = pipe_menon_dcf(traj, grid, device=device)
+                dcf = compute_dcf(traj, grid, dcf_method or "pipe-menon", device=device)
+                provenance["dcf_method"] = dcf_method or "pipe-menon"
+            else:
+                provenance["dcf_method"] = "file"
             return cls(k, grid, trajectory=traj, dcf=dcf, reference=reference, **common)
 
         acquired = None if scan.acquired_mask is None else torch.as_tensor(np.asarray(scan.acquired_mask),
@@ -396,10 +415,12 @@ class Problem:
         traj = as_trajectory(traj, device=device)
         y = sample_noncartesian(ifft2c(k), traj)
         dcf = getattr(sampling, "dcf", None)
-        if dcf is None:
-            from workbench.sampling.dcf import pipe_menon_dcf
+        chosen = dcf_method or getattr(sampling, "dcf_method", None) or "pipe-menon"
+        if dcf is None or (dcf_method is not None and getattr(sampling, "dcf_method", None) != dcf_method):
+            from workbench.sampling.dcf import compute_dcf
 
-            dcf = pipe_menon_dcf(traj, grid, device=device)
+            dcf = compute_dcf(traj, grid, chosen, device=device)
+        provenance["dcf_method"] = chosen
         return cls(y, grid, trajectory=traj, dcf=dcf, reference=reference, **common)
 
 

@@ -9,6 +9,10 @@ Sampling (at most one):
 - ``--mask-file M.npy`` (a boolean ``[H, W]`` or ``[W]`` mask) or ``M.npz`` / ``M.json`` (a saved Sampling);
 - none: the scan's own sampling (its acquired lines, or its trajectory).
 
+``--dcf pipe-menon|voronoi|ramp``: the density compensation of a non-Cartesian problem (``--trajectory``, a saved
+trajectory, or a non-Cartesian scan's own, replacing the file's weights); default: the sampling's own, the
+file's, else Pipe-Menon. ``ramp`` is for radial trajectories only.
+
 Coil maps: ``--maps espirit|acs`` (estimated) or ``--maps-file maps.npy`` (complex ``[C, H, W]``).
 
 The method runs through the job engine's synchronous path (the same code path as the app's background jobs),
@@ -40,6 +44,7 @@ CARTESIAN_KINDS = ("random", "equispaced", "poisson", "gaussian")
 _CRASH = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Warning)\b: ")
 NONCARTESIAN_KINDS = ("radial", "golden-radial", "spiral")
 DEFAULT_ACCELERATION = 4.0
+DCF_CHOICES = ("pipe-menon", "voronoi", "ramp")  # workbench.sampling.dcf.DCF_METHODS (not imported at start-up)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--center-fraction", type=float, default=None, metavar="F",
                    help="fraction of fully sampled centre lines (default 0.32 / R for line masks)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the mask (default 0)")
+    s.add_argument("--dcf", choices=DCF_CHOICES, default=None, metavar="METHOD",
+                   help="density compensation of non-Cartesian data: " + ", ".join(DCF_CHOICES)
+                   + " (default: the file's or the sampling's, else pipe-menon; ramp: radial only)")
     m = p.add_argument_group("coil maps")
     m.add_argument("--maps", choices=("espirit", "acs"), default="espirit", help="how to estimate coil maps")
     m.add_argument("--maps-file", metavar="PATH", help="coil maps to use (.npy complex [C, H, W])")
@@ -126,7 +134,8 @@ def make_sampling_from_args(args: argparse.Namespace, scan: Any):
     if args.trajectory and args.center_fraction is not None:
         raise SamplingError("--center-fraction applies to Cartesian masks only (trajectories always sample the "
                             "centre densely)")
-    return make_sampling(kind, grid, accel, seed=args.seed, center_fraction=args.center_fraction)
+    extra = {"dcf_method": args.dcf} if args.trajectory and getattr(args, "dcf", None) else {}
+    return make_sampling(kind, grid, accel, seed=args.seed, center_fraction=args.center_fraction, **extra)
 
 
 def load_maps(path: str, scan: Any) -> np.ndarray:
@@ -208,8 +217,8 @@ class ProgressLine:
 def command_line(args: argparse.Namespace) -> str:
     """The ``workbench recon`` command that reproduces this run (from the parsed arguments)."""
     parts = ["workbench", "recon", args.file, "--slice", str(args.slice_index), "--method", args.method]
-    for flag in ("mask", "trajectory", "mask_file", "accel", "center_fraction", "maps_file", "format"):
-        value = getattr(args, flag)
+    for flag in ("mask", "trajectory", "mask_file", "accel", "center_fraction", "dcf", "maps_file", "format"):
+        value = getattr(args, flag, None)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
     if args.mask or args.trajectory:
@@ -248,9 +257,14 @@ def run(args: argparse.Namespace) -> int:
                                    f"0..{scan.n_slices - 1})")
     args.slice_index = index
     sampling = make_sampling_from_args(args, scan)
+    if args.dcf is not None and (args.mask or (sampling is not None and sampling.is_cartesian)
+                                 or (sampling is None and scan.is_cartesian)):
+        raise SamplingError("--dcf applies to non-Cartesian data (--trajectory, a saved trajectory or a "
+                            "non-Cartesian scan)")
     maps = load_maps(args.maps_file, scan) if args.maps_file else None
     t_prepare = time.perf_counter()
-    problem = Problem.from_scan(scan, index, sampling, device=device, maps=maps, maps_method=args.maps)
+    problem = Problem.from_scan(scan, index, sampling, device=device, maps=maps, maps_method=args.maps,
+                                dcf_method=args.dcf)
     prepare_s = time.perf_counter() - t_prepare
 
     had_maps = problem.has_maps
@@ -293,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
             args.maps_file if args.maps_file else args.maps),
         metrics=metrics, zero_filled=zero_filled, data_range=data_range, data_range_source=range_source,
         prepare_s=round(prepare_s, 4), maps_estimated_in_run=problem.has_maps and not had_maps, out=args.out,
+        dcf_method=problem.provenance.get("dcf_method"),
     )
     if args.out:
         result.provenance["command"] = command_line(args)

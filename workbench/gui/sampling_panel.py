@@ -51,6 +51,17 @@ FAMILY_PARAMS: dict[str, list[ParamSpec]] = {
                  _spec("sigma", float, 0.5, min=0.05, max=5.0, help="density width (fraction of the k-space half-width)")],
 }
 
+#: density compensation choices per trajectory family (workbench.sampling.dcf_methods_for, kept here so that
+#: the panel does not import the sampling library at start-up); the first is the default
+DCF_CHOICES = {"radial": ("pipe-menon", "voronoi", "ramp"), "golden-radial": ("pipe-menon", "voronoi", "ramp"),
+               "spiral": ("pipe-menon", "voronoi")}
+DCF_HELP = ("density compensation of the gridded (DCF adjoint) image: pipe-menon (iterative, the default; the "
+            "trained NC-PDNet weights use it; flattens beyond |k| ~ 0.5 rad when spokes are sparse), voronoi (the "
+            "k-space area of each sample's Voronoi cell), ramp (radial only: the analytic |k| ramp)")
+for _kind, _choices in DCF_CHOICES.items():
+    FAMILY_PARAMS[_kind] = [_spec("dcf_method", str, _choices[0], choices=_choices, label="density comp.",
+                                  help=DCF_HELP)]
+
 
 class MaskEditorItem(pg.ImageItem):
     """The mask as an image that edits the session on click/drag: in "lines" mode a click toggles a
@@ -410,10 +421,13 @@ class SamplingPanel(QtWidgets.QWidget):
                 self.seed_spin.setValue(int(st.seed))
                 self.cf_spin.setValue(st.center_fraction or 0.0)
                 specs = FAMILY_PARAMS.get(st.kind, [])
-                if [sp.name for sp in specs] != [sp.name for sp in self.extra_form.specs]:
+                if [(sp.name, sp.choices) for sp in specs] != [(sp.name, sp.choices) for sp in self.extra_form.specs]:
                     self.extra_form.set_specs(specs)
                 if specs:
                     vals = {k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in st.params.items()}
+                    method = getattr(st.sampling, "dcf_method", None)  # e.g. a loaded trajectory's
+                    if method and "dcf_method" not in vals:
+                        vals["dcf_method"] = method
                     self.extra_form.set_values(vals)
             elif self.extra_form.specs:
                 self.extra_form.set_specs([])
@@ -455,7 +469,9 @@ class SamplingPanel(QtWidgets.QWidget):
                 self.traj_scatter.setData(x=pts[0], y=pts[1], brush=[lut[i] for i in idx])
                 self.traj_plot.setRange(xRange=(-np.pi, np.pi), yRange=(-np.pi, np.pi), padding=0.02)
                 self.dcf_bar.setLevels((lo, hi))
-                self.traj_plot.setTitle(f"{st.kind}: {st.trajectory.shape[-1]} samples, R={st.acceleration:.2f}")
+                method = getattr(st.sampling, "dcf_method", None)
+                self.traj_plot.setTitle(f"{st.kind}: {st.trajectory.shape[-1]} samples, R={st.acceleration:.2f}"
+                                        + (f", DCF {method}" if method else ""))
         psf = s.psf()
         self.psf_panel.set_image(None if psf is None else np.log10(np.maximum(psf, 1e-6)), levels=(-4.0, 0.0),
                                  autorange=autorange)

@@ -13,7 +13,9 @@ Kinds (``sampling_kinds()``): ``random`` and ``equispaced`` (fastMRI 1D line mas
 For non-Cartesian kinds, acceleration R means about H*W/R k-space samples (radial: ``2 max(H, W)`` samples per
 spoke, ``round(H W / (R 2 max(H, W)))`` spokes; spiral: 16 interleaves by default, see
 :func:`~workbench.sampling.trajectories.spiral_for_acceleration`). The density compensation ``dcf`` is computed
-on first use (Pipe-Menon, :mod:`workbench.sampling.dcf`) and cached.
+on first use and cached, by the method in ``params["dcf_method"]`` (:data:`DCF_METHODS`: ``"pipe-menon"``, the
+default and what the trained NC-PDNet weights use, ``"voronoi"`` or, radial only, ``"ramp"``; see
+:mod:`workbench.sampling.dcf`): ``make_sampling("golden-radial", (256, 256), 10, dcf_method="voronoi")``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ import numpy as np
 import torch
 
 from workbench.errors import SamplingError
-from workbench.sampling.dcf import pipe_menon_dcf
+from workbench.sampling.dcf import (
+    DCF_METHODS,
+    DEFAULT_DCF_METHOD,
+    check_dcf_method,
+    compute_dcf,
+    pipe_menon_dcf,
+    ramp_dcf,
+    voronoi_dcf,
+)
 from workbench.sampling.masks import (
     EquispacedLineMask,
     GaussianMask,
@@ -64,6 +74,12 @@ __all__ = [
     "radial_trajectory",
     "spiral_trajectory",
     "pipe_menon_dcf",
+    "voronoi_dcf",
+    "ramp_dcf",
+    "compute_dcf",
+    "DCF_METHODS",
+    "DEFAULT_DCF_METHOD",
+    "dcf_methods_for",
 ]
 
 _CARTESIAN_KINDS = ("random", "equispaced", "poisson", "gaussian")
@@ -76,10 +92,20 @@ _KIND_PARAMS: dict[str, tuple[str, ...]] = {
     "equispaced": ("offset",),
     "poisson": ("calib", "crop_corner", "tol"),
     "gaussian": ("calib", "sigma"),
-    "radial": ("n_readout",),
-    "golden-radial": ("n_readout",),
-    "spiral": ("n_interleaves", "alpha"),
+    "radial": ("n_readout", "dcf_method"),
+    "golden-radial": ("n_readout", "dcf_method"),
+    "spiral": ("n_interleaves", "alpha", "dcf_method"),
 }
+
+
+def dcf_methods_for(kind: str) -> tuple[str, ...]:
+    """The density compensation methods a non-Cartesian kind accepts (the ramp is for radial kinds only);
+    empty for Cartesian kinds. The first is the default."""
+    if kind in ("radial", "golden-radial"):
+        return DCF_METHODS
+    if kind in _NONCARTESIAN_KINDS:
+        return tuple(m for m in DCF_METHODS if m != "ramp")
+    return ()
 
 
 def sampling_kinds() -> list[str]:
@@ -112,8 +138,9 @@ class Sampling:
         params: JSON-able parameters that recreate it (:meth:`to_dict` / :meth:`from_dict`).
         mask: bool ``[H, W]`` for Cartesian kinds, else None.
         trajectory: float32 ``[2, K]`` radians in [-pi, pi) for non-Cartesian kinds, else None.
-        dcf: float32 ``[K]`` density compensation (non-Cartesian), computed on first access and cached; in
-            units of the Cartesian k-space cell (see :mod:`workbench.sampling.dcf`).
+        dcf: float32 ``[K]`` density compensation (non-Cartesian), computed on first access by
+            :attr:`dcf_method` and cached; in units of the Cartesian k-space cell (see
+            :mod:`workbench.sampling.dcf`).
     """
 
     kind: str
@@ -141,6 +168,27 @@ class Sampling:
         if self.mask is not None:
             return effective_acceleration(self.mask)
         return self.shape[0] * self.shape[1] / self.n_samples
+
+    @property
+    def dcf_method(self) -> str | None:
+        """How the density compensation is computed (``params["dcf_method"]``; Pipe-Menon when the parameters
+        do not say, as in files saved before the choice existed); None for Cartesian masks."""
+        if self.trajectory is None:
+            return None
+        return check_dcf_method(self.params.get("dcf_method") or DEFAULT_DCF_METHOD)
+
+    def with_dcf_method(self, method: str) -> "Sampling":
+        """The same trajectory with its density compensation computed by ``method`` (recorded in ``params``)."""
+        if self.trajectory is None:
+            raise SamplingError(f"{self.kind} sampling: a Cartesian mask has no density compensation")
+        method = check_dcf_method(method)
+        allowed = dcf_methods_for(self.kind) or DCF_METHODS
+        if method not in allowed:
+            raise SamplingError(f"{self.kind} sampling: density compensation {method!r} is not available "
+                                f"(choose {', '.join(allowed)})")
+        if method == self.dcf_method:
+            return self
+        return Sampling(self.kind, self.shape, {**self.params, "dcf_method": method}, trajectory=self.trajectory)
 
     @property
     def acs_shape(self) -> tuple[int, int] | None:
@@ -181,7 +229,7 @@ class Sampling:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (kind, shape, params) that :meth:`from_dict` turns back into the same sampling."""
         return {"format_version": _FORMAT_VERSION, "kind": self.kind, "shape": list(self.shape),
-                "params": self.params}
+                "params": dict(self.params)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], path: str | None = None) -> "Sampling":
@@ -272,7 +320,7 @@ def _get_dcf(self: Sampling) -> torch.Tensor | None:
         key = _cache_key(self.kind, self.shape, self.params)
         cached = _DCF_CACHE.get(key)
         if cached is None or cached.shape[0] != self.trajectory.shape[1]:
-            cached = pipe_menon_dcf(self.trajectory.cpu(), self.shape)
+            cached = compute_dcf(self.trajectory.cpu(), self.shape, self.dcf_method)
             _DCF_CACHE[key] = cached
             while len(_DCF_CACHE) > _DCF_CACHE_SIZE:
                 _DCF_CACHE.popitem(last=False)
@@ -287,7 +335,7 @@ def _set_dcf(self: Sampling, value: torch.Tensor | None) -> None:
 
 
 # `dcf` is a dataclass field (so Sampling(..., dcf=w) works) backed by a lazy property: the generated __init__
-# assigns through the setter, and the first read computes Pipe-Menon weights.
+# assigns through the setter, and the first read computes the weights (by ``dcf_method``).
 Sampling.dcf = property(_get_dcf, _set_dcf, doc="float32 [K] density compensation (lazy, cached).")
 
 
@@ -315,6 +363,8 @@ def make_sampling(
             ``calib`` is given). Ignored for non-Cartesian kinds (their centre is always densely sampled).
         params: per kind: equispaced ``offset``; poisson ``calib``, ``crop_corner``, ``tol``; gaussian ``calib``,
             ``sigma``; radial / golden-radial ``n_readout``; spiral ``n_interleaves`` (16), ``alpha`` (1.0).
+            Non-Cartesian kinds: ``dcf_method`` (:func:`dcf_methods_for`: ``"pipe-menon"``, the default,
+            ``"voronoi"``, or for radial kinds ``"ramp"``), recorded in the Sampling's ``params``.
     """
     if kind not in _KIND_PARAMS:
         raise SamplingError(f"unknown sampling kind {kind!r}; known: {', '.join(sampling_kinds())}")
@@ -338,6 +388,11 @@ def make_sampling(
         if not 0 <= float(center_fraction) < 1:
             raise SamplingError(f"{kind} sampling: center fraction must be in [0, 1), got {center_fraction!r}")
     shape = (h, w)
+    if kind in _NONCARTESIAN_KINDS:
+        dcf_method = check_dcf_method(params.get("dcf_method") or DEFAULT_DCF_METHOD)
+        if dcf_method not in dcf_methods_for(kind):
+            raise SamplingError(f"{kind} sampling: the {dcf_method} density compensation is for radial "
+                                f"trajectories (choose {', '.join(dcf_methods_for(kind))})")
 
     if kind in ("random", "equispaced"):
         cf = default_center_fraction(acceleration) if center_fraction is None else float(center_fraction)
@@ -359,12 +414,13 @@ def make_sampling(
         traj = radial_for_acceleration(shape, acceleration, golden=golden, n_readout=params.get("n_readout"))
         n_readout = params.get("n_readout") or 2 * max(h, w)
         p = {"n_spokes": traj.shape[1] // n_readout, "n_readout": n_readout, "golden": golden,
-             "acceleration": acceleration}
+             "acceleration": acceleration, "dcf_method": dcf_method}
         return Sampling(kind, shape, p, trajectory=traj)
     # spiral
     n_il = params.get("n_interleaves", 16)
     alpha = params.get("alpha", 1.0)
     traj = spiral_for_acceleration(shape, acceleration, n_interleaves=n_il, alpha=alpha)
     p = {"n_interleaves": n_il, "n_samples": traj.shape[1] // n_il, "alpha": alpha,
-         "n_turns": max(h, w) / (2.0 * acceleration * n_il), "acceleration": acceleration}
+         "n_turns": max(h, w) / (2.0 * acceleration * n_il), "acceleration": acceleration,
+         "dcf_method": dcf_method}
     return Sampling(kind, shape, p, trajectory=traj)

@@ -164,4 +164,4 @@ def radial_for_acceleration(grid_shape: Sequence[int], acceleration: float, gold
 
 
 # The API contract lists the density compensation beside the trajectories; it lives in dcf.py.
-from workbench.sampling.dcf import pipe_menon_dcf  # noqa: E402,F401
+from workbench.sampling.dcf import compute_dcf, pipe_menon_dcf, ramp_dcf, voronoi_dcf  # noqa: E402,F401
