@@ -100,3 +100,32 @@ def test_train_command_with_yaml_config(tmp_path, capsys):
     # a config for another model is refused with a message naming both
     assert main(["train", "xpdnet", "--config", str(path), "--out", str(out)]) == 1
     assert "not 'xpdnet'" in capsys.readouterr().err
+
+
+def test_init_from_weights_fine_tunes_and_is_recorded(tmp_path):
+    from workbench.nn.train import TrainingError
+    from workbench.nn.weights import file_sha256, load_weights
+
+    quiet = {"progress": False, "log": lambda _: None}
+    first = train(TINY_XPDNET, tmp_path / "first", **quiet)
+    weights = first["weights"]
+    # a zero learning rate leaves the loaded weights exactly as they were: they were loaded, not re-drawn
+    frozen = {**TINY_XPDNET, "steps": 1, "seed": 7, "optim": {"lr": 0.0, "warmup_steps": 0}}
+    tuned = train(frozen, tmp_path / "tuned", init_from=weights, **quiet)
+    loaded, _ = load_weights(weights)
+    state = tuned["model"].state_dict()
+    assert all(torch.equal(state[k], loaded[k]) for k in loaded)
+    side = json.loads((tmp_path / "tuned" / "xpdnet.json").read_text())
+    init = side["training"]["initialised_from"]
+    assert init["sha256"] == file_sha256(weights) and init["steps"] == 2
+    # a resumed fine-tuning run keeps the record
+    part = train({**TINY_XPDNET, "steps": 2}, tmp_path / "part", init_from=weights, stop_after=1, **quiet)
+    assert not part["finished"]
+    train({**TINY_XPDNET, "steps": 2}, tmp_path / "part", resume=True, **quiet)
+    side = json.loads((tmp_path / "part" / "xpdnet.json").read_text())
+    assert side["training"]["initialised_from"]["sha256"] == file_sha256(weights)
+    # weights of another model are refused with the file's name
+    unet = train({**TINY_XPDNET, "model": "unet", "architecture": {"chans": 4, "num_pool_layers": 1}},
+                 tmp_path / "unet", **quiet)["weights"]
+    with pytest.raises(TrainingError, match="unet.safetensors: holds unet weights"):
+        train(TINY_XPDNET, tmp_path / "bad", init_from=unet, **quiet)

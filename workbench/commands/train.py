@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/MODEL)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="total optimiser steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="start from these weights (fine-tuning, e.g. resources/weights/xpdnet.safetensors on "
+                        "--data-dir); the sidecar records them")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: a GPU when there is one)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="stop (checkpointed, with weights) before this many minutes of wall time")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train(
         config, out, model=args.model, steps=args.steps, resume=args.resume, device=args.device,
         time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit, stop_after=args.stop_after,
-        command=command, threads=args.threads, progress=not args.quiet,
+        command=command, threads=args.threads, progress=not args.quiet, init_from=args.init,
     )
     if summary["rank"] == 0:
         state = "finished" if summary["finished"] else "stopped (resume with --resume)"

@@ -366,6 +366,25 @@ class TrainingHooks:
 # The loop
 
 
+def _initialise(net: torch.nn.Module, path: str | os.PathLike, model: str) -> dict[str, Any]:
+    """Load the weight file ``path`` into ``net`` (same model and architecture); what the sidecar should say."""
+    from workbench.nn.weights import WeightsError, load_weights
+
+    tensors, side = load_weights(path)
+    if side.get("model") != model:
+        raise TrainingError(f"{path}: holds {side.get('model')} weights; cannot initialise a {model} model")
+    own = net.state_dict()
+    try:
+        net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()}, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise WeightsError(path, f"the weights do not fit the config's {model} architecture ({first})") from exc
+    training = side.get("training", {})
+    return {"file": Path(path).name, "sha256": side.get("sha256"), "steps": training.get("steps"),
+            "commands": side.get("commands") or [side.get("command")],
+            **({"initialised_from": training["initialised_from"]} if training.get("initialised_from") else {})}
+
+
 def train(
     config: dict[str, Any],
     out_dir: str | os.PathLike,
@@ -381,6 +400,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     hooks: TrainingHooks | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train the configured model into ``out_dir`` (see the module docstring).
 
@@ -395,6 +415,9 @@ def train(
         command: the command line recorded in the sidecar (default: ``sys.argv``).
         threads: CPU threads per process (``torch.set_num_threads``); 1 is fastest on a busy machine.
         hooks: what the model adds to the loop (default: the reconstruction models; see :class:`TrainingHooks`).
+        init_from: start from these weights instead of a random initialisation (fine-tuning, e.g. the shipped
+            weights on a folder of the user's fastMRI files); the architecture must be the config's. The
+            sidecar records the file, its hash and its own training (``training.initialised_from``).
 
     Returns a summary: ``steps_done``, ``finished``, ``losses`` (this run), ``validation``, ``weights`` (path),
     ``model`` (the trained module), ``wall_time_s``, ``rank``, ``world_size``.
@@ -425,6 +448,11 @@ def train(
         group.barrier()
         torch.manual_seed(int(cfg["seed"]))  # the same initial weights on every rank
         net = hooks.build_model(cfg).to(device)
+        initialised_from = None
+        if init_from is not None and not resume:  # a resume restores the weights, and the record, below
+            initialised_from = _initialise(net, init_from, cfg["model"])
+            if group.is_main:
+                log(f"initialised from {init_from} ({initialised_from['steps']} steps)")
         opt_cfg = cfg["optim"]
         optimizer = torch.optim.Adam(net.parameters(), lr=float(opt_cfg["lr"]),
                                      weight_decay=float(opt_cfg.get("weight_decay", 0.0)))
@@ -442,6 +470,7 @@ def train(
             start = int(side["step"])
             wall_before = float(side.get("wall_time_s", 0.0))
             earlier_commands = list(side.get("commands") or [c for c in [side.get("command")] if c])
+            initialised_from = side.get("training", {}).get("initialised_from")
             if group.is_main:
                 log(f"resuming from step {start} ({ckpt})")
         data = hooks.make_data(cfg)
@@ -463,6 +492,7 @@ def train(
                 "training": hooks.training_record(data, {
                     "steps": step_done, "planned_steps": total, "finished": finished, "batch_size_per_process": bs,
                     "world_size": group.world_size, "optimizer": {"name": "Adam", **opt_cfg},
+                    **({"initialised_from": initialised_from} if initialised_from else {}),
                 }),
                 "command": this_command,
                 "commands": earlier_commands + [this_command],  # every run that led here (resumes)
