@@ -16,8 +16,10 @@ over coils), the effective number of coils, and the g-factor of equispaced under
 (W) at R = 2 and 4 (mean and 95th percentile over the object).
 
 The simulator (:func:`workbench.simulate.generate_slice`) runs with the real set's coil count and matrix size and
-the training data's random draws (pose, coil gap 10-25 mm, contrast, noise correlation; ``--seeds`` seeds), three
-ways:
+the training data's random draws (pose, coil gap 10-25 mm, contrast, noise correlation; ``--seeds`` seeds), with
+each coil model (``--models``): ``wire``, the generator's default (straight wires, 1/r), and ``loop`` (circular
+surface loops of the generator's default radius 55-75 mm and array position; the same seed gives the same head,
+pose, gains and noise draws, only the coils differ). Each model three ways (the loop rows prefixed ``loop_``):
 - ``sim true``: the generator's own maps (``maps``), FOV 240 mm (the generator's and training's default);
 - ``sim ESPIRiT``: ESPIRiT maps estimated from the simulated k-space exactly as from the real one (same
   estimator, same calibration size: the like-for-like comparison), FOV 240 mm;
@@ -25,7 +27,7 @@ ways:
   the phase-encode FOV as in the real set. The g-factor grows quickly with that fraction (aliased copies
   overlap more), which is a property of the scan prescription, not of the coils: this row isolates the coils.
 
-Writes ``results/coil_realism.md`` and ``.json``. About a minute at one thread.
+Writes ``results/coil_realism.md`` and ``.json``. About a minute per model at one thread.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,6 +70,7 @@ SIM_DRAWS: dict[str, Any] = {"rotation_deg": None, "flip_lr": None, "scale": Non
                              "texture": None, "bias": None}
 SIM_CONTRASTS = ("random", "t1", "t2", "pd")
 SEED0 = 7_000  # generator seeds SEED0 + i (any seeds will do; fixed for reproducibility)
+COIL_MODELS = ("wire", "loop")  # workbench.simulate.COIL_MODELS, each with the generator's defaults
 
 
 @dataclass(frozen=True)
@@ -120,23 +124,25 @@ def maps_stats(kspace: torch.Tensor, calib: tuple[int, int], true_maps: torch.Te
     return out
 
 
-def _simulate(seed: int, shape: tuple[int, int], n_coils: int, fov_mm: float) -> dict[str, Any]:
+def _simulate(seed: int, shape: tuple[int, int], n_coils: int, fov_mm: float, coil_model: str = "wire"
+              ) -> dict[str, Any]:
     from workbench.simulate import generate_slice
 
     contrast = SIM_CONTRASTS[seed % len(SIM_CONTRASTS)]
-    return generate_slice(seed, shape=shape, n_coils=n_coils, contrast=contrast, fov_mm=fov_mm, **SIM_DRAWS)
+    return generate_slice(seed, shape=shape, n_coils=n_coils, contrast=contrast, fov_mm=fov_mm,
+                          coil_model=coil_model, **SIM_DRAWS)
 
 
 def simulated_stats(seed: int, shape: tuple[int, int], n_coils: int, calib: tuple[int, int],
-                    target_extent: float | None) -> dict[str, dict[str, Any]]:
+                    target_extent: float | None, coil_model: str = "wire") -> dict[str, dict[str, Any]]:
     """One generator seed: ``{"true": ..., "espirit": ...}`` at the default FOV and, with ``target_extent``,
     ``"espirit_matched"``: the same seed with the FOV scaled so that the object's PE extent is ``target_extent``."""
-    sim = _simulate(seed, shape, n_coils, SIM_FOV_MM)
+    sim = _simulate(seed, shape, n_coils, SIM_FOV_MM, coil_model)
     out = maps_stats(torch.from_numpy(sim["kspace"]), calib, torch.from_numpy(sim["maps"]))
     if target_extent is not None:
         # the object's extent in pixels scales as 1 / FOV (same head, same coils, other pixel size)
         fov = SIM_FOV_MM * out["espirit"]["object_extent_pe"] / target_extent
-        sim = _simulate(seed, shape, n_coils, fov)
+        sim = _simulate(seed, shape, n_coils, fov, coil_model)
         matched = maps_stats(torch.from_numpy(sim["kspace"]), calib)["espirit"]
         matched["fov_mm"] = fov
         out["espirit_matched"] = matched
@@ -149,14 +155,26 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
             "min": float(v.min()), "max": float(v.max())}
 
 
-def run(n_seeds: int = 20, realdata: str | Path | None = None, log=print) -> dict[str, Any]:
+def _prefix(model: str) -> str:
+    """Variant-name prefix of a coil model's rows: none for the default wire model (the keys as before)."""
+    return "" if model == "wire" else f"{model}_"
+
+
+def run(n_seeds: int = 20, realdata: str | Path | None = None, log=print,
+        models: Sequence[str] = COIL_MODELS) -> dict[str, Any]:
+    from workbench import simulate
     from workbench.physics.coils import calibration_region
 
     t0 = time.perf_counter()
     folder = realdata_dir(realdata)
     meta = machine_description()
     meta.update(realdata=str(folder), n_seeds=n_seeds, seed0=SEED0, radius=RADIUS, sim_fov_mm=SIM_FOV_MM,
-                sim_draws={k: v for k, v in SIM_DRAWS.items()}, sim_contrasts=list(SIM_CONTRASTS))
+                sim_draws={k: v for k, v in SIM_DRAWS.items()}, sim_contrasts=list(SIM_CONTRASTS),
+                coil_models=list(models), load_before=" ".join(f"{v:.1f}" for v in os.getloadavg()),
+                loop_defaults={"radius_mm": list(simulate.DEFAULT_LOOP_RADIUS_MM),
+                               "center_z_mm": list(simulate.DEFAULT_LOOP_CENTER_Z_MM),
+                               "coils_per_ring": simulate.LOOP_COILS_PER_RING,
+                               "ring_spacing_radii": simulate.LOOP_RING_SPACING})
     reals = []
     for rs, scan in real_sets(folder) if folder.is_dir() else []:
         k = scan.kspace(scan.n_slices // 2)
@@ -177,27 +195,41 @@ def run(n_seeds: int = 20, realdata: str | Path | None = None, log=print) -> dic
     for g in groups.values():
         extents = [r["stats"]["object_extent_pe"] for r in reals if r["name"] in g["reals"]]
         g["target_extent"] = float(np.mean(extents))
-        per_seed = []
-        t1 = time.perf_counter()
-        for i in range(n_seeds):
-            s = simulated_stats(SEED0 + i, tuple(g["grid"]), g["n_coils"], tuple(g["calib"]), g["target_extent"])
-            per_seed.append(s)
-        g["seconds"] = round(time.perf_counter() - t1, 1)
+        per_seed: list[dict[str, Any]] = [{} for _ in range(n_seeds)]
+        g["seconds_by_model"] = {}
+        for model in models:
+            t1 = time.perf_counter()
+            for i in range(n_seeds):
+                s = simulated_stats(SEED0 + i, tuple(g["grid"]), g["n_coils"], tuple(g["calib"]), g["target_extent"],
+                                    model)
+                per_seed[i].update({_prefix(model) + k: v for k, v in s.items()})
+            g["seconds_by_model"][model] = round(time.perf_counter() - t1, 1)
+        g["seconds"] = round(sum(g["seconds_by_model"].values()), 1)
         g["per_seed"] = per_seed
         g["summary"] = {
             variant: {key: _summary([s[variant][key] for s in per_seed])
                       for key in per_seed[0][variant] if isinstance(per_seed[0][variant][key], (int, float))}
             for variant in per_seed[0]
         }
-        log(f"sim {g['n_coils']} coils {g['grid'][0]}x{g['grid'][1]}: {n_seeds} seeds in {g['seconds']} s")
+        log(f"sim {g['n_coils']} coils {g['grid'][0]}x{g['grid'][1]}: {n_seeds} seeds in {g['seconds']} s "
+            f"({', '.join(f'{m} {t} s' for m, t in g['seconds_by_model'].items())})")
     meta["total_time_s"] = round(time.perf_counter() - t0, 1)
+    meta["load_after"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     out = {"meta": meta, "real": reals, "simulated": list(groups.values())}
     out["verdicts"] = verdicts(out)
     return out
 
 
-VARIANTS = (("true", "sim true maps, FOV 240"), ("espirit", "sim ESPIRiT, FOV 240"),
-            ("espirit_matched", "sim ESPIRiT, FOV matched"))
+VARIANTS = (("true", "wire: true maps, FOV 240"), ("espirit", "wire: ESPIRiT, FOV 240"),
+            ("espirit_matched", "wire: ESPIRiT, FOV matched"),
+            ("loop_true", "loop: true maps, FOV 240"), ("loop_espirit", "loop: ESPIRiT, FOV 240"),
+            ("loop_espirit_matched", "loop: ESPIRiT, FOV matched"))
+
+
+def _variants(out: dict[str, Any]) -> list[tuple[str, str]]:
+    """The :data:`VARIANTS` this result has (the models it ran)."""
+    have = set(out["simulated"][0]["summary"]) if out["simulated"] else set()
+    return [(v, lab) for v, lab in VARIANTS if v in have]
 
 
 def _group_of(out: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]:
@@ -211,13 +243,14 @@ def verdicts(out: dict[str, Any]) -> list[dict[str, Any]]:
     for r in out["real"]:
         g = _group_of(out, r)
         for key, _, _ in STATS:
-            for variant, _ in VARIANTS:
+            for variant, _ in _variants(out):
                 s = g["summary"][variant].get(key)
                 if s is None:
                     continue
                 v = r["stats"][key]
                 where = "inside" if s["p5"] <= v <= s["p95"] else ("sim lower" if v > s["p95"] else "sim higher")
-                res.append({"real": r["name"], "stat": key, "variant": variant, "real_value": v,
+                res.append({"real": r["name"], "stat": key, "variant": variant,
+                            "model": "loop" if variant.startswith("loop_") else "wire", "real_value": v,
                             "sim_mean": s["mean"], "sim_p5": s["p5"], "sim_p95": s["p95"], "verdict": where,
                             "ratio_sim_mean_to_real": s["mean"] / v if v else None})
     return res
@@ -260,36 +293,85 @@ def _verdict_line(out: dict[str, Any], key: str, variant: str) -> tuple[str, str
     return verdict, f"**{labels[key]}**: {head}. Real: {real}; simulated: {sims}{span}."
 
 
+def _models(out: dict[str, Any]) -> list[str]:
+    have = {v for v, _ in _variants(out)}
+    return [m for m in COIL_MODELS if _prefix(m) + "true" in have]
+
+
+def comparison_table(out: dict[str, Any], g: dict[str, Any]) -> list[str]:
+    """Markdown rows: each statistic for the group's real sets and each model, on the variant it is judged on
+    (:data:`JUDGED_ON`), mean [5th, 95th percentile] over seeds, and whether each real value is inside."""
+    reals = [r for r in out["real"] if r["name"] in g["reals"]]
+    models = _models(out)
+    lines = ["| statistic (judged on) | " + " | ".join(r["name"] for r in reals) + " | " +
+             " | ".join(f"{m} model" for m in models) + " |", "|---|" + "---|" * (len(reals) + len(models))]
+    for key, lab, f in STATS:
+        if key not in JUDGED_ON:
+            continue
+        cells = [f"{r['stats'][key]:{f}}" for r in reals]
+        for m in models:
+            s = g["summary"][_prefix(m) + JUDGED_ON[key]][key]
+            inside = sum(s["p5"] <= r["stats"][key] <= s["p95"] for r in reals)
+            cells.append(f"{_cell(s, f)}: {inside}/{len(reals)} inside")
+        what = "ESPIRiT, FOV 240" if JUDGED_ON[key] == "espirit" else "ESPIRiT, FOV matched"
+        lines.append(f"| {lab} ({what}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def reading(out: dict[str, Any]) -> str:
     """The comparison in words, generated from the numbers (so a rerun stays consistent)."""
     if not out["verdicts"]:
         return "No real data: nothing to compare."
+    parts = [_reading_context(out)]
+    for model in _models(out):
+        title = {"wire": "Wire model (the generator's default: straight wires, 1/r)",
+                 "loop": "Loop model (coil_model=\"loop\": circular surface loops)"}.get(model, model)
+        parts += ["", f"### {title}", "", _reading_model(out, model)]
+    return "\n".join(parts)
+
+
+def _reading_context(out: dict[str, Any]) -> str:
     ext = [r["stats"]["object_extent_pe"] for r in out["real"]]
     sim_ext = [g["summary"]["espirit"]["object_extent_pe"]["mean"] for g in out["simulated"]]
-    est = max(abs(g["summary"]["espirit"][k]["mean"] / g["summary"]["true"][k]["mean"] - 1)
-              for g in out["simulated"] for k in JUDGED_ON)
+    est = max(abs(g["summary"][_prefix(m) + "espirit"][k]["mean"] / g["summary"][_prefix(m) + "true"][k]["mean"] - 1)
+              for g in out["simulated"] for k in JUDGED_ON for m in _models(out))
 
     def span(v: Sequence[float]) -> str:
         lo, hi = f"{min(v):.2f}", f"{max(v):.2f}"
         return lo if lo == hi else f"{lo}-{hi}"
 
-    lines = [f"Context (a property of the prescription, not of the coils): the real objects span "
-             f"{span(ext)} of the phase-encode FOV, the simulated heads at the generator's "
-             f"{SIM_FOV_MM:g} mm FOV {span(sim_ext)} on average; g-factors are therefore "
-             f"judged with the extent matched per seed. The simulated true maps and the ESPIRiT maps of the "
-             f"simulated k-space differ by at most {100 * est:.1f}% (seed means) on these statistics, so the "
-             "estimator is not what separates real from simulated maps.", ""]
+    return (f"Context (a property of the prescription, not of the coils): the real objects span "
+            f"{span(ext)} of the phase-encode FOV, the simulated heads at the generator's "
+            f"{SIM_FOV_MM:g} mm FOV {span(sim_ext)} on average; g-factors are therefore "
+            f"judged with the extent matched per seed. The simulated true maps and the ESPIRiT maps of the "
+            f"simulated k-space differ by at most {100 * est:.1f}% (seed means, both coil models) on these "
+            "statistics, so the estimator is not what separates real from simulated maps.")
+
+
+def _reading_model(out: dict[str, Any], model: str) -> str:
+    lines = []
     outside = []
+    pre = _prefix(model)
     for key, variant in JUDGED_ON.items():
-        verdict, text = _verdict_line(out, key, variant)
+        verdict, text = _verdict_line(out, key, pre + variant)
         what = "ESPIRiT, FOV 240 mm" if variant == "espirit" else "ESPIRiT, FOV matched"
         lines.append(f"- ({what}) {text}")
         if verdict != "inside":
             outside.append(f"{key} ({verdict.lower()})")
     for key in ("g4_mean", "g4_p95"):
-        _, text = _verdict_line(out, key, "espirit")
+        _, text = _verdict_line(out, key, pre + "espirit")
         lines.append(f"- (ESPIRiT, FOV 240 mm as in training) {text}")
-    lines += ["", "Outside or mixed: " + (", ".join(outside) if outside else "nothing") + "."]
+    lines += ["", f"{model}: outside or mixed: " + (", ".join(outside) if outside else "nothing") + "."]
+    # Inside a wide population range is not the same as typical: name the statistics whose simulated mean is off
+    # the real values by more than 25 %.
+    far = []
+    for key, variant in JUDGED_ON.items():
+        ratios = [v["ratio_sim_mean_to_real"] for v in out["verdicts"]
+                  if v["stat"] == key and v["variant"] == pre + variant and v["ratio_sim_mean_to_real"]]
+        if ratios and (min(ratios) > 1.25 or max(ratios) < 0.8):
+            far.append(f"{key} (sim mean / real {min(ratios):.2f}-{max(ratios):.2f})")
+    lines.append(f"{model}: simulated mean more than 25% off every real value: "
+                 + (", ".join(far) if far else "nothing") + ".")
     return "\n".join(lines)
 
 
@@ -299,7 +381,11 @@ def to_markdown(out: dict[str, Any]) -> str:
              f"Machine: {machine_line(meta)}.", "",
              f"Command: `{meta.get('command', '')}`; total {meta.get('total_time_s')} s. {meta['n_seeds']} generator "
              f"seeds ({meta['seed0']}...) per real matrix size, the real set's coil count, training-like random "
-             "draws (pose, coil gap 10-25 mm, contrast, noise correlation). Statistics "
+             "draws (pose, coil gap 10-25 mm, contrast, noise correlation), each coil model "
+             f"({', '.join(meta.get('coil_models', ['wire']))}; loop defaults: radius "
+             f"{'-'.join(f'{v:g}' for v in meta.get('loop_defaults', {}).get('radius_mm', []))} mm, array centre "
+             f"at MNI z {'-'.join(f'{v:g}' for v in meta.get('loop_defaults', {}).get('center_z_mm', []))} mm) on the "
+             "same seeds. Statistics "
              "(`workbench.physics.coil_stats.coil_map_stats`) over the object mask (low-resolution RSS of the "
              "calibration region, within the ESPIRiT support), the same definition for real and simulated data; "
              "the simulated true maps use the mask of their own k-space. g-factor: SENSE unfolding (Pruessmann "
@@ -315,19 +401,24 @@ def to_markdown(out: dict[str, Any]) -> str:
                      f"{r['calib'][0]}x{r['calib'][1]} | " +
                      " | ".join(f"{r['stats'][k]:{f}}" for k, _, f in STATS) + " |")
     lines.append("")
+    variants = _variants(out)
     for g in out["simulated"]:
         reals = [r for r in out["real"] if r["name"] in g["reals"]]
         fovs = _summary([s["espirit_matched"]["fov_mm"] for s in g["per_seed"]])
         lines += [f"## {g['n_coils']} coils, {g['grid'][0]}x{g['grid'][1]}: {', '.join(g['reals'])} vs simulation",
                   "", f"{meta['n_seeds']} seeds in {g['seconds']} s; calibration {g['calib'][0]}x{g['calib'][1]}; "
                   f"matched FOV {fovs['mean']:.0f} mm [{fovs['p5']:.0f}, {fovs['p95']:.0f}] for a PE extent of "
-                  f"{g['target_extent']:.3f}.", "",
+                  f"{g['target_extent']:.3f}; seconds per model: "
+                  f"{', '.join(f'{m} {t}' for m, t in g.get('seconds_by_model', {}).items())}.", "",
+                  "Judged (the real values against each model's 5-95% range):", ""]
+        lines += comparison_table(out, g)
+        lines += ["", "All variants:", "",
                   "| statistic | " + " | ".join(r["name"] for r in reals) + " | " +
-                  " | ".join(lab for _, lab in VARIANTS) + " |",
-                  "|---|" + "---|" * (len(reals) + len(VARIANTS))]
+                  " | ".join(lab for _, lab in variants) + " |",
+                  "|---|" + "---|" * (len(reals) + len(variants))]
         for key, lab, f in STATS:
             cells = [f"{r['stats'][key]:{f}}" for r in reals]
-            cells += [_cell(g["summary"][v][key], f) for v, _ in VARIANTS]
+            cells += [_cell(g["summary"][v][key], f) for v, _ in variants]
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Reading", "", reading(out), ""]
@@ -351,10 +442,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "../shared/realdata)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="output folder (default benchmarks/results)")
+    parser.add_argument("--models", default=",".join(COIL_MODELS),
+                        help=f"coil models to simulate, comma-separated (default {','.join(COIL_MODELS)})")
     parser.add_argument("--no-write", action="store_true", help="print only, write no files")
     args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if "wire" not in models or any(m not in COIL_MODELS for m in models):
+        parser.error(f"--models: a comma-separated subset of {','.join(COIL_MODELS)} including wire")
     torch.set_num_threads(args.threads)
-    out = run(args.seeds, args.realdata)
+    out = run(args.seeds, args.realdata, models=models)
     if args.no_write:
         print(to_markdown(out))
     else:

@@ -24,6 +24,11 @@ real sets; the R = 4 g-factor is inside for the two Poisson-disc brains but the 
 every simulated one; the simulated maps' dynamic range and effective coil count are far below all real sets
 (1/r wire sensitivities decay too slowly). Those are reported, not hidden: strict xfails, so a fixed coil model
 shows up as an XPASS (then remove the marker).
+
+The opt-in loop model (``coil_model="loop"``: circular surface loops, radius 55-75 mm, Biot-Savart) is held to
+the same bands on the same seeds: smoothness, effective coils and the R = 4 g-factor are inside for all three
+real sets (the head's included); its dynamic range overshoots (8-seed min 14 vs real 8.9-10.8; 20-seed mean ~21:
+the loops' far side is darker than the real maps'), a strict xfail as for the wires.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def _stats(maps: torch.Tensor, mask: torch.Tensor, coils: bool = True, g4: bool 
 
 
 @pytest.fixture(scope="module")
-def comparison(realdata):
+def reals(realdata):
     reals = {}
     for rs, scan in real_sets(realdata):
         if rs.name not in REAL_NAMES:
@@ -78,6 +83,11 @@ def comparison(realdata):
         mask = object_mask(k, calib=calib, support=maps.abs().sum(0) > 0)
         reals[rs.name] = {"stats": _stats(maps, mask), "grid": tuple(k.shape[-2:]), "n_coils": scan.n_coils,
                           "calib": calib}
+    return reals
+
+
+def _compare(reals, coil_model):
+    """{real name: (real stats, simulated stats per seed)} for the generator with ``coil_model``."""
     sims = {}
     for name, r in reals.items():
         key = (r["n_coils"], r["grid"])
@@ -88,17 +98,27 @@ def comparison(realdata):
         per_seed = []
         for i in range(N_SEEDS):
             seed = SEED0 + i
-            sim = _simulate(seed, r["grid"], r["n_coils"], SIM_FOV_MM)
+            sim = _simulate(seed, r["grid"], r["n_coils"], SIM_FOV_MM, coil_model)
             k = torch.from_numpy(sim["kspace"])
             s = _stats(torch.from_numpy(sim["maps"]), object_mask(k, calib=r["calib"]), g4=False)
             fov = SIM_FOV_MM * s["extent"] / target  # same head and coils, pixel size scaled
-            sim = _simulate(seed, r["grid"], r["n_coils"], fov)
+            sim = _simulate(seed, r["grid"], r["n_coils"], fov, coil_model)
             k = torch.from_numpy(sim["kspace"])
             matched = _stats(torch.from_numpy(sim["maps"]), object_mask(k, calib=r["calib"]), coils=False)
             s["g4_mean_matched"], s["extent_matched"], s["target"] = matched["g4_mean"], matched["extent"], target
             per_seed.append(s)
         sims[key] = {k2: np.array([s[k2] for s in per_seed]) for k2 in per_seed[0]}
     return {name: (r["stats"], sims[(r["n_coils"], r["grid"])]) for name, r in reals.items()}
+
+
+@pytest.fixture(scope="module")
+def comparison(reals):
+    return _compare(reals, "wire")
+
+
+@pytest.fixture(scope="module")
+def loop_comparison(reals):
+    return _compare(reals, "loop")
 
 
 def _get(comparison, name):
@@ -148,3 +168,42 @@ def test_coil_localisation_within_band(comparison, stat, tol):
     for name, (real, sim) in comparison.items():
         lo, hi = sim[stat].min() * (1 - tol), sim[stat].max() * (1 + tol)
         assert lo <= real[stat] <= hi, (name, real[stat], sim[stat].round(3))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The loop model (coil_model="loop", the generator's default loop geometry), same seeds, same bands
+
+
+@pytest.mark.parametrize("name", REAL_NAMES)
+def test_loop_smoothness_within_band(loop_comparison, name):
+    real, sim = _get(loop_comparison, name)
+    lo, hi = sim["smooth_r1"].min() - SMOOTH_ABS_TOL, sim["smooth_r1"].max() + SMOOTH_ABS_TOL
+    assert lo <= real["smooth_r1"] <= hi, (name, real["smooth_r1"], sim["smooth_r1"].round(4))
+
+
+@pytest.mark.parametrize("name", REAL_NAMES)
+def test_loop_gfactor_r4_within_band(loop_comparison, name):
+    # the head's array, which unfolds better than every wire array, is inside for the loops
+    real, sim = _get(loop_comparison, name)
+    g = sim["g4_mean_matched"]
+    lo, hi = g.min() * (1 - G4_REL_TOL), g.max() * (1 + G4_REL_TOL)
+    assert lo <= real["g4_mean"] <= hi, (name, real["g4_mean"], g.round(3))
+
+
+def test_loop_effective_coils_within_band(loop_comparison):
+    for name, (real, sim) in loop_comparison.items():
+        lo, hi = sim["n_eff"].min() * (1 - NEFF_REL_TOL), sim["n_eff"].max() * (1 + NEFF_REL_TOL)
+        assert lo <= real["n_eff"] <= hi, (name, real["n_eff"], sim["n_eff"].round(3))
+
+
+LOOP_DYN = ("the loops' far side is darker than the real maps': median 95/5 percentile ratio of |S| 23-24 "
+            "[14, 57] (8 seeds) vs real 8.9-10.8 (benchmark, 20 seeds: 21 [9, 34]); quasi-static Biot-Savart "
+            "loops fall off too fast across the head for the real arrays' floor. Reported in "
+            "benchmarks/results/coil_realism.md.")
+
+
+@pytest.mark.xfail(strict=True, reason=LOOP_DYN)
+def test_loop_dynamic_range_within_band(loop_comparison):
+    for name, (real, sim) in loop_comparison.items():
+        lo, hi = sim["dyn_range"].min() * (1 - DYN_REL_TOL), sim["dyn_range"].max() * (1 + DYN_REL_TOL)
+        assert lo <= real["dyn_range"] <= hi, (name, real["dyn_range"], sim["dyn_range"].round(3))

@@ -3,9 +3,16 @@
 The object is an axial slice of the MNI ICBM152 2009a template (``resources/anatomy``, see its NOTICE.md):
 grey matter, white matter and CSF probability maps, surrounded by synthetic CSF, skull and scalp layers, with
 tissue signals from the spin-echo equation (3 T relaxation times; T1-, T2-, PD-weighted or random TR/TE), a
-mild texture and transmit bias, and a smooth phase. It is seen by a ring of receive coils (2D Biot-Savart field of straight wires parallel to the scanner
-axis: 1/r fall-off, phase rotating around the wire) and measured with complex Gaussian noise, optionally
-correlated between coils, on the Cartesian grid with the centred orthonormal FFT.
+mild texture and transmit bias, and a smooth phase. It is seen by a ring of receive coils and measured with
+complex Gaussian noise, optionally correlated between coils, on the Cartesian grid with the centred orthonormal FFT.
+
+Coil models (``coil_model``): ``"wire"`` (the default; the shipped weights, the demo scan and the benchmarks use
+it): straight wires parallel to the scanner axis, 2D Biot-Savart field, 1/r fall-off, phase rotating around the
+wire. ``"loop"`` (opt-in): circular surface loops of a head array (radius 55-75 mm) facing the head, in one or
+more rings along the scanner axis; the receive sensitivity is the transverse field of each loop in the imaged
+slice by Biot-Savart (:func:`loop_field`). Against ESPIRiT maps of real 8-coil head arrays the loops are as
+localised as the real coils (effective coil count, g-factor), where the wires are too flat, but their far side is
+darker than the real maps' (``benchmarks/results/coil_realism.md``).
 
 Geometry: images are ``[..., H, W]`` with the axial brain upright (anterior at the top) in radiological view;
 the readout runs along H (fastMRI), optionally 2x oversampled, the phase encode along W.
@@ -72,6 +79,21 @@ def spin_echo_intensities(tr_ms: float, te_ms: float,
 TISSUE_SHARPENING = 2.0
 DEFAULT_SNR_RANGE = (20.0, 40.0)
 DEFAULT_FOV_MM = 240.0
+
+COIL_MODELS = ("wire", "loop")
+# coil_model="loop": per-volume loop radius (mm) and MNI z of the array's centre (mm), uniform in these ranges.
+# Radius: eight loops overlapped at the critical distance 0.75 D (Roemer et al. 1990) on the ~700 mm ring of the
+# generator's coil ellipse have a ~ 58 mm; an element elongated along z, say 9 x 17 cm, has the area of a 70 mm
+# circle. Within that span, 55-75 mm gives the smoothness, effective coil count and g-factors of the real 8-coil
+# brains (benchmarks/results/coil_realism.md); 40-45 mm loops are too localised (~4 effective coils, smoothness
+# ~0.92), 85-90 mm ones too flat (~2.3 effective coils, R=4 g-factor 40-55 % above the head's). Centre: the
+# middle of the brain, MNI z 0..30 mm, so the anatomy's slices (z -20..66 mm) lie up to ~65 mm off the loops'
+# centre plane.
+DEFAULT_LOOP_RADIUS_MM = (55.0, 75.0)
+DEFAULT_LOOP_CENTER_Z_MM = (0.0, 30.0)
+LOOP_COILS_PER_RING = 8  # loop_rings=None: ceil(n_coils / 8) rings, as in 8/16/32-channel head arrays
+LOOP_RING_SPACING = 1.5  # z distance of neighbouring rings in loop radii (critical overlap 0.75 D)
+WIRE_RADIUS_MM = 1.0  # conductor radius: keeps a map finite where its conductor crosses the slice
 
 # ----------------------------------------------------------------------------------------------------------
 # Anatomy
@@ -161,10 +183,20 @@ class SimParams:
     phase_random_rad: float  # amplitude of the smooth random phase field
     noise_std: float | None = None  # absolute k-space noise std per coil; None = from snr
     extra: dict[str, Any] = field(default_factory=dict)
+    coil_model: str = "wire"  # "wire" or "loop" (see coil_sensitivities)
+    coil_radius_mm: np.ndarray | None = None  # [C] loop radii ("loop" only)
+    coil_z_mm: np.ndarray | None = None  # [C] MNI z of each loop's centre ("loop" only)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (for file attributes and training logs)."""
+        """JSON-able form (for file attributes and training logs). The wire model's record is as it always was
+        (no coil-model keys)."""
         d = asdict(self)
+        if self.coil_model == "wire":
+            for key in ("coil_model", "coil_radius_mm", "coil_z_mm"):
+                d.pop(key)
+        else:
+            d["coil_radius_mm"] = np.asarray(self.coil_radius_mm).round(3).tolist()
+            d["coil_z_mm"] = np.asarray(self.coil_z_mm).round(3).tolist()
         d["coil_positions_mm"] = self.coil_positions_mm.round(3).tolist()
         d["coil_gains"] = [[round(float(g.real), 6), round(float(g.imag), 6)] for g in self.coil_gains]
         d["noise_cov"] = [[[round(float(c.real), 6), round(float(c.imag), 6)] for c in row] for row in self.noise_cov]
@@ -184,6 +216,26 @@ def _draw(rng: np.random.Generator, value, lo: float, hi: float) -> float:
     leaves the others' draws unchanged)."""
     u = rng.uniform(lo, hi)
     return float(u if value is None else value)
+
+
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator derived from ``rng`` without advancing it (``Generator.spawn``), so that
+    optional draws leave every draw of ``rng`` as it was; a generator that cannot spawn gives one draw."""
+    try:
+        return rng.spawn(1)[0]
+    except (TypeError, ValueError, AttributeError):
+        return np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+
+
+def _value_or_range(rng: np.random.Generator, value, default: tuple[float, float], name: str) -> float:
+    """``value`` if a number, else uniform in ``value`` = ``(lo, hi)`` or in ``default`` if None."""
+    if value is None:
+        value = default
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or not float(value[0]) <= float(value[1]):
+            raise ValueError(f"{name} must be a number or a (lo, hi) range, got {value!r}")
+        return float(rng.uniform(float(value[0]), float(value[1])))
+    return float(value)
 
 
 def random_noise_covariance(rng: np.random.Generator, n_coils: int, correlation: float) -> np.ndarray:
@@ -218,15 +270,30 @@ def draw_params(
     bias: float | None = 0.08,
     noise_std: float | None = None,
     anatomy: Anatomy | None = None,
+    coil_model: str = "wire",
+    loop_radius_mm: float | tuple[float, float] | None = None,
+    loop_center_z_mm: float | tuple[float, float] | None = None,
+    loop_rings: int | None = None,
 ) -> SimParams:
     """Draw the per-volume parameters. Any argument given as ``None`` is drawn at random (``n_coils`` in
     8..16, ``snr`` in 20..40 or in a given ``(lo, hi)`` range, ``rotation_deg`` in +-10, ``scale`` in 0.9..1.1,
     ``shift_mm`` +-8 mm, ``noise_correlation`` in 0..0.5, ``texture`` 0.01..0.05, ``bias`` 0..0.15);
-    ``contrast="random"`` draws a spin-echo TR / TE and perturbed tissue properties (see :data:`SEQUENCES`)."""
+    ``contrast="random"`` draws a spin-echo TR / TE and perturbed tissue properties (see :data:`SEQUENCES`).
+
+    ``coil_model``: ``"wire"`` (default) or ``"loop"`` (see :func:`coil_sensitivities`). The loop model's own
+    arguments (a number, a ``(lo, hi)`` range drawn per volume, or None for the default range): ``loop_radius_mm``
+    (:data:`DEFAULT_LOOP_RADIUS_MM`), ``loop_center_z_mm`` the MNI z of the array's centre
+    (:data:`DEFAULT_LOOP_CENTER_Z_MM`), ``loop_rings`` (None: ``ceil(n_coils / 8)``; coil ``i`` is in ring
+    ``i % rings``, rings 1.5 radii apart along z). They are drawn from a generator spawned from ``rng``, so a
+    seed gives the same head, pose, gains and noise under both models; only the coils differ."""
     rng = _rng(rng)
     anatomy = anatomy or load_anatomy()
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    if coil_model not in COIL_MODELS:
+        raise ValueError(f"coil_model must be one of {COIL_MODELS}, got {coil_model!r}")
+    if coil_model != "loop" and (loop_radius_mm, loop_center_z_mm, loop_rings) != (None, None, None):
+        raise ValueError("loop_radius_mm, loop_center_z_mm and loop_rings need coil_model='loop'")
     # The draw order is fixed: changing one argument leaves every other draw as it was.
     nc = int(rng.integers(8, 17))
     n_coils = nc if n_coils is None else int(n_coils)
@@ -280,13 +347,25 @@ def draw_params(
     positions = np.stack([a_r * np.cos(angles), a_c * np.sin(angles)], 1)
     gains = rng.uniform(0.8, 1.2, n_coils) * np.exp(1j * rng.uniform(-np.pi, np.pi, n_coils))
     cov = random_noise_covariance(rng, n_coils, noise_correlation)
+    loop: dict[str, Any] = {}
+    if coil_model == "loop":
+        # Loops centred where the wires would be (same ellipse, gap, angles), on one or more rings along z.
+        geo = _child(rng)
+        radius = _value_or_range(geo, loop_radius_mm, DEFAULT_LOOP_RADIUS_MM, "loop_radius_mm")
+        center_z = _value_or_range(geo, loop_center_z_mm, DEFAULT_LOOP_CENTER_Z_MM, "loop_center_z_mm")
+        rings = math.ceil(n_coils / LOOP_COILS_PER_RING) if loop_rings is None else int(loop_rings)
+        if not radius > 0 or not 1 <= rings <= n_coils:
+            raise ValueError(f"need loop_radius_mm > 0 and 1 <= loop_rings <= n_coils, got {radius}, {rings}")
+        ring = np.arange(n_coils) % rings
+        loop = {"coil_model": "loop", "coil_radius_mm": np.full(n_coils, radius),
+                "coil_z_mm": center_z + (ring - (rings - 1) / 2) * LOOP_RING_SPACING * radius}
     return SimParams(
         contrast=contrast, tr_ms=tr_ms, te_ms=te_ms, intensities=intensities, n_coils=n_coils,
         coil_positions_mm=positions,
         coil_gains=gains, noise_cov=cov, snr=float(snr), rotation_deg=rotation_deg, flip_lr=flip_lr, scale=scale,
         shift_mm=shift_mm, csf_mm=csf_mm, skull_mm=skull_mm, scalp_mm=scalp_mm, texture=texture, bias=bias,
         bias_coeffs=bias_coeffs, phase_coeffs=phase_coeffs, phase_random_rad=phase_random_rad,
-        noise_std=noise_std, extra={"noise_correlation": noise_correlation, "coil_gap_mm": gap},
+        noise_std=noise_std, extra={"noise_correlation": noise_correlation, "coil_gap_mm": gap}, **loop,
     )
 
 
@@ -396,15 +475,107 @@ def make_object(
     }
 
 
-def coil_sensitivities(p: SimParams, grid: tuple[int, int], pixel_mm: float) -> np.ndarray:
-    """Physical (un-normalised) receive sensitivities ``[C, H, W]`` complex64.
+# Quadrature of the loop integral (see loop_field): (smallest distance to the conductor in radii, nodes on the full
+# circle, node clustering s). Relative error < 1e-4 against the elliptic-integral closed form in each band, down
+# to 0.02 radii (tests/test_simulate_coils.py); most of the field of view needs the 12-node rule.
+_LOOP_RULES = ((1.0, 12, 0.6), (0.5, 16, 0.5), (0.2, 24, 0.3), (0.05, 48, 0.2), (0.0, 96, 0.15))
+_LOOP_CHUNK = 8192  # points per block (keeps the [points, nodes] temporaries in cache)
 
-    Each coil is a straight wire parallel to the scanner axis at ``coil_positions_mm``: by Biot-Savart its
-    in-plane field has magnitude ~ 1/r and a direction rotating around the wire, so the receive sensitivity
-    ``B1- = Bx - i By`` is ``-i exp(-i angle) / r`` (times the coil's gain and cable phase).
+
+@functools.lru_cache(maxsize=None)
+def _loop_rule(n: int, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``h = 1 - cos(phi)`` on [0, pi] and weights ``[w, w h]`` of the ``n``-node periodic trapezoid rule in
+    ``theta`` with ``phi = 2 atan(s tan(theta / 2))`` (nodes clustered by 1/s near phi = 0, where the conductor is
+    closest; the integrand is even in phi, so half the circle is summed with double weights)."""
+    dth = 2 * np.pi / n
+    th = np.arange(n // 2) * dth
+    t = np.tan(th / 2)
+    phi = np.append(2 * np.arctan(s * t), np.pi)
+    w = np.append(s * (1 + t * t) / (1 + s * s * t * t), 1 / s) * (2 * dth)
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    h = 2 * np.sin(phi / 2) ** 2
+    return h, np.stack([w, w * h], 1)
+
+
+def loop_field(points_mm, centre_mm, normal, radius_mm: float, wire_radius_mm: float = 0.0) -> np.ndarray:
+    """Magnetic field ``[..., 3]`` (float64) of a circular current loop at ``points_mm`` ``[..., 3]``, by
+    Biot-Savart, in units of ``mu0 I / (4 pi)`` per mm.
+
+    The loop has centre ``centre_mm``, axis ``normal`` (the current circulates counter-clockwise about it) and
+    radius ``a``. In the loop's frame a point is at ``rho`` from the axis and ``zeta`` along it; summing
+    ``dl x R / |R|^3`` over the loop (``R`` from the conductor at angle ``phi`` to the point, ``|R|^2 = (rho - a)^2
+    + zeta^2 + 2 a rho (1 - cos phi)``) gives ``B_rho = a zeta int cos(phi) / |R|^3`` and ``B_zeta = a int (a - rho
+    cos(phi)) / |R|^3``, integrated numerically over phi (trapezoid rule with nodes clustered where the conductor
+    is nearest, more nodes the nearer the point: :data:`_LOOP_RULES`). ``wire_radius_mm`` adds ``eps^2`` to
+    ``|R|^2`` (a conductor of finite thickness: finite on the conductor). On the axis ``|B| = 2 pi a^2 / (a^2 +
+    zeta^2)^(3/2)``, i.e. ``mu0 I a^2 / (2 (a^2 + z^2)^(3/2))``; far away a dipole (``1/r^3``).
+    """
+    a = float(radius_mm)
+    pts = np.asarray(points_mm, dtype=np.float64)
+    n = np.asarray(normal, dtype=np.float64)
+    n = n / np.linalg.norm(n)
+    p = (pts - np.asarray(centre_mm, dtype=np.float64)).reshape(-1, 3)
+    zeta = p @ n
+    u = p - zeta[:, None] * n  # the point's offset from the axis
+    rho = np.sqrt(np.einsum("ij,ij->i", u, u))
+    base = (rho - a) ** 2 + zeta**2 + float(wire_radius_mm) ** 2
+    two_a_rho = 2 * a * rho
+    dist = np.sqrt(base) / a  # distance to the conductor, in radii
+    sums = np.empty((rho.size, 2))  # int 1/|R|^3, int (1 - cos) / |R|^3
+    upper = np.inf
+    for lower, nodes, s in _LOOP_RULES:
+        idx = np.flatnonzero((dist >= lower) & (dist < upper))
+        upper = lower
+        h, weights = _loop_rule(nodes, s)
+        for i in range(0, idx.size, _LOOP_CHUNK):
+            j = idx[i : i + _LOOP_CHUNK]
+            r2 = np.multiply.outer(two_a_rho[j], h)
+            r2 += base[j, None]
+            d = np.sqrt(r2)
+            d *= r2
+            np.reciprocal(d, out=d)
+            sums[j] = d @ weights
+    s0, t = sums[:, 0], sums[:, 1]
+    safe = rho > 1e-12 * a  # on the axis B_rho = 0 (and its direction is undefined)
+    b_rho_over_rho = np.where(safe, a * zeta * (s0 - t) / np.where(safe, rho, 1.0), 0.0)
+    b_zeta = a * ((a - rho) * s0 + rho * t)  # = a int (a - rho cos) / |R|^3, without cancellation near the axis
+    b = b_rho_over_rho[:, None] * u + b_zeta[:, None] * n
+    return b.reshape(pts.shape)
+
+
+def coil_sensitivities(p: SimParams, grid: tuple[int, int], pixel_mm: float, z_mm: float | None = None) -> np.ndarray:
+    """Physical (un-normalised) receive sensitivities ``[C, H, W]`` complex64 of the slice at MNI z ``z_mm``.
+
+    ``p.coil_model == "wire"`` (the default): each coil is a straight wire parallel to the scanner axis at
+    ``coil_positions_mm``: by Biot-Savart its in-plane field has magnitude ~ 1/r and a direction rotating around
+    the wire, so the receive sensitivity ``B1- = Bx - i By`` is ``-i exp(-i angle) / r`` (times the coil's gain
+    and cable phase); it does not depend on ``z_mm``.
+
+    ``"loop"``: each coil is a flat circular loop of radius ``coil_radius_mm`` (a surface coil of a head array),
+    centred at ``coil_positions_mm`` in-plane and at ``coil_z_mm - z_mm`` along the scanner axis (z, the B0
+    direction), its axis in the slice plane pointing at the head centre (``shift_mm``). By reciprocity the
+    receive sensitivity is the loop's transverse field per unit current at each pixel, ``B1- = Bx - i By`` with
+    ``B`` from :func:`loop_field` (x = rows, y = columns, as for the wires): its magnitude falls from the loop
+    roughly as ``(a^2 + d^2)^(-3/2)`` on the axis and like a dipole (1/r^3) far away, and its phase follows the
+    direction of the field lines in the slice. The field along z (parallel to B0) does not receive.
     """
     rr, cc = _grid_mm(grid, pixel_mm)
     out = np.empty((p.n_coils, *grid), dtype=np.complex64)
+    if p.coil_model == "loop":
+        if z_mm is None:
+            raise ValueError("the loop coil model needs the slice position z_mm")
+        points = np.stack([rr, cc, np.zeros_like(rr)], -1)
+        head = np.asarray(p.shift_mm, dtype=np.float64)
+        for i, (pos, g) in enumerate(zip(p.coil_positions_mm, p.coil_gains)):
+            normal = head - pos
+            normal = np.append(normal / np.linalg.norm(normal), 0.0)
+            centre = (pos[0], pos[1], float(p.coil_z_mm[i]) - float(z_mm))
+            b = loop_field(points, centre, normal, float(p.coil_radius_mm[i]), WIRE_RADIUS_MM)
+            out[i] = (g * (b[..., 0] - 1j * b[..., 1])).astype(np.complex64)
+        return out
+    if p.coil_model != "wire":
+        raise ValueError(f"coil_model must be one of {COIL_MODELS}, got {p.coil_model!r}")
     for i, ((pr, pc), g) in enumerate(zip(p.coil_positions_mm, p.coil_gains)):
         dr = rr - pr
         dc = cc - pc
@@ -513,6 +684,7 @@ def generate_slice(
     readout_oversampling: int = 1,
     fov_mm: float = DEFAULT_FOV_MM,
     params: SimParams | None = None,
+    coil_model: str = "wire",
     **param_kw: Any,
 ) -> dict[str, Any]:
     """Simulate one fully sampled multi-coil axial brain slice.
@@ -530,7 +702,10 @@ def generate_slice(
         readout_oversampling: 1, or 2 to double the grid along the readout (H) as scanners do.
         fov_mm: field of view along W; pixels are square (``fov_mm / W``).
         params: use these volume parameters instead of drawing them (see :func:`draw_params`).
-        param_kw: further :func:`draw_params` arguments (``texture``, ``bias``, ``coil_gap_mm``, ``noise_std``).
+        coil_model: "wire" (default: straight wires, 1/r) or "loop" (circular surface loops, see
+            :func:`coil_sensitivities`); with ``params`` given, ``params.coil_model`` applies.
+        param_kw: further :func:`draw_params` arguments (``texture``, ``bias``, ``coil_gap_mm``, ``noise_std``;
+            with ``coil_model="loop"``: ``loop_radius_mm``, ``loop_center_z_mm``, ``loop_rings``).
 
     Returns a dict (numpy arrays; ``Hk = readout_oversampling * H``):
         ``kspace`` complex64 ``[C, Hk, W]``: centred orthonormal FFT of the noisy coil images, fully sampled;
@@ -548,14 +723,14 @@ def generate_slice(
     anatomy = load_anatomy()
     p = params or draw_params(rng, n_coils=n_coils, contrast=contrast, snr=snr, noise_correlation=noise_correlation,
                               rotation_deg=rotation_deg, flip_lr=flip_lr, scale=scale, shift_mm=shift_mm,
-                              anatomy=anatomy, **param_kw)
+                              anatomy=anatomy, coil_model=coil_model, **param_kw)
     z0, z1 = anatomy.z_range
     z = _draw(rng, slice_position, z0, z1)
     if not z0 <= z <= z1:
         raise ValueError(f"slice_position must be within {z0:g}..{z1:g} mm (MNI z), got {z:g}")
     pixel_mm = float(fov_mm) / shape[1]
     obj = make_object(rng, p, grid, pixel_mm, z, anatomy)
-    phys = coil_sensitivities(p, grid, pixel_mm)
+    phys = coil_sensitivities(p, grid, pixel_mm, z)
     out = _slice_from_object(rng, p, obj, phys, shape, None)
     out.update(slice_position=z, params=p, pixel_mm=pixel_mm)
     return out
@@ -569,37 +744,45 @@ def generate_volume(
     readout_oversampling: int = 1,
     fov_mm: float = DEFAULT_FOV_MM,
     params: SimParams | None = None,
+    coil_model: str = "wire",
     **param_kw: Any,
 ) -> dict[str, Any]:
     """Several slices of one simulated scan: same coil array, contrast, pose, noise covariance and noise level
-    (set from the SNR of the middle slice). ``param_kw`` go to :func:`draw_params`.
+    (set from the SNR of the middle slice). ``coil_model`` and ``param_kw`` go to :func:`draw_params`.
 
     Returns the :func:`generate_slice` keys stacked over slices (``kspace`` ``[S, C, Hk, W]``, ``reference``
-    ``[S, H, W]``, ...), except ``maps`` ``[C, Hk, W]`` (one coil array for all slices), and ``params``.
+    ``[S, H, W]``, ...), except ``maps`` and ``params``. ``maps``: ``[C, Hk, W]`` for the wire model (infinitely
+    long wires: one map for all slices); ``[S, C, Hk, W]`` for the loop model (the loops' fields change along z).
     """
     rng = _rng(rng)
     shape, grid = _check_shape(shape, readout_oversampling)
     anatomy = load_anatomy()
-    p = params or draw_params(rng, anatomy=anatomy, **param_kw)
+    p = params or draw_params(rng, anatomy=anatomy, coil_model=coil_model, **param_kw)
     z0, z1 = anatomy.z_range
     for z in slice_positions:
         if not z0 <= z <= z1:
             raise ValueError(f"slice positions must be within {z0:g}..{z1:g} mm (MNI z), got {z:g}")
     pixel_mm = float(fov_mm) / shape[1]
-    phys = coil_sensitivities(p, grid, pixel_mm)
+    if p.coil_model == "wire":
+        phys = coil_sensitivities(p, grid, pixel_mm)
+        slice_phys = [phys] * len(slice_positions)
+    else:
+        slice_phys = [coil_sensitivities(p, grid, pixel_mm, float(z)) for z in slice_positions]
     objects = [make_object(rng, p, grid, pixel_mm, float(z), anatomy) for z in slice_positions]
     sigma = p.noise_std
     if sigma is None:
         mid = objects[len(objects) // 2]
+        phys = slice_phys[len(objects) // 2]
         rss_phys = np.sqrt((np.abs(phys) ** 2).sum(0))
         maps = phys / rss_phys[None]
         image = mid["image"] * rss_phys / float(rss_phys[mid["head_mask"]].mean())
         region = mid["wm_mask"] if mid["wm_mask"].sum() >= 50 else mid["brain_mask"]
         sigma = _noise_std_for_snr(p, image, maps, region)
-    slices = [_slice_from_object(rng, p, obj, phys, shape, sigma) for obj in objects]
+    slices = [_slice_from_object(rng, p, obj, ph, shape, sigma) for obj, ph in zip(objects, slice_phys)]
     out: dict[str, Any] = {k: np.stack([s[k] for s in slices]) for k in
                            ("kspace", "image", "reference", "target", "head_mask", "wm_mask", "csf_mask")}
-    out.update(maps=slices[0]["maps"], noise_cov=slices[0]["noise_cov"], noise_std=float(sigma), params=p,
+    maps = slices[0]["maps"] if p.coil_model == "wire" else np.stack([s["maps"] for s in slices])
+    out.update(maps=maps, noise_cov=slices[0]["noise_cov"], noise_std=float(sigma), params=p,
                pixel_mm=pixel_mm, slice_positions=[float(z) for z in slice_positions])
     return out
 

@@ -15,7 +15,9 @@ are drawn per item; a non-Cartesian trajectory is shared by the items of one ste
 Synthetic data (:class:`SyntheticData`, :func:`workbench.simulate.generate_slice`): per step a matrix size, a
 coil count and a readout oversampling (shared by the step's items on all ranks, so that they batch and the
 ranks stay in step); per item a seed that fixes anatomy position, contrast (random spin-echo TR/TE and tissue
-properties), coil geometry and gains, noise level and correlation, pose, texture and bias. Training seeds are
+properties), coil geometry and gains, noise level and correlation, pose, texture and bias. The coil model is the
+generator's straight wires unless the config sets ``"coil_model": "loop"`` (circular surface loops; optionally
+``"loop_radius_mm": [lo, hi]``, ``"loop_center_z_mm": [lo, hi]``, ``"loop_rings": n``). Training seeds are
 ``>= TRAIN_SEED_OFFSET`` and validation seeds below it: the held-out slices are never trained on.
 """
 
@@ -142,10 +144,17 @@ DEFAULT_SYNTHETIC: dict[str, Any] = {
     "texture": None,  # None: random per item
     "bias": None,
     "coil_gap_mm": None,
+    "coil_model": "wire",  # "wire" (straight wires, 1/r) or "loop" (circular surface loops: workbench.simulate)
+    "loop_radius_mm": None,  # "loop" only: [lo, hi] mm per volume (None: the generator's 55-75 mm)
+    "loop_center_z_mm": None,  # "loop" only: MNI z range of the array's centre (None: 0-30 mm)
+    "loop_rings": None,  # "loop" only: rings along z (None: ceil(n_coils / 8))
     "intensity_log10": [-3.0, 3.0],  # random global scale of the data (scanner units), log10 range
     "target": "reference",  # "reference": RSS of the fully sampled data (fastMRI); "clean": noise-free |image|
     "n_val": 16,
 }
+
+
+LOOP_OPTIONS = ("loop_radius_mm", "loop_center_z_mm", "loop_rings")
 
 
 class SyntheticData:
@@ -176,6 +185,14 @@ class SyntheticData:
             raise DataConfigError(f"synthetic data: target must be 'reference' or 'clean', got {c['target']!r}")
         if c["pose"] not in ("random", "fixed"):
             raise DataConfigError(f"synthetic data: pose must be 'random' or 'fixed', got {c['pose']!r}")
+        from workbench.simulate import COIL_MODELS
+
+        if c["coil_model"] not in COIL_MODELS:
+            raise DataConfigError(f"synthetic data: coil_model must be one of {', '.join(COIL_MODELS)}, "
+                                  f"got {c['coil_model']!r}")
+        loop_opts = [k for k in LOOP_OPTIONS if c[k] is not None]
+        if c["coil_model"] != "loop" and loop_opts:
+            raise DataConfigError(f"synthetic data: {', '.join(loop_opts)} need \"coil_model\": \"loop\"")
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.config, "train_seeds": f">= {TRAIN_SEED_OFFSET}",
@@ -215,10 +232,14 @@ class SyntheticData:
             pose = {"rotation_deg": None, "flip_lr": None, "scale": None, "shift_mm": None}
         else:
             pose = {"rotation_deg": 0.0, "flip_lr": False, "scale": 1.0, "shift_mm": (0.0, 0.0)}
+        coils = {}  # the wire model: the generator's default
+        if c["coil_model"] != "wire":
+            coils = {"coil_model": c["coil_model"],
+                     **{k: tuple(c[k]) if isinstance(c[k], list) else c[k] for k in LOOP_OPTIONS}}
         sim = generate_slice(
             seed, shape=setting["shape"], n_coils=setting["n_coils"], contrast=contrast, snr=tuple(c["snr"]),
             noise_correlation=c["noise_correlation"], readout_oversampling=setting["oversampling"],
-            texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose,
+            texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose, **coils,
         )
         meta = {"seed": int(seed), "contrast": contrast, "n_coils": setting["n_coils"],
                 "shape": list(setting["shape"]), "readout_oversampling": setting["oversampling"],
