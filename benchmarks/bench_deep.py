@@ -41,6 +41,8 @@ from benchmarks.harness import DATASETS, RESULTS_DIR, machine_description, machi
 SYNTH_SEED0 = 500_000  # held out: < TRAIN_SEED_OFFSET and far from the training-time validation seeds 0..n_val-1
 TV_GRID = (0.003, 0.01, 0.03, 0.1)
 L1_GRID = (0.001, 0.003, 0.01, 0.03)
+CG_GRID = (0.0, 0.01, 0.03, 0.1)  # Tikhonov lam / ||A^H D A||
+CG_ITER = 30
 ACCELERATIONS = (4, 8)
 CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
 
@@ -153,21 +155,29 @@ def _metrics(problem, image) -> dict[str, float]:
     return evaluate(ref, problem.crop(image).abs() if torch.is_tensor(image) else image, data_range=float(ref.max()))
 
 
-def run_classical(problem, n_iter: int, tv_only: bool = False) -> dict[str, dict[float, dict[str, float]]]:
-    """TV and l1-wavelet over their weight grids. Non-Cartesian problems are solved density-weighted
+def run_classical(problem, n_iter: int, noncartesian: bool = False) -> dict[str, dict[float, dict[str, float]]]:
+    """TV and l1-wavelet over their weight grids (Cartesian), CG-SENSE and TV (non-Cartesian: the issue's
+    "iterative SENSE / TV with the Toeplitz operator"). Non-Cartesian problems are solved density-weighted
     (``D^1/2 A``, whose normal is the Toeplitz ``A^H D A``), the preconditioned least squares NC-PDNet uses."""
-    from workbench.solvers.recon import l1_wavelet, total_variation
+    from workbench.solvers.recon import cg_sense, l1_wavelet, lipschitz, total_variation
 
     A, y = problem.A, problem.y
     if not problem.is_cartesian and problem.dcf is not None:
         A, y = A.density_weighted(), A.weigh(y)
     scale = float(problem.zero_filled().abs().flatten().quantile(0.99))
-    out: dict[str, dict[float, dict[str, float]]] = {"tv": {}} if tv_only else {"tv": {}, "l1-wavelet": {}}
+    out: dict[str, dict[float, dict[str, float]]] = {"tv": {}} if noncartesian else {"tv": {}, "l1-wavelet": {}}
+    if noncartesian:  # Tikhonov weight relative to ||A^H D A||; CG stopped early regularises too
+        out["cg-sense"] = {}
+        norm2 = float(lipschitz(A, y))
+        for f in CG_GRID:
+            t = time.perf_counter()
+            x = cg_sense(A, y, f * norm2, n_iter=CG_ITER).x
+            out["cg-sense"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
     for f in TV_GRID:
         t = time.perf_counter()
         x = total_variation(A, y, f * scale, n_iter=n_iter, track_objective=False).x
         out["tv"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
-    for f in () if tv_only else L1_GRID:
+    for f in () if noncartesian else L1_GRID:
         t = time.perf_counter()
         x = l1_wavelet(A, y, f * scale, n_iter=n_iter, track_objective=False).x
         out["l1-wavelet"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
@@ -249,20 +259,26 @@ def run(args) -> dict[str, Any]:
         from plugins.ncpdnet import NCPDNet
 
         nc_side = json.loads(Path(args.ncpdnet).with_suffix(".json").read_text())
-        meta["weights"]["ncpdnet"] = {"file": args.ncpdnet, "steps": nc_side["training"]["steps"],
-                                      "n_parameters": nc_side["n_parameters"],
-                                      "wall_time_s": nc_side["wall_time_s"], "device": nc_side["device"]}
+        for name, w in (("ncpdnet", args.ncpdnet), ("unet_noncartesian", args.unet_noncartesian)):
+            sc = Path(w).with_suffix(".json")
+            if sc.is_file():
+                sc = json.loads(sc.read_text())
+                meta["weights"][name] = {"file": w, "steps": sc["training"]["steps"],
+                                         "n_parameters": sc["n_parameters"], "wall_time_s": sc["wall_time_s"],
+                                         "device": sc["device"]}
         nc_cfg = nc_side["config"]
         for group, label, p in noncartesian_problems(args.n_noncartesian, nc_cfg["data"],
                                                       nc_cfg["sampling"]["kinds"], log):
             maps = _choose_maps(p)
             zf = evaluate(p.reference, p.crop(p.zero_filled("rss")), data_range=float(p.reference.max()))
             row = {"group": group, "label": label, "maps": maps, "zero_filled": zf,
-                   "classical": run_classical(p, args.n_iter, tv_only=True),
-                   "unet": {"error": "the shipped U-net is trained on Cartesian masks"},
+                   "classical": run_classical(p, args.n_iter, noncartesian=True),
+                   "unet": run_plugin(UnetBaseline(), p, args.unet_noncartesian),
                    "xpdnet": run_plugin(NCPDNet(), p, args.ncpdnet)}
             best = max(row["classical"]["tv"].values(), key=lambda r: r["psnr"])["psnr"]
-            log(f"{label} [maps {maps}]: adjoint+DCF {zf['psnr']:.2f}, TV {best:.2f}, "
+            cg = max(row["classical"]["cg-sense"].values(), key=lambda r: r["psnr"])["psnr"]
+            log(f"{label} [maps {maps}]: adjoint+DCF {zf['psnr']:.2f}, CG-SENSE {cg:.2f}, TV {best:.2f}, "
+                f"U-net {row['unet'].get('psnr', float('nan')):.2f}, "
                 f"NC-PDNet {row['xpdnet'].get('psnr', float('nan')):.2f}")
             nc_rows.append(row)
     timing = inference_time(args.xpdnet, args.unet) if not args.no_timing else None
@@ -282,7 +298,7 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"group": group, "n": len(rs)}
         entry["zero-filled"] = {k: _mean([r["zero_filled"][k] for r in rs]) for k in ("psnr", "ssim")}
         best_classical = None
-        for m in [m for m in ("tv", "l1-wavelet") if m in rs[0]["classical"]]:
+        for m in [m for m in ("tv", "l1-wavelet", "cg-sense") if m in rs[0]["classical"]]:
             grid = rs[0]["classical"][m].keys()
             scores = {f: _mean([r["classical"][m][f]["psnr"] for r in rs]) for f in grid}
             f = max(scores, key=scores.get)
@@ -334,12 +350,19 @@ def to_markdown(res: dict[str, Any]) -> str:
         lines += ["", "## Non-Cartesian (NC-PDNet)", "",
                   "Held-out synthetic slices resampled onto the trajectory by the NUFFT; zero-filled = adjoint with "
                   "density compensation (RSS); TV density-weighted with the Toeplitz normal; NC-PDNet through its "
-                  "plugin.", "", "| data (slices) | adjoint + DCF | TV (best f) | NC-PDNet | NC-PDNet - adjoint |",
-                  "|---|---|---|---|---|"]
+                  "plugin; U-net: the post-processing baseline on the adjoint + DCF image (`unet_noncartesian` "
+                  "weights); CG-SENSE: 30 iterations, Tikhonov lam = f ||A^H D A|| at the best f of "
+                  f"{list(CG_GRID)}.", "", "| data (slices) | adjoint + DCF | CG-SENSE (best f) | TV (best f) | "
+                  "U-net | NC-PDNet | NC-PDNet - adjoint | NC-PDNet - U-net |", "|---|---|---|---|---|---|---|---|"]
         for e in res["noncartesian_summary"]:
-            gain = f"{e['xpdnet']['psnr'] - e['zero-filled']['psnr']:+.2f} dB" if "psnr" in e["xpdnet"] else ""
-            lines.append(f"| {e['group']} ({e['n']}) | {_cell(e['zero-filled'])} | {_cell(e['tv'])} "
-                         f"({e['tv']['lam_factor']:g}) | {_cell(e['xpdnet'])} | {gain} |")
+            def gain(other):
+                ok = "psnr" in e["xpdnet"] and "psnr" in other
+                return f"{e['xpdnet']['psnr'] - other['psnr']:+.2f} dB" if ok else ""
+            cg = e.get("cg-sense")
+            lines.append(f"| {e['group']} ({e['n']}) | {_cell(e['zero-filled'])} | "
+                         f"{_cell(cg) + ' (' + format(cg['lam_factor'], 'g') + ')' if cg else 'n/a'} | {_cell(e['tv'])} "
+                         f"({e['tv']['lam_factor']:g}) | {_cell(e['unet'])} | {_cell(e['xpdnet'])} | "
+                         f"{gain(e['zero-filled'])} | {gain(e['unet'])} |")
     lines += ["", "## Every slice", "", "| slice | maps | ZF | TV best | L1 best | U-net | XPDNet |",
               "|---|---|---|---|---|---|---|"]
     for r in res["rows"] + res.get("noncartesian_rows", []):
@@ -360,6 +383,7 @@ def main(argv=None) -> int:
     ap.add_argument("--xpdnet", default=str(shipped_weights("xpdnet")))
     ap.add_argument("--unet", default=str(shipped_weights("unet")))
     ap.add_argument("--ncpdnet", default=str(shipped_weights("ncpdnet")))
+    ap.add_argument("--unet-noncartesian", default=str(shipped_weights("unet_noncartesian")))
     ap.add_argument("--n-noncartesian", type=int, default=3,
                     help="held-out slices per trajectory kind and acceleration for NC-PDNet (0: skip)")
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "xpdnet_cpu.json"),

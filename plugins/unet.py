@@ -3,6 +3,8 @@
 The zero-filled image is cropped to the reconstruction size, normalised by its 99th percentile and corrected by
 a U-net trained on synthetic multi-coil brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and
 8x). It sees only the image, not the measured data: the "post-processing network" XPDNet is compared with.
+On non-Cartesian data the zero-filled image is the density-compensated adjoint, and the shipped weights are
+``unet_noncartesian`` (golden-angle radial and spiral at 4x and 8x): NC-PDNet's U-net baseline.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from workbench.result import Result
 
 @dataclass
 class Params:
-    weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
+    weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights "
+                              "for the data's sampling (Cartesian masks or non-Cartesian trajectories)")
 
 
-def _weights_path(params):
+def _weights_path(params, problem):
+    """The chosen weight file, else the shipped one for the problem's kind of sampling."""
     from workbench.nn.weights import shipped_weights
 
-    return (getattr(params, "weights", "") if params is not None else "") or shipped_weights("unet")
+    chosen = getattr(params, "weights", "") if params is not None else ""
+    return chosen or shipped_weights("unet" if problem.is_cartesian else "unet_noncartesian")
 
 
 class UnetBaseline(Method):
@@ -36,7 +41,7 @@ class UnetBaseline(Method):
         """Usable weights (``params.weights``, else the shipped file) trained for this kind of sampling."""
         from workbench.nn.weights import read_sidecar, weights_problem
 
-        path = _weights_path(params)
+        path = _weights_path(params, problem)
         why = weights_problem(path, ("unet",))
         if why:
             return [why]
@@ -52,7 +57,7 @@ class UnetBaseline(Method):
         from workbench.nn.batch import Batch
         from workbench.nn.weights import WeightsError, cached_model, weights_problem
 
-        path = _weights_path(params)
+        path = _weights_path(params, problem)
         why = weights_problem(path, ("unet",))
         if why:
             raise WeightsError(None, why)

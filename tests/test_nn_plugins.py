@@ -112,3 +112,26 @@ def test_ncpdnet_plugin_runs_on_radial_data(tmp_path):
     problem = Problem(y, (32, 32), trajectory=s.trajectory, dcf=s.dcf)
     result = _run(NCPDNet(), problem, path)
     assert result.image.shape == (32, 32) and torch.isfinite(result.image.abs()).all()
+
+
+def test_unet_default_weights_follow_the_sampling(tmp_path, monkeypatch):
+    """Without a chosen file the U-net takes the shipped weights of the data's kind of sampling: `unet` on
+    Cartesian masks, `unet_noncartesian` on trajectories (NC-PDNet's baseline), and says which file is missing."""
+    import workbench.nn.weights as weights
+
+    monkeypatch.setattr(weights, "shipped_weights", lambda model: tmp_path / f"{model}.safetensors")
+    _weights(tmp_path, "unet", {"chans": 4, "num_pool_layers": 1})  # Cartesian-trained (RECORD's kinds)
+    cart = _problem()
+    traj = torch.stack([torch.linspace(-3, 3, 200), torch.zeros(200)])
+    noncart = Problem(torch.ones(2, 200, dtype=torch.complex64), (32, 32), trajectory=traj,
+                      maps=torch.ones(2, 32, 32, dtype=torch.complex64) / 2**0.5)
+    assert UnetBaseline().check(cart) == []
+    (reason,) = UnetBaseline().check(noncart)
+    assert "unet_noncartesian.safetensors not found" in reason
+    assert "configs/unet_noncartesian_cpu.json" in reason
+    # once non-Cartesian weights are there, they are the ones used
+    torch.manual_seed(0)
+    model = build_model("unet", {"chans": 4, "num_pool_layers": 1})
+    save_weights(tmp_path / "unet_noncartesian.safetensors", model,
+                 {"training": {"sampling": {"kinds": ["golden-radial", "spiral"]}, "steps": 1}})
+    assert UnetBaseline().check(noncart) == []

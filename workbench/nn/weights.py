@@ -264,8 +264,10 @@ def weights_problem(path: str | os.PathLike, models: tuple[str, ...]) -> str | N
     understands. Reads only the sidecar (cheap enough for ``Method.check``)."""
     path = Path(path)
     if not path.is_file():
+        # shipped files are named after their config (unet_noncartesian.safetensors <- unet_noncartesian_cpu.json)
+        config = path.stem if path.stem.startswith(models[0]) else models[0]
         return (f"weight file {path} not found; train one with `workbench train {models[0]} --config "
-                f"configs/{models[0]}_cpu.json` or choose a weight file")
+                f"configs/{config}_cpu.json` or choose a weight file")
     try:
         side = read_sidecar(path)
     except WeightsError as exc:
