@@ -412,8 +412,9 @@ def main(argv=None) -> int:
             other = json.loads((out / f"{args.merge}.json").read_text())
             for key in ("noncartesian_rows", "noncartesian_summary"):
                 res[key] = other.get(key, [])
-            if "ncpdnet" in other["meta"].get("weights", {}):
-                res["meta"]["weights"]["ncpdnet"] = other["meta"]["weights"]["ncpdnet"]
+            for name in ("ncpdnet", "unet_noncartesian"):
+                if name in other["meta"].get("weights", {}):
+                    res["meta"]["weights"][name] = other["meta"]["weights"][name]
     else:
         res = run(args)
     (out / f"{args.name}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")

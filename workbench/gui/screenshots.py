@@ -31,7 +31,7 @@ RADIAL_SHOTS = [
 ]
 #: the methods compared on them (their default parameters: what a user gets with one click); a method that is
 #: missing or cannot run here (e.g. NC-PDNet without its trained weights) is left out
-RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {}), ("ncpdnet", {})]
+RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {}), ("unet", {}), ("ncpdnet", {})]
 # methods shown in the comparison, by preference; parameters keep the screenshots quick to make
 PREFERRED = [("cg-sense", {}), ("l1-wavelet", {}), ("tv", {}), ("landweber", {"n_iter": 30})]
 #: the posterior sampler of the uncertainty screenshot: few chains and noise levels, so that a busy 2-core CPU makes
