@@ -15,6 +15,7 @@ from benchmarks import harness
 from workbench.io.fastmri import write_fastmri
 from workbench.sampling import make_sampling
 from workbench.simulate import generate_slice
+from numpy_reference import np_ifft2c  # noqa: E402
 
 BROKEN_PLUGINS = '''
 from dataclasses import dataclass
@@ -62,10 +63,6 @@ def tiny_dataset(tmp_path_factory):
     path = folder / "tiny.h5"
     write_fastmri(path, s["kspace"][None], s["reference"][None])
     return harness.Dataset("tiny", "simulated 96x96, 4 coils", str(path)), s
-
-
-def np_ifft2c(k):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
 
 
 def test_harness_tiny_run(tiny_dataset, tmp_path):

@@ -12,24 +12,11 @@ pytest.importorskip("pytestqt")
 from PyQt6 import QtCore, QtGui, QtTest, QtWidgets  # noqa: E402
 
 from workbench.io.fastmri import write_fastmri  # noqa: E402
+from numpy_reference import np_crop, np_fft2c, np_ifft2c  # noqa: E402
 
 Qt = QtCore.Qt
 H, W, C, S = 64, 48, 4, 2
 RECON = (32, 48)
-
-
-def np_ifft2c(k):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_fft2c(x):
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_crop(x, shape):
-    h, w = x.shape[-2:]
-    t, l = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
-    return x[..., t:t + shape[0], l:l + shape[1]]
 
 
 def make_kspace(seed=0):

@@ -17,6 +17,7 @@ from workbench.io.fastmri import write_fastmri
 from workbench.nn.dsm import object_mask
 from workbench.scan import scan_from_arrays
 from workbench.session import Session
+from numpy_reference import np_crop, np_fft2c, np_ifft2c  # noqa: E402
 
 H, W, C = 64, 48, 4  # readout oversampled 2x: recon 32 x 48
 RECON = (32, 48)
@@ -70,20 +71,6 @@ PLUGINS = {
                 return Result(image=problem.crop(problem.zero_filled("rss")).to(torch.complex64))
     ''',
 }
-
-
-def np_ifft2c(k):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_fft2c(x):
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_crop(x, shape):
-    h, w = x.shape[-2:]
-    t, l = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
-    return x[..., t:t + shape[0], l:l + shape[1]]
 
 
 def phantom_kspace(seed=0):

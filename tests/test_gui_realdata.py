@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 from PyQt6 import QtCore, QtWidgets  # noqa: E402
+from numpy_reference import np_fft2c, np_ifft2c  # noqa: E402
 
 pytestmark = pytest.mark.realdata
 
@@ -21,14 +22,6 @@ HEAD = "marcsous_head8ch_dhe/head.mat"
 
 def sha256(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def np_ifft2c(k: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_fft2c(x: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
 
 
 @pytest.fixture(scope="module")

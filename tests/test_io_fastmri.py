@@ -15,26 +15,11 @@ from workbench.errors import ScanError
 from workbench.io import open_scan
 from workbench.io.fastmri import write_fastmri
 from workbench.physics.fft import center_crop, ifft2c, rss
+from numpy_reference import np_crop, np_fft2c, np_ifft2c  # noqa: E402
 
 H, W = 64, 48  # readout (2x oversampled), phase encode (zero-padded edges)
 PAD_LEFT, N_PE = 4, 40  # encoded columns [4, 44)
 RECON = (32, 32)
-
-
-def np_ifft2c(k):
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), norm="ortho"), axes=ax)
-
-
-def np_fft2c(x):
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), norm="ortho"), axes=ax)
-
-
-def np_crop(x, shape):
-    h, w = x.shape[-2:]
-    t, l = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
-    return x[..., t : t + shape[0], l : l + shape[1]]
 
 
 def phantom(h, w, obj_h, obj_w, shift=0.0):

@@ -16,6 +16,7 @@ from workbench.methods import MethodError, discover_methods, safe_run
 from workbench.problem import Problem
 from workbench.sampling import Sampling
 from workbench.scan import scan_from_arrays
+from numpy_reference import np_fft2c, np_ifft2c  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "landweber.py"
 H, W, C = 24, 20, 3
@@ -34,14 +35,6 @@ def phantom_maps_mask(seed: int = 0):
     cols[W // 2 - 2: W // 2 + 2] = True
     mask = np.broadcast_to(cols, (H, W)).copy()
     return obj.astype(np.complex64), maps.astype(np.complex64), mask
-
-
-def np_fft2c(x):
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_ifft2c(k):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
 
 
 def np_forward(x, maps, mask):

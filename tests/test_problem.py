@@ -12,16 +12,9 @@ from workbench.physics.nufft import NufftSense
 from workbench.physics.sense import CartesianSense
 from workbench.problem import Problem
 from workbench.scan import scan_from_arrays
+from numpy_reference import np_fft2c, np_ifft2c  # noqa: E402
 
 H, W, C = 48, 40, 4
-
-
-def np_fft2c(x):
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_ifft2c(k):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
 
 
 def phantom_and_maps(h=H, w=W, c=C):

@@ -15,24 +15,10 @@ from workbench.errors import CorruptFileError, ScanError, SamplingError
 from workbench.io.fastmri import write_fastmri
 from workbench.scan import scan_from_arrays
 from workbench.session import ACQUIRED, USER, Session, fit_shape, region_stats
+from numpy_reference import np_crop, np_fft2c, np_ifft2c  # noqa: E402
 
 H, W, C = 64, 48, 4  # readout oversampled 2x: recon 32 x 48
 RECON = (32, 48)
-
-
-def np_ifft2c(k: np.ndarray) -> np.ndarray:
-    """Independent centred orthonormal inverse FFT (numpy)."""
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_fft2c(x: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def np_crop(x: np.ndarray, shape) -> np.ndarray:
-    h, w = x.shape[-2:]
-    t, l = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
-    return x[..., t:t + shape[0], l:l + shape[1]]
 
 
 def phantom_kspace(n_slices: int = 2, seed: int = 0) -> np.ndarray:

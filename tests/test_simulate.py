@@ -12,16 +12,9 @@ import pytest
 from scipy import ndimage
 
 from workbench import simulate
+from numpy_reference import np_fft2c, np_ifft2c  # noqa: E402
 
 AX = (-2, -1)
-
-
-def np_ifft2c(k):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=AX), norm="ortho"), axes=AX)
-
-
-def np_fft2c(x):
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=AX), norm="ortho"), axes=AX)
 
 
 def crop(x, shape):
