@@ -241,6 +241,10 @@ def test_trajectory_families_offer_the_density_compensation(window, scan_file, q
     assert s.sampling.dcf_method == "ramp"
     s.load_mask(tmp_path / "traj.json")
     assert s.sampling.dcf_method == "voronoi" and combo.currentData() == "voronoi"
+    # ... and the slider regenerates the loaded family with it (not with the default)
+    sp.r_slider.setValue(5 * R_STEPS)
+    qtbot.waitUntil(lambda: s.sampling_state.requested_acceleration == 5.0)
+    assert s.sampling.dcf_method == "voronoi" and combo.currentData() == "voronoi"
     sp._select_family("spiral")  # no ramp for spirals
     combo = sp.extra_form.editors["dcf_method"]
     assert [combo.itemData(i) for i in range(combo.count())] == ["pipe-menon", "voronoi"]
@@ -542,6 +546,44 @@ def test_noncartesian_scan_views(window, qtbot):
     # grow with |k| (the centre is sampled densely), so the colours are not all the same
     colours = {b.color().name() for b in sp.traj_scatter.data["brush"]}
     assert len(colours) > 10
+
+
+def test_acquired_noncartesian_scan_offers_the_density_compensation(window, qtbot):
+    from workbench.sampling import radial_trajectory, spiral_trajectory
+    from workbench.sampling.dcf import compute_dcf
+    from workbench.scan import scan_from_arrays
+
+    traj = radial_trajectory(24, 64).numpy()
+    file_dcf = (np.hypot(traj[0], traj[1]) + 0.01).astype(np.float32)
+    k = (np.random.default_rng(0).standard_normal((1, 3, traj.shape[1])) * (1 + 0j)).astype(np.complex64)
+    s = window.session
+    s.set_scan(scan_from_arrays(k, trajectory=traj, grid_shape=(32, 32), dcf=file_dcf))
+    window.tabs.setCurrentWidget(window.sampling_panel)
+    sp = window.sampling_panel
+    combo = sp.acq_dcf_combo
+    assert sp.acq_dcf_row.isVisibleTo(sp)
+    assert [combo.itemData(i) for i in range(combo.count())] == ["file", "pipe-menon", "voronoi", "ramp"]
+    assert combo.currentData() == "file"
+    qtbot.waitUntil(lambda: sp.zf_panel.data is not None, timeout=20000)
+    zf_file = sp.zf_panel.data.copy()
+    combo.setCurrentIndex(combo.findData("voronoi"))
+    assert s.acquired_dcf_method == "voronoi"
+    # the gridded image is recomputed (off the GUI thread) with the Voronoi weights
+    qtbot.waitUntil(lambda: sp.zf_panel.data is not None and not s.derived_pending, timeout=20000)
+    assert not np.allclose(sp.zf_panel.data, zf_file, rtol=1e-2)
+    np.testing.assert_allclose(s.problem().dcf.numpy(), compute_dcf(traj, (32, 32), "voronoi").numpy(), rtol=1e-6)
+    assert "DCF voronoi" in sp.traj_plot.titleLabel.text
+    combo.setCurrentIndex(combo.findData("file"))
+    assert s.acquired_dcf_method is None
+    # a spiral has no file weights (pipe-menon is the default) and refuses the ramp with a message, no crash
+    spiral = spiral_trajectory(4, 64, (32, 32)).numpy()
+    s.set_scan(scan_from_arrays(np.ones((1, 2, spiral.shape[1]), np.complex64), trajectory=spiral,
+                                grid_shape=(32, 32)))
+    assert [combo.itemData(i) for i in range(combo.count())] == ["pipe-menon", "voronoi", "ramp"]
+    assert combo.currentData() == "pipe-menon"
+    combo.setCurrentIndex(combo.findData("ramp"))
+    assert s.acquired_dcf_method is None and combo.currentData() == "pipe-menon"
+    assert "radial" in sp.stats.text()
 
 
 def test_out_of_memory_job_is_reported_and_the_app_keeps_working(window, scan_file, qtbot, messages):

@@ -536,3 +536,109 @@ def test_background_derived_images_arrive_with_a_sampling_event():
         assert not s.derived_pending and s.derived_error() is None
     finally:
         s.shutdown()
+
+
+
+def _radial_scan(file_dcf: bool):
+    from workbench.sampling import radial_trajectory
+
+    traj = radial_trajectory(24, 64).numpy()
+    rng = np.random.default_rng(5)
+    k = (rng.standard_normal((2, 3, traj.shape[1])) + 1j * rng.standard_normal((2, 3, traj.shape[1])))
+    # file weights: a plain |k| ramp plus a constant (not what any of the methods computes)
+    dcf = (np.hypot(traj[0], traj[1]) + 0.01).astype(np.float32) if file_dcf else None
+    return scan_from_arrays(k.astype(np.complex64), trajectory=traj, grid_shape=(32, 32), dcf=dcf), traj, dcf
+
+
+def test_acquired_noncartesian_data_takes_the_chosen_density_compensation(registry):
+    from workbench.sampling.dcf import compute_dcf
+
+    scan, traj, file_dcf = _radial_scan(file_dcf=True)
+    s = Session(device="cpu")
+    try:
+        s.set_scan(scan)
+        assert s.acquired_dcf_method is None and s.acquired_dcf_label == "file"
+        p = s.problem()
+        np.testing.assert_array_equal(p.dcf.numpy(), file_dcf)
+        assert p.provenance["dcf_method"] == "file"
+        zf_file = s.zero_filled().copy()
+        version = s.sampling_version
+        events = []
+        s.subscribe("sampling", events.append)
+        st = s.set_acquired_dcf_method("voronoi")
+        assert st.kind == ACQUIRED and st.params == {"dcf_method": "voronoi"} and s.acquired_dcf_label == "voronoi"
+        assert events and s.sampling_version > version
+        want = compute_dcf(traj, (32, 32), "voronoi").numpy()  # an independent computation
+        p = s.problem()
+        np.testing.assert_allclose(p.dcf.numpy(), want, rtol=1e-6)
+        assert p.provenance["dcf_method"] == "voronoi"
+        zf_voronoi = s.zero_filled()
+        assert not np.allclose(zf_voronoi, zf_file, rtol=1e-2)  # the preview follows the choice
+        np.testing.assert_allclose(s.trajectory_view()[1], want, rtol=1e-6)
+        assert "dcf_method=voronoi" in s.comparison_rows()[0]["sampling"]
+        # a result is marked as made with it, and its problem used it (test-zf returns the gridded RSS image)
+        e = s.run(registry.methods["test-zf"])
+        wait_for(e)
+        assert e.state == "done", e.error
+        assert e.sampling["kind"] == ACQUIRED and e.sampling["params"] == {"dcf_method": "voronoi"}
+        np.testing.assert_allclose(np.abs(e.image), zf_voronoi, rtol=1e-4, atol=1e-6)
+        # the ramp works for radial spokes; "file" (or None) returns to the file's weights
+        s.set_acquired_dcf_method("ramp")
+        np.testing.assert_allclose(s.problem().dcf.numpy(), compute_dcf(traj, (32, 32), "ramp").numpy(), rtol=1e-6)
+        s.set_acquired_dcf_method("file")
+        assert s.acquired_dcf_method is None and s.sampling_state.params == {}
+        p = s.problem()
+        np.testing.assert_array_equal(p.dcf.numpy(), file_dcf)
+        assert p.provenance["dcf_method"] == "file"
+        np.testing.assert_allclose(s.zero_filled(), zf_file, rtol=1e-5, atol=1e-7)
+        with pytest.raises(SamplingError):
+            s.set_acquired_dcf_method("gridding")
+        assert s.acquired_dcf_method is None
+    finally:
+        s.shutdown()
+
+
+def test_acquired_dcf_without_file_weights_and_the_ramp_refused_for_a_spiral():
+    from workbench.sampling import spiral_trajectory
+    from workbench.sampling.dcf import compute_dcf
+
+    scan, traj, _ = _radial_scan(file_dcf=False)
+    s = Session(device="cpu")
+    try:
+        s.set_scan(scan)
+        assert s.acquired_dcf_label == "pipe-menon"
+        p = s.problem()
+        np.testing.assert_allclose(p.dcf.numpy(), compute_dcf(traj, (32, 32), "pipe-menon").numpy(), rtol=1e-5)
+        assert p.provenance["dcf_method"] == "pipe-menon"
+        s.set_acquired_dcf_method("voronoi")
+        np.testing.assert_allclose(s.problem().dcf.numpy(), compute_dcf(traj, (32, 32), "voronoi").numpy(),
+                                   rtol=1e-6)
+        # a new scan starts from its own default
+        spiral = spiral_trajectory(4, 64, (32, 32)).numpy()
+        k = np.ones((1, 2, spiral.shape[1]), np.complex64)
+        s.set_scan(scan_from_arrays(k, trajectory=spiral, grid_shape=(32, 32)))
+        assert s.acquired_dcf_method is None
+        s.set_acquired_dcf_method("voronoi")
+        version = s.sampling_version
+        # a spiral is not radial: the ramp is refused with a clear message and nothing changes
+        with pytest.raises(SamplingError, match="radial"):
+            s.set_acquired_dcf_method("ramp")
+        assert s.acquired_dcf_method == "voronoi" and s.sampling_version == version
+    finally:
+        s.shutdown()
+    # Cartesian data has no density compensation
+    c = Session(device="cpu")
+    c.set_scan(scan_from_arrays(np.ones((1, 2, 8, 8), np.complex64)))
+    with pytest.raises(SamplingError, match="Cartesian"):
+        c.set_acquired_dcf_method("voronoi")
+
+
+def test_loaded_trajectory_keeps_its_density_compensation_on_the_slider(session, tmp_path):
+    session.set_sampling("golden-radial", acceleration=4.0, dcf_method="voronoi")
+    session.save_mask(tmp_path / "traj.json")
+    session.set_sampling("equispaced", acceleration=4.0)
+    session.load_mask(tmp_path / "traj.json")
+    assert session.sampling.dcf_method == "voronoi"
+    session.set_acceleration(6.0)
+    assert session.sampling_state.requested_acceleration == 6.0
+    assert session.sampling.kind == "golden-radial" and session.sampling.dcf_method == "voronoi"

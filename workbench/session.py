@@ -282,7 +282,8 @@ class Session:
         self.background_derived = False
         self._derived_token: Any = None
         self._dcf_lock = threading.Lock()
-        self._acquired_dcf_cache: tuple[Any, np.ndarray] | None = None
+        # (scan, {dcf method: weights}) of the acquired non-Cartesian trajectory, computed once per scan and method
+        self._acquired_dcf_cache: tuple[Any, dict[str, np.ndarray]] | None = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -571,6 +572,54 @@ class Session:
             raise SamplingError(f"the {self._recipe['kind']} sampling has no acceleration setting; pick a family")
         return self.set_sampling(acceleration=acceleration)
 
+    @property
+    def acquired_dcf_method(self) -> str | None:
+        """The density compensation chosen for a non-Cartesian scan used as acquired (one of
+        ``workbench.sampling.dcf.DCF_METHODS``), or None: the file's own weights when it has them, else
+        Pipe-Menon. Stored in the acquired recipe's ``params["dcf_method"]`` (so results and saved projects
+        record it)."""
+        if self._recipe["kind"] != ACQUIRED:
+            return None
+        return self._recipe["params"].get("dcf_method")
+
+    @property
+    def acquired_dcf_label(self) -> str | None:
+        """What the acquired non-Cartesian data is density-compensated with: ``"file"`` (the file's weights) or
+        a method name; None for Cartesian data or another sampling."""
+        scan = self.scan
+        if scan is None or scan.is_cartesian or self._recipe["kind"] != ACQUIRED:
+            return None
+        method = self.acquired_dcf_method
+        return method or ("file" if scan.dcf is not None else "pipe-menon")
+
+    def set_acquired_dcf_method(self, method: str | None) -> SamplingState:
+        """Density-compensate the acquired non-Cartesian trajectory with ``method`` (``"pipe-menon"``,
+        ``"voronoi"``, ``"ramp"``; :mod:`workbench.sampling.dcf`) instead of the default (None or ``"file"``:
+        the file's own weights when it has them, else Pipe-Menon). The zero-filled image, PSF and later problems
+        and results use it. Raises ``SamplingError`` (the setting stays) for a Cartesian scan, an unknown method,
+        or the ramp on a trajectory that is not radial."""
+        scan = self._require_scan()
+        if scan.is_cartesian:
+            raise SamplingError("density compensation applies to non-Cartesian data; this scan is Cartesian")
+        if self._recipe["kind"] != ACQUIRED:
+            raise SamplingError("the density compensation of the acquired trajectory applies when the data is "
+                                "used as acquired")
+        if isinstance(method, str) and method.strip().lower() == "file":
+            method = None
+        recipe = copy.deepcopy(self._recipe)
+        if method is None:
+            recipe["params"].pop("dcf_method", None)
+        else:
+            from workbench.sampling.dcf import check_dcf_method
+
+            recipe["params"]["dcf_method"] = check_dcf_method(method)
+        if recipe == self._recipe and self._sampling is not None:
+            return self._sampling
+        state = self._build_sampling(recipe)
+        self._recipe = recipe
+        self._set_state(state, keep_history=False)
+        return state
+
     def _set_state(self, state: SamplingState, *, keep_history: bool) -> None:
         self._sampling = state
         self.sampling_version += 1
@@ -603,10 +652,20 @@ class Session:
         base = dict(kind=kind, requested_acceleration=float(recipe["acceleration"]), seed=int(recipe["seed"]),
                     center_fraction=recipe["center_fraction"], params=dict(recipe["params"]))
         if kind == ACQUIRED:
+            method = base["params"].pop("dcf_method", None)
             if not scan.is_cartesian:
+                if method is not None:
+                    from workbench.sampling.dcf import check_dcf_method
+
+                    method = base["params"]["dcf_method"] = check_dcf_method(method)
+                    if method == "ramp":  # cheap; refuses a trajectory that is not radial before anything changes
+                        self._acquired_dcf(method=method)
                 return SamplingState(**base, trajectory=np.asarray(scan.trajectory, np.float32),
-                                     dcf=None if scan.dcf is None else np.asarray(scan.dcf, np.float32),
+                                     dcf=None if scan.dcf is None or method is not None
+                                     else np.asarray(scan.dcf, np.float32),
                                      acceleration=float(np.prod(self.grid_shape)) / scan.kspace_shape[-1])
+            if method is not None:
+                raise SamplingError("density compensation applies to non-Cartesian data; this scan is Cartesian")
             acq = self._acquired()
             mask = acq if acq is not None else np.ones(self.grid_shape, dtype=bool)
             return SamplingState(**base, mask=mask, acceleration=self._effective_r(mask))
@@ -829,6 +888,12 @@ class Session:
         params = dict(getattr(sampling, "params", {}) or {})
         recipe = {"kind": sampling.kind, "acceleration": float(params.get("acceleration") or sampling.acceleration),
                   "seed": 0, "center_fraction": None, "params": {}}
+        # the slider regenerates the family with the loaded trajectory's density compensation
+        from workbench.sampling import dcf_methods_for
+
+        method = getattr(sampling, "dcf_method", None)
+        if method is not None and method in dcf_methods_for(sampling.kind):
+            recipe["params"]["dcf_method"] = method
         key = self._recipe_key(recipe)
         self._sampling_cache[key] = sampling
         state = self._build_sampling(recipe)
@@ -1125,33 +1190,38 @@ class Session:
         return (p / max(float(p.max()), 1e-12)).astype(np.float32)
 
     def _dcf_of(self, st: SamplingState, wait: bool = True) -> np.ndarray | None:
-        """Density compensation of a non-Cartesian sampling: the sampling's own, the file's, or (acquired data
-        without one) Pipe-Menon weights computed once per scan; with ``wait=False`` None while not computed."""
+        """Density compensation of a non-Cartesian sampling: the sampling's own, or for acquired data the
+        chosen method's (:meth:`set_acquired_dcf_method`), the file's, or Pipe-Menon weights, computed once per
+        scan and method; with ``wait=False`` None while not computed."""
         if st.dcf is not None:
             return st.dcf
         if st.kind != ACQUIRED:
             return None
-        return self._acquired_dcf(wait)
+        return self._acquired_dcf(wait, method=st.params.get("dcf_method"))
 
-    def _acquired_dcf(self, wait: bool = True) -> np.ndarray | None:
+    def _acquired_dcf(self, wait: bool = True, method: str | None = None) -> np.ndarray | None:
+        """Weights of the acquired trajectory by ``method`` (None: the file's, else Pipe-Menon)."""
         scan = self._require_scan()
-        if scan.dcf is not None:
+        if method is None and scan.dcf is not None:
             return np.asarray(scan.dcf, np.float32)
+        method = method or "pipe-menon"
         hit = self._acquired_dcf_cache
-        if hit is not None and hit[0] is scan:
-            return hit[1]
+        if hit is not None and hit[0] is scan and method in hit[1]:
+            return hit[1][method]
         if not wait:
             return None
         with self._dcf_lock:  # the prepare thread and a job may ask at once: compute it once
             hit = self._acquired_dcf_cache
-            if hit is not None and hit[0] is scan:
-                return hit[1]
-            from workbench.sampling.dcf import pipe_menon_dcf
+            if hit is not None and hit[0] is scan and method in hit[1]:
+                return hit[1][method]
+            from workbench.sampling.dcf import compute_dcf
 
-            dcf = _to_numpy(pipe_menon_dcf(scan.trajectory_tensor(), tuple(scan.grid_shape))).astype(np.float32)
-            dcf = dcf.reshape(-1)
+            dcf = _to_numpy(compute_dcf(scan.trajectory_tensor(), tuple(scan.grid_shape), method))
+            dcf = dcf.astype(np.float32).reshape(-1)
             if self.scan is scan:
-                self._acquired_dcf_cache = (scan, dcf)
+                if hit is None or hit[0] is not scan:
+                    self._acquired_dcf_cache = hit = (scan, {})
+                hit[1][method] = dcf
             return dcf
 
     def _psf_noncartesian(self, st: SamplingState) -> torch.Tensor:
@@ -1180,8 +1250,12 @@ class Session:
 
     # ----------------------------------------------------------------------------------------------------------
     # problems, methods, jobs
-    def problem(self, sampling: Any = "current", slice_index: int | None = None, device: str | None = None):
-        """A ``workbench.problem.Problem`` for the current slice and sampling (or those given)."""
+    def problem(self, sampling: Any = "current", slice_index: int | None = None, device: str | None = None,
+                dcf_method: str | None = "current"):
+        """A ``workbench.problem.Problem`` for the current slice and sampling (or those given). For a
+        non-Cartesian scan used as acquired, ``dcf_method`` is its density compensation (``"current"``: the
+        session's :attr:`acquired_dcf_method`; None: the file's weights, else Pipe-Menon); recorded in
+        ``problem.provenance["dcf_method"]``."""
         from workbench.problem import Problem
 
         scan = self._require_scan()
@@ -1191,10 +1265,18 @@ class Session:
                 raise SamplingError("the mask is empty: draw or choose a sampling first")
             sampling = st.sampling
         idx = self.slice_index if slice_index is None else slice_index
-        if not scan.is_cartesian and scan.dcf is None:
-            # the acquired trajectory's density compensation, computed once per scan instead of once per problem
-            scan = dataclasses.replace(scan, dcf=self._acquired_dcf().copy())
-        return Problem.from_scan(scan, idx, sampling=sampling, device=device or "cpu")
+        method = self.acquired_dcf_method if dcf_method == "current" else dcf_method
+        if scan.is_cartesian or (method is None and scan.dcf is not None):
+            return Problem.from_scan(scan, idx, sampling=sampling, device=device or "cpu")
+        # the acquired trajectory's density compensation (what Problem.from_scan(dcf_method=...) computes),
+        # computed once per scan and method instead of once per problem
+        from workbench.sampling.dcf import check_dcf_method
+
+        method = check_dcf_method(method or "pipe-menon")
+        scan = dataclasses.replace(scan, dcf=self._acquired_dcf(method=method).copy())
+        problem = Problem.from_scan(scan, idx, sampling=sampling, device=device or "cpu")
+        problem.provenance["dcf_method"] = method
+        return problem
 
     @property
     def job_queue(self):
@@ -1264,7 +1346,9 @@ class Session:
         scale_free = self.reference_scale_free() if idx == self.slice_index else scan.reference_kind == "sense"
         ctx = _JobContext(self, entry, method, p, reference, data_range, recon_shape, scale_free=scale_free)
         device = self.compute_device
-        self._prep_pool().submit(ctx.prepare_and_submit, lambda: self.problem(sampling, idx, device))
+        # the acquired data's density compensation as chosen now (the entry's sampling recipe records it)
+        dcf_method = st.params.get("dcf_method") if current and st.kind == ACQUIRED else "current"
+        self._prep_pool().submit(ctx.prepare_and_submit, lambda: self.problem(sampling, idx, device, dcf_method))
         return entry
 
     def check_methods(self, methods: Iterable[Any], callback: Callable[[dict[str, list[str]]], None] | None = None
@@ -1543,7 +1627,8 @@ def _recipe_text(recipe: dict[str, Any], effective_r: float | None = None) -> st
     kind = recipe.get("kind", "?")
     eff = f" (R_eff {effective_r:.2f})" if effective_r is not None and math.isfinite(effective_r) else ""
     if kind in (ACQUIRED, USER):
-        return kind + eff
+        extra = "".join(f" {k}={v}" for k, v in (recipe.get("params") or {}).items())
+        return kind + extra + eff
     parts = [kind]
     if recipe.get("acceleration") is not None:
         parts.append(f"R={float(recipe['acceleration']):g}")

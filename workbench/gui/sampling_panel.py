@@ -58,6 +58,12 @@ DCF_CHOICES = {"radial": ("pipe-menon", "voronoi", "ramp"), "golden-radial": ("p
 DCF_HELP = ("density compensation of the gridded (DCF adjoint) image: pipe-menon (iterative, the default; the "
             "trained NC-PDNet weights use it; flattens beyond |k| ~ 0.5 rad when spokes are sparse), voronoi (the "
             "k-space area of each sample's Voronoi cell), ramp (radial only: the analytic |k| ramp)")
+#: density compensation choices for a non-Cartesian scan used as acquired ("file": its own weights, offered when
+#: it has them); the ramp is refused by the session (with a message) for trajectories that are not radial
+ACQUIRED_DCF_CHOICES = ("pipe-menon", "voronoi", "ramp")
+ACQUIRED_DCF_HELP = ("density compensation of the acquired trajectory: file (the weights stored in the file), "
+                     "pipe-menon (iterative; the default without file weights), voronoi (the k-space area of each "
+                     "sample's Voronoi cell), ramp (radial trajectories only: the analytic |k| ramp)")
 for _kind, _choices in DCF_CHOICES.items():
     FAMILY_PARAMS[_kind] = [_spec("dcf_method", str, _choices[0], choices=_choices, label="density comp.",
                                   help=DCF_HELP)]
@@ -174,6 +180,17 @@ class SamplingPanel(QtWidgets.QWidget):
         self.extra_form = ParamForm(empty_text="")
         self.extra_form.changed.connect(self._on_params)
         cl.addWidget(self.extra_form)
+        # the density compensation of a non-Cartesian scan used as acquired (hidden otherwise)
+        self.acq_dcf_row = QtWidgets.QWidget()
+        dl = QtWidgets.QHBoxLayout(self.acq_dcf_row)
+        dl.setContentsMargins(0, 0, 0, 0)
+        dl.addWidget(QtWidgets.QLabel("Density comp."))
+        self.acq_dcf_combo = QtWidgets.QComboBox()
+        self.acq_dcf_combo.setToolTip(ACQUIRED_DCF_HELP)
+        self.acq_dcf_combo.currentIndexChanged.connect(self._on_acquired_dcf)
+        dl.addWidget(self.acq_dcf_combo, 1)
+        self.acq_dcf_row.setVisible(False)
+        cl.addWidget(self.acq_dcf_row)
 
         self.stats = QtWidgets.QLabel("")
         self.stats.setWordWrap(True)
@@ -320,6 +337,11 @@ class SamplingPanel(QtWidgets.QWidget):
             it.setData(Qt.ItemDataRole.UserRole, k)
             it.setToolTip(FAMILY_TIPS.get(k, k))
             self.family_list.addItem(it)
+        self.acq_dcf_combo.clear()
+        if not s.scan.is_cartesian:
+            choices = (("file",) if s.scan.dcf is not None else ()) + ACQUIRED_DCF_CHOICES
+            for name in choices:
+                self.acq_dcf_combo.addItem(name, name)
         self._updating = False
         self.refresh(autorange=True)
 
@@ -346,6 +368,16 @@ class SamplingPanel(QtWidgets.QWidget):
                 s.set_sampling(kind, acceleration=self.r_slider.value() / R_STEPS,
                                center_fraction=self._cf(), seed=self.seed_spin.value(), **params)
         except WorkbenchError as exc:  # e.g. a calibration box larger than the samples R allows
+            self.refresh()
+            self.stats.setText(f"<span style='color:#e0605a'>{exc}</span>")
+
+    def _on_acquired_dcf(self, index: int) -> None:
+        if self._updating or index < 0:
+            return
+        name = self.acq_dcf_combo.itemData(index)
+        try:
+            self.session.set_acquired_dcf_method(None if name == "file" else name)
+        except WorkbenchError as exc:  # e.g. the ramp on a trajectory that is not radial: the setting stays
             self.refresh()
             self.stats.setText(f"<span style='color:#e0605a'>{exc}</span>")
 
@@ -445,6 +477,10 @@ class SamplingPanel(QtWidgets.QWidget):
             self.undo_button.setEnabled(s.can_undo)
             self.redo_button.setEnabled(s.can_redo)
             self.clear_button.setEnabled(cart)
+            dcf_label = s.acquired_dcf_label  # non-Cartesian data used as acquired
+            self.acq_dcf_row.setVisible(dcf_label is not None)
+            if dcf_label is not None:
+                self.acq_dcf_combo.setCurrentIndex(self.acq_dcf_combo.findData(dcf_label))
         finally:
             self._updating = False
         self._refresh_views(autorange)
@@ -469,7 +505,7 @@ class SamplingPanel(QtWidgets.QWidget):
                 self.traj_scatter.setData(x=pts[0], y=pts[1], brush=[lut[i] for i in idx])
                 self.traj_plot.setRange(xRange=(-np.pi, np.pi), yRange=(-np.pi, np.pi), padding=0.02)
                 self.dcf_bar.setLevels((lo, hi))
-                method = getattr(st.sampling, "dcf_method", None)
+                method = getattr(st.sampling, "dcf_method", None) or s.acquired_dcf_label
                 self.traj_plot.setTitle(f"{st.kind}: {st.trajectory.shape[-1]} samples, R={st.acceleration:.2f}"
                                         + (f", DCF {method}" if method else ""))
         psf = s.psf()
