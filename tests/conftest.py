@@ -162,3 +162,42 @@ def registry(plugin_dir):
     from workbench.methods import discover_methods
 
     return discover_methods([plugin_dir], entry_points=False, builtin=False, user_dirs=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The app (Qt is imported by the fixtures, so tests without it never load it)
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    """QSettings in a temporary file, so tests never touch the user's."""
+    from PyQt6 import QtCore
+
+    return QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+
+
+@pytest.fixture()
+def messages(monkeypatch):
+    """Capture message boxes instead of showing them."""
+    from PyQt6 import QtWidgets
+
+    seen = []
+    for name in ("warning", "critical", "information"):
+        monkeypatch.setattr(QtWidgets.QMessageBox, name,
+                            lambda parent, title, text, *a, _n=name, **k: seen.append((_n, title, text)))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "exec", lambda self: seen.append(("exec", self.windowTitle(),
+                                                                                  self.text())))
+    return seen
+
+
+@pytest.fixture()
+def window(qtbot, settings, registry, plugin_dir, messages):
+    """The main window on the module's ``registry`` and ``plugin_dir``, shown offscreen."""
+    from workbench.gui.main_window import MainWindow
+
+    win = MainWindow(plugin_dirs=[str(plugin_dir)], settings=settings, registry=registry)
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    yield win
+    win.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -48,33 +47,7 @@ def scan_file(tmp_path, kspace):
     return str(path)
 
 
-@pytest.fixture()
-def settings(tmp_path):
-    return QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
-
-
-@pytest.fixture()
-def messages(monkeypatch):
-    """Capture message boxes instead of showing them."""
-    seen = []
-    for name in ("warning", "critical", "information"):
-        monkeypatch.setattr(QtWidgets.QMessageBox, name,
-                            lambda parent, title, text, *a, _n=name, **k: seen.append((_n, title, text)))
-    monkeypatch.setattr(QtWidgets.QMessageBox, "exec", lambda self: seen.append(("exec", self.windowTitle(),
-                                                                                  self.text())))
-    return seen
-
-
-@pytest.fixture()
-def window(qtbot, settings, registry, plugin_dir, messages):
-    from workbench.gui.main_window import MainWindow
-
-    win = MainWindow(plugin_dirs=[str(plugin_dir)], settings=settings, registry=registry)
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    yield win
-    win.close()
+# `settings`, `messages` and `window` are in conftest.py
 
 
 def wait_done(qtbot, *entries, timeout=15000):

@@ -215,21 +215,6 @@ def test_session_calibration_agrees_with_the_dsm_plugins_extras(session, tmp_pat
 # ----------------------------------------------------------------------------------------------------------------
 # the compare view's calibration plot
 @pytest.fixture()
-def window(qtbot, tmp_path, registry, plugin_dir):
-    from PyQt6 import QtCore
-
-    from workbench.gui.main_window import MainWindow
-
-    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
-    win = MainWindow(plugin_dirs=[str(plugin_dir)], settings=settings, registry=registry)
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    yield win
-    win.close()
-
-
-@pytest.fixture()
 def scan_file(tmp_path):
     k = phantom_kspace()
     path = tmp_path / "small.h5"

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PyQt6 import QtCore, QtWidgets  # noqa: E402
 from numpy_reference import np_fft2c, np_ifft2c  # noqa: E402
 
 pytestmark = pytest.mark.realdata
@@ -32,22 +31,10 @@ def registry():
 
 
 @pytest.fixture()
-def messages(monkeypatch):
-    """Every message box the app tries to show (none may appear on good data)."""
-    seen = []
-    for name in ("warning", "critical", "information"):
-        monkeypatch.setattr(QtWidgets.QMessageBox, name,
-                            lambda parent, title, text, *a, _n=name, **k: seen.append((_n, title, text)))
-    monkeypatch.setattr(QtWidgets.QMessageBox, "exec", lambda self: seen.append(("exec", self.windowTitle(),
-                                                                                  self.text())))
-    return seen
-
-
-@pytest.fixture()
-def window(qtbot, tmp_path, registry, messages):
+def window(qtbot, settings, registry, messages):
+    """The main window on the built-in plugins (conftest's ``window`` uses the test plugins)."""
     from workbench.gui.main_window import MainWindow
 
-    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
     win = MainWindow(settings=settings, registry=registry)
     qtbot.addWidget(win)
     win.resize(1400, 900)

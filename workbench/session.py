@@ -1069,9 +1069,7 @@ class Session:
 
     def _compute_calibration(self, e: ResultEntry, ref: np.ndarray) -> dict[str, Any]:
         # scipy and scikit-image (object mask) are imported once a calibration is asked for, not at start-up
-        from scipy.stats import norm
-
-        from workbench.nn.dsm import calibration_curve, gaussian_coverage, object_mask, spearman
+        from workbench.nn.dsm import calibrated_spearman, calibration_curve, gaussian_coverage, object_mask, spearman
 
         magnitude = fit_shape(np.abs(np.asarray(e.image)).astype(np.float64), ref.shape)
         scale = self.fit_scale(magnitude.astype(np.float32))
@@ -1081,29 +1079,23 @@ class Session:
         abs_error = np.abs(estimate - reference)
         mask = object_mask(reference)
         curve = calibration_curve(std, abs_error, mask)
-        # as calibration_metrics does: the median of three draws of |N(0, std^2)| errors
-        rng = np.random.default_rng(0)
-        ideal = float(np.median([spearman(std, np.abs(std * rng.standard_normal(std.shape)), mask) for _ in range(3)]))
         samples = getattr(e.result, "samples", None)
         n_samples = int(samples.shape[0]) if samples is not None and len(samples.shape) == 3 else None
         level = CALIBRATION_LEVEL
         if n_samples is not None and n_samples >= 2:
-            coverage = gaussian_coverage(estimate, std, reference, n_samples, mask, level)
             interval = f"Student-t interval of {n_samples} samples"
-        else:  # the number of samples behind the std map is unknown: the Gaussian interval
-            z = float(norm.ppf((1 + level) / 2))
-            inside = (abs_error <= z * std)[mask]
-            coverage = float(inside.mean()) if inside.size else float("nan")
-            interval = "Gaussian interval"
+        else:  # the number of samples behind the std map is unknown: the Gaussian interval of an exact std
+            n_samples, interval = None, "Gaussian interval"
+        coverage = gaussian_coverage(estimate, std, reference, n_samples, mask, level)
         predictive = None
         reported = ((getattr(e.result, "extras", None) or {}).get("calibration") or {})
-        if reported.get("reference_noise") is not None and n_samples is not None and n_samples >= 2:
+        if reported.get("reference_noise") is not None and n_samples is not None:
             # the plugin reports the reference's noise relative to the reference's 99th percentile
             noise = float(reported["reference_noise"]) * float(np.percentile(reference, 99))
             predictive = gaussian_coverage(estimate, np.sqrt(std**2 + noise**2), reference, n_samples, mask, level)
         return {
             "std": curve["std"], "abs_error": curve["abs_error"], "count": curve["count"],
-            "spearman": spearman(std, abs_error, mask), "spearman_if_calibrated": ideal,
+            "spearman": spearman(std, abs_error, mask), "spearman_if_calibrated": calibrated_spearman(std, mask),
             "coverage": coverage, "interval": interval,
             "coverage_predictive": predictive, "level": level, "n_samples": n_samples,
             "n_pixels": int(mask.sum()), "guide_slope": CALIBRATED_ERROR_PER_STD,

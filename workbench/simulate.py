@@ -234,7 +234,7 @@ def _value_or_range(rng: np.random.Generator, value, default: tuple[float, float
     if isinstance(value, (tuple, list)):
         if len(value) != 2 or not float(value[0]) <= float(value[1]):
             raise ValueError(f"{name} must be a number or a (lo, hi) range, got {value!r}")
-        return float(rng.uniform(float(value[0]), float(value[1])))
+        return _draw(rng, None, float(value[0]), float(value[1]))
     return float(value)
 
 

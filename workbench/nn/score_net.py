@@ -275,8 +275,7 @@ def weights_problem(path: str | Path) -> str | None:
     path = Path(path)
     if not path.is_file():
         return (f"weight file {path} not found; train a score network with `workbench train dsm --config "
-                f"configs/dsm_cpu.json` (or `python -m workbench.nn.train_dsm --config configs/dsm_cpu.json`) "
-                f"or choose a weight file")
+                f"configs/dsm_cpu.json` or choose a weight file")
     try:
         side = read_sidecar(path)
     except WeightsError as exc:

@@ -3,7 +3,7 @@
 process or ``torchrun`` (DDP, gloo on CPU), checkpoint / resume, progress display, and safetensors weights with
 their sidecar.
 
-    python -m workbench.nn.train_dsm --config configs/dsm_cpu.json --out runs/dsm --time-limit 20
+    workbench train dsm --config configs/dsm_cpu.json --out runs/dsm --threads 1
 
 A config has the entries of :mod:`workbench.nn.train` that apply (``model`` = "dsm", ``architecture`` =
 :class:`~workbench.nn.score_net.ScoreNetConfig` fields, ``data``, ``steps``, ``batch_size``, ``seed``,
@@ -26,12 +26,9 @@ held-out slices (generator seeds below :data:`~workbench.nn.data.TRAIN_SEED_OFFS
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import os
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +36,7 @@ import numpy as np
 import torch
 
 from workbench.nn.data import DataConfigError, SyntheticData
-from workbench.nn.train import TrainingError, TrainingHooks, check_counts, load_config, merge_config, train
+from workbench.nn.train import TrainingError, TrainingHooks, check_counts, merge_config, train
 
 DEFAULT_DSM_CONFIG: dict[str, Any] = {
     "model": "dsm",
@@ -267,35 +264,3 @@ def train_dsm(config: dict[str, Any], out_dir: str | os.PathLike, **options: Any
     ``checkpoint.safetensors`` (+ ``ema_checkpoint.safetensors``), ``history.jsonl``, ``validation.json`` and
     ``dsm.safetensors`` + ``dsm.json`` (the EMA weights)."""
     return train(config, out_dir, hooks=DSMTraining(), **options)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Command line (until `workbench train dsm` dispatches here)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workbench.nn.train_dsm",
-                                description="Train the DSM score network (same options as `workbench train`).")
-    p.add_argument("--config", required=True, metavar="CFG", help="training config (.json or .yaml)")
-    p.add_argument("--out", default="runs/dsm", metavar="DIR", help="output folder (default: runs/dsm)")
-    p.add_argument("--steps", type=int, default=None, metavar="N")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--device", default=None)
-    p.add_argument("--time-limit", type=float, default=None, metavar="MIN")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    raw = sys.argv[1:] if argv is None else argv
-    command = "python -m workbench.nn.train_dsm " + " ".join(shlex.quote(a) for a in raw)
-    summary = train_dsm(load_config(args.config), args.out, steps=args.steps, resume=args.resume,
-                        device=args.device, stop_after=args.stop_after, command=command, progress=not args.quiet,
-                        time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit)
-    if summary["rank"] == 0:
-        state = "finished" if summary["finished"] else "stopped (resume with --resume)"
-        print(f"dsm: {summary['steps_done']} steps, {state}, {summary['wall_time_s']:.0f} s; "
-              f"weights {summary['weights']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
