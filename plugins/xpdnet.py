@@ -2,8 +2,9 @@
 
 Each of the unrolled iterations feeds a buffer of 5 complex images and the data-consistency residual
 ``A^H (A x - y)`` to its own multi-level wavelet CNN, which updates the buffer; coil maps are estimated from the
-ACS lines and refined by a small U-net. Trained on synthetic multi-coil brain slices (1 to 16 coils, random and
-equispaced 1D masks at 4x and 8x). The same network with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``).
+ACS lines and refined by a small U-net. The shipped weights end with a hard data-consistency step: the measured
+k-space samples go back into the output's coil images, whose root-sum-of-squares is the image. Trained on
+synthetic multi-coil brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import torch
 
 from workbench.errors import SamplingError
 from workbench.physics.coils import acs_maps_from_calibration, calibration_from_noncartesian, calibration_region
-from workbench.physics.fft import ifft2c
+from workbench.physics.fft import fft2c, ifft2c
 
 # Default: maps are zero where the low-resolution coil energy is below this fraction of its 99th percentile.
 ACS_THRESHOLD = 0.05
@@ -50,6 +50,12 @@ class Encoding:
     def normal(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """``A^H A x`` (non-Cartesian: ``A^H D A x``) for images ``[B, H, W]`` and maps ``[B, C, H, W]``."""
         raise NotImplementedError
+
+    def consistent_coil_images(self, coils: torch.Tensor) -> torch.Tensor | None:
+        """Coil images ``[B, C, H, W]`` whose k-space is the measured data wherever it was measured and that of
+        ``coils`` elsewhere (the projection onto the data), or ``None`` where the operator has no such
+        projection (non-Cartesian samples are off the grid)."""
+        return None
 
 
 class CartesianEncoding(Encoding):
@@ -81,6 +87,9 @@ class CartesianEncoding(Encoding):
         from workbench.physics.sense import CartesianSense
 
         return CartesianSense(maps, self.mask, grid_shape=self.grid_shape).normal(x)
+
+    def consistent_coil_images(self, coils: torch.Tensor) -> torch.Tensor:
+        return ifft2c(torch.where(self.mask[:, None], self.kspace, fft2c(coils)))
 
 
 # NUFFT operators (interpolation matrices, Toeplitz kernels) are costly to build: one per trajectory, reused.
