@@ -9,6 +9,11 @@ uncertainty map the pixel-wise standard deviation of their magnitudes; the sampl
 operator of the problem (Cartesian SENSE, NUFFT) since it only needs ``A^H A`` and ``A^H y``. Images are
 divided by the problem's intensity scale first, so the prior does not depend on scanner units.
 
+``predict = "scan"`` (Cartesian) turns each image sample into a sample of the fully sampled scan
+(:func:`workbench.nn.dsm.predicted_scans`: the measured k-space kept, the rest from the sample plus fresh scanner
+noise, root-sum-of-squares). A fully sampled RSS reference is one draw of that, so its mean and spread are the
+ones to compare with such a reference; the default, ``"image"``, is the posterior of the noise-free image.
+
 When the problem has a reference, ``Result.extras["calibration"]`` says whether the spread can be trusted:
 Spearman correlation of the std map with the actual absolute error, and the empirical coverage of the 90%
 pixel-wise intervals inside the object (from the sample quantiles, from the Student-t interval of the sample
@@ -54,6 +59,11 @@ class Params:
                                  "density-compensated for non-Cartesian")
     chains_per_batch: int = param(0, min=0, max=256, help="chains computed together (memory); 0: all")
     seed: int = param(0, min=0, max=2**31 - 1, help="random seed of the chains")
+    predict: str = param("image", choices=("image", "scan"),
+                         help="what the samples are of: the image (posterior of the noise-free image) or the fully "
+                              "sampled scan (Cartesian: the measured k-space kept, the rest from each image sample "
+                              "plus fresh scanner noise, root-sum-of-squares; what a fully sampled RSS reference "
+                              "is a draw of)")
 
 
 class DSMPosterior(Method):
@@ -69,7 +79,11 @@ class DSMPosterior(Method):
         """Usable score network weights (``params.weights``, else the shipped file)."""
         from workbench.nn.score_net import weights_reasons
 
-        return super().check(problem) + weights_reasons(params)
+        reasons = super().check(problem) + weights_reasons(params)
+        if getattr(params, "predict", "image") == "scan" and not problem.is_cartesian:
+            reasons.append("predict 'scan' needs Cartesian data (non-Cartesian samples are off the grid: there is "
+                           "no exact way to put the measured ones back); use predict 'image'")
+        return reasons
 
     def run(self, problem, params, ctx) -> Result:
         from workbench.nn.dsm import NormalisedProblem, annealed_langevin, calibration_metrics, count_evaluations
@@ -134,6 +148,13 @@ class DSMPosterior(Method):
         elapsed = time.perf_counter() - t0
 
         x = torch.cat(samples) * data.scale  # data units
+        if params.predict == "scan":
+            from workbench.nn.dsm import predicted_scans
+            from workbench.physics.fft import rss
+
+            dev = x.device
+            x = rss(predicted_scans(x, problem.maps.to(dev), problem.mask.to(dev), problem.y.to(dev), data.noise_std,
+                                    generator=generator))
         x = problem.crop(x)
         mean = x.mean(0)
         std = x.abs().std(0, unbiased=True)
@@ -153,13 +174,15 @@ class DSMPosterior(Method):
                 xc = center_crop(x, (h, w)).cpu()
                 # the reference's own noise: the SENSE / RSS magnitude of white k-space noise (orthonormal FFT,
                 # normalised maps) has about noise_std / sqrt(2) per pixel where the signal is well above it
+                # (predicted scans carry that noise already)
+                noise = data.noise_std / 2**0.5 if params.predict == "image" else None
                 extras["calibration"] = calibration_metrics(xc, ref, estimate=center_crop(mean, (h, w)).cpu(),
-                                                            reference_noise=data.noise_std / 2**0.5)
+                                                            reference_noise=noise)
         ctx.progress(1.0, "done")
         return Result(
             image=mean, std=std, samples=x, history=history,
             chosen={"scale": data.scale, "noise_std": data.noise_std, "sigma_y_normalised": data.sigma_y,
                     "sigma_max": float(sigma_max), "sigma_min": float(sigma_min), "lipschitz": data.lipschitz,
-                    "likelihood": data.likelihood},
+                    "likelihood": data.likelihood, "predict": params.predict},
             extras=extras,
         )

@@ -107,6 +107,60 @@ def test_posterior_plugin_end_to_end(registry, weights):
     assert not torch.equal(other.samples, result.samples)
 
 
+def test_predicted_scans_keep_the_data_and_add_scanner_noise_elsewhere():
+    from numpy_reference import np_fft2c
+    from workbench.nn.dsm import predicted_scans
+
+    g = torch.Generator().manual_seed(3)
+    maps = torch.complex(torch.randn(2, 24, 20, generator=g), torch.randn(2, 24, 20, generator=g))
+    mask = torch.zeros(24, 20, dtype=torch.bool)
+    mask[:, ::3] = True
+    y = torch.complex(torch.randn(2, 24, 20, generator=g), torch.randn(2, 24, 20, generator=g)) * mask
+    x = torch.complex(torch.randn(200, 24, 20, generator=g), torch.randn(200, 24, 20, generator=g))
+    x[1:] = x[0]  # one image sample, repeated: what varies between the scans is the new noise only
+    scans = predicted_scans(x, maps, mask, y, noise_std=0.5, generator=g)
+    k = np_fft2c(scans.numpy())
+    m = mask.numpy()
+    np.testing.assert_allclose(k[:, :, m], np.broadcast_to(y.numpy()[:, m], k[:, :, m].shape), atol=1e-5)
+    noise = k[:, :, ~m] - np_fft2c((maps * x[0]).numpy())[:, ~m]
+    assert abs(np.mean(np.abs(noise) ** 2) - 0.25) < 0.01  # E|n|^2 = noise_std^2 (80 000 draws)
+    assert abs(np.mean(noise)) < 0.01 and abs(np.mean(noise.real**2) - np.mean(noise.imag**2)) < 0.01
+
+
+def test_posterior_predicts_the_fully_sampled_scan(registry, weights):
+    from workbench.physics.fft import ifft2c, rss
+    from workbench.problem import Problem
+    from workbench.simulate import generate_slice
+
+    params = {"weights": weights, "n_samples": 3, "n_levels": 3, "steps_per_level": 1, "predict": "scan"}
+    result = _run(registry.get("dsm-posterior"), _cartesian_problem(), params)
+    # magnitudes (stored complex64, as every Result image)
+    assert float(result.samples.imag.abs().max()) == 0 and float(result.samples.real.min()) >= 0
+    assert torch.allclose(result.image, result.samples.mean(0), atol=1e-5)
+    assert result.chosen["predict"] == "scan" and result.extras["calibration"]["coverage_predictive"] is None
+    # fully sampled: nothing left to predict; every sample is the data's RSS image, the spread is zero
+    sim = generate_slice(4, shape=(32, 32), n_coils=3)
+    k = torch.from_numpy(sim["kspace"])
+    full = Problem(k, mask=torch.ones(32, 32, dtype=torch.bool), maps=torch.from_numpy(sim["maps"]))
+    result = _run(registry.get("dsm-posterior"), full, params)
+    expected = rss(ifft2c(k))
+    torch.testing.assert_close(result.image.real, expected, atol=1e-4 * float(expected.max()), rtol=0)
+    assert float(result.std.max()) <= 1e-4 * float(expected.max())
+
+
+def test_scan_prediction_is_refused_on_trajectories(registry, weights):
+    from workbench.problem import Problem
+    from workbench.sampling import make_sampling
+
+    s = make_sampling("golden-radial", (32, 32), 4)
+    problem = Problem(torch.zeros(2, s.trajectory.shape[-1], dtype=torch.complex64), (32, 32),
+                      trajectory=s.trajectory, dcf=s.dcf)
+    post = registry.get("dsm-posterior")
+    reasons = post.check(problem, post.make_params({"weights": weights, "predict": "scan"}))
+    assert any("Cartesian" in r for r in reasons)
+    assert post.check(problem, post.make_params({"weights": weights})) == []
+
+
 def test_posterior_is_independent_of_scanner_units(registry, weights):
     """The data are divided by the problem's scale: k-space x 1000 gives images x 1000, the same samples."""
     params = {"weights": weights, "n_samples": 2, "n_levels": 3, "steps_per_level": 1, "seed": 0,

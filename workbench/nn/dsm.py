@@ -253,6 +253,28 @@ def annealed_langevin(
 # Calibration
 
 
+def predicted_scans(samples: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, y: torch.Tensor,
+                    noise_std: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Samples of the fully sampled scan, given the data: coil images ``[N, C, H, W]`` (Cartesian).
+
+    A fully sampled acquisition repeats the measured k-space samples (noise included: they are ``y``) and adds
+    the ones left out, each with its own scanner noise. So each image sample ``x`` (``[N, H, W]``, data units)
+    becomes the coil k-space ``F S x`` with ``y`` where ``mask`` is set and fresh complex noise
+    (``E|n|^2 = noise_std^2``) elsewhere. Their root-sum-of-squares is what a fully sampled RSS reference is a
+    draw of, so these, not the clean image samples, are the ones to score against it.
+
+    Shapes: ``maps [C, H, W]``, ``mask`` broadcastable to ``[H, W]`` (bool), ``y [C, H, W]``.
+    """
+    from workbench.physics.fft import fft2c, ifft2c
+
+    out = torch.empty(samples.shape[0], *maps.shape, dtype=torch.complex64, device=samples.device)
+    for i, x in enumerate(samples):  # one sample at a time: C-fold memory per sample only
+        k = fft2c(maps * x)
+        noise = complex_noise(k.shape, generator=generator, device=k.device) * (noise_std / math.sqrt(2.0))
+        out[i] = ifft2c(torch.where(mask, y, k + noise))
+    return out
+
+
 def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
