@@ -2,9 +2,10 @@
 
 Each of the unrolled iterations feeds a buffer of 5 complex images and the data-consistency residual
 ``A^H (A x - y)`` to its own multi-level wavelet CNN, which updates the buffer; coil maps are estimated from the
-ACS lines and refined by a small U-net. The shipped weights end with a hard data-consistency step: the measured
-k-space samples go back into the output's coil images, whose root-sum-of-squares is the image. Trained on
-synthetic multi-coil brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``).
+ACS lines and refined by a small U-net. By default the network's output goes through a hard data-consistency
+step: the measured k-space samples go back into the output's coil images, whose root-sum-of-squares is the
+image (+0.2 to +5.5 dB on every row of ``benchmarks/results/deep.md``). Trained on synthetic multi-coil brain
+slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from workbench.result import Result
 @dataclass
 class Params:
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
+    data_consistency: bool = param(True, help="end with the measured k-space: put the measured samples back into "
+                                              "the output's coil images and combine them by root-sum-of-squares "
+                                              "(off: the network's own output)")
 
 
 def _weights_path(params_or_none, model: str):
@@ -50,7 +54,9 @@ def run_primal_net(method: Method, model_names: tuple[str, ...], problem, params
         if ctx.wants_iterates:
             ctx.report_iterate(problem.crop(x[0].abs()).to("cpu"))
 
-    x = model.reconstruct(batch, progress, iterate)[0]
+    # Cartesian only: the non-Cartesian operator has no exact projection and leaves the image as it is
+    final = getattr(params, "data_consistency", None) if params is not None else None
+    x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
     image = problem.crop(x.abs()).to(problem.y.dtype)
     ctx.progress(1.0, "done")
     return Result(image=image, extras={"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")},

@@ -20,7 +20,7 @@ ARCH = {"n_iter": 3, "n_primal": 2, "image_net": {"n_filters": 4, "n_scales": 2,
 RECORD = {"training": {"sampling": {"kinds": ["random", "equispaced"]}, "steps": 1}}
 
 
-def _problem(shape=(45, 38), coils=3, recon=(40, 30), seed=0):
+def _problem(shape=(45, 38), coils=3, recon=(40, 30), seed=0, fully_sampled=False):
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, shape[0]), torch.linspace(-1, 1, shape[1]), indexing="ij")
     image = ((xx**2 / 0.5 + yy**2 / 0.7) < 1).float() * (1 + 0.3 * torch.cos(4 * xx))
@@ -31,6 +31,8 @@ def _problem(shape=(45, 38), coils=3, recon=(40, 30), seed=0):
     mask = torch.zeros(shape, dtype=torch.bool)
     mask[:, ::3] = True
     mask[:, shape[1] // 2 - 3 : shape[1] // 2 + 3] = True
+    if fully_sampled:
+        mask[:] = True
     ref = center_crop(rss(ifft2c(k)), recon)
     return Problem(k * mask, recon_shape=recon, mask=mask, reference=ref)
 
@@ -66,6 +68,29 @@ def test_xpdnet_plugin_runs_with_progress(tmp_path):
     ref = problem.reference.numpy()
     rel = np.linalg.norm(result.image.abs().numpy() - ref) / np.linalg.norm(ref)
     assert rel < 0.5
+
+
+def test_xpdnet_plugin_ends_with_the_measured_data(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    net = build_model("xpdnet", ARCH)
+    for p in net.parameters():  # a network that changes the image
+        p.data = 0.1 * torch.randn(p.shape, generator=g)
+    path, _ = save_weights(tmp_path / "random.safetensors", net, RECORD)
+    method = XPDNet()
+
+    def run(problem, data_consistency):
+        params = method.make_params({"weights": str(path), "data_consistency": data_consistency})
+        with torch.no_grad():
+            return method.run(problem, params, RunContext("cpu")).image.abs()
+
+    # fully sampled: with the step the output is the data's RSS image whatever the network does; without, not
+    full = _problem(fully_sampled=True)
+    ref = full.reference
+    assert float((run(full, True) - ref).abs().max()) < 1e-4 * float(ref.max())
+    assert float((run(full, False) - ref).abs().max()) > 0.05 * float(ref.max())
+    # undersampled: the parameter reaches the network (the exact projection is tested in test_nn_models)
+    under = _problem()
+    assert not torch.allclose(run(under, True), run(under, False))
 
 
 def test_unet_plugin_any_size(tmp_path):

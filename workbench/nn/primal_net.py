@@ -19,8 +19,9 @@ With ``final_data_consistency`` (Cartesian data), the last step puts the measure
 ``S x[0]`` get the measured k-space where it was sampled, and the output is their root-sum-of-squares (the
 fastMRI reference's combination) with the phase of ``S^H`` of them. The network then only has to predict
 what was not measured; without it the measured lines (and with them the scan's noise, which the reference
-shares) pass through six CNNs and come out smoothed. Measured on the shipped CPU weights, before they were
-trained with the step: +1.5 to +5.5 dB on every real-data row of ``benchmarks/results/deep.md``.
+shares) pass through six CNNs and come out smoothed. The config says whether the network was trained with the
+step; :meth:`PrimalNet.reconstruct` may switch it on for any weights (the xpdnet plugin does by default:
+``benchmarks/results/deep.md`` has the figures with and without).
 
 Shapes: a :class:`~workbench.nn.batch.Batch` of ``B`` slices -> complex ``[B, H, W]`` (grid) or magnitude
 ``[B, h, w]`` (reconstruction size).
@@ -133,10 +134,14 @@ class PrimalNet(nn.Module):
         return rss * phase
 
     def unrolled(self, batch, callback: Callable[[int, torch.Tensor], None] | None = None,
-                 scale_out: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 scale_out: list | None = None, final_data_consistency: bool | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the iterations: the first buffer image ``[B, H, W]`` (normalised units) and the scale ``[B]``.
         ``callback(i, x)`` is called after iteration ``i`` (0-based) with the current image (normalised);
-        ``scale_out`` (a list) receives the scale before the first iteration."""
+        ``scale_out`` (a list) receives the scale before the first iteration; ``final_data_consistency``
+        (``None``: the config's) ends with the data-consistency step."""
+        if final_data_consistency is None:
+            final_data_consistency = self.config.final_data_consistency
         enc = batch.encoding(self.config.acs_calib, self.config.acs_threshold)
         coil = enc.coil_images()
         scale = robust_scale(torch.sqrt((coil.real**2 + coil.imag**2).sum(1)))
@@ -151,7 +156,7 @@ class PrimalNet(nn.Module):
             else:
                 buffer = self._iteration(i, buffer, maps, rhs, enc)
             x = buffer[:, 0]
-            if i == self.config.n_iter - 1 and self.config.final_data_consistency:
+            if i == self.config.n_iter - 1 and final_data_consistency:
                 x = self.data_consistent_output(x, maps, scale, enc)
             if callback is not None:
                 callback(i, x)
@@ -163,10 +168,12 @@ class PrimalNet(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, batch, callback: Callable[[float, str], None] | None = None,
-                    iterate: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+                    iterate: Callable[[torch.Tensor], None] | None = None,
+                    final_data_consistency: bool | None = None) -> torch.Tensor:
         """Complex image ``[B, H, W]`` on the grid in data units (its magnitude is the trained output).
         ``callback(fraction, text)`` reports progress once per iteration (it may raise to cancel);
-        ``iterate(x)`` receives each iteration's image ``[B, H, W]`` in data units."""
+        ``iterate(x)`` receives each iteration's image ``[B, H, W]`` in data units;
+        ``final_data_consistency`` (``None``: as trained) ends with the data-consistency step."""
         n = self.config.n_iter
         scale_box: list[torch.Tensor] = []
 
@@ -178,5 +185,5 @@ class PrimalNet(nn.Module):
 
         if callback is not None:
             callback(0.0, "coil maps")
-        x, scale = self.unrolled(batch, report, scale_box)
+        x, scale = self.unrolled(batch, report, scale_box, final_data_consistency)
         return x * scale[:, None, None]
