@@ -33,7 +33,7 @@ RADIAL_SHOTS = [
 #: missing or cannot run here (e.g. NC-PDNet without its trained weights) is left out
 RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {}), ("unet", {}), ("ncpdnet", {})]
 # methods shown in the comparison, by preference; parameters keep the screenshots quick to make
-PREFERRED = [("cg-sense", {}), ("l1-wavelet", {}), ("tv", {}), ("landweber", {"n_iter": 30})]
+PREFERRED = [("cg-sense", {}), ("l1-wavelet", {}), ("xpdnet", {}), ("tv", {}), ("landweber", {"n_iter": 30})]
 #: the posterior sampler of the uncertainty screenshot: few chains and noise levels, so that a busy 2-core CPU makes
 #: it in about 20 s (the picture shows the view, not the sampler at its best)
 UNCERTAINTY_METHOD = ("dsm-posterior", {"n_samples": 6, "n_levels": 8, "steps_per_level": 1, "seed": 0})
