@@ -250,7 +250,8 @@ def run(args) -> dict[str, Any]:
                "classical": run_classical(p, args.n_iter),
                "unet": run_plugin(UnetBaseline(), p, args.unet),
                "xpdnet": run_plugin(XPDNet(), p, args.xpdnet),
-               # ablation: the network's own output, without the final data-consistency step
+               # ablations: without the noise floor, and the network's own output (no final data consistency)
+               "xpdnet_no_floor": run_plugin(XPDNet(), p, args.xpdnet, noise_floor=False),
                "xpdnet_no_dc": run_plugin(XPDNet(), p, args.xpdnet, data_consistency=False)}
         best = {m: max(v.values(), key=lambda r: r["psnr"])["psnr"] for m, v in row["classical"].items()}
         log(f"{label} [maps {maps}]: ZF {zf['psnr']:.2f}, TV {best['tv']:.2f}, L1 {best['l1-wavelet']:.2f}, "
@@ -309,7 +310,7 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
             if best_classical is None or entry[m]["psnr"] > entry[best_classical]["psnr"]:
                 best_classical = m
         entry["best_classical"] = best_classical
-        for m in [m for m in ("unet", "xpdnet", "xpdnet_no_dc") if m in rs[0]]:
+        for m in [m for m in ("unet", "xpdnet", "xpdnet_no_floor", "xpdnet_no_dc") if m in rs[0]]:
             ok = [r[m] for r in rs if "psnr" in r[m]]
             entry[m] = ({"psnr": _mean([x["psnr"] for x in ok]), "ssim": _mean([x["ssim"] for x in ok]),
                          "time_s": _mean([x["time_s"] for x in ok])} if ok else
@@ -336,16 +337,19 @@ def to_markdown(res: dict[str, Any]) -> str:
             lines.append(f"- {name}: `{Path(w['file']).name}`, {w['n_parameters']:,} parameters, {w['steps']} steps, "
                          f"{w['wall_time_s'] / 60:.1f} min on {w['device']}")
     lines += ["", "XPDNet: the plugin's default, ending with the hard data-consistency step (the measured k-space put "
-              "back into the output's coil images, root-sum-of-squares); 'no final DC': the network's own output "
+              "back into the output's coil images, root-sum-of-squares) and the noise floor (the scanner noise of "
+              "the unmeasured samples added in quadrature: the expected RSS of the fully sampled scan); 'no floor': "
+              "without the latter (`noise_floor=false`); 'no final DC': the network's own output "
               "(`data_consistency=false`).", "",
               "| data (slices) | zero-filled | TV (best f) | l1-wavelet (best f) | U-net | XPDNet | "
-              "XPDNet, no final DC | XPDNet - best classical |", "|---|---|---|---|---|---|---|---|"]
+              "XPDNet, no floor | XPDNet, no final DC | XPDNet - best classical |", "|---|---|---|---|---|---|---|---|---|"]
     for e in res["summary"]:
         best = e[e["best_classical"]]
         gain = f"{e['xpdnet']['psnr'] - best['psnr']:+.2f} dB" if "psnr" in e["xpdnet"] else ""
         lines.append(f"| {e['group']} ({e['n']}) | {_cell(e['zero-filled'])} | {_cell(e['tv'])} ({e['tv']['lam_factor']:g})"
                      f" | {_cell(e['l1-wavelet'])} ({e['l1-wavelet']['lam_factor']:g}) | {_cell(e['unet'])} | "
-                     f"{_cell(e['xpdnet'])} | {_cell(e.get('xpdnet_no_dc', {}))} | {gain} |")
+                     f"{_cell(e['xpdnet'])} | {_cell(e.get('xpdnet_no_floor', {}))} | "
+                     f"{_cell(e.get('xpdnet_no_dc', {}))} | {gain} |")
     t = res.get("timing")
     if t:
         lines += ["", f"CPU inference, 16-coil 320x320 slice at 4x ({t['threads']} torch threads), median of 3 "
@@ -368,13 +372,14 @@ def to_markdown(res: dict[str, Any]) -> str:
                          f"{_cell(cg) + ' (' + format(cg['lam_factor'], 'g') + ')' if cg else 'n/a'} | {_cell(e['tv'])} "
                          f"({e['tv']['lam_factor']:g}) | {_cell(e['unet'])} | {_cell(e['xpdnet'])} | "
                          f"{gain(e['zero-filled'])} | {gain(e['unet'])} |")
-    lines += ["", "## Every slice", "", "| slice | maps | ZF | TV best | L1 best | U-net | XPDNet | XPDNet, no final DC |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Every slice", "", "| slice | maps | ZF | TV best | L1 best | U-net | XPDNet | XPDNet, no floor | "
+              "XPDNet, no final DC |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"] + res.get("noncartesian_rows", []):
         tv = max(r["classical"]["tv"].values(), key=lambda x: x["psnr"])
         l1 = max(r["classical"].get("l1-wavelet", {0: {}}).values(), key=lambda x: x.get("psnr", 0))
         lines.append(f"| {r['label']} | {r['maps']} | {_cell(r['zero_filled'])} | {_cell(tv)} | {_cell(l1)} | "
-                     f"{_cell(r['unet'])} | {_cell(r['xpdnet'])} | {_cell(r.get('xpdnet_no_dc', {}))} |")
+                     f"{_cell(r['unet'])} | {_cell(r['xpdnet'])} | {_cell(r.get('xpdnet_no_floor', {}))} | "
+                     f"{_cell(r.get('xpdnet_no_dc', {}))} |")
     return "\n".join(lines) + "\n"
 
 

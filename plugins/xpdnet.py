@@ -4,8 +4,10 @@ Each of the unrolled iterations feeds a buffer of 5 complex images and the data-
 ``A^H (A x - y)`` to its own multi-level wavelet CNN, which updates the buffer; coil maps are estimated from the
 ACS lines and refined by a small U-net. By default the network's output goes through a hard data-consistency
 step: the measured k-space samples go back into the output's coil images, whose root-sum-of-squares is the
-image (+0.2 to +5.5 dB on every row of ``benchmarks/results/deep.md``). Trained on synthetic multi-coil brain
-slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``).
+image, with the scanner noise of the unmeasured samples added in quadrature (the expected RSS of the fully
+sampled scan; ``benchmarks/results/deep.md`` has the figures with and without). Trained on synthetic multi-coil
+brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT
+operator is NC-PDNet (plugin ``ncpdnet``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ class Params:
     data_consistency: bool = param(True, help="end with the measured k-space: put the measured samples back into "
                                               "the output's coil images and combine them by root-sum-of-squares "
                                               "(off: the network's own output)")
+    noise_floor: bool = param(True, help="with data consistency: add the scanner noise of the unmeasured samples "
+                                         "in quadrature, sqrt(|x|^2 + C (1 - f) noise_std^2), so that the image "
+                                         "is the expected root-sum-of-squares of the fully sampled scan, "
+                                         "background noise floor included (the fastMRI reference's definition)")
 
 
 def _weights_path(params_or_none, model: str):
@@ -57,7 +63,15 @@ def run_primal_net(method: Method, model_names: tuple[str, ...], problem, params
     # Cartesian only: the non-Cartesian operator has no exact projection and leaves the image as it is
     final = getattr(params, "data_consistency", None) if params is not None else None
     x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
-    image = problem.crop(x.abs()).to(problem.y.dtype)
+    magnitude = x.abs()
+    if final and problem.is_cartesian and getattr(params, "noise_floor", False):
+        import torch
+
+        from workbench.nn.primal_net import unmeasured_noise_energy
+
+        energy = unmeasured_noise_energy(problem.mask, problem.n_coils, problem.noise_std)
+        magnitude = torch.sqrt(magnitude**2 + energy)
+    image = problem.crop(magnitude).to(problem.y.dtype)
     ctx.progress(1.0, "done")
     return Result(image=image, extras={"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")},
                   chosen={"n_iter": model.config.n_iter})

@@ -155,6 +155,30 @@ def test_final_data_consistency_puts_the_measured_samples_back():
     assert any(float(g.abs().max()) > 0 for g in grads)
 
 
+def test_unmeasured_noise_energy_is_the_fully_sampled_scans_expected_rss():
+    """Monte Carlo: coil images with the measured samples kept and fresh noise on the others; the mean of their
+    RSS^2 is the noise-free-prediction RSS^2 plus the energy."""
+    from workbench.nn.primal_net import unmeasured_noise_energy
+
+    rng = np.random.default_rng(0)
+    c, h, w, sigma = 3, 16, 12, 0.3
+    coils = rng.standard_normal((c, h, w)) + 1j * rng.standard_normal((c, h, w))
+    mask = np.zeros((h, w), dtype=bool)
+    mask[:, ::3] = True
+    k = np_fft2c(coils)
+    y = np.where(mask, k + sigma / np.sqrt(2) * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)), 0)
+    dc = np_ifft2c(np.where(mask, y, k))
+    draws = 4000
+    noise = sigma / np.sqrt(2) * (rng.standard_normal((draws, c, h, w)) + 1j * rng.standard_normal((draws, c, h, w)))
+    scans = np_ifft2c(np.where(mask, y, k + noise))
+    mean_rss2 = (np.abs(scans) ** 2).sum(1).mean(0)
+    energy = unmeasured_noise_energy(torch.from_numpy(mask), c, sigma)
+    assert energy == pytest.approx(c * (2 / 3) * sigma**2)
+    expected = (np.abs(dc) ** 2).sum(0) + energy
+    np.testing.assert_allclose(mean_rss2, expected, rtol=0.05)
+    assert abs(mean_rss2.mean() / expected.mean() - 1) < 0.005
+
+
 def test_final_data_consistency_leaves_non_cartesian_data_alone():
     from workbench.sampling import make_sampling
 

@@ -91,6 +91,13 @@ def test_xpdnet_plugin_ends_with_the_measured_data(tmp_path):
     # undersampled: the parameter reaches the network (the exact projection is tested in test_nn_models)
     under = _problem()
     assert not torch.allclose(run(under, True), run(under, False))
+    # the noise floor: the unmeasured samples' noise energy added in quadrature, nothing else
+    plain = method.run(under, method.make_params({"weights": str(path), "noise_floor": False}), RunContext("cpu"))
+    floor = run(under, True)
+    energy = 3 * (1 - float(under.mask.float().mean())) * float(under.noise_std) ** 2
+    assert energy > 0
+    torch.testing.assert_close(floor**2 - plain.image.abs() ** 2, torch.full_like(floor, energy),
+                               atol=1e-3 * float(floor.max()) ** 2, rtol=0)
 
 
 def test_unet_plugin_any_size(tmp_path):

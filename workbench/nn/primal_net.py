@@ -85,6 +85,18 @@ class PrimalNetConfig:
         return d
 
 
+def unmeasured_noise_energy(mask: torch.Tensor, n_coils: int, noise_std: float) -> float:
+    """The noise energy per pixel that a fully sampled scan's root-sum-of-squares image carries from the k-space
+    samples a data-consistent output leaves noise-free: ``n_coils (1 - f) noise_std^2`` with ``f`` the
+    measured fraction of the grid (orthonormal FFT: white k-space noise of variance ``noise_std^2`` per sample
+    puts ``noise_std^2`` per pixel and coil, in proportion to the samples it sits on).
+
+    ``sqrt(|x|^2 + energy)`` is then the expected RSS magnitude of the fully sampled scan (``E|a + n|^2 = |a|^2 +
+    E|n|^2``): what a fastMRI-style reference is, background noise floor included."""
+    measured = float(mask.float().mean())
+    return float(n_coils) * (1.0 - measured) * float(noise_std) ** 2
+
+
 class PrimalNet(nn.Module):
     """XPDNet / NC-PDNet (see the module docstring). The operator comes with the batch.
 
