@@ -12,7 +12,9 @@ divided by the problem's intensity scale first, so the prior does not depend on 
 ``predict = "scan"`` (Cartesian) turns each image sample into a sample of the fully sampled scan
 (:func:`workbench.nn.dsm.predicted_scans`: the measured k-space kept, the rest from the sample plus fresh scanner
 noise, root-sum-of-squares). A fully sampled RSS reference is one draw of that, so its mean and spread are the
-ones to compare with such a reference; the default, ``"image"``, is the posterior of the noise-free image.
+ones to compare with such a reference; the reconstruction is then the chains' mean of the expected RSS
+``sqrt(rss^2 + C (1 - f) noise_std^2)`` (the fresh noise integrated out, as XPDNet's noise floor). The default,
+``"image"``, is the posterior of the noise-free image.
 
 When the problem has a reference, ``Result.extras["calibration"]`` says whether the spread can be trusted:
 Spearman correlation of the std map with the actual absolute error, and the empirical coverage of the 90%
@@ -46,9 +48,11 @@ class Params:
                            help="between levels: an ancestral or a reverse-diffusion (Euler-Maruyama) step of the "
                                 "reverse diffusion (predictor-corrector sampler: far fewer steps), or none (plain "
                                 "annealed Langevin)")
-    sigma_max: float | None = param(0.5, min=1e-4, max=10.0, log_scale=True,
+    sigma_max: float | None = param(0.2, min=1e-4, max=10.0, log_scale=True,
                                     help="largest noise level (normalised units: the image's 99th percentile "
-                                         "is about 1); auto: the network's largest (at most its largest)")
+                                         "is about 1): how far the chains may wander from their start (0.2 "
+                                         "suits the least-squares start; from the zero-filled image, 0.5); auto: "
+                                         "the network's largest (at most its largest)")
     sigma_min: float | None = param(None, min=1e-4, max=10.0, log_scale=True,
                                     help="smallest noise level (normalised units); auto: the network's")
     noise_std: float | None = param(None, min=0.0, help="k-space noise standard deviation (data units, "
@@ -59,6 +63,11 @@ class Params:
                                  "density-compensated for non-Cartesian")
     chains_per_batch: int = param(0, min=0, max=256, help="chains computed together (memory); 0: all")
     seed: int = param(0, min=0, max=2**31 - 1, help="random seed of the chains")
+    init: str = param("least-squares", choices=("least-squares", "zero-filled"),
+                      help="where the chains start before the sigma_max noise is added: a least-squares fit of "
+                           "the data (30 conjugate-gradient iterations on the likelihood's normal equations), so "
+                           "that a short schedule from a small sigma_max suffices (Chung et al. 2022, 'come closer, "
+                           "diffuse faster'), or the zero-filled image")
     predict: str = param("image", choices=("image", "scan"),
                          help="what the samples are of: the image (posterior of the noise-free image) or the fully "
                               "sampled scan (Cartesian: the measured k-space kept, the rest from each image sample "
@@ -109,6 +118,11 @@ class DSMPosterior(Method):
         n_eval = count_evaluations(params.n_levels, params.steps_per_level, params.predictor)
         total = n_eval * len(groups)
         generator = torch.Generator(device=data.device).manual_seed(int(params.seed))
+        if params.init == "least-squares":
+            ctx.progress(0.01, "least-squares start")
+            x_init = data.least_squares()
+        else:
+            x_init = data.x0
 
         def score(x, sigma):
             return model.score(x, sigma)
@@ -139,7 +153,7 @@ class DSMPosterior(Method):
             xs = annealed_langevin(
                 score, data.normal, data.adjoint_y, n_chains=n_chains, sigmas=sigmas, sigma_y=data.sigma_y,
                 steps_per_level=params.steps_per_level, step_size=params.step_size, predictor=params.predictor,
-                lipschitz=data.lipschitz, x_init=data.x0, support=data.support, generator=generator,
+                lipschitz=data.lipschitz, x_init=x_init, support=data.support, generator=generator,
                 callback=callback,
             )
             ctx.check_cancelled()
@@ -148,15 +162,22 @@ class DSMPosterior(Method):
         elapsed = time.perf_counter() - t0
 
         x = torch.cat(samples) * data.scale  # data units
+        mean = None
         if params.predict == "scan":
             from workbench.nn.dsm import predicted_scans
+            from workbench.nn.primal_net import unmeasured_noise_energy
             from workbench.physics.fft import rss
 
             dev = x.device
-            x = rss(predicted_scans(x, problem.maps.to(dev), problem.mask.to(dev), problem.y.to(dev), data.noise_std,
-                                    generator=generator))
+            maps, mask, y = problem.maps.to(dev), problem.mask.to(dev), problem.y.to(dev)
+            # the reconstruction: each chain's expected scan RSS, the fresh noise integrated out analytically
+            # (a lower-variance estimate of the samples' mean), averaged over the chains
+            energy = unmeasured_noise_energy(mask, problem.n_coils, data.noise_std)
+            mean = problem.crop(torch.sqrt(rss(predicted_scans(x, maps, mask, y, 0.0)) ** 2 + energy).mean(0))
+            x = rss(predicted_scans(x, maps, mask, y, data.noise_std, generator=generator))
         x = problem.crop(x)
-        mean = x.mean(0)
+        if mean is None:
+            mean = x.mean(0)
         std = x.abs().std(0, unbiased=True)
         extras = {
             "weights": str(path),
