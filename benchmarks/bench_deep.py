@@ -236,6 +236,7 @@ def run(args) -> dict[str, Any]:
         p = Path(w).with_suffix(".json")
         side[name] = json.loads(p.read_text()) if p.is_file() else None
     meta.update(weights={k: (None if v is None else {"file": str(getattr(args, k)), "steps": v["training"]["steps"],
+                                                     "init_steps": (v["training"].get("initialised_from") or {}).get("steps"),
                                                      "n_parameters": v["n_parameters"],
                                                      "wall_time_s": v["wall_time_s"], "device": v["device"]})
                          for k, v in side.items()},
@@ -334,7 +335,9 @@ def to_markdown(res: dict[str, Any]) -> str:
              "PSNR (dB) / SSIM, fastMRI definitions, against the fully sampled RSS reference.", ""]
     for name, w in meta["weights"].items():
         if w:
-            lines.append(f"- {name}: `{Path(w['file']).name}`, {w['n_parameters']:,} parameters, {w['steps']} steps, "
+            steps = (f"{w['steps']} steps fine-tuned (`--init`) from {w['init_steps']}-step weights "
+                     f"({w['steps'] + w['init_steps']} in all)" if w.get("init_steps") else f"{w['steps']} steps")
+            lines.append(f"- {name}: `{Path(w['file']).name}`, {w['n_parameters']:,} parameters, {steps}, "
                          f"{w['wall_time_s'] / 60:.1f} min on {w['device']}")
     lines += ["", "XPDNet: the plugin's default, ending with the hard data-consistency step (the measured k-space put "
               "back into the output's coil images, root-sum-of-squares) and the noise floor (the scanner noise of "
