@@ -285,14 +285,17 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         "within 1 dB of XPDNet at 4x, 8 samples of a 256x256 slice in under 60 s on CPU.",
         "- The chains start from a least-squares fit of the data (30 CG iterations on the likelihood's normal "
         "equations) diffused to sigma 0.2 (`init=least-squares`, the default since session 3; Chung et al. 2022). "
-        "From the zero-filled image at sigma 0.5, 20 levels left the skull's aliasing in the posterior mean: "
-        "24.38 dB (predicted scan 26.06 on the first slice), Spearman 0.043. 100 levels from there reach 23.52 / "
-        "28.23 dB on the first slice at five times the time.",
-        "- The shipped score network is CPU-sized (0.39 M parameters, 14 minutes on one CPU thread, 96x96 "
-        "patches). Its std map varies little over the brain while the errors of the mean sit at edges "
-        "(residual aliasing of the skull rim), so the pixel-wise Spearman correlation stays low even where the "
-        "interval coverage is right; the 'ideal' column shows that a std map this flat could not reach 0.5 even "
-        "if it were perfectly calibrated.",
+        "With the 1500-step network of session 2, the zero-filled start at sigma 0.5 and 20 levels left the "
+        "skull's aliasing in the posterior mean (24.38 dB, Spearman 0.043); the least-squares start gave 25.53 dB "
+        "(predicted scan 29.44), Spearman 0.139.",
+        "- The score network is CPU-sized (0.39 M parameters, 96x96 patches): 1500 steps, then 12000 more "
+        "(`--init`, 51 minutes on one CPU thread), which raised its denoising PSNR by 2.5-4.2 dB at every noise "
+        "level and the predicted-scan mean from 29.44 to the figure above. Its std map varies little over the "
+        "brain while the errors of the mean sit at edges (residual aliasing of the skull rim), so the pixel-wise "
+        "Spearman correlation stays low even where the interval coverage is right; the 'ideal' column shows that "
+        "a std map this flat could not reach 0.5 even if it were perfectly calibrated. With 24 chains the std map "
+        "is less noisy and Spearman rises (0.121 -> 0.164 on the first slice with the 1500-step network) while the "
+        "'ideal' falls (0.35 -> 0.25): the posterior spread itself is nearly uniform at these SNRs.",
         "- For a GPU session: `configs/dsm.json` (64-128-192-256 channels at full resolution, 2 blocks per level, "
         "256x256 patches, 40k steps of batch 16, EMA 0.9995, sigma in [0.003, 1.5]); then more sampler steps "
         "(e.g. 60 levels x 2 and more chains: quantile coverage needs >= 20 samples).",
