@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -12,7 +12,7 @@ from torch import nn
 from workbench.nn.batch import Batch, NonCartesianEncoding
 from workbench.nn.common import channels_to_complex, complex_to_channels, ssim_map
 from workbench.nn.mwcnn import MWCNN, MWCNNConfig, haar_dwt, haar_iwt
-from workbench.nn.primal_net import PrimalNet, PrimalNetConfig
+from workbench.nn.primal_net import PrimalNet
 from workbench.nn.sens_net import SensitivityRefiner
 from workbench.nn.unet import Unet, UnetRecon
 
