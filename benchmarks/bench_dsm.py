@@ -287,9 +287,10 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         "With the 1500-step network of session 2, the zero-filled start at sigma 0.5 and 20 levels left the "
         "skull's aliasing in the posterior mean (24.38 dB, Spearman 0.043); the least-squares start gave 25.53 dB "
         "(predicted scan 29.44), Spearman 0.139.",
-        "- The score network is CPU-sized (0.39 M parameters, 96x96 patches): 1500 steps, then 12000 more "
-        "(`--init`, 51 minutes on one CPU thread), which raised its denoising PSNR by 2.5-4.2 dB at every noise "
-        "level and the predicted-scan mean from 29.44 to the figure above. Its std map varies little over the "
+        "- The score network is CPU-sized (0.39 M parameters, 96x96 patches): 1500 steps, then 12000 and 10000 "
+        "more (`--init`, 51 and 37 minutes on one CPU thread), which raised its denoising PSNR by 2.8-5.3 dB at "
+        "every noise level and the predicted-scan mean from 29.44 (1500 steps) and 32.74 (13500) to the figure "
+        "above. Its std map varies little over the "
         "brain while the errors of the mean sit at edges (residual aliasing of the skull rim), so the pixel-wise "
         "Spearman correlation stays low even where the interval coverage is right; the 'ideal' column shows that "
         "a std map this flat could not reach 0.5 even if it were perfectly calibrated. With 24 chains the std map "
