@@ -162,21 +162,19 @@ class DSMPosterior(Method):
         elapsed = time.perf_counter() - t0
 
         x = torch.cat(samples) * data.scale  # data units
-        mean = None
         if params.predict == "scan":
-            from workbench.nn.dsm import predicted_scans
-            from workbench.nn.primal_net import unmeasured_noise_energy
-            from workbench.physics.fft import rss
+            from workbench.nn.dsm import add_unmeasured_noise, predicted_scans
+            from workbench.physics.fft import expected_scan_rss, rss
 
             dev = x.device
-            maps, mask, y = problem.maps.to(dev), problem.mask.to(dev), problem.y.to(dev)
+            mask = problem.mask.to(dev)
+            scans = predicted_scans(x, problem.maps.to(dev), mask, problem.y.to(dev))
             # the reconstruction: each chain's expected scan RSS, the fresh noise integrated out analytically
             # (a lower-variance estimate of the samples' mean), averaged over the chains
-            energy = unmeasured_noise_energy(mask, problem.n_coils, data.noise_std)
-            mean = problem.crop(torch.sqrt(rss(predicted_scans(x, maps, mask, y, 0.0)) ** 2 + energy).mean(0))
-            x = rss(predicted_scans(x, maps, mask, y, data.noise_std, generator=generator))
-        x = problem.crop(x)
-        if mean is None:
+            mean = problem.crop(expected_scan_rss(rss(scans), mask, problem.n_coils, data.noise_std).mean(0))
+            x = problem.crop(rss(add_unmeasured_noise(scans, mask, data.noise_std, generator=generator)))
+        else:
+            x = problem.crop(x)
             mean = x.mean(0)
         std = x.abs().std(0, unbiased=True)
         extras = {

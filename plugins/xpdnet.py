@@ -61,16 +61,13 @@ def run_primal_net(method: Method, model_names: tuple[str, ...], problem, params
             ctx.report_iterate(problem.crop(x[0].abs()).to("cpu"))
 
     # Cartesian only: the non-Cartesian operator has no exact projection and leaves the image as it is
-    final = getattr(params, "data_consistency", None) if params is not None else None
+    final = getattr(params, "data_consistency", None)
     x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
     magnitude = x.abs()
     if final and problem.is_cartesian and getattr(params, "noise_floor", False):
-        import torch
+        from workbench.physics.fft import expected_scan_rss
 
-        from workbench.nn.primal_net import unmeasured_noise_energy
-
-        energy = unmeasured_noise_energy(problem.mask, problem.n_coils, problem.noise_std)
-        magnitude = torch.sqrt(magnitude**2 + energy)
+        magnitude = expected_scan_rss(magnitude, problem.mask, problem.n_coils, problem.noise_std)
     image = problem.crop(magnitude).to(problem.y.dtype)
     ctx.progress(1.0, "done")
     return Result(image=image, extras={"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")},

@@ -158,7 +158,7 @@ def test_final_data_consistency_puts_the_measured_samples_back():
 def test_unmeasured_noise_energy_is_the_fully_sampled_scans_expected_rss():
     """Monte Carlo: coil images with the measured samples kept and fresh noise on the others; the mean of their
     RSS^2 is the noise-free-prediction RSS^2 plus the energy."""
-    from workbench.nn.primal_net import unmeasured_noise_energy
+    from workbench.physics.fft import unmeasured_noise_energy
 
     rng = np.random.default_rng(0)
     c, h, w, sigma = 3, 16, 12, 0.3

@@ -254,16 +254,15 @@ def annealed_langevin(
 
 
 def predicted_scans(samples: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, y: torch.Tensor,
-                    noise_std: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
+                    noise_std: float = 0.0, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Samples of the fully sampled scan, given the data: coil images ``[N, C, H, W]`` (Cartesian).
 
     A fully sampled acquisition repeats the measured k-space samples (noise included: they are ``y``) and adds
     the ones left out, each with its own scanner noise. So each image sample ``x`` (``[N, H, W]``, data units)
-    becomes the coil k-space ``F S x`` with ``y`` where ``mask`` is set and fresh complex noise
-    (``E|n|^2 = noise_std^2``) elsewhere. Their root-sum-of-squares is what a fully sampled RSS reference is a
-    draw of, so these, not the clean image samples, are the ones to score against it. ``noise_std = 0`` gives
-    the noise-free predictions (the expected RSS is then ``sqrt(rss^2 + unmeasured_noise_energy)``, see
-    :func:`workbench.nn.primal_net.unmeasured_noise_energy`).
+    becomes the coil k-space ``F S x`` with ``y`` where ``mask`` is set, plus (``noise_std > 0``, see
+    :func:`add_unmeasured_noise`) fresh complex noise elsewhere. Their root-sum-of-squares is what a fully
+    sampled RSS reference is a draw of, so these, not the clean image samples, are the ones to score against
+    it; without the noise their expected RSS is :func:`workbench.physics.fft.expected_scan_rss`.
 
     Shapes: ``maps [C, H, W]``, ``mask`` broadcastable to ``[H, W]`` (bool), ``y [C, H, W]``.
     """
@@ -271,10 +270,20 @@ def predicted_scans(samples: torch.Tensor, maps: torch.Tensor, mask: torch.Tenso
 
     out = torch.empty(samples.shape[0], *maps.shape, dtype=torch.complex64, device=samples.device)
     for i, x in enumerate(samples):  # one sample at a time: C-fold memory per sample only
-        k = fft2c(maps * x)
-        if noise_std > 0:
-            k = k + complex_noise(k.shape, generator=generator, device=k.device) * (noise_std / math.sqrt(2.0))
-        out[i] = ifft2c(torch.where(mask, y, k))
+        out[i] = ifft2c(torch.where(mask, y, fft2c(maps * x)))
+    return add_unmeasured_noise(out, mask, noise_std, generator=generator) if noise_std > 0 else out
+
+
+def add_unmeasured_noise(coils: torch.Tensor, mask: torch.Tensor, noise_std: float, *,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """``coils [N, C, H, W]`` plus the image of fresh complex k-space noise (``E|n|^2 = noise_std^2``) on the
+    samples outside ``mask``: the noise a fully sampled scan would add where the data were not measured."""
+    from workbench.physics.fft import ifft2c
+
+    out = coils.clone()
+    for i in range(out.shape[0]):
+        noise = complex_noise(out.shape[1:], generator=generator, device=out.device) * (noise_std / math.sqrt(2.0))
+        out[i] += ifft2c(torch.where(mask, 0, noise))
     return out
 
 

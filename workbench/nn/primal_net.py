@@ -39,6 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from workbench.nn.common import center_crop_to, channels_to_complex, complex_to_channels, robust_scale
 from workbench.nn.mwcnn import MWCNN, MWCNNConfig
 from workbench.nn.sens_net import SensitivityRefiner, SensNetConfig, normalise_maps
+from workbench.physics.fft import rss
 
 
 @dataclass
@@ -85,18 +86,6 @@ class PrimalNetConfig:
         return d
 
 
-def unmeasured_noise_energy(mask: torch.Tensor, n_coils: int, noise_std: float) -> float:
-    """The noise energy per pixel that a fully sampled scan's root-sum-of-squares image carries from the k-space
-    samples a data-consistent output leaves noise-free: ``n_coils (1 - f) noise_std^2`` with ``f`` the
-    measured fraction of the grid (orthonormal FFT: white k-space noise of variance ``noise_std^2`` per sample
-    puts ``noise_std^2`` per pixel and coil, in proportion to the samples it sits on).
-
-    ``sqrt(|x|^2 + energy)`` is then the expected RSS magnitude of the fully sampled scan (``E|a + n|^2 = |a|^2 +
-    E|n|^2``): what a fastMRI-style reference is, background noise floor included."""
-    measured = float(mask.float().mean())
-    return float(n_coils) * (1.0 - measured) * float(noise_std) ** 2
-
-
 class PrimalNet(nn.Module):
     """XPDNet / NC-PDNet (see the module docstring). The operator comes with the batch.
 
@@ -139,11 +128,7 @@ class PrimalNet(nn.Module):
         if coils is None:
             return x
         coils = coils / s
-        rss = torch.sqrt((coils.real**2 + coils.imag**2).sum(1))
-        combined = (maps.conj() * coils).sum(1).detach()
-        size = combined.abs()
-        phase = torch.where(size > 0, combined / torch.where(size > 0, size, 1.0), 1.0)
-        return rss * phase
+        return torch.polar(rss(coils, dim=1), (maps.conj() * coils).sum(1).detach().angle())
 
     def unrolled(self, batch, callback: Callable[[int, torch.Tensor], None] | None = None,
                  scale_out: list | None = None, final_data_consistency: bool | None = None
@@ -156,7 +141,7 @@ class PrimalNet(nn.Module):
             final_data_consistency = self.config.final_data_consistency
         enc = batch.encoding(self.config.acs_calib, self.config.acs_threshold)
         coil = enc.coil_images()
-        scale = robust_scale(torch.sqrt((coil.real**2 + coil.imag**2).sum(1)))
+        scale = robust_scale(rss(coil, dim=1))
         if scale_out is not None:
             scale_out.append(scale)
         maps = self.maps(batch)

@@ -48,6 +48,22 @@ def rss(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
     return torch.sqrt((x.real**2 + x.imag**2).sum(dim) if x.is_complex() else (x**2).sum(dim))
 
 
+def unmeasured_noise_energy(mask: torch.Tensor, n_coils: int, noise_std: float) -> float:
+    """The noise energy per pixel that a fully sampled scan's root-sum-of-squares image carries from the k-space
+    samples a data-consistent estimate leaves noise-free: ``n_coils (1 - f) noise_std^2`` with ``f`` the
+    measured fraction of the grid (orthonormal FFT: white k-space noise of variance ``noise_std^2`` per sample
+    puts ``noise_std^2`` per pixel and coil, in proportion to the samples it sits on)."""
+    measured = float(mask.float().mean())
+    return float(n_coils) * (1.0 - measured) * float(noise_std) ** 2
+
+
+def expected_scan_rss(magnitude: torch.Tensor, mask: torch.Tensor, n_coils: int, noise_std: float) -> torch.Tensor:
+    """``sqrt(|x|^2 + unmeasured_noise_energy)``: the expected RSS magnitude of the fully sampled scan, given
+    the RSS ``magnitude`` of data-consistent coil images (``E|a + n|^2 = |a|^2 + E|n|^2``): what a fastMRI-style
+    reference is, background noise floor included."""
+    return torch.sqrt(magnitude**2 + unmeasured_noise_energy(mask, n_coils, noise_std))
+
+
 def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Crop the last two axes to ``shape`` around the centre (index N//2 stays the centre)."""
     h, w = x.shape[-2:]
