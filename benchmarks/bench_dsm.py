@@ -135,9 +135,11 @@ def run(args) -> dict[str, Any]:
             **_metrics(p, r.image), "time_s": round(t, 2), "n_evaluations": r.extras["n_evaluations"],
             "s_per_evaluation": r.extras["time_per_evaluation_s"],
             "spearman": cal["spearman"], "spearman_if_calibrated": cal["spearman_if_calibrated"],
+            "spearman_oracle": cal["spearman_oracle"], "spearman_edges": cal["spearman_edges"],
             "coverage": cal["coverage"], "coverage_gaussian": cal["coverage_gaussian"],
             "coverage_predictive": cal["coverage_predictive"], "psnr_clean": _psnr_clean(p, r.image, sl["target"]),
             "spearman_clean": cal_clean["spearman"], "coverage_clean": cal_clean["coverage"],
+            "spearman_oracle_clean": cal_clean["spearman_oracle"], "spearman_edges_clean": cal_clean["spearman_edges"],
             "coverage_gaussian_clean": cal_clean["coverage_gaussian"], "mean_std": cal["mean_std"],
             "mean_abs_error": cal["mean_abs_error"], "curve": cal["curve"],
         }
@@ -146,8 +148,8 @@ def run(args) -> dict[str, Any]:
         sc = r.extras["calibration"]
         row["posterior_scan"] = {
             **_metrics(p, r.image), "time_s": round(t, 2), "psnr_clean": _psnr_clean(p, r.image, sl["target"]),
-            **{k: sc[k] for k in ("spearman", "spearman_if_calibrated", "coverage", "coverage_gaussian", "mean_std",
-                                  "mean_abs_error")},
+            **{k: sc[k] for k in ("spearman", "spearman_if_calibrated", "spearman_oracle", "spearman_edges",
+                                  "coverage", "coverage_gaussian", "mean_std", "mean_abs_error")},
         }
         log(f"{sl['label']}: zero-filled {row['zero_filled']['psnr']:.2f}, pnp {row['pnp']['psnr']:.2f}, "
             + (f"xpdnet {row['xpdnet']['psnr']:.2f}, " if has_xpdnet else "")
@@ -169,6 +171,11 @@ def run(args) -> dict[str, Any]:
 def _mean(rows, method, key):
     vals = [r[method][key] for r in rows if method in r and r[method].get(key) is not None]
     return statistics.fmean(vals) if vals else None
+
+
+def _f(row, key, f="{:.3f}") -> str:
+    """A figure of a row, or '-' for results written before the figure existed."""
+    return "-" if row.get(key) is None else f.format(row[key])
 
 
 def to_markdown(res: dict[str, Any], command: str = "") -> str:
@@ -228,34 +235,44 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         "",
         "'ideal': the Spearman a perfectly calibrated Gaussian posterior with the same std map would reach "
         "(|error| drawn as |N(0, std^2)|): pixel-wise errors are noisy, so the figure is bounded by how much the "
-        "std varies over the object.",
+        "std varies over the object. 'oracle': the Spearman correlation of |error| with its own leave-one-out 3x3 "
+        "RMS, what a std map that knew the error's local energy would reach (`error_predictability`): where the "
+        "reference's own noise dominates the error it is low whatever the method. 'edges': the gradient magnitude "
+        "of the posterior mean as the uncertainty map (`edge_spearman`), a baseline a std map should beat.",
         "",
-        "| slice | Spearman (ideal) | coverage q / t / t+n | clean: Spearman | clean: coverage q / t | mean std | "
-        "mean abs error |",
+        "| slice | Spearman (ideal / oracle / edges) | coverage q / t / t+n | clean: Spearman (oracle / edges) | "
+        "clean: coverage q / t | mean std | mean abs error |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         q = r["posterior"]
-        lines.append(f"| {r['slice']} | {q['spearman']:.3f} ({q['spearman_if_calibrated']:.3f}) | {q['coverage']:.3f} / {q['coverage_gaussian']:.3f} / "
-                     f"{q['coverage_predictive']:.3f} | {q['spearman_clean']:.3f} | {q['coverage_clean']:.3f} / "
+        lines.append(f"| {r['slice']} | {q['spearman']:.3f} ({q['spearman_if_calibrated']:.3f} / {_f(q, 'spearman_oracle')} "
+                     f"/ {_f(q, 'spearman_edges')}) | {q['coverage']:.3f} / {q['coverage_gaussian']:.3f} / "
+                     f"{q['coverage_predictive']:.3f} | {q['spearman_clean']:.3f} ({_f(q, 'spearman_oracle_clean')} / "
+                     f"{_f(q, 'spearman_edges_clean')}) | {q['coverage_clean']:.3f} / "
                      f"{q['coverage_gaussian_clean']:.3f} | {q['mean_std']:.4f} | {q['mean_abs_error']:.4f} |")
-    lines.append(f"| **mean** | {m('posterior', 'spearman', '{:.3f}')} ({m('posterior', 'spearman_if_calibrated', '{:.3f}')}) "
+    lines.append(f"| **mean** | {m('posterior', 'spearman', '{:.3f}')} ({m('posterior', 'spearman_if_calibrated', '{:.3f}')} "
+                 f"/ {m('posterior', 'spearman_oracle', '{:.3f}')} / {m('posterior', 'spearman_edges', '{:.3f}')}) "
                  f"| {m('posterior', 'coverage', '{:.3f}')} / "
                  f"{m('posterior', 'coverage_gaussian', '{:.3f}')} / {m('posterior', 'coverage_predictive', '{:.3f}')} "
-                 f"| {m('posterior', 'spearman_clean', '{:.3f}')} | {m('posterior', 'coverage_clean', '{:.3f}')} / "
+                 f"| {m('posterior', 'spearman_clean', '{:.3f}')} ({m('posterior', 'spearman_oracle_clean', '{:.3f}')} / "
+                 f"{m('posterior', 'spearman_edges_clean', '{:.3f}')}) | {m('posterior', 'coverage_clean', '{:.3f}')} / "
                  f"{m('posterior', 'coverage_gaussian_clean', '{:.3f}')} | {m('posterior', 'mean_std', '{:.4f}')} | "
                  f"{m('posterior', 'mean_abs_error', '{:.4f}')} |")
     if any("posterior_scan" in r for r in rows):
         lines += ["", "Predicted scans (`predict=scan`), against the RSS reference (their spread includes the "
                   "reference's noise at the unmeasured samples, so no t+n column):", "",
-                  "| slice | Spearman (ideal) | coverage q / t | mean std | mean abs error |", "|---|---|---|---|---|"]
+                  "| slice | Spearman (ideal / oracle / edges) | coverage q / t | mean std | mean abs error |",
+                  "|---|---|---|---|---|"]
         for r in rows:
             q = r["posterior_scan"]
-            lines.append(f"| {r['slice']} | {q['spearman']:.3f} ({q['spearman_if_calibrated']:.3f}) | "
+            lines.append(f"| {r['slice']} | {q['spearman']:.3f} ({q['spearman_if_calibrated']:.3f} / "
+                         f"{_f(q, 'spearman_oracle')} / {_f(q, 'spearman_edges')}) | "
                          f"{q['coverage']:.3f} / {q['coverage_gaussian']:.3f} | {q['mean_std']:.4f} | "
                          f"{q['mean_abs_error']:.4f} |")
         k = "posterior_scan"
-        lines.append(f"| **mean** | {m(k, 'spearman', '{:.3f}')} ({m(k, 'spearman_if_calibrated', '{:.3f}')}) | "
+        lines.append(f"| **mean** | {m(k, 'spearman', '{:.3f}')} ({m(k, 'spearman_if_calibrated', '{:.3f}')} / "
+                     f"{m(k, 'spearman_oracle', '{:.3f}')} / {m(k, 'spearman_edges', '{:.3f}')}) | "
                      f"{m(k, 'coverage', '{:.3f}')} / {m(k, 'coverage_gaussian', '{:.3f}')} | "
                      f"{m(k, 'mean_std', '{:.4f}')} | {m(k, 'mean_abs_error', '{:.4f}')} |")
     lines += [

@@ -211,6 +211,8 @@ def test_session_calibration_agrees_with_the_dsm_plugins_extras(session, tmp_pat
                                atol=2e-6 * peak)
     assert cal["spearman"] == pytest.approx(reported["spearman"], abs=2e-3)
     assert cal["spearman_if_calibrated"] == pytest.approx(reported["spearman_if_calibrated"], abs=2e-3)
+    assert cal["spearman_oracle"] == pytest.approx(reported["spearman_oracle"], abs=2e-3)
+    assert cal["spearman_edges"] == pytest.approx(reported["spearman_edges"], abs=2e-3)
     assert cal["n_samples"] == 4 and cal["coverage"] == pytest.approx(reported["coverage_gaussian"], abs=2e-3)
     assert cal["coverage_predictive"] == pytest.approx(reported["coverage_predictive"], abs=2e-3)
 

@@ -320,3 +320,58 @@ def test_the_one_training_command_trains_the_score_network(tmp_path):
     sidecar = json.loads((out / "dsm.json").read_text())
     assert (out / "dsm.safetensors").is_file()
     assert "workbench train dsm" in json.dumps(sidecar)
+
+
+def _loo_local_rms_slow(e, window):
+    """Leave-one-out local RMS by loops, edges replicated (a reference for error_predictability)."""
+    r = window // 2
+    padded = np.pad(e, r, mode="edge")
+    out = np.empty_like(e)
+    for i in range(e.shape[0]):
+        for j in range(e.shape[1]):
+            block = padded[i:i + window, j:j + window] ** 2
+            out[i, j] = math.sqrt((block.sum() - block[r, r]) / (window * window - 1))
+    return out
+
+
+def test_error_predictability_matches_a_slow_reference():
+    from workbench.nn.dsm import error_predictability, spearman
+
+    rng = np.random.default_rng(5)
+    e = np.abs(rng.standard_normal((24, 20))) * (1 + 3 * (np.arange(20) > 9))
+    mask = rng.random((24, 20)) > 0.3
+    for window in (3, 5):
+        expected = spearman(_loo_local_rms_slow(e, window), e, mask)
+        assert error_predictability(e, mask, window) == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError):
+        error_predictability(e, window=4)
+
+
+def test_error_predictability_bounds():
+    """Pixel-independent noise of one level: nothing can predict it (~0). Errors |N(0, s^2)| with a smoothly
+    varying s: about what the true s itself reaches."""
+    from workbench.nn.dsm import error_predictability, spearman
+
+    rng = np.random.default_rng(6)
+    white = np.abs(rng.standard_normal((128, 128)))
+    assert abs(error_predictability(white)) < 0.05
+    yy, xx = np.mgrid[:128, :128] / 128.0
+    s = np.exp(2.5 * np.sin(2 * np.pi * xx) * np.cos(np.pi * yy))  # smooth, 0.08 .. 12
+    e = np.abs(s * rng.standard_normal(s.shape))
+    best = spearman(s, e)
+    assert best > 0.5
+    assert 0.85 * best < error_predictability(e) < best + 0.03
+
+
+def test_edge_spearman_sees_errors_at_edges():
+    from workbench.nn.dsm import edge_spearman, spearman
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:96, :96]
+    disk = ((yy - 48) ** 2 + (xx - 48) ** 2 < 30**2).astype(float)
+    spread = 0.05 + np.exp(-0.5 * (np.sqrt((yy - 48.0) ** 2 + (xx - 48.0) ** 2) - 30) ** 2)  # peaks at the rim
+    at_edges = np.abs(rng.standard_normal(disk.shape)) * spread
+    uniform = np.abs(rng.standard_normal(disk.shape))
+    # about what the true spread of the errors reaches (a thin rim: 0.28)
+    assert edge_spearman(disk, at_edges) > 0.85 * spearman(spread, at_edges) > 0.2
+    assert abs(edge_spearman(disk, uniform)) < 0.05

@@ -1046,7 +1046,10 @@ class Session:
         pixel count in each decile of std (:func:`workbench.nn.dsm.calibration_curve`); ``spearman``: rank
         correlation of std and |error|; ``spearman_if_calibrated``: what a perfectly calibrated Gaussian posterior
         with this std map would reach (errors drawn as ``|N(0, std^2)|``: a nearly uniform std map cannot
-        correlate much even when it is right); ``coverage``: the fraction of object pixels whose reference lies in
+        correlate much even when it is right); ``spearman_oracle``: what a map that knew the error's local energy
+        would reach (:func:`workbench.nn.dsm.error_predictability`; near 0 when the reference's noise dominates the
+        error); ``spearman_edges``: the edge-detector baseline (:func:`workbench.nn.dsm.edge_spearman`);
+        ``coverage``: the fraction of object pixels whose reference lies in
         the ``level`` (90 %) interval, the Student-t interval of ``n_samples`` samples when the Result keeps its
         samples, else the Gaussian one ``|error| <= 1.645 std``; ``interval``: which one, in words;
         ``coverage_predictive``: the same interval widened by the reference's own noise when the plugin reported
@@ -1069,7 +1072,8 @@ class Session:
 
     def _compute_calibration(self, e: ResultEntry, ref: np.ndarray) -> dict[str, Any]:
         # scipy and scikit-image (object mask) are imported once a calibration is asked for, not at start-up
-        from workbench.nn.dsm import calibrated_spearman, calibration_curve, gaussian_coverage, object_mask, spearman
+        from workbench.nn.dsm import (calibrated_spearman, calibration_curve, edge_spearman, error_predictability,
+                                      gaussian_coverage, object_mask, spearman)
 
         magnitude = fit_shape(np.abs(np.asarray(e.image)).astype(np.float64), ref.shape)
         scale = self.fit_scale(magnitude.astype(np.float32))
@@ -1096,6 +1100,8 @@ class Session:
         return {
             "std": curve["std"], "abs_error": curve["abs_error"], "count": curve["count"],
             "spearman": spearman(std, abs_error, mask), "spearman_if_calibrated": calibrated_spearman(std, mask),
+            "spearman_oracle": error_predictability(abs_error, mask),
+            "spearman_edges": edge_spearman(estimate, abs_error, mask),
             "coverage": coverage, "interval": interval,
             "coverage_predictive": predictive, "level": level, "n_samples": n_samples,
             "n_pixels": int(mask.sum()), "guide_slope": CALIBRATED_ERROR_PER_STD,

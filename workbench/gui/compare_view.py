@@ -628,6 +628,7 @@ class CompareView(QtWidgets.QWidget):
             colour = PROFILE_COLOURS[(i + 1) % len(PROFILE_COLOURS)]  # not white: the guide is light grey
             lines = [self._label(key),
                      f"Spearman {cal['spearman']:.3f} ({cal['spearman_if_calibrated']:.2f} if calibrated)",
+                     f"error's own neighbours {cal['spearman_oracle']:.2f}, edge map {cal['spearman_edges']:.2f}",
                      f"{100 * cal['level']:.0f}% interval coverage {cal['coverage']:.3f}",
                      f"({cal['interval']})"]
             if cal.get("coverage_predictive") is not None:

@@ -16,7 +16,8 @@ the k-space noise of the measurements is ``sigma_y`` per real component, i.e. ``
   likelihood step stays stable when ``||A^H A|| > 1`` (e.g. a NUFFT without density compensation); the chains
   (a batch dimension) go through the network and the operator together, and end with the denoising step
   ``x + sigma_L^2 score(x, sigma_L)`` (Tweedie).
-- :func:`spearman`, :func:`interval_coverage`, :func:`gaussian_coverage`, :func:`object_mask`,
+- :func:`spearman`, :func:`error_predictability`, :func:`edge_spearman`, :func:`interval_coverage`,
+  :func:`gaussian_coverage`, :func:`object_mask`,
   :func:`calibration_metrics`, :func:`calibration_curve`: does the spread of the samples predict the error?
 """
 
@@ -375,6 +376,33 @@ def calibrated_spearman(std: Any, mask: Any = None, draws: int = 3, seed: int = 
     return float(np.median([spearman(s, np.abs(s * rng.standard_normal(s.shape)), mask) for _ in range(draws)]))
 
 
+def error_predictability(abs_error: Any, mask: Any = None, window: int = 3) -> float:
+    """The :func:`spearman` correlation of ``|error|`` with its own leave-one-out local RMS (the
+    ``window x window`` neighbours, the pixel itself left out): what an uncertainty map that knew the error's
+    local energy, but not the pixel's own draw, would reach. An upper reference for any locally smooth std map:
+    errors made of pixel-independent noise (the noise of a fully sampled reference) give about 0 however good
+    the std map is, errors with spatial structure (residual aliasing at edges) give high values."""
+    from scipy import ndimage
+
+    e = _numpy(abs_error).astype(np.float64)
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"error_predictability: window must be odd and at least 3, got {window}")
+    kernel = np.ones((window, window))
+    kernel[window // 2, window // 2] = 0.0
+    local = np.sqrt(ndimage.convolve(e * e, kernel / kernel.sum(), mode="nearest"))
+    return spearman(local, e, mask)
+
+
+def edge_spearman(estimate: Any, abs_error: Any, mask: Any = None, sigma: float = 1.0) -> float:
+    """The :func:`spearman` correlation of ``|error|`` with the gradient magnitude of ``|estimate|`` (Gaussian
+    derivatives at scale ``sigma`` pixels): the uncertainty map an edge detector gives for free, a baseline a
+    std map should beat, since reconstruction errors gather at edges."""
+    from scipy import ndimage
+
+    est = np.abs(_numpy(estimate)).astype(np.float64)
+    return spearman(ndimage.gaussian_gradient_magnitude(est, sigma), abs_error, mask)
+
+
 def object_mask(reference: Any, threshold: float | None = None) -> np.ndarray:
     """Where the object is, from a (noisy) magnitude reference: the lightly smoothed reference above Otsu's
     threshold (or above ``threshold`` times its 99th percentile), its connected regions of at least a tenth of
@@ -435,7 +463,9 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
     Returns ``spearman`` (std vs ``|estimate| - reference`` in absolute value), ``spearman_if_calibrated``
     (the Spearman correlation a perfectly calibrated Gaussian posterior with this std map would reach, errors
     drawn as ``|N(0, std^2)|``: pixel-wise errors are noisy, so a std map that varies little cannot correlate
-    much even when it is right), ``coverage`` (reference inside
+    much even when it is right), ``spearman_oracle`` (:func:`error_predictability`: what a std map that knew
+    the error's local energy would reach; low when the reference's own noise dominates the error),
+    ``spearman_edges`` (:func:`edge_spearman`: the edge-detector baseline), ``coverage`` (reference inside
     the sample-quantile ``level`` interval), ``coverage_gaussian`` (inside the Student-t interval from the sample
     std), ``coverage_predictive`` (the same with the reference noise added, when given), ``mean_std``,
     ``mean_abs_error`` (relative to the reference's 99th percentile), ``n_samples``, ``n_pixels``, ``level`` and
@@ -453,6 +483,8 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
     return {
         "spearman": round(spearman(std, err, m), 4),
         "spearman_if_calibrated": round(calibrated_spearman(std, m), 4),
+        "spearman_oracle": round(error_predictability(err, m), 4),
+        "spearman_edges": round(edge_spearman(est, err, m), 4),
         "coverage": round(interval_coverage(s, ref, m, level), 4),
         "coverage_gaussian": round(gaussian_coverage(est, std, ref, s.shape[0], m, level), 4),
         "coverage_predictive": None if reference_noise is None else round(gaussian_coverage(
