@@ -307,12 +307,21 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         "- The score network is CPU-sized (0.39 M parameters, 96x96 patches): 1500 steps, then 12000 and 10000 "
         "more (`--init`, 51 and 37 minutes on one CPU thread), which raised its denoising PSNR by 2.8-5.3 dB at "
         "every noise level and the predicted-scan mean from 29.44 (1500 steps) and 32.74 (13500) to the figure "
-        "above. Its std map varies little over the "
-        "brain while the errors of the mean sit at edges (residual aliasing of the skull rim), so the pixel-wise "
-        "Spearman correlation stays low even where the interval coverage is right; the 'ideal' column shows that "
-        "a std map this flat could not reach 0.5 even if it were perfectly calibrated. With 24 chains the std map "
-        "is less noisy and Spearman rises (0.121 -> 0.164 on the first slice with the 1500-step network) while the "
-        "'ideal' falls (0.35 -> 0.25): the posterior spread itself is nearly uniform at these SNRs.",
+        "above. 16000 more steps (session 4, `--init`, 39 minutes) added 0.3-0.7 dB of denoising PSNR, +0.33 dB "
+        "to the posterior mean against the truth and +0.21 dB to the predicted scan here, but -0.28 dB on the real "
+        "8-coil head (predicted scan 40.90 -> 40.62 dB) and no Spearman (0.145 against the truth, 0.156 before): "
+        "not shipped, the CPU-sized network has reached its plateau.",
+        "- What limits Spearman. Against the noise-free truth the 'oracle' is 0.59-0.78: the errors have a spatial "
+        "structure that a std map could follow, so 0.5 is reachable in principle. Against the RSS reference it "
+        "falls to 0.12 at SNR 11, where the reference's own noise dominates the error: no std map can reach 0.5 "
+        "there. The std map stays below the edge baseline because the chains share a bias (ringing beside the "
+        "skull rim, a cloudy texture in flat tissue) that their spread does not show: a prior too weak for this "
+        "anatomy. Sampler settings move it little and not consistently: on slices 600000 / 600002 (Spearman against the truth; the "
+        "defaults give 0.24 / 0.13), 60 levels instead of 20 gave 0.18 / 0.06, 4 Langevin steps per level 0.20 / "
+        "0.10, sigma_max 0.5 0.24 / 0.22, sigma_max 1.0 with 40 levels 0.19 / 0.18 (0.20 / 0.18 from the "
+        "zero-filled start), the reverse-diffusion predictor 0.23 / 0.12, 150 levels x 3 steps from the "
+        "zero-filled image at 1.0 0.21 (600000), and 4 + 4 chains of the 13500- and 23500-step networks as an "
+        "ensemble 0.22 / 0.19; more chains help a little (600000: 0.24, 0.25, 0.29 with 8, 16, 32).",
         "- For a GPU session: `configs/dsm.json` (64-128-192-256 channels at full resolution, 2 blocks per level, "
         "256x256 patches, 40k steps of batch 16, EMA 0.9995, sigma in [0.003, 1.5]); then more sampler steps "
         "(e.g. 60 levels x 2 and more chains: quantile coverage needs >= 20 samples).",
