@@ -173,11 +173,6 @@ def _mean(rows, method, key):
     return statistics.fmean(vals) if vals else None
 
 
-def _f(row, key, f="{:.3f}") -> str:
-    """A figure of a row, or '-' for results written before the figure existed."""
-    return "-" if row.get(key) is None else f.format(row[key])
-
-
 def to_markdown(res: dict[str, Any], command: str = "") -> str:
     from benchmarks.harness import machine_line
 
@@ -246,10 +241,10 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
     ]
     for r in rows:
         q = r["posterior"]
-        lines.append(f"| {r['slice']} | {q['spearman']:.3f} ({q['spearman_if_calibrated']:.3f} / {_f(q, 'spearman_oracle')} "
-                     f"/ {_f(q, 'spearman_edges')}) | {q['coverage']:.3f} / {q['coverage_gaussian']:.3f} / "
-                     f"{q['coverage_predictive']:.3f} | {q['spearman_clean']:.3f} ({_f(q, 'spearman_oracle_clean')} / "
-                     f"{_f(q, 'spearman_edges_clean')}) | {q['coverage_clean']:.3f} / "
+        lines.append(f"| {r['slice']} | {q['spearman']:.3f} ({q['spearman_if_calibrated']:.3f} / {q['spearman_oracle']:.3f} "
+                     f"/ {q['spearman_edges']:.3f}) | {q['coverage']:.3f} / {q['coverage_gaussian']:.3f} / "
+                     f"{q['coverage_predictive']:.3f} | {q['spearman_clean']:.3f} ({q['spearman_oracle_clean']:.3f} / "
+                     f"{q['spearman_edges_clean']:.3f}) | {q['coverage_clean']:.3f} / "
                      f"{q['coverage_gaussian_clean']:.3f} | {q['mean_std']:.4f} | {q['mean_abs_error']:.4f} |")
     lines.append(f"| **mean** | {m('posterior', 'spearman', '{:.3f}')} ({m('posterior', 'spearman_if_calibrated', '{:.3f}')} "
                  f"/ {m('posterior', 'spearman_oracle', '{:.3f}')} / {m('posterior', 'spearman_edges', '{:.3f}')}) "
@@ -267,7 +262,7 @@ def to_markdown(res: dict[str, Any], command: str = "") -> str:
         for r in rows:
             q = r["posterior_scan"]
             lines.append(f"| {r['slice']} | {q['spearman']:.3f} ({q['spearman_if_calibrated']:.3f} / "
-                         f"{_f(q, 'spearman_oracle')} / {_f(q, 'spearman_edges')}) | "
+                         f"{q['spearman_oracle']:.3f} / {q['spearman_edges']:.3f}) | "
                          f"{q['coverage']:.3f} / {q['coverage_gaussian']:.3f} | {q['mean_std']:.4f} | "
                          f"{q['mean_abs_error']:.4f} |")
         k = "posterior_scan"

@@ -1072,8 +1072,7 @@ class Session:
 
     def _compute_calibration(self, e: ResultEntry, ref: np.ndarray) -> dict[str, Any]:
         # scipy and scikit-image (object mask) are imported once a calibration is asked for, not at start-up
-        from workbench.nn.dsm import (calibrated_spearman, calibration_curve, edge_spearman, error_predictability,
-                                      gaussian_coverage, object_mask, spearman)
+        from workbench.nn.dsm import calibration_curve, gaussian_coverage, object_mask, spearman_figures
 
         magnitude = fit_shape(np.abs(np.asarray(e.image)).astype(np.float64), ref.shape)
         scale = self.fit_scale(magnitude.astype(np.float32))
@@ -1099,9 +1098,7 @@ class Session:
             predictive = gaussian_coverage(estimate, np.sqrt(std**2 + noise**2), reference, n_samples, mask, level)
         return {
             "std": curve["std"], "abs_error": curve["abs_error"], "count": curve["count"],
-            "spearman": spearman(std, abs_error, mask), "spearman_if_calibrated": calibrated_spearman(std, mask),
-            "spearman_oracle": error_predictability(abs_error, mask),
-            "spearman_edges": edge_spearman(estimate, abs_error, mask),
+            **spearman_figures(std, abs_error, estimate, mask),
             "coverage": coverage, "interval": interval,
             "coverage_predictive": predictive, "level": level, "n_samples": n_samples,
             "n_pixels": int(mask.sum()), "guide_slope": CALIBRATED_ERROR_PER_STD,

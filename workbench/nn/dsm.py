@@ -16,9 +16,9 @@ the k-space noise of the measurements is ``sigma_y`` per real component, i.e. ``
   likelihood step stays stable when ``||A^H A|| > 1`` (e.g. a NUFFT without density compensation); the chains
   (a batch dimension) go through the network and the operator together, and end with the denoising step
   ``x + sigma_L^2 score(x, sigma_L)`` (Tweedie).
-- :func:`spearman`, :func:`error_predictability`, :func:`edge_spearman`, :func:`interval_coverage`,
-  :func:`gaussian_coverage`, :func:`object_mask`,
-  :func:`calibration_metrics`, :func:`calibration_curve`: does the spread of the samples predict the error?
+- :func:`spearman`, :func:`error_predictability`, :func:`edge_spearman`, :func:`spearman_figures`,
+  :func:`interval_coverage`, :func:`gaussian_coverage`, :func:`object_mask`, :func:`calibration_metrics`,
+  :func:`calibration_curve`: does the spread of the samples predict the error?
 """
 
 from __future__ import annotations
@@ -384,9 +384,9 @@ def error_predictability(abs_error: Any, mask: Any = None, window: int = 3) -> f
     the std map is, errors with spatial structure (residual aliasing at edges) give high values."""
     from scipy import ndimage
 
-    e = _numpy(abs_error).astype(np.float64)
     if window < 3 or window % 2 == 0:
         raise ValueError(f"error_predictability: window must be odd and at least 3, got {window}")
+    e = _numpy(abs_error).astype(np.float64)
     kernel = np.ones((window, window))
     kernel[window // 2, window // 2] = 0.0
     local = np.sqrt(ndimage.convolve(e * e, kernel / kernel.sum(), mode="nearest"))
@@ -401,6 +401,19 @@ def edge_spearman(estimate: Any, abs_error: Any, mask: Any = None, sigma: float 
 
     est = np.abs(_numpy(estimate)).astype(np.float64)
     return spearman(ndimage.gaussian_gradient_magnitude(est, sigma), abs_error, mask)
+
+
+def spearman_figures(std: Any, abs_error: Any, estimate: Any, mask: Any = None) -> dict[str, float]:
+    """The rank-correlation figures of a std map against an error map, over ``mask``: ``spearman`` (std vs
+    |error|), ``spearman_if_calibrated`` (:func:`calibrated_spearman`), ``spearman_oracle``
+    (:func:`error_predictability`) and ``spearman_edges`` (:func:`edge_spearman` of ``estimate``). One place
+    for what the plugin's calibration and the app's calibration plot both report."""
+    return {
+        "spearman": spearman(std, abs_error, mask),
+        "spearman_if_calibrated": calibrated_spearman(std, mask),
+        "spearman_oracle": error_predictability(abs_error, mask),
+        "spearman_edges": edge_spearman(estimate, abs_error, mask),
+    }
 
 
 def object_mask(reference: Any, threshold: float | None = None) -> np.ndarray:
@@ -481,10 +494,7 @@ def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask
     err = np.abs(est - ref)
     peak = float(np.percentile(ref, 99)) or 1.0
     return {
-        "spearman": round(spearman(std, err, m), 4),
-        "spearman_if_calibrated": round(calibrated_spearman(std, m), 4),
-        "spearman_oracle": round(error_predictability(err, m), 4),
-        "spearman_edges": round(edge_spearman(est, err, m), 4),
+        **{k: round(v, 4) for k, v in spearman_figures(std, err, est, m).items()},
         "coverage": round(interval_coverage(s, ref, m, level), 4),
         "coverage_gaussian": round(gaussian_coverage(est, std, ref, s.shape[0], m, level), 4),
         "coverage_predictive": None if reference_noise is None else round(gaussian_coverage(
