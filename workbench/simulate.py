@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import fft as sp_fft
 from scipy import ndimage
 
+from workbench.arrays import center_crop, fft2c_np, ifft2c_np, rss_np
 from workbench.errors import WorkbenchError
 
 SIM_VERSION = "1"  # bump when the generator's output changes (it names the cached demo file)
 ANATOMY_FILE = ("anatomy", "icbm152_2009a_axial.npz")
-_AXES = (-2, -1)
 CONTRASTS = ("t1", "t2", "pd", "random")
 
 # Tissue contrast: the spin-echo signal PD (1 - exp(-TR/T1)) exp(-TE/T2) with typical 3 T relaxation times
@@ -584,26 +583,6 @@ def coil_sensitivities(p: SimParams, grid: tuple[int, int], pixel_mm: float, z_m
     return out
 
 
-# The project's centred orthonormal FFT (workbench.physics.fft), here on numpy arrays through scipy's
-# multithreaded FFT: the simulator's k-space is large and its generation time is user-visible.
-def _fft2c(x: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(sp_fft.fft2(np.fft.ifftshift(x, axes=_AXES), norm="ortho", workers=-1), axes=_AXES)
-
-
-def _ifft2c(k: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(sp_fft.ifft2(np.fft.ifftshift(k, axes=_AXES), norm="ortho", workers=-1), axes=_AXES)
-
-
-def _center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    h, w = x.shape[-2:]
-    top, left = h // 2 - shape[0] // 2, w // 2 - shape[1] // 2
-    return x[..., top : top + shape[0], left : left + shape[1]]
-
-
-def _rss(x: np.ndarray) -> np.ndarray:
-    return np.sqrt((x.real**2 + x.imag**2).sum(-3))
-
-
 def _noise_std_for_snr(p: SimParams, image: np.ndarray, maps: np.ndarray, region: np.ndarray) -> float:
     """Per-coil k-space noise std giving ``p.snr`` = mean |image| / std(RSS noise) over ``region``.
 
@@ -621,7 +600,7 @@ def _acquire(
 ) -> np.ndarray:
     """Fully sampled coil k-space ``fft2c(S x) + sigma * L w`` with ``L L^H = cov``, ``w ~ CN(0, I)``."""
     c = maps.shape[0]
-    k = _fft2c(maps * image[None])
+    k = fft2c_np(maps * image[None], workers=-1)  # multithreaded: the simulator's k-space is large
     # (re, im) pairs of N(0, 1) viewed as complex64; the sqrt(1/2) goes into the Cholesky factor: E|w|^2 = 1
     w = rng.standard_normal((c, k[0].size, 2), dtype=np.float32).view(np.complex64)[..., 0]
     chol = (np.linalg.cholesky(cov) * math.sqrt(0.5) * sigma).astype(np.complex64)
@@ -644,13 +623,13 @@ def _slice_from_object(
     if sigma is None:
         sigma = p.noise_std if p.noise_std is not None else _noise_std_for_snr(p, image, maps, region)
     kspace = _acquire(rng, image, maps, p.noise_cov, sigma)
-    reference = _center_crop(_rss(_ifft2c(kspace)), shape).astype(np.float32)
+    reference = center_crop(rss_np(ifft2c_np(kspace, workers=-1)), shape).astype(np.float32)
     return {
         "kspace": kspace,
         "image": image,
         "maps": maps,
         "reference": reference,
-        "target": _center_crop(np.abs(image), shape).astype(np.float32),
+        "target": center_crop(np.abs(image), shape).astype(np.float32),
         "head_mask": head,
         "wm_mask": region,
         "csf_mask": obj["csf_mask"],

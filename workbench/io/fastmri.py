@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from workbench.arrays import center_crop
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
 from workbench.io import check_finite, check_options, register_reader
 from workbench.io.mrd import parse_ismrmrd_header
@@ -243,7 +244,7 @@ class FastMriReader:
                 with open_hdf5(path) as fh:
                     r = _read(path, fh[ref_name], i, f"'{ref_name}' slice {i}")
                 if r.shape != recon_shape:
-                    r = _center_crop_np(r, recon_shape)
+                    r = center_crop(r, (min(recon_shape[0], r.shape[-2]), min(recon_shape[1], r.shape[-1])))
                 return r.astype(np.float32)
 
         return Scan(
@@ -274,13 +275,6 @@ class FastMriReader:
         order = ("reconstruction_rss", "reconstruction_esc") if multicoil else ("reconstruction_esc",
                                                                                   "reconstruction_rss")
         return next((n for n in order if n in f and isinstance(f[n], h5py.Dataset)), None)
-
-
-def _center_crop_np(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    h, w = x.shape[-2:]
-    ch, cw = min(shape[0], h), min(shape[1], w)
-    top, left = h // 2 - ch // 2, w // 2 - cw // 2
-    return x[..., top : top + ch, left : left + cw]
 
 
 register_reader(FastMriReader())

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from workbench.arrays import fft2c_np, ifft2c_np
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
 from workbench.io import check_finite, check_options, register_reader
 from workbench.io.bart import option_bool, option_float, option_shape, radial_spokes, wrap_radians
@@ -36,16 +37,6 @@ _MAX_COILS = 128
 
 
 # ------------------------------------------------------------------------------------- array heuristics
-def _fft2c(x: np.ndarray) -> np.ndarray:
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), norm="ortho"), axes=ax)
-
-
-def _ifft2c(x: np.ndarray) -> np.ndarray:
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(x, axes=ax), norm="ortho"), axes=ax)
-
-
 def _central_energy(x: np.ndarray, fraction: int = 8) -> float:
     """Share of the energy of ``x`` ``[..., H, W]`` in the central (H/fraction x W/fraction) block."""
     e = (np.abs(x) ** 2).reshape(-1, *x.shape[-2:]).sum(0)
@@ -63,7 +54,7 @@ def detect_image_domain(x: np.ndarray) -> tuple[bool | None, str]:
     k-space has most of its energy near the centre (low frequencies); coil images spread it over the object.
     Returns (True, why) for images, (False, why) for k-space, (None, why) when the two tests disagree."""
     as_is = _central_energy(x)
-    transformed = _central_energy(_fft2c(x))
+    transformed = _central_energy(fft2c_np(x))
     why = f"central 1/8 block holds {as_is:.0%} of the energy as stored, {transformed:.0%} after fft2c"
     if as_is > 0.5 and transformed < 0.2:
         return False, why
@@ -93,7 +84,7 @@ def detect_readout_axis(k: np.ndarray) -> tuple[int | None, bool, str]:
         if gh != gw:
             return (1 if gh else 0), False, "acquired lines have gaps along the phase-encode axis only"
         return None, False, "line pattern does not tell the readout axis"
-    e = (np.abs(_ifft2c(k)) ** 2).sum(0)
+    e = (np.abs(ifft2c_np(k)) ** 2).sum(0)
     h, w = e.shape
     total = e.sum() or 1.0
     fh = float(e[h // 4: h // 4 + h // 2].sum() / total)
@@ -481,9 +472,9 @@ class MatlabReader:
 
         def kspace_plane(i: int) -> np.ndarray:
             x = read_plane(i)
-            return _fft2c(x) if image_domain else x
+            return fft2c_np(x) if image_domain else x
 
-        k0 = _fft2c(first) if image_domain else first
+        k0 = fft2c_np(first) if image_domain else first
         os_opt = options["readout_oversampling"]
         axis, oversampled, why = detect_readout_axis(k0)
         swap = False

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.arrays import fft2c_np
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
 from workbench.io import check_finite, check_options, describe_content, register_reader
 from workbench.io.mrd import trajectory_to_radians
@@ -108,12 +109,6 @@ def _to_complex(path: str, name: str, a: np.ndarray) -> np.ndarray:
         return np.asarray(a[..., 0], np.float32) + 1j * np.asarray(a[..., 1], np.float32)
     raise InvalidDataError(path, f"array {name!r} {a.shape} {a.dtype} is not complex k-space (no imaginary part; "
                            "use image_domain=true for real coil images)")
-
-
-def fft2c_np(x: np.ndarray) -> np.ndarray:
-    """The project's centred orthonormal FFT over the last two axes (numpy, for image_domain arrays)."""
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), norm="ortho"), axes=ax)
 
 
 class NumpyReader:

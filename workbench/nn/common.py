@@ -44,21 +44,6 @@ def unpad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
     return x[..., top : h - bottom, left : w - right]
 
 
-def center_crop_to(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Centre crop of the last two axes (the project's convention: index N//2 stays the centre); pads with zeros
-    where ``shape`` is larger than the image along an axis (reference larger than the grid)."""
-    h, w = x.shape[-2:]
-    ch, cw = int(shape[0]), int(shape[1])
-    if ch > h or cw > w:
-        ph, pw = max(ch, h), max(cw, w)
-        out = x.new_zeros(*x.shape[:-2], ph, pw)
-        top, left = ph // 2 - h // 2, pw // 2 - w // 2
-        out[..., top : top + h, left : left + w] = x
-        x, h, w = out, ph, pw
-    top, left = h // 2 - ch // 2, w // 2 - cw // 2
-    return x[..., top : top + ch, left : left + cw]
-
-
 def robust_scale(magnitude: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
     """Per item intensity scale ``[B]`` of ``[B, H, W]`` magnitudes: their ``quantile`` (99th percentile, as
     :attr:`workbench.problem.Problem.scale`), so that the networks see data in units of their own bright tissue

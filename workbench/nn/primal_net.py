@@ -36,7 +36,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from workbench.nn.common import center_crop_to, channels_to_complex, complex_to_channels, robust_scale
+from workbench.arrays import fit_shape
+from workbench.nn.common import channels_to_complex, complex_to_channels, robust_scale
 from workbench.nn.mwcnn import MWCNN, MWCNNConfig
 from workbench.nn.sens_net import SensitivityRefiner, SensNetConfig, normalise_maps
 from workbench.physics.fft import rss
@@ -161,7 +162,7 @@ class PrimalNet(nn.Module):
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, scale = self.unrolled(batch)
-        return center_crop_to(x.abs(), batch.recon_shape), scale
+        return fit_shape(x.abs(), batch.recon_shape), scale
 
     @torch.no_grad()
     def reconstruct(self, batch, callback: Callable[[float, str], None] | None = None,

@@ -221,7 +221,7 @@ def evaluate_model(model, items: list[dict[str, Any]], device: torch.device) -> 
     sampling (kind, acceleration) and overall."""
     from workbench.metrics import evaluate
     from workbench.nn.batch import collate
-    from workbench.nn.common import center_crop_to
+    from workbench.arrays import fit_shape
     from workbench.physics.fft import rss
 
     model = getattr(model, "module", model)
@@ -232,8 +232,8 @@ def evaluate_model(model, items: list[dict[str, Any]], device: torch.device) -> 
         (batch,) = collate([it])
         batch = batch.to(device)
         rec = model.reconstruct(batch)
-        image = center_crop_to(rec.abs() if rec.is_complex() else rec, batch.recon_shape)[0].cpu()
-        zf = center_crop_to(rss(batch.encoding().coil_images()), batch.recon_shape)[0].cpu()
+        image = fit_shape(rec.abs() if rec.is_complex() else rec, batch.recon_shape)[0].cpu()
+        zf = fit_shape(rss(batch.encoding().coil_images()), batch.recon_shape)[0].cpu()
         target = batch.target[0].cpu()
         dr = float(batch.data_range[0])
         m = evaluate(target.numpy(), image.numpy(), data_range=dr)

@@ -105,12 +105,13 @@ class DSMImageData:
 
     def image(self, seed: int, setting: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], np.random.Generator]:
         """The normalised noise-free complex image on the full grid of generator seed ``seed``."""
-        from workbench.nn.common import center_crop_to, robust_scale
+        from workbench.arrays import fit_shape
+        from workbench.nn.common import robust_scale
 
         sim, meta, rng = self.synthetic.simulate(seed, setting)
         image = torch.from_numpy(sim["image"])
         recon = tuple(sim["target"].shape)
-        scale = float(robust_scale(center_crop_to(image.abs(), recon)[None])[0])
+        scale = float(robust_scale(fit_shape(image.abs(), recon)[None])[0])
         u = float(rng.uniform(*self.jitter))
         meta = {**meta, "scale_factor": u}
         return (image / (scale * u)).to(torch.complex64), meta, rng
@@ -150,14 +151,14 @@ class DSMImageData:
 
     def validation_images(self, n: int, max_size: int | None = 256) -> list[torch.Tensor]:
         """Held-out normalised images (generator seeds ``0..n-1``), centre-cropped to at most ``max_size``."""
-        from workbench.nn.common import center_crop_to
+        from workbench.arrays import fit_shape
 
         out = []
         for i in range(int(n)):
             seed = self.synthetic.validation_seed(i)
             x, _, _ = self.image(seed, self.synthetic.held_out_setting(seed))
             if max_size:
-                x = center_crop_to(x, (min(x.shape[-2], max_size), min(x.shape[-1], max_size)))
+                x = fit_shape(x, (min(x.shape[-2], max_size), min(x.shape[-1], max_size)))
             out.append(x.contiguous())
         return out
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.nn.common import center_crop_to, complex_to_channels, pad_to_multiple, robust_scale, unpad
+from workbench.arrays import fit_shape
+from workbench.nn.common import complex_to_channels, pad_to_multiple, robust_scale, unpad
 
 
 class UnetConvBlock(nn.Sequential):
@@ -145,7 +146,7 @@ class UnetRecon(nn.Module):
         else:
             maps = enc.initial_maps()
             image = (coil * maps.conj()).sum(1)
-        image = center_crop_to(image, batch.recon_shape)
+        image = fit_shape(image, batch.recon_shape)
         mag = image.abs() if image.is_complex() else image
         scale = robust_scale(mag)
         image = image / scale[:, None, None]

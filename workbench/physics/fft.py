@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from workbench.arrays import center_crop, center_pad  # noqa: F401  (re-exported: torch callers find them here)
+
 _DIMS = (-2, -1)
 
 
@@ -62,27 +64,3 @@ def expected_scan_rss(magnitude: torch.Tensor, mask: torch.Tensor, n_coils: int,
     the RSS ``magnitude`` of data-consistent coil images (``E|a + n|^2 = |a|^2 + E|n|^2``): what a fastMRI-style
     reference is, background noise floor included."""
     return torch.sqrt(magnitude**2 + unmeasured_noise_energy(mask, n_coils, noise_std))
-
-
-def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Crop the last two axes to ``shape`` around the centre (index N//2 stays the centre)."""
-    h, w = x.shape[-2:]
-    ch, cw = shape
-    if ch > h or cw > w:
-        raise ValueError(f"cannot crop {tuple(x.shape[-2:])} to larger {tuple(shape)}")
-    top = h // 2 - ch // 2
-    left = w // 2 - cw // 2
-    return x[..., top : top + ch, left : left + cw]
-
-
-def center_pad(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Zero-pad the last two axes to ``shape`` so that index N//2 stays the centre (inverse of center_crop)."""
-    h, w = x.shape[-2:]
-    ph, pw = shape
-    if ph < h or pw < w:
-        raise ValueError(f"cannot pad {tuple(x.shape[-2:])} to smaller {tuple(shape)}")
-    out = x.new_zeros(*x.shape[:-2], ph, pw)
-    top = ph // 2 - h // 2
-    left = pw // 2 - w // 2
-    out[..., top : top + h, left : left + w] = x
-    return out
