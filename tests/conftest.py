@@ -7,16 +7,25 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-# Real data lives beside the checkout (../shared/realdata) and never in the repository.
+# Real data lives beside the checkout (../shared/realdata) or where $WORKBENCH_REALDATA says, never in the
+# repository (workbench.paths.realdata_dir).
 REALDATA = Path(os.environ.get("WORKBENCH_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+REALDATA_SKIP = f"real data folder {REALDATA} not present (set WORKBENCH_REALDATA to the folder of the real sets)"
 
 
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """Folder of the real raw data sets; tests using it skip cleanly when it is absent."""
     if not REALDATA.is_dir():
-        pytest.skip(f"real data folder {REALDATA} not present")
+        pytest.skip(REALDATA_SKIP)
     return REALDATA
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Say once, at the end, how many real-data tests did not run and how to make them run.
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if REALDATA_SKIP in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} real-data tests skipped: {REALDATA_SKIP}", yellow=True)
 
 
 @pytest.fixture(autouse=True)

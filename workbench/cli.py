@@ -20,13 +20,26 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("workbench.commands.plugins", "list the reconstruction methods found, with capabilities and errors"),
     "bench": ("workbench.commands.bench", "run the reconstruction benchmarks (methods x accelerations x datasets)"),
     "train": ("workbench.commands.train", "train a deep reconstruction model (single process or under torchrun)"),
+    "doctor": ("workbench.commands.doctor", "check Python, Qt and its system libraries, torch and the device; "
+               "say how to fix what is missing"),
 }
+
+
+APP_FORMS = """the desktop app:
+  workbench                   open the app
+  workbench FILE              open the app on a scan (any supported format)
+  workbench --demo            open the app on the built-in demo scan
+  workbench --plugin-dir DIR  also load the drop-in plugins in DIR (repeatable)
+
+`workbench COMMAND --help` describes each command; `workbench doctor` checks this machine."""
 
 
 def _build_parser(command: str) -> argparse.ArgumentParser:
     # Only the chosen subcommand's module is imported: start-up stays cheap and one broken command
     # cannot break the others.
-    p = argparse.ArgumentParser(prog="workbench", description="MRI reconstruction workbench")
+    p = argparse.ArgumentParser(
+        prog="workbench", description="MRI reconstruction workbench", epilog=APP_FORMS,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (mod, help_) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -70,8 +83,14 @@ def entry() -> None:
     ``os._exit`` after flushing keeps the exit status the command's own."""
     import os
 
-    rc = main()
-    sys.stdout.flush()
+    try:
+        rc = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`workbench info FILE | head`): stop quietly with the status of a process ended
+        # by SIGPIPE, as cat does, instead of a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        rc = 128 + 13
     sys.stderr.flush()
     os._exit(int(rc or 0))
 

@@ -60,3 +60,13 @@ def resource_path(*parts: str) -> Path:
     if not path.exists():
         raise WorkbenchError(f"{path}: shipped resource is missing; reinstall the package or run from a checkout")
     return path
+
+
+def realdata_dir() -> Path | None:
+    """The folder of real raw data sets used by tests and benchmarks: ``$WORKBENCH_REALDATA``, else
+    ``../shared/realdata`` beside a checkout; None when neither is set or present. Never created."""
+    env = os.environ.get("WORKBENCH_REALDATA")
+    if env:
+        return Path(env).expanduser()
+    beside = _PACKAGE_DIR.parent.parent / "shared" / "realdata"
+    return beside if beside.is_dir() else None
