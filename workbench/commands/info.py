@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.io.options import parse_value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,25 +35,6 @@ def parse_option(text: str) -> tuple[str, Any]:
     if not key:
         raise WorkbenchError(f"--option {text!r}: empty key")
     return key, parse_value(raw.strip())
-
-
-def parse_value(raw: str) -> Any:
-    low = raw.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    if "," in raw:
-        parts = [parse_value(p.strip()) for p in raw.split(",") if p.strip()]
-        return tuple(parts)
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
 
 
 def _extras(scan: Any) -> dict[str, Any]:

@@ -18,6 +18,9 @@ Qt = QtCore.Qt
 
 COLORMAPS = ("gray", "viridis", "inferno", "magma", "plasma", "cividis", "turbo")
 DISPLAY_MODES = ("magnitude", "phase", "real", "imaginary")
+#: the file dialogs' filter for raw scans (File > Open and File > Open with options…)
+SCAN_FILTER = ("Raw scans (*.h5 *.hdf5 *.mrd *.ismrmrd *.dat *.cfl *.hdr *.mat *.npy *.npz);;"
+               "All files (*)")
 
 
 def colormap(name: str) -> pg.ColorMap:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from workbench.errors import WorkbenchError
-from workbench.gui.common import Dispatcher, Qt, error_box
+from workbench.gui.common import SCAN_FILTER, Dispatcher, Qt, error_box
 from workbench.gui.compare_view import CompareView
 from workbench.gui.jobs_panel import JobsPanel
 from workbench.gui.methods_panel import MethodsPanel
@@ -26,8 +26,6 @@ from workbench.session import PROJECT_FORMAT, Session
 
 MAX_RECENT = 10
 SESSION_FILTER = "Workbench session (*.wbs.json *.json)"
-SCAN_FILTER = ("Raw scans (*.h5 *.hdf5 *.mrd *.ismrmrd *.dat *.cfl *.hdr *.mat *.npy *.npz);;"
-               "All files (*)")
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -205,12 +203,12 @@ class MainWindow(QtWidgets.QMainWindow):
     def _remember_options(self, path: str, options: dict[str, Any]) -> None:
         import json
 
-        from workbench.session import _jsonable
+        from workbench.arrays import jsonable
 
         rec = self._recent_options()
         key = os.path.abspath(path)
         if options:
-            rec[key] = _jsonable(options)
+            rec[key] = jsonable(options)
         else:
             rec.pop(key, None)
         keep = set(self.recent_files())
@@ -381,7 +379,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.export_images(folder, fmt)
 
     def export_images(self, folder: str, fmt: str) -> list[str]:
-        from workbench.gui.export import export_images
+        from workbench.io.writers import export_images
 
         written: list[str] = []
         ok = self._guard("Cannot export the images", lambda: written.extend(
@@ -396,7 +394,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.export_results(folder)
 
     def export_results(self, folder: str) -> list[str]:
-        from workbench.gui.export import export_results_hdf5
+        from workbench.io.writers import export_results_hdf5
 
         written: list[str] = []
         self._guard("Cannot export the results", lambda: written.extend(

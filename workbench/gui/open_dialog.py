@@ -10,6 +10,8 @@ from typing import Any
 from PyQt6 import QtWidgets
 
 from workbench.errors import WorkbenchError
+from workbench.gui.common import SCAN_FILTER
+from workbench.io.options import parse_value
 
 AUTO = "auto (detect)"
 EXAMPLES = ("kspace_var=fwd", "coil_axis=-1", "image_domain=true", "readout_oversampling=2",
@@ -20,8 +22,6 @@ def parse_options(text: str) -> dict[str, Any]:
     """``"coil_axis=-1 image_domain=true grid_shape=256,256"`` -> typed options (values as the command line's
     ``--option``: integers, floats, true/false, none, ``a,b`` tuples, else text; quote a value with spaces).
     Words may also be separated by ``;``. Raises ``WorkbenchError`` naming the bad word."""
-    from workbench.commands.info import parse_value
-
     try:
         words = shlex.split(text.replace(";", " "))
     except ValueError as exc:  # an unbalanced quote
@@ -108,8 +108,6 @@ class OpenOptionsDialog(QtWidgets.QDialog):
         lay.addWidget(buttons)
 
     def _browse(self) -> None:
-        from workbench.gui.main_window import SCAN_FILTER
-
         start = self.path_edit.text() or self.start_dir
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open scan", start, SCAN_FILTER)
         if path:

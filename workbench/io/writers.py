@@ -1,5 +1,8 @@
-"""Writers behind the app's Export menu (no Qt here, so they are usable and testable headless):
-magnitude images as NIfTI (nibabel) and DICOM (pydicom), results as HDF5 (``Result.save``)."""
+"""Writers beside the readers: magnitude images as NIfTI (nibabel) and DICOM (pydicom), results as HDF5
+(``Result.save``). The app's Export menu calls them; they need no Qt, so scripts and tests use them headless.
+
+Images are ``[H, W]`` (rows, columns) as the readers and the app show them, or a stack ``[S, H, W]`` for NIfTI.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from workbench.errors import WorkbenchError
+
+__all__ = ["safe_name", "pixel_spacing_mm", "write_nifti", "write_dicom", "export_images", "export_results_hdf5"]
 
 
 def safe_name(label: str) -> str:
@@ -58,8 +63,8 @@ def write_nifti(path: str | os.PathLike, image: np.ndarray, spacing_mm: tuple[fl
 def write_dicom(path: str | os.PathLike, image: np.ndarray, *, label: str = "", spacing_mm: tuple[float, float] = (1.0, 1.0),
                 series_uid: str | None = None, study_uid: str | None = None, instance: int = 1,
                 patient_id: str = "anonymous") -> None:
-    """Write a 2D magnitude image as a DICOM MR Image (16-bit unsigned, with RescaleSlope restoring the values).
-    The series description holds ``label`` (method and parameters)."""
+    """Write a 2D magnitude image ``[H, W]`` as a DICOM MR Image (16-bit unsigned, with RescaleSlope restoring
+    the values). The series description holds ``label`` (method and parameters)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -111,8 +116,9 @@ def write_dicom(path: str | os.PathLike, image: np.ndarray, *, label: str = "", 
 
 def export_images(folder: str | os.PathLike, images: Iterable[tuple[str, np.ndarray]], fmt: str, scan: Any = None
                   ) -> list[str]:
-    """Write each (label, image) magnitude as ``<label>.nii.gz`` (fmt "nifti") or ``<label>.dcm`` ("dicom")
-    into ``folder`` (DICOM files share one study and series). Returns the paths written."""
+    """Write the magnitude of each (label, image ``[H, W]``) as ``<label>.nii.gz`` (fmt "nifti") or
+    ``<label>.dcm`` ("dicom") into ``folder`` (DICOM files share one study and series); ``scan`` (a
+    :class:`workbench.scan.Scan`) gives the pixel spacing and patient id. Returns the paths written."""
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     spacing = pixel_spacing_mm(scan) if scan is not None else (1.0, 1.0)
@@ -138,7 +144,9 @@ def export_images(folder: str | os.PathLike, images: Iterable[tuple[str, np.ndar
 
 def export_results_hdf5(folder: str | os.PathLike, entries: Iterable[Any], scan: Any = None) -> list[str]:
     """Save every finished result as ``<id>_<label>.h5`` (``workbench.result.Result`` layout: image, std, mask
-    or trajectory, parameters, history, provenance) into ``folder``. Returns the paths written."""
+    or trajectory, parameters, history, provenance) into ``folder``. ``entries`` are the session's result
+    entries (``id``, ``label``, ``state``, ``image`` ``[H, W]`` complex, ``std``, ``result``, ...); one reopened
+    from a session file has no ``Result`` and gets one rebuilt from what it kept. Returns the paths written."""
     import math
 
     import torch
