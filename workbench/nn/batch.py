@@ -19,13 +19,12 @@ Shapes: Cartesian ``kspace [B, C, H, W]`` (zeros where not sampled) with ``mask 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
 
+from workbench.arrays import LRUCache
 from workbench.errors import SamplingError
 from workbench.physics.coils import acs_maps_from_calibration, calibration_from_noncartesian, calibration_region
 from workbench.physics.fft import fft2c, ifft2c
@@ -93,9 +92,7 @@ class CartesianEncoding(Encoding):
 
 
 # NUFFT operators (interpolation matrices, Toeplitz kernels) are costly to build: one per trajectory, reused.
-_NUFFT_CACHE: OrderedDict[str, Any] = OrderedDict()
-_NUFFT_LOCK = threading.Lock()
-_NUFFT_CACHE_SIZE = 8
+_NUFFT_CACHE: LRUCache[str, Any] = LRUCache(8)
 
 
 def _nufft_for(trajectory: torch.Tensor, dcf: torch.Tensor | None, grid_shape: tuple[int, int]):
@@ -105,16 +102,7 @@ def _nufft_for(trajectory: torch.Tensor, dcf: torch.Tensor | None, grid_shape: t
     if dcf is not None:
         h.update(dcf.detach().cpu().numpy().tobytes())
     key = f"{h.hexdigest()}-{grid_shape}-{trajectory.device}"
-    with _NUFFT_LOCK:
-        op = _NUFFT_CACHE.get(key)
-        if op is None:
-            op = NufftSense(None, trajectory, grid_shape, dcf=dcf, toeplitz=True)
-            _NUFFT_CACHE[key] = op
-            while len(_NUFFT_CACHE) > _NUFFT_CACHE_SIZE:
-                _NUFFT_CACHE.popitem(last=False)
-        else:
-            _NUFFT_CACHE.move_to_end(key)
-    return op
+    return _NUFFT_CACHE.get_or_create(key, lambda: NufftSense(None, trajectory, grid_shape, dcf=dcf, toeplitz=True))
 
 
 class NonCartesianEncoding(Encoding):

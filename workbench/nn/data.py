@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from workbench.arrays import LRUCache
 from workbench.errors import WorkbenchError
 
 TRAIN_SEED_OFFSET = 1_000_000  # training generator seeds are >= this; validation seeds are < this
@@ -76,8 +75,8 @@ class SamplingPlan:
         if any(cart) and not all(cart):
             raise DataConfigError("sampling: mix of Cartesian and non-Cartesian kinds; train them as separate models")
         self.cartesian = all(cart)
-        self._trajectories: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        # the training loop prepares data in a background thread: the cache has its own lock
+        self._trajectories: LRUCache[tuple, Any] = LRUCache(32)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kinds": self.kinds, "accelerations": self.accelerations, "center_fractions": self.center_fractions}
@@ -99,15 +98,12 @@ class SamplingPlan:
         from workbench.sampling import make_sampling
 
         key = (kind, float(acceleration), tuple(shape))
-        with self._lock:  # the training loop prepares data in a background thread
-            hit = self._trajectories.get(key)
-            if hit is None:
-                s = make_sampling(kind, shape, acceleration)
-                hit = (s.trajectory.contiguous(), s.dcf.contiguous())
-                self._trajectories[key] = hit
-                while len(self._trajectories) > 32:
-                    self._trajectories.popitem(last=False)
-        return hit
+
+        def create():
+            s = make_sampling(kind, shape, acceleration)
+            return s.trajectory.contiguous(), s.dcf.contiguous()
+
+        return self._trajectories.get_or_create(key, create)
 
 
 def _undersample(kspace: torch.Tensor, plan: SamplingPlan, rng: np.random.Generator, mask_seed: int,
@@ -322,8 +318,7 @@ class FastMRIData:
             train_files = [f for f in files if f not in val_files]
         else:
             train_files, val_files = files, []
-        self._scans: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.RLock()
+        self._scans: LRUCache[str, Any] = LRUCache(16)  # its own lock: data is prepared in a background thread
         self.train_index = self._index(train_files)
         self.val_index = self._index(val_files)
         if not self.train_index:
@@ -338,14 +333,7 @@ class FastMRIData:
     def _scan(self, path: str):
         from workbench.io import open_scan
 
-        with self._lock:  # the training loop prepares data in a background thread
-            scan = self._scans.get(path)
-            if scan is None:
-                scan = open_scan(path, format="fastmri")
-                self._scans[path] = scan
-                while len(self._scans) > 16:
-                    self._scans.popitem(last=False)
-        return scan
+        return self._scans.get_or_create(path, lambda: open_scan(path, format="fastmri"))
 
     def _index(self, files: Sequence[Path]) -> list[tuple[str, int]]:
         out = []

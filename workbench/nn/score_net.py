@@ -26,7 +26,6 @@ predicted ``eps`` ``[B, 2, H, W]``; :meth:`ScoreNet.score` and :meth:`ScoreNet.d
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,28 +236,12 @@ def load_score_net(path: str | Path, device="cpu") -> tuple[ScoreNet, dict[str, 
     return model, sidecar
 
 
-_CACHE: dict[tuple, tuple[ScoreNet, dict]] = {}
-_CACHE_LOCK = threading.Lock()
-
-
 def cached_score_net(path: str | Path, device="cpu") -> tuple[ScoreNet, dict[str, Any]]:
-    """:func:`load_score_net` cached by (file, modification time, device)."""
-    from workbench.nn.weights import WeightsError
+    """:func:`load_score_net` cached by (file, modification time, device) in the one model cache
+    (:func:`workbench.nn.weights.cached_model`)."""
+    from workbench.nn.weights import cached_model
 
-    path = Path(path).resolve()
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
-        raise WeightsError(path, "weight file not found") from None
-    key = (str(path), mtime, str(torch.device(device)))
-    with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-        if hit is None:
-            for k in [k for k in _CACHE if k[0] == key[0]]:
-                del _CACHE[k]
-            hit = load_score_net(path, device)
-            _CACHE[key] = hit
-    return hit
+    return cached_model(path, device, load=load_score_net)
 
 
 def shipped_score_weights() -> Path:

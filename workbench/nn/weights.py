@@ -20,12 +20,12 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from workbench.arrays import LRUCache
 from workbench.errors import WorkbenchError
 
 WEIGHTS_FORMAT = "mri-workbench-weights"
@@ -277,23 +277,24 @@ def weights_problem(path: str | os.PathLike, models: tuple[str, ...]) -> str | N
     return None
 
 
-_MODEL_CACHE: dict[tuple, tuple[torch.nn.Module, dict]] = {}
-_CACHE_LOCK = threading.Lock()
+# One cache of loaded networks for every loader (plugins' models, the score network): keyed by file, modification
+# time, device and loader, so that a retrained file is reloaded and its older version dropped.
+_MODEL_CACHE: LRUCache[tuple, tuple[torch.nn.Module, dict]] = LRUCache(None)
 
 
-def cached_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """:func:`load_model` cached by (file, modification time, device): a plugin loads its weights once."""
+def cached_model(path: str | os.PathLike, device="cpu", load=None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``load(path, device)`` (default :func:`load_model`) cached by (file, modification time, device, loader):
+    a plugin loads its weights once."""
+    load = load_model if load is None else load
     path = Path(path).resolve()
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
         raise WeightsError(path, "weight file not found") from None
-    key = (str(path), mtime, str(torch.device(device)))
-    with _CACHE_LOCK:
-        hit = _MODEL_CACHE.get(key)
-        if hit is None:
-            for k in [k for k in _MODEL_CACHE if k[0] == key[0]]:
-                del _MODEL_CACHE[k]  # an older version of the same file
-            hit = load_model(path, device)
-            _MODEL_CACHE[key] = hit
-    return hit
+    key = (str(path), mtime, str(torch.device(device)), load)
+
+    def create():
+        _MODEL_CACHE.discard(lambda k: k[0] == key[0] and k[3] is load)  # an older version of the same file
+        return load(path, device)
+
+    return _MODEL_CACHE.get_or_create(key, create)

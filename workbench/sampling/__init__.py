@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from workbench.arrays import LRUCache
 from workbench.errors import SamplingError
 from workbench.sampling.dcf import (
     DCF_METHODS,
@@ -120,8 +120,7 @@ def default_center_fraction(acceleration: float) -> float:
 
 # ----------------------------------------------------------------------------------------------------------
 # dcf cache: the same trajectory (kind + shape + params) is not recomputed when a slider returns to it
-_DCF_CACHE: OrderedDict[str, torch.Tensor] = OrderedDict()
-_DCF_CACHE_SIZE = 16
+_DCF_CACHE: LRUCache[str, torch.Tensor] = LRUCache(16)
 
 
 def _cache_key(kind: str, shape: tuple[int, int], params: dict[str, Any]) -> str:
@@ -321,11 +320,7 @@ def _get_dcf(self: Sampling) -> torch.Tensor | None:
         cached = _DCF_CACHE.get(key)
         if cached is None or cached.shape[0] != self.trajectory.shape[1]:
             cached = compute_dcf(self.trajectory.cpu(), self.shape, self.dcf_method)
-            _DCF_CACHE[key] = cached
-            while len(_DCF_CACHE) > _DCF_CACHE_SIZE:
-                _DCF_CACHE.popitem(last=False)
-        else:
-            _DCF_CACHE.move_to_end(key)
+            _DCF_CACHE.put(key, cached)
         self._dcf = cached.to(self.trajectory.device)
     return self._dcf
 
