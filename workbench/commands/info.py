@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Any
 
 import numpy as np
 
+from workbench.arrays import jsonable
 from workbench.errors import WorkbenchError
 from workbench.io.options import parse_value
 
@@ -51,22 +51,6 @@ def _extras(scan: Any) -> dict[str, Any]:
     return out
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return _jsonable(v.item())
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace")
-    return v
-
-
 def _text(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         if v and all(isinstance(x, (int, np.integer)) for x in v):
@@ -89,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     summary = scan.summary()
     summary.update(_extras(scan))
     if args.json:
-        print(json.dumps(_jsonable(summary)))
+        print(json.dumps(jsonable(summary)))
         return 0
     width = max(len(k) for k in summary)
     for key, value in summary.items():
