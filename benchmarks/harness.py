@@ -223,19 +223,10 @@ def _is_number(v: Any) -> bool:
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    if isinstance(v, torch.Tensor):
-        return v.tolist() if v.numel() <= 16 else f"<tensor {tuple(v.shape)}>"
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return str(v)
+    """Records as JSON: non-finite numbers as text ("nan", "inf"), large tensors summarised by their shape."""
+    from workbench.arrays import jsonable
+
+    return jsonable(v, nonfinite=str, max_elements=16)
 
 
 def make_problem(scan, slice_index: int, kind: str, acceleration: float, *, seed: int = 0, device: str = "cpu"):
