@@ -19,7 +19,7 @@ best weight per (data set, acceleration) is picked by mean PSNR over that group'
 classical methods at their best). Coil maps: ESPIRiT, or the ACS maps when ESPIRiT leaves more than 10 % of
 the object without sensitivity (it does with the 8 ACS lines of an 8x mask on a 192-wide grid). The deep
 models run through their plugins exactly as the app runs them (their own ACS maps + learned refinement).
-Metrics: fastMRI definitions (:mod:`workbench.metrics`) against the fully sampled RSS reference, data range =
+Metrics: fastMRI definitions (:mod:`workbench.scoring`) against the fully sampled RSS reference, data range =
 the slice's reference maximum.
 """
 
@@ -149,10 +149,10 @@ def _choose_maps(problem) -> str:
 
 
 def _metrics(problem, image) -> dict[str, float]:
-    from workbench.metrics import evaluate
+    from workbench.scoring import evaluate
 
     ref = problem.reference
-    return evaluate(ref, problem.crop(image).abs() if torch.is_tensor(image) else image, data_range=float(ref.max()))
+    return evaluate(ref, problem.crop(image).abs() if torch.is_tensor(image) else image, data_range=problem.data_range)
 
 
 def run_classical(problem, n_iter: int, noncartesian: bool = False) -> dict[str, dict[float, dict[str, float]]]:
@@ -226,7 +226,7 @@ def inference_time(xpdnet: str, unet: str, repeats: int = 3) -> dict[str, Any]:
 def run(args) -> dict[str, Any]:
     from plugins.unet import UnetBaseline
     from plugins.xpdnet import XPDNet
-    from workbench.metrics import evaluate
+    from workbench.scoring import evaluate
 
     log = print
     meta = machine_description()
@@ -246,7 +246,7 @@ def run(args) -> dict[str, Any]:
     rows = []
     for group, label, p in problems:
         maps = _choose_maps(p)
-        zf = evaluate(p.reference, p.crop(p.zero_filled("rss")), data_range=float(p.reference.max()))
+        zf = evaluate(p.reference, p.crop(p.zero_filled("rss")), data_range=p.data_range)
         row = {"group": group, "label": label, "maps": maps, "zero_filled": zf,
                "classical": run_classical(p, args.n_iter),
                "unet": run_plugin(UnetBaseline(), p, args.unet),
@@ -274,7 +274,7 @@ def run(args) -> dict[str, Any]:
         for group, label, p in noncartesian_problems(args.n_noncartesian, nc_cfg["data"],
                                                       nc_cfg["sampling"]["kinds"], log):
             maps = _choose_maps(p)
-            zf = evaluate(p.reference, p.crop(p.zero_filled("rss")), data_range=float(p.reference.max()))
+            zf = evaluate(p.reference, p.crop(p.zero_filled("rss")), data_range=p.data_range)
             row = {"group": group, "label": label, "maps": maps, "zero_filled": zf,
                    "classical": run_classical(p, args.n_iter, noncartesian=True),
                    "unet": run_plugin(UnetBaseline(), p, args.unet_noncartesian),

@@ -62,18 +62,17 @@ def held_out_slices(n: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
 
 
 def _metrics(problem, image) -> dict[str, float]:
-    from workbench.metrics import evaluate
+    from workbench.scoring import evaluate
 
     ref = problem.reference.numpy()
-    return evaluate(ref, image.abs().cpu().numpy() if torch.is_tensor(image) else image, data_range=float(ref.max()))
+    return evaluate(ref, image.abs().cpu().numpy() if torch.is_tensor(image) else image, data_range=problem.data_range)
 
 
 def _psnr_clean(problem, image, target) -> float:
     """PSNR against the noise-free ground truth (the fully sampled reference is noisy: RSS noise floor)."""
-    from workbench.metrics import psnr
+    from workbench.scoring import psnr
 
-    ref = problem.reference.numpy()
-    return float(psnr(target, image.abs().cpu().numpy(), data_range=float(ref.max())))
+    return float(psnr(target, image.abs().cpu().numpy(), data_range=problem.data_range))
 
 
 def _run(method, problem, values: dict[str, Any]):

@@ -20,9 +20,10 @@ single-coil data) are listed with their reason; a method that fails is listed wi
 
 Coil maps (ESPIRiT) are estimated once per problem before the methods run and timed separately, so a method's
 time is its own work. Each method runs once untimed on a small simulated problem first (imports, FFT plans).
-Metrics follow the fastMRI definitions (:mod:`workbench.metrics`) against the problem's reference (the stored
-RSS of the demo file; the RSS of the fully sampled data otherwise), with the slice's reference maximum as the
-data range.
+Metrics follow the fastMRI definitions (:mod:`workbench.scoring`) against the problem's reference (the stored
+RSS of the demo file; the RSS of the fully sampled data otherwise), with the fastMRI data range
+(``problem.data_range``: the file's ``max`` attribute, else the stored reference volume's maximum, else the
+slice's).
 
 Datasets (``DATASETS``): the built-in demo scan (middle slice) and, when the real-data folder exists
 (``--realdata``, ``$WORKBENCH_REALDATA``, default ``<checkout>/../shared/realdata``), the fully sampled real sets:
@@ -265,7 +266,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
     from workbench.errors import WorkbenchError
     from workbench.io import open_scan
     from workbench.methods import MethodError, MethodNotApplicableError, discover_methods, safe_run
-    from workbench.metrics import evaluate
+    from workbench.scoring import evaluate
     from workbench.physics.fft import ifft2c
 
     t_start = time.perf_counter()
@@ -324,13 +325,14 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
                         maps_error = str(exc)
                         log(f"  coil maps: {maps_error}")
                 ref = problem.reference
-                zf = evaluate(ref, problem.crop(problem.zero_filled("rss")))["psnr"] if ref is not None else None
+                zf = None if ref is None else evaluate(ref, problem.crop(problem.zero_filled("rss")),
+                                                       problem.data_range)["psnr"]
                 info = ProblemInfo(ds_name, str(path), int(index), kind, float(accel), cf,
                                    round(problem.acceleration, 3), problem.n_coils, tuple(problem.grid_shape),
                                    tuple(problem.recon_shape), maps_time, zf, maps_error)
                 if ref is not None and problem.n_coils > 1 and not maps_error and scan.fully_sampled:
                     full = (problem.maps.conj() * ifft2c(scan.kspace(index, config.device))).sum(0)
-                    ceiling = evaluate(ref, problem.crop(full))
+                    ceiling = evaluate(ref, problem.crop(full), problem.data_range)
                     info.sense_full_psnr, info.sense_full_ssim = ceiling["psnr"], ceiling["ssim"]
                 problems.append(info)
                 log(f"{ds_name} slice {index} {label} (R_eff {problem.acceleration:.2f}, {problem.n_coils} coils, "
@@ -356,7 +358,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
                                                     if not isinstance(v, (list, dict)) or len(str(v)) < 400})
                             rec.lam = _jsonable(_chosen_lams(result))
                             if ref is not None:
-                                scores = evaluate(ref, result.image)
+                                scores = evaluate(ref, result.image, problem.data_range)
                                 rec.psnr, rec.ssim, rec.nmse = scores["psnr"], scores["ssim"], scores["nmse"]
                         records.append(rec)
                         log("  " + _record_line(rec))
@@ -468,7 +470,8 @@ def to_markdown(out: dict[str, Any], title: str = "Classical reconstructions") -
     lines.append(f"Command: `{meta.get('command', '')}`; total {meta.get('total_time_s', '?')} s. "
                  "fastMRI line masks along the phase encode (W), seed "
                  f"{meta.get('seed', 0)}, centre fractions {meta.get('center_fractions')}. Metrics (fastMRI "
-                 "definitions) against the fully sampled RSS reference of the slice, data range = its maximum. "
+                 "definitions) against the RSS reference of the slice, data range = the file's `max` attribute, else "
+                 "the reference volume's maximum, else the slice's. "
                  "Times are `safe_run` wall-clock seconds of the method alone (ESPIRiT maps estimated before, "
                  "timed in the problem table); CPU = process CPU seconds over all threads (on a busy machine wall "
                  "times inflate, CPU times much less); `auto` = the method's automatic regularisation weight, "

@@ -329,13 +329,13 @@ IMPLEMENTATIONS: dict[str, Callable[[], Implementation]] = {"ours": Ours, "bart"
 
 
 def _psnr(data: PeerData, image: np.ndarray) -> float:
-    from workbench.metrics import psnr
+    from workbench.scoring import psnr
 
     return psnr(data.reference, np.abs(image))
 
 
 def _ssim(data: PeerData, image: np.ndarray) -> float:
-    from workbench.metrics import ssim
+    from workbench.scoring import ssim
 
     return ssim(data.reference, np.abs(image))
 

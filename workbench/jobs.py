@@ -347,17 +347,12 @@ class JobQueue:
             worker.inbox.put(job)
         return job
 
-    def run_sync(
-        self,
-        method: Method,
-        problem: "Problem",
-        params: Any = None,
-        device: str | None = None,
-        on_progress: Callable[[Job], None] | None = None,
-        on_iterate: Callable[[Job, torch.Tensor], None] | None = None,
-    ) -> Job:
-        """Run a job in the calling thread (the CLI) through the same code path as :meth:`submit`; returns the
-        finished job (look at ``job.state``, ``job.result``, ``job.error``). Ctrl-C cancels it and re-raises."""
+    def run_sync(self, method: Method, problem: "Problem", params: Any = None, device: str | None = None, *,
+                 on_progress: Callable[[Job], None] | None = None,
+                 on_iterate: Callable[[Job, torch.Tensor], None] | None = None) -> Job:
+        """Run a job in the calling thread (the CLI) through the same code path as :meth:`submit` (arguments as
+        there; no ``on_done``: the call returns the finished job: look at ``job.state``, ``job.result``,
+        ``job.error``). Ctrl-C cancels it and re-raises."""
         job = self._make_job(method, problem, params, device, on_progress, None, on_iterate)
         self.jobs.append(job)
         job._execute(self.progress_interval, self.iterate_interval)

@@ -9,19 +9,25 @@ A method never re-derives these; it asks the Problem::
 
 Shapes: Cartesian ``y`` ``[C, H, W]`` (zeros where not sampled) with ``mask`` bool ``[H, W]``; non-Cartesian
 ``y`` ``[C, K]`` with ``trajectory`` ``[2, K]`` radians and ``dcf`` ``[K]``. Images live on ``grid_shape``;
-``recon_shape`` is what users look at and metrics use (``crop``). Data stay in scanner units; ``scale`` (the
-99th percentile of the zero-filled magnitude) is there for methods that normalise.
+``recon_shape`` is what users look at and metrics use (``crop``, and ``data_range``: the PSNR/SSIM data range of
+:func:`workbench.scoring.volume_data_range`). Data stay in scanner units; ``scale`` (the 99th percentile of the
+zero-filled magnitude) is there for methods that normalise.
+
+The Problem owns the density compensation of non-Cartesian data: :func:`acquired_dcf` gives the weights of a
+scan's own trajectory (computed once per scan, method and device), which ``from_scan`` and the app both use.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from workbench.arrays import LRUCache
 from workbench.errors import InvalidDataError, SamplingError, WorkbenchError
 from workbench.physics.fft import center_crop, ifft2c, rss
 
@@ -49,6 +55,8 @@ class Problem:
         dcf: density compensation ``[K]`` (units of one Cartesian k-space cell).
         maps: coil sensitivities ``[C, H, W]``; estimated on first use when omitted.
         reference: magnitude reference image on ``recon_shape`` (float32), or None.
+        data_range: the PSNR/SSIM data range of ``reference`` (default: its maximum; ``from_scan`` applies the
+            fastMRI rule of :func:`workbench.scoring.volume_data_range`).
         device: where the tensors live and methods compute.
         maps_method: "espirit" (default) or "acs": how maps are estimated when not given.
         calib: the largest calibration (ACS) region used for map estimation.
@@ -67,6 +75,7 @@ class Problem:
         dcf=None,
         maps=None,
         reference=None,
+        data_range: float | None = None,
         device: str | torch.device = "cpu",
         maps_method: str = "espirit",
         calib: Sequence[int] = (24, 24),
@@ -123,6 +132,9 @@ class Problem:
         # A reference wider than the grid (e.g. fastMRI's 320 columns on a narrower k-space): no crop there.
         self.recon_shape = (min(self.recon_shape[0], grid[0]), min(self.recon_shape[1], grid[1]))
         self.reference = None if reference is None else torch.as_tensor(np.asarray(reference), dtype=torch.float32)
+        if data_range is None and self.reference is not None:
+            data_range = float(self.reference.max())
+        self.data_range: float | None = None if data_range is None else float(data_range)
         if maps is not None:
             maps = self._check_maps(maps)
         self._maps = maps
@@ -290,7 +302,7 @@ class Problem:
         p = Problem(
             self.y.to(device), self.grid_shape, self.recon_shape, mask=self.mask, trajectory=self.trajectory,
             dcf=self.dcf, maps=None if self._maps is None else self._maps.to(device), reference=self.reference,
-            device=device, maps_method=self.maps_method, calib=self.calib, sampling=self.sampling,
+            data_range=self.data_range, device=device, maps_method=self.maps_method, calib=self.calib, sampling=self.sampling,
             provenance=self.provenance,
         )
         for key in ("noise_std", "scale"):
@@ -331,7 +343,8 @@ class Problem:
         Recorded in ``provenance["dcf_method"]``.
 
         ``reference``: the scan's stored reference for the slice, else (fully sampled Cartesian scans) the RSS
-        of the fully sampled coil images cropped to ``recon_shape``.
+        of the fully sampled coil images cropped to ``recon_shape``; ``data_range``: its fastMRI data range
+        (:func:`workbench.scoring.volume_data_range`).
         """
         device = torch.device(device)
         if dcf_method is not None:
@@ -363,14 +376,9 @@ class Problem:
                 raise SamplingError(f"{name}: the scan is non-Cartesian; it cannot be resampled with a "
                                     f"{getattr(sampling, 'kind', 'new')} sampling (use its own trajectory)")
             traj = scan.trajectory_tensor(device)
-            dcf = scan.dcf if dcf_method is None else None
-            if dcf is None:
-                from workbench.sampling.dcf import compute_dcf
-
-                dcf = compute_dcf(traj, grid, dcf_method or "pipe-menon", device=device)
-                provenance["dcf_method"] = dcf_method or "pipe-menon"
-            else:
-                provenance["dcf_method"] = "file"
+            dcf = acquired_dcf(scan, dcf_method, device)
+            provenance["dcf_method"] = "file" if dcf_method is None and scan.dcf is not None else (
+                dcf_method or "pipe-menon")
             return cls(k, grid, trajectory=traj, dcf=dcf, reference=reference, **common)
 
         acquired = None if scan.acquired_mask is None else torch.as_tensor(np.asarray(scan.acquired_mask),
@@ -378,6 +386,10 @@ class Problem:
         if reference is None and scan.fully_sampled:
             rshape = (min(scan.recon_shape[0], grid[0]), min(scan.recon_shape[1], grid[1]))
             reference = center_crop(rss(ifft2c(k)), rshape).cpu()
+        if reference is not None:
+            from workbench.scoring import data_range
+
+            common["data_range"] = data_range(scan, reference)
         if sampling is None:
             return cls(k, grid, mask=acquired if acquired is not None else torch.ones(grid, dtype=torch.bool),
                        reference=reference, **common)
@@ -422,6 +434,38 @@ class Problem:
             dcf = compute_dcf(traj, grid, chosen, device=device)
         provenance["dcf_method"] = chosen
         return cls(y, grid, trajectory=traj, dcf=dcf, reference=reference, **common)
+
+
+# (id(scan), method, device) -> (weak reference to the scan, weights): the weights of a scan's own trajectory
+_acquired_dcf_cache = LRUCache(16)
+
+
+def acquired_dcf(scan, method: str | None = None, device: str | torch.device = "cpu", *,
+                 compute: bool = True) -> torch.Tensor | None:
+    """Density compensation ``[K]`` (float32, on ``device``) of a non-Cartesian scan's own trajectory: the
+    file's weights when ``method`` is None and the file has them, else ``method`` (default ``"pipe-menon"``;
+    :mod:`workbench.sampling.dcf`) computed once per scan, method and device. With ``compute=False``, None while
+    not computed yet (a view that must not wait). Raises SamplingError for a method that does not fit the
+    trajectory (the ramp on a trajectory that is not radial)."""
+    device = torch.device(device)
+    if method is None and scan.dcf is not None:
+        return torch.from_numpy(np.real(np.asarray(scan.dcf)).astype(np.float32).reshape(-1)).to(device)
+    from workbench.sampling.dcf import check_dcf_method, compute_dcf
+
+    method = check_dcf_method(method or "pipe-menon")
+    key = (id(scan), method, str(device))
+    hit = _acquired_dcf_cache.get(key)
+    if hit is None or hit[0]() is not scan:
+        if not compute:
+            return None
+
+        def create():
+            weights = compute_dcf(scan.trajectory_tensor(device), tuple(scan.grid_shape), method, device=device)
+            return weakref.ref(scan), torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+
+        _acquired_dcf_cache.discard(lambda k: k == key)
+        hit = _acquired_dcf_cache.get_or_create(key, create)
+    return hit[1].clone()  # a method may scale its problem's weights in place
 
 
 def _estimate_noise_std(problem: Problem) -> float:

@@ -17,8 +17,9 @@ Coil maps: ``--maps espirit|acs`` (estimated) or ``--maps-file maps.npy`` (compl
 
 The method runs through the job engine's synchronous path (the same code path as the app's background jobs),
 with a progress line on stderr (not with ``--json``). Metrics follow the fastMRI evaluation: magnitude, centre
-crop, data range = the maximum of the reference *volume* (the file's ``max`` attribute, else the maximum over
-the stored reference slices; the slice's own maximum when the reference is computed from the k-space).
+crop, data range = the maximum of the reference *volume* (:func:`workbench.scoring.volume_data_range`: the file's
+``max`` attribute, else the maximum over the stored reference slices; the slice's own maximum when the reference is
+computed from the k-space).
 ``--json`` prints exactly one JSON line on stdout. ``--out`` saves the Result (image, mask / trajectory,
 parameters, chosen weights, history, provenance, metrics, the command line) so that it can be reproduced.
 """
@@ -148,16 +149,6 @@ def load_maps(path: str, scan: Any) -> np.ndarray:
     return maps.astype(np.complex64)
 
 
-def volume_data_range(scan: Any, reference: np.ndarray) -> tuple[float, str]:
-    """fastMRI's data range for one slice: the maximum of the reference volume."""
-    value = scan.attrs.get("max") if isinstance(getattr(scan, "attrs", None), dict) else None
-    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-        return float(value), "file max attribute"
-    if getattr(scan, "load_reference", None) is not None:
-        return max(float(np.max(scan.reference(i))) for i in range(scan.n_slices)), "reference volume maximum"
-    return float(np.max(reference)), "slice maximum"
-
-
 def _clean(v: Any) -> Any:
     """JSON-safe: non-finite floats -> None, numpy scalars -> Python, tuples -> lists."""
     if isinstance(v, dict):
@@ -234,8 +225,8 @@ def run(args: argparse.Namespace) -> int:
     from workbench.io import open_scan
     from workbench.jobs import JobQueue, JobState, resolve_device
     from workbench.methods import discover_methods
-    from workbench.metrics import evaluate
     from workbench.problem import Problem
+    from workbench.scoring import evaluate, volume_data_range
 
     registry = discover_methods(plugin_dirs=args.plugin_dir)
     if args.method not in registry:

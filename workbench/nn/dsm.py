@@ -16,9 +16,8 @@ the k-space noise of the measurements is ``sigma_y`` per real component, i.e. ``
   likelihood step stays stable when ``||A^H A|| > 1`` (e.g. a NUFFT without density compensation); the chains
   (a batch dimension) go through the network and the operator together, and end with the denoising step
   ``x + sigma_L^2 score(x, sigma_L)`` (Tweedie).
-- :func:`spearman`, :func:`error_predictability`, :func:`edge_spearman`, :func:`spearman_figures`,
-  :func:`interval_coverage`, :func:`gaussian_coverage`, :func:`object_mask`, :func:`calibration_metrics`,
-  :func:`calibration_curve`: does the spread of the samples predict the error?
+- :func:`calibration_metrics`: does the spread of the samples predict the error? (Built on the uncertainty
+  statistics of :mod:`workbench.scoring`: spearman, coverage, error predictability, object mask, curve.)
 """
 
 from __future__ import annotations
@@ -28,6 +27,18 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from workbench.scoring import (  # the uncertainty statistics live with the other scores
+    calibrated_spearman,
+    calibration_curve,
+    edge_spearman,
+    error_predictability,
+    gaussian_coverage,
+    interval_coverage,
+    object_mask,
+    spearman,
+    spearman_figures,
+)
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 NormalFn = Callable[[torch.Tensor], torch.Tensor]
@@ -292,172 +303,6 @@ def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def rankdata(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a 1D array, ties given their average rank."""
-    a = np.asarray(a).ravel()
-    order = np.argsort(a, kind="mergesort")
-    sorted_a = a[order]
-    # boundaries of runs of equal values
-    new_run = np.concatenate(([True], sorted_a[1:] != sorted_a[:-1]))
-    run_id = np.cumsum(new_run) - 1
-    starts = np.flatnonzero(new_run)
-    ends = np.concatenate((starts[1:], [a.size]))
-    avg = (starts + ends + 1) / 2.0  # average of the 1-based ranks start+1 .. end
-    ranks = np.empty(a.size, dtype=np.float64)
-    ranks[order] = avg[run_id]
-    return ranks
-
-
-def spearman(a: Any, b: Any, mask: Any = None) -> float:
-    """Spearman rank correlation of ``a`` and ``b`` (over ``mask`` when given): Pearson's correlation of the
-    ranks (ties averaged). NaN when either is constant."""
-    a, b = _numpy(a).astype(np.float64), _numpy(b).astype(np.float64)
-    if mask is not None:
-        m = _numpy(mask).astype(bool)
-        a, b = a[m], b[m]
-    a, b = a.ravel(), b.ravel()
-    if a.size != b.size:
-        raise ValueError(f"spearman: {a.size} values against {b.size}")
-    if a.size < 2:
-        return float("nan")
-    ra, rb = rankdata(a) - (a.size + 1) / 2.0, rankdata(b) - (b.size + 1) / 2.0
-    den = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
-
-
-def interval_coverage(samples: Any, reference: Any, mask: Any = None, level: float = 0.9) -> float:
-    """Fraction of pixels (in ``mask``) whose ``reference`` lies in the central ``level`` interval of the
-    samples: between the ``(1-level)/2`` and ``(1+level)/2`` quantiles over the sample axis (``samples``
-    ``[N, ...]``, linear interpolation as ``numpy.quantile``).
-
-    With ``N`` samples the interval between the extreme samples only covers ``(N-1)/(N+1)`` of new draws, so a
-    90% interval needs ``N >= 19``; use :func:`gaussian_coverage` for fewer samples."""
-    s, ref = _numpy(samples).astype(np.float64), _numpy(reference).astype(np.float64)
-    if s.shape[1:] != ref.shape:
-        raise ValueError(f"interval_coverage: samples {s.shape} do not match the reference {ref.shape}")
-    lo, hi = np.quantile(s, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    inside = (ref >= lo) & (ref <= hi)
-    if mask is not None:
-        inside = inside[_numpy(mask).astype(bool)]
-    return float(inside.mean()) if inside.size else float("nan")
-
-
-def gaussian_coverage(mean: Any, std: Any, reference: Any, n_samples: int | None, mask: Any = None,
-                      level: float = 0.9) -> float:
-    """Fraction of pixels (in ``mask``) whose ``reference`` lies in the Gaussian prediction interval
-    ``mean +- t std sqrt(1 + 1/N)`` (``t``: the Student-t quantile with ``N - 1`` degrees of freedom), the
-    ``level`` interval for a new draw when ``std`` is estimated from ``N`` samples; ``n_samples=None``: ``std``
-    is taken as exact (the normal quantile, ``mean +- 1.645 std`` at 90 %)."""
-    from scipy.stats import norm
-    from scipy.stats import t as student_t
-
-    m, s, ref = (_numpy(v).astype(np.float64) for v in (mean, std, reference))
-    if n_samples is None:
-        half = float(norm.ppf((1 + level) / 2)) * s
-    elif int(n_samples) < 2:
-        return float("nan")
-    else:
-        n = int(n_samples)
-        half = float(student_t.ppf((1 + level) / 2, n - 1)) * math.sqrt(1 + 1 / n) * s
-    inside = np.abs(ref - m) <= half
-    if mask is not None:
-        inside = inside[_numpy(mask).astype(bool)]
-    return float(inside.mean()) if inside.size else float("nan")
-
-
-def calibrated_spearman(std: Any, mask: Any = None, draws: int = 3, seed: int = 0) -> float:
-    """What :func:`spearman` of ``std`` and the absolute error would be for a perfectly calibrated Gaussian
-    posterior with this std map (errors drawn as ``|N(0, std^2)|``; the median of ``draws``): pixel-wise errors
-    are noisy, so a nearly uniform std map cannot correlate much with them even when it is right."""
-    s = _numpy(std).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    return float(np.median([spearman(s, np.abs(s * rng.standard_normal(s.shape)), mask) for _ in range(draws)]))
-
-
-def error_predictability(abs_error: Any, mask: Any = None, window: int = 3) -> float:
-    """The :func:`spearman` correlation of ``|error|`` with its own leave-one-out local RMS (the
-    ``window x window`` neighbours, the pixel itself left out): what an uncertainty map that knew the error's
-    local energy, but not the pixel's own draw, would reach. An upper reference for any locally smooth std map:
-    errors made of pixel-independent noise (the noise of a fully sampled reference) give about 0 however good
-    the std map is, errors with spatial structure (residual aliasing at edges) give high values."""
-    from scipy import ndimage
-
-    if window < 3 or window % 2 == 0:
-        raise ValueError(f"error_predictability: window must be odd and at least 3, got {window}")
-    e = _numpy(abs_error).astype(np.float64)
-    kernel = np.ones((window, window))
-    kernel[window // 2, window // 2] = 0.0
-    local = np.sqrt(ndimage.convolve(e * e, kernel / kernel.sum(), mode="nearest"))
-    return spearman(local, e, mask)
-
-
-def edge_spearman(estimate: Any, abs_error: Any, mask: Any = None, sigma: float = 1.0) -> float:
-    """The :func:`spearman` correlation of ``|error|`` with the gradient magnitude of ``|estimate|`` (Gaussian
-    derivatives at scale ``sigma`` pixels): the uncertainty map an edge detector gives for free, a baseline a
-    std map should beat, since reconstruction errors gather at edges."""
-    from scipy import ndimage
-
-    est = np.abs(_numpy(estimate)).astype(np.float64)
-    return spearman(ndimage.gaussian_gradient_magnitude(est, sigma), abs_error, mask)
-
-
-def spearman_figures(std: Any, abs_error: Any, estimate: Any, mask: Any = None) -> dict[str, float]:
-    """The rank-correlation figures of a std map against an error map, over ``mask``: ``spearman`` (std vs
-    |error|), ``spearman_if_calibrated`` (:func:`calibrated_spearman`), ``spearman_oracle``
-    (:func:`error_predictability`) and ``spearman_edges`` (:func:`edge_spearman` of ``estimate``). One place
-    for what the plugin's calibration and the app's calibration plot both report."""
-    return {
-        "spearman": spearman(std, abs_error, mask),
-        "spearman_if_calibrated": calibrated_spearman(std, mask),
-        "spearman_oracle": error_predictability(abs_error, mask),
-        "spearman_edges": edge_spearman(estimate, abs_error, mask),
-    }
-
-
-def object_mask(reference: Any, threshold: float | None = None) -> np.ndarray:
-    """Where the object is, from a (noisy) magnitude reference: the lightly smoothed reference above Otsu's
-    threshold (or above ``threshold`` times its 99th percentile), its connected regions of at least a tenth of
-    the largest one, holes filled (bool, the reference's shape). Otsu's threshold separates the tissue from the noise floor of a root
-    sum of squares even at low SNR, where a fixed fraction of the maximum would take noise for object."""
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
-    ref = _numpy(reference).astype(np.float64)
-    smooth = ndimage.gaussian_filter(ref, 1.5)
-    if threshold is None:
-        t = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
-    else:
-        t = threshold * np.percentile(ref, 99)
-    m = ndimage.binary_opening(smooth > t, structure=np.ones((3, 3)))
-    labels, n = ndimage.label(m)
-    if n > 1:
-        sizes = np.asarray(ndimage.sum(m, labels, index=np.arange(1, n + 1)))
-        m = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes.max()))  # drop specks, keep e.g. the scalp
-    return ndimage.binary_fill_holes(m)
-
-
-def calibration_curve(std: Any, abs_error: Any, mask: Any = None, n_bins: int = 10) -> dict[str, list[float]]:
-    """Mean ``|error|`` against mean ``std`` in ``n_bins`` quantile bins of ``std`` (what a calibration plot
-    draws: a well calibrated, unbiased Gaussian posterior gives ``|error| ~ 0.8 std``)."""
-    s, e = _numpy(std).astype(np.float64), _numpy(abs_error).astype(np.float64)
-    if mask is not None:
-        m = _numpy(mask).astype(bool)
-        s, e = s[m], e[m]
-    s, e = s.ravel(), e.ravel()
-    if s.size == 0:
-        return {"std": [], "abs_error": [], "count": []}
-    edges = np.quantile(s, np.linspace(0, 1, n_bins + 1))
-    idx = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_bins - 1)
-    out: dict[str, list[float]] = {"std": [], "abs_error": [], "count": []}
-    for i in range(n_bins):
-        sel = idx == i
-        if sel.any():
-            out["std"].append(float(s[sel].mean()))
-            out["abs_error"].append(float(e[sel].mean()))
-            out["count"].append(int(sel.sum()))
-    return out
 
 
 def calibration_metrics(samples: Any, reference: Any, estimate: Any = None, mask: Any = None,

@@ -1,0 +1,419 @@
+"""Scoring: image quality against a reference, and how well a std map predicts the error.
+
+Image metrics follow the fastMRI evaluation (``fastmri/evaluate.py``). Magnitudes are compared: complex input
+becomes its magnitude, the reconstruction is centre-cropped to the reference's size, then
+
+- NMSE = ||ref - rec||^2 / ||ref||^2 over everything given (a slice or a whole volume);
+- PSNR = ``skimage.metrics.peak_signal_noise_ratio(ref, rec, data_range)`` = 10 log10(data_range^2 / MSE);
+- SSIM = ``skimage.metrics.structural_similarity(ref_s, rec_s, data_range)`` with its defaults (7x7 uniform
+  window, K1 = 0.01, K2 = 0.03, sample covariance), averaged over the slices of a volume.
+
+The data range (one rule, used by the library, ``workbench recon``, the app and the benchmarks;
+:func:`volume_data_range`): the file's ``max`` attribute (fastMRI), else the maximum over the stored reference
+volume, else (a reference computed from the k-space) the slice's own maximum. ``Problem.from_scan`` applies it
+(``problem.data_range``); :func:`evaluate` given no ``data_range`` uses ``ref.max()`` of what it is passed.
+
+Uncertainty statistics (:func:`spearman`, :func:`calibrated_spearman`, :func:`error_predictability`,
+:func:`edge_spearman`, :func:`spearman_figures`, :func:`interval_coverage`, :func:`gaussian_coverage`,
+:func:`object_mask`, :func:`calibration_curve`, :func:`std_map_calibration`): does a std map predict the error?
+
+Inputs may be numpy arrays or torch tensors, ``[h, w]`` or ``[S, h, w]``. scipy and scikit-image are imported
+when a function needs them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+
+from workbench.arrays import center_crop, fit_shape
+
+__all__ = [
+    "SSIM_WIN_SIZE", "CALIBRATED_ERROR_PER_STD", "CALIBRATION_LEVEL",
+    "prepare", "nmse", "psnr", "ssim", "error_map", "evaluate",
+    "volume_data_range", "data_range", "least_squares_scale", "score_image", "region_stats",
+    "spearman", "calibrated_spearman", "error_predictability", "edge_spearman", "spearman_figures",
+    "interval_coverage", "gaussian_coverage", "object_mask", "calibration_curve", "std_map_calibration",
+]
+
+SSIM_WIN_SIZE = 7
+#: Mean |error| per unit of std of a calibrated, unbiased Gaussian posterior: E|N(0, s^2)| = sqrt(2/pi) s, the
+#: guide line of the calibration plot.
+CALIBRATED_ERROR_PER_STD = math.sqrt(2.0 / math.pi)
+#: Nominal level of the pixel-wise intervals whose coverage the calibration reports.
+CALIBRATION_LEVEL = 0.9
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _magnitude(x: Any) -> np.ndarray:
+    x = _numpy(x)
+    if np.iscomplexobj(x):
+        x = np.abs(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    return x
+
+
+# --------------------------------------------------------------------------------------------------------------
+# image metrics
+def prepare(ref: Any, rec: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitudes of ``ref`` and ``rec``, with ``rec`` centre-cropped to ``ref``'s ``[h, w]``."""
+    ref_m, rec_m = _magnitude(ref), _magnitude(rec)
+    if ref_m.ndim not in (2, 3) or rec_m.ndim != ref_m.ndim:
+        raise ValueError(f"expected matching [h, w] or [S, h, w] images, got reference {ref_m.shape} and "
+                         f"reconstruction {rec_m.shape}")
+    if ref_m.ndim == 3 and ref_m.shape[0] != rec_m.shape[0]:
+        raise ValueError(f"reference has {ref_m.shape[0]} slices, reconstruction {rec_m.shape[0]}")
+    if rec_m.shape[-2] < ref_m.shape[-2] or rec_m.shape[-1] < ref_m.shape[-1]:
+        raise ValueError(f"reconstruction {rec_m.shape[-2:]} is smaller than the reference {ref_m.shape[-2:]}")
+    return ref_m, center_crop(rec_m, ref_m.shape[-2:])
+
+
+def _data_range(ref: np.ndarray, data_range: float | None) -> float:
+    dr = float(ref.max()) if data_range is None else float(data_range)
+    if not dr > 0 or not math.isfinite(dr):
+        raise ValueError(f"data range must be positive and finite, got {dr} (is the reference all zero?)")
+    return dr
+
+
+def nmse(ref: Any, rec: Any) -> float:
+    """Normalised mean squared error ||ref - rec||^2 / ||ref||^2 (magnitudes, rec cropped to ref)."""
+    r, x = prepare(ref, rec)
+    den = float(np.linalg.norm(r)) ** 2
+    if den == 0:
+        raise ValueError("NMSE is undefined for an all-zero reference")
+    return float(np.linalg.norm(r - x)) ** 2 / den
+
+
+def psnr(ref: Any, rec: Any, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE); ``inf`` for identical images."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    r, x = prepare(ref, rec)
+    dr = _data_range(r, data_range)
+    if np.array_equal(r, x):
+        return math.inf
+    return float(peak_signal_noise_ratio(r, x, data_range=dr))
+
+
+def ssim(ref: Any, rec: Any, data_range: float | None = None) -> float:
+    """Structural similarity (scikit-image, 7x7 window), averaged over slices for ``[S, h, w]`` input."""
+    from skimage.metrics import structural_similarity
+
+    r, x = prepare(ref, rec)
+    dr = _data_range(r, data_range)
+    if min(r.shape[-2:]) < SSIM_WIN_SIZE:
+        raise ValueError(f"images of {r.shape[-2:]} are smaller than the {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} SSIM window")
+    r3, x3 = (r[None], x[None]) if r.ndim == 2 else (r, x)
+    total = 0.0
+    for a, b in zip(r3, x3):
+        total += float(structural_similarity(a, b, win_size=SSIM_WIN_SIZE, data_range=dr))
+    return total / r3.shape[0]
+
+
+def error_map(ref: Any, rec: Any, relative: bool = False, data_range: float | None = None) -> np.ndarray:
+    """Absolute error |(|rec|) - (|ref|)| on the reference grid; ``relative=True`` divides it by the data
+    range (default ``ref.max()``), so that 0.1 means 10 % of the peak signal."""
+    r, x = prepare(ref, rec)
+    err = np.abs(x - r)
+    if relative:
+        err = err / _data_range(r, data_range)
+    return err
+
+
+def evaluate(ref: Any, rec: Any, data_range: float | None = None) -> dict[str, float]:
+    """``{"psnr", "ssim", "nmse"}`` of ``rec`` against ``ref`` (see the module docstring for definitions)."""
+    return {
+        "psnr": psnr(ref, rec, data_range),
+        "ssim": ssim(ref, rec, data_range),
+        "nmse": nmse(ref, rec),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the data range rule
+_volume_max_lock = threading.Lock()
+# id(scan) -> (weak reference to the scan, maximum over its stored reference volume): read once per scan
+_volume_max: dict[int, tuple[Any, float]] = {}
+
+
+def _file_max(scan: Any) -> float | None:
+    attrs = getattr(scan, "attrs", None)
+    value = attrs.get("max") if isinstance(attrs, dict) else None
+    try:
+        value = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+def _stored_volume_max(scan: Any) -> float:
+    with _volume_max_lock:
+        hit = _volume_max.get(id(scan))
+        if hit is not None and hit[0]() is scan:
+            return hit[1]
+        value = max(float(np.max(scan.reference(i))) for i in range(scan.n_slices))
+        for key in [k for k, (ref, _) in _volume_max.items() if ref() is None]:
+            del _volume_max[key]
+        _volume_max[id(scan)] = (weakref.ref(scan), value)
+        return value
+
+
+def volume_data_range(scan: Any, reference: Any) -> tuple[float, str]:
+    """fastMRI's data range for one slice of ``scan`` whose reference image is ``reference``, and which rule
+    gave it: the file's ``max`` attribute (``"file max attribute"``; ignored when below the slice's own
+    maximum, as it then describes another image), else the maximum over the stored reference volume
+    (``"reference volume maximum"``, read once per scan), else, for a reference computed from the k-space, the
+    slice's own maximum (``"slice maximum"``)."""
+    slice_max = float(np.max(_numpy(reference)))
+    value = _file_max(scan)
+    if value is not None and value >= slice_max * 0.999:
+        return value, "file max attribute"
+    if scan is not None and getattr(scan, "load_reference", None) is not None:
+        return max(_stored_volume_max(scan), slice_max), "reference volume maximum"
+    return slice_max, "slice maximum"
+
+
+def data_range(scan: Any, reference: Any) -> float:
+    """The data range of :func:`volume_data_range` alone."""
+    return volume_data_range(scan, reference)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# scoring one image of the app
+def least_squares_scale(reference: np.ndarray, image: Any) -> float:
+    """``a`` minimising ``|| reference - a |image| ||^2`` (``image`` centre-cropped/padded to the reference); 1
+    when the image is all zero (the scale fit of a reference valid only up to a global scale)."""
+    m = fit_shape(np.abs(np.asarray(image)).astype(np.float64), reference.shape)
+    den = float(np.vdot(m, m).real)
+    if not den > 0 or not math.isfinite(den):
+        return 1.0
+    a = float(np.vdot(m, reference.astype(np.float64)).real) / den
+    return a if math.isfinite(a) and a > 0 else 1.0
+
+
+def score_image(reference: np.ndarray | None, image: Any, data_range: float | None,
+                scale_free: bool = False) -> dict[str, float]:
+    """:func:`evaluate` of ``|image|`` (cropped/padded to the reference's shape; scaled to it by
+    :func:`least_squares_scale` when ``scale_free``) against ``reference``; {} without either."""
+    if reference is None or image is None:
+        return {}
+    rec = fit_shape(np.abs(np.asarray(image)).astype(np.float32), reference.shape)
+    if scale_free:
+        rec = rec * np.float32(least_squares_scale(reference, rec))
+    return {k: float(v) for k, v in evaluate(reference, rec, data_range=data_range).items()}
+
+
+def region_stats(image: np.ndarray, reference: np.ndarray | None, rows: slice, cols: slice) -> dict[str, float]:
+    """Mean, standard deviation, min, max of ``image`` in a rectangle, and the RMS error against ``reference``
+    there (when given): the compare view's ROI statistics."""
+    a = np.asarray(image)[rows, cols].astype(np.float64)
+    if a.size == 0:
+        return {}
+    out = {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()),
+           "pixels": int(a.size)}
+    if reference is not None:
+        r = np.asarray(reference)[rows, cols].astype(np.float64)
+        out["rmse"] = float(np.sqrt(np.mean((np.abs(a) - r) ** 2)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# uncertainty statistics
+def spearman(a: Any, b: Any, mask: Any = None) -> float:
+    """Spearman rank correlation of ``a`` and ``b`` (over ``mask`` when given): Pearson's correlation of the
+    ranks (ties averaged). NaN when either is constant."""
+    from scipy.stats import rankdata
+
+    a, b = _numpy(a).astype(np.float64), _numpy(b).astype(np.float64)
+    if mask is not None:
+        m = _numpy(mask).astype(bool)
+        a, b = a[m], b[m]
+    a, b = a.ravel(), b.ravel()
+    if a.size != b.size:
+        raise ValueError(f"spearman: {a.size} values against {b.size}")
+    if a.size < 2:
+        return float("nan")
+    ra, rb = rankdata(a) - (a.size + 1) / 2.0, rankdata(b) - (b.size + 1) / 2.0
+    den = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def interval_coverage(samples: Any, reference: Any, mask: Any = None, level: float = 0.9) -> float:
+    """Fraction of pixels (in ``mask``) whose ``reference`` lies in the central ``level`` interval of the
+    samples: between the ``(1-level)/2`` and ``(1+level)/2`` quantiles over the sample axis (``samples``
+    ``[N, ...]``, linear interpolation as ``numpy.quantile``).
+
+    With ``N`` samples the interval between the extreme samples only covers ``(N-1)/(N+1)`` of new draws, so a
+    90% interval needs ``N >= 19``; use :func:`gaussian_coverage` for fewer samples."""
+    s, ref = _numpy(samples).astype(np.float64), _numpy(reference).astype(np.float64)
+    if s.shape[1:] != ref.shape:
+        raise ValueError(f"interval_coverage: samples {s.shape} do not match the reference {ref.shape}")
+    lo, hi = np.quantile(s, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    inside = (ref >= lo) & (ref <= hi)
+    if mask is not None:
+        inside = inside[_numpy(mask).astype(bool)]
+    return float(inside.mean()) if inside.size else float("nan")
+
+
+def gaussian_coverage(mean: Any, std: Any, reference: Any, n_samples: int | None, mask: Any = None,
+                      level: float = 0.9) -> float:
+    """Fraction of pixels (in ``mask``) whose ``reference`` lies in the Gaussian prediction interval
+    ``mean +- t std sqrt(1 + 1/N)`` (``t``: the Student-t quantile with ``N - 1`` degrees of freedom), the
+    ``level`` interval for a new draw when ``std`` is estimated from ``N`` samples; ``n_samples=None``: ``std``
+    is taken as exact (the normal quantile, ``mean +- 1.645 std`` at 90 %)."""
+    from scipy.stats import norm
+    from scipy.stats import t as student_t
+
+    m, s, ref = (_numpy(v).astype(np.float64) for v in (mean, std, reference))
+    if n_samples is None:
+        half = float(norm.ppf((1 + level) / 2)) * s
+    elif int(n_samples) < 2:
+        return float("nan")
+    else:
+        n = int(n_samples)
+        half = float(student_t.ppf((1 + level) / 2, n - 1)) * math.sqrt(1 + 1 / n) * s
+    inside = np.abs(ref - m) <= half
+    if mask is not None:
+        inside = inside[_numpy(mask).astype(bool)]
+    return float(inside.mean()) if inside.size else float("nan")
+
+
+def calibrated_spearman(std: Any, mask: Any = None, draws: int = 3, seed: int = 0) -> float:
+    """What :func:`spearman` of ``std`` and the absolute error would be for a perfectly calibrated Gaussian
+    posterior with this std map (errors drawn as ``|N(0, std^2)|``; the median of ``draws``): pixel-wise errors
+    are noisy, so a nearly uniform std map cannot correlate much with them even when it is right."""
+    s = _numpy(std).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    return float(np.median([spearman(s, np.abs(s * rng.standard_normal(s.shape)), mask) for _ in range(draws)]))
+
+
+def error_predictability(abs_error: Any, mask: Any = None, window: int = 3) -> float:
+    """The :func:`spearman` correlation of ``|error|`` with its own leave-one-out local RMS (the
+    ``window x window`` neighbours, the pixel itself left out): what an uncertainty map that knew the error's
+    local energy, but not the pixel's own draw, would reach. An upper reference for any locally smooth std map:
+    errors made of pixel-independent noise (the noise of a fully sampled reference) give about 0 however good
+    the std map is, errors with spatial structure (residual aliasing at edges) give high values."""
+    from scipy import ndimage
+
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"error_predictability: window must be odd and at least 3, got {window}")
+    e = _numpy(abs_error).astype(np.float64)
+    kernel = np.ones((window, window))
+    kernel[window // 2, window // 2] = 0.0
+    local = np.sqrt(ndimage.convolve(e * e, kernel / kernel.sum(), mode="nearest"))
+    return spearman(local, e, mask)
+
+
+def edge_spearman(estimate: Any, abs_error: Any, mask: Any = None, sigma: float = 1.0) -> float:
+    """The :func:`spearman` correlation of ``|error|`` with the gradient magnitude of ``|estimate|`` (Gaussian
+    derivatives at scale ``sigma`` pixels): the uncertainty map an edge detector gives for free, a baseline a
+    std map should beat, since reconstruction errors gather at edges."""
+    from scipy import ndimage
+
+    est = np.abs(_numpy(estimate)).astype(np.float64)
+    return spearman(ndimage.gaussian_gradient_magnitude(est, sigma), abs_error, mask)
+
+
+def spearman_figures(std: Any, abs_error: Any, estimate: Any, mask: Any = None) -> dict[str, float]:
+    """The rank-correlation figures of a std map against an error map, over ``mask``: ``spearman`` (std vs
+    |error|), ``spearman_if_calibrated`` (:func:`calibrated_spearman`), ``spearman_oracle``
+    (:func:`error_predictability`) and ``spearman_edges`` (:func:`edge_spearman` of ``estimate``). One place
+    for what the plugin's calibration and the app's calibration plot both report."""
+    return {
+        "spearman": spearman(std, abs_error, mask),
+        "spearman_if_calibrated": calibrated_spearman(std, mask),
+        "spearman_oracle": error_predictability(abs_error, mask),
+        "spearman_edges": edge_spearman(estimate, abs_error, mask),
+    }
+
+
+def object_mask(reference: Any, threshold: float | None = None) -> np.ndarray:
+    """Where the object is, from a (noisy) magnitude reference: the lightly smoothed reference above Otsu's
+    threshold (or above ``threshold`` times its 99th percentile), its connected regions of at least a tenth of
+    the largest one, holes filled (bool, the reference's shape). Otsu's threshold separates the tissue from the
+    noise floor of a root sum of squares even at low SNR, where a fixed fraction of the maximum would take noise
+    for object."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    ref = _numpy(reference).astype(np.float64)
+    smooth = ndimage.gaussian_filter(ref, 1.5)
+    if threshold is None:
+        t = threshold_otsu(smooth) if np.ptp(smooth) > 0 else np.inf
+    else:
+        t = threshold * np.percentile(ref, 99)
+    m = ndimage.binary_opening(smooth > t, structure=np.ones((3, 3)))
+    labels, n = ndimage.label(m)
+    if n > 1:
+        sizes = np.asarray(ndimage.sum(m, labels, index=np.arange(1, n + 1)))
+        m = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes.max()))  # drop specks, keep e.g. the scalp
+    return ndimage.binary_fill_holes(m)
+
+
+def calibration_curve(std: Any, abs_error: Any, mask: Any = None, n_bins: int = 10) -> dict[str, list[float]]:
+    """Mean ``|error|`` against mean ``std`` in ``n_bins`` quantile bins of ``std`` (what a calibration plot
+    draws: a well calibrated, unbiased Gaussian posterior gives ``|error| ~ 0.8 std``)."""
+    s, e = _numpy(std).astype(np.float64), _numpy(abs_error).astype(np.float64)
+    if mask is not None:
+        m = _numpy(mask).astype(bool)
+        s, e = s[m], e[m]
+    s, e = s.ravel(), e.ravel()
+    if s.size == 0:
+        return {"std": [], "abs_error": [], "count": []}
+    edges = np.quantile(s, np.linspace(0, 1, n_bins + 1))
+    idx = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_bins - 1)
+    out: dict[str, list[float]] = {"std": [], "abs_error": [], "count": []}
+    for i in range(n_bins):
+        sel = idx == i
+        if sel.any():
+            out["std"].append(float(s[sel].mean()))
+            out["abs_error"].append(float(e[sel].mean()))
+            out["count"].append(int(sel.sum()))
+    return out
+
+
+def std_map_calibration(image: Any, std: Any, reference: np.ndarray, scale: float = 1.0,
+                        n_samples: int | None = None, reference_noise: float | None = None) -> dict[str, Any]:
+    """Does a std map predict the error of its image? What the app's calibration plot draws.
+
+    ``image`` (complex or magnitude) and ``std`` are cropped/padded to the reference and multiplied by ``scale``
+    (the fit of a scale-free reference); pixels: :func:`object_mask` of the reference. Returns (image units)
+    ``std``, ``abs_error``, ``count`` (:func:`calibration_curve`), the :func:`spearman_figures`, ``coverage``:
+    the fraction of pixels whose reference lies in the ``level`` (90 %) interval, Student-t of ``n_samples``
+    samples when known (>= 2), else Gaussian (``interval`` says which); ``coverage_predictive``: that interval
+    widened by ``reference_noise`` (relative to the reference's 99th percentile, as plugins report it), else
+    None; ``level``, ``n_samples``, ``n_pixels``, ``guide_slope`` (:data:`CALIBRATED_ERROR_PER_STD`)."""
+    magnitude = fit_shape(np.abs(np.asarray(image)).astype(np.float64), reference.shape)
+    estimate = magnitude * scale
+    std = fit_shape(np.asarray(std, dtype=np.float64), reference.shape) * scale
+    ref = reference.astype(np.float64)
+    abs_error = np.abs(estimate - ref)
+    mask = object_mask(ref)
+    curve = calibration_curve(std, abs_error, mask)
+    level = CALIBRATION_LEVEL
+    if n_samples is not None and n_samples >= 2:
+        interval = f"Student-t interval of {n_samples} samples"
+    else:  # the number of samples behind the std map is unknown: the Gaussian interval of an exact std
+        n_samples, interval = None, "Gaussian interval"
+    coverage = gaussian_coverage(estimate, std, ref, n_samples, mask, level)
+    predictive = None
+    if reference_noise is not None and n_samples is not None:
+        noise = float(reference_noise) * float(np.percentile(ref, 99))
+        predictive = gaussian_coverage(estimate, np.sqrt(std**2 + noise**2), ref, n_samples, mask, level)
+    return {
+        "std": curve["std"], "abs_error": curve["abs_error"], "count": curve["count"],
+        **spearman_figures(std, abs_error, estimate, mask),
+        "coverage": coverage, "interval": interval,
+        "coverage_predictive": predictive, "level": level, "n_samples": n_samples,
+        "n_pixels": int(mask.sum()), "guide_slope": CALIBRATED_ERROR_PER_STD,
+    }
