@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 class WorkbenchError(Exception):
@@ -33,3 +34,13 @@ class InvalidDataError(ScanError):
 
 class SamplingError(WorkbenchError):
     """A mask or trajectory does not fit the scan or has invalid parameters."""
+
+
+def int_pair(value: Any, complaint: str, error: type[WorkbenchError] = SamplingError) -> tuple[int, int]:
+    """``value`` (two numbers: a shape, a calibration size) as ``(int, int)``; raises ``error(complaint)`` if it is
+    not two numbers. The caller checks the range, whose message depends on what the pair is."""
+    try:
+        a, b = (int(x) for x in value)
+    except (TypeError, ValueError):
+        raise error(complaint) from None
+    return a, b

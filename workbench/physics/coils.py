@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from workbench.errors import SamplingError, WorkbenchError
+from workbench.errors import SamplingError, WorkbenchError, int_pair
 from workbench.physics.fft import center_pad, fft2c, ifft2c, rss
 
 __all__ = [
@@ -42,10 +42,7 @@ __all__ = [
 def _pair(v, name: str) -> tuple[int, int]:
     if isinstance(v, (int, float)):
         v = (v, v)
-    try:
-        a, b = (int(x) for x in v)
-    except (TypeError, ValueError):
-        raise WorkbenchError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+    a, b = int_pair(v, f"{name} must be an int or a pair of ints, got {v!r}", WorkbenchError)
     if a < 1 or b < 1:
         raise WorkbenchError(f"{name} must be positive, got {(a, b)}")
     return a, b

@@ -46,6 +46,8 @@ from workbench.sampling.masks import (
     PoissonDiscMask,
     RandomLineMask,
     UserMask,
+    _check_acceleration,
+    _check_shape,
     acs_shape,
     effective_acceleration,
     mask_from_params,
@@ -367,18 +369,8 @@ def make_sampling(
     if unknown:
         allowed = ", ".join(_KIND_PARAMS[kind]) or "none"
         raise SamplingError(f"{kind} sampling: unknown parameter(s) {', '.join(unknown)} (accepted: {allowed})")
-    try:
-        h, w = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise SamplingError(f"{kind} sampling: shape must be (H, W), got {shape!r}") from None
-    if h < 8 or w < 8:
-        raise SamplingError(f"{kind} sampling: grid {h}x{w} is too small (each side must be at least 8)")
-    try:
-        acceleration = float(acceleration)
-    except (TypeError, ValueError):
-        raise SamplingError(f"{kind} sampling: acceleration must be a number, got {acceleration!r}") from None
-    if not np.isfinite(acceleration) or acceleration < 1:
-        raise SamplingError(f"{kind} sampling: acceleration must be >= 1, got {acceleration:g}")
+    h, w = _check_shape(shape, f"{kind} sampling")
+    acceleration = _check_acceleration(acceleration, f"{kind} sampling")
     if center_fraction is not None and kind in _CARTESIAN_KINDS:
         if not 0 <= float(center_fraction) < 1:
             raise SamplingError(f"{kind} sampling: center fraction must be in [0, 1), got {center_fraction!r}")

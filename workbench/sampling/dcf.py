@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from workbench.errors import SamplingError
+from workbench.errors import SamplingError, int_pair
 
 #: the density compensation methods :func:`compute_dcf` knows; the first is the default
 DCF_METHODS = ("pipe-menon", "voronoi", "ramp")
@@ -117,10 +117,7 @@ def _check(traj: Any, grid_shape: Sequence[int], oversampling: float, kernel_wid
         raise SamplingError(
             f"{what}: trajectory must be in radians in [-pi, pi), found |k| up to {np.abs(t).max():.3f}"
         )
-    try:
-        h, w = (int(s) for s in grid_shape)
-    except (TypeError, ValueError):
-        raise SamplingError(f"{what}: grid_shape must be (H, W), got {grid_shape!r}") from None
+    h, w = int_pair(grid_shape, f"{what}: grid_shape must be (H, W), got {grid_shape!r}")
     if h < 2 or w < 2:
         raise SamplingError(f"{what}: grid {h}x{w} is too small")
     if not (isinstance(oversampling, (int, float)) and 1.0 <= oversampling <= 4.0):

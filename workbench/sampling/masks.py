@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from workbench.errors import SamplingError
+from workbench.errors import SamplingError, int_pair
 
 MIN_SIZE = 8  # smallest grid side accepted (smaller grids are not MRI images)
 
@@ -36,11 +36,8 @@ def _as_numpy_bool(mask: Any) -> np.ndarray:
     return np.asarray(mask).astype(bool, copy=False)
 
 
-def _check_shape(shape: Sequence[int], what: str = "mask") -> tuple[int, int]:
-    try:
-        h, w = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise SamplingError(f"{what}: shape must be (H, W), got {shape!r}") from None
+def _check_shape(shape: Sequence[int], what: str = "mask", name: str = "shape") -> tuple[int, int]:
+    h, w = int_pair(shape, f"{what}: {name} must be (H, W), got {shape!r}")
     if h < MIN_SIZE or w < MIN_SIZE:
         raise SamplingError(f"{what}: grid {h}x{w} is too small (each side must be at least {MIN_SIZE})")
     return h, w
@@ -80,10 +77,7 @@ def _check_seed(seed: Any, what: str) -> int | tuple[int, ...] | None:
 
 
 def _check_calib(calib: Any, what: str) -> tuple[int, int]:
-    try:
-        ch, cw = (int(c) for c in calib)
-    except (TypeError, ValueError):
-        raise SamplingError(f"{what}: calib must be (rows, cols), got {calib!r}") from None
+    ch, cw = int_pair(calib, f"{what}: calib must be (rows, cols), got {calib!r}")
     if ch < 0 or cw < 0:
         raise SamplingError(f"{what}: calib must be non-negative, got {calib!r}")
     return ch, cw
@@ -305,14 +299,8 @@ class EquispacedLineMask(_LineMask):
 
     kind = "equispaced"
 
-    def __init__(
-        self,
-        center_fractions: Sequence[float] | float,
-        accelerations: Sequence[float] | float,
-        allow_any_combination: bool = False,
-        seed: Seed | None = None,
-        offset: int | None = None,
-    ):
+    def __init__(self, center_fractions: Sequence[float] | float, accelerations: Sequence[float] | float,
+                 allow_any_combination: bool = False, seed: Seed | None = None, offset: int | None = None):
         if offset is not None and (not isinstance(offset, (int, np.integer)) or offset < 0):
             raise SamplingError(f"equispaced mask: offset must be a non-negative int, got {offset!r}")
         self.offset = None if offset is None else int(offset)
@@ -456,7 +444,16 @@ class _EllipseLatticeCount:
         return np.where(s < self.s_max, exact, np.pi * self.ax * self.ay * s**2)
 
 
-class PoissonDiscMask(MaskFunc):
+class _CalibratedMask(MaskFunc):
+    """A 2D random mask of a target acceleration around a fully sampled calibration box (rows, cols)."""
+
+    def __init__(self, acceleration: float, calib: Sequence[int], seed: Seed | None):
+        self.acceleration = _check_acceleration(acceleration, f"{self.kind} mask")
+        self.calib = _check_calib(calib, f"{self.kind} mask")
+        super().__init__(seed)
+
+
+class PoissonDiscMask(_CalibratedMask):
     """2D variable-density Poisson-disc mask with a fully sampled calibration box (as sigpy's / BART's
     ``poisson``).
 
@@ -480,21 +477,13 @@ class PoissonDiscMask(MaskFunc):
 
     kind = "poisson"
 
-    def __init__(
-        self,
-        acceleration: float,
-        calib: Sequence[int] = (24, 24),
-        crop_corner: bool = True,
-        tol: float = 0.02,
-        seed: Seed | None = None,
-    ):
-        self.acceleration = _check_acceleration(acceleration, "poisson mask")
-        self.calib = _check_calib(calib, "poisson mask")
+    def __init__(self, acceleration: float, calib: Sequence[int] = (24, 24), crop_corner: bool = True,
+                 tol: float = 0.02, seed: Seed | None = None):
+        super().__init__(acceleration, calib, seed)
         self.crop_corner = bool(crop_corner)
         if not (isinstance(tol, (int, float)) and 0 < tol < 0.5):
             raise SamplingError(f"poisson mask: tol must be in (0, 0.5), got {tol!r}")
         self.tol = float(tol)
-        super().__init__(seed)
         self.last_density_parameter: float | None = None
 
     def _ctor_params(self) -> dict[str, Any]:
@@ -592,7 +581,7 @@ class PoissonDiscMask(MaskFunc):
         return mask
 
 
-class GaussianMask(MaskFunc):
+class GaussianMask(_CalibratedMask):
     """2D Gaussian variable-density random mask with a fully sampled calibration box.
 
     Outside the box, ``round(H*W/R) - box`` points are drawn *without replacement* with probability
@@ -609,19 +598,12 @@ class GaussianMask(MaskFunc):
 
     kind = "gaussian"
 
-    def __init__(
-        self,
-        acceleration: float,
-        calib: Sequence[int] = (24, 24),
-        sigma: float = 0.5,
-        seed: Seed | None = None,
-    ):
-        self.acceleration = _check_acceleration(acceleration, "gaussian mask")
-        self.calib = _check_calib(calib, "gaussian mask")
+    def __init__(self, acceleration: float, calib: Sequence[int] = (24, 24), sigma: float = 0.5,
+                 seed: Seed | None = None):
+        super().__init__(acceleration, calib, seed)
         if not (isinstance(sigma, (int, float)) and 0 < sigma < 100):
             raise SamplingError(f"gaussian mask: sigma must be a positive number, got {sigma!r}")
         self.sigma = float(sigma)
-        super().__init__(seed)
 
     def _ctor_params(self) -> dict[str, Any]:
         return {"acceleration": self.acceleration, "calib": list(self.calib), "sigma": self.sigma}

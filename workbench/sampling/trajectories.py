@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from workbench.errors import SamplingError
+from workbench.sampling.masks import _check_shape
 
 GOLDEN_ANGLE_RADIAL = math.pi / ((1.0 + math.sqrt(5.0)) / 2.0)  # pi/phi = 111.246... deg (radial spokes)
 
@@ -39,15 +40,7 @@ def _positive_int(value, name: str, what: str, minimum: int = 1) -> int:
 
 
 def _grid(grid_shape: Sequence[int] | None, what: str) -> tuple[int, int] | None:
-    if grid_shape is None:
-        return None
-    try:
-        h, w = (int(s) for s in grid_shape)
-    except (TypeError, ValueError):
-        raise SamplingError(f"{what}: grid_shape must be (H, W), got {grid_shape!r}") from None
-    if h < 8 or w < 8:
-        raise SamplingError(f"{what}: grid {h}x{w} is too small (each side must be at least 8)")
-    return h, w
+    return None if grid_shape is None else _check_shape(grid_shape, what, "grid_shape")
 
 
 def radial_angles(n_spokes: int, golden: bool = False) -> np.ndarray:
