@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from workbench.errors import SamplingError, WorkbenchError
-from workbench.physics.linop import Linop
-from workbench.physics.sense import _check_maps
+from workbench.physics.sense import CoilSense, _check_maps
 
 
 def as_trajectory(trajectory, device=None) -> torch.Tensor:
@@ -60,7 +59,7 @@ def _as_dcf(dcf, n_samples: int, device) -> torch.Tensor:
     return d
 
 
-class NufftSense(Linop):
+class NufftSense(CoilSense):
     """Multi-coil non-Cartesian SENSE operator ``A = F_nu S`` (Kaiser-Bessel NUFFT, torchkbnufft).
 
     Args:
@@ -177,16 +176,6 @@ class NufftSense(Linop):
                 self.numpoints,
             )
         return self._cache[key]
-
-    # --- coil handling ------------------------------------------------------------------------------------
-    def _coil_images(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(-3)
-        return x if self.maps is None else x * self.maps
-
-    def _combine(self, coil_images: torch.Tensor) -> torch.Tensor:
-        if self.maps is None:
-            return coil_images.squeeze(-3)
-        return (coil_images * self.maps.conj()).sum(-3)
 
     # --- per-coil NUFFT on [..., H, W] / [..., K] with all leading dims folded into torchkbnufft's coil axis --
     def _nufft_images(self, z: torch.Tensor) -> torch.Tensor:

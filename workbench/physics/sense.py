@@ -51,7 +51,24 @@ def _check_maps(maps: torch.Tensor) -> torch.Tensor:
     return maps.to(torch.complex64)
 
 
-class CartesianSense(Linop):
+class CoilSense(Linop):
+    """Base of the SENSE operators: coil maps ``maps`` ``[C, H, W]`` (None: one coil, no maps) weight an image
+    ``[..., H, W]`` into coil images ``[..., C, H, W]``, and their conjugates combine coil images back (the
+    adjoint of the weighting)."""
+
+    maps: torch.Tensor | None
+
+    def _coil_images(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(-3)
+        return x if self.maps is None else x * self.maps
+
+    def _combine(self, coil_images: torch.Tensor) -> torch.Tensor:
+        if self.maps is None:
+            return coil_images.squeeze(-3)
+        return (coil_images * self.maps.conj()).sum(-3)
+
+
+class CartesianSense(CoilSense):
     """Multi-coil Cartesian SENSE operator ``A = M F S``.
 
     Args:
@@ -115,15 +132,6 @@ class CartesianSense(Linop):
         return self.oshape[0]
 
     # --- the operator -------------------------------------------------------------------------------------
-    def _coil_images(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(-3)
-        return x if self.maps is None else x * self.maps
-
-    def _combine(self, coil_images: torch.Tensor) -> torch.Tensor:
-        if self.maps is None:
-            return coil_images.squeeze(-3)
-        return (coil_images * self.maps.conj()).sum(-3)
-
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._even:
             return torch.fft.fft2(x.unsqueeze(-3) * self._maps_mod, norm="ortho") * self._weights_mod

@@ -145,6 +145,23 @@ class Wavelet2D(Linop):
             return torch.view_as_complex(x)
         return x.reshape(*lead, *x.shape[-2:])
 
+    def _each_level(self, x: torch.Tensor, levels, transform) -> torch.Tensor:
+        """``x`` ``[..., Hp, Wp]`` (complex as two real channels) as a real batch ``[N, Hp, Wp]`` in which
+        ``transform`` has replaced the top-left ``[Hp >> level, Wp >> level]`` block, level by level in the
+        order given (coarser levels work on the previous level's low-pass block)."""
+        hp, wp = self.oshape
+        c = torch.view_as_real(x).movedim(-1, -3) if x.is_complex() else x
+        c = c.reshape(-1, hp, wp)
+        for level in levels:
+            bh, bw = hp >> level, wp >> level
+            block = transform(c[:, :bh, :bw])
+            if level == 0:
+                c = block
+            else:
+                c = c.clone()
+                c[:, :bh, :bw] = block
+        return c
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.ishape
         hp, wp = self.oshape
@@ -152,35 +169,14 @@ class Wavelet2D(Linop):
             x = _pad_end(x, hp, wp)
         if self.shift != (0, 0):
             x = torch.roll(x, self.shift, dims=(-2, -1))
-        is_complex = x.is_complex()
-        lead = tuple(x.shape[:-2])
-        c = torch.view_as_real(x).movedim(-1, -3) if is_complex else x
-        c = c.reshape(-1, hp, wp)
-        for level in range(self.levels):
-            bh, bw = hp >> level, wp >> level
-            block = self._analysis(self._analysis(c[:, :bh, :bw], -1), -2)
-            if level == 0:
-                c = block
-            else:
-                c = c.clone()
-                c[:, :bh, :bw] = block
+        lead, is_complex = tuple(x.shape[:-2]), x.is_complex()
+        c = self._each_level(x, range(self.levels), lambda b: self._analysis(self._analysis(b, -1), -2))
         return self._from_real_batch(c, lead, is_complex)
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         h, w = self.ishape
-        hp, wp = self.oshape
-        is_complex = y.is_complex()
-        lead = tuple(y.shape[:-2])
-        c = torch.view_as_real(y).movedim(-1, -3) if is_complex else y
-        c = c.reshape(-1, hp, wp)
-        for level in reversed(range(self.levels)):
-            bh, bw = hp >> level, wp >> level
-            block = self._synthesis(self._synthesis(c[:, :bh, :bw], -2), -1)
-            if level == 0:
-                c = block
-            else:
-                c = c.clone()
-                c[:, :bh, :bw] = block
+        lead, is_complex = tuple(y.shape[:-2]), y.is_complex()
+        c = self._each_level(y, reversed(range(self.levels)), lambda b: self._synthesis(self._synthesis(b, -2), -1))
         x = self._from_real_batch(c, lead, is_complex)
         if self.shift != (0, 0):
             x = torch.roll(x, (-self.shift[0], -self.shift[1]), dims=(-2, -1))
