@@ -144,6 +144,27 @@ class MatVariable:
         return f"{self.name} {self.shape} {'complex' if self.is_complex else self.dtype}"
 
 
+def _read_slice(var: MatVariable, plane: tuple[int, int], coil: int | None, slice_axes: list[int],
+                i: int) -> np.ndarray:
+    """Slice ``i`` of ``var`` (counted over ``slice_axes`` in MATLAB's column-major order; any other axis at 0)
+    as ``[C, n(plane[0]), n(plane[1])]`` (``C = 1`` without a ``coil`` axis). Axes in MATLAB order."""
+    slice_sizes = [var.shape[a] for a in slice_axes]
+    sub = np.unravel_index(i, slice_sizes, order="F") if slice_axes else ()
+    index = []
+    for a in range(len(var.shape)):
+        if a in plane or a == coil:
+            index.append(slice(None))
+        elif a in slice_axes:
+            index.append(int(sub[slice_axes.index(a)]))
+        else:
+            index.append(0)
+    arr = np.asarray(var.read(tuple(index)))
+    kept = sorted([*plane] + ([coil] if coil is not None else []))
+    order = ([kept.index(coil)] if coil is not None else []) + [kept.index(plane[0]), kept.index(plane[1])]
+    arr = np.transpose(arr, order)
+    return arr if coil is not None else arr[None]
+
+
 def _v5_variables(path: str) -> tuple[list[MatVariable], dict[str, Any]]:
     import scipy.io
 
@@ -442,20 +463,7 @@ class MatlabReader:
 
         def read_plane(i: int) -> np.ndarray:
             """Slice i as stored: [C, first in-plane dim, second in-plane dim]."""
-            sub = np.unravel_index(i, slice_sizes, order="F") if slice_axes else ()
-            index = []
-            for a in range(len(shape)):
-                if a in (ax_h, ax_w) or a == coil:
-                    index.append(slice(None))
-                elif a in slice_axes:
-                    index.append(int(sub[slice_axes.index(a)]))
-                else:
-                    index.append(0)
-            arr = np.asarray(kvar.read(tuple(index)))
-            kept = sorted([ax_h, ax_w] + ([coil] if coil is not None else []))
-            order = ([kept.index(coil)] if coil is not None else []) + [kept.index(ax_h), kept.index(ax_w)]
-            arr = np.transpose(arr, order)
-            return arr if coil is not None else arr[None]
+            return _read_slice(kvar, (ax_h, ax_w), coil, slice_axes, i)
 
         first = read_plane(0)
         check_finite(path, first)
@@ -580,20 +588,8 @@ class MatlabReader:
         recon = (int(round(grid[0] / os_factor)), int(round(grid[1] / os_factor)))
 
         def load_slice(i: int) -> np.ndarray:
-            sub = np.unravel_index(i, slice_sizes, order="F") if slice_axes else ()
-            index = []
-            for a in range(len(shape)):
-                if a in (a_r, a_s) or a == coil:
-                    index.append(slice(None))
-                elif a in slice_axes:
-                    index.append(int(sub[slice_axes.index(a)]))
-                else:
-                    index.append(0)
-            arr = np.asarray(kvar.read(tuple(index)))
-            kept = sorted([a_r, a_s] + ([coil] if coil is not None else []))
-            order = ([kept.index(coil)] if coil is not None else []) + [kept.index(a_s), kept.index(a_r)]
-            arr = np.transpose(arr, order)                          # [C, spokes, readout]
-            return np.array(arr.reshape(n_coils if coil is not None else 1, -1), dtype=np.complex64, order="C")
+            arr = _read_slice(kvar, (a_s, a_r), coil, slice_axes, i)  # [C, spokes, readout]
+            return np.array(arr.reshape(arr.shape[0], -1), dtype=np.complex64, order="C")
 
         kind = "radial" if radial else "non-cartesian"
         attrs.update({"trajectory_var": tvar.name, "trajectory_kind": kind, "trajectory_units": units,

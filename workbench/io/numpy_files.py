@@ -37,6 +37,7 @@ import numpy as np
 from workbench.arrays import fft2c_np
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
 from workbench.io import check_finite, check_options, describe_content, register_reader
+from workbench.io.bart import option_shape
 from workbench.io.mrd import trajectory_to_radians
 from workbench.scan import Scan
 
@@ -78,20 +79,6 @@ def _as_float(path: str, name: str, v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         raise ScanError(path, f"option {name}={v!r} is not a number") from None
-
-
-def _as_shape(path: str, v: Any) -> tuple[int, int] | None:
-    if v is None:
-        return None
-    if isinstance(v, str):
-        v = [p for p in v.replace("x", ",").split(",") if p.strip()]
-    try:
-        t = tuple(int(n) for n in v)
-    except (TypeError, ValueError):
-        raise ScanError(path, f"option grid_shape={v!r} is not two integers") from None
-    if len(t) != 2 or min(t) <= 0:
-        raise ScanError(path, f"option grid_shape={v!r} is not two positive integers")
-    return t  # type: ignore[return-value]
 
 
 def _describe(arrays: dict[str, Any]) -> str:
@@ -164,7 +151,7 @@ class NumpyReader:
             slice_axis=_as_axis(path, "slice_axis", options.get("slice_axis", _AUTO)),
             image_domain=_as_bool(path, "image_domain", options.get("image_domain", False)),
             readout_oversampling=_as_float(path, "readout_oversampling", options.get("readout_oversampling", 1.0)),
-            grid_shape=_as_shape(path, options.get("grid_shape")),
+            grid_shape=option_shape(path, "grid_shape", options.get("grid_shape")),
             trajectory_units=str(options.get("trajectory_units", "auto")).lower(),
             attrs={"arrays": {n: [list(a.shape), str(a.dtype)] for n, a in arrays.items()},
                    "kspace_var": kname, "trajectory_var": traj_name, "reference_var": ref_name, "dcf_var": dcf_name},
