@@ -651,15 +651,7 @@ def generate_slice(
     rng: np.random.Generator | int | None = None,
     *,
     shape: tuple[int, int] = (256, 256),
-    n_coils: int | None = 12,
-    contrast: str = "t1",
     slice_position: float | None = None,
-    snr: float | tuple[float, float] | None = None,
-    noise_correlation: float | None = 0.0,
-    rotation_deg: float | None = 0.0,
-    flip_lr: bool | None = False,
-    scale: float | None = 1.0,
-    shift_mm: tuple[float, float] | None = (0.0, 0.0),
     readout_oversampling: int = 1,
     fov_mm: float = DEFAULT_FOV_MM,
     params: SimParams | None = None,
@@ -671,20 +663,21 @@ def generate_slice(
     Args:
         rng: a ``numpy.random.Generator`` or a seed; the same seed gives bit-identical arrays.
         shape: ``(H, W)`` of the reconstructed image (the field of view of interest).
-        n_coils: receive coils (None: random 8..16).
-        contrast: "t1", "t2", "pd" (spin echo, TR/TE in :data:`SEQUENCES`) or "random" (random TR/TE and
-            tissue relaxation properties).
         slice_position: MNI z in mm within :attr:`Anatomy.z_range` (None: random in it).
-        snr: mean white-matter signal over the RSS noise std (None: random 20..40; or a ``(lo, hi)`` range).
-        noise_correlation: coil noise mixing strength (0: independent coils; None: random 0..0.5).
-        rotation_deg, flip_lr, scale, shift_mm: in-plane pose of the head (None: random).
         readout_oversampling: 1, or 2 to double the grid along the readout (H) as scanners do.
         fov_mm: field of view along W; pixels are square (``fov_mm / W``).
         params: use these volume parameters instead of drawing them (see :func:`draw_params`).
         coil_model: "wire" (default: straight wires, 1/r) or "loop" (circular surface loops, see
             :func:`coil_sensitivities`); with ``params`` given, ``params.coil_model`` applies.
-        param_kw: further :func:`draw_params` arguments (``texture``, ``bias``, ``coil_gap_mm``, ``noise_std``;
-            with ``coil_model="loop"``: ``loop_radius_mm``, ``loop_center_z_mm``, ``loop_rings``).
+        param_kw: the volume's :func:`draw_params` arguments, with the same defaults there:
+            ``n_coils``: receive coils (default 12; None: random 8..16);
+            ``contrast``: "t1" (default), "t2", "pd" (spin echo, TR/TE in :data:`SEQUENCES`) or "random"
+            (random TR/TE and tissue relaxation properties);
+            ``snr``: mean white-matter signal over the RSS noise std (None, the default: random 20..40; or a
+            ``(lo, hi)`` range); ``noise_correlation``: coil noise mixing strength (0, the default: independent
+            coils; None: random 0..0.5); ``rotation_deg``, ``flip_lr``, ``scale``, ``shift_mm``: in-plane pose
+            of the head (default: none; None: random); further ``texture``, ``bias``, ``coil_gap_mm``,
+            ``noise_std``; with ``coil_model="loop"``: ``loop_radius_mm``, ``loop_center_z_mm``, ``loop_rings``.
 
     Returns a dict (numpy arrays; ``Hk = readout_oversampling * H``):
         ``kspace`` complex64 ``[C, Hk, W]``: centred orthonormal FFT of the noisy coil images, fully sampled;
@@ -700,9 +693,7 @@ def generate_slice(
     rng = _rng(rng)
     shape, grid = _check_shape(shape, readout_oversampling)
     anatomy = load_anatomy()
-    p = params or draw_params(rng, n_coils=n_coils, contrast=contrast, snr=snr, noise_correlation=noise_correlation,
-                              rotation_deg=rotation_deg, flip_lr=flip_lr, scale=scale, shift_mm=shift_mm,
-                              anatomy=anatomy, coil_model=coil_model, **param_kw)
+    p = params or draw_params(rng, anatomy=anatomy, coil_model=coil_model, **param_kw)
     z0, z1 = anatomy.z_range
     z = _draw(rng, slice_position, z0, z1)
     if not z0 <= z <= z1:
