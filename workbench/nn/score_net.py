@@ -216,20 +216,12 @@ class ScoreNet(nn.Module):
 
 def load_score_net(path: str | Path, device="cpu") -> tuple[ScoreNet, dict[str, Any]]:
     """Build the score network a weight file's sidecar describes and load its weights (eval mode)."""
-    from workbench.nn.weights import WeightsError, load_weights, sidecar_path
+    from workbench.nn.weights import WeightsError, build_with_weights, load_weights
 
     tensors, sidecar = load_weights(path, device)
     if sidecar.get("model") != MODEL_NAME:
         raise WeightsError(path, f"holds {sidecar.get('model')} weights, not a {MODEL_NAME} score network")
-    try:
-        model = ScoreNet(ScoreNetConfig(**sidecar["architecture"]))
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(sidecar_path(path), f"architecture cannot be built ({exc})") from exc
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise WeightsError(path, f"weights do not fit the score network of the sidecar ({first})") from exc
+    model = build_with_weights(path, tensors, sidecar, lambda arch: ScoreNet(ScoreNetConfig(**arch)), "score network")
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # ~20% faster convolutions on CPU (oneDNN)

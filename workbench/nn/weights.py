@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -170,17 +170,25 @@ def load_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, 
     from workbench.nn import build_model
 
     tensors, sidecar = load_weights(path, device)
+    model = build_with_weights(path, tensors, sidecar, lambda arch: build_model(sidecar["model"], arch),
+                               f"{sidecar['model']} architecture")
+    return model.to(device).eval(), sidecar
+
+
+def build_with_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], sidecar: dict[str, Any],
+                       build: Callable[[dict[str, Any]], torch.nn.Module], what: str) -> torch.nn.Module:
+    """``build(sidecar["architecture"])`` with ``tensors`` loaded strictly; a :class:`WeightsError` naming the
+    sidecar when the architecture cannot be built, the weight file when the weights do not fit ``what``."""
     try:
-        model = build_model(sidecar["model"], sidecar["architecture"])
+        model = build(sidecar["architecture"])
     except (TypeError, ValueError) as exc:
         raise WeightsError(sidecar_path(path), f"architecture cannot be built ({exc})") from exc
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise WeightsError(path, f"weights do not fit the {sidecar['model']} architecture of the sidecar ({first})"
-                           ) from exc
-    return model.to(device).eval(), sidecar
+        raise WeightsError(path, f"weights do not fit the {what} of the sidecar ({first})") from exc
+    return model
 
 
 # ------------------------------------------------------------------------------------------------------------
