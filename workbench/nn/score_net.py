@@ -245,19 +245,9 @@ def shipped_score_weights() -> Path:
 
 def weights_problem(path: str | Path) -> str | None:
     """Why ``path`` cannot be used as score-network weights (None: it can), in words a user understands."""
-    from workbench.nn.weights import WeightsError, read_sidecar
+    from workbench.nn import weights
 
-    path = Path(path)
-    if not path.is_file():
-        return (f"weight file {path} not found; train a score network with `workbench train dsm --config "
-                f"configs/dsm_cpu.json` or choose a weight file")
-    try:
-        side = read_sidecar(path)
-    except WeightsError as exc:
-        return str(exc)
-    if side.get("model") != MODEL_NAME:
-        return f"{path} holds {side.get('model')} weights, not a {MODEL_NAME} score network"
-    return None
+    return weights.weights_problem(path, (MODEL_NAME,), kind="a score network")
 
 
 def score_weights_path(weights: str | Path | None = None) -> Path:

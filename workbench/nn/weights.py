@@ -267,21 +267,22 @@ def shipped_weights(model: str) -> Path:
     return base / "weights" / f"{model}.safetensors"
 
 
-def weights_problem(path: str | os.PathLike, models: tuple[str, ...]) -> str | None:
+def weights_problem(path: str | os.PathLike, models: tuple[str, ...], kind: str | None = None) -> str | None:
     """Why the weight file ``path`` cannot be used by a plugin for ``models`` (None: it can), in words a user
-    understands. Reads only the sidecar (cheap enough for ``Method.check``)."""
+    understands; ``kind`` names what is expected (default: the model names). Reads only the sidecar (cheap
+    enough for ``Method.check``)."""
     path = Path(path)
     if not path.is_file():
         # shipped files are named after their config (unet_noncartesian.safetensors <- unet_noncartesian_cpu.json)
         config = path.stem if path.stem.startswith(models[0]) else models[0]
-        return (f"weight file {path} not found; train one with `workbench train {models[0]} --config "
+        return (f"weight file {path} not found; train {kind or 'one'} with `workbench train {models[0]} --config "
                 f"configs/{config}_cpu.json` or choose a weight file")
     try:
         side = read_sidecar(path)
     except WeightsError as exc:
         return str(exc)
     if side.get("model") not in models:
-        return f"{path} holds {side.get('model')} weights, not {' / '.join(models)}"
+        return f"{path} holds {side.get('model')} weights, not {kind or ' / '.join(models)}"
     return None
 
 
