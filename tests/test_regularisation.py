@@ -3,23 +3,10 @@ import math
 
 import pytest
 import torch
+from test_solvers import MaskedFFT  # the reference multi-coil masked FFT of the solver tests
 
-from workbench.physics.fft import fft2c, ifft2c
-from workbench.physics.linop import Linop
 from workbench.solvers import cg_sense, l1_wavelet
 from workbench.solvers.regularisation import LambdaSearch, discrepancy_principle, holdout_validation
-
-
-class MaskedFFT(Linop):
-    def __init__(self, maps, mask):
-        super().__init__(maps.shape[-2:], maps.shape)
-        self.maps, self.mask = maps, mask
-
-    def _forward(self, x):
-        return fft2c(self.maps * x.unsqueeze(-3)) * self.mask
-
-    def _adjoint(self, y):
-        return (self.maps.conj() * ifft2c(y * self.mask)).sum(-3)
 
 
 SIGMA = 0.05
