@@ -199,8 +199,8 @@ def run_plugin(method, problem, weights: str, **values) -> dict[str, float]:
 
 def inference_time(xpdnet: str, unet: str, repeats: int = 3) -> dict[str, Any]:
     """Median wall time of the plugins on a 16-coil 320x320 slice at 4x (weights loaded and warmed up once)."""
-    from plugins.unet import UnetBaseline
-    from plugins.xpdnet import XPDNet
+    from workbench_builtin_methods.unet import UnetBaseline
+    from workbench_builtin_methods.xpdnet import XPDNet
     from workbench.problem import Problem
     from workbench.sampling import make_sampling
     from workbench.simulate import generate_slice
@@ -224,8 +224,8 @@ def inference_time(xpdnet: str, unet: str, repeats: int = 3) -> dict[str, Any]:
 
 
 def run(args) -> dict[str, Any]:
-    from plugins.unet import UnetBaseline
-    from plugins.xpdnet import XPDNet
+    from workbench_builtin_methods.unet import UnetBaseline
+    from workbench_builtin_methods.xpdnet import XPDNet
     from workbench.scoring import evaluate
 
     log = print
@@ -260,7 +260,7 @@ def run(args) -> dict[str, Any]:
         rows.append(row)
     nc_rows = []
     if args.n_noncartesian and Path(args.ncpdnet).is_file():
-        from plugins.ncpdnet import NCPDNet
+        from workbench_builtin_methods.ncpdnet import NCPDNet
 
         nc_side = json.loads(Path(args.ncpdnet).with_suffix(".json").read_text())
         for name, w in (("ncpdnet", args.ncpdnet), ("unet_noncartesian", args.unet_noncartesian)):

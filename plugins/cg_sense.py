@@ -20,11 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from workbench.methods import Capabilities, Method, RunContext, param
-from workbench.result import Result
 from workbench.solvers import conjugate_gradient
-
-from plugins._shared import DataTerm, check_maps, iteration_callback, maps_reasons
+from workbench.toolkit import Capabilities, Method, RunContext, finish_run, iteration_callback, maps_reasons, param, start_run
 
 MIN_TOL = 1e-7
 
@@ -55,12 +52,9 @@ class CGSense(Method):
     def check(self, problem) -> list[str]:
         return super().check(problem) + maps_reasons(problem)
 
-    def run(self, problem, params: CGSenseParams, ctx: RunContext) -> Result:
+    def run(self, problem, params: CGSenseParams, ctx: RunContext):
         t0 = time.perf_counter()
-        ctx.progress(0.0, "coil maps" if not problem.has_maps else "starting")
-        extras: dict = {}
-        check_maps(problem, ctx, extras)
-        data = DataTerm(problem, params.dcf_weighting)
+        data, extras = start_run(problem, ctx, params.dcf_weighting)
         A, y = data.A, data.y
         history: list[dict] = []
         callback = iteration_callback(ctx, problem, params.n_iter, history, t0=t0)
@@ -69,7 +63,5 @@ class CGSense(Method):
         tol = max(params.tol, MIN_TOL)
         result = conjugate_gradient(A.normal, A.adjoint(y), n_iter=params.n_iter, tol=tol, lam=params.lam,
                                     item_ndim=2, callback=callback)
-        ctx.check_cancelled()
-        ctx.progress(1.0, f"done after {result.n_iter} iterations")
         extras.update(data_term=data.describe(), converged=result.converged, iterations=result.n_iter)
-        return Result(image=problem.crop(result.x), history=history, extras=extras)
+        return finish_run(problem, ctx, result.x, history, extras, text=f"done after {result.n_iter} iterations")

@@ -185,7 +185,7 @@ class DSMPosterior(Method):
         }
         ref = getattr(problem, "reference", None)
         if ref is not None:
-            from workbench.physics.fft import center_crop
+            from workbench.arrays import center_crop
 
             ref = torch.as_tensor(ref, dtype=torch.float32)
             h, w = ref.shape[-2:]

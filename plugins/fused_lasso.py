@@ -9,32 +9,21 @@ weight ``lam`` scales both penalties, their proportion is fixed by ``tv_ratio``;
 (``Result.chosen["lam_wavelet"]``, ``["lam_tv"]``, relative to the scale).
 
 Solver: PDHG on ``K = [A; W; D]`` with one dual step per block and the primal/dual balance of the TV plugin
-(``plugins/_shared.py``; non-Cartesian data: the linearised Condat-Vu variant with the Toeplitz normal operator),
+(``workbench.solvers.regularised_least_squares``; non-Cartesian data: the linearised Condat-Vu variant with the Toeplitz normal operator),
 or ADMM with splittings ``W x`` and ``D x`` and a CG x-update.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-import torch
-
-from workbench.methods import Capabilities, Method, RunContext, param
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.physics.wavelet import Wavelet2D
-from workbench.result import Result
-from workbench.solvers import fused_lasso, project_l2_ball
-from workbench.solvers.prox import l1_norm
-from workbench.solvers.recon import data_fidelity, tv_norm
-
-from plugins._shared import (
-    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, linearized_pdhg, linearized_theta,
-    maps_reasons, normal_objective, operator_norm2, pdhg_ratio, regularised_pdhg, search_trace, weight_scale,
-    check_wavelet_levels, wavelet_reasons,
+from workbench.toolkit import (
+    WAVELETS, Capabilities, Method, check_wavelet_levels, dcf_weighting_param, kappa_param, lam_rule_param,
+    maps_reasons, param, record_objective_param, regularised_least_squares, search_iter_param, solve_with_weight,
+    tv_penalty, wavelet_penalty, wavelet_reasons,
 )
-from plugins.l1_wavelet import WAVELETS
-from plugins.tv import ADMM_RHO, GRADIENT_NORM2
 
 
 @dataclass
@@ -51,16 +40,11 @@ class FusedLassoParams:
     variant: str = param("isotropic", choices=("isotropic", "anisotropic"), help="TV variant")
     solver: str = param("pdhg", choices=("pdhg", "admm"),
                         help="primal-dual hybrid gradient (no inner solves) or ADMM with a CG x-update")
-    lam_rule: str = param("discrepancy", choices=LAM_RULES, label="automatic weight",
-                          help="how lam is chosen when left automatic: discrepancy principle on the noise estimate, "
-                               "or hold-out validation on 8% of the measured samples")
-    kappa: float = param(0.03, min=1e-3, max=1.0, log_scale=True,
-                         help="discrepancy rule: noise energy (fraction of the measured noise) the regularisers may "
-                              "remove on top of the unregularised residual; larger = smoother")
-    search_iter: int = param(30, min=5, max=500, help="iterations of each solve while choosing lam")
-    dcf_weighting: bool = param(True, label="density weighting",
-                                help="non-Cartesian data: density-weighted data term (fast convergence)")
-    record_objective: bool = param(True, help="record the objective at every iteration")
+    lam_rule: str = lam_rule_param()
+    kappa: float = kappa_param()
+    search_iter: int = search_iter_param()
+    dcf_weighting: bool = dcf_weighting_param()
+    record_objective: bool = record_objective_param()
 
 
 class FusedLasso(Method):
@@ -74,56 +58,25 @@ class FusedLasso(Method):
     def check(self, problem) -> list[str]:
         return super().check(problem) + wavelet_reasons(problem) + maps_reasons(problem)
 
-    def run(self, problem, params: FusedLassoParams, ctx: RunContext) -> Result:
-        t0 = time.perf_counter()
+    def run(self, problem, params: FusedLassoParams, ctx):
         check_wavelet_levels(self, problem, params.levels)
-        ctx.progress(0.0, "coil maps" if not problem.has_maps else "starting")
-        extras: dict = {}
-        check_maps(problem, ctx, extras)
-        data = DataTerm(problem, params.dcf_weighting)
-        A, y = data.A, data.y
-        scale = weight_scale(problem)
-        lip = operator_norm2(A, y)
-        isotropic = params.variant == "isotropic"
-        W = Wavelet2D(A.ishape, params.wavelet, params.levels)
-        D = FiniteDifference2D(A.ishape)
 
-        def solve(A, y, lam_abs, x0=None, n_iter=params.n_iter, callback=None, track_objective=False):
-            lam_tv = params.tv_ratio * lam_abs
-            if params.solver == "admm":
-                return fused_lasso(A, y, lam_abs, lam_tv, wavelet=params.wavelet, levels=params.levels,
-                                   isotropic=isotropic, solver="admm", rho=ADMM_RHO * lip, n_iter=n_iter, x0=x0,
-                                   track_objective=track_objective, callback=callback)
-            objective = None
-            if track_objective:
-                data_term = (lambda v: data_fidelity(A, y, v)) if problem.is_cartesian else normal_objective(A, y)
+        def make_solve(data, scale, lip):
+            W = Wavelet2D(data.A.ishape, params.wavelet, params.levels)
+            D = FiniteDifference2D(data.A.ishape)
 
-                def objective(v: torch.Tensor) -> torch.Tensor:
-                    return data_term(v) + lam_abs * l1_norm(W.forward(v), 2) + lam_tv * tv_norm(D, v, isotropic)
-            blocks = [(W, 1.0, lambda c, s: project_l2_ball(c, lam_abs))]
-            if lam_tv > 0:
-                blocks.append((D, GRADIENT_NORM2, lambda q, s: project_l2_ball(q, lam_tv, dim=-3 if isotropic
-                                                                               else None)))
-            if not problem.is_cartesian:  # no NUFFT in the loop: the data term through the Toeplitz normal
-                return linearized_pdhg(A, y, blocks, theta=linearized_theta(lam_abs / scale), n_iter=n_iter, x0=x0,
-                                       lipschitz_A=lip, objective=objective, callback=callback)
-            return regularised_pdhg(A, y, blocks, ratio=pdhg_ratio(lam_abs / scale), n_iter=n_iter, x0=x0,
-                                    lipschitz_A=lip, objective=objective, callback=callback)
+            def solve(A, y, lam_abs, x0=None, n_iter=params.n_iter, callback=None, track_objective=False):
+                penalties = [wavelet_penalty(W, lam_abs),
+                             tv_penalty(D, params.tv_ratio * lam_abs, params.variant == "isotropic")]
+                return regularised_least_squares(
+                    A, y, penalties, solver=params.solver, linearized=not problem.is_cartesian,
+                    lam_relative=lam_abs / scale, n_iter=n_iter, x0=x0, lipschitz_A=lip,
+                    track_objective=track_objective, callback=callback)
+            return solve
 
-        chosen: dict = {}
-        x0, start = None, 0.0
-        lam = params.lam
-        if lam is None:
-            lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=params.lam_rule, kappa=params.kappa,
-                                             n_iter=params.search_iter)
-            chosen.update(lam_wavelet=lam, lam_tv=params.tv_ratio * lam)
-            extras["lam_search"] = search_trace(search, scale)
-            x0, start = search.x, 0.5
-        history: list[dict] = []
-        callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
-        result = solve(A, y, lam * scale, x0=x0, callback=callback, track_objective=params.record_objective)
-        ctx.check_cancelled()
-        ctx.progress(1.0, "done")
-        extras.update(data_term=data.describe(), lam_wavelet_absolute=lam * scale,
-                      lam_tv_absolute=params.tv_ratio * lam * scale, scale=scale, lipschitz_A=lip)
-        return Result(image=problem.crop(result.x), history=history, chosen=chosen, extras=extras)
+        run = solve_with_weight(problem, params, ctx, make_solve)
+        if params.lam is None:
+            run.chosen.update(lam_wavelet=run.lam, lam_tv=params.tv_ratio * run.lam)
+        return run.to_result(problem, ctx, lam_wavelet_absolute=run.lam * run.scale,
+                             lam_tv_absolute=params.tv_ratio * run.lam * run.scale, scale=run.scale,
+                             lipschitz_A=run.lipschitz_A)

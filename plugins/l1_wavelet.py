@@ -11,26 +11,20 @@ transform (sigpy's L1WaveletRecon does the same).
 
 ``lam`` is relative to the image intensity scale (the 99th percentile of the zero-filled RSS magnitude), so
 0.003 means a threshold of 0.3% of the bright tissue intensity whatever the data units. ``lam = None`` chooses
-it automatically (see ``plugins/_shared.py``: discrepancy principle above the unregularised residual, or
+it automatically (see :mod:`workbench.toolkit`: discrepancy principle above the unregularised residual, or
 hold-out validation) and reports the value in ``Result.chosen["lam"]``.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 
-from workbench.methods import Capabilities, Method, RunContext, param
-from workbench.result import Result
 from workbench.solvers import l1_wavelet
-
-from plugins._shared import (
-    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, maps_reasons, operator_norm2, search_trace,
-    weight_scale, check_wavelet_levels, wavelet_reasons,
+from workbench.toolkit import (
+    WAVELETS, Capabilities, Method, check_wavelet_levels, dcf_weighting_param, kappa_param, lam_rule_param,
+    maps_reasons, param, record_objective_param, search_iter_param, solve_with_weight, wavelet_reasons,
 )
-
-WAVELETS = ("db4", "haar", "db2", "db8", "sym4", "sym8", "coif2")
 
 
 @dataclass
@@ -45,17 +39,11 @@ class L1WaveletParams:
     cycle_spinning: bool = param(True, help="threshold in a randomly shifted wavelet grid at every iteration "
                                             "(removes blocky artefacts)")
     seed: int = param(0, min=0, max=2**31 - 1, help="random seed of the cycle-spinning shifts")
-    lam_rule: str = param("discrepancy", choices=LAM_RULES, label="automatic weight",
-                          help="how lam is chosen when left automatic: discrepancy principle on the noise estimate, "
-                               "or hold-out validation on 8% of the measured samples")
-    kappa: float = param(0.03, min=1e-3, max=1.0, log_scale=True,
-                         help="discrepancy rule: noise energy (fraction of the measured noise) the regulariser may "
-                              "remove on top of the unregularised residual; larger = smoother")
-    search_iter: int = param(30, min=5, max=500, help="iterations of each solve while choosing lam")
-    dcf_weighting: bool = param(True, label="density weighting",
-                                help="non-Cartesian data: density-weighted data term (fast convergence)")
-    record_objective: bool = param(True, help="record the objective at every iteration (one more forward "
-                                              "operator per iteration)")
+    lam_rule: str = lam_rule_param()
+    kappa: float = kappa_param()
+    search_iter: int = search_iter_param()
+    dcf_weighting: bool = dcf_weighting_param()
+    record_objective: bool = record_objective_param()
 
 
 class L1Wavelet(Method):
@@ -69,33 +57,14 @@ class L1Wavelet(Method):
     def check(self, problem) -> list[str]:
         return super().check(problem) + wavelet_reasons(problem) + maps_reasons(problem)
 
-    def run(self, problem, params: L1WaveletParams, ctx: RunContext) -> Result:
-        t0 = time.perf_counter()
+    def run(self, problem, params: L1WaveletParams, ctx):
         check_wavelet_levels(self, problem, params.levels)
-        ctx.progress(0.0, "coil maps" if not problem.has_maps else "starting")
-        extras: dict = {}
-        check_maps(problem, ctx, extras)
-        data = DataTerm(problem, params.dcf_weighting)
-        A, y = data.A, data.y
-        scale = weight_scale(problem)
-        step = 1.0 / operator_norm2(A, y)
-        solve = functools.partial(l1_wavelet, wavelet=params.wavelet, levels=params.levels,
-                                  cycle_spinning=params.cycle_spinning, seed=params.seed, step=step,
-                                  track_objective=False)
-        chosen: dict = {}
-        x0, start = None, 0.0
-        lam = params.lam
-        if lam is None:
-            lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=params.lam_rule, kappa=params.kappa,
-                                             n_iter=params.search_iter)
-            extras["lam_search"] = search_trace(search, scale)
-            x0, start = search.x, 0.5
-        history: list[dict] = []
-        callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
-        result = solve(A, y, lam * scale, x0=x0, n_iter=params.n_iter, callback=callback,
-                       track_objective=params.record_objective)
-        ctx.check_cancelled()
-        ctx.progress(1.0, "done")
-        extras.update(data_term=data.describe(), lam_absolute=lam * scale, scale=scale, step=step,
-                      levels=result.info["levels"])
-        return Result(image=problem.crop(result.x), history=history, chosen=chosen, extras=extras)
+
+        def make_solve(data, scale, lip):
+            return functools.partial(l1_wavelet, wavelet=params.wavelet, levels=params.levels,
+                                     cycle_spinning=params.cycle_spinning, seed=params.seed, step=1.0 / lip,
+                                     track_objective=False)
+
+        run = solve_with_weight(problem, params, ctx, make_solve)
+        return run.to_result(problem, ctx, lam_absolute=run.lam * run.scale, scale=run.scale,
+                             step=1.0 / run.lipschitz_A, levels=run.result.info["levels"])

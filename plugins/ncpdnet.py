@@ -10,20 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plugins.xpdnet import run_primal_net
 from workbench.methods import Capabilities, Method, param
-from workbench.result import Result
+from workbench.nn.inference import run_primal_net, weights_reasons
 
 
 @dataclass
 class Params:
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
-
-
-def _weights_path(params):
-    from workbench.nn.weights import shipped_weights
-
-    return (getattr(params, "weights", "") if params is not None else "") or shipped_weights("ncpdnet")
 
 
 class NCPDNet(Method):
@@ -37,15 +30,10 @@ class NCPDNet(Method):
 
     def check(self, problem, params=None) -> list[str]:
         """Non-Cartesian data and usable weights (``params.weights``, else the shipped file)."""
-        from workbench.nn.weights import weights_problem
-
         reasons = []
         if problem.is_cartesian:
             reasons.append("ncpdnet reconstructs non-Cartesian (radial, spiral) data; for Cartesian masks use xpdnet")
-        why = weights_problem(_weights_path(params), ("ncpdnet",))
-        if why:
-            reasons.append(why)
-        return reasons
+        return reasons + weights_reasons(params, "ncpdnet")
 
-    def run(self, problem, params, ctx) -> Result:
-        return run_primal_net(self, ("ncpdnet",), problem, params, ctx)
+    def run(self, problem, params, ctx):
+        return run_primal_net(problem, params, ctx, "ncpdnet")

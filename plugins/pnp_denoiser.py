@@ -59,7 +59,7 @@ class DSMPnP(Method):
     def run(self, problem, params, ctx) -> Result:
         from workbench.nn.dsm import NormalisedProblem
         from workbench.nn.score_net import geometric_sigmas, load_for_method
-        from workbench.solvers.cg import conjugate_gradient
+        from workbench.solvers import conjugate_gradient
 
         ctx.progress(0.0, "loading the score network")
         model, sidecar, path = load_for_method(params.weights, ctx.device)

@@ -8,7 +8,7 @@ non-Cartesian ``F_nu S``, density-weighted by default, Toeplitz normal operator)
 
 Solvers:
 - ``pdhg`` (default): Cartesian data: Chambolle-Pock on ``K = [A; D]`` with the data term in the dual (no inner
-  solves), one dual step per block and a primal/dual balance that follows the weight (``plugins/_shared.py``);
+  solves), one dual step per block and a primal/dual balance that follows the weight (``workbench.solvers.regularised_pdhg``);
   about 2.5x faster per unit of accuracy than equal steps. Non-Cartesian data: the linearised primal-dual method
   (Condat-Vu), whose data term goes through the Toeplitz normal operator (no NUFFT in the loop).
 - ``admm``: splitting ``z = D x`` with a 5-step CG x-update on ``A^H A + rho D^H D`` (``rho = 0.3``).
@@ -20,24 +20,14 @@ chooses it automatically and reports it in ``Result.chosen["lam"]``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-import torch
-
-from workbench.methods import Capabilities, Method, RunContext, param
-from workbench.physics.gradient import FiniteDifference2D
-from workbench.result import Result
-from workbench.solvers import project_l2_ball, total_variation
-from workbench.solvers.recon import data_fidelity, tv_norm
-
-from plugins._shared import (
-    LAM_RULES, DataTerm, check_maps, choose_lam, iteration_callback, linearized_pdhg, linearized_theta,
-    maps_reasons, normal_objective, operator_norm2, pdhg_ratio, regularised_pdhg, search_trace, weight_scale,
+from workbench.toolkit import (
+    Capabilities, Method, dcf_weighting_param, kappa_param, lam_rule_param, maps_reasons, param,
+    record_objective_param, regularised_least_squares, search_iter_param, solve_with_weight, tv_penalty,
 )
-
-GRADIENT_NORM2 = 8.0  # ||D||^2 <= 8 for forward differences in 2D
-ADMM_RHO = 0.3  # in units of ||A||^2 (~1): fastest of 0.3 / 1 / 3 on brain slices
+from workbench.physics.gradient import FiniteDifference2D
+from workbench.solvers import linearized_theta, pdhg_ratio
 
 
 @dataclass
@@ -51,41 +41,11 @@ class TVParams:
                               "norm of both differences")
     solver: str = param("pdhg", choices=("pdhg", "admm"),
                         help="primal-dual hybrid gradient (no inner solves) or ADMM with a CG x-update")
-    lam_rule: str = param("discrepancy", choices=LAM_RULES, label="automatic weight",
-                          help="how lam is chosen when left automatic: discrepancy principle on the noise estimate, "
-                               "or hold-out validation on 8% of the measured samples")
-    kappa: float = param(0.03, min=1e-3, max=1.0, log_scale=True,
-                         help="discrepancy rule: noise energy (fraction of the measured noise) the regulariser may "
-                              "remove on top of the unregularised residual; larger = smoother")
-    search_iter: int = param(30, min=5, max=500, help="iterations of each solve while choosing lam")
-    dcf_weighting: bool = param(True, label="density weighting",
-                                help="non-Cartesian data: density-weighted data term (fast convergence)")
-    record_objective: bool = param(True, help="record the objective at every iteration (one more forward "
-                                              "operator per iteration)")
-
-
-def tv_solver(A, y, lam_abs: float, *, scale: float, isotropic: bool, solver: str, lipschitz_A: float,
-              n_iter: int, cartesian: bool = True, x0: torch.Tensor | None = None, callback=None,
-              track_objective: bool = False):
-    """One TV solve (the closure the weight search calls, and the final solve).
-
-    ``solver="pdhg"``: Cartesian data keep the data term in the dual (``regularised_pdhg``); non-Cartesian data
-    take it through its gradient with the Toeplitz normal operator (``linearized_pdhg``: one normal per
-    iteration instead of a NUFFT and its adjoint, 4-5x cheaper per iteration on scanner-size data)."""
-    D = FiniteDifference2D(A.ishape)
-    objective = None
-    if track_objective:
-        data_term = (lambda v: data_fidelity(A, y, v)) if cartesian else normal_objective(A, y)
-        objective = lambda v: data_term(v) + lam_abs * tv_norm(D, v, isotropic)  # noqa: E731
-    if solver == "admm":
-        return total_variation(A, y, lam_abs, isotropic=isotropic, solver="admm", rho=ADMM_RHO * lipschitz_A,
-                               n_iter=n_iter, x0=x0, track_objective=track_objective, callback=callback)
-    dual = lambda q, s: project_l2_ball(q, lam_abs, dim=-3 if isotropic else None)  # noqa: E731
-    if not cartesian:
-        return linearized_pdhg(A, y, [(D, GRADIENT_NORM2, dual)], theta=linearized_theta(lam_abs / scale),
-                               n_iter=n_iter, x0=x0, lipschitz_A=lipschitz_A, objective=objective, callback=callback)
-    return regularised_pdhg(A, y, [(D, GRADIENT_NORM2, dual)], ratio=pdhg_ratio(lam_abs / scale), n_iter=n_iter,
-                            x0=x0, lipschitz_A=lipschitz_A, objective=objective, callback=callback)
+    lam_rule: str = lam_rule_param()
+    kappa: float = kappa_param()
+    search_iter: int = search_iter_param()
+    dcf_weighting: bool = dcf_weighting_param()
+    record_objective: bool = record_objective_param()
 
 
 class TotalVariation(Method):
@@ -99,38 +59,22 @@ class TotalVariation(Method):
     def check(self, problem) -> list[str]:
         return super().check(problem) + maps_reasons(problem)
 
-    def run(self, problem, params: TVParams, ctx: RunContext) -> Result:
-        t0 = time.perf_counter()
-        ctx.progress(0.0, "coil maps" if not problem.has_maps else "starting")
-        extras: dict = {}
-        check_maps(problem, ctx, extras)
-        data = DataTerm(problem, params.dcf_weighting)
-        A, y = data.A, data.y
-        scale = weight_scale(problem)
-        lip = operator_norm2(A, y)
+    def run(self, problem, params: TVParams, ctx):
+        def make_solve(data, scale, lip):
+            D = FiniteDifference2D(data.A.ishape)
 
-        def solve(A, y, lam_abs, x0=None, n_iter=params.n_iter, callback=None, track_objective=False):
-            return tv_solver(A, y, lam_abs, scale=scale, isotropic=params.variant == "isotropic",
-                             solver=params.solver, lipschitz_A=lip, n_iter=n_iter, cartesian=problem.is_cartesian,
-                             x0=x0, callback=callback, track_objective=track_objective)
+            def solve(A, y, lam_abs, x0=None, n_iter=params.n_iter, callback=None, track_objective=False):
+                return regularised_least_squares(
+                    A, y, [tv_penalty(D, lam_abs, params.variant == "isotropic")], solver=params.solver,
+                    linearized=not problem.is_cartesian, lam_relative=lam_abs / scale, n_iter=n_iter, x0=x0,
+                    lipschitz_A=lip, track_objective=track_objective, callback=callback)
+            return solve
 
-        chosen: dict = {}
-        x0, start = None, 0.0
-        lam = params.lam
-        if lam is None:
-            lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=params.lam_rule, kappa=params.kappa,
-                                             n_iter=params.search_iter)
-            extras["lam_search"] = search_trace(search, scale)
-            x0, start = search.x, 0.5
-        history: list[dict] = []
-        callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
-        result = solve(A, y, lam * scale, x0=x0, callback=callback, track_objective=params.record_objective)
-        ctx.check_cancelled()
-        ctx.progress(1.0, "done")
-        extras.update(data_term=data.describe(), lam_absolute=lam * scale, scale=scale, lipschitz_A=lip)
+        run = solve_with_weight(problem, params, ctx, make_solve)
+        extras = {"lam_absolute": run.lam * run.scale, "scale": run.scale, "lipschitz_A": run.lipschitz_A}
         if params.solver == "pdhg" and problem.is_cartesian:
-            extras["pdhg_ratio"] = pdhg_ratio(lam)
+            extras["pdhg_ratio"] = pdhg_ratio(run.lam)
         elif params.solver == "pdhg":
             extras["solver_variant"] = "linearized PDHG (Condat-Vu) with the Toeplitz normal operator"
-            extras["pdhg_theta"] = linearized_theta(lam)
-        return Result(image=problem.crop(result.x), history=history, chosen=chosen, extras=extras)
+            extras["pdhg_theta"] = linearized_theta(run.lam)
+        return run.to_result(problem, ctx, **extras)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.methods import Capabilities, Method, param
+from workbench.nn.inference import chosen_weights, load_network, weights_reasons
+from workbench.nn.weights import read_sidecar
 from workbench.result import Result
 
 
@@ -21,12 +23,9 @@ class Params:
                               "for the data's sampling (Cartesian masks or non-Cartesian trajectories)")
 
 
-def _weights_path(params, problem):
-    """The chosen weight file, else the shipped one for the problem's kind of sampling."""
-    from workbench.nn.weights import shipped_weights
-
-    chosen = getattr(params, "weights", "") if params is not None else ""
-    return chosen or shipped_weights("unet" if problem.is_cartesian else "unet_noncartesian")
+def _shipped_model(problem) -> str:
+    """The shipped weights for the problem's kind of sampling."""
+    return "unet" if problem.is_cartesian else "unet_noncartesian"
 
 
 class UnetBaseline(Method):
@@ -39,13 +38,11 @@ class UnetBaseline(Method):
 
     def check(self, problem, params=None) -> list[str]:
         """Usable weights (``params.weights``, else the shipped file) trained for this kind of sampling."""
-        from workbench.nn.weights import read_sidecar, weights_problem
-
-        path = _weights_path(params, problem)
-        why = weights_problem(path, ("unet",))
+        model = _shipped_model(problem)
+        why = weights_reasons(params, model, ("unet",))
         if why:
-            return [why]
-        kinds = read_sidecar(path).get("training", {}).get("sampling", {}).get("kinds", [])
+            return why
+        kinds = read_sidecar(chosen_weights(params, model)).get("training", {}).get("sampling", {}).get("kinds", [])
         cartesian_weights = all(k in ("random", "equispaced", "poisson", "gaussian") for k in kinds)
         if kinds and cartesian_weights != problem.is_cartesian:
             trained = "Cartesian masks" if cartesian_weights else "non-Cartesian trajectories"
@@ -54,16 +51,7 @@ class UnetBaseline(Method):
         return []
 
     def run(self, problem, params, ctx) -> Result:
-        from workbench.nn.batch import Batch
-        from workbench.nn.weights import WeightsError, cached_model, weights_problem
-
-        path = _weights_path(params, problem)
-        why = weights_problem(path, ("unet",))
-        if why:
-            raise WeightsError(None, why)
-        ctx.progress(0.0, "loading weights")
-        model, sidecar = cached_model(path, ctx.device)
-        batch = Batch.from_problem(problem).to(ctx.device)
+        model, sidecar, path, batch = load_network(problem, params, ctx, _shipped_model(problem), ("unet",))
         ctx.check_cancelled()
         image = model.reconstruct(batch, lambda f, t: ctx.progress(0.05 + 0.95 * f, t))[0]
         ctx.progress(1.0, "done")

@@ -424,7 +424,7 @@ def test_builtin_package_is_scanned():
     # whatever built-ins exist (plugins/ fills up over time) load without errors and validate
     assert not [e for e in reg.errors if e.source.startswith("builtin")], [e.traceback for e in reg.errors]
     for m in reg:
-        assert reg.sources[m.name].startswith("builtin plugins.")
+        assert reg.sources[m.name].startswith("builtin workbench_builtin_methods.")
         M.validate_method(m)
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.ncpdnet import NCPDNet
-from plugins.unet import UnetBaseline
-from plugins.xpdnet import XPDNet
+from workbench_builtin_methods.ncpdnet import NCPDNet
+from workbench_builtin_methods.unet import UnetBaseline
+from workbench_builtin_methods.xpdnet import XPDNet
 from workbench.methods import MethodError, RunContext, safe_run
 from workbench.nn import build_model
 from workbench.nn.weights import save_weights

@@ -53,7 +53,7 @@ def test_builtin_methods_are_found_through_the_public_discovery():
     registry = discover_methods()
     for name in CLASSICAL:
         assert name in registry, registry.errors
-        assert registry.sources[name].startswith("builtin plugins.")
+        assert registry.sources[name].startswith("builtin workbench_builtin_methods.")
     assert not [e for e in registry.errors if e.source.startswith("builtin")]
     for name in CLASSICAL:
         for spec in registry.get(name).param_specs():

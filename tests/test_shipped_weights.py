@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from plugins.ncpdnet import NCPDNet
-from plugins.unet import UnetBaseline
-from plugins.xpdnet import XPDNet
+from workbench_builtin_methods.ncpdnet import NCPDNet
+from workbench_builtin_methods.unet import UnetBaseline
+from workbench_builtin_methods.xpdnet import XPDNet
 from workbench.methods import safe_run
 from workbench.metrics import evaluate
 from workbench.nn.weights import file_sha256, load_model, read_sidecar

@@ -5,6 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+__all__ = [
+    "WorkbenchError",
+    "ScanError",
+    "UnsupportedFormatError",
+    "CorruptFileError",
+    "InvalidDataError",
+    "SamplingError",
+    "int_pair",
+]
+
 
 class WorkbenchError(Exception):
     """Base class for errors meant for the user (CLI message or app dialog), not a traceback."""

@@ -25,8 +25,10 @@ and turns any exception into a :class:`MethodError` carrying the plugin's traceb
 Discovery (:func:`discover_methods`) looks, in this order (the first method of a name wins; later ones with the
 same name are recorded as errors):
 
-1. the built-in package ``plugins`` (the repository's top-level folder): every module not starting with ``_``;
-2. Python entry points of the group ``workbench.methods`` (installed packages);
+1. the built-in methods: the entry points of the group ``workbench.methods`` that the workbench's own
+   distribution declares (``pyproject.toml``; the repository's ``plugins/`` folder, installed as the package
+   ``workbench_builtin_methods``), in module order;
+2. the entry points of the same group declared by other installed distributions;
 3. drop-in ``*.py`` files (not starting with ``_`` or ``.``) in the folders given as ``plugin_dirs``, in
    ``$WORKBENCH_PLUGIN_DIR`` (``os.pathsep``-separated) and in the user folder :func:`user_plugin_dir`.
 
@@ -49,7 +51,6 @@ import importlib.util
 import inspect
 import math
 import os
-import pkgutil
 import re
 import sys
 import threading
@@ -70,11 +71,21 @@ from workbench.result import Result
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.problem import Problem
 
+__all__ = [
+    "API_VERSION", "DISTRIBUTION", "ENTRY_POINT_GROUP", "PLUGIN_DIR_ENV", "SUPPORTED_API_VERSIONS", "Capabilities",
+    "JobCancelled", "Method", "MethodError", "MethodNotApplicableError", "NoParams", "ParamDeclarationError",
+    "ParamError", "ParamSpec", "PluginDefinitionError", "PluginError", "Registry", "RunContext",
+    "UnknownMethodError", "discover_methods", "load_plugin_file", "methods_in_module", "param", "param_specs",
+    "params_to_dict", "parse_params", "plugin_search_dirs", "plugin_traceback", "safe_run", "user_plugin_dir",
+    "validate_method", "validate_method_class", "validate_params",
+]
+
 API_VERSION = 1
 """The plugin API version this workbench provides. A plugin declaring another ``api_version`` is not loaded."""
 
 SUPPORTED_API_VERSIONS = frozenset({1})
 ENTRY_POINT_GROUP = "workbench.methods"
+DISTRIBUTION = "mri-workbench"  # the distribution whose entry points are the built-in methods
 PLUGIN_DIR_ENV = "WORKBENCH_PLUGIN_DIR"
 _META_KEY = "workbench.param"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -850,40 +861,31 @@ def validate_method_class(cls: type[Method]) -> None:
             f"supports version {', '.join(map(str, sorted(SUPPORTED_API_VERSIONS)))}")
 
 
-def _discover_builtin(registry: Registry) -> None:
-    source = "builtin plugins"
-    try:
-        pkg = importlib.import_module("plugins")
-        expected = Path(__file__).resolve().parent.parent / "plugins"
-        found = [Path(p).resolve() for p in getattr(pkg, "__path__", [])]
-        if expected not in found:
-            raise ImportError(f"the package 'plugins' found at {', '.join(map(str, found)) or pkg!r} is not the "
-                              f"workbench's built-in plugins folder {expected}")
-    except Exception as exc:
-        _record(registry, source, exc)
-        return
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        modname = f"plugins.{info.name}"
-        try:
-            module = importlib.import_module(modname)
-            objects = methods_in_module(module)
-        except Exception as exc:
-            _record(registry, f"builtin {modname}", exc)
-            continue
-        _register_objects(registry, objects, f"builtin {modname}")
+def _distribution(ep: importlib.metadata.EntryPoint) -> str | None:
+    name = getattr(getattr(ep, "dist", None), "name", None)
+    return re.sub(r"[-_.]+", "-", name).lower() if name else None
 
 
-def _discover_entry_points(registry: Registry) -> None:
+def _discover_entry_points(registry: Registry, *, builtin: bool = True, others: bool = True) -> None:
+    """Load the entry points of the group ``workbench.methods``: the workbench's own (the built-in methods,
+    sorted by module) when ``builtin``, then every other distribution's when ``others``."""
     try:
         eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     except Exception as exc:
         _record(registry, f"entry points {ENTRY_POINT_GROUP}", exc)
         return
-    for ep in eps:
-        dist = getattr(getattr(ep, "dist", None), "name", None)
-        source = f"entry point {ep.name} = {ep.value}" + (f" ({dist})" if dist else "")
+    own = sorted((ep for ep in eps if _distribution(ep) == DISTRIBUTION), key=lambda ep: ep.value)
+    if builtin and not own:
+        registry.errors.append(PluginError(
+            source="builtin methods", message=f"no entry points of {DISTRIBUTION!r} in the group "
+            f"{ENTRY_POINT_GROUP!r}: the workbench is not installed (pip install -e . in its folder)"))
+    chosen = (own if builtin else []) + ([ep for ep in eps if _distribution(ep) != DISTRIBUTION] if others else [])
+    for ep in chosen:
+        dist = _distribution(ep)
+        if dist == DISTRIBUTION:
+            source = f"builtin {ep.value}"
+        else:
+            source = f"entry point {ep.name} = {ep.value}" + (f" ({ep.dist.name})" if dist else "")
         try:
             obj = ep.load()
             if isinstance(obj, types.ModuleType):
@@ -952,14 +954,13 @@ def discover_methods(
     builtin: bool = True,
     user_dirs: bool = True,
 ) -> Registry:
-    """Find every method: built-in ``plugins`` package, entry points (group ``workbench.methods``) and drop-in
+    """Find every method: the built-in methods (``builtin``: the workbench's own entry points), other
+    distributions' entry points (``entry_points``; both in the group ``workbench.methods``) and drop-in
     files from ``plugin_dirs``, ``$WORKBENCH_PLUGIN_DIR`` and :func:`user_plugin_dir` (the last two only with
     ``user_dirs``). Never raises for a broken plugin: see ``Registry.errors``."""
     registry = Registry()
-    if builtin:
-        _discover_builtin(registry)
-    if entry_points:
-        _discover_entry_points(registry)
+    if builtin or entry_points:
+        _discover_entry_points(registry, builtin=builtin, others=entry_points)
     for folder, explicit in plugin_search_dirs(plugin_dirs, user_dirs=user_dirs):
         _discover_folder(registry, folder, explicit)
     return registry

@@ -28,6 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+__all__ = [
+    "RESULT_FORMAT",
+    "RESULT_FORMAT_VERSION",
+    "Result",
+]
+
 RESULT_FORMAT = "mri-workbench-result"
 RESULT_FORMAT_VERSION = 1
 

@@ -29,6 +29,15 @@ from workbench.errors import SamplingError
 from workbench.physics.coils import acs_maps_from_calibration, calibration_from_noncartesian, calibration_region
 from workbench.physics.fft import fft2c, ifft2c
 
+__all__ = [
+    "ACS_THRESHOLD",
+    "Batch",
+    "CartesianEncoding",
+    "Encoding",
+    "NonCartesianEncoding",
+    "collate",
+]
+
 # Default: maps are zero where the low-resolution coil energy is below this fraction of its 99th percentile.
 ACS_THRESHOLD = 0.05
 

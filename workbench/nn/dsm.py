@@ -40,6 +40,21 @@ from workbench.scoring import (  # the uncertainty statistics live with the othe
     spearman_figures,
 )
 
+__all__ = [
+    "PREDICTORS",
+    "NormalisedProblem",
+    "add_unmeasured_noise",
+    "annealed_langevin",
+    "calibration_metrics",
+    "complex_noise",
+    "count_evaluations",
+    "denoising_psnr",
+    "dsm_loss",
+    "langevin_step_sizes",
+    "predicted_scans",
+    "sample_sigmas",
+]
+
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 NormalFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -36,6 +36,20 @@ from torch import nn
 
 from workbench.nn.common import pad_to_multiple, unpad
 
+__all__ = [
+    "MODEL_NAME",
+    "ScoreNet",
+    "ScoreNetConfig",
+    "cached_score_net",
+    "geometric_sigmas",
+    "load_for_method",
+    "load_score_net",
+    "score_weights_path",
+    "shipped_score_weights",
+    "weights_problem",
+    "weights_reasons",
+]
+
 MODEL_NAME = "dsm"
 
 

@@ -28,6 +28,24 @@ import torch
 from workbench.arrays import LRUCache
 from workbench.errors import WorkbenchError
 
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "WEIGHTS_FORMAT",
+    "WeightsError",
+    "cached_model",
+    "file_sha256",
+    "load_checkpoint",
+    "load_model",
+    "load_weights",
+    "read_sidecar",
+    "save_checkpoint",
+    "save_weights",
+    "shipped_weights",
+    "sidecar_path",
+    "weights_problem",
+]
+
 WEIGHTS_FORMAT = "mri-workbench-weights"
 CHECKPOINT_FORMAT = "mri-workbench-checkpoint"
 FORMAT_VERSION = 1

@@ -6,6 +6,16 @@ import torch
 
 from workbench.arrays import center_crop, center_pad  # noqa: F401  (re-exported: torch callers find them here)
 
+__all__ = [
+    "center_crop",
+    "center_pad",
+    "expected_scan_rss",
+    "fft2c",
+    "ifft2c",
+    "rss",
+    "unmeasured_noise_energy",
+]
+
 _DIMS = (-2, -1)
 
 

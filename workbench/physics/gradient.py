@@ -8,6 +8,11 @@ import torch
 
 from workbench.physics.linop import Linop
 
+__all__ = [
+    "BOUNDARIES",
+    "FiniteDifference2D",
+]
+
 BOUNDARIES = ("neumann", "periodic")
 
 

@@ -32,6 +32,18 @@ import torch
 
 from workbench.errors import SamplingError, WorkbenchError
 
+__all__ = [
+    "GRAM_BYTES_LIMIT",
+    "GrappaResult",
+    "Pattern",
+    "acs_region",
+    "apply",
+    "calibrate",
+    "grappa",
+    "line_mask",
+    "source_pattern",
+]
+
 # The shared ACS Gram matrix holds (A * C * kx)^2 complex64 values; beyond this many bytes the ACS used for
 # calibration is narrowed to its central lines (a wide ACS adds little once the kernels are well determined).
 GRAM_BYTES_LIMIT = 256 * 2**20

@@ -32,6 +32,11 @@ import torch
 
 from workbench.physics.linop import Linop
 
+__all__ = [
+    "Wavelet2D",
+    "max_wavelet_levels",
+]
+
 
 def max_wavelet_levels(shape: Sequence[int]) -> int:
     """Largest number of levels for which the coarsest band still has at least 2 samples along each axis."""

@@ -22,6 +22,12 @@ The same, with cycle spinning, objective tracking and a callback for progress / 
     res = l1_wavelet(A, y, lam, n_iter=100, callback=lambda it, x, info: ctx.cancelled())
     res.x, res.history   # image [H, W], objective per iteration
 
+Regularised least squares with l1 / TV penalties goes through one dispatch (PDHG, the linearised PDHG with the
+normal operator, or ADMM)::
+
+    D = FiniteDifference2D(A.ishape)
+    res = regularised_least_squares(A, y, [wavelet_penalty(W, lam), tv_penalty(D, lam)], solver="pdhg")
+
 and the weight can be chosen automatically (:mod:`workbench.solvers.regularisation`)::
 
     search = discrepancy_principle(partial(l1_wavelet, n_iter=30), A, y, noise_std=problem.noise_std)
@@ -33,42 +39,25 @@ iteration (returning True stops) and returns a :class:`SolverResult` (``x``, ``h
 """
 
 from workbench.solvers.admm import admm
-from workbench.solvers.base import SolverResult
+from workbench.solvers.base import IterationLog, SolverResult
 from workbench.solvers.cg import conjugate_gradient
 from workbench.solvers.fista import fista, least_squares_gradient
-from workbench.solvers.pdhg import pdhg, pdhg_steps
-from workbench.solvers.power import power_iteration
+from workbench.solvers.pdhg import linearized_theta, pdhg, pdhg_ratio, pdhg_steps, regularised_pdhg
+from workbench.solvers.power import lipschitz, power_iteration
 from workbench.solvers.prox import (
-    group_soft_threshold,
-    l1_norm,
-    l21_norm,
-    project_l2_ball,
-    prox_dual_least_squares,
-    soft_threshold,
+    group_soft_threshold, l1_norm, l21_norm, project_l2_ball, prox_dual_least_squares, soft_threshold,
 )
-from workbench.solvers.recon import cg_sense, fused_lasso, l1_wavelet, total_variation
+from workbench.solvers.recon import (
+    ADMM_RHO, GRADIENT_NORM2, SOLVERS, Penalty, cg_sense, data_fidelity, fused_lasso, l1_wavelet, normal_objective,
+    regularised_least_squares, total_variation, tv_norm, tv_penalty, wavelet_penalty,
+)
 from workbench.solvers.regularisation import LambdaSearch, discrepancy_principle, holdout_validation
 
 __all__ = [
-    "LambdaSearch",
-    "SolverResult",
-    "admm",
-    "cg_sense",
-    "conjugate_gradient",
-    "discrepancy_principle",
-    "fista",
-    "fused_lasso",
-    "group_soft_threshold",
-    "holdout_validation",
-    "l1_norm",
-    "l1_wavelet",
-    "l21_norm",
-    "least_squares_gradient",
-    "pdhg",
-    "pdhg_steps",
-    "power_iteration",
-    "project_l2_ball",
-    "prox_dual_least_squares",
-    "soft_threshold",
-    "total_variation",
+    "ADMM_RHO", "GRADIENT_NORM2", "IterationLog", "LambdaSearch", "Penalty", "SOLVERS", "SolverResult", "admm",
+    "cg_sense", "conjugate_gradient", "data_fidelity", "discrepancy_principle", "fista", "fused_lasso",
+    "group_soft_threshold", "holdout_validation", "l1_norm", "l1_wavelet", "l21_norm", "least_squares_gradient",
+    "linearized_theta", "lipschitz", "normal_objective", "pdhg", "pdhg_ratio", "pdhg_steps",
+    "power_iteration", "project_l2_ball", "prox_dual_least_squares", "regularised_least_squares",
+    "regularised_pdhg", "soft_threshold", "total_variation", "tv_norm", "tv_penalty", "wavelet_penalty",
 ]

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 
 from workbench.physics.linop import Linop
-from workbench.solvers.base import Callback, NormalOp, SolverResult, call_callback, sq_norm
+from workbench.solvers.base import Callback, IterationLog, NormalOp, SolverResult
 from workbench.solvers.cg import conjugate_gradient
 
 Prox = Callable[[torch.Tensor, float], torch.Tensor]
@@ -60,11 +60,7 @@ def admm(
             out = out + rho * op.normal(v)
         return out
 
-    history: list[float] = []
-    converged = stopped = False
-    done = 0
-    real_dtype = adjoint_y.real.dtype if adjoint_y.is_complex() else adjoint_y.dtype
-    tiny = torch.finfo(real_dtype).tiny
+    log = IterationLog(adjoint_y, nd, objective, tol, callback)
     for it in range(n_iter):
         rhs = adjoint_y
         for op, z, u in zip(ops, zs, us):
@@ -73,20 +69,9 @@ def admm(
         lx = [op.forward(x_new) for op in ops]
         zs = [prox(v + u, 1.0 / rho) for prox, v, u in zip(proxes, lx, us)]
         us = [u + v - z for u, v, z in zip(us, lx, zs)]
-        change = sq_norm(x_new - x, nd).sqrt() / sq_norm(x_new, nd).sqrt().clamp_min(tiny)
+        diff = x_new - x
         x = x_new
-        done = it + 1
-        info = {
-            "change": float(change.max()),
-            "primal_residual": float(sum(float(torch.linalg.vector_norm(v - z)) ** 2 for v, z in zip(lx, zs)) ** 0.5),
-        }
-        if objective is not None:
-            info["objective"] = float(objective(x).sum())
-        history.append(info.get("objective", info["change"]))
-        if tol > 0 and bool((change < tol).all()):
-            converged = True
-        stopped = call_callback(callback, it, x, info)
-        if converged or stopped:
+        residual = float(sum(float(torch.linalg.vector_norm(v - z)) ** 2 for v, z in zip(lx, zs)) ** 0.5)
+        if log.record(it, x, diff, primal_residual=residual):
             break
-    name = "objective" if objective is not None else "change"
-    return SolverResult(x, history, name, done, converged, stopped, {"rho": rho, "splits": zs, "duals": us})
+    return log.result(x, {"rho": rho, "splits": zs, "duals": us})

@@ -95,3 +95,38 @@ def as_tensor_like(v, like: torch.Tensor) -> torch.Tensor:
     """A real tensor on ``like``'s device with ``like``'s real precision."""
     real = like.real.dtype if like.is_complex() else like.dtype
     return torch.as_tensor(v, dtype=real, device=like.device)
+
+
+class IterationLog:
+    """The bookkeeping of one solver loop: the relative change per item, the info dict, the history, the
+    tolerance test and the callback.
+
+    ``record(it, x, diff, **extra)`` after every iteration (``x`` the new iterate, ``diff`` its step) builds
+    ``info = {"change", **extra, "objective"}`` (the objective when one was given), appends the history value and
+    returns True when the solver should stop (``tol`` met for every item, or the callback asked).
+    """
+
+    def __init__(self, x0: torch.Tensor, item_ndim: int, objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 tol: float = 0.0, callback: Callback | None = None):
+        self.item_ndim, self.objective, self.tol, self.callback = item_ndim, objective, tol, callback
+        self.tiny = torch.finfo(x0.real.dtype if x0.is_complex() else x0.dtype).tiny
+        self.history: list[float] = []
+        self.n_iter = 0
+        self.converged = self.stopped = False
+
+    def record(self, it: int, x: torch.Tensor, diff: torch.Tensor, **extra: float) -> bool:
+        nd = self.item_ndim
+        change = sq_norm(diff, nd).sqrt() / sq_norm(x, nd).sqrt().clamp_min(self.tiny)
+        self.n_iter = it + 1
+        info = {"change": float(change.max()), **extra}
+        if self.objective is not None:
+            info["objective"] = float(self.objective(x).sum())
+        self.history.append(info.get("objective", info["change"]))
+        if self.tol > 0 and bool((change < self.tol).all()):
+            self.converged = True
+        self.stopped = call_callback(self.callback, it, x, info)
+        return self.converged or self.stopped
+
+    def result(self, x: torch.Tensor, info: dict[str, Any]) -> SolverResult:
+        name = "objective" if self.objective is not None else "change"
+        return SolverResult(x, self.history, name, self.n_iter, self.converged, self.stopped, info)

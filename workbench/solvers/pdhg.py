@@ -1,16 +1,22 @@
-"""Primal-dual hybrid gradient (Chambolle-Pock) for ``min_x g(x) + sum_j f_j(K_j x)``, batched."""
+"""Primal-dual hybrid gradient (Chambolle-Pock) for ``min_x g(x) + sum_j f_j(K_j x)``, batched, and its two
+forms for regularised least squares ``min_x 0.5 ||A x - y||^2 + sum_j g_j(K_j x)`` with one step per block
+(:func:`regularised_pdhg`: the data term in the dual, or linearised, through its gradient, one normal operator
+per iteration: the Toeplitz embedding for non-Cartesian data)."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import torch
 
 from workbench.physics.linop import Linop
-from workbench.solvers.base import Callback, SolverResult, call_callback, sq_norm
-from workbench.solvers.power import power_iteration
+from workbench.solvers.base import Callback, IterationLog, SolverResult
+from workbench.solvers.power import lipschitz, power_iteration
 
 DualProx = Callable[[torch.Tensor, float], torch.Tensor]
+# (K_j, ||K_j||^2, dual prox of g_j): one block of a regularised least-squares problem
+Block = tuple[Any, float, DualProx]
 PrimalProx = Callable[[torch.Tensor, float], torch.Tensor]
 
 
@@ -30,9 +36,9 @@ def pdhg_steps(
         return out
 
     nd = len(ops[0].ishape)
-    lipschitz = float(power_iteration(normal, tuple(x.shape), item_ndim=nd, dtype=x.dtype, device=x.device, n_iter=n_iter).max())
-    lipschitz *= 1.02  # power iteration approaches from below
-    norm = lipschitz**0.5
+    norm2 = float(power_iteration(normal, tuple(x.shape), item_ndim=nd, dtype=x.dtype, device=x.device, n_iter=n_iter).max())
+    norm2 *= 1.02  # power iteration approaches from below
+    norm = norm2**0.5
     return safety * ratio**0.5 / norm, safety / (ratio**0.5 * norm)
 
 
@@ -83,11 +89,7 @@ def pdhg(
         duals = [torch.zeros(*x0.shape[: x0.dim() - nd], *op.oshape, dtype=x0.dtype, device=x0.device) for op in ops]
     else:
         duals = list(duals0)
-    history: list[float] = []
-    converged = stopped = False
-    done = 0
-    real_dtype = x0.real.dtype if x0.is_complex() else x0.dtype
-    tiny = torch.finfo(real_dtype).tiny
+    log = IterationLog(x0, nd, objective, tol, callback)
     for it in range(n_iter):
         duals = [prox(u + s * op.forward(xbar), s) for op, prox, u, s in zip(ops, dual_proxes, duals, sigmas)]
         back = ops[0].adjoint(duals[0])
@@ -98,17 +100,111 @@ def pdhg(
             x_new = primal_prox(x_new, tau)
         diff = x_new - x
         xbar = x_new + theta * diff
-        change = sq_norm(diff, nd).sqrt() / sq_norm(x_new, nd).sqrt().clamp_min(tiny)
         x = x_new
-        done = it + 1
-        info = {"change": float(change.max())}
-        if objective is not None:
-            info["objective"] = float(objective(x).sum())
-        history.append(info.get("objective", info["change"]))
-        if tol > 0 and bool((change < tol).all()):
-            converged = True
-        stopped = call_callback(callback, it, x, info)
-        if converged or stopped:
+        if log.record(it, x, diff):
             break
-    name = "objective" if objective is not None else "change"
-    return SolverResult(x, history, name, done, converged, stopped, {"duals": duals, "tau": tau, "sigma": sigmas})
+    return log.result(x, {"duals": duals, "tau": tau, "sigma": sigmas})
+
+
+def pdhg_ratio(lam_relative: float) -> float:
+    """Primal/dual step balance for :func:`regularised_pdhg`: ``0.5 / sqrt(lam)``, clipped to [1, 30].
+
+    PDHG's speed hinges on ``tau / sigma``; on simulated brain slices (8 coils, R = 4) the best balance grew as
+    the weight shrank, from ~3 at ``lam = 0.01-0.03`` to ~10-16 at ``lam = 0.001-0.003``, which this formula
+    follows (objective within 1e-3 of the optimum in 100 iterations instead of 1.5e-2 with ``tau = sigma``).
+    ``lam_relative`` is the weight relative to the image intensity scale."""
+    return min(max(0.5 / math.sqrt(max(lam_relative, 1e-12)), 1.0), 30.0)
+
+
+def linearized_theta(lam_relative: float) -> float:
+    """Dual step scale of the linearised :func:`regularised_pdhg`: ``30 * lam``, clipped to [0.03, 1] (best of
+    0.03-3 on a radial brain slice at ``lam`` = 0.001 / 0.003 / 0.01: 0.03 / 0.03-0.1 / 0.1-0.3)."""
+    return min(max(30.0 * lam_relative, 0.03), 1.0)
+
+
+def regularised_pdhg(
+    A: Linop,
+    y: torch.Tensor,
+    blocks: Sequence[Block],
+    *,
+    linearized: bool = False,
+    balance: float = 1.0,
+    n_iter: int,
+    x0: torch.Tensor | None = None,
+    lipschitz_A: float | None = None,
+    objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tol: float = 0.0,
+    callback: Callback | None = None,
+) -> SolverResult:
+    """``min_x 0.5 ||A x - y||^2 + sum_j g_j(K_j x)`` by a primal-dual method with one dual step per block.
+
+    ``linearized=False``: PDHG (Chambolle-Pock) with the data term as one more dual block. ``balance`` is the
+    primal/dual ratio (:func:`pdhg_ratio`): ``tau = ratio / sqrt(||A||^2 max_j ||K_j||^2)`` and
+    ``sigma_j = 0.99 / (n_blocks * tau * ||K_j||^2)`` for every block, the data block included, so
+    ``tau * sum_j sigma_j ||K_j||^2 < 1``: convergent for any ratio, and no block's step is dictated by another
+    block's norm (the finite-difference operator's ``||D||^2 = 8`` would otherwise slow the data block down
+    eightfold).
+
+    ``linearized=True``: the method of Condat (2013) and Vu (2013), the smooth data term entering through its
+    gradient ``A^H A x - A^H y``, so each iteration costs one *normal* operator (the Toeplitz embedding for
+    non-Cartesian data) instead of a NUFFT and its adjoint::
+
+        x+ = x - tau (A^H A x - A^H y + sum_j K_j^H u_j);   u_j = prox_{sigma_j g_j*}(u_j + sigma_j K_j (2 x+ - x))
+
+    ``balance`` is ``theta`` (:func:`linearized_theta`): ``sigma_j ||K_j||^2 = theta ||A||^2 / n_blocks`` and
+    ``tau = 0.99 / (||A||^2 / 2 + sum_j sigma_j ||K_j||^2)``, which satisfies the convergence condition
+    ``1/tau - ||sum_j sigma_j K_j^H K_j|| > ||A||^2 / 2``. On a 512x256, 12-coil radial problem one iteration
+    takes 0.28 s against 1.3 s for the plain form (NUFFT 0.33 s, adjoint 0.94 s, Toeplitz normal 0.28 s; one
+    CPU thread).
+
+    Args:
+        A, y: operator (image ``[H, W]`` -> data) and data ``[*batch, *A.oshape]``.
+        blocks: ``(K_j, ||K_j||^2, dual_prox_j)`` with ``dual_prox_j(u, sigma) = prox_{sigma g_j*}(u)``.
+        x0: start ``[*batch, H, W]`` (zeros by default); lipschitz_A: ``||A||^2`` (power iteration if None).
+        objective, tol, callback: as for :func:`pdhg`.
+
+    Returns:
+        :class:`SolverResult` (``x`` ``[*batch, H, W]``) with the steps, ``balance`` and ``lipschitz_A`` in
+        ``info``.
+    """
+    from workbench.solvers.prox import prox_dual_least_squares
+
+    if lipschitz_A is None:
+        lipschitz_A = float(lipschitz(A, y).max())
+    if x0 is None:
+        batch = y.shape[: y.dim() - len(A.oshape)]
+        x0 = torch.zeros(*batch, *A.ishape, dtype=y.dtype, device=y.device)
+    if linearized:
+        result = _linearized_pdhg(A, y, blocks, balance, lipschitz_A, x0, n_iter,
+                                  IterationLog(x0, len(A.ishape), objective, tol, callback))
+    else:
+        norms = [lipschitz_A] + [float(n) for _, n, _ in blocks]
+        tau = balance / math.sqrt(lipschitz_A * max(norms[1:]))
+        sigmas = [0.99 / (len(norms) * tau * L) for L in norms]
+        ops = [A] + [op for op, _, _ in blocks]
+        proxes = [lambda u, s: prox_dual_least_squares(u, s, y)] + [prox for _, _, prox in blocks]
+        result = pdhg(x0, ops, proxes, tau=tau, sigma=sigmas, n_iter=n_iter, objective=objective, tol=tol,
+                      callback=callback)
+    result.info.update(balance=balance, lipschitz_A=lipschitz_A)
+    return result
+
+
+def _linearized_pdhg(A: Linop, y: torch.Tensor, blocks: Sequence[Block], theta: float, lipschitz_A: float,
+                     x: torch.Tensor, n_iter: int, log: IterationLog) -> SolverResult:
+    aty = A.adjoint(y)
+    sigmas = [theta * lipschitz_A / (len(blocks) * float(norm)) for _, norm, _ in blocks]
+    tau = 0.99 / (lipschitz_A / 2 + theta * lipschitz_A)
+    nd = len(A.ishape)
+    duals = [torch.zeros(*x.shape[: x.dim() - nd], *op.oshape, dtype=x.dtype, device=x.device) for op, _, _ in blocks]
+    for it in range(n_iter):
+        step = A.normal(x) - aty
+        for (op, _, _), u in zip(blocks, duals):
+            step = step + op.adjoint(u)
+        x_new = x - tau * step
+        extrapolated = 2 * x_new - x
+        duals = [prox(u + s * op.forward(extrapolated), s) for (op, _, prox), u, s in zip(blocks, duals, sigmas)]
+        diff = x_new - x
+        x = x_new
+        if log.record(it, x, diff):
+            break
+    return log.result(x, {"tau": tau, "sigma": sigmas, "duals": duals})

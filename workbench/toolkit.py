@@ -1,7 +1,22 @@
-"""What the built-in classical plugins share: the data term they solve, the scale of their weights, the automatic
-choice of the weight, and the per-iteration callback (progress, history, intermediate images, cancellation).
+"""The method toolkit: what a reconstruction method needs besides the plugin API, for built-in and third-party
+plugins alike (the built-ins in ``plugins/`` use nothing else).
 
-Not a plugin (discovery skips modules starting with ``_``).
+- the plugin API itself, re-exported: :class:`Method`, :class:`Capabilities`, :func:`param`, :class:`RunContext`,
+  :class:`ParamError`, :class:`Result`;
+- the data term (:class:`DataTerm`) and the scale of the weights (:func:`weight_scale`, :func:`operator_norm2`);
+- the automatic weight (:func:`choose_lam`, :func:`search_trace`) and the parameters that steer it
+  (:func:`lam_rule_param`, ...);
+- the per-iteration callback with progress, history, intermediate images and cancellation
+  (:func:`iteration_callback`);
+- checks: coil maps (:func:`maps_reasons`, :func:`maps_coverage`, :func:`check_maps`) and wavelet levels
+  (:func:`wavelet_reasons`, :func:`check_wavelet_levels`, :data:`WAVELETS`);
+- regularised least squares with one solver dispatch (:func:`regularised_least_squares` and its
+  :class:`Penalty` terms, from :mod:`workbench.solvers`), and the run skeleton every regularised method shares
+  (:func:`start_run`, :func:`solve_with_weight`, :func:`finish_run`).
+
+Shapes: an image is ``[H, W]`` complex (``problem.grid_shape``, cropped to ``problem.recon_shape`` by
+``problem.crop``); ``DataTerm.A`` maps ``[H, W]`` to the data ``y`` (Cartesian ``[C, H, W]``, non-Cartesian
+``[C, M]``).
 
 Data term. Cartesian data: ``0.5 ||A x - y||^2`` with ``A = problem.A``. Non-Cartesian data with a density
 compensation and ``dcf_weighting``: the density-weighted ``0.5 ||D^1/2 (A x - y)||^2`` (``A.density_weighted()``;
@@ -30,16 +45,58 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import torch
 
-from workbench.methods import RunContext
-from workbench.solvers.regularisation import LambdaSearch, discrepancy_principle, holdout_validation
+from workbench.methods import Capabilities, Method, ParamError, RunContext, param
+from workbench.result import Result
+from workbench.solvers import (
+    LambdaSearch, Penalty, SolverResult, discrepancy_principle, holdout_validation, lipschitz,
+    regularised_least_squares, tv_penalty, wavelet_penalty,
+)
+
+__all__ = [
+    "LAM_RULES",
+    "WAVELETS",
+    "Capabilities",
+    "DataTerm",
+    "Method",
+    "ParamError",
+    "Penalty",
+    "Result",
+    "RunContext",
+    "Solve",
+    "WeightedSolution",
+    "check_maps",
+    "check_wavelet_levels",
+    "choose_lam",
+    "dcf_weighting_param",
+    "finish_run",
+    "iteration_callback",
+    "kappa_param",
+    "lam_rule_param",
+    "maps_coverage",
+    "maps_reasons",
+    "operator_norm2",
+    "param",
+    "record_objective_param",
+    "regularised_least_squares",
+    "search_iter_param",
+    "search_trace",
+    "solve_with_weight",
+    "start_run",
+    "tv_penalty",
+    "wavelet_penalty",
+    "wavelet_reasons",
+    "weight_scale",
+]
 
 LAM_RULES = ("discrepancy", "validation")
 LAM_MIN = 1e-4  # relative weight of the "unregularised" floor solve
 LAM_START = 3e-3  # first relative weight tried by the searches
+WAVELETS = ("db4", "haar", "db2", "db8", "sym4", "sym8", "coif2")  # orthogonal wavelets offered to users
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -48,7 +105,8 @@ class DataTerm:
     """The operator and data a solver sees, and what the automatic weight needs to know about them.
 
     Attributes:
-        A, y: operator and data (density-weighted views for weighted non-Cartesian data).
+        A, y: operator (image ``[H, W]`` -> data) and data ``y`` (density-weighted views for weighted
+            non-Cartesian data).
         noise_energy: expected ``||noise||^2`` over the measured samples of ``y`` (0 without a noise estimate).
         weighted: whether the data term is density-weighted.
     """
@@ -76,14 +134,44 @@ def operator_norm2(A: Any, y: torch.Tensor) -> float:
     """``||A||^2`` for step sizes: 15 power iterations (the estimate approaches from below; the library adds 2%,
     this 3% more). Each costs a normal operator, so 15 instead of 30 saves a few seconds on large
     non-Cartesian problems."""
-    from workbench.solvers.recon import lipschitz
-
     return 1.03 * float(lipschitz(A, y, n_iter=15))
 
 
 def weight_scale(problem: Any) -> float:
     """The absolute weight of ``lam = 1``: ``problem.scale`` (99th percentile of the zero-filled RSS magnitude)."""
     return float(problem.scale)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parameters of the automatic weight, declared alike by every regularised method
+def lam_rule_param() -> Any:
+    """``lam_rule``: how ``lam`` is chosen when left automatic (one of :data:`LAM_RULES`)."""
+    return param("discrepancy", choices=LAM_RULES, label="automatic weight",
+                 help="how lam is chosen when left automatic: discrepancy principle on the noise estimate, "
+                      "or hold-out validation on 8% of the measured samples")
+
+
+def kappa_param() -> Any:
+    """``kappa`` of the discrepancy rule (see the module docstring)."""
+    return param(0.03, min=1e-3, max=1.0, log_scale=True,
+                 help="discrepancy rule: noise energy (fraction of the measured noise) the regularisation may "
+                      "remove on top of the unregularised residual; larger = smoother")
+
+
+def search_iter_param() -> Any:
+    """``search_iter``: iterations of each short solve of the weight search."""
+    return param(30, min=5, max=500, help="iterations of each solve while choosing lam")
+
+
+def dcf_weighting_param() -> Any:
+    """``dcf_weighting``: the density-weighted data term for non-Cartesian data (:class:`DataTerm`)."""
+    return param(True, label="density weighting",
+                 help="non-Cartesian data: density-weighted data term (fast convergence)")
+
+
+def record_objective_param() -> Any:
+    """``record_objective``: the objective in the history (costs one more operator per iteration)."""
+    return param(True, help="record the objective at every iteration (one more forward operator per iteration)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,9 +187,9 @@ def iteration_callback(
     span: float = 1.0,
     t0: float | None = None,
 ) -> Callable[[int, torch.Tensor, dict], bool]:
-    """A solver callback that appends ``{"iter", <solver info>, "time"}`` to ``history`` (when given), reports
-    progress in ``[start, start + span]`` and the intermediate image, and returns True (stop) once the user
-    cancelled."""
+    """A solver callback ``(it, x [H, W], info) -> stop`` that appends ``{"iter", <solver info>, "time"}`` to
+    ``history`` (when given), reports progress in ``[start, start + span]`` and the intermediate image
+    (``problem.crop(x)``), and returns True (stop) once the user cancelled."""
     t0 = time.perf_counter() if t0 is None else t0
 
     def callback(it: int, x: torch.Tensor, info: dict) -> bool:
@@ -117,8 +205,15 @@ def iteration_callback(
 
 # ---------------------------------------------------------------------------------------------------------
 # automatic weight
+class Solve(Protocol):
+    """The solver closure of a regularised method: ``lam_abs`` in data units, ``x0`` ``[H, W]`` or None."""
+
+    def __call__(self, A: Any, y: torch.Tensor, lam_abs: float, x0: torch.Tensor | None = None, *, n_iter: int,
+                 callback: Callable | None = None, track_objective: bool = False) -> SolverResult: ...
+
+
 def choose_lam(
-    solve: Callable[..., Any],
+    solve: Solve,
     data: DataTerm,
     problem: Any,
     ctx: RunContext,
@@ -184,7 +279,7 @@ def search_trace(search: LambdaSearch, scale: float) -> list[list[float]]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# coil maps
+# checks: coil maps, wavelet levels
 def maps_reasons(problem: Any) -> list[str]:
     """Why coil maps cannot be estimated for this problem (empty when they are given or can be estimated)."""
     if problem.n_coils == 1 or problem.has_maps or not problem.is_cartesian:
@@ -220,135 +315,6 @@ def check_maps(problem: Any, ctx: RunContext, extras: dict) -> None:
                 "the reconstruction will miss part of the object (a wider ACS, --maps acs, or given maps help)")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# PDHG with balanced block steps (TV, fused lasso)
-def pdhg_ratio(lam_relative: float) -> float:
-    """Primal/dual step balance for :func:`regularised_pdhg`: ``0.5 / sqrt(lam)``, clipped to [1, 30].
-
-    PDHG's speed hinges on ``tau / sigma``; on simulated brain slices (8 coils, R = 4) the best balance grew as
-    the weight shrank, from ~3 at ``lam = 0.01-0.03`` to ~10-16 at ``lam = 0.001-0.003``, which this formula
-    follows (objective within 1e-3 of the optimum in 100 iterations instead of 1.5e-2 with ``tau = sigma``)."""
-    return min(max(0.5 / math.sqrt(max(lam_relative, 1e-12)), 1.0), 30.0)
-
-
-def regularised_pdhg(
-    A: Any,
-    y: torch.Tensor,
-    blocks: list[tuple[Any, float, Callable[[torch.Tensor, float], torch.Tensor]]],
-    *,
-    ratio: float,
-    n_iter: int,
-    x0: torch.Tensor | None = None,
-    lipschitz_A: float | None = None,
-    objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    callback: Callable[[int, torch.Tensor, dict], bool | None] | None = None,
-):
-    """``min_x 0.5 ||A x - y||^2 + sum_j g_j(K_j x)`` by PDHG (Chambolle-Pock) with one dual step per block.
-
-    ``blocks`` lists ``(K_j, ||K_j||^2, dual_prox_j)`` with ``dual_prox_j(u, sigma) = prox_{sigma g_j*}(u)``.
-    Steps: ``tau = ratio / sqrt(||A||^2 * max_j ||K_j||^2)`` and ``sigma_j = 0.99 / (n_blocks * tau * ||K_j||^2)``
-    (for every block, the data block included), so ``tau * sum_j sigma_j ||K_j||^2 < 1``: convergent for any
-    ``ratio``, and no block's step is dictated by another block's norm (the finite-difference operator's
-    ``||D||^2 = 8`` would otherwise slow the data block down eightfold).
-    """
-    from workbench.solvers import pdhg, prox_dual_least_squares
-    from workbench.solvers.recon import lipschitz
-
-    if lipschitz_A is None:
-        lipschitz_A = float(lipschitz(A, y))
-    norms = [lipschitz_A] + [float(n) for _, n, _ in blocks]
-    tau = ratio / math.sqrt(lipschitz_A * max(norms[1:]))
-    n = len(norms)
-    sigmas = [0.99 / (n * tau * L) for L in norms]
-    ops = [A] + [op for op, _, _ in blocks]
-    proxes = [lambda u, s: prox_dual_least_squares(u, s, y)] + [prox for _, _, prox in blocks]
-    if x0 is None:
-        x0 = torch.zeros(A.ishape, dtype=y.dtype, device=y.device)
-    result = pdhg(x0, ops, proxes, tau=tau, sigma=sigmas, n_iter=n_iter, objective=objective, callback=callback)
-    result.info.update(ratio=ratio, lipschitz_A=lipschitz_A)
-    return result
-
-
-def linearized_theta(lam_relative: float) -> float:
-    """Dual step scale of :func:`linearized_pdhg`: ``30 * lam``, clipped to [0.03, 1] (best of 0.03-3 on a
-    radial brain slice at ``lam`` = 0.001 / 0.003 / 0.01: 0.03 / 0.03-0.1 / 0.1-0.3)."""
-    return min(max(30.0 * lam_relative, 0.03), 1.0)
-
-
-def linearized_pdhg(
-    A: Any,
-    y: torch.Tensor,
-    blocks: list[tuple[Any, float, Callable[[torch.Tensor, float], torch.Tensor]]],
-    *,
-    theta: float,
-    n_iter: int,
-    x0: torch.Tensor | None = None,
-    lipschitz_A: float | None = None,
-    objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    callback: Callable[[int, torch.Tensor, dict], bool | None] | None = None,
-):
-    """``min_x 0.5 ||A x - y||^2 + sum_j g_j(K_j x)`` by the primal-dual method of Condat (2013) and Vu (2013):
-    the smooth data term enters through its gradient ``A^H A x - A^H y``, so each iteration costs one *normal*
-    operator (the Toeplitz embedding for non-Cartesian data) instead of a NUFFT and its adjoint:
-
-        x+ = x - tau (A^H A x - A^H y + sum_j K_j^H u_j);   u_j = prox_{sigma_j g_j*}(u_j + sigma_j K_j (2 x+ - x))
-
-    Steps: ``sigma_j ||K_j||^2 = theta ||A||^2 / n_blocks`` and ``tau = 0.99 / (||A||^2 / 2 + sum_j sigma_j
-    ||K_j||^2)``, which satisfies the convergence condition ``1/tau - ||sum_j sigma_j K_j^H K_j|| > ||A||^2 / 2``.
-    On a 512x256, 12-coil radial problem one iteration takes 0.28 s against 1.3 s for :func:`regularised_pdhg`
-    (NUFFT 0.33 s, adjoint 0.94 s, Toeplitz normal 0.28 s; one CPU thread).
-    """
-    from workbench.solvers.base import SolverResult, sq_norm
-    from workbench.solvers.recon import lipschitz
-
-    if lipschitz_A is None:
-        lipschitz_A = float(lipschitz(A, y))
-    aty = A.adjoint(y)
-    x = torch.zeros_like(aty) if x0 is None else x0
-    sigmas = [theta * lipschitz_A / (len(blocks) * float(norm)) for _, norm, _ in blocks]
-    tau = 0.99 / (lipschitz_A / 2 + theta * lipschitz_A)
-    duals = [torch.zeros(*x.shape[: x.dim() - 2], *op.oshape, dtype=x.dtype, device=x.device) for op, _, _ in blocks]
-    history: list[float] = []
-    stopped = False
-    done = 0
-    tiny = torch.finfo(x.real.dtype).tiny
-    for it in range(n_iter):
-        step = A.normal(x) - aty
-        for (op, _, _), u in zip(blocks, duals):
-            step = step + op.adjoint(u)
-        x_new = x - tau * step
-        extrapolated = 2 * x_new - x
-        duals = [prox(u + s * op.forward(extrapolated), s) for (op, _, prox), u, s in zip(blocks, duals, sigmas)]
-        change = float(sq_norm(x_new - x, 2).sqrt().max() / sq_norm(x_new, 2).sqrt().clamp_min(tiny).max())
-        x = x_new
-        done = it + 1
-        info = {"change": change}
-        if objective is not None:
-            info["objective"] = float(objective(x).sum())
-        history.append(info.get("objective", change))
-        if callback is not None and callback(it, x, info):
-            stopped = True
-            break
-    name = "objective" if objective is not None else "change"
-    return SolverResult(x, history, name, done, False, stopped,
-                        {"tau": tau, "sigma": sigmas, "theta": theta, "lipschitz_A": lipschitz_A, "duals": duals})
-
-
-def normal_objective(A: Any, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> 0.5 ||A x - y||^2`` computed with the normal operator, ``0.5 <x, A^H A x> - Re <x, A^H y> +
-    0.5 ||y||^2`` (for non-Cartesian data the Toeplitz normal is cheaper than a NUFFT)."""
-    aty = A.adjoint(y)
-    yy = float(y.abs().pow(2).sum())
-
-    def data_term(x: torch.Tensor) -> torch.Tensor:
-        nx = A.normal(x)
-        quad = (torch.view_as_real(x) * torch.view_as_real(nx)).sum(dim=(-3, -2, -1))
-        lin = (torch.view_as_real(x) * torch.view_as_real(aty)).sum(dim=(-3, -2, -1))
-        return (0.5 * quad - lin + 0.5 * yy).clamp_min(0)
-
-    return data_term
-
-
 def wavelet_reasons(problem: Any) -> list[str]:
     """``check`` reasons of the wavelet-regularised methods (image too small for one wavelet level)."""
     if min(problem.grid_shape) < 4:
@@ -358,7 +324,6 @@ def wavelet_reasons(problem: Any) -> list[str]:
 
 def check_wavelet_levels(method: Any, problem: Any, levels: int | None) -> None:
     """A ParamError naming the parameter when ``levels`` exceeds what the image size allows."""
-    from workbench.methods import ParamError
     from workbench.physics.wavelet import max_wavelet_levels
 
     top = max_wavelet_levels(problem.grid_shape)
@@ -367,3 +332,83 @@ def check_wavelet_levels(method: Any, problem: Any, levels: int | None) -> None:
                          f"{problem.grid_shape[0]}x{problem.grid_shape[1]} image (at most {top})",
                          param="levels", owner=method.name)
 
+
+# ---------------------------------------------------------------------------------------------------------
+# the run skeleton: start (maps, data term), weight, final solve with progress, finish
+def start_run(problem: Any, ctx: RunContext, dcf_weighting: bool = True) -> tuple[DataTerm, dict]:
+    """Report the start (the maps are estimated on first use), check the maps and build the data term.
+    Returns ``(data, extras)`` with the maps' coverage in ``extras``."""
+    ctx.progress(0.0, "coil maps" if not problem.has_maps else "starting")
+    extras: dict = {}
+    check_maps(problem, ctx, extras)
+    return DataTerm(problem, dcf_weighting), extras
+
+
+def finish_run(problem: Any, ctx: RunContext, x: torch.Tensor, history: list[dict], extras: dict,
+               chosen: dict | None = None, text: str = "done") -> Result:
+    """Stop here if the user cancelled, report the end and wrap the image ``x [H, W]`` (cropped) in a Result."""
+    ctx.check_cancelled()
+    ctx.progress(1.0, text)
+    return Result(image=problem.crop(x), history=history, chosen=chosen or {}, extras=extras)
+
+
+@dataclass
+class WeightedSolution:
+    """What :func:`solve_with_weight` found.
+
+    Attributes:
+        result: the final solve (``x`` ``[H, W]``).
+        lam: the relative weight used (given or chosen); ``lam * scale`` went to the solver.
+        scale: :func:`weight_scale` of the problem.
+        lipschitz_A: :func:`operator_norm2` of the data term's operator.
+        data: the :class:`DataTerm`.
+        history: one dict per iteration of the final solve.
+        chosen: ``Result.chosen`` (the automatic weight, its rule and search figures; empty for a given weight).
+        extras: ``Result.extras`` so far (maps coverage, the weight search trace).
+    """
+
+    result: SolverResult
+    lam: float
+    scale: float
+    lipschitz_A: float
+    data: DataTerm
+    history: list[dict] = field(default_factory=list)
+    chosen: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+    def to_result(self, problem: Any, ctx: RunContext, **extras: Any) -> Result:
+        """The Result: cancellation check, progress 1, the image cropped, ``extras`` after ``data_term``."""
+        self.extras.update(data_term=self.data.describe(), **extras)
+        return finish_run(problem, ctx, self.result.x, self.history, self.extras, self.chosen)
+
+
+def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
+                      make_solve: Callable[[DataTerm, float, float], Solve]) -> WeightedSolution:
+    """The run of a regularised method up to its final solve.
+
+    :func:`start_run`, ``||A||^2`` (:func:`operator_norm2`), ``solve = make_solve(data, scale, lipschitz_A)``,
+    the weight (``params.lam``, or :func:`choose_lam` when it is None, warm-starting the final solve from the
+    search's image), then ``params.n_iter`` iterations with progress, history, intermediate images and
+    cancellation (:func:`iteration_callback`).
+
+    ``params`` has the fields ``lam`` (relative, or None), ``n_iter``, ``lam_rule``, ``kappa``, ``search_iter``,
+    ``dcf_weighting`` and ``record_objective``.
+    """
+    t0 = time.perf_counter()
+    data, extras = start_run(problem, ctx, params.dcf_weighting)
+    scale = weight_scale(problem)
+    lip = operator_norm2(data.A, data.y)
+    solve = make_solve(data, scale, lip)
+    chosen: dict = {}
+    x0, start = None, 0.0
+    lam = params.lam
+    if lam is None:
+        lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=params.lam_rule, kappa=params.kappa,
+                                         n_iter=params.search_iter)
+        extras["lam_search"] = search_trace(search, scale)
+        x0, start = search.x, 0.5
+    history: list[dict] = []
+    callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
+    result = solve(data.A, data.y, lam * scale, x0=x0, n_iter=params.n_iter, callback=callback,
+                   track_objective=params.record_objective)
+    return WeightedSolution(result, lam, scale, lip, data, history, chosen, extras)
