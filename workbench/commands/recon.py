@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.arrays import jsonable
 from workbench.errors import SamplingError, ScanError, WorkbenchError
 
 CARTESIAN_KINDS = ("random", "equispaced", "poisson", "gaussian")
@@ -147,21 +147,6 @@ def load_maps(path: str, scan: Any) -> np.ndarray:
     if not np.issubdtype(maps.dtype, np.number) or not np.isfinite(maps).all():
         raise WorkbenchError(f"{path}: coil maps must be finite numbers")
     return maps.astype(np.complex64)
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe: non-finite floats -> None, numpy scalars -> Python, tuples -> lists."""
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, np.generic):
-        return _clean(v.item())
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
 
 
 def _fmt(v: Any) -> str:
@@ -303,8 +288,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         result.provenance["command"] = command_line(args)
         result.provenance.setdefault("maps_file", args.maps_file)
-        result.extras["metrics"] = _clean(metrics) if metrics else {}
-        result.extras["zero_filled_metrics"] = _clean(zero_filled) if zero_filled else {}
+        result.extras["metrics"] = jsonable(metrics) if metrics else {}
+        result.extras["zero_filled_metrics"] = jsonable(zero_filled) if zero_filled else {}
         if data_range is not None:
             result.extras["data_range"] = data_range
         try:
@@ -313,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
             raise WorkbenchError(f"{args.out}: cannot write the result ({exc})") from None
 
     if args.json:
-        print(json.dumps(_clean(summary), separators=(",", ":")))
+        print(json.dumps(jsonable(summary), separators=(",", ":")))
         return 0
     print(f"method    {method.name} {method.version} on {result.device}")
     print(f"data      {os.path.basename(os.fspath(args.file))}, slice {index}: {sampling_desc}; "
