@@ -54,6 +54,16 @@ def wait_done(qtbot, *entries, timeout=15000):
     qtbot.waitUntil(lambda: all(not e.active for e in entries), timeout=timeout)
 
 
+def zero_filled_in_compare_tab(window, scan_file, qtbot):
+    """Open ``scan_file``, run test-zf, show the compare tab and wait for its column. Returns the entry."""
+    window.open_path(scan_file)
+    e = window.session.run(window.registry.methods["test-zf"])
+    wait_done(qtbot, e)
+    window.tabs.setCurrentWidget(window.compare_view)
+    qtbot.waitUntil(lambda: e.id in [c.key for c in window.compare_view.grid.columns])
+    return e
+
+
 class FakeDrag:
     """The part of pyqtgraph's MouseDragEvent the mask editor uses."""
 
@@ -304,14 +314,14 @@ def test_run_two_methods_compare_export(window, scan_file, qtbot, tmp_path):
     assert lw.state == "done" and zf.state == "done" and lw.params["n_iter"] == 25
     window.tabs.setCurrentWidget(window.compare_view)
     cv = window.compare_view
-    qtbot.waitUntil(lambda: len(cv.columns) == 4)  # reference, zero-filled, both results
-    assert [c.key for c in cv.columns] == ["reference", "zero-filled", lw.id, zf.id]
+    qtbot.waitUntil(lambda: len(cv.grid.columns) == 4)  # reference, zero-filled, both results
+    assert [c.key for c in cv.grid.columns] == ["reference", "zero-filled", lw.id, zf.id]
     # error maps under every image but the reference, std map only for the method that gives one
-    assert cv.columns[0].error is None and all(c.error is not None for c in cv.columns[1:])
-    assert cv.columns[3].std is not None and cv.columns[2].std is None
-    np.testing.assert_allclose(cv.columns[3].error.data, np.abs(np.abs(zf.image) - s.reference()), atol=1e-5)
+    assert cv.grid.columns[0].error is None and all(c.error is not None for c in cv.grid.columns[1:])
+    assert cv.grid.columns[3].std is not None and cv.grid.columns[2].std is None
+    np.testing.assert_allclose(cv.grid.columns[3].error.data, np.abs(np.abs(zf.image) - s.reference()), atol=1e-5)
     # metrics table: sortable, one row per image
-    table = cv.table
+    table = cv.metrics.table
     labels = {table.item(r, 1).text() for r in range(table.rowCount())}
     assert labels == {"zero-filled (live)", lw.label, zf.label}
     table.sortItems(2, Qt.SortOrder.DescendingOrder)
@@ -323,7 +333,7 @@ def test_run_two_methods_compare_export(window, scan_file, qtbot, tmp_path):
     # hide a result with the table's check box
     row = next(r for r in range(table.rowCount()) if table.item(r, 1).text() == lw.label)
     table.item(row, 0).setCheckState(Qt.CheckState.Unchecked)
-    qtbot.waitUntil(lambda: len(cv.columns) == 3)
+    qtbot.waitUntil(lambda: len(cv.grid.columns) == 3)
     # labelled figure
     png = tmp_path / "fig.png"
     assert window.export_figure(str(png))
@@ -332,39 +342,36 @@ def test_run_two_methods_compare_export(window, scan_file, qtbot, tmp_path):
 
 
 def test_compare_view_modes_levels_profile_roi(window, scan_file, qtbot):
-    window.open_path(scan_file)
+    e = zero_filled_in_compare_tab(window, scan_file, qtbot)
     s = window.session
-    e = s.run(window.registry.methods["test-zf"])
-    wait_done(qtbot, e)
-    window.tabs.setCurrentWidget(window.compare_view)
     cv = window.compare_view
-    qtbot.waitUntil(lambda: len(cv.columns) == 3)
-    cv.set_shared_levels((0.1, 0.7))
-    assert all(c.image.levels() == pytest.approx((0.1, 0.7)) for c in cv.columns)
-    cv.columns[2].override.setChecked(True)  # per-panel window/level
-    assert cv.columns[2].image.colorbar is not None
-    cv.set_shared_levels((0.0, 0.5))
-    assert cv.columns[0].image.levels() == pytest.approx((0.0, 0.5))
-    assert cv.columns[2].image.levels() != pytest.approx((0.0, 0.5))
+    assert len(cv.grid.columns) == 3
+    cv.grid.set_shared_levels((0.1, 0.7))
+    assert all(c.image.levels() == pytest.approx((0.1, 0.7)) for c in cv.grid.columns)
+    cv.grid.columns[2].override.setChecked(True)  # per-panel window/level
+    assert cv.grid.columns[2].image.colorbar is not None
+    cv.grid.set_shared_levels((0.0, 0.5))
+    assert cv.grid.columns[0].image.levels() == pytest.approx((0.0, 0.5))
+    assert cv.grid.columns[2].image.levels() != pytest.approx((0.0, 0.5))
     cv.mode_combo.setCurrentText("phase")
-    ph = cv.columns[2].image.data
+    ph = cv.grid.columns[2].image.data
     np.testing.assert_allclose(ph, np.angle(e.image), atol=1e-6)
     cv.mode_combo.setCurrentText("magnitude")
     cv.cmap_combo.setCurrentText("viridis")
     # line profile mirrored over every panel
     cv.tool_combo.setCurrentText("line profile")
-    prof = cv.profiles()
+    prof = cv.profile.profiles
     assert set(prof) == {"reference", "zero-filled (live)", e.label}
-    (x0, y0), (x1, y1) = cv.line_endpoints()
+    (x0, y0), (x1, y1) = cv.grid.line_endpoints()
     assert y0 == pytest.approx(y1) and x1 > x0
     np.testing.assert_allclose(prof["zero-filled (live)"], prof[e.label], rtol=1e-4, atol=1e-5)
     # ROI statistics
     cv.tool_combo.setCurrentText("ROI statistics")
-    rows, cols = cv.roi_bounds()
-    stats = cv.roi_statistics()
+    rows, cols = cv.grid.roi_bounds()
+    stats = cv.roi.statistics
     ref = s.reference()
     assert stats["reference"]["mean"] == pytest.approx(float(ref[rows, cols].mean()), rel=1e-5)
-    assert cv.roi_table.rowCount() == 3
+    assert cv.roi.rowCount() == 3
 
 
 def test_cancel_running_job_and_failures_in_jobs_panel(window, scan_file, qtbot, messages):
@@ -410,7 +417,7 @@ def test_session_save_and_reopen(window, scan_file, qtbot, tmp_path, settings, r
     assert len(t.results) == 1 and t.results[0].params == {"n_iter": 3, "step": 0.5}
     np.testing.assert_array_equal(t.results[0].image, e.image)
     other.tabs.setCurrentWidget(other.compare_view)
-    qtbot.waitUntil(lambda: len(other.compare_view.columns) == 3)
+    qtbot.waitUntil(lambda: len(other.compare_view.grid.columns) == 3)
     other.close()
 
 
@@ -420,12 +427,9 @@ def test_export_nifti_dicom_hdf5(window, scan_file, qtbot, tmp_path):
 
     from workbench.result import Result
 
-    window.open_path(scan_file)
+    e = zero_filled_in_compare_tab(window, scan_file, qtbot)
     s = window.session
-    e = s.run(window.registry.methods["test-zf"])
-    wait_done(qtbot, e)
-    window.tabs.setCurrentWidget(window.compare_view)
-    qtbot.waitUntil(lambda: len(window.compare_view.columns) == 3)
+    assert len(window.compare_view.grid.columns) == 3
     nii = window.export_images(str(tmp_path / "nii"), "nifti")
     assert len(nii) == 3
     data = np.asarray(nib.load(next(p for p in nii if "reference" in p)).dataobj)
@@ -578,18 +582,13 @@ def test_out_of_memory_job_is_reported_and_the_app_keeps_working(window, scan_fi
 
 def test_a_new_scan_clears_the_previous_results_from_grid_table_and_sweep(window, scan_file, qtbot, tmp_path,
                                                                             kspace):
-    window.open_path(scan_file)
-    s = window.session
-    e = s.run(window.registry.methods["test-zf"])
-    wait_done(qtbot, e)
-    window.tabs.setCurrentWidget(window.compare_view)
+    zero_filled_in_compare_tab(window, scan_file, qtbot)
     cv = window.compare_view
-    qtbot.waitUntil(lambda: e.id in [c.key for c in cv.columns])
     other = tmp_path / "other.h5"
     write_fastmri(other, kspace[:1] * 2)
     assert window.open_path(str(other))
-    qtbot.waitUntil(lambda: [c.key for c in cv.columns] == ["reference", "zero-filled"])
-    assert cv.table.rowCount() == 1 and window.jobs_panel.table.rowCount() == 0
+    qtbot.waitUntil(lambda: [c.key for c in cv.grid.columns] == ["reference", "zero-filled"])
+    assert cv.metrics.table.rowCount() == 1 and window.jobs_panel.table.rowCount() == 0
     assert window.sweep_view.sweep is None
 
 

@@ -228,7 +228,7 @@ def scan_file(tmp_path):
 
 
 def legend_texts(compare_view):
-    return [label.text for _, label in compare_view.calibration_legend.items]
+    return [label.text for _, label in compare_view.calibration.legend.items]
 
 
 def test_calibration_plot_draws_the_sessions_numbers(window, scan_file, qtbot):
@@ -240,14 +240,14 @@ def test_calibration_plot_draws_the_sessions_numbers(window, scan_file, qtbot):
     qtbot.waitUntil(lambda: not std_entry.active and not plain.active, timeout=20000)
     cv = window.compare_view
     window.tabs.setCurrentWidget(cv)
-    qtbot.waitUntil(lambda: [c.key for c in cv.columns] == ["reference", "zero-filled", std_entry.id, plain.id])
+    qtbot.waitUntil(lambda: [c.key for c in cv.grid.columns] == ["reference", "zero-filled", std_entry.id, plain.id])
     cv.show_calibration()
-    plot = cv.calibration_plot
+    plot = cv.calibration.plot_item
 
     # one curve, for the result with a std map; its points are the session's numbers, which are numpy's
-    assert list(cv.calibration_items) == [std_entry.id]
+    assert list(cv.calibration.curves) == [std_entry.id]
     cal = s.calibration(std_entry.id)
-    x, y = cv.calibration_items[std_entry.id].getData()
+    x, y = cv.calibration.curves[std_entry.id].getData()
     np.testing.assert_allclose(x, cal["std"])
     np.testing.assert_allclose(y, cal["abs_error"])
     ref = s.reference()
@@ -273,12 +273,12 @@ def test_calibration_plot_draws_the_sessions_numbers(window, scan_file, qtbot):
     assert guide[0].opts["pen"].style() == QtCore.Qt.PenStyle.DashLine
     assert "image units" in plot.getAxis("bottom").labelText
     assert "image units" in plot.getAxis("left").labelText
-    assert cv.calibration_status.startswith("Mean |error| against mean std")
+    assert cv.calibration.status.startswith("Mean |error| against mean std")
 
     # only the result without a std map shown: a clear "no std map" state, no points
     cv.set_shown(std_entry.id, False)
-    qtbot.waitUntil(lambda: std_entry.id not in [c.key for c in cv.columns])
-    assert cv.calibration_items == {}
-    assert cv.calibration_status.startswith("No std map")
-    assert cv.calibration_title.text.startswith("No std map")
+    qtbot.waitUntil(lambda: std_entry.id not in [c.key for c in cv.grid.columns])
+    assert cv.calibration.curves == {}
+    assert cv.calibration.status.startswith("No std map")
+    assert cv.calibration.title_label.text.startswith("No std map")
     assert not plot.listDataItems() and not legend_texts(cv)

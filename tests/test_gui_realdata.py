@@ -87,13 +87,13 @@ def test_real_cartesian_and_radial_scans_reconstruct_into_the_compare_grid(windo
 
     window.tabs.setCurrentWidget(window.compare_view)
     cv = window.compare_view
-    qtbot.waitUntil(lambda: entry.id in [c.key for c in cv.columns], timeout=5000)
-    col = next(c for c in cv.columns if c.key == entry.id)
+    qtbot.waitUntil(lambda: entry.id in [c.key for c in cv.grid.columns], timeout=5000)
+    col = next(c for c in cv.grid.columns if c.key == entry.id)
     np.testing.assert_allclose(col.image.data, np.abs(entry.image), rtol=1e-6)
-    labels = [cv.table.item(i, 1).text() for i in range(cv.table.rowCount())]
+    labels = [cv.metrics.table.item(i, 1).text() for i in range(cv.metrics.table.rowCount())]
     assert entry.label in labels and "zero-filled (live)" in labels
     # the shared window comes from robust percentiles: neither all black nor all saturated
-    lo, hi = cv.shared_levels
+    lo, hi = cv.grid.shared_levels
     d = col.image.data
     assert lo == 0 and hi < d.max() and float((d > hi).mean()) < 0.02 and float((d > 0.2 * hi).mean()) > 0.2
     assert messages == []

@@ -6,11 +6,11 @@ so the phase-encode axis of fastMRI data (W) runs left to right.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui, QtWidgets
+from PyQt6 import QtCore, QtWidgets
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k", foreground="#ddd")
 
@@ -211,6 +211,42 @@ def sortable_number(value: float | None, fmt: str = "{:.4g}") -> QtWidgets.QTabl
         item.setData(Qt.ItemDataRole.UserRole, float(value))
     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
     return item
+
+
+def table_text(value: Any) -> QtWidgets.QTableWidgetItem:
+    """A table cell showing ``value`` as text (empty for None), with the same text as its tooltip (for cells
+    too narrow to show it whole)."""
+    text = "" if value is None else str(value)
+    item = QtWidgets.QTableWidgetItem(text)
+    item.setToolTip(text)
+    return item
+
+
+def push_button(text: str, tip: str, slot: Callable[..., Any]) -> QtWidgets.QPushButton:
+    """A push button with its tooltip, calling ``slot`` when clicked."""
+    button = QtWidgets.QPushButton(text)
+    button.setToolTip(tip)
+    button.clicked.connect(slot)
+    return button
+
+
+def combo_box(items: Iterable[str], tip: str, slot: Callable[[], Any]) -> QtWidgets.QComboBox:
+    """A combo box of ``items`` with its tooltip, calling ``slot()`` when the choice changes."""
+    combo = QtWidgets.QComboBox()
+    combo.addItems(list(items))
+    combo.setToolTip(tip)
+    combo.currentIndexChanged.connect(lambda *_: slot())
+    return combo
+
+
+def single_shot_timer(parent: QtCore.QObject, interval_ms: int, slot: Callable[[], Any]) -> QtCore.QTimer:
+    """A timer that calls ``slot`` once, ``interval_ms`` after its last ``start()`` (restarting it defers the
+    call: many events in a row do the work once)."""
+    timer = QtCore.QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(slot)
+    return timer
 
 
 def hline() -> QtWidgets.QFrame:

@@ -4,11 +4,10 @@ button, and the error (details on double-click)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from workbench.gui.common import Qt
+from workbench.gui.common import push_button
 from workbench.session import ResultEntry, Session
 
 COLUMNS = ("#", "method", "parameters", "device", "progress", "elapsed", "state", "")
@@ -41,12 +40,9 @@ class JobsPanel(QtWidgets.QWidget):
         row = QtWidgets.QHBoxLayout()
         self.summary = QtWidgets.QLabel("no jobs")
         row.addWidget(self.summary, 1)
-        self.cancel_all_button = QtWidgets.QPushButton("Cancel all")
-        self.cancel_all_button.setToolTip("cancel every queued and running job")
-        self.cancel_all_button.clicked.connect(self.cancel_all)
-        self.clear_button = QtWidgets.QPushButton("Clear finished")
-        self.clear_button.setToolTip("remove failed and cancelled jobs from this list (results stay)")
-        self.clear_button.clicked.connect(self.clear_finished)
+        self.cancel_all_button = push_button("Cancel all", "cancel every queued and running job", self.cancel_all)
+        self.clear_button = push_button("Clear finished", "remove failed and cancelled jobs from this list (results "
+                                        "stay)", self.clear_finished)
         row.addWidget(self.cancel_all_button)
         row.addWidget(self.clear_button)
         lay.addLayout(row)
@@ -94,9 +90,8 @@ class JobsPanel(QtWidgets.QWidget):
         bar.setRange(0, 1000)
         bar.setTextVisible(True)
         self.table.setCellWidget(r, 4, bar)
-        btn = QtWidgets.QPushButton("Cancel")
-        btn.setToolTip("stop this job (at the method's next iteration)")
-        btn.clicked.connect(lambda _=False, entry=e: self.session.cancel(entry))
+        btn = push_button("Cancel", "stop this job (at the method's next iteration)",
+                          lambda _=False, entry=e: self.session.cancel(entry))
         self.table.setCellWidget(r, 7, btn)
         self.update_entry(e)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import traceback
 from typing import Any, Callable, Iterable
 

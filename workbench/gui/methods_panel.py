@@ -8,7 +8,7 @@ from typing import Any
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from workbench.gui.common import Qt, error_box
+from workbench.gui.common import Qt, error_box, push_button, single_shot_timer
 from workbench.gui.param_form import ParamForm
 from workbench.session import Session
 
@@ -53,12 +53,10 @@ class MethodsPanel(QtWidgets.QWidget):
         bl.addWidget(scroll)
         lay.addWidget(box, 3)
         row = QtWidgets.QHBoxLayout()
-        self.run_button = QtWidgets.QPushButton("Run on slice")
-        self.run_button.setToolTip("reconstruct the current slice with the current sampling (Ctrl+R)")
-        self.run_button.clicked.connect(self.run_current)
-        self.volume_button = QtWidgets.QPushButton("Run on volume")
-        self.volume_button.setToolTip("one job per slice, same sampling and parameters")
-        self.volume_button.clicked.connect(self.run_volume)
+        self.run_button = push_button("Run on slice", "reconstruct the current slice with the current sampling "
+                                      "(Ctrl+R)", self.run_current)
+        self.volume_button = push_button("Run on volume", "one job per slice, same sampling and parameters",
+                                         self.run_volume)
         self.reset_button = QtWidgets.QToolButton()
         self.reset_button.setText("Defaults")
         self.reset_button.setToolTip("reset the parameters to the method's defaults")
@@ -67,10 +65,7 @@ class MethodsPanel(QtWidgets.QWidget):
         row.addWidget(self.volume_button)
         row.addWidget(self.reset_button)
         lay.addLayout(row)
-        self._check_timer = QtCore.QTimer(self)
-        self._check_timer.setSingleShot(True)
-        self._check_timer.setInterval(250)
-        self._check_timer.timeout.connect(self._check_now)
+        self._check_timer = single_shot_timer(self, 250, self._check_now)
         for ev in ("scan", "slice", "sampling"):
             session.subscribe(ev, lambda *_: self._check_timer.start())
         session.subscribe("scan", lambda *_: self._on_new_scan())

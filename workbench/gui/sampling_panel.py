@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui, QtWidgets
+from PyQt6 import QtCore, QtWidgets
 
 from workbench.errors import WorkbenchError
-from workbench.gui.common import ImagePanel, Qt, colormap, error_box
+from workbench.gui.common import ImagePanel, Qt, colormap, error_box, push_button, single_shot_timer
 from workbench.gui.param_form import ParamForm
 from workbench.methods import ParamSpec
 from workbench.session import ACQUIRED, USER, Session
@@ -220,24 +220,16 @@ class SamplingPanel(QtWidgets.QWidget):
         self.symmetric_box.toggled.connect(lambda on: setattr(self.session, "symmetric", bool(on)))
         el.addWidget(self.erase_box, 1, 0)
         el.addWidget(self.symmetric_box, 1, 1)
-        self.undo_button = QtWidgets.QPushButton("Undo")
-        self.undo_button.setToolTip("undo the last mask edit (Ctrl+Z)")
-        self.undo_button.clicked.connect(self.session.undo)
-        self.redo_button = QtWidgets.QPushButton("Redo")
-        self.redo_button.setToolTip("redo (Ctrl+Shift+Z)")
-        self.redo_button.clicked.connect(self.session.redo)
-        self.clear_button = QtWidgets.QPushButton("Clear")
-        self.clear_button.setToolTip("empty the mask (undoable)")
-        self.clear_button.clicked.connect(self._clear)
+        self.undo_button = push_button("Undo", "undo the last mask edit (Ctrl+Z)", self.session.undo)
+        self.redo_button = push_button("Redo", "redo (Ctrl+Shift+Z)", self.session.redo)
+        self.clear_button = push_button("Clear", "empty the mask (undoable)", self._clear)
         el.addWidget(self.undo_button, 2, 0)
         el.addWidget(self.redo_button, 2, 1)
         el.addWidget(self.clear_button, 2, 2)
-        self.save_button = QtWidgets.QPushButton("Save mask…")
-        self.save_button.setToolTip("save the mask or trajectory with its parameters (.npz or .json)")
-        self.save_button.clicked.connect(self.save_mask_dialog)
-        self.load_button = QtWidgets.QPushButton("Load mask…")
-        self.load_button.setToolTip("load a saved mask (becomes an editable hand-drawn mask) or trajectory")
-        self.load_button.clicked.connect(self.load_mask_dialog)
+        self.save_button = push_button("Save mask…", "save the mask or trajectory with its parameters (.npz or "
+                                       ".json)", self.save_mask_dialog)
+        self.load_button = push_button("Load mask…", "load a saved mask (becomes an editable hand-drawn mask) or "
+                                       "trajectory", self.load_mask_dialog)
         el.addWidget(self.save_button, 3, 0, 1, 2)
         el.addWidget(self.load_button, 3, 2)
         cl.addWidget(edit)
@@ -283,10 +275,7 @@ class SamplingPanel(QtWidgets.QWidget):
         for p in (self.mask_panel, self.psf_panel, self.zf_panel, self.err_panel):
             p.hovered.connect(self.hovered)
 
-        self._apply_timer = QtCore.QTimer(self)
-        self._apply_timer.setSingleShot(True)
-        self._apply_timer.setInterval(0)
-        self._apply_timer.timeout.connect(self._apply_pending_r)
+        self._apply_timer = single_shot_timer(self, 0, self._apply_pending_r)
         session.subscribe("scan", lambda *_: self.reset_for_scan())
         session.subscribe("sampling", lambda *_: self.refresh())
         session.subscribe("slice", lambda *_: self.refresh())

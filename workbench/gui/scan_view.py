@@ -10,7 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
-from workbench.gui.common import ImagePanel, Qt, colormap
+from workbench.gui.common import ImagePanel, Qt, colormap, combo_box
 from workbench.session import Session
 
 IMAGE_CHOICES = ("reference", "zero-filled", "fully sampled")
@@ -28,11 +28,9 @@ class ScanView(QtWidgets.QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         bar = QtWidgets.QHBoxLayout()
         bar.addWidget(QtWidgets.QLabel("Image:"))
-        self.image_choice = QtWidgets.QComboBox()
-        self.image_choice.addItems(IMAGE_CHOICES)
-        self.image_choice.setToolTip("reference: the file's stored reconstruction (or RSS of the full data); "
-                                     "zero-filled: the current sampling; fully sampled: the selected coil")
-        self.image_choice.currentIndexChanged.connect(self.refresh_image)
+        self.image_choice = combo_box(IMAGE_CHOICES, "reference: the file's stored reconstruction (or RSS of the "
+                                      "full data); zero-filled: the current sampling; fully sampled: the selected "
+                                      "coil", self.refresh_image)
         bar.addWidget(self.image_choice)
         bar.addStretch(1)
         self.caption = QtWidgets.QLabel("")

@@ -10,7 +10,7 @@ import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
 from workbench.errors import WorkbenchError
-from workbench.gui.common import Qt, error_box
+from workbench.gui.common import Qt, error_box, push_button
 from workbench.session import ACQUIRED, USER, Session
 
 COLOURS = ("#ffb000", "#4fc3f7", "#81c784", "#e57373", "#ba68c8", "#fff176", "#4db6ac", "#ffffff")
@@ -58,9 +58,8 @@ class SweepView(QtWidgets.QWidget):
         self.include_zf.setChecked(True)
         self.include_zf.setToolTip("also plot the zero-filled reconstruction (computed at once)")
         sl.addWidget(self.include_zf)
-        self.run_button = QtWidgets.QPushButton("Run sweep")
-        self.run_button.setToolTip("queue one job per method and acceleration on the current slice")
-        self.run_button.clicked.connect(self.run_sweep)
+        self.run_button = push_button("Run sweep", "queue one job per method and acceleration on the current slice",
+                                      self.run_sweep)
         sl.addWidget(self.run_button)
         self.status = QtWidgets.QLabel("")
         self.status.setWordWrap(True)

@@ -1,0 +1,421 @@
+"""The compare grid: one column of panels per :class:`ColumnData` (image, its error map, its std map) with
+linked zoom/pan, one shared window/level and colour bar per row (a panel may take its own window/level), the
+display component (magnitude / phase / real / imaginary) and colour map, and the line / rectangle drawn on the
+first panel and mirrored on the others (the profile and ROI tabs read them)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtCore, QtWidgets
+
+from workbench.gui.common import ImagePanel, Qt, colormap, display_component, robust_levels
+from workbench.gui.compare.columns import REFERENCE, ColumnData
+
+#: width of the shared colour bars: room for tick labels such as "3e-05" (raw scanner units)
+COLORBAR_WIDTH = 92
+LINE_PEN = "#ffb000"
+RECT_PEN = "#4fc3f7"
+#: the grid's rows: images, their "own W/L" boxes, error maps, std maps
+IMAGE_ROW, OVERRIDE_ROW, ERROR_ROW, STD_ROW = range(4)
+
+
+@dataclass
+class PanelColumn:
+    """The panels of one column and the data they show."""
+
+    data: ColumnData
+    image: ImagePanel
+    override: QtWidgets.QCheckBox
+    error: ImagePanel | None = None
+    std: ImagePanel | None = None
+    mirrors: list[Any] = field(default_factory=list)
+
+    @property
+    def key(self) -> Any:
+        return self.data.key
+
+    @property
+    def label(self) -> str:
+        return self.data.label
+
+
+class CompareGrid(QtWidgets.QScrollArea):
+    """Signals:
+        hovered(row, col, value, name): the mouse is over a pixel of a panel.
+        rendered(): every panel was redrawn (mode, levels or data changed).
+        toolMoved(): the line or the rectangle moved.
+    """
+
+    hovered = QtCore.pyqtSignal(int, int, float, str)
+    rendered = QtCore.pyqtSignal()
+    toolMoved = QtCore.pyqtSignal()
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        host = QtWidgets.QWidget()
+        self.grid = QtWidgets.QGridLayout(host)
+        self.grid.setSpacing(2)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.setWidget(host)
+        self.columns: list[PanelColumn] = []
+        self.mode = "magnitude"
+        self.cmap = "gray"
+        self.error_levels: tuple[float, float] | None = None
+        self.shared_levels: tuple[float, float] | None = None
+        self._levels_user = False  # True once the user set the shared window/level (kept across setData)
+        self.line_roi: pg.LineSegmentROI | None = None
+        self.rect_roi: pg.RectROI | None = None
+        self.image_bar: pg.ColorBarItem | None = None
+        self.error_bar: pg.ColorBarItem | None = None
+        self.std_bar: pg.ColorBarItem | None = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # data
+    def keys(self) -> list[Any]:
+        return [c.key for c in self.columns]
+
+    def setData(self, columns: list[ColumnData], error_levels: tuple[float, float] | None = None) -> None:  # noqa: N802
+        """Recreate the panels for ``columns``; ``error_levels``: the error row's window (None: no error row)."""
+        self._clear()
+        self.error_levels = error_levels
+        if not self._levels_user:  # the default window follows what is shown
+            self.shared_levels = None
+        show_err = error_levels is not None
+        any_std = any(c.std is not None for c in columns)
+        first_view = None
+        for ci, data in enumerate(columns):
+            panel = self._panel(data.label, IMAGE_ROW, ci)
+            box = QtWidgets.QCheckBox("own W/L")
+            box.setToolTip("give this panel its own window/level (drag the ends of its colour bar)")
+            col = PanelColumn(data=data, image=panel, override=box)
+            box.toggled.connect(lambda on, c=col: self._override(c, on))
+            self.grid.addWidget(box, OVERRIDE_ROW, ci, alignment=Qt.AlignmentFlag.AlignHCenter)
+            if show_err and data.key != REFERENCE:
+                col.error = self._panel(f"error: {data.label}", ERROR_ROW, ci, cmap="inferno")
+            if data.std is not None:
+                col.std = self._panel(f"std: {data.label}", STD_ROW, ci, cmap="viridis")
+            for p in (col.image, col.error, col.std):
+                if p is None:
+                    continue
+                if first_view is None:
+                    first_view = p.view
+                else:
+                    # only the first view follows the image bounds; the others copy its range
+                    p.follow_bounds = False
+                    p.view.setXLink(first_view)
+                    p.view.setYLink(first_view)
+            self.columns.append(col)
+        n = len(columns)
+        if n:
+            self.image_bar = self._colorbar("image", self.cmap, IMAGE_ROW, n)
+            self.image_bar.sigLevelsChanged.connect(self._on_shared_bar)
+            if show_err:
+                self.error_bar = self._colorbar("error", "inferno", ERROR_ROW, n,
+                                                [c.error.image_item for c in self.columns if c.error is not None])
+            if any_std:
+                self.std_bar = self._colorbar("std", "viridis", STD_ROW, n,
+                                              [c.std.image_item for c in self.columns if c.std is not None])
+        else:
+            msg = QtWidgets.QLabel("Open a scan, then run methods (Methods panel) to compare them here.")
+            msg.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.grid.addWidget(msg, IMAGE_ROW, 0)
+        # only rows that hold panels take the height (without error / std maps the images fill the grid)
+        used = {IMAGE_ROW, ERROR_ROW if show_err and any(c.error is not None for c in self.columns) else None,
+                STD_ROW if any_std else None}
+        for r in range(4):
+            self.grid.setRowStretch(r, 1 if r in used else 0)
+        self.render(autorange=True)
+        if first_view is not None:
+            # fit once the new panels have their sizes
+            QtCore.QTimer.singleShot(0, lambda v=first_view: _fit(v))
+
+    def update_data(self, columns: list[ColumnData], error_levels: tuple[float, float] | None = None) -> None:
+        """New images for the columns shown (the same keys, e.g. after the sampling changed): redraw them."""
+        by_key = {c.key: c for c in columns}
+        for col in self.columns:
+            col.data = by_key.get(col.key, col.data)
+        self.error_levels = error_levels
+        if not self._levels_user:
+            self.shared_levels = None
+        self.render()
+
+    def update_column(self, data: ColumnData) -> None:
+        """Redraw one column with new data (a running result's preview)."""
+        col = next((c for c in self.columns if c.key == data.key), None)
+        if col is not None:
+            col.data = data
+            self._render_column(col)
+
+    def _panel(self, title: str, row: int, column: int, cmap: str = "gray") -> ImagePanel:
+        panel = ImagePanel(title, cmap=cmap)
+        panel.hovered.connect(self.hovered)
+        # small enough that five results, the reference and the colour bar fit a 1400 px window
+        panel.setMinimumSize(150, 150)
+        self.grid.addWidget(panel, row, column)
+        return panel
+
+    def _colorbar(self, label: str, cmap: str, row: int, column: int, items: list[Any] | None = None
+                  ) -> pg.ColorBarItem:
+        host = pg.GraphicsLayoutWidget()
+        host.setFixedWidth(COLORBAR_WIDTH)
+        bar = pg.ColorBarItem(colorMap=colormap(cmap), interactive=True, width=12, label=label)
+        host.addItem(bar, row=0, col=0)
+        if items is not None:
+            bar.setImageItem(items)
+        self.grid.addWidget(host, row, column)
+        return bar
+
+    def _clear(self) -> None:
+        self.line_roi = None
+        self.rect_roi = None
+        self.image_bar = self.error_bar = self.std_bar = None
+        while self.grid.count():
+            item = self.grid.takeAt(0)
+            w = item.widget()
+            if w is not None:
+                w.hide()
+                w.setParent(None)
+                w.deleteLater()
+        self.columns = []
+
+    # ----------------------------------------------------------------------------------------------------------
+    # rendering
+    def _display(self, data: ColumnData) -> np.ndarray | None:
+        """The real image a panel shows: the chosen component (the reference is always its magnitude)."""
+        if data.image is None:
+            return None
+        return display_component(data.image, "magnitude" if data.key == REFERENCE else self.mode)
+
+    def _default_levels(self) -> tuple[float, float]:
+        if self.mode == "phase":
+            return (-math.pi, math.pi)
+        if not self.columns:
+            return (0.0, 1.0)
+        if self.columns[0].key == REFERENCE:
+            data = [self._display(self.columns[0].data)]
+        else:
+            # no reference: methods scale their images differently (an undersampled zero-filled image is darker
+            # than a SENSE reconstruction), so take the window that leaves none of them saturated
+            data = [self._display(c.data) for c in self.columns]
+        data = [d for d in data if d is not None]
+        if not data:
+            return (0.0, 1.0)
+        # robust percentiles: one bright pixel (a vessel, a fat spot, a spike) must not darken the images
+        levels = [robust_levels(d, 0.5, 99.5) for d in data]
+        lo, hi = min(lv[0] for lv in levels), max(lv[1] for lv in levels)
+        if self.mode in ("real", "imaginary"):
+            m = max(abs(lo), abs(hi))
+            return (-m, m)
+        return (0.0, hi)
+
+    def set_mode(self, mode: str) -> None:
+        """Show ``mode`` of the complex images (one of ``DISPLAY_MODES``); the window starts over."""
+        self.mode = mode
+        self.shared_levels = None
+        self._levels_user = False
+        self.render()
+
+    def set_colormap(self, name: str) -> None:
+        self.cmap = name
+        self.render()
+
+    def render(self, autorange: bool = False) -> None:
+        """Redraw every panel with the current mode, colour map and levels."""
+        if not self.columns:
+            return
+        if self.shared_levels is None:
+            self.shared_levels = self._default_levels()
+        if self.image_bar is not None:
+            self.image_bar.setColorMap(colormap(self.cmap))
+        for col in self.columns:
+            self._render_column(col, autorange=autorange)
+        shared = [c.image.image_item for c in self.columns if not c.override.isChecked()]
+        if self.image_bar is not None:
+            self.image_bar.blockSignals(True)
+            self.image_bar.setImageItem(shared)
+            self.image_bar.setLevels(self.shared_levels)
+            self.image_bar.blockSignals(False)
+        if self.error_bar is not None and self.error_levels is not None:
+            self.error_bar.setLevels(self.error_levels)
+        if self.std_bar is not None:
+            stds = [c.std.data for c in self.columns if c.std is not None and c.std.data is not None]
+            if stds:
+                self.std_bar.setLevels((0.0, max(robust_levels(s, 0, 99.5)[1] for s in stds)))
+        self._move_mirrors()
+        self.rendered.emit()
+
+    def _render_column(self, col: PanelColumn, autorange: bool = False) -> None:
+        data = col.data
+        title = data.label
+        if data.key == REFERENCE and self.mode != "magnitude":
+            title += " (magnitude)"
+        col.image.set_title(title + data.note)
+        own = col.override.isChecked()
+        if not own:
+            col.image.set_colormap(self.cmap)
+        levels = (col.image.levels() if own else self.shared_levels) or self.shared_levels
+        col.image.set_image(self._display(data), levels=levels, autorange=autorange)
+        if col.error is not None:
+            lv = self.error_bar.levels() if self.error_bar is not None else None
+            col.error.set_image(data.error, levels=tuple(lv) if lv is not None else None, autorange=autorange)
+        if col.std is not None and data.std is not None:
+            lv = self.std_bar.levels() if self.std_bar is not None else None
+            col.std.set_image(data.std, levels=tuple(lv) if lv is not None else None, autorange=autorange)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # window / level
+    def _on_shared_bar(self, bar: Any) -> None:
+        self.shared_levels = tuple(float(v) for v in bar.levels())
+        self._levels_user = True
+
+    def set_shared_levels(self, levels: tuple[float, float]) -> None:
+        """Window/level of every panel without its own override."""
+        self.shared_levels = (float(levels[0]), float(levels[1]))
+        self._levels_user = True
+        self.render()
+
+    def reset_levels(self) -> None:
+        """Forget the user's window/level (a new scan); the next drawing takes the default one."""
+        self.shared_levels = None
+        self._levels_user = False
+
+    def auto_levels(self) -> None:
+        self.reset_levels()
+        for c in self.columns:
+            c.override.setChecked(False)
+        self.render()
+
+    def _override(self, col: PanelColumn, on: bool) -> None:
+        col.image.enable_colorbar(on)
+        if on:
+            col.image.set_colormap(self.cmap)
+            if col.image.data is not None:
+                col.image.set_levels(robust_levels(col.image.data))
+        self.render()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # what the other tabs read
+    def shown_images(self) -> list[tuple[Any, str, np.ndarray]]:
+        """(key, label, displayed image ``[H, W]``) of every panel column that has an image."""
+        return [(c.key, c.label, c.image.data) for c in self.columns if c.image.data is not None]
+
+    def reference_image(self) -> np.ndarray | None:
+        """The reference's magnitude ``[H, W]`` when it is shown."""
+        return next((c.data.image for c in self.columns if c.key == REFERENCE), None)
+
+    def figure_columns(self) -> list[Any]:
+        """What :func:`workbench.gui.figure.render_figure` draws: the panels as shown (levels, colour maps)."""
+        from workbench.gui.figure import FigureColumn, Tile
+
+        out = []
+        for c in self.columns:
+            if c.image.data is None:
+                continue
+            own = c.override.isChecked()
+            lv = (c.image.levels() if own else self.shared_levels) or robust_levels(c.image.data)
+            m, sub = c.data.metrics, []
+            if m.get("psnr") is not None:
+                sub.append(f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}")
+            if c.data.elapsed is not None:
+                sub.append(f"{c.data.elapsed:.1f} s")
+            col = FigureColumn(title=c.label, subtitle="  ".join(sub), image=Tile(c.image.data, lv, c.image._cmap_name))
+            if c.error is not None and c.error.data is not None and self.error_bar is not None:
+                col.error = Tile(c.error.data, tuple(self.error_bar.levels()), "inferno")
+            if c.std is not None and c.std.data is not None and self.std_bar is not None:
+                col.std = Tile(c.std.data, tuple(self.std_bar.levels()), "viridis")
+            out.append(col)
+        return out
+
+    # ----------------------------------------------------------------------------------------------------------
+    # line and rectangle on the first panel, mirrored on the others
+    def set_tool(self, tool: str) -> None:
+        """``"line profile"``, ``"ROI statistics"`` or ``"none"``."""
+        for c in self.columns:
+            for m in c.mirrors:
+                try:
+                    c.image.view.removeItem(m)
+                except Exception:
+                    pass
+            c.mirrors = []
+        if self.line_roi is not None and self.columns:
+            self.columns[0].image.view.removeItem(self.line_roi)
+        if self.rect_roi is not None and self.columns:
+            self.columns[0].image.view.removeItem(self.rect_roi)
+        self.line_roi = self.rect_roi = None
+        if not self.columns or self.columns[0].image.data is None:
+            return
+        h, w = self.columns[0].image.data.shape
+        first = self.columns[0].image
+        dashed = Qt.PenStyle.DashLine
+        if tool == "line profile":
+            self.line_roi = pg.LineSegmentROI([(w * 0.2, h * 0.5), (w * 0.8, h * 0.5)], pen=pg.mkPen(LINE_PEN, width=2))
+            first.view.addItem(self.line_roi)
+            self.line_roi.sigRegionChanged.connect(self._tool_moved)
+            for c in self.columns[1:]:
+                m = pg.PlotCurveItem(pen=pg.mkPen(LINE_PEN, width=1, style=dashed))
+                c.image.view.addItem(m)
+                c.mirrors.append(m)
+        elif tool == "ROI statistics":
+            self.rect_roi = pg.RectROI([w * 0.4, h * 0.4], [w * 0.2, h * 0.2], pen=pg.mkPen(RECT_PEN, width=2))
+            first.view.addItem(self.rect_roi)
+            self.rect_roi.sigRegionChanged.connect(self._tool_moved)
+            for c in self.columns[1:]:
+                m = QtWidgets.QGraphicsRectItem()
+                m.setPen(pg.mkPen(RECT_PEN, width=1, style=dashed))
+                c.image.view.addItem(m)
+                c.mirrors.append(m)
+        self._move_mirrors()
+
+    def _tool_moved(self) -> None:
+        self._move_mirrors()
+        self.toolMoved.emit()
+
+    def _move_mirrors(self) -> None:
+        ends = self.line_endpoints()
+        if ends is not None:
+            (x0, y0), (x1, y1) = ends
+            for c in self.columns[1:]:
+                for m in c.mirrors:
+                    if isinstance(m, pg.PlotCurveItem):
+                        m.setData([x0, x1], [y0, y1])
+        if self.rect_roi is not None:
+            x, y = self.rect_roi.pos()
+            w, h = self.rect_roi.size()
+            for c in self.columns[1:]:
+                for m in c.mirrors:
+                    if isinstance(m, QtWidgets.QGraphicsRectItem):
+                        m.setRect(QtCore.QRectF(x, y, w, h))
+
+    def line_endpoints(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """(x0, y0), (x1, y1) of the profile line in pixel coordinates (x = column, y = row)."""
+        if self.line_roi is None:
+            return None
+        handles = self.line_roi.getSceneHandlePositions()
+        item = self.columns[0].image.image_item
+        pts = [item.mapFromScene(p) for _, p in handles]
+        return (pts[0].x(), pts[0].y()), (pts[1].x(), pts[1].y())
+
+    def roi_bounds(self) -> tuple[slice, slice] | None:
+        """(rows, columns) of the rectangle, clipped to the first panel's image."""
+        if self.rect_roi is None or not self.columns or self.columns[0].image.data is None:
+            return None
+        x, y = self.rect_roi.pos()
+        w, h = self.rect_roi.size()
+        H, W = self.columns[0].image.data.shape
+        r0, r1 = int(np.clip(round(y), 0, H)), int(np.clip(round(y + h), 0, H))
+        c0, c1 = int(np.clip(round(x), 0, W)), int(np.clip(round(x + w), 0, W))
+        return slice(r0, r1), slice(c0, c1)
+
+
+def _fit(view: pg.ViewBox) -> None:
+    try:
+        view.enableAutoRange(enable=True)
+        view.autoRange(padding=0.0)
+    except RuntimeError:  # the panel was deleted in the meantime
+        pass

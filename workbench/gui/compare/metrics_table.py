@@ -1,0 +1,96 @@
+"""The metrics tab: one sortable row per image (the session's ``comparison_rows``) with a "show" box that puts
+it in the grid or takes it out, an "all slices" switch and CSV export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PyQt6 import QtCore, QtWidgets
+
+from workbench.gui.common import Qt, push_button, sortable_number, table_text
+
+METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "time (s)", "device", "slice", "parameters",
+                  "sampling")
+PARAMETERS_COLUMN = METRIC_COLUMNS.index("parameters")
+KEY_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class MetricsTable(QtWidgets.QWidget):
+    """Signals:
+        shownChanged(key, on): the user ticked or unticked a row's "show" box.
+        allSlicesChanged(on): list the results of every slice (on) or of the current one.
+        exportRequested(): the "Export CSV…" button.
+    """
+
+    shownChanged = QtCore.pyqtSignal(object, bool)
+    allSlicesChanged = QtCore.pyqtSignal(bool)
+    exportRequested = QtCore.pyqtSignal()
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.table = QtWidgets.QTableWidget(0, len(METRIC_COLUMNS))
+        self.table.setHorizontalHeaderLabels(METRIC_COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSortingEnabled(True)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self._stretch_parameters()
+        self.table.setToolTip("click a header to sort; tick 'show' to put a result in the grid")
+        self.table.itemChanged.connect(self._on_item)
+        lay.addWidget(self.table)
+        row = QtWidgets.QHBoxLayout()
+        self.all_slices_box = QtWidgets.QCheckBox("all slices")
+        self.all_slices_box.setToolTip("list the results of every slice (the grid shows the current slice)")
+        self.all_slices_box.toggled.connect(self.allSlicesChanged)
+        row.addWidget(self.all_slices_box)
+        row.addStretch(1)
+        self.csv_button = push_button("Export CSV…", "save this table as CSV", self.exportRequested)
+        row.addWidget(self.csv_button)
+        lay.addLayout(row)
+
+    @property
+    def all_slices(self) -> bool:
+        return self.all_slices_box.isChecked()
+
+    def _stretch_parameters(self) -> None:
+        self.table.horizontalHeader().setSectionResizeMode(PARAMETERS_COLUMN, QtWidgets.QHeaderView.ResizeMode.Stretch)
+
+    def setData(self, rows: list[dict[str, Any]], current_slice: int, shown: dict[Any, bool]) -> None:  # noqa: N802
+        """``rows``: as ``Session.comparison_rows`` gives them (key, label, psnr, ssim, nmse, time_s, device,
+        slice, params, sampling); ``shown``: key -> in the grid (absent: yes). Only the rows of
+        ``current_slice`` can be shown."""
+        t = self.table
+        t.blockSignals(True)
+        t.setSortingEnabled(False)
+        t.setRowCount(0)
+        for r in rows:
+            i = t.rowCount()
+            t.insertRow(i)
+            show = QtWidgets.QTableWidgetItem()
+            show.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            here = r["slice"] == current_slice
+            show.setCheckState(Qt.CheckState.Checked if shown.get(r["key"], True) and here
+                               else Qt.CheckState.Unchecked)
+            if not here:
+                show.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            show.setData(KEY_ROLE, r["key"])
+            t.setItem(i, 0, show)
+            t.setItem(i, 1, table_text(r["label"]))
+            t.setItem(i, 2, sortable_number(r["psnr"], "{:.2f}"))
+            t.setItem(i, 3, sortable_number(r["ssim"], "{:.4f}"))
+            t.setItem(i, 4, sortable_number(r["nmse"], "{:.4g}"))
+            t.setItem(i, 5, sortable_number(r["time_s"], "{:.2f}"))
+            t.setItem(i, 6, table_text(r["device"]))
+            t.setItem(i, 7, sortable_number(r["slice"] + 1, "{:.0f}"))
+            t.setItem(i, 8, table_text(r["params"]))
+            t.setItem(i, 9, table_text(r["sampling"]))
+        t.setSortingEnabled(True)
+        t.blockSignals(False)
+        t.resizeColumnsToContents()
+        self._stretch_parameters()
+
+    def _on_item(self, item: QtWidgets.QTableWidgetItem) -> None:
+        if item.column() == 0:
+            self.shownChanged.emit(item.data(KEY_ROLE), item.checkState() == Qt.CheckState.Checked)
