@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from numpy_reference import np_fft2c as fft2c, np_ifft2c as ifft2c
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError, UnsupportedFormatError
 from workbench.io import open_scan
@@ -16,14 +17,6 @@ from workbench.io.matlab import detect_image_domain, detect_readout_axis
 
 def crandn(rng, *shape):
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
-
-
-def fft2c(x):
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def ifft2c(x):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
 
 
 @pytest.fixture

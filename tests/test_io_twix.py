@@ -6,14 +6,11 @@ import os
 
 import numpy as np
 import pytest
+from numpy_reference import np_ifft2c as ifft2c
 
 from workbench.errors import CorruptFileError, UnsupportedFormatError
 from workbench.io import open_scan
 from workbench.io.twix import arrange_lines, header_highlights, twix_signature
-
-
-def ifft2c(x):
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
 
 
 # ------------------------------------------------------------------------------------------ synthetic

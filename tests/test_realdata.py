@@ -10,20 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from numpy_reference import np_crop as crop, np_ifft2c as ifft2c
 
 from workbench.io import open_scan
 
 pytestmark = pytest.mark.realdata
-
-
-def ifft2c(k: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def crop(x: np.ndarray, shape) -> np.ndarray:
-    H, W = x.shape[-2:]
-    t, l = H // 2 - shape[0] // 2, W // 2 - shape[1] // 2
-    return x[..., t: t + shape[0], l: l + shape[1]]
 
 
 def zero_filled(scan, i: int = 0) -> np.ndarray:
