@@ -22,6 +22,7 @@ from torch import nn
 
 from workbench.arrays import fit_shape
 from workbench.nn.common import complex_to_channels, pad_to_multiple, robust_scale, unpad
+from workbench.physics.fft import rss
 
 
 class UnetConvBlock(nn.Sequential):
@@ -142,7 +143,7 @@ class UnetRecon(nn.Module):
         enc = batch.encoding(acs_calib=self.config.acs_calib)
         coil = enc.coil_images()  # [B, C, H, W]
         if self.config.input == "rss":
-            image = torch.sqrt((coil.real**2 + coil.imag**2).sum(1))
+            image = rss(coil, dim=1)
         else:
             maps = enc.initial_maps()
             image = (coil * maps.conj()).sum(1)
