@@ -71,6 +71,7 @@ def edge_width(img: np.ndarray) -> float:
 
 
 def adjoint_rss(scan, dcf: torch.Tensor) -> np.ndarray:
+    from workbench.arrays import center_crop
     from workbench.physics.nufft import NufftSense
 
     traj = scan.trajectory_tensor()
@@ -78,9 +79,7 @@ def adjoint_rss(scan, dcf: torch.Tensor) -> np.ndarray:
     op = NufftSense(None, traj, scan.grid_shape, dcf=dcf, toeplitz=False, interp="table")
     coils = op.dc_adjoint(k[:, None, :])  # [C, H, W]: the coil axis as a batch axis
     rss = coils.abs().pow(2).sum(0).sqrt().numpy()
-    h, w = scan.grid_shape
-    rh, rw = scan.recon_shape
-    return rss[h // 2 - rh // 2:h // 2 - rh // 2 + rh, w // 2 - rw // 2:w // 2 - rw // 2 + rw]
+    return center_crop(rss, scan.recon_shape)
 
 
 def measure(path: Path, repeats: int = 3) -> dict[str, dict]:
