@@ -54,7 +54,8 @@ def _to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
-def _jsonable(value: Any) -> bool:
+def _json_serialisable(value: Any) -> bool:
+    """Whether json.dumps takes ``value`` as it is (a predicate; arrays.jsonable converts)."""
     try:
         json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
@@ -153,7 +154,7 @@ class Result:
             "has_std": self.std is not None,
             "n_samples": 0 if self.samples is None else int(self.samples.shape[0]),
             "extras": {k: v for k, v in self.extras.items()
-                       if not isinstance(v, (torch.Tensor, np.ndarray)) and _jsonable(v)},
+                       if not isinstance(v, (torch.Tensor, np.ndarray)) and _json_serialisable(v)},
         }
         if self.provenance:
             d["provenance"] = dict(self.provenance)
@@ -174,7 +175,7 @@ class Result:
         for k, v in self.extras.items():
             if isinstance(v, (torch.Tensor, np.ndarray)):
                 array_extras[k] = _to_numpy(v) if isinstance(v, torch.Tensor) else v
-            elif _jsonable(v):
+            elif _json_serialisable(v):
                 json_extras[k] = v
         meta = {
             "format": RESULT_FORMAT,
