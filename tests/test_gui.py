@@ -362,12 +362,12 @@ def test_compare_view_modes_levels_profile_roi(window, scan_file, qtbot):
     cv.tool_combo.setCurrentText("line profile")
     prof = cv.profile.profiles
     assert set(prof) == {"reference", "zero-filled (live)", e.label}
-    (x0, y0), (x1, y1) = cv.grid.line_endpoints()
+    (x0, y0), (x1, y1) = cv.grid.overlay.line_endpoints()
     assert y0 == pytest.approx(y1) and x1 > x0
     np.testing.assert_allclose(prof["zero-filled (live)"], prof[e.label], rtol=1e-4, atol=1e-5)
     # ROI statistics
     cv.tool_combo.setCurrentText("ROI statistics")
-    rows, cols = cv.grid.roi_bounds()
+    rows, cols = cv.grid.overlay.roi_bounds()
     stats = cv.roi.statistics
     ref = s.reference()
     assert stats["reference"]["mean"] == pytest.approx(float(ref[rows, cols].mean()), rel=1e-5)

@@ -18,12 +18,11 @@ from workbench.gui.common import COLORMAPS, DISPLAY_MODES, Qt, combo_box, error_
 from workbench.gui.compare.calibration import CalibrationPlot
 from workbench.gui.compare.columns import REFERENCE, ZERO_FILLED, ColumnData
 from workbench.gui.compare.grid import CompareGrid
+from workbench.gui.compare.overlay import TOOLS
 from workbench.gui.compare.metrics_table import MetricsTable
 from workbench.gui.compare.profile import ProfilePlot
 from workbench.gui.compare.roi import RoiTable
 from workbench.session import ZERO_FILLED_LABEL, Session
-
-TOOLS = ("none", "line profile", "ROI statistics")
 
 
 class CompareView(QtWidgets.QWidget):
@@ -228,21 +227,22 @@ class CompareView(QtWidgets.QWidget):
     def _tool_changed(self) -> None:
         tool = self.tool_combo.currentText()
         self.grid.set_tool(tool)
-        if self.grid.line_roi is not None:
+        if self.grid.overlay.line_roi is not None:
             self.tabs.setCurrentWidget(self.profile)
-        elif self.grid.rect_roi is not None:
+        elif self.grid.overlay.rect_roi is not None:
             self.tabs.setCurrentWidget(self.roi)
         self._update_tools()
 
     def _update_tools(self) -> None:
         images = self.grid.shown_images()
-        ends = self.grid.line_endpoints()
+        overlay = self.grid.overlay
+        ends = overlay.line_endpoints()
         if ends is not None:
             self.profile.setData(images, ends)
-        if self.grid.rect_roi is not None:
+        if overlay.rect_roi is not None:
             # RMS errors against the reference only between magnitudes
             ref = self.grid.reference_image() if self.grid.mode == "magnitude" else None
-            self.roi.setData(images, self.grid.roi_bounds(), ref)
+            self.roi.setData(images, overlay.roi_bounds(), ref)
 
     def show_calibration(self) -> None:
         """Bring the calibration plot to the front (it is drawn then)."""

@@ -1,12 +1,12 @@
 """The compare grid: one column of panels per :class:`ColumnData` (image, its error map, its std map) with
 linked zoom/pan, one shared window/level and colour bar per row (a panel may take its own window/level), the
-display component (magnitude / phase / real / imaginary) and colour map, and the line / rectangle drawn on the
-first panel and mirrored on the others (the profile and ROI tabs read them)."""
+display component (magnitude / phase / real / imaginary) and colour map; its ``overlay`` draws the line /
+rectangle that the profile and ROI tabs read."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,11 +15,10 @@ from PyQt6 import QtCore, QtWidgets
 
 from workbench.gui.common import ImagePanel, Qt, colormap, display_component, robust_levels
 from workbench.gui.compare.columns import REFERENCE, ColumnData
+from workbench.gui.compare.overlay import ToolOverlay
 
 #: width of the shared colour bars: room for tick labels such as "3e-05" (raw scanner units)
 COLORBAR_WIDTH = 92
-LINE_PEN = "#ffb000"
-RECT_PEN = "#4fc3f7"
 #: the grid's rows: images, their "own W/L" boxes, error maps, std maps
 IMAGE_ROW, OVERRIDE_ROW, ERROR_ROW, STD_ROW = range(4)
 
@@ -33,7 +32,6 @@ class PanelColumn:
     override: QtWidgets.QCheckBox
     error: ImagePanel | None = None
     std: ImagePanel | None = None
-    mirrors: list[Any] = field(default_factory=list)
 
     @property
     def key(self) -> Any:
@@ -48,7 +46,7 @@ class CompareGrid(QtWidgets.QScrollArea):
     """Signals:
         hovered(row, col, value, name): the mouse is over a pixel of a panel.
         rendered(): every panel was redrawn (mode, levels or data changed).
-        toolMoved(): the line or the rectangle moved.
+        toolMoved(): the user dragged the line or the rectangle.
     """
 
     hovered = QtCore.pyqtSignal(int, int, float, str)
@@ -69,8 +67,8 @@ class CompareGrid(QtWidgets.QScrollArea):
         self.error_levels: tuple[float, float] | None = None
         self.shared_levels: tuple[float, float] | None = None
         self._levels_user = False  # True once the user set the shared window/level (kept across setData)
-        self.line_roi: pg.LineSegmentROI | None = None
-        self.rect_roi: pg.RectROI | None = None
+        self.overlay = ToolOverlay(self)
+        self.overlay.moved.connect(self.toolMoved)
         self.image_bar: pg.ColorBarItem | None = None
         self.error_bar: pg.ColorBarItem | None = None
         self.std_bar: pg.ColorBarItem | None = None
@@ -172,8 +170,7 @@ class CompareGrid(QtWidgets.QScrollArea):
         return bar
 
     def _clear(self) -> None:
-        self.line_roi = None
-        self.rect_roi = None
+        self.overlay.forget()
         self.image_bar = self.error_bar = self.std_bar = None
         while self.grid.count():
             item = self.grid.takeAt(0)
@@ -247,7 +244,7 @@ class CompareGrid(QtWidgets.QScrollArea):
             stds = [c.std.data for c in self.columns if c.std is not None and c.std.data is not None]
             if stds:
                 self.std_bar.setLevels((0.0, max(robust_levels(s, 0, 99.5)[1] for s in stds)))
-        self._move_mirrors()
+        self.overlay.move_mirrors()
         self.rendered.emit()
 
     def _render_column(self, col: PanelColumn, autorange: bool = False) -> None:
@@ -301,6 +298,10 @@ class CompareGrid(QtWidgets.QScrollArea):
 
     # ----------------------------------------------------------------------------------------------------------
     # what the other tabs read
+    def set_tool(self, tool: str) -> None:
+        """Draw the line or rectangle (one of ``overlay.TOOLS``) on the image panels."""
+        self.overlay.set_tool(tool, [c.image for c in self.columns])
+
     def shown_images(self) -> list[tuple[Any, str, np.ndarray]]:
         """(key, label, displayed image ``[H, W]``) of every panel column that has an image."""
         return [(c.key, c.label, c.image.data) for c in self.columns if c.image.data is not None]
@@ -331,86 +332,6 @@ class CompareGrid(QtWidgets.QScrollArea):
                 col.std = Tile(c.std.data, tuple(self.std_bar.levels()), "viridis")
             out.append(col)
         return out
-
-    # ----------------------------------------------------------------------------------------------------------
-    # line and rectangle on the first panel, mirrored on the others
-    def set_tool(self, tool: str) -> None:
-        """``"line profile"``, ``"ROI statistics"`` or ``"none"``."""
-        for c in self.columns:
-            for m in c.mirrors:
-                try:
-                    c.image.view.removeItem(m)
-                except Exception:
-                    pass
-            c.mirrors = []
-        if self.line_roi is not None and self.columns:
-            self.columns[0].image.view.removeItem(self.line_roi)
-        if self.rect_roi is not None and self.columns:
-            self.columns[0].image.view.removeItem(self.rect_roi)
-        self.line_roi = self.rect_roi = None
-        if not self.columns or self.columns[0].image.data is None:
-            return
-        h, w = self.columns[0].image.data.shape
-        first = self.columns[0].image
-        dashed = Qt.PenStyle.DashLine
-        if tool == "line profile":
-            self.line_roi = pg.LineSegmentROI([(w * 0.2, h * 0.5), (w * 0.8, h * 0.5)], pen=pg.mkPen(LINE_PEN, width=2))
-            first.view.addItem(self.line_roi)
-            self.line_roi.sigRegionChanged.connect(self._tool_moved)
-            for c in self.columns[1:]:
-                m = pg.PlotCurveItem(pen=pg.mkPen(LINE_PEN, width=1, style=dashed))
-                c.image.view.addItem(m)
-                c.mirrors.append(m)
-        elif tool == "ROI statistics":
-            self.rect_roi = pg.RectROI([w * 0.4, h * 0.4], [w * 0.2, h * 0.2], pen=pg.mkPen(RECT_PEN, width=2))
-            first.view.addItem(self.rect_roi)
-            self.rect_roi.sigRegionChanged.connect(self._tool_moved)
-            for c in self.columns[1:]:
-                m = QtWidgets.QGraphicsRectItem()
-                m.setPen(pg.mkPen(RECT_PEN, width=1, style=dashed))
-                c.image.view.addItem(m)
-                c.mirrors.append(m)
-        self._move_mirrors()
-
-    def _tool_moved(self) -> None:
-        self._move_mirrors()
-        self.toolMoved.emit()
-
-    def _move_mirrors(self) -> None:
-        ends = self.line_endpoints()
-        if ends is not None:
-            (x0, y0), (x1, y1) = ends
-            for c in self.columns[1:]:
-                for m in c.mirrors:
-                    if isinstance(m, pg.PlotCurveItem):
-                        m.setData([x0, x1], [y0, y1])
-        if self.rect_roi is not None:
-            x, y = self.rect_roi.pos()
-            w, h = self.rect_roi.size()
-            for c in self.columns[1:]:
-                for m in c.mirrors:
-                    if isinstance(m, QtWidgets.QGraphicsRectItem):
-                        m.setRect(QtCore.QRectF(x, y, w, h))
-
-    def line_endpoints(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
-        """(x0, y0), (x1, y1) of the profile line in pixel coordinates (x = column, y = row)."""
-        if self.line_roi is None:
-            return None
-        handles = self.line_roi.getSceneHandlePositions()
-        item = self.columns[0].image.image_item
-        pts = [item.mapFromScene(p) for _, p in handles]
-        return (pts[0].x(), pts[0].y()), (pts[1].x(), pts[1].y())
-
-    def roi_bounds(self) -> tuple[slice, slice] | None:
-        """(rows, columns) of the rectangle, clipped to the first panel's image."""
-        if self.rect_roi is None or not self.columns or self.columns[0].image.data is None:
-            return None
-        x, y = self.rect_roi.pos()
-        w, h = self.rect_roi.size()
-        H, W = self.columns[0].image.data.shape
-        r0, r1 = int(np.clip(round(y), 0, H)), int(np.clip(round(y + h), 0, H))
-        c0, c1 = int(np.clip(round(x), 0, W)), int(np.clip(round(x + w), 0, W))
-        return slice(r0, r1), slice(c0, c1)
 
 
 def _fit(view: pg.ViewBox) -> None:
