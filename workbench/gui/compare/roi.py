@@ -10,7 +10,7 @@ from PyQt6 import QtWidgets
 
 from workbench.gui.common import table_text
 from workbench.gui.compare.columns import REFERENCE
-from workbench.session import region_stats
+from workbench.scoring import region_stats
 
 STATISTICS = ("mean", "std", "min", "max", "rmse", "pixels")
 
