@@ -1,0 +1,359 @@
+"""Reconstruction runs of the app: result entries, sweeps, and following their jobs (no Qt, no session).
+
+A run is a job of :class:`workbench.jobs.JobQueue` whose problem is a zero-argument factory (the queue's own
+problem factory: the problem is built on the worker thread, and a failure to build it fails the job). A
+:class:`JobFollower` turns the job's worker-thread callbacks into :class:`ResultEntry` updates handed to
+``dispatch`` (the observers' thread) and then to ``notify``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from workbench import scoring
+from workbench.arrays import fit_shape
+from workbench.errors import WorkbenchError
+from workbench.session.sampling_state import recipe_text, to_numpy
+
+#: How the live zero-filled image of the current sampling is labelled (results of a "zero-filled" plugin are
+#: snapshots; this one follows the mask).
+ZERO_FILLED_LABEL = "zero-filled (live)"
+
+
+@dataclass
+class ResultEntry:
+    """One reconstruction run: which method with which parameters on which slice and sampling, its job state,
+    and (when done) the image cropped to ``recon_shape`` with its metrics against the reference.
+
+    ``image`` is complex64 ``[h, w]``; ``std`` float32 ``[h, w]`` or None; ``metrics`` has ``psnr``, ``ssim``,
+    ``nmse`` when a reference exists. ``state`` is one of queued / running / done / failed / cancelled."""
+
+    id: int
+    method: str
+    params: dict[str, Any]
+    slice_index: int
+    sampling: dict[str, Any]
+    label: str = ""
+    version: str = ""
+    device: str = "cpu"
+    state: str = "queued"
+    progress: float = 0.0
+    progress_text: str = ""
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    elapsed: float | None = None  # the method's own run time when reported, else wall time
+    image: np.ndarray | None = None
+    std: np.ndarray | None = None
+    preview: np.ndarray | None = None  # latest streamed iterate (magnitude), while running
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one dict per iteration
+    error: str | None = None
+    error_details: str | None = None
+    sweep_id: int | None = None
+    acceleration: float | None = None
+    result: Any = None  # the workbench.result.Result object
+    job: Any = None  # the workbench.jobs Job while it runs
+    cancel_requested: bool = False
+
+    @property
+    def finished_ok(self) -> bool:
+        return self.state == "done" and self.image is not None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    def wall_time(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.finished or time.time()) - self.started
+
+    def params_text(self) -> str:
+        return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+
+
+@dataclass
+class Sweep:
+    """An acceleration sweep: for each method (with parameters) and acceleration, one background job."""
+
+    id: int
+    kind: str
+    accelerations: list[float]
+    methods: list[str]
+    entries: list[ResultEntry] = field(default_factory=list)
+
+    def points(self, method_label: str, metric: str = "psnr") -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for e in self.entries:
+            if e.label == method_label and e.state == "done" and metric in e.metrics:
+                xs.append(float(e.acceleration))
+                ys.append(float(e.metrics[metric]))
+        order = np.argsort(xs)
+        return [xs[i] for i in order], [ys[i] for i in order]
+
+
+class Background:
+    """One helper thread for work that is not a reconstruction job (method checks, slow derived images), started
+    on first use; one thread keeps submission order."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-prepare")
+        self._pool.submit(fn)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def result_arrays(result: Any, recon_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(complex64 image, float32 std or None) of a Result, cropped to ``recon_shape``."""
+    image = to_numpy(getattr(result, "image", None))
+    if image is None:
+        raise ValueError("the result has no image")
+    while image.ndim > 2 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 2:
+        raise ValueError(f"the result image has shape {image.shape}, expected [H, W]")
+    image = fit_shape(image.astype(np.complex64), recon_shape)
+    std = to_numpy(getattr(result, "std", None))
+    if std is not None:
+        while std.ndim > 2 and std.shape[0] == 1:
+            std = std[0]
+        std = fit_shape(np.abs(std).astype(np.float32), recon_shape)
+    return image, std
+
+
+def _out_of_memory(message: str, details: str | None) -> bool:
+    text = f"{message}\n{details or ''}"
+    return ("OutOfMemoryError" in text or "out of memory" in text.lower() or message.startswith("MemoryError")
+            or "\nMemoryError" in text)
+
+
+def mark_failed(e: ResultEntry, message: str, details: str | None, finished: float | None = None,
+                started: float | None = None) -> None:
+    if _out_of_memory(message, details) and not message.startswith("out of memory"):
+        # MemoryError() carries no text and CUDA's message is long: say what happened and what to try
+        where = "the GPU" if str(e.device).startswith("cuda") else "this machine"
+        message = (f"out of memory on {where} ({e.device}): the method needs more memory than is free; try fewer "
+                   f"iterations or samples, a smaller problem, or another device ({message})")
+    e.state, e.error, e.error_details = "failed", message, details
+    _stopped(e, finished, started)
+
+
+def mark_cancelled(e: ResultEntry, finished: float | None = None, started: float | None = None) -> None:
+    e.state = "cancelled"
+    _stopped(e, finished, started)
+
+
+def _stopped(e: ResultEntry, finished: float | None, started: float | None) -> None:
+    e.finished = finished or time.time()
+    e.started = e.started or started
+    e.preview = None
+    e.job = None
+
+
+class JobFollower:
+    """Follows the job of one ResultEntry: builds its problem (on the job's worker thread, through the queue's
+    problem factory) and turns the worker-thread callbacks into entry updates, scored against ``reference``
+    with ``data_range`` (taken from the problem when the reference is not known yet: a run on another slice)."""
+
+    def __init__(self, entry: ResultEntry, reference: np.ndarray | None, data_range: float | None,
+                 recon_shape: tuple[int, int], scale_free: bool, dispatch: Callable[[Callable[[], None]], None],
+                 notify: Callable[[ResultEntry], None]):
+        self.entry, self.reference, self.data_range = entry, reference, data_range
+        self.recon_shape, self.scale_free = recon_shape, scale_free
+        self._dispatch, self._notify = dispatch, notify
+
+    def submit(self, job_queue: Any, method: Any, params: Any, build_problem: Callable[[], Any]) -> None:
+        def problem():
+            built = build_problem()
+            if self.reference is None and getattr(built, "reference", None) is not None:
+                self.reference = fit_shape(np.asarray(to_numpy(built.reference), np.float32), self.recon_shape)
+                self.data_range = built.data_range
+            return built
+
+        job = job_queue.submit(method, problem, params, on_progress=self.on_progress, on_done=self.on_done,
+                               on_iterate=self.on_iterate)
+        if self.entry.active:  # (a job that failed at once has already been reported)
+            self.entry.job = job
+
+    def post(self, fn: Callable[[ResultEntry], None]) -> None:
+        entry = self.entry
+
+        def apply():
+            fn(entry)
+            self._notify(entry)
+
+        self._dispatch(apply)
+
+    # --- worker thread --------------------------------------------------------------------------------------
+    def on_progress(self, job: Any) -> None:
+        fraction, text, started = float(job.progress), str(job.progress_text or ""), job.started
+
+        def apply(e: ResultEntry) -> None:
+            if e.active:
+                e.state = "running"
+                e.started = e.started or started or time.time()
+                e.progress, e.progress_text = fraction, text
+
+        self.post(apply)
+
+    def on_iterate(self, job: Any, image: Any) -> None:
+        preview = np.abs(to_numpy(image)).astype(np.float32)
+        while preview.ndim > 2:
+            preview = preview[0]
+        try:
+            preview = fit_shape(preview, self.recon_shape)
+        except Exception:
+            return
+
+        def apply(e: ResultEntry) -> None:
+            if e.active:
+                e.preview = preview
+
+        self.post(apply)
+
+    def on_done(self, job: Any) -> None:
+        state = getattr(job.state, "value", str(job.state))
+        finished, started = job.finished or time.time(), job.started
+        if state == "done":
+            result = job.result
+            # metrics here, on the worker thread: the observers' thread only swaps arrays in
+            try:
+                image, std = result_arrays(result, self.recon_shape)
+                metrics = scoring.score_image(self.reference, image, self.data_range, self.scale_free)
+            except Exception as exc:  # a malformed Result is reported like a failed run
+                message, details = f"the result could not be read ({exc})", traceback.format_exc()
+                self.post(lambda e: mark_failed(e, message, details, finished))
+                return
+
+            def apply(e: ResultEntry) -> None:
+                e.state, e.progress, e.finished = "done", 1.0, finished
+                e.started = e.started or started
+                e.result, e.image, e.std, e.metrics = result, image, std, metrics
+                e.history = list(getattr(result, "history", None) or [])
+                rt = getattr(result, "time_s", None)
+                e.elapsed = float(rt) if rt is not None and math.isfinite(rt) else e.wall_time()
+                if getattr(result, "device", None):
+                    e.device = str(result.device)
+                e.preview = None
+                e.job = None
+
+            self.post(apply)
+        elif state == "failed":
+            err = job.error
+            message = getattr(err, "message", None) or str(err) or "the job failed"
+            details = getattr(err, "traceback", None) or ""
+            if job.log:
+                details = details + "\n--- log ---\n" + "\n".join(job.log)
+            self.post(lambda e: mark_failed(e, message, details, finished, started))
+        else:
+            self.post(lambda e: mark_cancelled(e, finished, started))
+
+
+def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: list[ResultEntry],
+                    slice_index: int, slice_only: bool = True) -> list[dict[str, Any]]:
+    """The compare view's rows: the live zero-filled image of sampling ``state``, then every finished result of
+    ``slice_index`` (or of all slices): label, method, metrics, time, device, parameters, sampling."""
+    m = zero_filled_metrics
+    rows = [{"key": "zero-filled", "label": ZERO_FILLED_LABEL, "method": "zero-filled", "slice": slice_index,
+             "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "time_s": None, "device": "",
+             "params": "", "sampling": recipe_text(state.recipe(), state.acceleration),
+             "acceleration": state.acceleration}]
+    for e in results:
+        if e.state != "done" or (slice_only and e.slice_index != slice_index):
+            continue
+        rows.append({"key": e.id, "label": e.label, "method": e.method, "slice": e.slice_index,
+                     "psnr": e.metrics.get("psnr"), "ssim": e.metrics.get("ssim"), "nmse": e.metrics.get("nmse"),
+                     "time_s": e.elapsed, "device": e.device, "params": e.params_text(),
+                     "sampling": recipe_text(e.sampling, e.acceleration), "acceleration": e.acceleration})
+    return rows
+
+
+def write_metrics_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """The metrics table as CSV: label, method, slice (1-based), PSNR, SSIM, NMSE, time, device, parameters,
+    sampling, acceleration."""
+    cols = ["label", "method", "slice", "psnr", "ssim", "nmse", "time_s", "device", "params", "sampling",
+            "acceleration"]
+    with open(os.fspath(path), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            row = dict(r, slice=r["slice"] + 1)
+            w.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
+                        for c in cols])
+
+
+class MethodChecks:
+    """Why methods cannot run on a problem (``Method.check``), cached under a key (scan, slice, sampling)."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[Any, dict[str, list[str]]] | None = None
+
+    def check(self, methods: list[Any], key: Any, build_problem: Callable[[], Any] | None,
+              callback: Callable[[dict[str, list[str]]], None] | None = None,
+              background: Callable[[Callable[[], None]], None] | None = None,
+              dispatch: Callable[[Callable[[], None]], None] | None = None) -> dict[str, list[str]] | None:
+        """For each method, its reasons ([]: it can run) on ``build_problem()`` (None: the mask is empty). With
+        ``callback``, computed through ``background`` and handed to ``callback`` through ``dispatch``."""
+        key = (key, tuple(m.name for m in methods))
+        if self._cached is not None and self._cached[0] == key:
+            if callback is None:
+                return self._cached[1]
+            callback(self._cached[1])
+            return None
+        if callback is None:
+            self._cached = (key, method_reasons(methods, build_problem))
+            return self._cached[1]
+
+        def work() -> None:
+            reasons = method_reasons(methods, build_problem)
+
+            def deliver() -> None:
+                self._cached = (key, reasons)
+                callback(reasons)
+
+            dispatch(deliver)
+
+        background(work)
+        return None
+
+
+def method_reasons(methods: list[Any], build_problem: Callable[[], Any] | None) -> dict[str, list[str]]:
+    """For each method, the reasons (``Method.check``) it cannot run on the problem ``build_problem()`` builds
+    ([]: it can); ``build_problem`` None: the mask is empty."""
+    if build_problem is None:
+        return {m.name: ["the mask is empty"] for m in methods}
+    try:
+        problem = build_problem()
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
+        return {m.name: [f"the problem cannot be built: {why}"] for m in methods}
+    out = {}
+    for m in methods:
+        try:
+            out[m.name] = [str(r) for r in m.check(problem)]
+        except Exception as exc:  # a broken check must not hide the other methods
+            out[m.name] = [f"check() failed: {type(exc).__name__}: {exc}"]
+    return out
+
+
+def next_label(results: list[ResultEntry], name: str) -> str:
+    """``name``, then ``name #2``, ``name #3``... for further runs of one method."""
+    n = sum(1 for e in results if e.method == name)
+    return name if n == 0 else f"{name} #{n + 1}"
