@@ -105,7 +105,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         self.view.addItem(self.image_item)
         self.data: np.ndarray | None = None
         self.name = title
-        self._cmap_name = cmap
+        self.cmap_name = cmap
         self.image_item.setColorMap(colormap(cmap))
         self.colorbar: pg.ColorBarItem | None = None
         if colorbar:
@@ -118,7 +118,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         """Show an interactive colour bar (drag its ends to change this panel's window/level)."""
         if on and self.colorbar is None:
             levels = self.levels()
-            self.colorbar = pg.ColorBarItem(colorMap=colormap(self._cmap_name), interactive=True, width=12)
+            self.colorbar = pg.ColorBarItem(colorMap=colormap(self.cmap_name), interactive=True, width=12)
             self.colorbar.setImageItem(self.image_item)
             self.addItem(self.colorbar, row=1, col=1)
             if levels is not None:
@@ -136,7 +136,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         self.title_label.setText(text, size="9pt")
 
     def set_colormap(self, name: str) -> None:
-        self._cmap_name = name
+        self.cmap_name = name
         cm = colormap(name)
         if self.colorbar is not None:
             self.colorbar.setColorMap(cm)

@@ -325,7 +325,7 @@ class CompareGrid(QtWidgets.QScrollArea):
                 sub.append(f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}")
             if c.data.elapsed is not None:
                 sub.append(f"{c.data.elapsed:.1f} s")
-            col = FigureColumn(title=c.label, subtitle="  ".join(sub), image=Tile(c.image.data, lv, c.image._cmap_name))
+            col = FigureColumn(title=c.label, subtitle="  ".join(sub), image=Tile(c.image.data, lv, c.image.cmap_name))
             if c.error is not None and c.error.data is not None and self.error_bar is not None:
                 col.error = Tile(c.error.data, tuple(self.error_bar.levels()), "inferno")
             if c.std is not None and c.std.data is not None and self.std_bar is not None:
