@@ -302,8 +302,8 @@ class Problem:
         p = Problem(
             self.y.to(device), self.grid_shape, self.recon_shape, mask=self.mask, trajectory=self.trajectory,
             dcf=self.dcf, maps=None if self._maps is None else self._maps.to(device), reference=self.reference,
-            data_range=self.data_range, device=device, maps_method=self.maps_method, calib=self.calib, sampling=self.sampling,
-            provenance=self.provenance,
+            data_range=self.data_range, device=device, maps_method=self.maps_method, calib=self.calib,
+            sampling=self.sampling, provenance=self.provenance,
         )
         for key in ("noise_std", "scale"):
             if key in self._cache:
