@@ -57,9 +57,9 @@ class CompareGrid(QtWidgets.QScrollArea):
         super().__init__(parent)
         self.setWidgetResizable(True)
         host = QtWidgets.QWidget()
-        self.grid = QtWidgets.QGridLayout(host)
-        self.grid.setSpacing(2)
-        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.panel_layout = QtWidgets.QGridLayout(host)
+        self.panel_layout.setSpacing(2)
+        self.panel_layout.setContentsMargins(0, 0, 0, 0)
         self.setWidget(host)
         self.columns: list[PanelColumn] = []
         self.mode = "magnitude"
@@ -93,7 +93,7 @@ class CompareGrid(QtWidgets.QScrollArea):
             box.setToolTip("give this panel its own window/level (drag the ends of its colour bar)")
             col = PanelColumn(data=data, image=panel, override=box)
             box.toggled.connect(lambda on, c=col: self._override(c, on))
-            self.grid.addWidget(box, OVERRIDE_ROW, ci, alignment=Qt.AlignmentFlag.AlignHCenter)
+            self.panel_layout.addWidget(box, OVERRIDE_ROW, ci, alignment=Qt.AlignmentFlag.AlignHCenter)
             if show_err and data.key != REFERENCE:
                 col.error = self._panel(f"error: {data.label}", ERROR_ROW, ci, cmap="inferno")
             if data.std is not None:
@@ -122,12 +122,12 @@ class CompareGrid(QtWidgets.QScrollArea):
         else:
             msg = QtWidgets.QLabel("Open a scan, then run methods (Methods panel) to compare them here.")
             msg.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            self.grid.addWidget(msg, IMAGE_ROW, 0)
+            self.panel_layout.addWidget(msg, IMAGE_ROW, 0)
         # only rows that hold panels take the height (without error / std maps the images fill the grid)
         used = {IMAGE_ROW, ERROR_ROW if show_err and any(c.error is not None for c in self.columns) else None,
                 STD_ROW if any_std else None}
         for r in range(4):
-            self.grid.setRowStretch(r, 1 if r in used else 0)
+            self.panel_layout.setRowStretch(r, 1 if r in used else 0)
         self.render(autorange=True)
         if first_view is not None:
             # fit once the new panels have their sizes
@@ -155,7 +155,7 @@ class CompareGrid(QtWidgets.QScrollArea):
         panel.hovered.connect(self.hovered)
         # small enough that five results, the reference and the colour bar fit a 1400 px window
         panel.setMinimumSize(150, 150)
-        self.grid.addWidget(panel, row, column)
+        self.panel_layout.addWidget(panel, row, column)
         return panel
 
     def _colorbar(self, label: str, cmap: str, row: int, column: int, items: list[Any] | None = None
@@ -166,14 +166,14 @@ class CompareGrid(QtWidgets.QScrollArea):
         host.addItem(bar, row=0, col=0)
         if items is not None:
             bar.setImageItem(items)
-        self.grid.addWidget(host, row, column)
+        self.panel_layout.addWidget(host, row, column)
         return bar
 
     def _clear(self) -> None:
         self.overlay.forget()
         self.image_bar = self.error_bar = self.std_bar = None
-        while self.grid.count():
-            item = self.grid.takeAt(0)
+        while self.panel_layout.count():
+            item = self.panel_layout.takeAt(0)
             w = item.widget()
             if w is not None:
                 w.hide()
