@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported when a tensor is asked for: `workbench info` never needs it
+    import torch
 
 from workbench.errors import InvalidDataError
 
@@ -102,6 +104,8 @@ class Scan:
         if not np.isfinite(k).all():
             bad = int((~np.isfinite(k)).sum())
             raise InvalidDataError(self.path, f"slice {index} k-space has {bad} NaN/Inf values")
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(k, dtype=np.complex64)).to(device)
 
     def reference(self, index: int = 0) -> np.ndarray | None:
@@ -113,6 +117,8 @@ class Scan:
     def trajectory_tensor(self, device: str | torch.device = "cpu") -> torch.Tensor | None:
         if self.trajectory is None:
             return None
+        import torch
+
         return torch.as_tensor(self.trajectory, dtype=torch.float32, device=device)
 
     def summary(self) -> dict[str, Any]:
