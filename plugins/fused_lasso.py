@@ -21,7 +21,7 @@ from workbench.physics.gradient import FiniteDifference2D
 from workbench.physics.wavelet import Wavelet2D
 from workbench.toolkit import (
     WAVELETS, Capabilities, Method, check_wavelet_levels, dcf_weighting_param, kappa_param, lam_rule_param,
-    maps_reasons, param, record_objective_param, regularised_least_squares, search_iter_param, solve_with_weight,
+    maps_reasons, param, penalised_solver, record_objective_param, search_iter_param, solve_with_weight,
     tv_penalty, wavelet_penalty, wavelet_reasons,
 )
 
@@ -60,21 +60,14 @@ class FusedLasso(Method):
 
     def run(self, problem, params: FusedLassoParams, ctx):
         check_wavelet_levels(self, problem, params.levels)
+        W = Wavelet2D(problem.grid_shape, params.wavelet, params.levels)
+        D = FiniteDifference2D(problem.grid_shape)
 
-        def make_solve(data, scale, lip):
-            W = Wavelet2D(data.A.ishape, params.wavelet, params.levels)
-            D = FiniteDifference2D(data.A.ishape)
+        def penalties(lam_abs):  # one weight scales both terms
+            isotropic = params.variant == "isotropic"
+            return [wavelet_penalty(W, lam_abs), tv_penalty(D, params.tv_ratio * lam_abs, isotropic)]
 
-            def solve(A, y, lam_abs, x0=None, n_iter=params.n_iter, callback=None, track_objective=False):
-                penalties = [wavelet_penalty(W, lam_abs),
-                             tv_penalty(D, params.tv_ratio * lam_abs, params.variant == "isotropic")]
-                return regularised_least_squares(
-                    A, y, penalties, solver=params.solver, linearized=not problem.is_cartesian,
-                    lam_relative=lam_abs / scale, n_iter=n_iter, x0=x0, lipschitz_A=lip,
-                    track_objective=track_objective, callback=callback)
-            return solve
-
-        run = solve_with_weight(problem, params, ctx, make_solve)
+        run = solve_with_weight(problem, params, ctx, penalised_solver(problem, penalties, params.solver))
         if params.lam is None:
             run.chosen.update(lam_wavelet=run.lam, lam_tv=params.tv_ratio * run.lam)
         return run.to_result(problem, ctx, lam_wavelet_absolute=run.lam * run.scale,

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.toolkit import (
-    Capabilities, Method, dcf_weighting_param, kappa_param, lam_rule_param, maps_reasons, param,
-    record_objective_param, regularised_least_squares, search_iter_param, solve_with_weight, tv_penalty,
-)
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.solvers import linearized_theta, pdhg_ratio
+from workbench.toolkit import (
+    Capabilities, Method, dcf_weighting_param, kappa_param, lam_rule_param, maps_reasons, param,
+    penalised_solver, record_objective_param, search_iter_param, solve_with_weight, tv_penalty,
+)
 
 
 @dataclass
@@ -60,17 +60,9 @@ class TotalVariation(Method):
         return super().check(problem) + maps_reasons(problem)
 
     def run(self, problem, params: TVParams, ctx):
-        def make_solve(data, scale, lip):
-            D = FiniteDifference2D(data.A.ishape)
-
-            def solve(A, y, lam_abs, x0=None, n_iter=params.n_iter, callback=None, track_objective=False):
-                return regularised_least_squares(
-                    A, y, [tv_penalty(D, lam_abs, params.variant == "isotropic")], solver=params.solver,
-                    linearized=not problem.is_cartesian, lam_relative=lam_abs / scale, n_iter=n_iter, x0=x0,
-                    lipschitz_A=lip, track_objective=track_objective, callback=callback)
-            return solve
-
-        run = solve_with_weight(problem, params, ctx, make_solve)
+        D = FiniteDifference2D(problem.grid_shape)
+        tv = lambda lam_abs: [tv_penalty(D, lam_abs, params.variant == "isotropic")]  # noqa: E731
+        run = solve_with_weight(problem, params, ctx, penalised_solver(problem, tv, params.solver))
         extras = {"lam_absolute": run.lam * run.scale, "scale": run.scale, "lipschitz_A": run.lipschitz_A}
         if params.solver == "pdhg" and problem.is_cartesian:
             extras["pdhg_ratio"] = pdhg_ratio(run.lam)

@@ -59,6 +59,7 @@ from workbench.solvers import (
 
 __all__ = [
     "LAM_RULES",
+    "RUN_DEFAULTS",
     "WAVELETS",
     "Capabilities",
     "DataTerm",
@@ -81,6 +82,7 @@ __all__ = [
     "maps_reasons",
     "operator_norm2",
     "param",
+    "penalised_solver",
     "record_objective_param",
     "regularised_least_squares",
     "search_iter_param",
@@ -97,6 +99,9 @@ LAM_RULES = ("discrepancy", "validation")
 LAM_MIN = 1e-4  # relative weight of the "unregularised" floor solve
 LAM_START = 3e-3  # first relative weight tried by the searches
 WAVELETS = ("db4", "haar", "db2", "db8", "sym4", "sym8", "coif2")  # orthogonal wavelets offered to users
+# what solve_with_weight uses for the settings a method's Params does not declare
+RUN_DEFAULTS = {"lam_rule": "discrepancy", "kappa": 0.03, "search_iter": 30, "dcf_weighting": True,
+                "record_objective": True}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -382,6 +387,26 @@ class WeightedSolution:
         return finish_run(problem, ctx, self.result.x, self.history, self.extras, self.chosen)
 
 
+def penalised_solver(problem: Any, penalties: Callable[[float], list[Penalty]], solver: str = "pdhg"
+                     ) -> Callable[[DataTerm, float, float], Solve]:
+    """The ``make_solve`` of :func:`solve_with_weight` for ``min_x 0.5 ||A x - y||^2 + sum_j penalty_j(x)``:
+    ``penalties(lam_abs)`` gives the :class:`Penalty` terms (operators on ``problem.grid_shape``) for the weight
+    in data units; :func:`regularised_least_squares` solves with ``solver`` (``"pdhg"``: the linearised form
+    for non-Cartesian data, whose normal operator is the cheap Toeplitz embedding; or ``"admm"``), its step
+    balance following the relative weight ``lam_abs / scale``."""
+
+    def make_solve(data: DataTerm, scale: float, lipschitz_A: float) -> Solve:
+        def solve(A, y, lam_abs, x0=None, *, n_iter, callback=None, track_objective=False):
+            return regularised_least_squares(
+                A, y, penalties(lam_abs), solver=solver, linearized=not problem.is_cartesian,
+                lam_relative=lam_abs / scale, n_iter=n_iter, x0=x0, lipschitz_A=lipschitz_A,
+                track_objective=track_objective, callback=callback)
+
+        return solve
+
+    return make_solve
+
+
 def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
                       make_solve: Callable[[DataTerm, float, float], Solve]) -> WeightedSolution:
     """The run of a regularised method up to its final solve.
@@ -391,11 +416,13 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
     search's image), then ``params.n_iter`` iterations with progress, history, intermediate images and
     cancellation (:func:`iteration_callback`).
 
-    ``params`` has the fields ``lam`` (relative, or None), ``n_iter``, ``lam_rule``, ``kappa``, ``search_iter``,
-    ``dcf_weighting`` and ``record_objective``.
+    ``params`` has the fields ``lam`` (relative, or None) and ``n_iter``, and may declare the settings
+    ``lam_rule``, ``kappa``, ``search_iter``, ``dcf_weighting`` and ``record_objective`` (:func:`lam_rule_param`,
+    ...); those it leaves out take the defaults of :data:`RUN_DEFAULTS`.
     """
     t0 = time.perf_counter()
-    data, extras = start_run(problem, ctx, params.dcf_weighting)
+    setting = {name: getattr(params, name, default) for name, default in RUN_DEFAULTS.items()}
+    data, extras = start_run(problem, ctx, setting["dcf_weighting"])
     scale = weight_scale(problem)
     lip = operator_norm2(data.A, data.y)
     solve = make_solve(data, scale, lip)
@@ -403,12 +430,12 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
     x0, start = None, 0.0
     lam = params.lam
     if lam is None:
-        lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=params.lam_rule, kappa=params.kappa,
-                                         n_iter=params.search_iter)
+        lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=setting["lam_rule"],
+                                         kappa=setting["kappa"], n_iter=setting["search_iter"])
         extras["lam_search"] = search_trace(search, scale)
         x0, start = search.x, 0.5
     history: list[dict] = []
     callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
     result = solve(data.A, data.y, lam * scale, x0=x0, n_iter=params.n_iter, callback=callback,
-                   track_objective=params.record_objective)
+                   track_objective=setting["record_objective"])
     return WeightedSolution(result, lam, scale, lip, data, history, chosen, extras)
