@@ -35,18 +35,16 @@ def zero_filled_table(path, accelerations=(4, 8)) -> dict:
     import numpy as np
 
     from workbench.io import open_scan
-    from workbench.metrics import evaluate
     from workbench.physics.fft import center_crop, ifft2c, rss
     from workbench.sampling.masks import EquispacedLineMask, RandomLineMask, acs_shape, effective_acceleration
+    from workbench.scoring import evaluate, volume_data_range
 
     scan = open_scan(path)
     index = scan.n_slices // 2
     kspace = scan.kspace(index)
     reference = scan.reference(index)
     # fastMRI scores a slice with its volume's maximum (stored as the file's "max" attribute)
-    volume_max = scan.attrs.get("max")
-    if volume_max is None:
-        volume_max = max(float(scan.reference(i).max()) for i in range(scan.n_slices))
+    volume_max, _ = volume_data_range(scan, reference)
     rows = []
     for acc in accelerations:
         cf = center_fraction_for(acc)
