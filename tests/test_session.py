@@ -642,3 +642,44 @@ def test_loaded_trajectory_keeps_its_density_compensation_on_the_slider(session,
     session.set_acceleration(6.0)
     assert session.sampling_state.requested_acceleration == 6.0
     assert session.sampling.kind == "golden-radial" and session.sampling.dcf_method == "voronoi"
+
+
+def test_parts_never_import_the_session():
+    """The headless parts of workbench/session/ are given values: none imports the facade or the package."""
+    import ast
+    import pathlib
+
+    import workbench.session as package
+
+    folder = pathlib.Path(package.__file__).parent
+    for path in folder.glob("*.py"):
+        if path.name in ("__init__.py", "facade.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name not in ("workbench.session", "workbench.session.facade"), (path.name, name)
+                assert not (isinstance(node, ast.ImportFrom) and node.level), (path.name, "relative import")
+
+
+def test_acquired_dcf_is_computed_once_by_the_problem_and_shared_with_the_session(monkeypatch):
+    """The DCF of an acquired trajectory has one owner (workbench.problem.acquired_dcf): the session's PSF,
+    trajectory view and problems reuse one computation per scan and method."""
+    import workbench.sampling.dcf as dcf_module
+
+    calls = []
+    original = dcf_module.compute_dcf
+    monkeypatch.setattr(dcf_module, "compute_dcf", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    s = Session(device="cpu")
+    try:
+        s.set_scan(_radial_scan(file_dcf=False)[0])
+        psf, (_, weights) = s.psf(), s.trajectory_view()
+        problem = s.problem()
+        np.testing.assert_allclose(problem.dcf.numpy(), weights, rtol=0, atol=0)
+        assert psf.max() == pytest.approx(1.0) and calls == ["pipe-menon"]
+        s.set_acquired_dcf_method("voronoi")
+        s.psf(), s.problem(), s.problem()
+        assert calls == ["pipe-menon", "voronoi"] and s.problem().provenance["dcf_method"] == "voronoi"
+    finally:
+        s.shutdown()
