@@ -155,11 +155,25 @@ def _metrics(problem, image) -> dict[str, float]:
     return evaluate(ref, problem.crop(image).abs() if torch.is_tensor(image) else image, data_range=problem.data_range)
 
 
+def equal_step_tv(A, y, lam: float, n_iter: int) -> torch.Tensor:
+    """Isotropic TV by textbook Chambolle-Pock with equal steps on ``K = [A; D]``: the baseline the published
+    figures were computed with (``workbench.solvers.total_variation`` balances its steps and gets further in
+    the same iterations, 0.0-0.2 dB more PSNR at 100)."""
+    from workbench.physics.gradient import FiniteDifference2D
+    from workbench.solvers import pdhg, pdhg_steps, prox_dual_least_squares, tv_penalty
+
+    D = FiniteDifference2D(A.ishape)
+    x0 = torch.zeros(A.ishape, dtype=y.dtype, device=y.device)
+    tau, sigma = pdhg_steps([A, D], x0)
+    proxes = [lambda u, s: prox_dual_least_squares(u, s, y), tv_penalty(D, lam).dual_prox]
+    return pdhg(x0, [A, D], proxes, tau=tau, sigma=sigma, n_iter=n_iter).x
+
+
 def run_classical(problem, n_iter: int, noncartesian: bool = False) -> dict[str, dict[float, dict[str, float]]]:
     """TV and l1-wavelet over their weight grids (Cartesian), CG-SENSE and TV (non-Cartesian: the issue's
     "iterative SENSE / TV with the Toeplitz operator"). Non-Cartesian problems are solved density-weighted
     (``D^1/2 A``, whose normal is the Toeplitz ``A^H D A``), the preconditioned least squares NC-PDNet uses."""
-    from workbench.solvers.recon import cg_sense, l1_wavelet, lipschitz, total_variation
+    from workbench.solvers.recon import cg_sense, l1_wavelet, lipschitz
 
     A, y = problem.A, problem.y
     if not problem.is_cartesian and problem.dcf is not None:
@@ -175,7 +189,7 @@ def run_classical(problem, n_iter: int, noncartesian: bool = False) -> dict[str,
             out["cg-sense"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
     for f in TV_GRID:
         t = time.perf_counter()
-        x = total_variation(A, y, f * scale, n_iter=n_iter, track_objective=False).x
+        x = equal_step_tv(A, y, f * scale, n_iter)
         out["tv"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
     for f in () if noncartesian else L1_GRID:
         t = time.perf_counter()
