@@ -10,12 +10,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from workbench.arrays import jsonable
 from workbench.errors import SamplingError, WorkbenchError
 from workbench.scan import Scan
 from workbench.session.project import Project, load_project, save_project
-from workbench.session.runs import (Background, JobFollower, MethodChecks, ResultEntry, Sweep, comparison_rows,
-                                    next_label, write_metrics_csv)
+from workbench.session.runs import (Background, MethodChecks, ResultEntry, Runs, Sweep, comparison_rows,
+                                    write_metrics_csv)
 from workbench.session.sampling_state import ACQUIRED, USER, SamplingModel, SamplingState, recipe_of
 from workbench.session.views import DerivedImages, SliceViews
 
@@ -44,9 +43,7 @@ class Session:
         self.slice_index = 0
         self.coil_index: int | None = None
         self.symmetric = False  # hand-drawn edits are mirrored through the k-space centre
-        self.results: list[ResultEntry] = []
-        self.sweeps: list[Sweep] = []
-        self._next_id = 1
+        self._runs = Runs(lambda fn: self.dispatch(fn), self.emit)
         #: compute the non-Cartesian zero-filled image and PSF on a helper thread (``zero_filled()`` / ``psf()``
         #: are None meanwhile; a ``"sampling"`` event follows): opening a radial scan never freezes the window.
         self.background_derived = False
@@ -86,17 +83,15 @@ class Session:
     def set_scan(self, scan: Scan, *, slice_index: int | None = None) -> None:
         """Show ``scan``: middle slice, coil-combined, its default sampling (equispaced R=4 for fully sampled
         Cartesian data, the acquired samples otherwise); the previous scan's results go (jobs cancelled)."""
-        old = self.results + [e for sw in self.sweeps for e in sw.entries]
-        for e in old:
-            self.cancel(e)
-        self.results, self.sweeps, self.scan = [], [], scan
+        had_runs = self._runs.replace([])
+        self.scan = scan
         self._model = SamplingModel(scan, self._sampling_changed)
         self._views = self._derived = None
         self._checks = MethodChecks()
         self.slice_index = scan.n_slices // 2 if slice_index is None else int(slice_index)
         self.coil_index = None
         self.emit("scan", scan)
-        if old:
+        if had_runs:
             self.emit("results", self.results)
         self.emit("slice", self.slice_index, self.coil_index)
         self.emit("sampling", self.sampling_state)
@@ -260,19 +255,15 @@ class Session:
     # --- the slice under the sampling: views.DerivedImages ----------------------------------------------------
     def _derived_images(self) -> DerivedImages | None:
         if self._derived is None and self.scan is not None:
-            # the non-Cartesian zero-filled image: RSS of the density-compensated gridded coil images (no maps)
-            def zero_filled_of(st: SamplingState) -> torch.Tensor:
-                problem = self.problem(st.sampling, self.slice_index)
-                return problem.crop(problem.zero_filled("rss"))
-
-            def on_ready(derived: DerivedImages) -> None:
-                if derived is self._derived:  # else the slice or sampling changed: the new one computes its own
-                    self.emit("sampling", self.sampling_state)
-
-            self._derived = DerivedImages(self.views, self.sampling_state, zero_filled_of,
-                                          self._background if self.background_derived else None, self.dispatch,
-                                          on_ready)
+            idx = self.slice_index
+            self._derived = DerivedImages(self.views, self.sampling_state, lambda sampling: self.problem(sampling, idx),
+                                          self._background if self.background_derived else None,
+                                          lambda fn: self.dispatch(fn), self._derived_ready)
         return self._derived
+
+    def _derived_ready(self, derived: DerivedImages) -> None:
+        if derived is self._derived:  # else the slice or sampling changed: the new one computes its own
+            self.emit("sampling", self.sampling_state)
 
     def zero_filled(self) -> np.ndarray | None:
         return None if self.scan is None else self._derived_images().get("zero_filled")
@@ -314,8 +305,16 @@ class Session:
         e = self.entry(key)
         return None if e is None else (e.image if e.image is not None else e.preview)
 
+    @property
+    def results(self) -> list[ResultEntry]:
+        return self._runs.results
+
+    @property
+    def sweeps(self) -> list[Sweep]:
+        return self._runs.sweeps
+
     def entry(self, entry_id: Any) -> ResultEntry | None:
-        return next((e for e in self.results if e.id == entry_id), None)
+        return self._runs.entry(entry_id)
 
     # --- problems and runs: runs, workbench.jobs --------------------------------------------------------------
     def problem(self, sampling: Any = "current", slice_index: int | None = None, device: str | None = None,
@@ -358,34 +357,24 @@ class Session:
             sweep: Sweep | None = None) -> ResultEntry:
         """Run ``method`` with ``params`` (validated now: ``ParamError``) on the current slice and sampling as a
         background job; returns the :class:`ResultEntry` that follows it (``"result"`` events)."""
-        from workbench.methods import params_to_dict
-
         scan, st = self._require_scan(), self.sampling_state
         current = isinstance(sampling, str) and sampling == "current"
         if current and st.kind != ACQUIRED and st.sampling is None:
             raise SamplingError("the mask is empty: draw or choose a sampling first")
         idx = self.slice_index if slice_index is None else int(slice_index)
         p = method.make_params(params)
-        name = getattr(method, "name", type(method).__name__)
-        entry = ResultEntry(
-            id=self._next_id, method=name, params=jsonable(params_to_dict(p)), slice_index=idx,
-            sampling=st.recipe() if current else recipe_of(sampling), label=label or next_label(self.results, name),
-            version=str(getattr(method, "version", "")), device=self.compute_device,
-            sweep_id=None if sweep is None else sweep.id,
-            acceleration=acceleration if acceleration is not None else st.acceleration)
-        self._next_id += 1
-        sampling = st.sampling if current else sampling
-        here = idx == self.slice_index  # another slice (a volume run): the reference comes with its problem
-        scale_free = self.reference_scale_free() if here else scan.reference_kind == "sense"
-        follower = JobFollower(entry, self.reference() if here else None, self.data_range() if here else None,
-                               self.recon_shape, scale_free, self.dispatch, self._notify)
-        (sweep.entries if sweep is not None else self.results).append(entry)
-        if sweep is None:
-            self.emit("results", self.results)
+        recipe, sampling = (st.recipe(), st.sampling) if current else (recipe_of(sampling), sampling)
         # the acquired data's density compensation as chosen now (the entry's sampling recipe records it)
-        dcf_method, device = st.params.get("dcf_method") if current and st.kind == ACQUIRED else "current", entry.device
-        follower.submit(self.job_queue, method, p, lambda: self.problem(sampling, idx, device, dcf_method))
-        return entry
+        dcf_method = st.params.get("dcf_method") if current and st.kind == ACQUIRED else "current"
+        device = self.compute_device
+        here = idx == self.slice_index  # another slice (a volume run): the reference comes with its problem
+        return self._runs.start(
+            self.job_queue, method, p, lambda: self.problem(sampling, idx, device, dcf_method),
+            reference=self.reference() if here else None, data_range=self.data_range() if here else None,
+            recon_shape=self.recon_shape, sweep=sweep, label=label,
+            scale_free=self.reference_scale_free() if here else scan.reference_kind == "sense",
+            slice_index=idx, sampling=recipe, device=device,
+            acceleration=acceleration if acceleration is not None else st.acceleration)
 
     def check_methods(self, methods: Iterable[Any], callback: Callable[[dict[str, list[str]]], None] | None = None
                       ) -> dict[str, list[str]] | None:
@@ -397,26 +386,14 @@ class Session:
             lambda: self.problem(sampling, idx))
         return self._checks.check(list(methods), key, build, callback, self._background, self.dispatch)
 
-    def _notify(self, entry: ResultEntry) -> None:
-        self.emit("result", entry)
-        for sw in self.sweeps if entry.sweep_id is not None else ():
-            if sw.id == entry.sweep_id:
-                self.emit("sweep", sw)
-
     def cancel(self, entry: ResultEntry) -> None:
         """Ask the entry's job to stop (cooperative: at the method's next iteration; a queued job never starts)."""
-        if entry.active:
-            entry.cancel_requested = True
-            if entry.job is not None:
-                entry.job.cancel()
+        self._runs.cancel(entry)
 
     def remove_result(self, entry: ResultEntry) -> None:
-        self.cancel(entry)
         if self._views is not None:
             self._views.forget(entry.id)
-        if entry in self.results:
-            self.results.remove(entry)
-            self.emit("results", self.results)
+        self._runs.remove(entry)
 
     def sweep(self, methods: list[tuple[Any, dict[str, Any]]], accelerations: Iterable[float], *,
               kind: str | None = None) -> Sweep:
@@ -425,9 +402,7 @@ class Session:
         kind = kind or self.model.recipe["kind"]
         kind = "equispaced" if kind in (USER, ACQUIRED) else kind
         accs = [float(a) for a in accelerations]
-        sw = Sweep(id=len(self.sweeps) + 1, kind=kind, accelerations=accs,
-                   methods=[getattr(m, "name", str(m)) for m, _ in methods])
-        self.sweeps.append(sw)
+        sw = self._runs.new_sweep(kind, accs, [getattr(m, "name", str(m)) for m, _ in methods])
         for r in accs:
             st = self.model.family(kind, r)
             for method, params in methods:
@@ -444,8 +419,7 @@ class Session:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Cancel queued and running jobs and stop the worker threads (app exit)."""
-        for e in self.results + [e for s in self.sweeps for e in s.entries]:
-            self.cancel(e)
+        self._runs.cancel_all()
         self._background.shutdown()
         if self._job_queue is not None:
             self._job_queue.shutdown(wait=True, timeout=timeout)
@@ -467,7 +441,5 @@ class Session:
         self.set_coil(project.coil_index)
         self.symmetric = project.symmetric
         self.model.restore(project.sampling)
-        for e in project.results:
-            e.id, self._next_id = self._next_id, self._next_id + 1
-        self.results = project.results
+        self._runs.replace(project.results)
         self.emit("results", self.results)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from workbench import scoring
-from workbench.arrays import fit_shape
+from workbench.arrays import fit_shape, jsonable
 from workbench.errors import WorkbenchError
 from workbench.session.sampling_state import recipe_text, to_numpy
 
@@ -264,6 +264,83 @@ class JobFollower:
             self.post(lambda e: mark_failed(e, message, details, finished, started))
         else:
             self.post(lambda e: mark_cancelled(e, finished, started))
+
+
+class Runs:
+    """The reconstruction runs of one session: ``results`` (single runs, in order) and ``sweeps``, numbered from
+    1, each following its job. ``emit(event, arg)`` announces ``"results"``, ``"result"`` and ``"sweep"``;
+    ``dispatch(fn)`` runs ``fn`` on the observers' thread."""
+
+    def __init__(self, dispatch: Callable[[Callable[[], None]], None], emit: Callable[[str, Any], None]):
+        self._dispatch, self._emit = dispatch, emit
+        self.results: list[ResultEntry] = []
+        self.sweeps: list[Sweep] = []
+        self._next_id = 1
+
+    def entry(self, entry_id: Any) -> ResultEntry | None:
+        return next((e for e in self.results if e.id == entry_id), None)
+
+    def start(self, job_queue: Any, method: Any, params: Any, build_problem: Callable[[], Any], *,
+              reference: np.ndarray | None, data_range: float | None, recon_shape: tuple[int, int],
+              scale_free: bool, sweep: Sweep | None = None, label: str | None = None,
+              **fields: Any) -> ResultEntry:
+        """A new entry (``fields``: slice_index, sampling, device, acceleration, ...) for ``method`` with the
+        validated ``params`` on the problem ``build_problem()`` builds, its job submitted to ``job_queue``."""
+        from workbench.methods import params_to_dict
+
+        name = getattr(method, "name", type(method).__name__)
+        entry = ResultEntry(id=self._next_id, method=name, params=jsonable(params_to_dict(params)),
+                            label=label or next_label(self.results, name), version=str(getattr(method, "version", "")),
+                            sweep_id=None if sweep is None else sweep.id, **fields)
+        self._next_id += 1
+        follower = JobFollower(entry, reference, data_range, recon_shape, scale_free,
+                               lambda fn: self._dispatch(fn), self._notify)
+        (sweep.entries if sweep is not None else self.results).append(entry)
+        if sweep is None:
+            self._emit("results", self.results)
+        follower.submit(job_queue, method, params, build_problem)
+        return entry
+
+    def new_sweep(self, kind: str, accelerations: list[float], methods: list[str]) -> Sweep:
+        sweep = Sweep(id=len(self.sweeps) + 1, kind=kind, accelerations=accelerations, methods=methods)
+        self.sweeps.append(sweep)
+        return sweep
+
+    def _notify(self, entry: ResultEntry) -> None:
+        self._emit("result", entry)
+        for sw in self.sweeps if entry.sweep_id is not None else ():
+            if sw.id == entry.sweep_id:
+                self._emit("sweep", sw)
+
+    @staticmethod
+    def cancel(entry: ResultEntry) -> None:
+        """Ask the entry's job to stop (cooperative: at the method's next iteration; a queued job never starts)."""
+        if entry.active:
+            entry.cancel_requested = True
+            if entry.job is not None:
+                entry.job.cancel()
+
+    def cancel_all(self) -> bool:
+        """Cancel every run; True if there were any."""
+        runs = self.results + [e for sw in self.sweeps for e in sw.entries]
+        for e in runs:
+            self.cancel(e)
+        return bool(runs)
+
+    def remove(self, entry: ResultEntry) -> None:
+        self.cancel(entry)
+        if entry in self.results:
+            self.results.remove(entry)
+            self._emit("results", self.results)
+
+    def replace(self, results: list[ResultEntry]) -> bool:
+        """Drop the runs and sweeps (their jobs cancelled) for ``results`` (e.g. a project's), numbered on; True
+        if there were runs."""
+        had_runs = self.cancel_all()
+        for e in results:
+            e.id, self._next_id = self._next_id, self._next_id + 1
+        self.results, self.sweeps = list(results), []
+        return had_runs
 
 
 def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: list[ResultEntry],

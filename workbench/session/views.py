@@ -240,19 +240,19 @@ def _normalised(p: np.ndarray) -> np.ndarray:
 
 class DerivedImages:
     """The zero-filled image (magnitude, ``recon_shape`` float32), its metrics and the PSF (``|PSF| / max`` on
-    the grid) of one slice under one sampling state. ``zero_filled_of(state)`` gives the non-Cartesian zero-filled
-    image (the RSS of the density-compensated gridded coil images, through a Problem).
+    the grid) of one slice under one sampling state. ``problem_of(sampling)`` builds the slice's Problem: the
+    non-Cartesian zero-filled image is the RSS of its density-compensated gridded coil images (no coil maps).
 
     With ``background`` (``background(fn)`` runs ``fn`` on a helper thread), the non-Cartesian images are
     computed there: meanwhile (and after a failure, see ``values["error"]``) they are None, and once they arrive
     ``on_ready(self)`` is called through ``dispatch`` (on the observers' thread)."""
 
-    def __init__(self, views: SliceViews, state: SamplingState, zero_filled_of: Callable[[SamplingState], Any],
+    def __init__(self, views: SliceViews, state: SamplingState, problem_of: Callable[[Any], Any],
                  background: Callable[[Callable[[], None]], None] | None = None,
                  dispatch: Callable[[Callable[[], None]], None] | None = None,
                  on_ready: Callable[["DerivedImages"], None] | None = None):
         self.views, self.state = views, state
-        self._zero_filled_of = zero_filled_of
+        self._problem_of = problem_of
         self._background, self._dispatch, self._on_ready = background, dispatch, on_ready
         self.values: dict[str, Any] = {}
         self.pending = False  # the non-Cartesian images are being computed in the background
@@ -287,7 +287,8 @@ class DerivedImages:
         self._dispatch(deliver)
 
     def _zero_filled_noncartesian(self) -> np.ndarray:
-        img = self._zero_filled_of(self.state)
+        problem = self._problem_of(self.state.sampling)
+        img = problem.crop(problem.zero_filled("rss"))
         return fit_shape(np.abs(to_numpy(img)).astype(np.float32), self.views.recon_shape)
 
     def _noncartesian(self) -> dict[str, Any]:
