@@ -167,7 +167,7 @@ class Session:
         self.emit("sampling", state)
 
     @property
-    def model(self) -> SamplingModel:
+    def sampling_model(self) -> SamplingModel:
         if self._model is None:
             raise WorkbenchError("no scan is open")
         return self._model
@@ -189,10 +189,10 @@ class Session:
 
     def set_sampling(self, kind: str | None = None, *, acceleration: float | None = None, seed: int | None = None,
                      center_fraction: float | None | str = "keep", **params: Any) -> SamplingState:
-        return self.model.set(kind, acceleration, seed, center_fraction, params)
+        return self.sampling_model.set(kind, acceleration, seed, center_fraction, params)
 
     def set_acceleration(self, acceleration: float) -> SamplingState:
-        return self.model.set_acceleration(acceleration)
+        return self.sampling_model.set_acceleration(acceleration)
 
     @property
     def acquired_dcf_method(self) -> str | None:
@@ -203,32 +203,32 @@ class Session:
         return None if self._model is None else self._model.acquired_dcf_label
 
     def set_acquired_dcf_method(self, method: str | None) -> SamplingState:
-        return self.model.set_acquired_dcf_method(method)
+        return self.sampling_model.set_acquired_dcf_method(method)
 
     @property
     def editing_mask(self) -> bool:
         return self._model is not None and self._model.editing
 
     def begin_user_mask(self, mask: np.ndarray | None = None) -> SamplingState:
-        return self.model.begin_user_mask(mask)
+        return self.sampling_model.begin_user_mask(mask)
 
     def begin_stroke(self) -> None:
-        self.model.begin_stroke()
+        self.sampling_model.begin_stroke()
 
     def end_stroke(self) -> None:
-        self.model.end_stroke()
+        self.sampling_model.end_stroke()
 
     def set_lines(self, columns: Iterable[int], value: bool) -> None:
-        self.model.set_lines(columns, value, self.symmetric)
+        self.sampling_model.set_lines(columns, value, self.symmetric)
 
     def toggle_line(self, column: int) -> bool:
-        return self.model.toggle_line(column, self.symmetric)
+        return self.sampling_model.toggle_line(column, self.symmetric)
 
     def paint(self, row: float, col: float, radius: float, value: bool) -> None:
-        self.model.paint(row, col, radius, value, self.symmetric)
+        self.sampling_model.paint(row, col, radius, value, self.symmetric)
 
     def clear_mask(self) -> None:
-        self.model.clear_mask()
+        self.sampling_model.clear_mask()
 
     @property
     def can_undo(self) -> bool:
@@ -250,7 +250,7 @@ class Session:
         self._model.save(path)
 
     def load_mask(self, path: str | os.PathLike) -> SamplingState:
-        return self.model.load(path)
+        return self.sampling_model.load(path)
 
     # --- the slice under the sampling: views.DerivedImages ----------------------------------------------------
     def _derived_images(self) -> DerivedImages | None:
@@ -399,12 +399,12 @@ class Session:
               kind: str | None = None) -> Sweep:
         """For each (method, params) and acceleration, a background job on the current slice with the current
         Cartesian family (or ``kind``) regenerated at that acceleration. Points arrive as ``"sweep"`` events."""
-        kind = kind or self.model.recipe["kind"]
+        kind = kind or self.sampling_model.recipe["kind"]
         kind = "equispaced" if kind in (USER, ACQUIRED) else kind
         accs = [float(a) for a in accelerations]
         sw = self._runs.new_sweep(kind, accs, [getattr(m, "name", str(m)) for m, _ in methods])
         for r in accs:
-            st = self.model.family(kind, r)
+            st = self.sampling_model.family(kind, r)
             for method, params in methods:
                 self.run(method, params, label=getattr(method, "name", str(method)), sampling=st.sampling,
                          acceleration=st.acceleration, sweep=sw)
@@ -413,7 +413,7 @@ class Session:
 
     def zero_filled_sweep(self, kind: str, accelerations: Iterable[float]) -> dict[float, dict[str, float]]:
         """Zero-filled metrics of the current slice for ``kind`` at each acceleration: {effective R: metrics}."""
-        states = [self.model.family(kind, r) for r in accelerations]
+        states = [self.sampling_model.family(kind, r) for r in accelerations]
         return {float(st.acceleration): self.evaluate(self.views.zero_filled_cartesian(st.mask))
                 for st in states if st.is_cartesian}
 
@@ -430,7 +430,7 @@ class Session:
         """Save the session as a project (:mod:`workbench.session.project`); returns the sidecar path."""
         scan = self._require_scan()
         return save_project(path, Project(scan.path or "", self.scan_options, self.slice_index, self.coil_index,
-                                          self.symmetric, self.model.saved(), list(self.results)), scan)
+                                          self.symmetric, self.sampling_model.saved(), list(self.results)), scan)
 
     def load(self, path: str | os.PathLike) -> None:
         """Open a project saved by :meth:`save`: reopens the scan, restores slice, sampling and the results."""
@@ -440,6 +440,6 @@ class Session:
             self.set_slice(int(project.slice_index))
         self.set_coil(project.coil_index)
         self.symmetric = project.symmetric
-        self.model.restore(project.sampling)
+        self.sampling_model.restore(project.sampling)
         self._runs.replace(project.results)
         self.emit("results", self.results)

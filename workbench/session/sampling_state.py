@@ -3,9 +3,8 @@
 Names: a :class:`workbench.sampling.Sampling` is the library's mask or trajectory; a *recipe* is how the app
 makes one, as a JSON-able dict (``kind``, ``acceleration``, ``seed``, ``center_fraction``, ``params``, and the
 ``mask`` of a hand-drawn one); a :class:`SamplingState` is what the sampling panel shows: the recipe's fields,
-the Sampling made from it and the effective mask / trajectory on this scan. :class:`SamplingStates` turns
-recipes into states for one scan, caching the generated Samplings so that the acceleration slider can go back
-and forth without regenerating them; :class:`SamplingModel` holds the current one and its hand-drawn edits.
+the Sampling made from it and the effective mask / trajectory on this scan. :class:`SamplingModel` turns
+recipes into states for one scan and holds the current one with its hand-drawn edits.
 """
 
 from __future__ import annotations
@@ -156,15 +155,70 @@ def user_sampling(mask: np.ndarray):
     return Sampling.from_mask(mask.copy()) if mask.any() else None
 
 
-class SamplingStates:
-    """Builds the :class:`SamplingState` of a recipe on one scan (generated Samplings cached by recipe)."""
+class SamplingModel:
+    """The sampling of one scan: builds the :class:`SamplingState` of a recipe (generated Samplings cached by
+    recipe), holds the current recipe and state, and edits a hand-drawn mask with undo / redo. Every change
+    builds the new state first (a SamplingError leaves everything as it was), then calls ``on_change(state)``.
+    ``symmetric`` edits are mirrored through the k-space centre."""
 
-    def __init__(self, scan: Any):
+    def __init__(self, scan: Any, on_change: Callable[[SamplingState], None]):
         self.scan = scan
         self.grid_shape: tuple[int, int] = tuple(scan.grid_shape)  # type: ignore[assignment]
-        self._samplings: LRUCache = LRUCache(64)
+        self._samplings: LRUCache = LRUCache(64)  # recipe -> generated Sampling: the slider goes back and forth
         self._acs: LRUCache = LRUCache(128)  # id(sampling) -> (sampling, ACS shape): the search scans the mask
+        self.recipe = default_recipe(scan)
+        self.version = 0
+        self.editor = MaskEditor()
+        self._state: SamplingState | None = None
+        self._on_change = on_change
 
+    @property
+    def state(self) -> SamplingState:
+        if self._state is None:
+            self._state = self.build(self.recipe)
+        return self._state
+
+    def use(self, recipe: dict[str, Any], keep_history: bool = False) -> SamplingState:
+        state = self.build(recipe)
+        self.recipe, self._state = recipe, state
+        self.version += 1
+        if not keep_history:
+            self.editor.clear_history()
+        self._on_change(state)
+        return state
+
+    def set(self, kind: str | None = None, acceleration: float | None = None, seed: int | None = None,
+            center_fraction: float | None | str = "keep", params: dict[str, Any] | None = None) -> SamplingState:
+        if kind == USER and self._state is not None:
+            return self.begin_user_mask()
+        return self.use(changed_recipe(self.recipe, kind, acceleration, seed, center_fraction, params))
+
+    def set_acceleration(self, acceleration: float) -> SamplingState:
+        if self.recipe["kind"] in (USER, ACQUIRED):
+            raise SamplingError(f"the {self.recipe['kind']} sampling has no acceleration setting; pick a family")
+        return self.set(acceleration=acceleration)
+
+    @property
+    def acquired_dcf_method(self) -> str | None:
+        return self.recipe["params"].get("dcf_method") if self.recipe["kind"] == ACQUIRED else None
+
+    @property
+    def acquired_dcf_label(self) -> str | None:
+        if self.scan.is_cartesian or self.recipe["kind"] != ACQUIRED:
+            return None
+        return self.acquired_dcf_method or ("file" if self.scan.dcf is not None else "pipe-menon")
+
+    def set_acquired_dcf_method(self, method: str | None) -> SamplingState:
+        recipe = self.with_dcf_method(self.recipe, method)
+        if recipe == self.recipe and self._state is not None:
+            return self._state
+        return self.use(recipe)
+
+    def family(self, kind: str, acceleration: float) -> SamplingState:
+        """The state of the generated family ``kind`` at ``acceleration`` (not made current: for sweeps)."""
+        return self.build(family_recipe(self.recipe, kind, acceleration))
+
+    # --- building states -------------------------------------------------------------------------------------
     def _key(self, recipe: dict[str, Any]) -> str:
         return json.dumps({k: jsonable(v) for k, v in recipe.items() if k != "mask"}, sort_keys=True) + str(
             self.grid_shape)
@@ -268,7 +322,7 @@ class SamplingStates:
             recipe["params"]["dcf_method"] = check_dcf_method(method)
         return recipe
 
-    def load(self, path: str | os.PathLike) -> dict[str, Any]:
+    def recipe_from_file(self, path: str | os.PathLike) -> dict[str, Any]:
         """The recipe of a sampling file (:meth:`workbench.sampling.Sampling.save`): a Cartesian mask becomes a
         hand-drawn one (``kind`` user with its ``mask``), a trajectory keeps its family's recipe (the slider then
         regenerates the same family) and is used as saved."""
@@ -295,67 +349,6 @@ class SamplingStates:
             recipe["params"]["dcf_method"] = method
         self._samplings.put(self._key(recipe), sampling)
         return recipe
-
-
-class SamplingModel:
-    """The current sampling of one scan: its recipe, its state, and the edits of a hand-drawn mask with their
-    undo / redo. Every change builds the new state first (a SamplingError leaves everything as it was), then
-    calls ``on_change(state)``. ``symmetric`` edits are mirrored through the k-space centre."""
-
-    def __init__(self, scan: Any, on_change: Callable[[SamplingState], None]):
-        self.scan = scan
-        self.states = SamplingStates(scan)
-        self.recipe = default_recipe(scan)
-        self.version = 0
-        self.editor = MaskEditor()
-        self._state: SamplingState | None = None
-        self._on_change = on_change
-
-    @property
-    def state(self) -> SamplingState:
-        if self._state is None:
-            self._state = self.states.build(self.recipe)
-        return self._state
-
-    def use(self, recipe: dict[str, Any], keep_history: bool = False) -> SamplingState:
-        state = self.states.build(recipe)
-        self.recipe, self._state = recipe, state
-        self.version += 1
-        if not keep_history:
-            self.editor.clear_history()
-        self._on_change(state)
-        return state
-
-    def set(self, kind: str | None = None, acceleration: float | None = None, seed: int | None = None,
-            center_fraction: float | None | str = "keep", params: dict[str, Any] | None = None) -> SamplingState:
-        if kind == USER and self._state is not None:
-            return self.begin_user_mask()
-        return self.use(changed_recipe(self.recipe, kind, acceleration, seed, center_fraction, params))
-
-    def set_acceleration(self, acceleration: float) -> SamplingState:
-        if self.recipe["kind"] in (USER, ACQUIRED):
-            raise SamplingError(f"the {self.recipe['kind']} sampling has no acceleration setting; pick a family")
-        return self.set(acceleration=acceleration)
-
-    @property
-    def acquired_dcf_method(self) -> str | None:
-        return self.recipe["params"].get("dcf_method") if self.recipe["kind"] == ACQUIRED else None
-
-    @property
-    def acquired_dcf_label(self) -> str | None:
-        if self.scan.is_cartesian or self.recipe["kind"] != ACQUIRED:
-            return None
-        return self.acquired_dcf_method or ("file" if self.scan.dcf is not None else "pipe-menon")
-
-    def set_acquired_dcf_method(self, method: str | None) -> SamplingState:
-        recipe = self.states.with_dcf_method(self.recipe, method)
-        if recipe == self.recipe and self._state is not None:
-            return self._state
-        return self.use(recipe)
-
-    def family(self, kind: str, acceleration: float) -> SamplingState:
-        """The state of the generated family ``kind`` at ``acceleration`` (not made current: for sweeps)."""
-        return self.states.build(family_recipe(self.recipe, kind, acceleration))
 
     # --- hand-drawn masks ---------------------------------------------------------------------------------------
     @property
@@ -396,7 +389,7 @@ class SamplingModel:
         self.edit(with_disc(self.user_mask(), row, col, radius, value, symmetric))
 
     def clear_mask(self) -> None:
-        self.edit(np.zeros(self.states.grid_shape, dtype=bool))
+        self.edit(np.zeros(self.grid_shape, dtype=bool))
 
     def undo_or_redo(self, redo: bool = False) -> bool:
         if not self.editing:
@@ -415,7 +408,7 @@ class SamplingModel:
         sampling.save(os.fspath(path))
 
     def load(self, path: str | os.PathLike) -> SamplingState:
-        recipe = self.states.load(path)
+        recipe = self.recipe_from_file(path)
         return self.begin_user_mask(recipe["mask"]) if recipe["kind"] == USER else self.use(recipe)
 
     def restore(self, saved: dict[str, Any]) -> None:
