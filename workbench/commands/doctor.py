@@ -13,6 +13,7 @@ cannot start; without it: the library cannot run).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -112,6 +113,16 @@ class Report:
     def problem(self, what: str, blocks: str, advice: str) -> None:
         self.problems.append({"what": what, "blocks": blocks, "advice": advice})
 
+    def imported(self, module: str, section: str, label: str, blocks: str, advice: str) -> Any:
+        """``module`` imported, or None after reporting it: a row ``label`` in ``section`` and a problem that
+        blocks ``blocks`` with ``advice``."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            self.add(section, label, f"not importable ({exc})")
+            self.problem(f"{label} is not installed", blocks, advice)
+            return None
+
     def blocking(self, use: str) -> list[dict[str, Any]]:
         """Problems that stop ``use`` ("library" or "app"; the app needs the library too)."""
         uses = {"library"} if use == "library" else {"library", "app"}
@@ -128,11 +139,8 @@ def _check_python(r: Report) -> None:
 
 
 def _check_qt(r: Report, environ: dict[str, str]) -> None:
-    try:
-        from PyQt6 import QtCore
-    except ImportError as exc:
-        r.add("Qt", "PyQt6", f"not importable ({exc})")
-        r.problem("PyQt6 is not installed", "app", "pip install 'mri-workbench[gui]' (make demo does it)")
+    QtCore = r.imported("PyQt6.QtCore", "Qt", "PyQt6", "app", "pip install 'mri-workbench[gui]' (make demo does it)")
+    if QtCore is None:
         return
     r.add("Qt", "PyQt6 / Qt", f"{QtCore.PYQT_VERSION_STR} / {QtCore.QT_VERSION_STR}")
     plugins = Path(QtCore.QLibraryInfo.path(QtCore.QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
@@ -167,11 +175,8 @@ def _check_qt(r: Report, environ: dict[str, str]) -> None:
 
 
 def _check_torch(r: Report) -> None:
-    try:
-        import torch
-    except ImportError as exc:
-        r.add("Compute", "torch", f"not importable ({exc})")
-        r.problem("torch is not installed", "library", "pip install torch (make does it)")
+    torch = r.imported("torch", "Compute", "torch", "library", "pip install torch (make does it)")
+    if torch is None:
         return
     r.add("Compute", "torch", f"{torch.__version__} ({torch.get_num_threads()} threads, {os.cpu_count()} cores)")
     if torch.cuda.is_available():
