@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass
 
 from workbench.solvers import conjugate_gradient
-from workbench.toolkit import Capabilities, Method, RunContext, finish_run, iteration_callback, maps_reasons, param, start_run
+from workbench.toolkit import (
+    Capabilities, Method, RunContext, finish_run, iteration_callback, maps_reasons, param, start_run,
+)
 
 MIN_TOL = 1e-7
 

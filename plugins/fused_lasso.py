@@ -8,9 +8,9 @@ weight ``lam`` scales both penalties, their proportion is fixed by ``tv_ratio``;
 (``lam = None``) searches a single number, as for l1-wavelet and TV, and both chosen weights are reported
 (``Result.chosen["lam_wavelet"]``, ``["lam_tv"]``, relative to the scale).
 
-Solver: PDHG on ``K = [A; W; D]`` with one dual step per block and the primal/dual balance of the TV plugin
-(``workbench.solvers.regularised_least_squares``; non-Cartesian data: the linearised Condat-Vu variant with the Toeplitz normal operator),
-or ADMM with splittings ``W x`` and ``D x`` and a CG x-update.
+Solver (``workbench.solvers.regularised_least_squares``): PDHG on ``K = [A; W; D]`` with one dual step per block
+and the primal/dual balance of the TV plugin (non-Cartesian data: the linearised Condat-Vu variant with the
+Toeplitz normal operator), or ADMM with splittings ``W x`` and ``D x`` and a CG x-update.
 """
 
 from __future__ import annotations
@@ -20,31 +20,22 @@ from dataclasses import dataclass
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.physics.wavelet import Wavelet2D
 from workbench.toolkit import (
-    WAVELETS, Capabilities, Method, check_wavelet_levels, dcf_weighting_param, kappa_param, lam_rule_param,
-    maps_reasons, param, penalised_solver, record_objective_param, search_iter_param, solve_with_weight,
-    tv_penalty, wavelet_penalty, wavelet_reasons,
+    Capabilities, Method, check_wavelet_levels, lam_param, levels_param, maps_reasons, param, penalised_solver,
+    solve_with_weight, solver_param, tv_penalty, wavelet_param, wavelet_penalty, wavelet_reasons, weight_settings,
 )
 
 
+@weight_settings
 @dataclass
 class FusedLassoParams:
-    lam: float | None = param(None, min=1e-6, max=1.0, log_scale=True, unit="x scale",
-                              help="wavelet weight relative to the image intensity scale (99th percentile of the "
-                                   "zero-filled magnitude); the TV weight is tv_ratio * lam; empty/auto = chosen "
-                                   "automatically")
+    lam: float | None = lam_param("wavelet weight (the TV weight is tv_ratio * lam)")
     tv_ratio: float = param(1.0, min=0.0, max=100.0, label="TV / wavelet",
                             help="TV weight as a multiple of the wavelet weight (0 = l1-wavelet only)")
     n_iter: int = param(100, min=1, max=5000, help="iterations")
-    wavelet: str = param("db4", choices=WAVELETS, help="orthogonal wavelet (PyWavelets name)")
-    levels: int | None = param(None, min=1, max=10, help="decomposition levels; auto = up to 4")
+    wavelet: str = wavelet_param()
+    levels: int | None = levels_param()
     variant: str = param("isotropic", choices=("isotropic", "anisotropic"), help="TV variant")
-    solver: str = param("pdhg", choices=("pdhg", "admm"),
-                        help="primal-dual hybrid gradient (no inner solves) or ADMM with a CG x-update")
-    lam_rule: str = lam_rule_param()
-    kappa: float = kappa_param()
-    search_iter: int = search_iter_param()
-    dcf_weighting: bool = dcf_weighting_param()
-    record_objective: bool = record_objective_param()
+    solver: str = solver_param()
 
 
 class FusedLasso(Method):

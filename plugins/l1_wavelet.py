@@ -22,28 +22,21 @@ from dataclasses import dataclass
 
 from workbench.solvers import l1_wavelet
 from workbench.toolkit import (
-    WAVELETS, Capabilities, Method, check_wavelet_levels, dcf_weighting_param, kappa_param, lam_rule_param,
-    maps_reasons, param, record_objective_param, search_iter_param, solve_with_weight, wavelet_reasons,
+    Capabilities, Method, check_wavelet_levels, lam_param, levels_param, maps_reasons, param, solve_with_weight,
+    wavelet_param, wavelet_reasons, weight_settings,
 )
 
 
+@weight_settings
 @dataclass
 class L1WaveletParams:
-    lam: float | None = param(None, min=1e-6, max=1.0, log_scale=True, unit="x scale",
-                              help="sparsity weight relative to the image intensity scale (99th percentile of the "
-                                   "zero-filled magnitude); typical 0.001-0.01; empty/auto = chosen automatically")
+    lam: float | None = lam_param("sparsity weight (typical 0.001-0.01)")
     n_iter: int = param(100, min=1, max=5000, help="FISTA iterations")
-    wavelet: str = param("db4", choices=WAVELETS, help="orthogonal wavelet (PyWavelets name)")
-    levels: int | None = param(None, min=1, max=10, help="decomposition levels; auto = up to 4 (fewer for small "
-                                                           "images)")
+    wavelet: str = wavelet_param()
+    levels: int | None = levels_param()
     cycle_spinning: bool = param(True, help="threshold in a randomly shifted wavelet grid at every iteration "
                                             "(removes blocky artefacts)")
     seed: int = param(0, min=0, max=2**31 - 1, help="random seed of the cycle-spinning shifts")
-    lam_rule: str = lam_rule_param()
-    kappa: float = kappa_param()
-    search_iter: int = search_iter_param()
-    dcf_weighting: bool = dcf_weighting_param()
-    record_objective: bool = record_objective_param()
 
 
 class L1Wavelet(Method):

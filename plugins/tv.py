@@ -25,27 +25,20 @@ from dataclasses import dataclass
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.solvers import linearized_theta, pdhg_ratio
 from workbench.toolkit import (
-    Capabilities, Method, dcf_weighting_param, kappa_param, lam_rule_param, maps_reasons, param,
-    penalised_solver, record_objective_param, search_iter_param, solve_with_weight, tv_penalty,
+    Capabilities, Method, lam_param, maps_reasons, param, penalised_solver, solve_with_weight, solver_param,
+    tv_penalty, weight_settings,
 )
 
 
+@weight_settings
 @dataclass
 class TVParams:
-    lam: float | None = param(None, min=1e-6, max=1.0, log_scale=True, unit="x scale",
-                              help="TV weight relative to the image intensity scale (99th percentile of the "
-                                   "zero-filled magnitude); typical 0.001-0.01; empty/auto = chosen automatically")
+    lam: float | None = lam_param("TV weight (typical 0.001-0.01)")
     n_iter: int = param(100, min=1, max=5000, help="iterations")
     variant: str = param("isotropic", choices=("isotropic", "anisotropic"),
                          help="isotropic: l2 norm of the gradient per pixel (rotation invariant); anisotropic: l1 "
                               "norm of both differences")
-    solver: str = param("pdhg", choices=("pdhg", "admm"),
-                        help="primal-dual hybrid gradient (no inner solves) or ADMM with a CG x-update")
-    lam_rule: str = lam_rule_param()
-    kappa: float = kappa_param()
-    search_iter: int = search_iter_param()
-    dcf_weighting: bool = dcf_weighting_param()
-    record_objective: bool = record_objective_param()
+    solver: str = solver_param()
 
 
 class TotalVariation(Method):

@@ -27,7 +27,7 @@ from workbench.session import Session
 from workbench.simulate import generate_slice
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "wavelet_tv.py"
-FAST = {"n_iter": 30}
+FAST = {"n_iter": 30, "search_iter": 10}
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,9 @@ __all__ = [
     "finish_run",
     "iteration_callback",
     "kappa_param",
+    "lam_param",
     "lam_rule_param",
+    "levels_param",
     "maps_coverage",
     "maps_reasons",
     "operator_norm2",
@@ -88,11 +90,14 @@ __all__ = [
     "search_iter_param",
     "search_trace",
     "solve_with_weight",
+    "solver_param",
     "start_run",
     "tv_penalty",
+    "wavelet_param",
     "wavelet_penalty",
     "wavelet_reasons",
     "weight_scale",
+    "weight_settings",
 ]
 
 LAM_RULES = ("discrepancy", "validation")
@@ -149,6 +154,23 @@ def weight_scale(problem: Any) -> float:
 
 # ---------------------------------------------------------------------------------------------------------
 # parameters of the automatic weight, declared alike by every regularised method
+def lam_param(what: str) -> Any:
+    """``lam``: the weight relative to the image intensity scale, None = automatic; ``what`` starts its help."""
+    return param(None, min=1e-6, max=1.0, log_scale=True, unit="x scale",
+                 help=f"{what} relative to the image intensity scale (99th percentile of the zero-filled "
+                      "magnitude); empty/auto = chosen automatically")
+
+
+def wavelet_param() -> Any:
+    """``wavelet``: one of :data:`WAVELETS`."""
+    return param("db4", choices=WAVELETS, help="orthogonal wavelet (PyWavelets name)")
+
+
+def levels_param() -> Any:
+    """``levels``: wavelet decomposition levels, None = automatic (:func:`check_wavelet_levels` checks them)."""
+    return param(None, min=1, max=10, help="decomposition levels; auto = up to 4 (fewer for small images)")
+
+
 def lam_rule_param() -> Any:
     """``lam_rule``: how ``lam`` is chosen when left automatic (one of :data:`LAM_RULES`)."""
     return param("discrepancy", choices=LAM_RULES, label="automatic weight",
@@ -177,6 +199,32 @@ def dcf_weighting_param() -> Any:
 def record_objective_param() -> Any:
     """``record_objective``: the objective in the history (costs one more operator per iteration)."""
     return param(True, help="record the objective at every iteration (one more forward operator per iteration)")
+
+
+def solver_param() -> Any:
+    """``solver``: :func:`regularised_least_squares`' choice of PDHG or ADMM."""
+    return param("pdhg", choices=("pdhg", "admm"),
+                 help="primal-dual hybrid gradient (no inner solves) or ADMM with a CG x-update")
+
+
+def weight_settings(params_cls: type) -> type:
+    """Class decorator of a regularised method's Params dataclass: the same dataclass with the settings of the
+    automatic weight and the data term appended after its own fields: ``lam_rule``, ``kappa``, ``search_iter``,
+    ``dcf_weighting``, ``record_objective`` (:func:`lam_rule_param`, ...; what :func:`solve_with_weight`
+    reads)."""
+
+    @dataclass
+    class WithSettings(params_cls):  # type: ignore[misc, valid-type]
+        lam_rule: str = lam_rule_param()
+        kappa: float = kappa_param()
+        search_iter: int = search_iter_param()
+        dcf_weighting: bool = dcf_weighting_param()
+        record_objective: bool = record_objective_param()
+
+    # the method's own name and module: forms, error messages and pickling see the class it declared
+    for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+        setattr(WithSettings, attr, getattr(params_cls, attr))
+    return WithSettings
 
 
 # ---------------------------------------------------------------------------------------------------------

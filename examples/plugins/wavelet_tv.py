@@ -14,19 +14,17 @@ from dataclasses import dataclass
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.physics.wavelet import Wavelet2D
 from workbench.toolkit import (
-    Capabilities, Method, lam_rule_param, maps_reasons, param, penalised_solver, solve_with_weight, tv_penalty,
-    wavelet_penalty, wavelet_reasons,
+    Capabilities, Method, lam_param, maps_reasons, param, penalised_solver, solve_with_weight, tv_penalty,
+    wavelet_penalty, wavelet_reasons, weight_settings,
 )
 
 
+@weight_settings  # adds the automatic weight's settings: lam_rule, kappa, search_iter, ...
 @dataclass
 class WaveletTVParams:
-    lam: float | None = param(None, min=1e-6, max=1.0, log_scale=True, unit="x scale",
-                              help="weight relative to the image intensity; empty = chosen automatically")
+    lam: float | None = lam_param("weight of both terms")
     tv_share: float = param(0.5, min=0.0, max=10.0, help="TV weight as a multiple of the wavelet weight")
     n_iter: int = param(80, min=1, max=2000, help="iterations")
-    # optional: the automatic weight's rule (kappa, search_iter, ... keep their defaults when not declared)
-    lam_rule: str = lam_rule_param()
 
 
 class WaveletTV(Method):

@@ -106,8 +106,9 @@ class IterationLog:
     returns True when the solver should stop (``tol`` met for every item, or the callback asked).
     """
 
-    def __init__(self, x0: torch.Tensor, item_ndim: int, objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 tol: float = 0.0, callback: Callback | None = None):
+    def __init__(self, x0: torch.Tensor, item_ndim: int,
+                 objective: Callable[[torch.Tensor], torch.Tensor] | None = None, tol: float = 0.0,
+                 callback: Callback | None = None):
         self.item_ndim, self.objective, self.tol, self.callback = item_ndim, objective, tol, callback
         self.tiny = torch.finfo(x0.real.dtype if x0.is_complex() else x0.dtype).tiny
         self.history: list[float] = []

@@ -269,66 +269,28 @@ def l1_wavelet(
     return result
 
 
-@torch.no_grad()
-def total_variation(
-    A: Linop,
-    y: torch.Tensor,
-    lam: float,
-    *,
-    isotropic: bool = True,
-    boundary: str = "neumann",
-    solver: str = "pdhg",
-    linearized: bool = False,
-    lam_relative: float | None = None,
-    n_iter: int = 200,
-    x0: torch.Tensor | None = None,
-    rho: float = 1.0,
-    cg_iter: int = 5,
-    track_objective: bool = True,
-    tol: float = 0.0,
-    callback: Callback | None = None,
-) -> SolverResult:
+def total_variation(A: Linop, y: torch.Tensor, lam: float, *, isotropic: bool = True, boundary: str = "neumann",
+                    n_iter: int = 200, rho: float = 1.0, **options) -> SolverResult:
     """Total variation: ``min_x ||A x - y||^2 / 2 + lam TV(x)`` with ``TV = ||D x||_{2,1}`` (isotropic) or
-    ``||D x||_1`` (anisotropic), by :func:`regularised_least_squares` (``solver``, ``linearized``,
-    ``lam_relative``, ``rho``, ``cg_iter`` as there)."""
+    ``||D x||_1`` (anisotropic), ``D`` forward differences with ``boundary`` conditions; by
+    :func:`regularised_least_squares` (``options``: ``solver``, ``linearized``, ``lam_relative``, ``x0``,
+    ``cg_iter``, ``track_objective``, ``tol``, ``callback`` as there)."""
     D = FiniteDifference2D(A.ishape, boundary)
-    result = regularised_least_squares(
-        A, y, [tv_penalty(D, lam, isotropic)], solver=solver, linearized=linearized, lam_relative=lam_relative,
-        n_iter=n_iter, x0=x0, rho=rho, cg_iter=cg_iter, track_objective=track_objective, tol=tol, callback=callback)
-    result.info.update(lam=lam, isotropic=isotropic, boundary=boundary, solver=solver)
+    result = regularised_least_squares(A, y, [tv_penalty(D, lam, isotropic)], n_iter=n_iter, rho=rho, **options)
+    result.info.update(lam=lam, isotropic=isotropic, boundary=boundary, solver=options.get("solver", "pdhg"))
     return result
 
 
-@torch.no_grad()
-def fused_lasso(
-    A: Linop,
-    y: torch.Tensor,
-    lam_wavelet: float,
-    lam_tv: float,
-    *,
-    wavelet: str = "db4",
-    levels: int | None = None,
-    isotropic: bool = True,
-    boundary: str = "neumann",
-    solver: str = "pdhg",
-    linearized: bool = False,
-    lam_relative: float | None = None,
-    n_iter: int = 200,
-    x0: torch.Tensor | None = None,
-    rho: float = 1.0,
-    cg_iter: int = 5,
-    track_objective: bool = True,
-    tol: float = 0.0,
-    callback: Callback | None = None,
-) -> SolverResult:
+def fused_lasso(A: Linop, y: torch.Tensor, lam_wavelet: float, lam_tv: float, *, wavelet: str = "db4",
+                levels: int | None = None, isotropic: bool = True, boundary: str = "neumann", n_iter: int = 200,
+                rho: float = 1.0, **options) -> SolverResult:
     """Wavelet sparsity plus total variation:
     ``min_x ||A x - y||^2 / 2 + lam_wavelet ||W x||_1 + lam_tv TV(x)``, by :func:`regularised_least_squares`
-    (``solver``, ``linearized``, ``lam_relative``, ``rho``, ``cg_iter`` as there)."""
+    (``options`` as for :func:`total_variation`)."""
     W = Wavelet2D(A.ishape, wavelet, levels)
     D = FiniteDifference2D(A.ishape, boundary)
     penalties = [wavelet_penalty(W, lam_wavelet), tv_penalty(D, lam_tv, isotropic)]
-    result = regularised_least_squares(
-        A, y, penalties, solver=solver, linearized=linearized, lam_relative=lam_relative, n_iter=n_iter, x0=x0,
-        rho=rho, cg_iter=cg_iter, track_objective=track_objective, tol=tol, callback=callback)
-    result.info.update(lam_wavelet=lam_wavelet, lam_tv=lam_tv, isotropic=isotropic, boundary=boundary, solver=solver)
+    result = regularised_least_squares(A, y, penalties, n_iter=n_iter, rho=rho, **options)
+    result.info.update(lam_wavelet=lam_wavelet, lam_tv=lam_tv, isotropic=isotropic, boundary=boundary,
+                       solver=options.get("solver", "pdhg"))
     return result
