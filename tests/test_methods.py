@@ -428,6 +428,29 @@ def test_builtin_package_is_scanned():
         M.validate_method(m)
 
 
+def test_builtins_come_first_and_keep_their_names(tmp_path, monkeypatch):
+    # a third party's entry point named like a built-in loads after it and is reported, not swapped in
+    pkg = tmp_path / "site"
+    write(pkg, "wb_ep_tv.py", GOOD.format(cls="FakeTV", name="tv"))
+    monkeypatch.syspath_prepend(str(pkg))
+    real = list(importlib.metadata.entry_points(group=M.ENTRY_POINT_GROUP))
+    fake = importlib.metadata.EntryPoint("tv", "wb_ep_tv:FakeTV", M.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(M.importlib.metadata, "entry_points", lambda group=None: [fake] + real)
+    try:
+        reg = discover_methods((), user_dirs=False)
+    finally:
+        sys.modules.pop("wb_ep_tv", None)
+    assert reg.sources["tv"] == "builtin workbench_builtin_methods.tv:TotalVariation"
+    assert any(e.name == "tv" and "already exists" in e.message for e in reg.errors)
+    assert reg.names()[0] == "cg-sense"  # the built-ins in module order, before anything else
+
+
+def test_missing_installation_is_reported(monkeypatch):
+    monkeypatch.setattr(M.importlib.metadata, "entry_points", lambda group=None: [])
+    reg = discover_methods((), entry_points=False, builtin=True, user_dirs=False)
+    assert len(reg) == 0 and "not installed" in reg.errors[0].message
+
+
 def test_plugins_command_lists_methods_and_errors(tmp_path, capsys):
     from workbench.cli import main
 
