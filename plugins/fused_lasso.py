@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.physics.wavelet import Wavelet2D
 from workbench.toolkit import (
-    Capabilities, Method, check_wavelet_levels, lam_param, levels_param, maps_reasons, param, penalised_solver,
-    solve_with_weight, solver_param, tv_penalty, wavelet_param, wavelet_penalty, wavelet_reasons, weight_settings,
+    RegularisedMethod, lam_param, levels_param, param, solver_param, tv_penalty, wavelet_param, wavelet_penalty,
+    weight_settings,
 )
 
 
@@ -38,29 +38,23 @@ class FusedLassoParams:
     solver: str = solver_param()
 
 
-class FusedLasso(Method):
+class FusedLasso(RegularisedMethod):
     name = "fused-lasso"
     version = "1.0"
     description = ("Fused lasso: min 0.5||Ax - y||^2 + lam ||Wx||_1 + tv_ratio lam TV(x) by PDHG (or ADMM); one "
                    "automatic weight scales both penalties.")
-    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
     Params = FusedLassoParams
+    uses_wavelets = True
 
-    def check(self, problem) -> list[str]:
-        return super().check(problem) + wavelet_reasons(problem) + maps_reasons(problem)
-
-    def run(self, problem, params: FusedLassoParams, ctx):
-        check_wavelet_levels(self, problem, params.levels)
+    def penalties(self, problem, params: FusedLassoParams):
         W = Wavelet2D(problem.grid_shape, params.wavelet, params.levels)
         D = FiniteDifference2D(problem.grid_shape)
+        isotropic = params.variant == "isotropic"
+        # one weight scales both terms
+        return lambda lam_abs: [wavelet_penalty(W, lam_abs), tv_penalty(D, params.tv_ratio * lam_abs, isotropic)]
 
-        def penalties(lam_abs):  # one weight scales both terms
-            isotropic = params.variant == "isotropic"
-            return [wavelet_penalty(W, lam_abs), tv_penalty(D, params.tv_ratio * lam_abs, isotropic)]
-
-        run = solve_with_weight(problem, params, ctx, penalised_solver(problem, penalties, params.solver))
-        if params.lam is None:
+    def extras(self, run, problem, params: FusedLassoParams) -> dict:
+        if params.lam is None:  # both chosen weights, relative to the scale
             run.chosen.update(lam_wavelet=run.lam, lam_tv=params.tv_ratio * run.lam)
-        return run.to_result(problem, ctx, lam_wavelet_absolute=run.lam * run.scale,
-                             lam_tv_absolute=params.tv_ratio * run.lam * run.scale, scale=run.scale,
-                             lipschitz_A=run.lipschitz_A)
+        return {"lam_wavelet_absolute": run.lam * run.scale, "lam_tv_absolute": params.tv_ratio * run.lam * run.scale,
+                "scale": run.scale, "lipschitz_A": run.lipschitz_A}

@@ -21,10 +21,7 @@ import functools
 from dataclasses import dataclass
 
 from workbench.solvers import l1_wavelet
-from workbench.toolkit import (
-    Capabilities, Method, check_wavelet_levels, lam_param, levels_param, maps_reasons, param, solve_with_weight,
-    wavelet_param, wavelet_reasons, weight_settings,
-)
+from workbench.toolkit import RegularisedMethod, lam_param, levels_param, param, wavelet_param, weight_settings
 
 
 @weight_settings
@@ -39,25 +36,21 @@ class L1WaveletParams:
     seed: int = param(0, min=0, max=2**31 - 1, help="random seed of the cycle-spinning shifts")
 
 
-class L1Wavelet(Method):
+class L1Wavelet(RegularisedMethod):
     name = "l1-wavelet"
     version = "1.0"
     description = ("l1-wavelet compressed sensing: min 0.5||Ax - y||^2 + lam ||Wx||_1 by FISTA with cycle "
                    "spinning; automatic lam by a discrepancy principle or hold-out validation.")
-    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
     Params = L1WaveletParams
+    uses_wavelets = True
 
-    def check(self, problem) -> list[str]:
-        return super().check(problem) + wavelet_reasons(problem) + maps_reasons(problem)
-
-    def run(self, problem, params: L1WaveletParams, ctx):
-        check_wavelet_levels(self, problem, params.levels)
-
-        def make_solve(data, scale, lip):
+    def make_solve(self, problem, params: L1WaveletParams):
+        def make(data, scale, lip):  # FISTA with the step 1 / ||A||^2
             return functools.partial(l1_wavelet, wavelet=params.wavelet, levels=params.levels,
                                      cycle_spinning=params.cycle_spinning, seed=params.seed, step=1.0 / lip,
                                      track_objective=False)
+        return make
 
-        run = solve_with_weight(problem, params, ctx, make_solve)
-        return run.to_result(problem, ctx, lam_absolute=run.lam * run.scale, scale=run.scale,
-                             step=1.0 / run.lipschitz_A, levels=run.result.info["levels"])
+    def extras(self, run, problem, params: L1WaveletParams) -> dict:
+        return {"lam_absolute": run.lam * run.scale, "scale": run.scale, "step": 1.0 / run.lipschitz_A,
+                "levels": run.result.info["levels"]}

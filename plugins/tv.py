@@ -8,8 +8,8 @@ non-Cartesian ``F_nu S``, density-weighted by default, Toeplitz normal operator)
 
 Solvers:
 - ``pdhg`` (default): Cartesian data: Chambolle-Pock on ``K = [A; D]`` with the data term in the dual (no inner
-  solves), one dual step per block and a primal/dual balance that follows the weight (``workbench.solvers.regularised_pdhg``);
-  about 2.5x faster per unit of accuracy than equal steps. Non-Cartesian data: the linearised primal-dual method
+  solves), one dual step per block and a primal/dual balance that follows the weight
+  (``workbench.solvers.regularised_pdhg``); about 2.5x faster per unit of accuracy than equal steps. Non-Cartesian data: the linearised primal-dual method
   (Condat-Vu), whose data term goes through the Toeplitz normal operator (no NUFFT in the loop).
 - ``admm``: splitting ``z = D x`` with a 5-step CG x-update on ``A^H A + rho D^H D`` (``rho = 0.3``).
 
@@ -24,10 +24,7 @@ from dataclasses import dataclass
 
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.solvers import linearized_theta, pdhg_ratio
-from workbench.toolkit import (
-    Capabilities, Method, lam_param, maps_reasons, param, penalised_solver, solve_with_weight, solver_param,
-    tv_penalty, weight_settings,
-)
+from workbench.toolkit import RegularisedMethod, lam_param, param, solver_param, tv_penalty, weight_settings
 
 
 @weight_settings
@@ -41,25 +38,22 @@ class TVParams:
     solver: str = solver_param()
 
 
-class TotalVariation(Method):
+class TotalVariation(RegularisedMethod):
     name = "tv"
     version = "1.0"
     description = ("Total variation: min 0.5||Ax - y||^2 + lam TV(x) by PDHG (or ADMM), isotropic or "
                    "anisotropic; automatic lam by a discrepancy principle or hold-out validation.")
-    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
     Params = TVParams
 
-    def check(self, problem) -> list[str]:
-        return super().check(problem) + maps_reasons(problem)
-
-    def run(self, problem, params: TVParams, ctx):
+    def penalties(self, problem, params: TVParams):
         D = FiniteDifference2D(problem.grid_shape)
-        tv = lambda lam_abs: [tv_penalty(D, lam_abs, params.variant == "isotropic")]  # noqa: E731
-        run = solve_with_weight(problem, params, ctx, penalised_solver(problem, tv, params.solver))
+        return lambda lam_abs: [tv_penalty(D, lam_abs, params.variant == "isotropic")]
+
+    def extras(self, run, problem, params: TVParams) -> dict:
         extras = {"lam_absolute": run.lam * run.scale, "scale": run.scale, "lipschitz_A": run.lipschitz_A}
         if params.solver == "pdhg" and problem.is_cartesian:
             extras["pdhg_ratio"] = pdhg_ratio(run.lam)
         elif params.solver == "pdhg":
             extras["solver_variant"] = "linearized PDHG (Condat-Vu) with the Toeplitz normal operator"
             extras["pdhg_theta"] = linearized_theta(run.lam)
-        return run.to_result(problem, ctx, **extras)
+        return extras

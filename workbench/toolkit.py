@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
@@ -60,6 +60,7 @@ from workbench.solvers import (
 __all__ = [
     "LAM_RULES",
     "RUN_DEFAULTS",
+    "RegularisedMethod",
     "WAVELETS",
     "Capabilities",
     "DataTerm",
@@ -487,3 +488,41 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
     result = solve(data.A, data.y, lam * scale, x0=x0, n_iter=params.n_iter, callback=callback,
                    track_objective=setting["record_objective"])
     return WeightedSolution(result, lam, scale, lip, data, history, chosen, extras)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a regularised method as an app (sigpy style): the subclass says what to minimise, this class runs it
+class RegularisedMethod(Method):
+    """Base class of ``min_x 0.5 ||A x - y||^2 + sum_j penalty_j(x)`` methods with an automatic weight.
+
+    A subclass sets ``name``, ``version``, ``description`` and ``Params`` (a ``@weight_settings`` dataclass with
+    ``lam`` and ``n_iter``; ``solver`` and ``levels`` are read when present) and defines :meth:`penalties`, or
+    :meth:`make_solve` for a solver of its own; :meth:`extras` adds to ``Result.extras``. ``run`` is
+    :func:`solve_with_weight` then :meth:`WeightedSolution.to_result`. Any data (Cartesian or not, any number of
+    coils); ``check`` adds :func:`maps_reasons` and, with ``uses_wavelets``, :func:`wavelet_reasons`.
+    """
+
+    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
+    uses_wavelets: ClassVar[bool] = False
+
+    def check(self, problem: Any) -> list[str]:
+        return super().check(problem) + (wavelet_reasons(problem) if self.uses_wavelets else []) + maps_reasons(problem)
+
+    def penalties(self, problem: Any, params: Any) -> Callable[[float], list[Penalty]]:
+        """``lam_abs -> [Penalty]``: the terms for a weight in data units (operators on ``problem.grid_shape``)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither penalties() nor make_solve()")
+
+    def make_solve(self, problem: Any, params: Any) -> Callable[[DataTerm, float, float], Solve]:
+        """The ``make_solve`` of :func:`solve_with_weight`; default: :meth:`penalties` by
+        :func:`penalised_solver` with ``params.solver`` (PDHG when the Params have no ``solver``)."""
+        return penalised_solver(problem, self.penalties(problem, params), getattr(params, "solver", "pdhg"))
+
+    def extras(self, run: WeightedSolution, problem: Any, params: Any) -> dict:
+        """``Result.extras`` after the data term: by default the absolute weight and the scale."""
+        return {"lam_absolute": run.lam * run.scale, "scale": run.scale}
+
+    def run(self, problem: Any, params: Any, ctx: RunContext) -> Result:
+        if self.uses_wavelets:
+            check_wavelet_levels(self, problem, getattr(params, "levels", None))
+        run = solve_with_weight(problem, params, ctx, self.make_solve(problem, params))
+        return run.to_result(problem, ctx, **self.extras(run, problem, params))

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.physics.wavelet import Wavelet2D
-from workbench.toolkit import (
-    Capabilities, Method, lam_param, maps_reasons, param, penalised_solver, solve_with_weight, tv_penalty,
-    wavelet_penalty, wavelet_reasons, weight_settings,
-)
+from workbench.toolkit import RegularisedMethod, lam_param, param, tv_penalty, wavelet_penalty, weight_settings
 
 
 @weight_settings  # adds the automatic weight's settings: lam_rule, kappa, search_iter, ...
@@ -27,21 +24,13 @@ class WaveletTVParams:
     n_iter: int = param(80, min=1, max=2000, help="iterations")
 
 
-class WaveletTV(Method):
+class WaveletTV(RegularisedMethod):  # checks, data term, automatic weight, solver, progress, Cancel
     name = "wavelet-tv"
     version = "1.0"
     description = "l1-wavelet + TV (db4, isotropic) by PDHG with an automatic weight: the toolkit example"
-    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
     Params = WaveletTVParams
+    uses_wavelets = True
 
-    def check(self, problem) -> list[str]:
-        return super().check(problem) + wavelet_reasons(problem) + maps_reasons(problem)
-
-    def run(self, problem, params: WaveletTVParams, ctx):
+    def penalties(self, problem, params: WaveletTVParams):
         W, D = Wavelet2D(problem.grid_shape, "db4"), FiniteDifference2D(problem.grid_shape)
-
-        def penalties(lam_abs: float):
-            return [wavelet_penalty(W, lam_abs), tv_penalty(D, params.tv_share * lam_abs)]
-
-        run = solve_with_weight(problem, params, ctx, penalised_solver(problem, penalties))
-        return run.to_result(problem, ctx, lam_absolute=run.lam * run.scale)
+        return lambda lam_abs: [wavelet_penalty(W, lam_abs), tv_penalty(D, params.tv_share * lam_abs)]
