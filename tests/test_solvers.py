@@ -386,15 +386,15 @@ def _real_problem(seed, shape=(6, 6), m=48):
     return M, y
 
 
-@pytest.mark.parametrize("solver", ["pdhg", "admm"])
-def test_anisotropic_tv_matches_dual_qp_reference(solver):
+@pytest.mark.parametrize("solver, linearized", [("pdhg", False), ("pdhg", True), ("admm", False)])
+def test_anisotropic_tv_matches_dual_qp_reference(solver, linearized):
     M, y = _real_problem(0)
     lam = 0.1
     Dm = tv_matrix(6, 6)
     x_ref, f_ref = _dual_box_qp_reference(M, Dm, y, np.full(Dm.shape[0], lam))
     A = Dense(torch.from_numpy(M), (6, 6))
-    res = total_variation(A, torch.from_numpy(y), lam, isotropic=False, solver=solver, n_iter=400 if solver == "pdhg" else 200,
-                          rho=0.5)
+    res = total_variation(A, torch.from_numpy(y), lam, isotropic=False, solver=solver, linearized=linearized,
+                          n_iter=400 if solver == "pdhg" else 200, rho=0.5)
     assert res.history[-1] == pytest.approx(f_ref, rel=1e-4)
     assert np.linalg.norm(res.x.numpy().ravel() - x_ref) / np.linalg.norm(x_ref) < 1e-3
 
@@ -455,8 +455,8 @@ def test_tv_of_one_dimensional_image_with_identity():
     np.testing.assert_allclose(res.x.numpy(), np.tile(x_row, (6, 1)), atol=2e-3)
 
 
-@pytest.mark.parametrize("solver", ["pdhg", "admm"])
-def test_fused_lasso_matches_dual_qp_reference(solver):
+@pytest.mark.parametrize("solver, linearized", [("pdhg", False), ("pdhg", True), ("admm", False)])
+def test_fused_lasso_matches_dual_qp_reference(solver, linearized):
     M, y = _real_problem(1, shape=(8, 8), m=72)
     lam_w, lam_tv = 0.05, 0.08
     Wm = wavelet_matrix(8, 8, "haar", 2)
@@ -466,7 +466,7 @@ def test_fused_lasso_matches_dual_qp_reference(solver):
     x_ref, f_ref = _dual_box_qp_reference(M, K, y, bounds)
     A = Dense(torch.from_numpy(M), (8, 8))
     res = fused_lasso(A, torch.from_numpy(y), lam_w, lam_tv, wavelet="haar", levels=2, isotropic=False, solver=solver,
-                      n_iter=400 if solver == "pdhg" else 200, rho=0.5)
+                      linearized=linearized, n_iter=400 if solver == "pdhg" else 200, rho=0.5)
     assert res.history[-1] == pytest.approx(f_ref, rel=1e-4)
     assert np.linalg.norm(res.x.numpy().ravel() - x_ref) / np.linalg.norm(x_ref) < 1e-3
 

@@ -10,9 +10,11 @@ plugins alike (the built-ins in ``plugins/`` use nothing else).
   (:func:`iteration_callback`);
 - checks: coil maps (:func:`maps_reasons`, :func:`maps_coverage`, :func:`check_maps`) and wavelet levels
   (:func:`wavelet_reasons`, :func:`check_wavelet_levels`, :data:`WAVELETS`);
+- parameter declarations (:func:`weight_settings`, :func:`lam_param`, ...);
 - regularised least squares with one solver dispatch (:func:`regularised_least_squares` and its
-  :class:`Penalty` terms, from :mod:`workbench.solvers`), and the run skeleton every regularised method shares
-  (:func:`start_run`, :func:`solve_with_weight`, :func:`finish_run`).
+  :class:`Penalty` terms, from :mod:`workbench.solvers`), the run skeleton every regularised method shares
+  (:func:`start_run`, :func:`solve_with_weight`, :func:`finish_run`) and :class:`RegularisedMethod`, the base
+  class that turns a method into its declaration and its penalties (sigpy's app pattern).
 
 Shapes: an image is ``[H, W]`` complex (``problem.grid_shape``, cropped to ``problem.recon_shape`` by
 ``problem.crop``); ``DataTerm.A`` maps ``[H, W]`` to the data ``y`` (Cartesian ``[C, H, W]``, non-Cartesian
