@@ -21,9 +21,7 @@ import time
 from dataclasses import dataclass
 
 from workbench.solvers import conjugate_gradient
-from workbench.toolkit import (
-    Capabilities, Method, RunContext, finish_run, iteration_callback, maps_reasons, param, start_run,
-)
+from workbench.toolkit import RunContext, SenseMethod, finish_run, iteration_callback, param, start_run
 
 MIN_TOL = 1e-7
 
@@ -43,16 +41,12 @@ class CGSenseParams:
                                      "off: plain least squares (statistically optimal for white noise, slower)")
 
 
-class CGSense(Method):
+class CGSense(SenseMethod):
     name = "cg-sense"
     version = "1.0"
     description = ("CG-SENSE: conjugate gradient on (A^H A + lam I) x = A^H y with Tikhonov weight lam; "
                    "Toeplitz normal operator for non-Cartesian data.")
-    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
     Params = CGSenseParams
-
-    def check(self, problem) -> list[str]:
-        return super().check(problem) + maps_reasons(problem)
 
     def run(self, problem, params: CGSenseParams, ctx: RunContext):
         t0 = time.perf_counter()

@@ -63,6 +63,7 @@ __all__ = [
     "LAM_RULES",
     "RUN_DEFAULTS",
     "RegularisedMethod",
+    "SenseMethod",
     "WAVELETS",
     "Capabilities",
     "DataTerm",
@@ -494,21 +495,31 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
 
 # ---------------------------------------------------------------------------------------------------------
 # a regularised method as an app (sigpy style): the subclass says what to minimise, this class runs it
-class RegularisedMethod(Method):
+class SenseMethod(Method):
+    """Base class of a method built on the SENSE operator ``problem.A`` (the coil maps): any data, Cartesian or
+    not, any number of coils; ``check`` adds :func:`maps_reasons` (maps that cannot be estimated)."""
+
+    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
+
+    def check(self, problem: Any) -> list[str]:
+        return super().check(problem) + maps_reasons(problem)
+
+
+class RegularisedMethod(SenseMethod):
     """Base class of ``min_x 0.5 ||A x - y||^2 + sum_j penalty_j(x)`` methods with an automatic weight.
 
     A subclass sets ``name``, ``version``, ``description`` and ``Params`` (a ``@weight_settings`` dataclass with
     ``lam`` and ``n_iter``; ``solver`` and ``levels`` are read when present) and defines :meth:`penalties`, or
     :meth:`make_solve` for a solver of its own; :meth:`extras` adds to ``Result.extras``. ``run`` is
-    :func:`solve_with_weight` then :meth:`WeightedSolution.to_result`. Any data (Cartesian or not, any number of
-    coils); ``check`` adds :func:`maps_reasons` and, with ``uses_wavelets``, :func:`wavelet_reasons`.
+    :func:`solve_with_weight` then :meth:`WeightedSolution.to_result`. With ``uses_wavelets``, ``check`` adds
+    :func:`wavelet_reasons` and ``run`` checks ``params.levels``.
     """
 
-    capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True)
     uses_wavelets: ClassVar[bool] = False
 
     def check(self, problem: Any) -> list[str]:
-        return super().check(problem) + (wavelet_reasons(problem) if self.uses_wavelets else []) + maps_reasons(problem)
+        reasons = Method.check(self, problem) + (wavelet_reasons(problem) if self.uses_wavelets else [])
+        return reasons + maps_reasons(problem)  # in this order: the wavelet reasons before the maps
 
     def penalties(self, problem: Any, params: Any) -> Callable[[float], list[Penalty]]:
         """``lam_abs -> [Penalty]``: the terms for a weight in data units (operators on ``problem.grid_shape``)."""
