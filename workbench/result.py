@@ -161,12 +161,15 @@ class Result:
         return d
 
     # --- HDF5 ----------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, mask: Any = None, trajectory: Any = None) -> None:
+    def save(self, path: str | os.PathLike, *, mask: Any = None, trajectory: Any = None,
+             inputs: tuple = ()) -> None:
         """Write the result to an HDF5 file (layout in the module docstring). ``mask``/``trajectory`` override
-        the stored sampling (e.g. when the Result came without it)."""
+        the stored sampling (e.g. when the Result came without it). The write is atomic and never replaces one
+        of ``inputs`` (:mod:`workbench.atomic`; WriteError)."""
         import h5py
 
         from workbench import __version__
+        from workbench.atomic import atomic_path
 
         mask = self.mask if mask is None else _as_tensor(mask, torch.bool, "mask")
         trajectory = self.trajectory if trajectory is None else _as_tensor(trajectory, torch.float32, "trajectory")
@@ -191,7 +194,7 @@ class Result:
             "provenance": self.provenance,
             "extras": json_extras,
         }
-        with h5py.File(path, "w") as f:
+        with atomic_path(path, inputs=inputs) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["format"] = RESULT_FORMAT
             f.attrs["format_version"] = RESULT_FORMAT_VERSION
             f.attrs["method"] = self.method

@@ -207,6 +207,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from workbench.atomic import refuse_overwrite
     from workbench.io import open_scan
     from workbench.jobs import JobQueue, JobState, resolve_device
     from workbench.methods import discover_methods
@@ -221,6 +222,9 @@ def run(args: argparse.Namespace) -> int:
     method = registry.get(args.method)  # UnknownMethodError lists the known ones
     params = method.make_params(parse_key_values(args.param, "--param"))  # bad values fail before any work
     device = resolve_device(args.device)
+    inputs = (args.file, args.mask_file, args.maps_file)
+    if args.out:
+        refuse_overwrite(args.out, inputs)  # before any work: --out never replaces an input
     options = {}
     if args.option:
         from workbench.commands.info import parse_option
@@ -293,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
         if data_range is not None:
             result.extras["data_range"] = data_range
         try:
-            result.save(args.out)
+            result.save(args.out, inputs=inputs)  # atomic: a failed write leaves the previous file
         except OSError as exc:
             raise WorkbenchError(f"{args.out}: cannot write the result ({exc})") from None
 

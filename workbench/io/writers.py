@@ -2,6 +2,9 @@
 (``Result.save``). The app's Export menu calls them; they need no Qt, so scripts and tests use them headless.
 
 Images are ``[H, W]`` (rows, columns) as the readers and the app show them, or a stack ``[S, H, W]`` for NIfTI.
+
+Every file is written atomically (:mod:`workbench.atomic`: a temporary file beside it, fsync, rename), so a
+write that fails part-way leaves the previous file intact, and never over one of ``inputs`` (the scan).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from workbench.atomic import atomic_path
 from workbench.errors import WorkbenchError
 
 __all__ = ["safe_name", "pixel_spacing_mm", "write_nifti", "write_dicom", "export_images", "export_results_hdf5"]
@@ -41,7 +45,7 @@ def pixel_spacing_mm(scan: Any) -> tuple[float, float]:
 
 
 def write_nifti(path: str | os.PathLike, image: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.0),
-                description: str = "") -> None:
+                description: str = "", *, inputs: Iterable[Any] = ()) -> None:
     """Write a 2D magnitude image ``[H, W]`` (or a stack ``[S, H, W]``) as NIfTI-1 float32. Voxel axes: i =
     columns (left to right), j = rows (bottom to top, so the image looks the same in NIfTI viewers), k = slice."""
     import nibabel as nib
@@ -57,12 +61,13 @@ def write_nifti(path: str | os.PathLike, image: np.ndarray, spacing_mm: tuple[fl
     img = nib.Nifti1Image(vol, affine)
     img.header["descrip"] = description.encode()[:79]
     img.header.set_xyzt_units("mm")
-    nib.save(img, os.fspath(path))
+    with atomic_path(path, inputs=inputs) as tmp:
+        nib.save(img, tmp)
 
 
 def write_dicom(path: str | os.PathLike, image: np.ndarray, *, label: str = "", spacing_mm: tuple[float, float] = (1.0, 1.0),
                 series_uid: str | None = None, study_uid: str | None = None, instance: int = 1,
-                patient_id: str = "anonymous") -> None:
+                patient_id: str = "anonymous", inputs: Iterable[Any] = ()) -> None:
     """Write a 2D magnitude image ``[H, W]`` as a DICOM MR Image (16-bit unsigned, with RescaleSlope restoring
     the values). The series description holds ``label`` (method and parameters)."""
     import pydicom
@@ -111,7 +116,8 @@ def write_dicom(path: str | os.PathLike, image: np.ndarray, *, label: str = "", 
     ds.WindowCenter = f"{peak / 2:.6g}"
     ds.WindowWidth = f"{peak:.6g}"
     ds.PixelData = pixels.tobytes()
-    ds.save_as(os.fspath(path), enforce_file_format=True)
+    with atomic_path(path, inputs=inputs) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
 
 
 def export_images(folder: str | os.PathLike, images: Iterable[tuple[str, np.ndarray]], fmt: str, scan: Any = None
@@ -122,6 +128,7 @@ def export_images(folder: str | os.PathLike, images: Iterable[tuple[str, np.ndar
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     spacing = pixel_spacing_mm(scan) if scan is not None else (1.0, 1.0)
+    inputs = (getattr(scan, "path", None),)
     paths = []
     study = series = None
     if fmt == "dicom":
@@ -131,11 +138,12 @@ def export_images(folder: str | os.PathLike, images: Iterable[tuple[str, np.ndar
     for i, (label, image) in enumerate(images, start=1):
         if fmt == "nifti":
             p = os.path.join(folder, safe_name(label) + ".nii.gz")
-            write_nifti(p, image, spacing, description=label)
+            write_nifti(p, image, spacing, description=label, inputs=inputs)
         elif fmt == "dicom":
             p = os.path.join(folder, safe_name(label) + ".dcm")
             write_dicom(p, image, label=label, spacing_mm=spacing, series_uid=series, study_uid=study, instance=i,
-                        patient_id=str((getattr(scan, "attrs", {}) or {}).get("patient_id", "anonymous")))
+                        patient_id=str((getattr(scan, "attrs", {}) or {}).get("patient_id", "anonymous")),
+                        inputs=inputs)
         else:
             raise ValueError(f"unknown image format {fmt!r} (nifti or dicom)")
         paths.append(p)
@@ -169,6 +177,6 @@ def export_results_hdf5(folder: str | os.PathLike, entries: Iterable[Any], scan:
         if not result.provenance:
             result.provenance = {"scan": getattr(scan, "path", None), "slice": e.slice_index, "sampling": e.sampling}
         p = os.path.join(folder, f"{e.id:03d}_{safe_name(e.label)}.h5")
-        result.save(p)
+        result.save(p, inputs=(getattr(scan, "path", None),))
         paths.append(p)
     return paths

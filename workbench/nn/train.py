@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from workbench.atomic import atomic_write_bytes
 from workbench.errors import WorkbenchError
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -510,7 +511,7 @@ def train(
                     t = time.perf_counter()
                     validation = {"step": step_done, **hooks.evaluate(hooks.shipped(net), val_items, device),
                                   "seconds": round(time.perf_counter() - t, 1)}
-                    (out / "validation.json").write_text(json.dumps(validation, indent=2) + "\n")
+                    atomic_write_bytes(out / "validation.json", (json.dumps(validation, indent=2) + "\n").encode())
                     log(f"validation at step {step_done}: " + hooks.validation_message(validation))
             group.barrier()
 

@@ -257,13 +257,16 @@ class Sampling:
         return cls(kind, shape, params, trajectory=traj)
 
     # ---- files -------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, *, inputs: tuple = ()) -> None:
         """``.npz``: the arrays (mask or trajectory + dcf) and the JSON description; ``.json``: the description
-        only (the pattern is regenerated exactly on load)."""
+        only (the pattern is regenerated exactly on load). Written atomically, never over one of ``inputs``
+        (:mod:`workbench.atomic`)."""
+        from workbench.atomic import atomic_open
+
         path = os.fspath(path)
         description = json.dumps(self.to_dict())
         if path.endswith(".json"):
-            with open(path, "w", encoding="utf-8") as f:
+            with atomic_open(path, "w", inputs=inputs, encoding="utf-8") as f:
                 f.write(description)
             return
         if not path.endswith(".npz"):
@@ -274,7 +277,8 @@ class Sampling:
         if self.trajectory is not None:
             arrays["trajectory"] = self.trajectory.cpu().numpy()
             arrays["dcf"] = self.dcf.cpu().numpy()
-        np.savez_compressed(path, **arrays)
+        with atomic_open(path, "wb", inputs=inputs) as f:
+            np.savez_compressed(f, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Sampling":

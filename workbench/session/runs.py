@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench import scoring
 from workbench.arrays import fit_shape, jsonable
+from workbench.atomic import atomic_open
 from workbench.errors import WorkbenchError
 from workbench.session.sampling_state import recipe_text, to_numpy
 
@@ -362,12 +363,12 @@ def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: 
     return rows
 
 
-def write_metrics_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+def write_metrics_csv(path: str | os.PathLike, rows: list[dict[str, Any]], inputs: tuple = ()) -> None:
     """The metrics table as CSV: label, method, slice (1-based), PSNR, SSIM, NMSE, time, device, parameters,
-    sampling, acceleration."""
+    sampling, acceleration. Written atomically, never over one of ``inputs``."""
     cols = ["label", "method", "slice", "psnr", "ssim", "nmse", "time_s", "device", "params", "sampling",
             "acceleration"]
-    with open(os.fspath(path), "w", newline="") as f:
+    with atomic_open(path, "w", inputs=inputs, newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in rows:

@@ -405,7 +405,7 @@ class SamplingModel:
         sampling = st.sampling if st.sampling is not None or st.mask is None else user_sampling(st.mask)
         if sampling is None:
             raise SamplingError("the acquired non-Cartesian trajectory belongs to the scan; nothing to save")
-        sampling.save(os.fspath(path))
+        sampling.save(os.fspath(path), inputs=(self.scan.path,))  # atomic, never over the scan
 
     def load(self, path: str | os.PathLike) -> SamplingState:
         recipe = self.recipe_from_file(path)
