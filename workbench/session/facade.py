@@ -12,7 +12,7 @@ import torch
 
 from workbench.errors import SamplingError, WorkbenchError
 from workbench.scan import Scan
-from workbench.session.project import Project, load_project, save_project
+from workbench.session.project import Project, SessionFileError, check_project_fits, load_project, save_project
 from workbench.session.runs import (Background, MethodChecks, ResultEntry, Runs, Sweep, comparison_rows,
                                     write_metrics_csv)
 from workbench.session.sampling_state import ACQUIRED, USER, SamplingModel, SamplingState, recipe_of
@@ -296,7 +296,7 @@ class Session:
                                slice_only)
 
     def export_metrics_csv(self, path: str | os.PathLike, slice_only: bool = True) -> None:
-        write_metrics_csv(path, self.comparison_rows(slice_only))
+        write_metrics_csv(path, self.comparison_rows(slice_only), inputs=(self.scan.path if self.scan else None,))
 
     def image_for(self, key: Any) -> np.ndarray | None:
         """The image behind a comparison key: "reference", "zero-filled" or a result id (complex or real)."""
@@ -433,13 +433,23 @@ class Session:
                                           self.symmetric, self.sampling_model.saved(), list(self.results)), scan)
 
     def load(self, path: str | os.PathLike) -> None:
-        """Open a project saved by :meth:`save`: reopens the scan, restores slice, sampling and the results."""
+        """Open a project saved by :meth:`save`: reopens the scan, restores slice, sampling and the results. A
+        malformed project raises :class:`~workbench.session.project.SessionFileError` (a WorkbenchError); its
+        types, sidecar and image shapes are checked before the scan is shown."""
+        from workbench.io import open_scan
+
         project = load_project(path)
-        self.open(project.scan_path, **project.scan_options)
-        if project.slice_index is not None:
-            self.set_slice(int(project.slice_index))
-        self.set_coil(project.coil_index)
-        self.symmetric = project.symmetric
-        self.sampling_model.restore(project.sampling)
+        scan = open_scan(project.scan_path, **project.scan_options)
+        check_project_fits(path, project, scan.n_slices, scan.recon_shape)  # before anything is shown
+        self.scan_options = dict(project.scan_options)
+        self.set_scan(scan)
+        try:
+            if project.slice_index is not None:
+                self.set_slice(int(project.slice_index))
+            self.set_coil(project.coil_index)
+            self.symmetric = project.symmetric
+            self.sampling_model.restore(project.sampling)
+        except (TypeError, ValueError, KeyError, IndexError, WorkbenchError) as exc:
+            raise SessionFileError(path, f"its slice, coil or sampling cannot be restored ({exc})") from exc
         self._runs.replace(project.results)
         self.emit("results", self.results)
