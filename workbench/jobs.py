@@ -14,6 +14,12 @@ and for ``on_done`` of a job cancelled while still queued: on the thread that ca
 adapts them to Qt signals (queued connections deliver them on the GUI thread). An exception in a callback is
 logged and otherwise ignored; it never fails the job.
 
+A running job that does not answer Cancel within ``JobQueue.cancel_grace`` seconds (a plugin that hangs or
+never checks ``ctx.cancelled()``) is marked unresponsive: it ends as ``failed`` with a message saying so, its
+``on_done`` is called, and a fresh worker thread takes over the device's queue, so later jobs run. Python cannot
+stop a thread: the stuck one is a daemon thread left running until the plugin returns (then it exits and its
+result is discarded); it never blocks the queue, :meth:`JobQueue.shutdown` or the interpreter's exit.
+
 ``torch.set_num_threads`` is not changed per job: CPU jobs use torch's process-wide intra-op thread pool, which
 is why one CPU worker runs one job at a time.
 """
@@ -79,12 +85,15 @@ class Job:
         result: the :class:`~workbench.result.Result` when ``state`` is done.
         error: a :class:`JobError` when ``state`` is failed.
         log: lines the method logged with ``ctx.log`` (plus callback errors).
+        unresponsive: True when the job did not answer Cancel within ``cancel_grace`` seconds and was abandoned.
     """
 
     def __init__(self, method: Method, problem: "Problem", params: Any, device: str,
                  on_progress: Callable[["Job"], None] | None = None,
                  on_done: Callable[["Job"], None] | None = None,
-                 on_iterate: Callable[["Job", torch.Tensor], None] | None = None):
+                 on_iterate: Callable[["Job", torch.Tensor], None] | None = None, *,
+                 cancel_grace: float | None = None,
+                 on_unresponsive: Callable[["Job"], None] | None = None):
         self.id = next(_ids)
         self.method = method
         self.problem = problem
@@ -99,6 +108,9 @@ class Job:
         self.result: Result | None = None
         self.error: JobError | None = None
         self.log: list[str] = []
+        self.unresponsive = False
+        self._cancel_grace = cancel_grace
+        self._on_unresponsive = on_unresponsive
         self._on_progress = on_progress
         self._on_done = on_done
         self._on_iterate = on_iterate
@@ -131,6 +143,10 @@ class Job:
                 return False
             self._cancel.set()
             if self.state is not JobState.QUEUED:
+                if self._cancel_grace is not None:
+                    watchdog = threading.Timer(self._cancel_grace, self._abandon_if_running)
+                    watchdog.daemon = True
+                    watchdog.start()
                 return True
             self.state = JobState.CANCELLED
             self.finished = time.time()
@@ -211,8 +227,30 @@ class Job:
             state, error = JobState.CANCELLED, None
         self._finish(state, result if state is JobState.DONE else None, error)
 
+    def _abandon_if_running(self) -> None:
+        """The Cancel watchdog: a job still running ``cancel_grace`` seconds after Cancel is marked unresponsive
+        and failed; its worker is replaced (``on_unresponsive``) and whatever it returns later is discarded."""
+        with self._lock:
+            if self.state.finished:
+                return
+            self.unresponsive = True
+            self.state = JobState.FAILED
+            self.finished = time.time()
+            self.error = JobError(
+                f"{self.method.name} did not stop within {self._cancel_grace:g} s of Cancel and was abandoned as "
+                "unresponsive (its thread runs on in the background until the plugin returns; the result is "
+                "discarded)", kind="Unresponsive")
+        self.log.append("unresponsive to Cancel: abandoned; a fresh worker runs the next jobs")
+        log.warning("job %s (%s): no answer to Cancel within %g s; abandoned", self.id, self.method.name,
+                    self._cancel_grace)
+        self._finished.set()
+        self._call(self._on_unresponsive, self)
+        self._call(self._on_done, self)
+
     def _finish(self, state: JobState, result: Result | None, error: JobError | None) -> None:
         with self._lock:
+            if self.unresponsive:  # abandoned after Cancel: already reported as failed
+                return
             self.result, self.error = result, error
             self.finished = time.time()
             if state is JobState.DONE:
@@ -279,6 +317,8 @@ class _Worker(threading.Thread):
         super().__init__(name=f"workbench-jobs-{device}", daemon=True)
         self.device = device
         self.inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.current: Job | None = None
+        self.retired = False  # its job was abandoned: a fresh worker took its inbox; exit after the job
         self._owner = owner
 
     def run(self) -> None:
@@ -286,10 +326,14 @@ class _Worker(threading.Thread):
             job = self.inbox.get()
             if job is None:
                 return
+            self.current = job
             try:
                 job._execute(self._owner.progress_interval, self._owner.iterate_interval)
             except BaseException:  # never let one job end the worker
                 log.exception("job %s: engine error", job.id)
+            self.current = None
+            if self.retired:
+                return
 
 
 class JobQueue:
@@ -299,12 +343,16 @@ class JobQueue:
         device: the default device of jobs: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:1"``.
         progress_interval: least seconds between two ``on_progress`` calls of a job (not counting start/end).
         iterate_interval: least seconds between two ``on_iterate`` calls of a job.
+        cancel_grace: seconds a running job has to answer Cancel before it is abandoned as unresponsive (see
+            the module docstring; jobs of :meth:`run_sync` run on the caller's thread and are never abandoned).
     """
 
-    def __init__(self, device: str = "auto", *, progress_interval: float = 0.05, iterate_interval: float = 0.25):
+    def __init__(self, device: str = "auto", *, progress_interval: float = 0.05, iterate_interval: float = 0.25,
+                 cancel_grace: float = 5.0):
         self.device = resolve_device(device)
         self.progress_interval = progress_interval
         self.iterate_interval = iterate_interval
+        self.cancel_grace = cancel_grace
         self.jobs: list[Job] = []
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
@@ -336,6 +384,7 @@ class JobQueue:
         ``on_iterate(job, image)`` with intermediate CPU images, ``on_done(job)`` once in its final state.
         """
         job = self._make_job(method, problem, params, device, on_progress, on_done, on_iterate)
+        job._cancel_grace, job._on_unresponsive = self.cancel_grace, self._replace_worker
         with self._lock:
             if self._closed:
                 raise RuntimeError("the job queue has been shut down")
@@ -346,6 +395,25 @@ class JobQueue:
             self.jobs.append(job)
             worker.inbox.put(job)
         return job
+
+    def _replace_worker(self, job: Job) -> None:
+        """``job`` was abandoned: retire its worker and hand the jobs queued behind it to a fresh one."""
+        with self._lock:
+            old = self._workers.get(job.device)
+            if old is None or old.current is not job:
+                return
+            old.retired = True
+            fresh = _Worker(job.device, self)
+            while True:
+                try:
+                    fresh.inbox.put(old.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if self._closed:
+                del self._workers[job.device]
+                return
+            self._workers[job.device] = fresh
+            fresh.start()
 
     def run_sync(self, method: Method, problem: "Problem", params: Any = None, device: str | None = None, *,
                  on_progress: Callable[[Job], None] | None = None,
@@ -373,7 +441,8 @@ class JobQueue:
 
     def shutdown(self, wait: bool = True, *, cancel: bool = True, timeout: float | None = None) -> None:
         """Stop accepting jobs; cancel queued and running ones (``cancel``) and, with ``wait``, wait for the
-        workers to finish (at most ``timeout`` seconds each)."""
+        workers to finish (at most ``timeout`` seconds in all; a job ignoring Cancel is abandoned after
+        ``cancel_grace`` seconds, so ``timeout=None`` returns too)."""
         with self._lock:
             self._closed = True
             workers = list(self._workers.values())
@@ -381,9 +450,14 @@ class JobQueue:
             self.cancel_all()
         for w in workers:
             w.inbox.put(None)
-        if wait:
+        if wait:  # a retired worker (its job abandoned) is not waited for: it may never return
+            deadline = None if timeout is None else time.monotonic() + timeout
             for w in workers:
-                w.join(timeout)
+                while w.is_alive() and not w.retired:
+                    left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                    if left <= 0:
+                        break
+                    w.join(left)
 
     def __enter__(self) -> "JobQueue":
         return self

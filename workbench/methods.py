@@ -39,6 +39,8 @@ Method subclass, an instance, a list of them, or a module.
 
 A plugin that fails to import, declares invalid parameters or has an incompatible ``api_version`` is recorded
 in ``Registry.errors`` (a :class:`PluginError` with its traceback text) and skipped; nothing else is affected.
+That includes a plugin calling ``sys.exit()`` or raising ``KeyboardInterrupt`` (any BaseException) while it is
+imported or instantiated; in ``run``, :func:`safe_run` turns them into a failed run the same way.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ __all__ = [
     "ParamError", "ParamSpec", "PluginDefinitionError", "PluginError", "Registry", "RunContext",
     "UnknownMethodError", "discover_methods", "load_plugin_file", "methods_in_module", "param", "param_specs",
     "params_to_dict", "parse_params", "plugin_search_dirs", "plugin_traceback", "safe_run", "user_plugin_dir",
-    "validate_method", "validate_method_class", "validate_params",
+    "validate_method", "validate_method_class", "validate_params", "validate_result",
 ]
 
 API_VERSION = 1
@@ -653,6 +655,39 @@ def _call_check(method: Any, problem: Any, params: Any) -> list[str]:
     return method.check(problem, params) if accepts else method.check(problem)
 
 
+def _escaped(exc: BaseException) -> None:
+    """Re-raise a KeyboardInterrupt that reached the main thread: that is the user's Ctrl-C (the CLI cancels).
+    Everything else a plugin raises, SystemExit included, and a KeyboardInterrupt on a worker thread (which
+    never receives signals, so the plugin raised it) fails the run."""
+    if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+        raise exc
+
+
+def validate_result(result: Any, problem: Any) -> str | None:
+    """Why ``result`` cannot be called done for ``problem`` (None: it can): not a :class:`Result`, an image that
+    is not on ``problem.recon_shape``, not numeric, or not finite; a std map or samples with NaN/Inf."""
+    if not isinstance(result, Result):
+        return f"run() returned {type(result).__name__}, expected a workbench.result.Result"
+    image = result.image
+    if not isinstance(image, torch.Tensor) or not (image.is_complex() or image.is_floating_point()):
+        return f"the result image must be a complex or real float tensor, got {getattr(image, 'dtype', image)!r}"
+    expected = getattr(problem, "recon_shape", None)
+    if expected is not None and tuple(image.shape) != tuple(expected):
+        return (f"the result image is {'x'.join(map(str, image.shape))}, but this problem's images are "
+                f"{'x'.join(map(str, expected))} (problem.recon_shape; crop with problem.crop(x))")
+    if not torch.isfinite(image).all():
+        return "the reconstructed image contains NaN or Inf values (the iteration diverged?)"
+    if result.std is not None:
+        std = result.std
+        if tuple(std.shape) != tuple(image.shape) or not std.is_floating_point():
+            return f"the std map must be a real [h, w] tensor like the image, got {std.dtype} {tuple(std.shape)}"
+        if not torch.isfinite(std).all():
+            return "the uncertainty (std) map contains NaN or Inf values"
+    if result.samples is not None and not torch.isfinite(result.samples).all():
+        return "the posterior samples contain NaN or Inf values"
+    return None
+
+
 def safe_run(method: Method, problem: "Problem", params: Any = None, ctx: RunContext | None = None) -> Result:
     """Run ``method`` on ``problem`` the way the app and the CLI do.
 
@@ -660,15 +695,19 @@ def safe_run(method: Method, problem: "Problem", params: Any = None, ctx: RunCon
     :meth:`Method.check` (:class:`MethodNotApplicableError` with the reasons), runs under ``torch.no_grad()``
     (use ``torch.enable_grad()`` inside ``run`` to optimise something), and fills what the method left empty
     in the Result (method name/version, params, device, time, the problem's mask/trajectory), moving its
-    tensors to the CPU. Any exception of the plugin becomes a :class:`MethodError` with the traceback text;
-    :class:`JobCancelled` propagates unchanged (also when a plugin turned it into another exception).
+    tensors to the CPU. Any exception of the plugin becomes a :class:`MethodError` with the traceback text, and
+    so does ``SystemExit`` or any other BaseException (a KeyboardInterrupt on the main thread, the user's
+    Ctrl-C, propagates); :class:`JobCancelled` propagates unchanged (also when a plugin turned it into another
+    exception). The result is checked (:func:`validate_result`: shape ``problem.recon_shape``, numeric, finite
+    image and std map) before it is returned.
     """
     ctx = ctx if ctx is not None else RunContext(getattr(problem, "device", "cpu"))
     name = getattr(method, "name", type(method).__name__)
     p = method.make_params(params)
     try:
         reasons = list(_call_check(method, problem, p))
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B036 - also sys.exit(); see _escaped
+        _escaped(exc)
         raise MethodError(name, f"check() failed: {type(exc).__name__}: {exc}", plugin_traceback(exc)) from exc
     if reasons:
         raise MethodNotApplicableError(name, reasons)
@@ -684,11 +723,14 @@ def safe_run(method: Method, problem: "Problem", params: Any = None, ctx: RunCon
         # A WorkbenchError (e.g. maps cannot be estimated) already reads as a user message.
         message = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
         raise MethodError(name, message, plugin_traceback(exc)) from exc
+    except BaseException as exc:  # noqa: B036 - sys.exit() in a plugin fails its run, never the app
+        _escaped(exc)
+        raise MethodError(name, f"the plugin raised {type(exc).__name__}({exc}) inside run(); a method must "
+                                "return a Result or raise an Exception", plugin_traceback(exc)) from exc
     elapsed = time.perf_counter() - t0
-    if not isinstance(result, Result):
-        raise MethodError(name, f"run() returned {type(result).__name__}, expected a workbench.result.Result")
-    if not torch.isfinite(result.image).all():
-        raise MethodError(name, "the reconstructed image contains NaN or Inf values (the iteration diverged?)")
+    problem_result = validate_result(result, problem)
+    if problem_result:
+        raise MethodError(name, problem_result)
     result.method = result.method or name
     result.version = result.version or str(method.version)
     result.params = result.params or params_to_dict(p)
@@ -758,7 +800,7 @@ class Registry:
         for name, m in self.methods.items():
             try:
                 out[name] = list(m.check(problem))
-            except Exception as exc:  # a broken check must not hide the other methods
+            except BaseException as exc:  # noqa: B036 - a broken check must not hide the other methods
                 out[name] = [f"check() failed: {type(exc).__name__}: {exc}"]
         return out
 
@@ -849,7 +891,7 @@ def _register_objects(registry: Registry, objects: Iterable[Any], source: str) -
                 validate_method_class(obj)
                 obj = obj()
             registry.add(obj, source)
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - also a constructor calling sys.exit()
             _record(registry, source, exc, name if isinstance(name, str) else None)
 
 
@@ -897,7 +939,7 @@ def _discover_entry_points(registry: Registry, *, builtin: bool = True, others: 
             else:
                 raise PluginDefinitionError(f"entry point {ep.name} names {obj!r}; expected a Method subclass, "
                                             "an instance, a list of them, or a module")
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - sys.exit() or KeyboardInterrupt at import is a load error
             _record(registry, source, exc, ep.name)
             continue
         _register_objects(registry, objects, source)
@@ -938,7 +980,7 @@ def _discover_folder(registry: Registry, folder: Path, explicit: bool) -> None:
         try:
             module = load_plugin_file(path)
             objects = methods_in_module(module)
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - sys.exit() or KeyboardInterrupt at import is a load error
             _record(registry, str(path), exc)
             continue
         if not objects:
