@@ -80,14 +80,14 @@ def test_weight_problems_are_explained(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(path.read_bytes()[:50])
     (tmp_path / "bad.json").write_text(json.dumps({"model": "unet", "architecture": {}}))
     with pytest.raises(WeightsError, match="bad.safetensors"):
-        load_model(tmp_path / "bad.safetensors")
+        load_model(tmp_path / "bad.safetensors", trust=True)  # no sha256 in bad.json: trusted to reach the file
     # architecture that does not fit the tensors
     meta = json.loads((tmp_path / "other.json").read_text())
     meta["architecture"]["chans"] = 8
     meta.pop("sha256")
     (tmp_path / "other.json").write_text(json.dumps(meta))
     with pytest.raises(WeightsError, match="do not fit"):
-        load_model(tmp_path / "other.safetensors")
+        load_model(tmp_path / "other.safetensors", trust=True)
 
 
 def test_checkpoint_restores_model_optimizer_and_rng(tmp_path, monkeypatch):
@@ -114,3 +114,54 @@ def test_checkpoint_restores_model_optimizer_and_rng(tmp_path, monkeypatch):
     for i in a:
         for key in a[i]:
             assert torch.equal(torch.as_tensor(a[i][key]), torch.as_tensor(b[i][key]))
+
+
+def test_a_sidecar_lying_about_the_architecture_fails_before_the_model_is_built(tmp_path, monkeypatch):
+    """Issue 16: a sidecar claiming a huge network is a WeightsError from the header shapes, never an allocation."""
+    import workbench.nn as nn_pkg
+
+    model = build_model("unet", {"chans": 4, "num_pool_layers": 1})
+    path, side = save_weights(tmp_path / "unet.safetensors", model, RECORD)
+    meta = json.loads(side.read_text())
+    meta["architecture"]["chans"] = 4096  # ~GBs of float32 if it were built for real
+    side.write_text(json.dumps(meta))
+    real_build, built = nn_pkg.build_model, []
+
+    def watched(name, arch):
+        m = real_build(name, arch)
+        built.append(next(m.parameters()).device.type)
+        return m
+
+    monkeypatch.setattr(nn_pkg, "build_model", watched)
+    with pytest.raises(WeightsError, match="do not fit the sidecar's unet architecture"):
+        load_model(path)
+    assert built == ["meta"]  # only the allocation-free skeleton was built
+
+
+def test_a_sidecar_without_sha256_needs_trust(tmp_path, monkeypatch):
+    from workbench.nn.weights import TRUST_ENV
+
+    model = build_model("unet", {"chans": 4, "num_pool_layers": 1})
+    path, side = save_weights(tmp_path / "unet.safetensors", model, RECORD)
+    meta = json.loads(side.read_text())
+    meta.pop("sha256")
+    side.write_text(json.dumps(meta))
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(WeightsError, match="no sha256"):
+        load_model(path)
+    # tampered weights without a hash would otherwise run silently
+    assert load_model(path, trust=True)[1]["model"] == "unet"
+    monkeypatch.setenv(TRUST_ENV, "1")
+    assert load_model(path)[1]["model"] == "unet"
+
+
+def test_shipped_weights_all_have_their_sha256():
+    from workbench.nn.weights import check_sha256, read_sidecar, shipped_weights
+
+    for name in ("unet", "unet_noncartesian", "xpdnet", "ncpdnet", "dsm"):
+        path = shipped_weights(name)
+        if not path.is_file():
+            continue
+        side = read_sidecar(path)
+        assert len(side.get("sha256", "")) == 64, path
+        check_sha256(path, side)  # matches the file

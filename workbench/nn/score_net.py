@@ -230,12 +230,17 @@ class ScoreNet(nn.Module):
 
 def load_score_net(path: str | Path, device="cpu") -> tuple[ScoreNet, dict[str, Any]]:
     """Build the score network a weight file's sidecar describes and load its weights (eval mode)."""
-    from workbench.nn.weights import WeightsError, build_with_weights, load_weights
+    from workbench.nn.weights import WeightsError, build_with_weights, load_weights, read_sidecar
 
-    tensors, sidecar = load_weights(path, device)
-    if sidecar.get("model") != MODEL_NAME:
-        raise WeightsError(path, f"holds {sidecar.get('model')} weights, not a {MODEL_NAME} score network")
-    model = build_with_weights(path, tensors, sidecar, lambda arch: ScoreNet(ScoreNetConfig(**arch)), "score network")
+    side = read_sidecar(path)
+    if side.get("model") != MODEL_NAME:
+        raise WeightsError(path, f"holds {side.get('model')} weights, not a {MODEL_NAME} score network")
+
+    def build(arch: dict[str, Any]) -> ScoreNet:
+        return ScoreNet(ScoreNetConfig(**arch))
+
+    tensors, sidecar = load_weights(path, device, build=build, what="score network")  # hash, shapes first
+    model = build_with_weights(path, tensors, sidecar, build, "score network")
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # ~20% faster convolutions on CPU (oneDNN)

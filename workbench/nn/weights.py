@@ -12,6 +12,13 @@ model::
 
 Training checkpoints (:func:`save_checkpoint`) use the same two-file layout with the optimizer state and the
 RNG state as tensors, and the step, optimizer hyper-parameters and config in the JSON.
+
+Loading checks, in this order, before any model is built: the sidecar's ``sha256`` against the file (a sidecar
+without one is refused unless the caller trusts the file: ``trust=True``, or the environment variable
+``WORKBENCH_TRUST_WEIGHTS=1`` for the app, the CLI and the plugins), then the architecture against the tensor
+shapes of the safetensors header (the model is built on PyTorch's ``meta`` device, which allocates nothing, and
+its state-dict shapes compared), so a sidecar that lies about the size is a :class:`WeightsError` and never a
+multi-GB allocation.
 """
 
 from __future__ import annotations
@@ -26,14 +33,19 @@ from typing import Any, Callable
 import torch
 
 from workbench.arrays import LRUCache
+from workbench.atomic import atomic_write_bytes
 from workbench.errors import WorkbenchError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
+    "TRUST_ENV",
     "WEIGHTS_FORMAT",
     "WeightsError",
+    "build_with_weights",
     "cached_model",
+    "check_architecture",
+    "check_sha256",
     "file_sha256",
     "load_checkpoint",
     "load_model",
@@ -43,12 +55,15 @@ __all__ = [
     "save_weights",
     "shipped_weights",
     "sidecar_path",
+    "tensor_shapes",
     "weights_problem",
 ]
 
 WEIGHTS_FORMAT = "mri-workbench-weights"
 CHECKPOINT_FORMAT = "mri-workbench-checkpoint"
 FORMAT_VERSION = 1
+TRUST_ENV = "WORKBENCH_TRUST_WEIGHTS"
+"""Set to 1 to load weight files whose sidecar has no sha256 (their integrity cannot be checked)."""
 
 
 class WeightsError(WorkbenchError):
@@ -72,18 +87,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
 
 
 def _json_default(o: Any):
@@ -102,7 +107,7 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     from safetensors.torch import save
 
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    _atomic_write_bytes(path, save(flat, metadata=metadata))
+    atomic_write_bytes(path, save(flat, metadata=metadata))
 
 
 def _load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
@@ -172,34 +177,114 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, record: dict[s
     return path, side
 
 
-def load_weights(path: str | os.PathLike, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, sidecar)`` of a weight file; safetensors only (no pickle). Checks the sidecar's hash."""
+def _trusted(trust: bool) -> bool:
+    return trust or os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_sha256(path: str | os.PathLike, sidecar: dict[str, Any], trust: bool = False) -> None:
+    """The file's sha256 against its sidecar's; a sidecar without one is a :class:`WeightsError` unless
+    ``trust`` (or ``$WORKBENCH_TRUST_WEIGHTS=1``) says to load the file unchecked."""
+    expected = sidecar.get("sha256")
+    if not expected:
+        if _trusted(trust):
+            return
+        raise WeightsError(sidecar_path(path), "the sidecar has no sha256, so the weights' integrity cannot be "
+                           f"checked; trust the file explicitly (trust=True, or {TRUST_ENV}=1) to load it anyway")
+    if not isinstance(expected, str) or file_sha256(path) != expected.strip().lower():
+        raise WeightsError(path, "the weights do not match their sidecar (sha256 differs); the files were mixed up")
+
+
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a safetensors file, read from its header (no tensor is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "weight file not found")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise WeightsError(path, f"not a readable safetensors file ({exc})") from exc
+
+
+def _describe(arch: Any) -> str:
+    return json.dumps(arch, default=str)[:120] if isinstance(arch, dict) else repr(arch)[:120]
+
+
+def check_architecture(path: str | os.PathLike, sidecar: dict[str, Any],
+                       build: Callable[[dict[str, Any]], torch.nn.Module], what: str,
+                       prefix: str = "") -> None:
+    """Build the sidecar's architecture on the ``meta`` device (no memory) and compare its state-dict shapes with
+    the tensors of ``path``'s header (those whose names start with ``prefix``, which is stripped): a
+    :class:`WeightsError` naming the first difference, before a real model is ever allocated."""
+    arch = sidecar.get("architecture")
+    if not isinstance(arch, dict):
+        raise WeightsError(sidecar_path(path), f"'architecture' must be an object, got {_describe(arch)}")
+    shapes = {k[len(prefix):]: v for k, v in tensor_shapes(path).items() if k.startswith(prefix)}
+    try:
+        with torch.device("meta"):
+            skeleton = build(arch)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, NotImplementedError,
+            OverflowError, RecursionError) as exc:
+        raise WeightsError(sidecar_path(path), f"architecture cannot be built ({type(exc).__name__}: {exc})") from exc
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    if missing or extra or wrong:
+        if wrong:
+            k = wrong[0]
+            first = f"{k} is {list(shapes[k])} in the file, {list(expected[k])} in the architecture"
+        else:
+            first = (f"missing from the file: {', '.join(missing[:3])}" if missing
+                     else f"not in the architecture: {', '.join(extra[:3])}")
+        raise WeightsError(path, f"the tensors in the file do not fit the sidecar's {what} ({first}; "
+                                 f"{len(missing)} missing, {len(extra)} unexpected, {len(wrong)} of another shape)")
+
+
+def load_weights(path: str | os.PathLike, device="cpu", *, trust: bool = False,
+                 build: Callable[[dict[str, Any]], torch.nn.Module] | None = None, what: str = "architecture"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, sidecar)`` of a weight file; safetensors only (no pickle). Checks the sidecar's hash
+    (:func:`check_sha256`, ``trust``) and, given the model's ``build(architecture)``, the architecture against
+    the file's tensor shapes (:func:`check_architecture`) before loading any tensor."""
     path = Path(path)
     sidecar = read_sidecar(path)
-    tensors = _load_tensors(path, device)
-    expected = sidecar.get("sha256")
-    if expected and file_sha256(path) != expected:
-        raise WeightsError(path, "the weights do not match their sidecar (sha256 differs); the files were mixed up")
-    return tensors, sidecar
+    if not path.is_file():
+        raise WeightsError(path, "weight file not found")
+    check_sha256(path, sidecar, trust)
+    if build is not None:
+        check_architecture(path, sidecar, build, what)
+    return _load_tensors(path, device), sidecar
 
 
-def load_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build the model the sidecar describes and load its weights (eval mode, on ``device``)."""
+def load_model(path: str | os.PathLike, device="cpu", *, trust: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the model the sidecar describes and load its weights (eval mode, on ``device``); hash and
+    architecture are checked first (:func:`load_weights`)."""
     from workbench.nn import build_model
 
-    tensors, sidecar = load_weights(path, device)
-    model = build_with_weights(path, tensors, sidecar, lambda arch: build_model(sidecar["model"], arch),
-                               f"{sidecar['model']} architecture")
+    sidecar = read_sidecar(path)
+    name = sidecar["model"]
+
+    def build(arch: dict[str, Any]) -> torch.nn.Module:
+        return build_model(name, arch)
+
+    what = f"{name} architecture"
+    tensors, sidecar = load_weights(path, device, trust=trust, build=build, what=what)
+    model = build_with_weights(path, tensors, sidecar, build, what)
     return model.to(device).eval(), sidecar
 
 
 def build_with_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], sidecar: dict[str, Any],
                        build: Callable[[dict[str, Any]], torch.nn.Module], what: str) -> torch.nn.Module:
     """``build(sidecar["architecture"])`` with ``tensors`` loaded strictly; a :class:`WeightsError` naming the
-    sidecar when the architecture cannot be built, the weight file when the weights do not fit ``what``."""
+    sidecar when the architecture cannot be built, the weight file when the weights do not fit ``what``.
+    Callers check the architecture first (:func:`load_weights` with ``build``), so the build allocates only
+    what the file holds."""
     try:
         model = build(sidecar["architecture"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise WeightsError(sidecar_path(path), f"architecture cannot be built ({exc})") from exc
     try:
         model.load_state_dict(tensors, strict=True)
@@ -243,14 +328,22 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    device="cpu") -> dict[str, Any]:
-    """Restore a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); returns its sidecar (``step``)."""
+                    device="cpu", *, trust: bool = False) -> dict[str, Any]:
+    """Restore a :func:`save_checkpoint` file into ``model`` (and ``optimizer``); returns its sidecar (``step``).
+    The hash is checked first (:func:`check_sha256`, ``trust``), and the model's shapes against the header."""
     path = Path(path)
     sidecar = read_sidecar(path)
     if sidecar.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(path, "not a training checkpoint")
-    tensors = _load_tensors(path, device)
+    if not path.is_file():
+        raise WeightsError(path, "checkpoint file not found")
+    check_sha256(path, sidecar, trust)
     model = getattr(model, "module", model)
+    shapes = {k[len("model."):]: v for k, v in tensor_shapes(path).items() if k.startswith("model.")}
+    wrong = [k for k, v in model.state_dict().items() if k in shapes and shapes[k] != tuple(v.shape)]
+    if wrong:
+        raise WeightsError(path, f"checkpoint does not fit the model ({wrong[0]} is {list(shapes[wrong[0]])})")
+    tensors = _load_tensors(path, device)
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state, strict=True)
