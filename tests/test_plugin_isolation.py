@@ -193,3 +193,30 @@ def test_invalid_results_fail_the_job(methods, problem, name, words):
 def test_a_valid_result_passes(methods, problem):
     r = safe_run(methods["test-quick"], problem)
     assert tuple(r.image.shape) == tuple(problem.recon_shape) and torch.isfinite(r.image).all()
+
+
+def test_the_app_closes_and_later_jobs_run_while_a_plugin_hangs(tmp_path, running, methods, qtbot, settings,
+                                                                 messages):
+    from workbench.gui.main_window import MainWindow
+    from workbench.session import Session
+
+    rng = np.random.default_rng(2)
+    k = (rng.standard_normal((1, 2, 16, 12)) + 1j * rng.standard_normal((1, 2, 16, 12))).astype(np.complex64)
+    write_fastmri(tmp_path / "scan.h5", k)
+    session = Session(device="cpu", job_queue=JobQueue("cpu", cancel_grace=0.5))
+    reg = discover_methods([running], entry_points=False, builtin=False, user_dirs=False)
+    win = MainWindow(plugin_dirs=[str(running)], settings=settings, session=session, registry=reg)
+    qtbot.addWidget(win)
+    session.open(tmp_path / "scan.h5")
+    hung = session.run(methods["test-hangs"])
+    later = session.run(methods["test-quick"])
+    qtbot.waitUntil(lambda: hung.state == "running", timeout=10_000)
+    session.cancel(hung)
+    qtbot.waitUntil(lambda: later.state == "done", timeout=5_000)  # the queue went on
+    qtbot.waitUntil(lambda: hung.state == "failed", timeout=5_000)
+    assert "unresponsive" in hung.error
+    again = session.run(methods["test-hangs"])
+    qtbot.waitUntil(lambda: again.state == "running", timeout=10_000)
+    t0 = time.time()
+    win.close()  # a plugin still running: closing returns (its daemon thread is left behind)
+    assert time.time() - t0 < 3
