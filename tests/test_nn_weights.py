@@ -136,6 +136,10 @@ def test_a_sidecar_lying_about_the_architecture_fails_before_the_model_is_built(
     with pytest.raises(WeightsError, match="do not fit the sidecar's unet architecture"):
         load_model(path)
     assert built == ["meta"]  # only the allocation-free skeleton was built
+    meta["architecture"].update(chans=4, num_pool_layers=100_000)  # deep: stopped at the file's tensor count
+    side.write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="more parameters than the .* tensors in the file"):
+        load_model(path)
 
 
 def test_a_sidecar_without_sha256_needs_trust(tmp_path, monkeypatch):

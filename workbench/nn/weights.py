@@ -23,12 +23,14 @@ multi-GB allocation.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -212,6 +214,29 @@ def _describe(arch: Any) -> str:
     return json.dumps(arch, default=str)[:120] if isinstance(arch, dict) else repr(arch)[:120]
 
 
+@contextlib.contextmanager
+def _at_most_parameters(limit: int, path: Path | str, what: str) -> Iterator[None]:
+    """Stop a model build (in this thread) at its ``limit + 1``-th parameter: on the meta device a wide layer
+    costs nothing, but a sidecar declaring thousands of unrolled iterations would still cost minutes and GBs of
+    Python objects; the file holds only ``limit`` tensors."""
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    thread, count = threading.get_ident(), [0]
+
+    def hook(module: torch.nn.Module, name: str, param: Any) -> None:
+        if param is not None and threading.get_ident() == thread:
+            count[0] += 1
+            if count[0] > limit:
+                raise WeightsError(path, f"the sidecar's {what} has more parameters than the {limit} tensors "
+                                         "in the file")
+
+    handle = register_module_parameter_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def check_architecture(path: str | os.PathLike, sidecar: dict[str, Any],
                        build: Callable[[dict[str, Any]], torch.nn.Module], what: str,
                        prefix: str = "") -> None:
@@ -223,7 +248,7 @@ def check_architecture(path: str | os.PathLike, sidecar: dict[str, Any],
         raise WeightsError(sidecar_path(path), f"'architecture' must be an object, got {_describe(arch)}")
     shapes = {k[len(prefix):]: v for k, v in tensor_shapes(path).items() if k.startswith(prefix)}
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _at_most_parameters(len(shapes), path, what):
             skeleton = build(arch)
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, NotImplementedError,
             OverflowError, RecursionError) as exc:
