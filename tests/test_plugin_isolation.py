@@ -220,3 +220,19 @@ def test_the_app_closes_and_later_jobs_run_while_a_plugin_hangs(tmp_path, runnin
     t0 = time.time()
     win.close()  # a plugin still running: closing returns (its daemon thread is left behind)
     assert time.time() - t0 < 3
+
+
+def test_a_check_calling_sys_exit_is_a_reason_not_an_exit(problem):
+    from workbench.methods import Method
+    from workbench.session.runs import method_reasons
+
+    class ExitInCheck(Method):
+        name = "test-exit-check"
+
+        def check(self, problem, params=None):
+            raise SystemExit(2)
+
+    reasons = method_reasons([ExitInCheck()], lambda: problem)
+    assert "SystemExit" in reasons["test-exit-check"][0]
+    with pytest.raises(MethodError, match="check.. failed: SystemExit"):
+        safe_run(ExitInCheck(), problem)

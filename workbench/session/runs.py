@@ -426,7 +426,7 @@ def method_reasons(methods: list[Any], build_problem: Callable[[], Any] | None) 
     for m in methods:
         try:
             out[m.name] = [str(r) for r in m.check(problem)]
-        except Exception as exc:  # a broken check must not hide the other methods
+        except BaseException as exc:  # noqa: B036 - a broken check (even sys.exit) must not hide the others
             out[m.name] = [f"check() failed: {type(exc).__name__}: {exc}"]
     return out
 
