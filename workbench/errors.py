@@ -11,6 +11,8 @@ __all__ = [
     "UnsupportedFormatError",
     "CorruptFileError",
     "InvalidDataError",
+    "UnsafeFileError",
+    "TooLargeError",
     "SamplingError",
     "int_pair",
 ]
@@ -40,6 +42,16 @@ class CorruptFileError(ScanError):
 
 class InvalidDataError(ScanError):
     """The file reads, but its k-space is unusable (NaN/Inf, inconsistent shapes, no k-space array)."""
+
+
+class UnsafeFileError(ScanError):
+    """The file points outside itself (HDF5 external storage, external links, virtual datasets): it is refused
+    before any byte elsewhere is read."""
+
+
+class TooLargeError(ScanError):
+    """Reading the file would allocate more than the memory budget (``workbench.limits``), or more than its
+    stored bytes can hold (a forged size or a decompression bomb)."""
 
 
 class SamplingError(WorkbenchError):

@@ -23,7 +23,20 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported when a tensor is asked for: `workbench info` never needs it
     import torch
 
-from workbench.errors import InvalidDataError
+from workbench.errors import CorruptFileError, InvalidDataError, TooLargeError, WorkbenchError
+
+
+def read_guarded(path: str | None, what: str, read: Callable[[], Any]) -> Any:
+    """``read()`` with any failure but a WorkbenchError turned into a typed error naming the file and ``what``
+    (a damaged file fails deep inside h5py, scipy, zipfile or numpy with their own exception types)."""
+    try:
+        return read()
+    except WorkbenchError:
+        raise
+    except MemoryError as exc:
+        raise TooLargeError(path, f"{what}: out of memory") from exc
+    except Exception as exc:  # noqa: BLE001  (the cause stays chained for debugging)
+        raise CorruptFileError(path, f"{what} cannot be read; damaged? ({type(exc).__name__}: {exc})") from exc
 
 
 @dataclass
@@ -98,7 +111,7 @@ class Scan:
         """k-space of one slice as complex64 tensor, ``kspace_shape``; raises InvalidDataError on NaN/Inf."""
         if not 0 <= index < self.n_slices:
             raise IndexError(f"{self.name}: slice {index} out of range (0..{self.n_slices - 1})")
-        k = np.asarray(self.load_slice(index))
+        k = np.asarray(read_guarded(self.path, f"slice {index} k-space", lambda: self.load_slice(index)))
         if k.shape != tuple(self.kspace_shape):
             raise InvalidDataError(self.path, f"slice {index} has shape {k.shape}, expected {self.kspace_shape}")
         if not np.isfinite(k).all():
@@ -112,7 +125,14 @@ class Scan:
         """The stored reference image of a slice (float32, ``recon_shape``), or None."""
         if self.load_reference is None:
             return None
-        return np.asarray(self.load_reference(index), dtype=np.float32)
+        load = self.load_reference
+        ref = np.asarray(read_guarded(self.path, f"slice {index} reference image", lambda: load(index)),
+                         dtype=np.float32)
+        if not np.isfinite(ref).all():
+            # a NaN/Inf reference would make every data range and metric NaN
+            raise InvalidDataError(self.path, f"slice {index} reference image has "
+                                              f"{int((~np.isfinite(ref)).sum())} NaN/Inf values")
+        return ref
 
     def trajectory_tensor(self, device: str | torch.device = "cpu") -> torch.Tensor | None:
         if self.trajectory is None:

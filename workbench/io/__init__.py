@@ -11,7 +11,7 @@ import os
 from typing import Any, Iterable, Protocol
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError, UnsupportedFormatError
-from workbench.scan import Scan
+from workbench.scan import Scan, read_guarded
 
 
 class Reader(Protocol):
@@ -145,6 +145,25 @@ def open_scan(path: str | os.PathLike, *, format: str | None = None, **options: 
             )
         reader = scored[0][2]
     try:
-        return reader.open(path, **options)
-    except PermissionError as exc:
-        raise ScanError(path, f"cannot read the file ({exc.strerror})") from exc
+        scan = read_guarded(path, f"{reader.name} file", lambda: reader.open(path, **options))
+    except CorruptFileError as exc:
+        if isinstance(exc.__cause__, PermissionError):
+            raise ScanError(path, f"cannot read the file ({exc.__cause__.strerror})") from exc.__cause__
+        raise
+    check_scan_size(scan)
+    return scan
+
+
+def check_scan_size(scan: Scan) -> None:
+    """Refuse a scan whose declared geometry would make later steps (a slice read, coil images on the grid)
+    allocate more than the memory budget or far more than the file holds (``workbench.limits``): a forged
+    header, or a trajectory whose extent asks for a huge grid."""
+    from math import prod
+
+    from workbench.limits import check_bytes
+
+    path = scan.path
+    stored = os.path.getsize(path) if path and os.path.isfile(path) else None
+    check_bytes(path, prod(int(n) for n in scan.kspace_shape) * 8, f"one k-space slice {tuple(scan.kspace_shape)}")
+    h, w = (int(n) for n in scan.grid_shape)
+    check_bytes(path, scan.n_coils * h * w * 8, f"{scan.n_coils}-coil images on the {h}x{w} grid", stored=stored)

@@ -36,6 +36,7 @@ import numpy as np
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
 from workbench.io import check_finite, check_options, register_reader
+from workbench.limits import check_bytes
 from workbench.scan import Scan
 
 N_DIMS = 16
@@ -77,7 +78,7 @@ def read_cfl_header(name: str | os.PathLike) -> tuple[list[int], dict[str, str]]
     if not sections.get("dimensions"):
         raise CorruptFileError(hdr, "malformed BART header: no '# Dimensions' line followed by the sizes")
     try:
-        dims = [int(v) for v in sections["dimensions"][0].split()]
+        dims = [int(v) for v in sections["dimensions"][0].split()[:64]]
     except ValueError:
         raise CorruptFileError(hdr, f"malformed BART header: dimensions {sections['dimensions'][0]!r} are not integers") from None
     if not dims or any(d < 1 for d in dims):
@@ -97,7 +98,7 @@ def read_cfl(name: str | os.PathLike) -> np.ndarray:
     cfl = base + ".cfl"
     if not os.path.isfile(cfl):
         raise CorruptFileError(base + ".hdr", f"BART data file {os.path.basename(cfl)} is missing")
-    need = int(np.prod(dims)) * 8
+    need = math.prod(dims) * 8  # Python ints: a forged header cannot overflow into a matching size
     have = os.path.getsize(cfl)
     if have != need:
         raise CorruptFileError(
@@ -285,6 +286,9 @@ class BartReader:
             raise InvalidDataError(cfl_path, f"k-space dims {_short_dims(dims)} have fewer than two spatial "
                                              "dimensions (0, 1, 2) larger than 1")
         n_slices = extra * (x if volume else 1)
+        # one read: a whole (x, y, z, coils) block for 3D k-space, else one slice; each is held in memory
+        check_bytes(cfl_path, x * y * z * n_coils * 8 * (2 if volume else 1), "one BART k-space slice",
+                    stored=os.path.getsize(cfl_path))
 
         def plane(k3: np.ndarray) -> np.ndarray:
             """[x, y, z, C] (one of x/y/z singleton or reduced) -> [C, H, W]."""
@@ -397,6 +401,8 @@ class BartReader:
 
         traj = read_cfl(tbase)
         tdims = list(traj.shape)
+        check_bytes(tbase + ".cfl", math.prod(tdims) * 16, "the BART trajectory", stored=math.prod(tdims) * 8)
+        check_bytes(cfl_path, n_read * n_spokes * n_coils * 8, "one BART k-space slice")
         t = np.asarray(traj).reshape(3, n_read, n_spokes, -1, order="F")
         if t.shape[-1] > 1 and not all(np.array_equal(t[..., 0], t[..., j]) for j in range(1, t.shape[-1])):
             raise InvalidDataError(tbase + ".cfl", "the trajectory differs between slices/frames; a scan holds one "
@@ -469,6 +475,7 @@ class BartReader:
         _, rinfo = read_cfl_header(rbase)
         fits_slices = all(rdims[i] in (1, kdims[i]) for i in range(5, N_DIMS)) and not volume
         spatial = [rdims[i] for i in (READ, PHS1, PHS2)]
+        check_bytes(rbase + ".cfl", math.prod(spatial) * math.prod(rdims[5:]) * 8, "the BART reference image")
         img3 = np.asarray(img[:, :, :, :1, :1, ...]).reshape(*spatial, -1, order="F")  # coil 0, map 0
         try:
             shape2d = plane_fn(np.abs(img3[..., 0])).shape

@@ -20,16 +20,16 @@ gives ``acquired_mask``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
 
 from workbench.arrays import center_crop
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
-from workbench.io import check_finite, check_options, register_reader
+from workbench.io import check_finite, check_options, hdf5, register_reader
+from workbench.io.hdf5 import HDF5_SIGNATURE, open_hdf5
 from workbench.io.mrd import parse_ismrmrd_header
 from workbench.scan import Scan
 
@@ -67,33 +67,8 @@ def write_fastmri(
 # ---------------------------------------------------------------------------------------------------------
 # Reader
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-@contextlib.contextmanager
-def open_hdf5(path: str) -> Iterator[h5py.File]:
-    """Open an HDF5 file read-only; h5py's errors become CorruptFileError naming the file."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise CorruptFileError(path, f"HDF5 file cannot be opened; truncated or damaged? ({_h5_reason(exc)})") from exc
-    try:
-        yield f
-    finally:
-        f.close()
-
-
-def _h5_reason(exc: BaseException) -> str:
-    # h5py's messages are long ("Unable to synchronously open file (...)"); keep the part in brackets.
-    msg = str(exc)
-    return msg[msg.find("(") + 1 : msg.rfind(")")] if "(" in msg and ")" in msg else msg
-
-
 def _read(path: str, ds: h5py.Dataset, sel: Any, what: str) -> np.ndarray:
-    try:
-        return ds[sel]
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(path, f"{what} cannot be read; truncated or damaged? ({_h5_reason(exc)})") from exc
+    return hdf5.read(path, ds, sel, what)
 
 
 def _py(value: Any) -> Any:
@@ -120,7 +95,7 @@ class FastMriReader:
             return 0
         try:
             with h5py.File(path, "r") as f:
-                keys = set(f.keys())
+                keys = set(f.keys())  # names only: no link is followed
         except Exception:  # noqa: BLE001
             return 5  # a damaged HDF5 file: claim it weakly so that open() reports the damage
         if "kspace" in keys:
@@ -133,13 +108,13 @@ class FastMriReader:
         path = os.fspath(path)
         check_options(path, self.name, options, self.options)
         with open_hdf5(path) as f:
-            if "kspace" not in f or not isinstance(f["kspace"], h5py.Dataset):
+            ds = hdf5.get(f, "kspace", path)
+            if not isinstance(ds, h5py.Dataset):
                 found = ", ".join(sorted(f.keys())) or "nothing"
                 raise InvalidDataError(
                     path, f"HDF5 file has no 'kspace' dataset (it holds: {found}); expected a fastMRI file "
                     "('kspace') or an ISMRMRD file (a 'dataset' group with 'xml' and 'data')"
                 )
-            ds = f["kspace"]
             if not np.issubdtype(ds.dtype, np.complexfloating):
                 raise InvalidDataError(path, f"'kspace' has dtype {ds.dtype}, expected complex")
             if ds.ndim == 4:
@@ -152,14 +127,21 @@ class FastMriReader:
             if min(S, C, H, W) == 0:
                 raise InvalidDataError(path, f"'kspace' is empty (shape {ds.shape})")
             multicoil = ds.ndim == 4
-            attrs = {k: _py(v) for k, v in f.attrs.items()}
+            try:
+                attrs = {k: _py(v) for k, v in f.attrs.items()}
+            except hdf5.H5_ERRORS as exc:
+                raise CorruptFileError(path, f"file attributes cannot be read ({hdf5.reason(exc)})") from exc
 
             xml = None
             header: dict[str, Any] = {}
             geometry: dict[str, Any] = {"limits": {}}
-            if "ismrmrd_header" in f:
-                raw = _read(path, f["ismrmrd_header"], (), "'ismrmrd_header'")
-                raw = raw.item() if isinstance(raw, np.ndarray) else raw
+            hds = hdf5.get(f, "ismrmrd_header", path)
+            if hds is not None:
+                if not isinstance(hds, h5py.Dataset) or hds.dtype.kind not in "SOU" or hds.size != 1:
+                    what = "a group" if not isinstance(hds, h5py.Dataset) else f"{hds.dtype} {hds.shape}"
+                    raise InvalidDataError(path, f"'ismrmrd_header' is {what}, not one XML text")
+                raw = _read(path, hds, (), "'ismrmrd_header'")
+                raw = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) else raw
                 xml = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
                 try:
                     header, geometry, attrs["header_parser"] = parse_ismrmrd_header(xml)
@@ -169,7 +151,9 @@ class FastMriReader:
             ref_name = self._reference_name(path, f, multicoil, options.get("reference"))
             ref_shape = None
             if ref_name:
-                rds = f[ref_name]
+                rds = hdf5.get(f, ref_name, path)
+                if not isinstance(rds, h5py.Dataset) or rds.dtype.kind not in "biufc":
+                    raise InvalidDataError(path, f"'{ref_name}' is not a numeric dataset")
                 if rds.ndim != 3 or rds.shape[0] != S:
                     raise InvalidDataError(
                         path, f"'{ref_name}' has shape {rds.shape} but 'kspace' has {S} slices; expected [{S}, h, w]"
@@ -177,8 +161,11 @@ class FastMriReader:
                 ref_shape = tuple(int(n) for n in rds.shape[1:])
 
             mask = None
-            if "mask" in f:
-                mask = np.asarray(_read(path, f["mask"], (), "'mask'")).astype(bool).reshape(-1)
+            mds = hdf5.get(f, "mask", path)
+            if mds is not None:
+                if not isinstance(mds, h5py.Dataset) or mds.dtype.kind not in "biuf":
+                    raise InvalidDataError(path, "'mask' is not a numeric dataset")
+                mask = np.asarray(_read(path, mds, (), "'mask'")).astype(bool).reshape(-1)
                 if mask.shape != (W,):
                     raise InvalidDataError(path, f"'mask' has length {mask.size} but k-space width (phase "
                                            f"encode) is {W}")
@@ -235,14 +222,14 @@ class FastMriReader:
 
         def load_slice(i: int) -> np.ndarray:
             with open_hdf5(path) as fh:
-                k = _read(path, fh["kspace"], i, f"'kspace' slice {i}")
+                k = _read(path, hdf5.get(fh, "kspace", path), i, f"'kspace' slice {i}")
             return k if multicoil else k[None]
 
         load_reference = None
         if ref_name:
             def load_reference(i: int) -> np.ndarray:
                 with open_hdf5(path) as fh:
-                    r = _read(path, fh[ref_name], i, f"'{ref_name}' slice {i}")
+                    r = _read(path, hdf5.get(fh, ref_name, path), i, f"'{ref_name}' slice {i}")
                 if r.shape != recon_shape:
                     r = center_crop(r, (min(recon_shape[0], r.shape[-2]), min(recon_shape[1], r.shape[-1])))
                 return r.astype(np.float32)
@@ -269,12 +256,12 @@ class FastMriReader:
     def _reference_name(path: str, f: h5py.File, multicoil: bool, choice: str | None) -> str | None:
         if choice is not None:
             name = f"reconstruction_{str(choice).lower()}"
-            if name not in f:
+            if hdf5.get(f, name, path) is None:
                 raise ScanError(path, f"option reference={choice!r}: the file has no '{name}'")
             return name
         order = ("reconstruction_rss", "reconstruction_esc") if multicoil else ("reconstruction_esc",
                                                                                   "reconstruction_rss")
-        return next((n for n in order if n in f and isinstance(f[n], h5py.Dataset)), None)
+        return next((n for n in order if isinstance(hdf5.get(f, n, path), h5py.Dataset)), None)
 
 
 register_reader(FastMriReader())

@@ -18,15 +18,19 @@ Orientation: H = the first in-plane dim, W = the second, unless the data say whi
 from __future__ import annotations
 
 import math
+import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from workbench.arrays import fft2c_np, ifft2c_np
-from workbench.errors import CorruptFileError, InvalidDataError, ScanError
-from workbench.io import check_finite, check_options, register_reader
+from workbench.errors import CorruptFileError, InvalidDataError, ScanError, TooLargeError
+from workbench.io import check_finite, check_options, hdf5, register_reader
 from workbench.io.bart import option_bool, option_float, option_shape, radial_spokes, wrap_radians
+from workbench.limits import MAX_EXPANSION, SMALL_BYTES, check_bytes, memory_budget
 from workbench.scan import Scan
 
 _OPTIONS = {"kspace_var", "coil_axis", "trajectory_var", "reference_var", "image_domain", "readout_oversampling",
@@ -134,7 +138,7 @@ class MatVariable:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
 
     @property
     def squeezed(self) -> tuple[int, ...]:
@@ -165,9 +169,111 @@ def _read_slice(var: MatVariable, plane: tuple[int, int], coil: int | None, slic
     return arr if coil is not None else arr[None]
 
 
+# ------------------------------------------------------------------------------- MATLAB v5 pre-check
+# scipy.io.loadmat trusts declared sizes: it inflates each compressed variable whole and allocates a cell or
+# struct array of the declared dims before reading its elements. The file is walked first (tags only).
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15
+_MX_CELL, _MX_STRUCT, _MX_OBJECT = 1, 2, 3
+_MAX_ELEMENTS = 1_000_000
+
+
+class _V5Walk:
+    """Checks the declared sizes of a v5 file's variables against their bytes and the memory budget."""
+
+    def __init__(self, path: str, endian: str):
+        self.path, self.endian, self.elements = path, endian, 0
+
+    def tag(self, buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+        """(type, nbytes, data start, next element) of the element at ``pos``."""
+        if pos + 8 > end:
+            raise CorruptFileError(self.path, "MATLAB file is truncated inside a data element tag")
+        word, nbytes = struct.unpack_from(self.endian + "II", buf, pos)
+        if word >> 16:  # small data element: 2-byte size, 2-byte type, data in the tag
+            return word & 0xFFFF, word >> 16, pos + 4, pos + 8
+        if pos + 8 + nbytes > end:
+            raise CorruptFileError(self.path, f"MATLAB data element of {nbytes} bytes runs past the end of its "
+                                              "container (truncated or damaged)")
+        return word, nbytes, pos + 8, pos + 8 + nbytes + (-nbytes % 8)
+
+    def matrix(self, buf: bytes, start: int, end: int, depth: int) -> None:
+        """Check one miMATRIX payload ``buf[start:end]`` (and the cells/fields in it)."""
+        self.elements += 1
+        if depth > 32 or self.elements > _MAX_ELEMENTS:
+            raise CorruptFileError(self.path, "MATLAB variables nest too deep or hold too many elements")
+        if start == end:
+            return  # an empty matrix
+        _, _, fpos, pos = self.tag(buf, start, end)
+        cls = struct.unpack_from(self.endian + "I", buf, fpos)[0] & 0xFF
+        typ, nbytes, dpos, pos = self.tag(buf, pos, end)
+        if typ != _MI_INT32 or nbytes % 4:
+            raise CorruptFileError(self.path, "MATLAB variable has malformed dimensions")
+        dims = struct.unpack_from(self.endian + f"{nbytes // 4}i", buf, dpos)
+        if any(d < 0 for d in dims):
+            raise CorruptFileError(self.path, f"MATLAB variable has negative dimensions {dims}")
+        count = math.prod(dims)
+        _, _, _, pos = self.tag(buf, pos, end)  # array name
+        if cls not in (_MX_CELL, _MX_STRUCT, _MX_OBJECT):
+            return  # numeric, char, sparse: scipy reads their data by the tags' byte counts
+        if cls == _MX_OBJECT:
+            _, _, _, pos = self.tag(buf, pos, end)  # class name
+        n_fields = 1
+        if cls != _MX_CELL:
+            _, _, lpos, pos = self.tag(buf, pos, end)
+            name_len = struct.unpack_from(self.endian + "i", buf, lpos)[0]
+            _, names_bytes, _, pos = self.tag(buf, pos, end)
+            n_fields = names_bytes // name_len if name_len > 0 else 0
+        # every cell / field value is an element of at least 8 bytes
+        if count * n_fields * 8 > end - pos:
+            raise TooLargeError(self.path, f"MATLAB {'cell' if cls == _MX_CELL else 'struct'} array declares "
+                                           f"{count} x {n_fields} elements, more than its {end - pos} bytes hold")
+        for _ in range(count * n_fields):
+            typ, _, dpos, pos = self.tag(buf, pos, end)
+            if typ != _MI_MATRIX:
+                raise CorruptFileError(self.path, "MATLAB cell or struct element is not a matrix")
+            self.matrix(buf, dpos, pos if pos <= end else end, depth + 1)
+
+    def file(self, data: bytes) -> None:
+        pos, end = 128, len(data)
+        budget = memory_budget()
+        while pos + 8 <= end:
+            typ, nbytes, dpos, _ = self.tag(data, pos, end)
+            if typ == _MI_COMPRESSED:
+                # inflate at most what may be allocated for it: a bomb stops at the limit
+                limit = min(budget, max(MAX_EXPANSION * nbytes, SMALL_BYTES))
+                inflater = zlib.decompressobj()
+                try:
+                    raw = inflater.decompress(data[dpos: dpos + nbytes], limit + 1)
+                except zlib.error as exc:
+                    raise CorruptFileError(self.path, f"compressed MATLAB variable is damaged ({exc})") from None
+                if len(raw) > limit:
+                    declared = struct.unpack_from(self.endian + "I", raw, 4)[0] + 8 if len(raw) >= 8 else len(raw)
+                    check_bytes(self.path, max(declared, len(raw)), "a compressed MATLAB variable", stored=nbytes)
+                    raise TooLargeError(self.path, f"a compressed MATLAB variable inflates to more than {limit} "
+                                                   f"bytes from {nbytes}: a decompression bomb")
+                if raw:
+                    ityp, inb, idpos, _ = self.tag(raw, 0, len(raw))
+                    if ityp == _MI_MATRIX:
+                        self.matrix(raw, idpos, idpos + inb, 0)
+                del raw
+            elif typ == _MI_MATRIX:
+                self.matrix(data, dpos, dpos + nbytes, 0)
+            pos = dpos + nbytes  # top-level elements are not padded (as scipy reads them)
+
+
+def _check_v5(path: str) -> None:
+    """Walk a v5 file's tags (see :class:`_V5Walk`); v4 files (no text header) need no check: scipy reads
+    their data by byte counts bounded by the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
+        return
+    _V5Walk(path, "<" if data[126:128] == b"IM" else ">").file(data)
+
+
 def _v5_variables(path: str) -> tuple[list[MatVariable], dict[str, Any]]:
     import scipy.io
 
+    _check_v5(path)
     try:
         data = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
     except NotImplementedError:
@@ -209,48 +315,45 @@ def _h5_variables(path: str) -> tuple[list[MatVariable], dict[str, Any]]:
 
     variables: list[MatVariable] = []
     scalars: dict[str, Any] = {}
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CorruptFileError(path, f"cannot read MATLAB v7.3 (HDF5) file: {e}") from None
-    with f:
+    with hdf5.open_hdf5(path) as f:  # refuses links and storage outside the file
         def visit(name: str, obj: Any) -> None:
             if name.startswith("#") or not isinstance(obj, h5py.Dataset):
                 return
             cls = obj.attrs.get("MATLAB_class", b"")
-            cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+            cls = cls.decode(errors="replace") if isinstance(cls, bytes) else str(cls)
             if "MATLAB_empty" in obj.attrs and obj.attrs["MATLAB_empty"]:
                 return
             mname = name.replace("/", ".")
             dt = obj.dtype
             if cls == "char":
-                if obj.size <= 80:
-                    scalars[mname] = "".join(chr(c) for c in np.asarray(obj[()]).T.ravel())
+                if obj.size <= 80 and obj.dtype.kind in "iu":
+                    text = np.asarray(hdf5.read(path, obj, (), f"variable {mname}")).T.ravel()
+                    scalars[mname] = "".join(chr(c) for c in text if 0 <= c < 0x110000)
                 return
             is_complex = dt.names is not None and {"real", "imag"} <= set(dt.names)
             if not is_complex and (dt.names is not None or dt.kind not in "biuf"):
                 return  # cell arrays (object references), sparse, function handles
+            if obj.shape is None:
+                return  # a null dataspace holds no values
             shape = tuple(reversed(obj.shape))
 
             def read(index: tuple | None = None, _name: str = name) -> np.ndarray:
-                try:
-                    with h5py.File(path, "r") as g:
-                        ds = g[_name]
-                        raw = ds[()] if index is None else ds[tuple(reversed(index))]
-                except OSError as e:
-                    raise CorruptFileError(path, f"cannot read variable {mname}: {e}") from None
+                with hdf5.open_hdf5(path) as g:
+                    ds = hdf5.get(g, _name, path)
+                    raw = hdf5.read(path, ds, () if index is None else tuple(reversed(index)),
+                                    f"variable {mname}")
                 a = raw["real"] + 1j * raw["imag"] if raw.dtype.names else np.asarray(raw)
                 return np.asarray(a).T
 
             variables.append(MatVariable(mname, shape, is_complex,
                                          f"complex({dt['real']})" if is_complex else str(dt), read))
             if obj.size == 1 and not is_complex:
-                scalars[mname] = np.asarray(obj[()]).item()
+                scalars[mname] = np.asarray(hdf5.read(path, obj, (), f"variable {mname}")).item()
 
         try:
             f.visititems(visit)
-        except (OSError, RuntimeError, KeyError) as e:
-            raise CorruptFileError(path, f"damaged MATLAB v7.3 file: {e}") from None
+        except hdf5.H5_ERRORS as e:
+            raise CorruptFileError(path, f"damaged MATLAB v7.3 file: {hdf5.reason(e)}") from None
     return variables, scalars
 
 

@@ -33,10 +33,10 @@ import h5py
 import numpy as np
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
-from workbench.io import check_finite, check_options, register_reader
+from workbench.io import check_finite, check_options, hdf5, register_reader
+from workbench.io.hdf5 import HDF5_SIGNATURE
+from workbench.limits import check_bytes
 from workbench.scan import Scan
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 # ---------------------------------------------------------------------------------------------------------
 # ISMRMRD XML header (shared with the fastMRI reader, whose files carry the same header)
@@ -273,10 +273,13 @@ def _bit(flags: np.ndarray, flag: int) -> np.ndarray:
 def _open_mrd(path: str):
     import ismrmrd
 
+    with hdf5.open_hdf5(path):  # refuses links and storage outside the file before ismrmrd opens anything
+        pass
     try:
         return ismrmrd.File(path, mode="r")
-    except OSError as exc:
-        raise CorruptFileError(path, f"HDF5 file cannot be opened; truncated or damaged? ({exc})") from exc
+    except hdf5.H5_ERRORS as exc:
+        raise CorruptFileError(path, f"HDF5 file cannot be opened; truncated or damaged? ({hdf5.reason(exc)})") \
+            from exc
 
 
 def _acquisition_groups(f: Any) -> list[str]:
@@ -302,14 +305,15 @@ class MrdReader:
         if not head.startswith(HDF5_SIGNATURE):
             return 0
         try:
-            with h5py.File(path, "r") as f:
-                for key, item in f.items():
-                    if isinstance(item, h5py.Group) and ("xml" in item or "data" in item):
-                        data = item.get("data")
-                        if "xml" in item or (isinstance(data, h5py.Dataset) and data.dtype.names
-                                             and "head" in data.dtype.names):
+            with hdf5.open_hdf5(path) as f:
+                for key in f.keys():
+                    item = hdf5.get(f, key, path)
+                    if isinstance(item, h5py.Group):
+                        data = hdf5.get(item, "data", path)
+                        if hdf5.get(item, "xml", path) is not None or (
+                                isinstance(data, h5py.Dataset) and data.dtype.names and "head" in data.dtype.names):
                             return 100
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001  (an unsafe or damaged file: the fastMRI reader's open() reports it)
             return 0
         return 0
 
@@ -336,17 +340,36 @@ class MrdReader:
             dset = container.acquisitions.data  # the h5py dataset behind ismrmrd's Acquisitions wrapper
             xml = None
             if container.has_header():
-                raw = dset.parent["xml"][0]
-                xml = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+                xml = _read_xml(path, dset.parent["xml"])
+            if not dset.dtype.names or "head" not in dset.dtype.names or "data" not in dset.dtype.names:
+                raise InvalidDataError(path, f"ISMRMRD 'data' has dtype {dset.dtype}; expected acquisitions "
+                                             "(head, traj, data)")
+            head_bytes = len(dset) * dset.dtype["head"].itemsize
+            check_bytes(path, head_bytes, "the acquisition headers", stored=dset.id.get_storage_size())
             try:
                 heads = dset.fields("head")[:] if len(dset) else np.zeros(0)
-            except OSError as exc:
-                raise CorruptFileError(path, f"acquisition headers cannot be read; truncated? ({exc})") from exc
+            except hdf5.H5_ERRORS as exc:
+                raise CorruptFileError(path, f"acquisition headers cannot be read; truncated? ({hdf5.reason(exc)})") \
+                    from exc
         finally:
             f.close()
         if len(heads) == 0:
             raise InvalidDataError(path, f"ISMRMRD dataset {group!r} holds no acquisitions")
         return _build_scan(path, group, heads, xml, encoding, units)
+
+
+def _read_xml(path: str, ds: Any) -> str:
+    """The ISMRMRD XML header text of dataset ``xml`` (one string; anything else is an InvalidDataError)."""
+    if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "SOU" or ds.size < 1:
+        what = "a group" if not isinstance(ds, h5py.Dataset) else f"{ds.dtype} of shape {ds.shape}"
+        raise InvalidDataError(path, f"ISMRMRD header 'xml' is {what}, not XML text")
+    raw = hdf5.read(path, ds, () if ds.ndim == 0 else 0, "ISMRMRD header 'xml'")
+    raw = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) else raw
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        return raw
+    raise InvalidDataError(path, f"ISMRMRD header 'xml' holds {type(raw).__name__}, not XML text")
 
 
 def _build_scan(path: str, group: str, heads: np.ndarray, xml: str | None, encoding: int, units: str) -> Scan:
@@ -438,10 +461,12 @@ def _read_records(path: str, group: str, rows: np.ndarray) -> list[_Readout]:
     f = _open_mrd(path)
     try:
         dset = f[group].acquisitions.data  # the h5py dataset behind ismrmrd's Acquisitions wrapper
+        rows = np.asarray(rows, dtype=np.int64)
         try:
-            raw = dset[np.asarray(rows, dtype=np.int64)] if len(rows) else []
-        except OSError as exc:
-            raise CorruptFileError(path, f"acquisition data cannot be read; truncated or damaged? ({exc})") from exc
+            raw = dset[rows] if len(rows) else []
+        except hdf5.H5_ERRORS as exc:
+            raise CorruptFileError(path, f"acquisition data cannot be read; truncated or damaged? "
+                                         f"({hdf5.reason(exc)})") from exc
     finally:
         f.close()
     try:
@@ -471,6 +496,11 @@ def _cartesian_scan(path, group, h, index, per_slice, n_coils, geometry, header,
         H, W = int(enc_mat[0]), int(enc_mat[1])
     else:
         H, W = int(nsamp.max()), int(e1.max()) + 1
+    if H < 1 or W < 1:
+        raise InvalidDataError(path, f"the encoded matrix {H}x{W} is empty")
+    # The grid is allocated per slice: bounded by the budget and by what the file's readouts can fill.
+    check_bytes(path, n_coils * H * W * 8, f"a {n_coils}-coil {H}x{W} k-space grid (header encodedSpace)",
+                stored=os.path.getsize(path))
     lim = geometry["limits"].get("kspace_encoding_step_1")
     offset = (W // 2 - lim[2]) if lim and lim[2] is not None else 0
     cols = e1 + offset
@@ -528,6 +558,10 @@ def _noncartesian_scan(path, group, h, index, per_slice, n_coils, geometry, head
     if not enc_mat:
         raise InvalidDataError(path, "non-Cartesian data needs the header's encodedSpace matrix size")
     grid = (int(enc_mat[0]), int(enc_mat[1]))
+    if min(grid) < 1:
+        raise InvalidDataError(path, f"the encoded matrix {grid[0]}x{grid[1]} is empty")
+    check_bytes(path, n_coils * grid[0] * grid[1] * 8, f"{n_coils}-coil images on the {grid[0]}x{grid[1]} grid "
+                "(header encodedSpace)", stored=os.path.getsize(path))
     nsamp = (h["number_of_samples"].astype(np.int64) - h["discard_pre"] - h["discard_post"])
     totals = {int(nsamp[rows].sum()) for rows in per_slice}
     if len(totals) != 1:

@@ -29,16 +29,20 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import struct
+import tokenize
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
 
 from workbench.arrays import fft2c_np
-from workbench.errors import CorruptFileError, InvalidDataError, ScanError
+from workbench.errors import CorruptFileError, InvalidDataError, ScanError, TooLargeError
 from workbench.io import check_finite, check_options, describe_content, register_reader
 from workbench.io.bart import option_shape
 from workbench.io.mrd import trajectory_to_radians
+from workbench.limits import check_bytes
 from workbench.scan import Scan
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -96,6 +100,38 @@ def _to_complex(path: str, name: str, a: np.ndarray) -> np.ndarray:
         return np.asarray(a[..., 0], np.float32) + 1j * np.asarray(a[..., 1], np.float32)
     raise InvalidDataError(path, f"array {name!r} {a.shape} {a.dtype} is not complex k-space (no imaginary part; "
                            "use image_domain=true for real coil images)")
+
+
+_NPY_ERRORS = (OSError, EOFError, pickle.UnpicklingError, SyntaxError, TypeError, OverflowError, KeyError,
+               tokenize.TokenError, UnicodeDecodeError, struct.error, zlib.error)
+
+
+def _check_npz_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """An .npz member must be a plain .npy whose header's shape x itemsize fits the member's declared
+    (uncompressed) size and the memory budget; only its first bytes are inflated."""
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise InvalidDataError(path, f"archive member {name!r} is not a .npy array; an .npz holds only arrays")
+    check_bytes(path, info.file_size, f"archive member {name!r}", stored=info.compress_size)
+    with zf.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            else:  # 2.0 (and 3.0: the same layout, UTF-8 field names) have a 4-byte header length
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        except (ValueError, *_NPY_ERRORS) as exc:
+            raise CorruptFileError(path, f"archive member {name!r} is not a valid .npy ({exc})") from exc
+        header_end = member.tell()
+    if dtype.hasobject:
+        raise InvalidDataError(path, f"archive member {name!r} holds Python objects (pickled data); only plain "
+                                     "numeric arrays are read")
+    if any(int(n) < 0 for n in shape):
+        raise CorruptFileError(path, f"archive member {name!r} declares a negative shape {shape}")
+    need = math.prod(int(n) for n in shape) * dtype.itemsize
+    if header_end + need != info.file_size:
+        raise CorruptFileError(path, f"archive member {name!r} declares {shape} {dtype} ({need} bytes) but holds "
+                                     f"{info.file_size - header_end} bytes")
 
 
 class NumpyReader:
@@ -161,7 +197,8 @@ class NumpyReader:
     @staticmethod
     def _load_npy(path: str) -> np.ndarray:
         try:
-            # Memory-mapped, read-only: a slice read touches only that slice's pages.
+            # Memory-mapped, read-only: a slice read touches only that slice's pages, and np.load checks that
+            # the file holds the bytes its header declares.
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:
             msg = str(exc)
@@ -169,21 +206,34 @@ class NumpyReader:
                 raise InvalidDataError(path, "holds Python objects (pickled data); only plain numeric arrays "
                                        "are read") from exc
             raise CorruptFileError(path, f"NumPy file is truncated or damaged ({msg})") from exc
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
-            raise CorruptFileError(path, f"NumPy file is truncated or damaged ({exc})") from exc
+        except _NPY_ERRORS as exc:  # a damaged header fails in its parser (TokenError, SyntaxError, ...)
+            raise CorruptFileError(path, f"NumPy file is truncated or damaged ({type(exc).__name__}: {exc})") \
+                from exc
 
     @staticmethod
     def _load_npz(path: str) -> dict[str, np.ndarray]:
+        """All arrays of an .npz, after checking each member's .npy header against its zip entry and the
+        memory budget (a zip bomb or a forged shape is refused before anything is inflated)."""
         try:
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
+                total = 0
+                for info in infos:
+                    _check_npz_member(path, zf, info)
+                    total += info.file_size
+                check_bytes(path, total, "the arrays of the .npz archive", stored=os.path.getsize(path))
             with np.load(path, allow_pickle=False) as z:
                 return {name: z[name] for name in z.files}
+        except (CorruptFileError, InvalidDataError, TooLargeError):
+            raise
         except ValueError as exc:
             if "pickle" in str(exc).lower() or "object" in str(exc).lower():
                 raise InvalidDataError(path, "holds Python objects (pickled data); only plain numeric arrays "
                                        "are read") from exc
             raise CorruptFileError(path, f".npz archive is damaged ({exc})") from exc
-        except (zipfile.BadZipFile, OSError, EOFError, pickle.UnpicklingError) as exc:
-            raise CorruptFileError(path, f".npz archive is truncated or damaged ({exc})") from exc
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, *_NPY_ERRORS) as exc:
+            raise CorruptFileError(path, f".npz archive is truncated or damaged ({type(exc).__name__}: {exc})") \
+                from exc
 
     @staticmethod
     def _pick_kspace(path: str, arrays: dict[str, np.ndarray], var: Any) -> str:
@@ -213,7 +263,9 @@ class NumpyReader:
         other = os.path.join(os.path.dirname(path), name if name.endswith(".npy") else name + ".npy")
         if not os.path.isfile(other):
             raise ScanError(path, f"{os.path.basename(other)} (named by an option) is not beside the file")
-        return np.asarray(self._load_npy(other))
+        arr = self._load_npy(other)
+        check_bytes(other, arr.nbytes, f"array {os.path.basename(other)}")
+        return np.asarray(arr)
 
 
 register_reader(NumpyReader())
@@ -251,6 +303,8 @@ def build_scan_from_array(
             raise InvalidDataError(path, f"array {name!r} {data.dtype} is not numeric")
     else:
         if not np.iscomplexobj(data):
+            # the conversion reads the whole array into a complex64 copy
+            check_bytes(path, data.size * 8 + data.nbytes, f"array {name!r} as complex k-space")
             data = _to_complex(path, name, np.asarray(data))
     if trajectory is None:
         scan = _cartesian(path, data, name, fmt, coil_axis, slice_axis, image_domain, readout_oversampling,
@@ -298,6 +352,7 @@ def _cartesian(path, data, name, fmt, coil_axis, slice_axis, image_domain, os_fa
     S = 1 if s_ax is None else data.shape[s_ax]
     C = 1 if c_ax is None else data.shape[c_ax]
     H, W = data.shape[h_ax], data.shape[w_ax]
+    check_bytes(path, C * H * W * 16, f"one slice of array {name!r}")  # the slice read and its complex64 copy
     if grid_shape is not None and tuple(grid_shape) != (H, W):
         raise ScanError(path, f"grid_shape={tuple(grid_shape)} does not match the Cartesian array's {(H, W)}")
     order = [a for a in (s_ax, c_ax) if a is not None] + [h_ax, w_ax]
@@ -388,6 +443,7 @@ def _noncartesian(path, data, name, fmt, traj, coil_axis, slice_axis, os_factor,
         raise ScanError(path, f"slice_axis={slice_axis} does not fit k-space {shape}")
     S = 1 if s_ax is None else shape[s_ax]
     C = 1 if c_ax is None else shape[c_ax]
+    check_bytes(path, C * K * 16, f"one slice of array {name!r}")
 
     if grid_shape is None:
         kmax = float(np.abs(coords).max())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import threading
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError, UnsupportedFormatError
 from workbench.io import describe_content, register_reader
+from workbench.limits import check_bytes
 from workbench.scan import Scan
 
 _LOOP_DIMS = ("Ide", "Idd", "Idc", "Idb", "Ida", "Seg", "Set", "Rep", "Phs", "Eco", "Par", "Sli", "Ave")
@@ -67,6 +69,67 @@ def _check_lengths(path: str) -> None:
         if int(e["off"]) >= size or end > size:
             raise CorruptFileError(path, f"truncated: measurement {i + 1} of {n} "
                                          f"({e['prot'].decode(errors='replace')}) needs {end} bytes, the file has {size}")
+
+
+_MAX_PROTOCOL_INDEX = 100_000
+_ASCCONV = re.compile(rb"### ASCCONV BEGIN(.*?)(?:### ASCCONV END|\Z)", re.DOTALL)
+_BIG_INDEX = re.compile(rb"\[([0-9]{%d,})\]" % len(str(_MAX_PROTOCOL_INDEX)))
+
+
+def _check_protocol(path: str, sig: str) -> None:
+    """twixtools builds a Python list as long as each array index of the text protocol (``alTE[N]``): one
+    damaged digit run would make it allocate GBs. Refuse indices that no protocol uses before it parses."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if sig == "VB":
+            regions = [(0, int(np.frombuffer(f.read(4), "<u4")[0]))]
+        else:
+            head = f.read(8 + 64 * 152)
+            n = int(np.frombuffer(head[4:8], dtype="<u4")[0])
+            offsets = np.frombuffer(head[8:8 + n * 152], dtype=[("id", "<u4"), ("file", "<u4"), ("off", "<u8"),
+                                                                 ("len", "<u8"), ("pat", "S64"), ("prot", "S64")])
+            regions = []
+            for off in offsets["off"]:
+                f.seek(int(off))
+                regions.append((int(off), int(np.frombuffer(f.read(4).ljust(4, b"\0"), "<u4")[0])))
+        for start, length in regions:
+            f.seek(start)
+            text = f.read(min(length, size))
+            for block in _ASCCONV.finditer(text):
+                m = _BIG_INDEX.search(block.group(1))
+                if m:
+                    raise CorruptFileError(path, f"damaged protocol: array index {m.group(1)[:20].decode()} in the "
+                                                 "measurement header (no protocol has arrays that long)")
+
+
+class _BoundedReader(io.BufferedReader):
+    """A binary file whose ``read(n)`` never asks for more than the rest of the file: CPython allocates ``n``
+    bytes up front, and twixtools reads sizes taken from each readout's header (``UsedChannels x samples``,
+    the DMA length), which a damaged file turns into GB requests."""
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is not None and n > 0:
+            n = max(0, min(n, os.fstat(self.fileno()).st_size - self.tell()))
+            if n == 0:
+                return b""
+        return super().read(n)
+
+
+def _bounded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+    if mode == "rb" and not args and not kwargs:
+        return _BoundedReader(io.FileIO(file, "rb"))
+    return open(file, mode, *args, **kwargs)
+
+
+def _import_twixtools() -> Any:
+    """twixtools, with its modules' file opening bounded (see _BoundedReader)."""
+    import twixtools
+    import twixtools.mdb
+    import twixtools.twixtools
+
+    for module in (twixtools.twixtools, twixtools.mdb):
+        module.open = _bounded_open  # type: ignore[attr-defined]
+    return twixtools
 
 
 def _get(d: Any, *keys: Any, default: Any = None) -> Any:
@@ -161,9 +224,9 @@ class TwixReader:
                                                f"the content is {describe_content(head)})")
         if sig == "VD":
             _check_lengths(path)
+        _check_protocol(path, sig)
 
-        import twixtools
-
+        twixtools = _import_twixtools()
         log = io.StringIO()
         try:
             with contextlib.redirect_stdout(log):
@@ -196,6 +259,11 @@ class TwixReader:
         n_slices = int(np.prod(loop_sizes)) * n_par if loop_dims else n_par
         n_coils = shape[names.index("Cha")]
         center_col = int(im.kspace_center_col)
+        # One read holds [Par,] Lin, Cha, Col (the loop counters in the file's headers say how large): bounded by
+        # the budget and by the samples the file can hold (an asymmetric echo pads the readout to at most 2x).
+        n_lin, n_col = shape[names.index("Lin")], shape[names.index("Col")]
+        check_bytes(path, n_par * n_lin * n_coils * n_col * 8 * (4 if is_3d else 2),
+                    f"one slice of {n_coils} coils x {n_lin} lines x {n_col} samples", stored=os.path.getsize(path))
         cache: dict[tuple, np.ndarray] = {}
 
         def read_lines(i: int) -> np.ndarray:

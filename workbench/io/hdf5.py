@@ -1,0 +1,197 @@
+"""Safe HDF5 access shared by the fastMRI, ISMRMRD and MATLAB v7.3 readers.
+
+An HDF5 file can point outside itself: datasets with external raw storage (``dataset.external``), external
+links to other files and virtual datasets mapping other files. :func:`open_hdf5` opens a file read-only and
+walks its links (without following any) BEFORE a reader touches an object, and refuses such a file with an
+:class:`~workbench.errors.UnsafeFileError` naming the object, so that no byte of another file is read. Soft-link
+loops and dangling links give a CorruptFileError (:func:`get`); :func:`read` checks the bytes a selection
+allocates against the memory budget and against what the file stores for the dataset (``workbench.limits``)
+before reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+from h5py import h5d, h5l, h5o
+
+from workbench.errors import CorruptFileError, UnsafeFileError
+from workbench.limits import check_bytes
+
+__all__ = ["HDF5_SIGNATURE", "open_hdf5", "audit", "get", "read", "reason", "selection_bytes", "check_dataset"]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MAX_LINKS = 200_000  # a scan file has a handful; MATLAB cell arrays a few thousand
+# Errors h5py raises on damaged files (bit flips give KeyError for unreadable names, RuntimeError for bad links).
+H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
+
+
+def reason(exc: BaseException) -> str:
+    """h5py's messages are long ("Unable to synchronously open file (...)"); keep the part in brackets."""
+    msg = str(exc)
+    return msg[msg.find("(") + 1: msg.rfind(")")] if "(" in msg and ")" in msg else msg
+
+
+def _name(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _link_problem(f: h5py.File, name: bytes, info: Any) -> tuple[type, str] | None:
+    """What is unsafe about one link (error class, message), or None."""
+    where = _name(name)
+    if info.type == h5l.TYPE_EXTERNAL:
+        target_file, target = f.id.links.get_val(name)
+        return UnsafeFileError, (f"HDF5 external link '{where}' points to {_name(target_file)}:{_name(target)}; "
+                                 "links to other files are not followed")
+    if info.type not in (h5l.TYPE_HARD, h5l.TYPE_SOFT):
+        return UnsafeFileError, f"HDF5 link '{where}' is of a user-defined kind ({info.type}); not followed"
+    if info.type == h5l.TYPE_HARD:
+        obj = h5o.open(f.id, name)
+        if isinstance(obj, h5d.DatasetID):
+            plist = obj.get_create_plist()
+            if plist.get_layout() == h5d.VIRTUAL:
+                sources = sorted({_name(plist.get_virtual_filename(i)) for i in range(plist.get_virtual_count())})
+                return UnsafeFileError, (f"HDF5 dataset '{where}' is a virtual dataset mapping "
+                                         f"{', '.join(sources[:3]) or 'nothing'}; virtual datasets are not read")
+            if plist.get_external_count() > 0:
+                target = _name(plist.get_external(0)[0])
+                return UnsafeFileError, (f"HDF5 dataset '{where}' keeps its data in the external file {target}; "
+                                         "external raw storage is not read")
+    return None
+
+
+def audit(f: h5py.File, path: str) -> None:
+    """Refuse a file with external links, user-defined links, external raw storage or virtual datasets anywhere
+    (links are listed without being followed; only hard-linked objects are opened, to read their layout)."""
+    seen = 0
+
+    def visit(name: bytes, info: Any) -> Any:
+        # An exception must not leave this callback (h5py's iteration would turn it into a SystemError):
+        # a non-None return value stops the iteration and is raised below.
+        nonlocal seen
+        seen += 1
+        if seen > MAX_LINKS:
+            return CorruptFileError, f"HDF5 file has more than {MAX_LINKS} links; not a scan file"
+        try:
+            return _link_problem(f, name, info)
+        except H5_ERRORS as exc:
+            return CorruptFileError, f"HDF5 object '{_name(name)}' is damaged ({reason(exc)})"
+
+    try:
+        problem = f.id.links.visit(visit, info=True)
+    except H5_ERRORS as exc:
+        raise CorruptFileError(path, f"HDF5 file structure is damaged ({reason(exc)})") from exc
+    if problem is not None:
+        error, message = problem
+        raise error(path, message)
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str) -> Iterator[h5py.File]:
+    """Open an HDF5 file read-only and :func:`audit` it; h5py's errors become CorruptFileError naming the file."""
+    try:
+        f = h5py.File(path, "r")
+    except H5_ERRORS as exc:
+        raise CorruptFileError(path, f"HDF5 file cannot be opened; truncated or damaged? ({reason(exc)})") from exc
+    try:
+        audit(f, path)
+        yield f
+    finally:
+        f.close()
+
+
+def get(f: h5py.Group, name: str, path: str) -> Any:
+    """The object ``name`` (one level below ``f``) or None when there is no such link; a dangling link or a
+    soft-link loop is a CorruptFileError. (``name in f`` would follow the link before saying.)"""
+    try:
+        if not f.id.links.exists(name.encode()):
+            return None
+        return f[name]
+    except H5_ERRORS as exc:
+        raise CorruptFileError(path, f"HDF5 object '{name}' cannot be opened: a broken or looping link, or "
+                                     f"damage ({reason(exc)})") from exc
+
+
+# HDF5 keeps a few KiB of bookkeeping per chunk a read touches (measured: ~6 KiB per unallocated chunk), so a
+# dataset forged with millions of one-element chunks costs GBs to read even when its values are few.
+CHUNK_OVERHEAD = 8 << 10
+
+
+def _axis_selections(shape: tuple[int, ...], sel: Any) -> list[Any]:
+    """Per axis: an int, a range, or an array of indices (fancy indexing along axis 0)."""
+    if sel is Ellipsis or (isinstance(sel, tuple) and len(sel) == 0):
+        sel = ()
+    elif isinstance(sel, (list, np.ndarray)):
+        sel = (np.asarray(sel, dtype=np.int64),)
+    elif not isinstance(sel, tuple):
+        sel = (sel,)
+    out: list[Any] = []
+    for axis, n in enumerate(shape):
+        s = sel[axis] if axis < len(sel) else slice(None)
+        if isinstance(s, slice) or s is Ellipsis:
+            out.append(range(*(s if isinstance(s, slice) else slice(None)).indices(n)))
+        elif isinstance(s, np.ndarray):
+            out.append(s)
+        else:
+            out.append(int(s))
+    return out
+
+
+def selection_bytes(shape: tuple[int, ...], itemsize: int, sel: Any) -> int:
+    """Bytes of ``ds[sel]`` for a dataset of ``shape``, without allocating: ``sel`` is ``()``, ``Ellipsis``, an
+    int, a slice, a 1D integer array (along axis 0) or a tuple of ints/slices."""
+    count = 1
+    for s in _axis_selections(shape, sel):
+        count *= 1 if isinstance(s, int) else len(s)
+    return count * itemsize
+
+
+def selection_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], sel: Any) -> int:
+    """How many chunks ``ds[sel]`` touches."""
+    count = 1
+    for s, c in zip(_axis_selections(shape, sel), chunks):
+        if isinstance(s, int):
+            continue
+        if isinstance(s, np.ndarray):
+            count *= len(np.unique(s // c)) if s.size else 0
+        elif len(s):
+            lo, hi = min(s[0], s[-1]), max(s[0], s[-1])
+            count *= min(hi // c - lo // c + 1, len(s))
+        else:
+            return 0
+    return count
+
+
+def check_dataset(path: str, ds: h5py.Dataset, sel: Any, what: str) -> None:
+    """Raise TooLargeError when reading ``ds[sel]`` would exceed the memory budget, or expand the bytes the file
+    stores for it beyond ``workbench.limits.MAX_EXPANSION`` (a forged shape, a gzip bomb, a forged chunking)."""
+    if ds.shape is None:  # a null dataspace: nothing to read
+        return
+    itemsize = ds.dtype.itemsize
+    total = int(np.prod(ds.shape, dtype=object)) * itemsize
+    nbytes = selection_bytes(ds.shape, itemsize, sel)
+    cost = nbytes
+    if ds.chunks is not None:
+        # a chunk is decompressed whole, however little of it is selected, and each costs bookkeeping
+        chunk_bytes = min(int(np.prod(ds.chunks, dtype=object)) * itemsize, total)
+        n_chunks = selection_chunks(ds.shape, ds.chunks, sel)
+        cost = max(nbytes, chunk_bytes) + n_chunks * CHUNK_OVERHEAD
+    try:
+        stored = ds.id.get_storage_size()
+    except H5_ERRORS:
+        stored = 0
+    share = stored * nbytes // total if total else 0
+    check_bytes(path, cost, what, stored=share)
+
+
+def read(path: str, ds: h5py.Dataset, sel: Any, what: str) -> Any:
+    """``ds[sel]`` after :func:`check_dataset`; h5py's errors become CorruptFileError naming ``what``."""
+    check_dataset(path, ds, sel, what)
+    try:
+        return ds[sel]
+    except H5_ERRORS as exc:
+        raise CorruptFileError(path, f"{what} cannot be read; truncated or damaged? ({reason(exc)})") from exc
