@@ -20,8 +20,9 @@ never checks ``ctx.cancelled()``) is marked unresponsive: it ends as ``failed`` 
 stop a thread: the stuck one is a daemon thread left running until the plugin returns (then it exits and its
 result is discarded); it never blocks the queue, :meth:`JobQueue.shutdown` or the interpreter's exit.
 
-``torch.set_num_threads`` is not changed per job: CPU jobs use torch's process-wide intra-op thread pool, which
-is why one CPU worker runs one job at a time.
+Before each CPU job the intra-op thread count is set to the cores other processes leave free
+(:func:`workbench.threads.threads_for_job`); CPU jobs share torch's process-wide thread pool, which is why one
+CPU worker runs one job at a time.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.methods import JobCancelled, Method, MethodError, RunContext, safe_run
 from workbench.result import Result
+from workbench.threads import use_threads_for_job
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.problem import Problem
@@ -211,6 +213,8 @@ class Job:
                 self.problem = problem
                 ctx.check_cancelled()
             problem = _problem_on_device(problem, self.device)
+            if torch.device(self.device).type == "cpu":
+                use_threads_for_job()  # as many intra-op threads as cores other processes leave free
             result = safe_run(self.method, problem, self.params, ctx)
             state = JobState.CANCELLED if self._cancel.is_set() else JobState.DONE
         except JobCancelled:

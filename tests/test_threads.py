@@ -1,0 +1,57 @@
+"""The shared-machine settings: the passive OpenMP wait policy before torch starts and the per-job thread count
+from the free cores (timings are in benchmarks/, never here)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from workbench import threads
+
+
+@pytest.mark.parametrize("load, expected", [(1.0, 4), (2.2, 3), (3.0, 2), (4.6, 1), (40.0, 1), (0.0, 4)])
+def test_free_cores_subtracts_the_load_of_the_others(monkeypatch, load, expected):
+    monkeypatch.setattr(threads, "_usable_cores", lambda: 4)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    assert threads.free_cores() == expected
+
+
+def test_threads_for_job_honours_the_users_settings(monkeypatch):
+    monkeypatch.setattr(threads, "_usable_cores", lambda: 8)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.threads_for_job() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.threads_for_job() == 3
+    monkeypatch.setenv("WORKBENCH_THREADS", "5")
+    assert threads.threads_for_job() == 5
+
+
+def test_cpu_job_runs_with_the_chosen_thread_count(monkeypatch):
+    import torch
+
+    from workbench.jobs import JobQueue, JobState
+    from workbench.methods import discover_methods
+    from workbench.problem import Problem
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("WORKBENCH_THREADS", "1")
+    problem = Problem(torch.ones(1, 8, 8, dtype=torch.complex64))
+    try:
+        with JobQueue("cpu") as jobs:
+            job = jobs.run_sync(discover_methods().get("zero-filled"), problem, None, device="cpu")
+        assert job.state is JobState.DONE and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_passive_wait_policy_is_set_before_torch_and_a_users_choice_kept():
+    code = "import os, workbench, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(env, OMP_WAIT_POLICY="ACTIVE"))
+    assert out.stdout.strip() == "ACTIVE"

@@ -1,0 +1,73 @@
+"""CPU threads on a shared machine: how many intra-op threads a CPU job gets, and how idle ones wait.
+
+Two things make torch slow when something else runs on the machine:
+
+- OpenMP threads that spin while they wait at a barrier keep a core busy that another process (or our own
+  other thread) needs; a native profile under one busy process put half of the main thread's time in
+  libgomp barrier waits. ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep instead. It is read once, when the
+  OpenMP runtime starts (with torch), so ``workbench/__init__.py`` sets it (unless the user did) before
+  anything imports torch.
+- More threads than free cores: each parallel region then waits for its slowest thread, which the scheduler
+  has parked behind another process. :func:`free_cores` counts the cores nobody else is using (the cores
+  this process may run on, less the one-minute load average of the others), and :func:`threads_for_job`
+  is what the job queue gives torch before each CPU job.
+
+``WORKBENCH_THREADS=N`` fixes the count (``auto`` or unset: chosen per job); an ``OMP_NUM_THREADS`` set by the
+user is respected as the upper bound.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["free_cores", "set_passive_wait_policy", "threads_for_job", "use_threads_for_job"]
+
+
+def set_passive_wait_policy() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy (only effective before torch is imported)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def free_cores(own_running: float = 1.0) -> int:
+    """Cores of this process's affinity set that other processes leave free: ``cores - (load - own_running)``,
+    rounded, at least 1. ``own_running``: runnable threads of ours in the load average (the calling thread)."""
+    cores = _usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    others = max(0.0, load - own_running)
+    return max(1, min(cores, int(cores - others + 0.5)))
+
+
+def threads_for_job() -> int:
+    """Intra-op threads for the next CPU job: ``WORKBENCH_THREADS`` when set to a number, else
+    :func:`free_cores` (capped by a user's ``OMP_NUM_THREADS``)."""
+    fixed = os.environ.get("WORKBENCH_THREADS", "auto").strip().lower()
+    if fixed not in ("", "auto"):
+        try:
+            return max(1, int(fixed))
+        except ValueError:
+            pass
+    n = free_cores()
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if cap.isdigit() and int(cap) > 0:
+        n = min(n, int(cap))
+    return n
+
+
+def use_threads_for_job() -> int:
+    """Set torch's intra-op thread count to :func:`threads_for_job` and return it."""
+    import torch
+
+    n = threads_for_job()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
