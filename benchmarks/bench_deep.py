@@ -36,7 +36,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from benchmarks.harness import DATASETS, RESULTS_DIR, machine_description, machine_line, make_problem, realdata_dir
+from benchmarks.harness import (DATASETS, RESULTS_DIR, machine_description, machine_line, make_problem, open_dataset,
+                                realdata_dir)
 
 SYNTH_SEED0 = 500_000  # held out: < TRAIN_SEED_OFFSET and far from the training-time validation seeds 0..n_val-1
 TV_GRID = (0.003, 0.01, 0.03, 0.1)
@@ -105,17 +106,13 @@ def noncartesian_problems(n: int, data_config: dict[str, Any], kinds, log: Calla
 
 
 def real_problems(names: list[str], realdata: Path, log: Callable[[str], None]):
-    from workbench.io import open_scan
-
     out = []
     for name in names:
-        ds = DATASETS[name]
-        path = ds.resolve(realdata)
-        if path is None:
-            log(f"{name}: skipped ({realdata / ds.path} not found)")
+        opened = open_dataset(name, realdata)
+        if opened is None:
+            log(f"{name}: skipped ({realdata / DATASETS[name].path} not found)")
             continue
-        scan = open_scan(path, **ds.options)
-        index = scan.n_slices // 2 if ds.slice_index is None else ds.slice_index
+        scan, index = opened
         for acc in ACCELERATIONS:
             for kind in ("random", "equispaced"):
                 p, _ = make_problem(scan, index, kind, acc, seed=0)
@@ -264,7 +261,7 @@ def run(args) -> dict[str, Any]:
         row = {"group": group, "label": label, "maps": maps, "zero_filled": zf,
                "classical": run_classical(p, args.n_iter),
                "unet": run_plugin(UnetBaseline(), p, args.unet),
-               "xpdnet": run_plugin(XPDNet(), p, args.xpdnet),
+               "xpdnet": run_plugin(XPDNet(), p, args.xpdnet, noise_floor=True),  # as published here
                # ablations: without the noise floor, and the network's own output (no final data consistency)
                "xpdnet_no_floor": run_plugin(XPDNet(), p, args.xpdnet, noise_floor=False),
                "xpdnet_no_dc": run_plugin(XPDNet(), p, args.xpdnet, data_consistency=False)}

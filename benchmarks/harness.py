@@ -101,6 +101,18 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
+def open_dataset(name: str, realdata: Path) -> tuple[Any, int] | None:
+    """``(scan, slice index)`` of dataset ``name`` (:data:`DATASETS`), None when its file is not available."""
+    from workbench.io import open_scan
+
+    ds = DATASETS[name]
+    path = ds.resolve(realdata)
+    if path is None:
+        return None
+    scan = open_scan(path, **ds.options)
+    return scan, scan.n_slices // 2 if ds.slice_index is None else ds.slice_index
+
+
 def realdata_dir(explicit: str | os.PathLike | None = None) -> Path:
     """``explicit``, else ``$WORKBENCH_REALDATA``, else ``<checkout>/../shared/realdata``."""
     if explicit:

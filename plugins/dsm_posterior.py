@@ -14,7 +14,9 @@ divided by the problem's intensity scale first, so the prior does not depend on 
 noise, root-sum-of-squares). A fully sampled RSS reference is one draw of that, so its mean and spread are the
 ones to compare with such a reference; the reconstruction is then the chains' mean of the expected RSS
 ``sqrt(rss^2 + C (1 - f) noise_std^2)`` (the fresh noise integrated out, as XPDNet's noise floor). The default,
-``"image"``, is the posterior of the noise-free image.
+``"image"``, is the posterior of the noise-free image: scoring it in the "as-acquired" mode
+(:func:`workbench.scoring.as_acquired`) turns its mean into that expected scan the same way as every other method's
+image, so ``predict="scan"`` is only needed for the samples and the spread.
 
 When the problem has a reference, ``Result.extras["calibration"]`` says whether the spread can be trusted:
 Spearman correlation of the std map with the actual absolute error, and the empirical coverage of the 90%
@@ -32,6 +34,7 @@ import torch
 
 from workbench.methods import Capabilities, Method, param
 from workbench.result import Result
+from workbench.scoring import IMAGE_IS_SCAN
 
 
 @dataclass
@@ -183,6 +186,8 @@ class DSMPosterior(Method):
             "n_evaluations": n_eval * len(groups),
             "time_per_evaluation_s": round(elapsed / max(n_eval * len(groups), 1), 4),
         }
+        if params.predict == "scan":  # already the expected scan: the as-acquired score leaves it as it is
+            extras["image_is"] = IMAGE_IS_SCAN
         ref = getattr(problem, "reference", None)
         if ref is not None:
             from workbench.arrays import center_crop

@@ -4,8 +4,9 @@ Each of the unrolled iterations feeds a buffer of 5 complex images and the data-
 ``A^H (A x - y)`` to its own multi-level wavelet CNN, which updates the buffer; coil maps are estimated from the
 ACS lines and refined by a small U-net. By default the network's output goes through a hard data-consistency
 step: the measured k-space samples go back into the output's coil images, whose root-sum-of-squares is the
-image, with the scanner noise of the unmeasured samples added in quadrature (the expected RSS of the fully
-sampled scan; ``benchmarks/results/deep.md`` has the figures with and without). Trained on synthetic multi-coil
+image. The scanner noise of the unmeasured samples (the expected RSS of the fully sampled scan) is now the
+scoring layer's "as-acquired" mode (:func:`workbench.scoring.as_acquired`), applied to every method alike;
+``noise_floor=True`` still adds it here (``benchmarks/results/deep.md`` has the figures with and without). Trained on synthetic multi-coil
 brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT
 operator is NC-PDNet (plugin ``ncpdnet``).
 """
@@ -26,10 +27,10 @@ class Params:
     data_consistency: bool = param(True, help="end with the measured k-space: put the measured samples back into "
                                               "the output's coil images and combine them by root-sum-of-squares "
                                               "(off: the network's own output)")
-    noise_floor: bool = param(True, help="with data consistency: add the scanner noise of the unmeasured samples "
-                                         "in quadrature, sqrt(|x|^2 + C (1 - f) noise_std^2), so that the image "
-                                         "is the expected root-sum-of-squares of the fully sampled scan, "
-                                         "background noise floor included (the fastMRI reference's definition)")
+    noise_floor: bool = param(False, help="with data consistency: add the scanner noise of the unmeasured samples "
+                                          "in quadrature, sqrt(|x|^2 + C (1 - f) noise_std^2), so that the image "
+                                          "is the expected root-sum-of-squares of the fully sampled scan (off by "
+                                          "default: the 'as-acquired' scoring mode does this for every method)")
 
 
 class XPDNet(Method):

@@ -17,6 +17,7 @@ import torch
 
 from workbench.methods import Capabilities, Method, RunContext, param
 from workbench.result import Result
+from workbench.scoring import IMAGE_IS_RSS
 
 
 @dataclass
@@ -44,5 +45,7 @@ class ZeroFilled(Method):
         return Result(
             image=problem.crop(image),
             history=[{"iter": 1, "time": time.perf_counter() - t0}],
-            extras={"operation": f"{kind}, {params.combine.upper()} combination"},
+            # the RSS image is that of the measured data's coil images: the as-acquired score only adds noise
+            extras={"operation": f"{kind}, {params.combine.upper()} combination",
+                    **({"image_is": IMAGE_IS_RSS} if params.combine == "rss" else {})},
         )

@@ -13,6 +13,7 @@ from workbench.nn import build_model
 from workbench.nn.weights import save_weights
 from workbench.physics.fft import center_crop, fft2c, ifft2c, rss
 from workbench.problem import Problem
+from workbench.scoring import IMAGE_IS_RSS, IMAGE_IS_SCAN, as_acquired
 
 ARCH = {"n_iter": 3, "n_primal": 2, "image_net": {"n_filters": 4, "n_scales": 2, "n_convs_per_scale": 1,
                                                   "n_first_convs": 1},
@@ -91,13 +92,19 @@ def test_xpdnet_plugin_ends_with_the_measured_data(tmp_path):
     # undersampled: the parameter reaches the network (the exact projection is tested in test_nn_models)
     under = _problem()
     assert not torch.allclose(run(under, True), run(under, False))
-    # the noise floor: the unmeasured samples' noise energy added in quadrature, nothing else
-    plain = method.run(under, method.make_params({"weights": str(path), "noise_floor": False}), RunContext("cpu"))
-    floor = run(under, True)
+    # the noise floor: the unmeasured samples' noise energy added in quadrature, nothing else; off by default,
+    # since the scoring layer's as-acquired mode adds it to every method's image (the same numbers)
+    plain = method.run(under, method.make_params({"weights": str(path)}), RunContext("cpu"))
+    with_floor = method.run(under, method.make_params({"weights": str(path), "noise_floor": True}), RunContext("cpu"))
+    floor = with_floor.image.abs()
     energy = 3 * (1 - float(under.mask.float().mean())) * float(under.noise_std) ** 2
     assert energy > 0
     torch.testing.assert_close(floor**2 - plain.image.abs() ** 2, torch.full_like(floor, energy),
                                atol=1e-3 * float(floor.max()) ** 2, rtol=0)
+    assert plain.extras["image_is"] == IMAGE_IS_RSS and with_floor.extras["image_is"] == IMAGE_IS_SCAN
+    np.testing.assert_allclose(as_acquired(under, plain.image, plain.extras["image_is"]), floor.numpy(),
+                               rtol=1e-4, atol=1e-4 * float(floor.max()))
+    np.testing.assert_allclose(as_acquired(under, with_floor.image, with_floor.extras["image_is"]), floor.numpy())
 
 
 def test_unet_plugin_any_size(tmp_path):

@@ -55,19 +55,24 @@ def cli_scores(capsys, path, index):
     return json.loads(out.strip())
 
 
-def session_scores(path, index):
-    method = discover_methods().get("zero-filled")
+def session_run(path, index, sampling, method_name, params=None):
+    """A Session on slice ``index`` of ``path`` with ``sampling``, and its finished run of ``method_name``."""
     s = Session(device="cpu")
+    s.open(path)
+    s.set_slice(index)
+    s.set_sampling(sampling["kind"], acceleration=sampling["acceleration"], seed=sampling["seed"],
+                   center_fraction=sampling["center_fraction"])
+    entry = s.run(discover_methods().get(method_name), params)
+    t0 = time.time()
+    while entry.active and time.time() - t0 < 60:
+        time.sleep(0.01)
+    assert entry.state == "done", entry.error
+    return s, entry
+
+
+def session_scores(path, index):
+    s, entry = session_run(path, index, SAMPLING, "zero-filled")
     try:
-        s.open(path)
-        s.set_slice(index)
-        s.set_sampling(SAMPLING["kind"], acceleration=SAMPLING["acceleration"], seed=SAMPLING["seed"],
-                       center_fraction=SAMPLING["center_fraction"])
-        entry = s.run(method)
-        t0 = time.time()
-        while entry.active and time.time() - t0 < 60:
-            time.sleep(0.01)
-        assert entry.state == "done", entry.error
         return entry.metrics, s.data_range(), s.zero_filled_metrics()
     finally:
         s.shutdown()
@@ -110,3 +115,60 @@ def test_library_cli_and_session_report_the_same_scores(case, volume, tmp_path, 
     # the app's live zero-filled image (numpy FFT of the cached slice, not the problem's torch FFT) agrees too
     assert app_live["psnr"] == pytest.approx(cli["zero_filled"]["psnr"], abs=1e-4)
     assert app_live["ssim"] == pytest.approx(cli["zero_filled"]["ssim"], abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# scoring modes: the same numbers from the library, the CLI and the session, for a SENSE method (coil maps, the
+# as-acquired projection) and the zero-filled RSS image (the session's live one and the CLI's baseline)
+MODE_METHOD, MODE_PARAMS = "cg-sense", {"n_iter": 5}
+MODE_SAMPLING = dict(SAMPLING, center_fraction=0.16)  # 10 calibration lines: coil maps can be estimated
+
+
+def _cli_mode(capsys, path, index, mode):
+    code = main(["recon", str(path), "--method", MODE_METHOD, "--param", "n_iter=5", "--mask", MODE_SAMPLING["kind"],
+                 "--accel", str(MODE_SAMPLING["acceleration"]), "--center-fraction", str(MODE_SAMPLING["center_fraction"]),
+                 "--seed", str(MODE_SAMPLING["seed"]), "--slice", str(index), "--score-mode", mode, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip())
+
+
+def test_library_cli_and_session_agree_in_every_scoring_mode(volume, tmp_path, capsys):
+    from workbench.methods import safe_run
+    from workbench.scoring import IMAGE_IS_RSS, SCORE_MODES, score, score_result
+
+    vol, index = volume
+    path, _, _ = write_case(tmp_path, vol, "stored reference, no max")
+    scan = open_scan(str(path))
+    sampling = make_sampling(MODE_SAMPLING["kind"], scan.grid_shape, acceleration=MODE_SAMPLING["acceleration"],
+                             seed=MODE_SAMPLING["seed"], center_fraction=MODE_SAMPLING["center_fraction"])
+    problem = Problem.from_scan(scan, slice_index=index, sampling=sampling)
+    result = safe_run(discover_methods().get(MODE_METHOD), problem, MODE_PARAMS)
+    zf = problem.crop(problem.zero_filled("rss"))
+
+    s, entry = session_run(path, index, MODE_SAMPLING, MODE_METHOD, MODE_PARAMS)
+    try:
+        seen = []
+        s.subscribe("score_mode", seen.append)
+        by_mode = {}
+        for mode in SCORE_MODES:
+            library = score_result(problem, result, mode)
+            library_zf = score(problem.reference, zf, mode, data_range=problem.data_range, problem=problem,
+                               image_is=IMAGE_IS_RSS)
+            cli = _cli_mode(capsys, path, index, mode)
+            s.score_mode = mode
+            rows = s.comparison_rows()
+            assert cli["score_mode"] == mode and cli["metrics"]["mode"] == mode and cli["zero_filled"]["mode"] == mode
+            assert {r["score_mode"] for r in rows} == {mode}
+            for name in ("psnr", "ssim", "nmse"):
+                assert cli["metrics"][name] == pytest.approx(library[name], abs=1e-6), (mode, name)
+                assert entry.metrics[name] == pytest.approx(library[name], abs=1e-6), (mode, name)
+                assert rows[1][name] == entry.metrics[name]
+                assert cli["zero_filled"][name] == pytest.approx(library_zf[name], abs=1e-6), (mode, name)
+                assert rows[0][name] == pytest.approx(library_zf[name], abs=1e-5), (mode, name)
+            by_mode[mode] = library
+        assert seen == [m for m in SCORE_MODES if m != "fastmri"]
+    finally:
+        s.shutdown()
+    # the modes differ: the background's noise floor counts in "fastmri" only
+    assert len({round(v["ssim"], 4) for v in by_mode.values()}) == 3

@@ -13,6 +13,21 @@ The data range (one rule, used by the library, ``workbench recon``, the app and 
 volume, else (a reference computed from the k-space) the slice's own maximum. ``Problem.from_scan`` applies it
 (``problem.data_range``); :func:`evaluate` given no ``data_range`` uses ``ref.max()`` of what it is passed.
 
+Scoring modes (:data:`SCORE_MODES`; :func:`score`, :func:`score_result`), applied to every result in the same way
+here, never inside a plugin:
+
+- ``"fastmri"``: the full field of view against the stored reference (the published convention);
+- ``"object"``: the same metrics inside :func:`reference_region`, the object mask derived once from the reference
+  (:func:`object_mask`: Otsu's threshold of the lightly smoothed reference, opened, specks dropped, holes filled);
+  PSNR and NMSE over its pixels, SSIM the mean of the SSIM map over them;
+- ``"as-acquired"``: each image turned into what a fully sampled scan of it would look like before scoring
+  (:func:`as_acquired`: coil images from the image and the coil maps, the measured k-space samples kept, the
+  unmeasured samples' scanner noise added in quadrature): the root-sum-of-squares reference of a fully sampled
+  scan carries a noise floor in the background that a SENSE-combined or regularised image does not.
+
+Degenerate inputs (NaN or infinite values, images smaller than the SSIM window, a constant reference, an empty
+object region) raise :class:`ScoreError`, a :class:`~workbench.errors.WorkbenchError` that says what is wrong.
+
 Uncertainty statistics (:func:`spearman`, :func:`calibrated_spearman`, :func:`error_predictability`,
 :func:`edge_spearman`, :func:`spearman_figures`, :func:`interval_coverage`, :func:`gaussian_coverage`,
 :func:`object_mask`, :func:`calibration_curve`, :func:`std_map_calibration`): does a std map predict the error?
@@ -30,9 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from workbench.arrays import center_crop, fit_shape
+from workbench.arrays import LRUCache, center_crop, fit_shape
+from workbench.errors import WorkbenchError
 
 __all__ = [
+    "SCORE_MODES", "DEFAULT_SCORE_MODE", "SCORE_MODE_TEXT", "IMAGE_IS_RSS", "IMAGE_IS_SCAN", "ScoreError",
+    "check_score_mode", "reference_region", "calibration_phase", "as_acquired", "score", "score_result",
     "SSIM_WIN_SIZE", "CALIBRATED_ERROR_PER_STD", "CALIBRATION_LEVEL",
     "prepare", "nmse", "psnr", "ssim", "error_map", "evaluate",
     "volume_data_range", "data_range", "least_squares_scale", "score_image", "region_stats",
@@ -41,6 +59,33 @@ __all__ = [
 ]
 
 SSIM_WIN_SIZE = 7
+SCORE_MODES = ("fastmri", "object", "as-acquired")
+DEFAULT_SCORE_MODE = "fastmri"
+#: What each scoring mode compares (for tables, figures and ``--help``).
+SCORE_MODE_TEXT = {
+    "fastmri": "full field of view against the stored reference (fastMRI convention)",
+    "object": "inside the object mask of the reference (background excluded)",
+    "as-acquired": "each image as a fully sampled scan of it (measured samples kept, unmeasured samples' noise "
+                   "in quadrature)",
+}
+#: ``Result.extras["image_is"]`` values a method may declare. ``IMAGE_IS_RSS``: the image is the root sum of
+#: squares of coil images that hold the measured samples (zero-filled RSS, XPDNet's data consistency), so
+#: :func:`as_acquired` only adds the unmeasured samples' noise; ``IMAGE_IS_SCAN``: it already is the expected RSS
+#: of a fully sampled scan (noise floor included), left as it is.
+IMAGE_IS_RSS = "rss-of-measured"
+IMAGE_IS_SCAN = "expected-scan-rss"
+
+
+class ScoreError(WorkbenchError, ValueError):
+    """Metrics cannot be computed for these images (NaN or infinite values, too small for SSIM, a constant
+    reference, an empty object region, an unknown scoring mode): the message says which."""
+
+
+def check_score_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`SCORE_MODES`, else :class:`ScoreError`."""
+    if mode not in SCORE_MODES:
+        raise ScoreError(f"unknown scoring mode {mode!r}; choose one of {', '.join(SCORE_MODES)}")
+    return mode
 #: Mean |error| per unit of std of a calibrated, unbiased Gaussian posterior: E|N(0, s^2)| = sqrt(2/pi) s, the
 #: guide line of the calibration plot.
 CALIBRATED_ERROR_PER_STD = math.sqrt(2.0 / math.pi)
@@ -69,19 +114,25 @@ def prepare(ref: Any, rec: Any) -> tuple[np.ndarray, np.ndarray]:
     """Magnitudes of ``ref`` and ``rec``, with ``rec`` centre-cropped to ``ref``'s ``[h, w]``."""
     ref_m, rec_m = _magnitude(ref), _magnitude(rec)
     if ref_m.ndim not in (2, 3) or rec_m.ndim != ref_m.ndim:
-        raise ValueError(f"expected matching [h, w] or [S, h, w] images, got reference {ref_m.shape} and "
+        raise ScoreError(f"expected matching [h, w] or [S, h, w] images, got reference {ref_m.shape} and "
                          f"reconstruction {rec_m.shape}")
     if ref_m.ndim == 3 and ref_m.shape[0] != rec_m.shape[0]:
-        raise ValueError(f"reference has {ref_m.shape[0]} slices, reconstruction {rec_m.shape[0]}")
+        raise ScoreError(f"reference has {ref_m.shape[0]} slices, reconstruction {rec_m.shape[0]}")
     if rec_m.shape[-2] < ref_m.shape[-2] or rec_m.shape[-1] < ref_m.shape[-1]:
-        raise ValueError(f"reconstruction {rec_m.shape[-2:]} is smaller than the reference {ref_m.shape[-2:]}")
-    return ref_m, center_crop(rec_m, ref_m.shape[-2:])
+        raise ScoreError(f"reconstruction {rec_m.shape[-2:]} is smaller than the reference {ref_m.shape[-2:]}")
+    rec_m = center_crop(rec_m, ref_m.shape[-2:])
+    for name, a in (("reference", ref_m), ("reconstruction", rec_m)):
+        bad = a.size - int(np.isfinite(a).sum())
+        if bad:
+            raise ScoreError(f"the {name} has {bad} NaN or infinite pixel(s) of {a.size}: no metric is defined "
+                             f"(check the data or the method's parameters)")
+    return ref_m, rec_m
 
 
 def _data_range(ref: np.ndarray, data_range: float | None) -> float:
     dr = float(ref.max()) if data_range is None else float(data_range)
     if not dr > 0 or not math.isfinite(dr):
-        raise ValueError(f"data range must be positive and finite, got {dr} (is the reference all zero?)")
+        raise ScoreError(f"data range must be positive and finite, got {dr} (is the reference all zero?)")
     return dr
 
 
@@ -90,7 +141,7 @@ def nmse(ref: Any, rec: Any) -> float:
     r, x = prepare(ref, rec)
     den = float(np.linalg.norm(r)) ** 2
     if den == 0:
-        raise ValueError("NMSE is undefined for an all-zero reference")
+        raise ScoreError("NMSE is undefined for an all-zero reference")
     return float(np.linalg.norm(r - x)) ** 2 / den
 
 
@@ -112,7 +163,7 @@ def ssim(ref: Any, rec: Any, data_range: float | None = None) -> float:
     r, x = prepare(ref, rec)
     dr = _data_range(r, data_range)
     if min(r.shape[-2:]) < SSIM_WIN_SIZE:
-        raise ValueError(f"images of {r.shape[-2:]} are smaller than the {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} SSIM window")
+        raise ScoreError(f"images of {r.shape[-2:]} are smaller than the {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} SSIM window")
     r3, x3 = (r[None], x[None]) if r.ndim == 2 else (r, x)
     total = 0.0
     for a, b in zip(r3, x3):
@@ -130,13 +181,44 @@ def error_map(ref: Any, rec: Any, relative: bool = False, data_range: float | No
     return err
 
 
-def evaluate(ref: Any, rec: Any, data_range: float | None = None) -> dict[str, float]:
-    """``{"psnr", "ssim", "nmse"}`` of ``rec`` against ``ref`` (see the module docstring for definitions)."""
-    return {
-        "psnr": psnr(ref, rec, data_range),
-        "ssim": ssim(ref, rec, data_range),
-        "nmse": nmse(ref, rec),
-    }
+def evaluate(ref: Any, rec: Any, data_range: float | None = None, region: Any = None) -> dict[str, float]:
+    """``{"psnr", "ssim", "nmse"}`` of ``rec`` against ``ref`` (see the module docstring for definitions).
+
+    ``region`` (bool, the reference's ``[h, w]`` or its whole shape): the metrics over its pixels only (the
+    ``"object"`` mode): NMSE and the MSE of the PSNR summed over them, SSIM the mean of scikit-image's SSIM map
+    over them (away from the image border, as its mean SSIM)."""
+    r, x = prepare(ref, rec)
+    if float(np.ptp(r)) == 0:
+        raise ScoreError(f"the reference is constant ({float(r.flat[0]):.4g} everywhere): it has no structure to "
+                         f"compare with (is it an empty slice?)")
+    if region is None:
+        return {"psnr": psnr(r, x, data_range), "ssim": ssim(r, x, data_range), "nmse": nmse(r, x)}
+    from skimage.metrics import structural_similarity
+
+    m = np.broadcast_to(_numpy(region).astype(bool), r.shape)
+    if not m.any():
+        raise ScoreError("the object region is empty: the reference has no object to score inside")
+    dr = _data_range(r, data_range)
+    if min(r.shape[-2:]) < SSIM_WIN_SIZE:
+        raise ScoreError(f"images of {r.shape[-2:]} are smaller than the {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} SSIM window")
+    diff2 = (r.astype(np.float64) - x) ** 2
+    mse = float(diff2[m].mean())
+    den = float((r.astype(np.float64) ** 2)[m].sum())
+    if den == 0:
+        raise ScoreError("NMSE is undefined: the reference is zero inside the object region")
+    pad = (SSIM_WIN_SIZE - 1) // 2
+    r3, x3, m3 = (r[None], x[None], m[None]) if r.ndim == 2 else (r, x, m)
+    total, count = 0.0, 0
+    for a, b, mm in zip(r3, x3, m3):
+        smap = structural_similarity(a, b, win_size=SSIM_WIN_SIZE, data_range=dr, full=True)[1]
+        inner = np.zeros_like(mm)
+        inner[pad:-pad, pad:-pad] = mm[pad:-pad, pad:-pad]
+        if inner.any():
+            total, count = total + float(smap[inner].mean()), count + 1
+    if count == 0:
+        raise ScoreError("the object region lies within the SSIM window's border: no SSIM inside it")
+    return {"psnr": math.inf if mse == 0 else 10.0 * math.log10(dr * dr / mse), "ssim": total / count,
+            "nmse": float(diff2[m].sum()) / den}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -203,14 +285,127 @@ def least_squares_scale(reference: np.ndarray, image: Any) -> float:
 
 def score_image(reference: np.ndarray | None, image: Any, data_range: float | None,
                 scale_free: bool = False) -> dict[str, float]:
-    """:func:`evaluate` of ``|image|`` (cropped/padded to the reference's shape; scaled to it by
-    :func:`least_squares_scale` when ``scale_free``) against ``reference``; {} without either."""
+    """:func:`score` in the ``"fastmri"`` mode: :func:`evaluate` of ``|image|`` (cropped/padded to the
+    reference's shape; scaled to it by :func:`least_squares_scale` when ``scale_free``) against ``reference``;
+    {} without either."""
+    return score(reference, image, "fastmri", data_range=data_range, scale_free=scale_free)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# scoring modes
+_REGIONS = LRUCache(8)
+
+
+def reference_region(reference: Any) -> np.ndarray:
+    """The ``"object"`` mode's pixels: :func:`object_mask` of the reference, derived once per reference (cached
+    by content, so every result of a slice is scored inside the same mask). :class:`ScoreError` when the
+    reference is not finite or the mask comes out empty."""
+    import hashlib
+
+    ref = np.ascontiguousarray(np.abs(_numpy(reference)))
+    if not np.isfinite(ref).all():
+        raise ScoreError("the reference has NaN or infinite pixels: no object mask can be derived from it")
+    key = (ref.shape, ref.dtype.str, hashlib.blake2b(ref.tobytes(), digest_size=16).hexdigest())
+
+    def create() -> np.ndarray:
+        m = np.stack([object_mask(r) for r in ref]) if ref.ndim == 3 else object_mask(ref)
+        if not m.any():
+            raise ScoreError("the object mask of the reference is empty (a constant or empty reference)")
+        m.setflags(write=False)
+        return m
+
+    return _REGIONS.get_or_create(key, create)
+
+
+def calibration_phase(problem: Any, maps: Any) -> Any:
+    """The phase of the low-resolution SENSE image of the calibration box (Cartesian; non-Cartesian: of the
+    density-compensated SENSE zero-filled image): the phase given to a magnitude-only image."""
+    from workbench.physics.fft import ifft2c
+
+    if not problem.is_cartesian:
+        return problem.zero_filled("sense").angle()
+    (h, w), (ch, cw) = problem.grid_shape, problem.calib
+    rows, cols = slice(h // 2 - ch // 2, h // 2 - ch // 2 + ch), slice(w // 2 - cw // 2, w // 2 - cw // 2 + cw)
+    low = problem.y.new_zeros(problem.y.shape)
+    low[:, rows, cols] = problem.y[:, rows, cols]
+    return (maps.conj() * ifft2c(low)).sum(0).angle()
+
+
+def as_acquired(problem: Any, image: Any, image_is: str | None = None) -> np.ndarray:
+    """What a fully sampled scan of ``image`` would look like, as its expected root-sum-of-squares magnitude
+    (float32, ``image``'s ``[h, w]``): the ``"as-acquired"`` scoring mode.
+
+    The coil images ``S_c x`` (``x`` padded to the grid; a magnitude-only image gets the phase of the
+    calibration data), on a Cartesian grid the measured samples put back in their k-space, RSS, cropped, and the
+    scanner noise of the unmeasured samples added in quadrature: ``sqrt(rss^2 + C (1 - f) noise_std^2)``
+    (:func:`workbench.physics.fft.expected_scan_rss`; ``f`` the measured fraction, 0 off the grid). A fully
+    sampled RSS reference is one draw of that scan. ``image_is`` (``Result.extras["image_is"]``):
+    :data:`IMAGE_IS_RSS` (already the RSS of coil images holding the measured samples: only the noise is
+    added), :data:`IMAGE_IS_SCAN` (already this: unchanged), None (a combined image)."""
+    import torch
+
+    from workbench.physics.fft import fft2c, ifft2c, rss, unmeasured_noise_energy
+
+    img = _numpy(image)
+    if img.ndim != 2:
+        raise ScoreError(f"as-acquired scoring takes one [h, w] image, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise ScoreError("the reconstruction has NaN or infinite pixels: no metric is defined")
+    if image_is == IMAGE_IS_SCAN:
+        return np.abs(img).astype(np.float32)
+    sigma = float(problem.noise_std)
+    if problem.is_cartesian:
+        energy = unmeasured_noise_energy(problem.mask, problem.n_coils, sigma)
+    else:  # no sample of the Cartesian scan is measured
+        energy = float(problem.n_coils) * sigma**2
+    if image_is == IMAGE_IS_RSS:
+        magnitude = np.abs(img).astype(np.float64)
+    else:
+        try:
+            maps = problem.maps
+        except WorkbenchError as exc:
+            raise ScoreError(f"as-acquired scoring needs coil maps, and they could not be estimated: {exc}") from None
+        x = torch.from_numpy(fit_shape(img.astype(np.complex64), problem.grid_shape)).to(maps.device)
+        if not np.iscomplexobj(img) or not np.any(np.imag(img)):
+            x = x.abs() * torch.exp(1j * calibration_phase(problem, maps))
+        coils = maps * x
+        if problem.is_cartesian:
+            coils = ifft2c(torch.where(problem.mask, problem.y, fft2c(coils)))
+        magnitude = fit_shape(problem.crop(rss(coils)).cpu().numpy().astype(np.float64), img.shape)
+    return np.sqrt(magnitude**2 + energy).astype(np.float32)
+
+
+def score(reference: Any, image: Any, mode: str = DEFAULT_SCORE_MODE, *, data_range: float | None = None,
+          problem: Any = None, image_is: str | None = None, scale_free: bool = False) -> dict[str, float]:
+    """``{"psnr", "ssim", "nmse"}`` of ``image`` against ``reference`` in scoring ``mode`` (:data:`SCORE_MODES`),
+    the one call behind the library, ``workbench recon``, the app and the benchmarks. ``|image|`` is
+    cropped/padded to the reference (scaled to it by :func:`least_squares_scale` when ``scale_free``);
+    ``"as-acquired"`` needs the ``problem`` the image was reconstructed from (:func:`as_acquired`). {} without
+    a reference or an image."""
+    check_score_mode(mode)
     if reference is None or image is None:
         return {}
-    rec = fit_shape(np.abs(np.asarray(image)).astype(np.float32), reference.shape)
+    ref = np.asarray(_numpy(reference))
+    if mode == "as-acquired":
+        if problem is None:
+            raise ScoreError("as-acquired scoring needs the problem the image was reconstructed from (its k-space, "
+                             "sampling and coil maps)")
+        image = as_acquired(problem, image, image_is)
+    rec = fit_shape(np.abs(_numpy(image)).astype(np.float32), ref.shape)
     if scale_free:
-        rec = rec * np.float32(least_squares_scale(reference, rec))
-    return {k: float(v) for k, v in evaluate(reference, rec, data_range=data_range).items()}
+        rec = rec * np.float32(least_squares_scale(ref, rec))
+    region = reference_region(ref) if mode == "object" else None
+    return {k: float(v) for k, v in evaluate(ref, rec, data_range=data_range, region=region).items()}
+
+
+def score_result(problem: Any, result: Any, mode: str = DEFAULT_SCORE_MODE) -> dict[str, float]:
+    """:func:`score` of a Result (or an image) of ``problem`` against ``problem.reference`` with its data range
+    (the library's call: ``score_result(problem, safe_run(method, problem), "object")``); {} without a
+    reference."""
+    image = getattr(result, "image", result)
+    extras = getattr(result, "extras", None) or {}
+    return score(problem.reference, image, mode, data_range=problem.data_range, problem=problem,
+                 image_is=extras.get("image_is"))
 
 
 def region_stats(image: np.ndarray, reference: np.ndarray | None, rows: slice, cols: slice) -> dict[str, float]:

@@ -20,6 +20,11 @@ with a progress line on stderr (not with ``--json``). Metrics follow the fastMRI
 crop, data range = the maximum of the reference *volume* (:func:`workbench.scoring.volume_data_range`: the file's
 ``max`` attribute, else the maximum over the stored reference slices; the slice's own maximum when the reference is
 computed from the k-space).
+``--score-mode fastmri|object|as-acquired`` (:data:`workbench.scoring.SCORE_MODES`): the full field of view
+(default), inside the reference's object mask, or every image as a fully sampled scan of it; the output names the
+mode of every number. ``--validate``: a score without a reference (:mod:`workbench.holdout`): the method runs again
+with 7 % of the measured samples outside the calibration region held out (seed 0), and the normalised error of its
+prediction of them is reported (lower is better).
 ``--json`` prints exactly one JSON line on stdout. ``--out`` saves the Result (image, mask / trajectory,
 parameters, chosen weights, history, provenance, metrics, the command line) so that it can be reproduced.
 """
@@ -76,6 +81,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--plugin-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of drop-in plugin .py files (repeatable)")
+    p.add_argument("--score-mode", choices=("fastmri", "object", "as-acquired"), default="fastmri",
+                   help="how images are scored: fastmri (full field of view, default), object (inside the "
+                        "reference's object mask), as-acquired (each image as a fully sampled scan of it)")
+    p.add_argument("--validate", action="store_true",
+                   help="also score without a reference: run again with 7%% of the measured samples (outside the "
+                        "calibration region) held out and report the error of their prediction")
     p.add_argument("--json", action="store_true", help="print one JSON line (metrics, time, parameters)")
     p.add_argument("--out", metavar="PATH", help="save the result (HDF5) with its sampling and parameters")
     p.add_argument("--format", metavar="NAME", help="force a reader (e.g. fastmri, ismrmrd, npy)")
@@ -193,17 +204,31 @@ class ProgressLine:
 def command_line(args: argparse.Namespace) -> str:
     """The ``workbench recon`` command that reproduces this run (from the parsed arguments)."""
     parts = ["workbench", "recon", args.file, "--slice", str(args.slice_index), "--method", args.method]
-    for flag in ("mask", "trajectory", "mask_file", "accel", "center_fraction", "dcf", "maps_file", "format"):
+    for flag in ("mask", "trajectory", "mask_file", "accel", "center_fraction", "dcf", "maps_file", "format",
+                 "score_mode"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
     if args.mask or args.trajectory:
         parts += ["--seed", str(args.seed)]
-    parts += ["--maps", args.maps, "--device", args.device]
+    parts += ["--maps", args.maps, "--device", args.device] + (["--validate"] if args.validate else [])
     for flag, values in (("--param", args.param), ("--option", args.option), ("--plugin-dir", args.plugin_dir)):
         for v in values:
             parts += [flag, v]
     return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def validate(jobs: Any, method: Any, problem: Any, params: Any, device: Any) -> dict[str, Any]:
+    """The hold-out score (:mod:`workbench.holdout`): ``method`` runs again, through the same job engine, on
+    ``problem`` with part of its measured samples held out."""
+    from workbench.holdout import prediction_error, split, summary
+    from workbench.jobs import JobState
+
+    held = split(problem)
+    job = jobs.run_sync(method, held.train, params, device=device)
+    if job.state is not JobState.DONE:
+        raise WorkbenchError(f"{method.name} (hold-out run): {job.error.message if job.error else 'failed'}")
+    return summary(held, prediction_error(held, job.result.image))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.jobs import JobQueue, JobState, resolve_device
     from workbench.methods import discover_methods
     from workbench.problem import Problem
-    from workbench.scoring import evaluate, volume_data_range
+    from workbench.scoring import IMAGE_IS_RSS, SCORE_MODE_TEXT, ScoreError, score, volume_data_range
 
     registry = discover_methods(plugin_dirs=args.plugin_dir)
     if args.method not in registry:
@@ -268,14 +293,22 @@ def run(args: argparse.Namespace) -> int:
         raise WorkbenchError(f"{method.name}: {err.message if err else 'failed'}")
     result = job.result
 
-    metrics = zero_filled = None
+    metrics = zero_filled = score_error = None
     data_range = range_source = None
+    mode = args.score_mode
     if problem.reference is not None:
         reference = problem.reference.numpy()
         data_range, range_source = volume_data_range(scan, reference)
-        metrics = evaluate(reference, result.magnitude().numpy(), data_range=data_range)
-        zf = problem.crop(problem.zero_filled("rss")).cpu().numpy()
-        zero_filled = evaluate(reference, zf, data_range=data_range)
+        try:
+            metrics = dict(score(reference, result.image, mode, data_range=data_range, problem=problem,
+                                 image_is=result.extras.get("image_is")), mode=mode)
+            zf = problem.crop(problem.zero_filled("rss")).cpu().numpy()
+            zero_filled = dict(score(reference, zf, mode, data_range=data_range, problem=problem,
+                                     image_is=IMAGE_IS_RSS), mode=mode)
+        except ScoreError as exc:  # degenerate reference or image: the reconstruction itself is fine
+            metrics = zero_filled = None
+            score_error = str(exc)
+    holdout = validate(jobs, method, problem, params, device) if args.validate else None
 
     sampling_desc = sampling.describe() if sampling is not None else (
         "the scan's own sampling" + (f", R = {problem.acceleration:.2f}" if problem.is_cartesian else ""))
@@ -286,6 +319,7 @@ def run(args: argparse.Namespace) -> int:
         grid=list(problem.grid_shape), recon_shape=list(problem.recon_shape), maps=(
             args.maps_file if args.maps_file else args.maps),
         metrics=metrics, zero_filled=zero_filled, data_range=data_range, data_range_source=range_source,
+        score_mode=mode, score_error=score_error, holdout=holdout,
         prepare_s=round(prepare_s, 4), maps_estimated_in_run=problem.has_maps and not had_maps, out=args.out,
         dcf_method=problem.provenance.get("dcf_method"),
     )
@@ -317,12 +351,19 @@ def run(args: argparse.Namespace) -> int:
     maps_note = ", coil map estimation included" if problem.has_maps and not had_maps else ""
     print(f"time      {result.time_s:.2f} s{iters}{maps_note} (data preparation {prepare_s:.2f} s)")
     if metrics is not None:
+        print(f"scoring   {mode}: {SCORE_MODE_TEXT[mode]}")
         print(f"PSNR      {metrics['psnr']:.2f} dB   (zero-filled {zero_filled['psnr']:.2f} dB; data range "
               f"{data_range:.4g}, {range_source})")
         print(f"SSIM      {metrics['ssim']:.4f}     (zero-filled {zero_filled['ssim']:.4f})")
         print(f"NMSE      {metrics['nmse']:.4g}    (zero-filled {zero_filled['nmse']:.4g})")
+    elif score_error is not None:
+        print(f"metrics   not computed: {score_error}")
     else:
         print("metrics   no reference image for this scan")
+    if holdout is not None:
+        print(f"hold-out  {holdout['holdout_error']:.4g}  (normalised error of the prediction of "
+              f"{holdout['holdout_samples']} held-out samples, {100 * holdout['holdout_fraction']:.1f}% of the "
+              f"measured; lower is better)")
     for line in getattr(job, "log", []):
         print(f"log       {line}")
     if args.out:

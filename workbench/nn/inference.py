@@ -66,11 +66,17 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     final = getattr(params, "data_consistency", None)
     x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
     magnitude = x.abs()
-    if final and problem.is_cartesian and getattr(params, "noise_floor", False):
-        from workbench.physics.fft import expected_scan_rss
+    extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")}
+    if final and problem.is_cartesian:
+        from workbench.scoring import IMAGE_IS_RSS, IMAGE_IS_SCAN
 
-        magnitude = expected_scan_rss(magnitude, problem.mask, problem.n_coils, problem.noise_std)
+        # the RSS of data-consistent coil images: the as-acquired score adds only the unmeasured samples' noise
+        extras["image_is"] = IMAGE_IS_RSS
+        if getattr(params, "noise_floor", False):
+            from workbench.physics.fft import expected_scan_rss
+
+            magnitude = expected_scan_rss(magnitude, problem.mask, problem.n_coils, problem.noise_std)
+            extras["image_is"] = IMAGE_IS_SCAN
     image = problem.crop(magnitude).to(problem.y.dtype)
     ctx.progress(1.0, "done")
-    return Result(image=image, extras={"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")},
-                  chosen={"n_iter": model.config.n_iter})
+    return Result(image=image, extras=extras, chosen={"n_iter": model.config.n_iter})

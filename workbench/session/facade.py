@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from workbench import scoring
 from workbench.errors import SamplingError, WorkbenchError
 from workbench.scan import Scan
 from workbench.session.project import Project, SessionFileError, check_project_fits, load_project, save_project
@@ -18,7 +19,7 @@ from workbench.session.runs import (Background, MethodChecks, ResultEntry, Runs,
 from workbench.session.sampling_state import ACQUIRED, USER, SamplingModel, SamplingState, recipe_of
 from workbench.session.views import DerivedImages, SliceViews
 
-EVENTS = ("scan", "slice", "sampling", "results", "result", "sweep")
+EVENTS = ("scan", "slice", "sampling", "results", "result", "sweep", "score_mode")
 
 
 class Session:
@@ -155,8 +156,25 @@ class Session:
     def evaluate(self, image: np.ndarray | None) -> dict[str, float]:
         return self.views.evaluate(image)
 
-    def error_map(self, image: np.ndarray | None, relative: bool = False) -> np.ndarray | None:
-        return self.views.error_map(image, relative)
+    # --- scoring modes (workbench.scoring): every metric and error map follows score_mode -----------------------
+    @property
+    def score_mode(self) -> str:
+        """One of :data:`workbench.scoring.SCORE_MODES`; setting it emits ``"score_mode"``, ``"results"``."""
+        return self._runs.score_mode
+
+    @score_mode.setter
+    def score_mode(self, mode: str) -> None:
+        self._runs.set_score_mode(mode)  # ScoreError for an unknown mode
+
+    def error_map(self, image: np.ndarray | None, relative: bool = False, key: Any = None) -> np.ndarray | None:
+        """The error map of ``image`` (of comparison ``key``, "zero-filled" or a result id) in the scoring mode."""
+        zf = key == "zero-filled" and self.scan is not None and self.score_mode == "as-acquired"
+        acquired = self._derived_images().as_acquired() if zf else getattr(self.entry(key), "as_acquired", None)
+        return self.views.error_map(image, relative, self.score_mode, acquired)
+
+    def validate(self, entry_id: Any, method: Any = None) -> None:
+        """Hold-out validation of a finished run (a score without a reference): :meth:`Runs.validate`."""
+        self._runs.validate(self.job_queue, method, self.entry(entry_id))
 
     def calibration(self, entry_id: Any) -> dict[str, Any] | None:
         return None if self.scan is None else self.views.calibration(self.entry(entry_id))
@@ -272,7 +290,8 @@ class Session:
         return None if self.scan is None else self._derived_images().get("psf")
 
     def zero_filled_metrics(self) -> dict[str, float]:
-        return {} if self.scan is None else self._derived_images().metrics()
+        """The live zero-filled image's scores in the current scoring mode."""
+        return {} if self.scan is None else self._derived_images().metrics(self.score_mode)
 
     @property
     def derived_pending(self) -> bool:
@@ -293,7 +312,7 @@ class Session:
         if self.scan is None:
             return []
         return comparison_rows(self.sampling_state, self.zero_filled_metrics(), self.results, self.slice_index,
-                               slice_only)
+                               slice_only, self.score_mode, self._derived.score_error(self.score_mode))
 
     def export_metrics_csv(self, path: str | os.PathLike, slice_only: bool = True) -> None:
         write_metrics_csv(path, self.comparison_rows(slice_only), inputs=(self.scan.path if self.scan else None,))

@@ -36,7 +36,10 @@ class ResultEntry:
     and (when done) the image cropped to ``recon_shape`` with its metrics against the reference.
 
     ``image`` is complex64 ``[h, w]``; ``std`` float32 ``[h, w]`` or None; ``metrics`` has ``psnr``, ``ssim``,
-    ``nmse`` when a reference exists. ``state`` is one of queued / running / done / failed / cancelled."""
+    ``nmse`` when a reference exists, in the session's scoring mode: ``scores`` holds them for every mode of
+    :data:`workbench.scoring.SCORE_MODES` (``score_errors``: why a mode has none), ``as_acquired`` the image as
+    a fully sampled scan of it (:func:`workbench.scoring.as_acquired`) and ``holdout`` the hold-out validation
+    (:mod:`workbench.holdout`) once asked for. ``state`` is one of queued / running / done / failed / cancelled."""
 
     id: int
     method: str
@@ -57,6 +60,10 @@ class ResultEntry:
     std: np.ndarray | None = None
     preview: np.ndarray | None = None  # latest streamed iterate (magnitude), while running
     metrics: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    score_errors: dict[str, str] = field(default_factory=dict)
+    as_acquired: np.ndarray | None = None
+    holdout: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # one dict per iteration
     error: str | None = None
     error_details: str | None = None
@@ -81,6 +88,23 @@ class ResultEntry:
 
     def params_text(self) -> str:
         return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+
+    def chosen_text(self) -> str:
+        """What the method chose itself: the automatic weight and the rule that chose it (``Result.chosen``'s
+        ``lam...`` numbers and ``lam_rule``), e.g. ``lam=0.00556 (discrepancy)``; "" when it chose none."""
+        chosen = getattr(self.result, "chosen", None) or {}
+        lams = [f"{k}={v:.4g}" for k, v in chosen.items() if k.lower().startswith("lam") and k != "lam_absolute"
+                and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        rule = chosen.get("lam_rule")
+        return " ".join(lams) + (f" ({rule})" if lams and rule else "")
+
+    def use_score_mode(self, mode: str) -> None:
+        """``metrics`` := the scores of ``mode`` ({} when that mode could not score it; scores made before modes
+        existed, e.g. of a loaded project, count as the ``"fastmri"`` ones)."""
+        if not self.scores and self.metrics:
+            self.scores = {scoring.DEFAULT_SCORE_MODE: dict(self.metrics)}
+        if self.scores:
+            self.metrics = dict(self.scores.get(mode, {}))
 
 
 @dataclass
@@ -168,6 +192,32 @@ def _stopped(e: ResultEntry, finished: float | None, started: float | None) -> N
     e.job = None
 
 
+def score_all_modes(reference: np.ndarray | None, image: np.ndarray, data_range: float | None, scale_free: bool,
+                    problem: Any, image_is: str | None = None
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, str], np.ndarray | None]:
+    """``(scores, errors, as_acquired)``: :func:`workbench.scoring.score` of ``image`` in every scoring mode
+    (a mode that cannot score it, :class:`~workbench.scoring.ScoreError`, gives its message in ``errors``), and
+    the image as a fully sampled scan of it (for the as-acquired error map; None without a problem)."""
+    scores: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    acquired = None
+    if reference is None:
+        return scores, errors, acquired
+    for mode in scoring.SCORE_MODES:
+        try:
+            if mode == "as-acquired":
+                if problem is None:
+                    raise scoring.ScoreError("as-acquired scoring needs the problem the image was reconstructed from")
+                acquired = scoring.as_acquired(problem, image, image_is)
+                scores[mode] = scoring.score(reference, acquired, "fastmri", data_range=data_range,
+                                             scale_free=scale_free)
+            else:
+                scores[mode] = scoring.score(reference, image, mode, data_range=data_range, scale_free=scale_free)
+        except scoring.ScoreError as exc:
+            errors[mode] = str(exc)
+    return scores, errors, acquired
+
+
 class JobFollower:
     """Follows the job of one ResultEntry: builds its problem (on the job's worker thread, through the queue's
     problem factory) and turns the worker-thread callbacks into entry updates, scored against ``reference``
@@ -179,10 +229,12 @@ class JobFollower:
         self.entry, self.reference, self.data_range = entry, reference, data_range
         self.recon_shape, self.scale_free = recon_shape, scale_free
         self._dispatch, self._notify = dispatch, notify
+        self.problem: Any = None  # built on the worker thread; the as-acquired mode needs it
+        self.score_mode = lambda: scoring.DEFAULT_SCORE_MODE  # the session's mode when the job ends
 
     def submit(self, job_queue: Any, method: Any, params: Any, build_problem: Callable[[], Any]) -> None:
         def problem():
-            built = build_problem()
+            built = self.problem = build_problem()
             if self.reference is None and getattr(built, "reference", None) is not None:
                 self.reference = fit_shape(np.asarray(to_numpy(built.reference), np.float32), self.recon_shape)
                 self.data_range = built.data_range
@@ -237,7 +289,8 @@ class JobFollower:
             # metrics here, on the worker thread: the observers' thread only swaps arrays in
             try:
                 image, std = result_arrays(result, self.recon_shape)
-                metrics = scoring.score_image(self.reference, image, self.data_range, self.scale_free)
+                scores, errors, acquired = score_all_modes(self.reference, image, self.data_range, self.scale_free,
+                                                           self.problem, (result.extras or {}).get("image_is"))
             except Exception as exc:  # a malformed Result is reported like a failed run
                 message, details = f"the result could not be read ({exc})", traceback.format_exc()
                 self.post(lambda e: mark_failed(e, message, details, finished))
@@ -246,7 +299,9 @@ class JobFollower:
             def apply(e: ResultEntry) -> None:
                 e.state, e.progress, e.finished = "done", 1.0, finished
                 e.started = e.started or started
-                e.result, e.image, e.std, e.metrics = result, image, std, metrics
+                e.result, e.image, e.std = result, image, std
+                e.scores, e.score_errors, e.as_acquired = scores, errors, acquired
+                e.use_score_mode(self.score_mode())
                 e.history = list(getattr(result, "history", None) or [])
                 rt = getattr(result, "time_s", None)
                 e.elapsed = float(rt) if rt is not None and math.isfinite(rt) else e.wall_time()
@@ -277,6 +332,21 @@ class Runs:
         self.results: list[ResultEntry] = []
         self.sweeps: list[Sweep] = []
         self._next_id = 1
+        self.score_mode = scoring.DEFAULT_SCORE_MODE  # the mode of every entry's ``metrics``
+        self._followers: dict[int, JobFollower] = {}  # single runs: their problems, for the hold-out run
+
+    def set_score_mode(self, mode: str) -> None:
+        """Score every entry (single runs and sweeps) in ``mode`` from now on; when it changes, ``"score_mode"``,
+        ``"results"`` and a ``"sweep"`` per sweep are announced."""
+        if scoring.check_score_mode(mode) == self.score_mode:
+            return
+        self.score_mode = mode
+        for e in self.results + [e for sw in self.sweeps for e in sw.entries]:
+            e.use_score_mode(mode)
+        self._emit("score_mode", mode)
+        self._emit("results", self.results)
+        for sw in self.sweeps:
+            self._emit("sweep", sw)
 
     def entry(self, entry_id: Any) -> ResultEntry | None:
         return next((e for e in self.results if e.id == entry_id), None)
@@ -296,11 +366,51 @@ class Runs:
         self._next_id += 1
         follower = JobFollower(entry, reference, data_range, recon_shape, scale_free,
                                lambda fn: self._dispatch(fn), self._notify)
+        follower.score_mode = lambda: self.score_mode
+        if sweep is None:
+            self._followers[entry.id] = follower
         (sweep.entries if sweep is not None else self.results).append(entry)
         if sweep is None:
             self._emit("results", self.results)
         follower.submit(job_queue, method, params, build_problem)
         return entry
+
+    def validate(self, job_queue: Any, method: Any, entry: ResultEntry | None) -> None:
+        """Hold-out validation of a finished single run (:mod:`workbench.holdout`): ``method`` (None: the
+        installed method of the entry's name) runs again, as a job of ``job_queue`` with the entry's parameters, on its problem with part of the measured samples held
+        out; ``entry.holdout`` then holds the summary (``holdout_error`` None and ``holdout_message`` when it
+        could not be computed) and a ``"result"`` event follows."""
+        from workbench import holdout
+
+        follower = None if entry is None else self._followers.get(entry.id)
+        if entry is None or entry.state != "done" or follower is None or follower.problem is None:
+            raise WorkbenchError("only a finished run of this session can be validated")
+        if method is None:
+            from workbench.methods import discover_methods
+
+            method = discover_methods().get(entry.method)
+        held = holdout.split(follower.problem)
+        entry.holdout = {"holdout_error": None, "holdout_message": "running"}
+
+        def on_done(job: Any) -> None:
+            state = getattr(job.state, "value", str(job.state))
+            if state == "done":
+                try:
+                    value = holdout.summary(held, holdout.prediction_error(held, job.result.image))
+                except WorkbenchError as exc:
+                    value = {"holdout_error": None, "holdout_message": str(exc)}
+            else:
+                why = getattr(job.error, "message", None) or state
+                value = {"holdout_error": None, "holdout_message": f"the hold-out run did not finish: {why}"}
+
+            def apply() -> None:
+                entry.holdout = value
+                self._notify(entry)
+
+            self._dispatch(apply)
+
+        job_queue.submit(method, lambda: held.train, dict(entry.params), on_done=on_done)
+        self._notify(entry)
 
     def new_sweep(self, kind: str, accelerations: list[float], methods: list[str]) -> Sweep:
         sweep = Sweep(id=len(self.sweeps) + 1, kind=kind, accelerations=accelerations, methods=methods)
@@ -329,6 +439,7 @@ class Runs:
         return bool(runs)
 
     def remove(self, entry: ResultEntry) -> None:
+        self._followers.pop(entry.id, None)
         self.cancel(entry)
         if entry in self.results:
             self.results.remove(entry)
@@ -338,6 +449,7 @@ class Runs:
         """Drop the runs and sweeps (their jobs cancelled) for ``results`` (e.g. a project's), numbered on; True
         if there were runs."""
         had_runs = self.cancel_all()
+        self._followers.clear()
         for e in results:
             e.id, self._next_id = self._next_id, self._next_id + 1
         self.results, self.sweeps = list(results), []
@@ -345,29 +457,37 @@ class Runs:
 
 
 def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: list[ResultEntry],
-                    slice_index: int, slice_only: bool = True) -> list[dict[str, Any]]:
+                    slice_index: int, slice_only: bool = True, score_mode: str = scoring.DEFAULT_SCORE_MODE,
+                    zero_filled_score_error: str | None = None) -> list[dict[str, Any]]:
     """The compare view's rows: the live zero-filled image of sampling ``state``, then every finished result of
-    ``slice_index`` (or of all slices): label, method, metrics, time, device, parameters, sampling."""
+    ``slice_index`` (or of all slices): label, method, metrics (in ``score_mode``, named in each row), the
+    hold-out error (when validated), why a row has no metrics in that mode (``score_error``), time, device,
+    parameters with the weight the method chose, sampling."""
     m = zero_filled_metrics
     rows = [{"key": "zero-filled", "label": ZERO_FILLED_LABEL, "method": "zero-filled", "slice": slice_index,
-             "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "time_s": None, "device": "",
-             "params": "", "sampling": recipe_text(state.recipe(), state.acceleration),
-             "acceleration": state.acceleration}]
+             "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "score_mode": score_mode,
+             "score_error": zero_filled_score_error, "holdout": None, "time_s": None, "device": "", "params": "", "chosen": "",
+             "sampling": recipe_text(state.recipe(), state.acceleration), "acceleration": state.acceleration}]
     for e in results:
         if e.state != "done" or (slice_only and e.slice_index != slice_index):
             continue
+        chosen = e.chosen_text()
         rows.append({"key": e.id, "label": e.label, "method": e.method, "slice": e.slice_index,
                      "psnr": e.metrics.get("psnr"), "ssim": e.metrics.get("ssim"), "nmse": e.metrics.get("nmse"),
-                     "time_s": e.elapsed, "device": e.device, "params": e.params_text(),
+                     "score_mode": score_mode, "score_error": e.score_errors.get(score_mode),
+                     "holdout": (e.holdout or {}).get("holdout_error"),
+                     "time_s": e.elapsed, "device": e.device,
+                     "params": e.params_text() + (f"; chosen {chosen}" if chosen else ""), "chosen": chosen,
                      "sampling": recipe_text(e.sampling, e.acceleration), "acceleration": e.acceleration})
     return rows
 
 
 def write_metrics_csv(path: str | os.PathLike, rows: list[dict[str, Any]], inputs: tuple = ()) -> None:
-    """The metrics table as CSV: label, method, slice (1-based), PSNR, SSIM, NMSE, time, device, parameters,
-    sampling, acceleration. Written atomically, never over one of ``inputs``."""
-    cols = ["label", "method", "slice", "psnr", "ssim", "nmse", "time_s", "device", "params", "sampling",
-            "acceleration"]
+    """The metrics table as CSV: label, method, slice (1-based), PSNR, SSIM, NMSE, the scoring mode that gave
+    them, the hold-out error, time, device, parameters, the chosen weight, sampling, acceleration. Written
+    atomically, never over one of ``inputs``."""
+    cols = ["label", "method", "slice", "psnr", "ssim", "nmse", "score_mode", "holdout", "time_s", "device",
+            "params", "chosen", "sampling", "acceleration"]
     with atomic_open(path, "w", inputs=inputs, newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)

@@ -136,19 +136,40 @@ class SliceViews:
             return 1.0
         return scoring.least_squares_scale(self.reference(), image)
 
-    def evaluate(self, image: np.ndarray | None) -> dict[str, float]:
-        """PSNR / SSIM / NMSE of ``image`` against the reference ({} without one)."""
-        return scoring.score_image(self.reference(), image, self.data_range(), self.reference_scale_free())
+    def evaluate(self, image: np.ndarray | None, mode: str = scoring.DEFAULT_SCORE_MODE, problem: Any = None,
+                 image_is: str | None = None) -> dict[str, float]:
+        """PSNR / SSIM / NMSE of ``image`` against the reference in scoring ``mode`` ({} without one;
+        ``"as-acquired"`` needs the image's ``problem``): :func:`workbench.scoring.score`."""
+        return scoring.score(self.reference(), image, mode, data_range=self.data_range(), problem=problem,
+                             image_is=image_is, scale_free=self.reference_scale_free())
 
-    def error_map(self, image: np.ndarray | None, relative: bool = False) -> np.ndarray | None:
-        """``| |image| - reference |`` (after the scale fit); ``relative``: divided by the data range."""
+    def region(self) -> np.ndarray | None:
+        """The object mask of the reference (:func:`workbench.scoring.reference_region`), None without a
+        reference or when none can be derived."""
+        ref = self.reference()
+        if ref is None:
+            return None
+        try:
+            return scoring.reference_region(ref)
+        except scoring.ScoreError:
+            return None
+
+    def error_map(self, image: np.ndarray | None, relative: bool = False, mode: str = scoring.DEFAULT_SCORE_MODE,
+                  acquired: np.ndarray | None = None) -> np.ndarray | None:
+        """``| |image| - reference |`` (after the scale fit); ``relative``: divided by the data range. The error
+        follows the scoring ``mode``: ``"object"``: zero outside the object mask; ``"as-acquired"``: of
+        ``acquired`` (the image as a fully sampled scan of it) when given."""
         ref = self.reference()
         if ref is None or image is None:
             return None
+        if mode == "as-acquired" and acquired is not None:
+            image = acquired
         rec = fit_shape(np.abs(np.asarray(image)).astype(np.float32), ref.shape)
         rec = rec * np.float32(self.fit_scale(rec))
-        err = scoring.error_map(ref, rec, relative=relative, data_range=self.data_range())
-        return np.asarray(err, dtype=np.float32)
+        err = np.asarray(scoring.error_map(ref, rec, relative=relative, data_range=self.data_range()),
+                         dtype=np.float32)
+        region = self.region() if mode == "object" else None
+        return err * region if region is not None else err
 
     def calibration(self, entry: Any) -> dict[str, Any] | None:
         """:func:`workbench.scoring.std_map_calibration` of a finished result of this slice with a std map
@@ -299,11 +320,39 @@ class DerivedImages:
             why = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
             return {"error": f"the zero-filled image could not be computed: {why}"}
 
-    def metrics(self) -> dict[str, float]:
-        """PSNR / SSIM / NMSE of the zero-filled image ({} while it is computed or without a reference)."""
-        if "zero_filled_metrics" not in self.values:
+    def metrics(self, mode: str = scoring.DEFAULT_SCORE_MODE) -> dict[str, float]:
+        """PSNR / SSIM / NMSE of the zero-filled image in scoring ``mode`` ({} while it is computed, without a
+        reference, or when the mode cannot score it: :meth:`score_error` says why)."""
+        key = ("zero_filled_metrics", mode)
+        if key not in self.values:
             zf = self.get("zero_filled")
             if zf is None:
                 return {}
-            self.values["zero_filled_metrics"] = self.views.evaluate(zf)
-        return self.values["zero_filled_metrics"]
+            try:
+                problem = self.problem() if mode == "as-acquired" else None
+                self.values[key] = self.views.evaluate(zf, mode, problem, scoring.IMAGE_IS_RSS)
+            except scoring.ScoreError as exc:
+                self.values[key], self.values[("score_error", mode)] = {}, str(exc)
+        return self.values[key]
+
+    def score_error(self, mode: str) -> str | None:
+        """Why the zero-filled image has no metrics in ``mode`` (None: it has, or it is not computed yet)."""
+        return self.values.get(("score_error", mode))
+
+    def problem(self) -> Any:
+        """The slice's Problem under this sampling (built once)."""
+        if "problem" not in self.values:
+            self.values["problem"] = self._problem_of(self.state.sampling)
+        return self.values["problem"]
+
+    def as_acquired(self) -> np.ndarray | None:
+        """The zero-filled image as a fully sampled scan of it (:func:`workbench.scoring.as_acquired`)."""
+        if "as_acquired" not in self.values:
+            zf = self.get("zero_filled")
+            if zf is None:
+                return None
+            try:
+                self.values["as_acquired"] = scoring.as_acquired(self.problem(), zf, scoring.IMAGE_IS_RSS)
+            except WorkbenchError:
+                self.values["as_acquired"] = None
+        return self.values["as_acquired"]

@@ -1,0 +1,150 @@
+"""Scoring modes (workbench.scoring): the object mask's rule on every real data set, the as-acquired projection,
+degenerate inputs as typed messages, and the k-space hold-out score (workbench.holdout)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from workbench.cli import main
+from workbench.holdout import prediction_error, split
+from workbench.io import open_scan
+from workbench.io.fastmri import write_fastmri
+from workbench.physics.fft import expected_scan_rss, ifft2c, rss
+from workbench.problem import Problem
+from workbench.sampling import make_sampling
+from workbench.scoring import (IMAGE_IS_RSS, SCORE_MODES, ScoreError, as_acquired, evaluate, reference_region, score,
+                               ssim)
+from workbench.simulate import generate_slice
+
+# the fully sampled real sets and the one whose reference is a stored SENSE image
+REAL_SETS = {
+    "head": ("marcsous_head8ch_dhe/head.mat", {"image_domain": True, "coil_axis": -1}),
+    "phantom": ("imagiology_phantom_1ch/rawdata.mat", {}),
+    "gre": ("twix_phantom/gre.dat", {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SETS))
+def test_object_mask_rule_is_sane_on_the_real_sets(name, realdata):
+    path, options = REAL_SETS[name]
+    if not (realdata / path).is_file():
+        pytest.skip(f"{path} not available")
+    scan = open_scan(str(realdata / path), **options)
+    ref = Problem.from_scan(scan, scan.n_slices // 2).reference.numpy()
+    m = reference_region(ref)
+    assert m.shape == ref.shape and m is reference_region(ref.copy())  # derived once per reference
+    assert ndimage.label(m)[1] == 1 and np.array_equal(m, ndimage.binary_fill_holes(m))  # one solid object
+    assert 0.2 < m.mean() < 0.8
+    energy = ref.astype(np.float64) ** 2
+    assert energy[m].sum() > 0.95 * energy.sum()  # the object's signal is inside
+    assert ref[m].mean() > 5 * ref[~m].mean()  # the noise floor is outside
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    s = generate_slice(3, shape=(64, 64), n_coils=4)
+    sampling = make_sampling("random", (64, 64), 4, seed=0, center_fraction=0.16)
+    k = torch.from_numpy(s["kspace"])
+    noise = 0.02 * float(k.abs().max()) * torch.randn(k.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    full = k + noise
+    problem = Problem(full * sampling.mask, mask=sampling.mask, maps=torch.from_numpy(s["maps"]),
+                      reference=rss(ifft2c(full)))
+    return problem, full, k
+
+
+def test_as_acquired_keeps_the_measured_samples_and_adds_the_unmeasured_noise(simulated):
+    problem, full, _ = simulated
+    # a fully sampled problem: the scan of any image is the data's own RSS (nothing unmeasured)
+    fully = Problem(full, maps=problem.maps)
+    anything = torch.randn(64, 64, dtype=torch.complex64)
+    np.testing.assert_allclose(as_acquired(fully, anything), rss(ifft2c(full)).numpy(), rtol=1e-4, atol=1e-4)
+    # the RSS of the measured data's coil images: only the noise of the unmeasured samples is added
+    zf = problem.zero_filled("rss")
+    expected = expected_scan_rss(zf, problem.mask, problem.n_coils, problem.noise_std).numpy()
+    np.testing.assert_allclose(as_acquired(problem, zf, IMAGE_IS_RSS), expected, rtol=1e-6)
+    # a SENSE image: coil images through the maps, measured samples put back (the zero-filled SENSE image then
+    # reproduces the zero-filled RSS up to the maps' fit) -> closer to the noisy reference than the image itself
+    sense = problem.zero_filled("sense")
+    ref = problem.reference
+    plain, scanned = (evaluate(ref, x)["nmse"] for x in (sense, as_acquired(problem, sense)))
+    assert scanned < plain
+    with pytest.raises(ScoreError, match="needs the problem"):
+        score(ref, sense, "as-acquired")
+
+
+def test_every_mode_scores_and_object_excludes_the_background(simulated):
+    problem, _, _ = simulated
+    ref, img = problem.reference, problem.zero_filled("sense")
+    scores = {mode: score(ref, img, mode, problem=problem) for mode in SCORE_MODES}
+    assert len({round(s["ssim"], 5) for s in scores.values()}) == 3
+    # inside the object, a background change does not count
+    region = reference_region(ref.numpy())
+    moved = img.abs().numpy().copy()
+    moved[~region] += 1.0
+    assert score(ref, moved, "object")["psnr"] == pytest.approx(score(ref, img, "object")["psnr"], abs=1e-6)
+    assert score(ref, moved, "fastmri")["psnr"] < score(ref, img, "fastmri")["psnr"] - 1
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nan reference", "reference has 1 NaN or infinite"),
+    ("inf reconstruction", "reconstruction has 1 NaN or infinite"),
+    ("smaller than the window", "smaller than the 7x7 SSIM window"),
+    ("constant reference", "reference is constant"),
+    ("zero reference", "reference is constant \\(0 everywhere"),
+    ("unknown mode", "unknown scoring mode"),
+])
+def test_degenerate_inputs_give_a_typed_message(case, message):
+    rng = np.random.default_rng(0)
+    ref, rec, mode = rng.random((16, 16)), rng.random((16, 16)), "fastmri"
+    if case == "nan reference":
+        ref[3, 4] = np.nan
+    elif case == "inf reconstruction":
+        rec[0, 0] = np.inf
+    elif case == "smaller than the window":
+        ref, rec = ref[:5, :5], rec[:5, :5]
+    elif case == "constant reference":
+        ref = np.full((16, 16), 2.0)
+    elif case == "zero reference":
+        ref = np.zeros((16, 16))
+    else:
+        mode = "best"
+    with pytest.raises(ScoreError, match=message):
+        score(ref, rec, mode)
+    if case == "smaller than the window":
+        with pytest.raises(ScoreError, match=message):
+            ssim(ref, rec)
+
+
+def test_cli_reports_a_degenerate_reference_instead_of_a_traceback(tmp_path, capsys):
+    s = generate_slice(1, shape=(32, 32), n_coils=2)
+    path = tmp_path / "flat.h5"
+    write_fastmri(path, s["kspace"][None], np.full((1, 32, 32), 1.0, np.float32))
+    code = main(["recon", str(path), "--method", "zero-filled", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["metrics"] is None and "reference is constant" in summary["score_error"]
+
+
+def test_holdout_split_and_its_error(simulated):
+    problem, full, clean = simulated
+    a, b = split(problem, 0.07, seed=1), split(problem, 0.07, seed=1)
+    assert torch.equal(a.held, b.held) and not torch.equal(a.held, split(problem, 0.07, seed=2).held)
+    assert 0.05 <= a.fraction <= 0.08
+    assert not bool((a.held & ~problem.mask).any())  # measured samples only
+    assert not bool(a.held[32 - 5:32 + 5, 32 - 12:32 + 12].any())  # never the calibration box
+    assert torch.equal(a.train.mask, problem.mask & ~a.held) and a.train.maps is problem.maps
+    # the noise-free truth predicts the held-out samples up to their noise; nothing predicts nothing (error 1)
+    truth = (problem.maps.conj() * ifft2c(clean)).sum(0)
+    y_held = full[:, a.held]
+    noise_share = float((y_held - clean[:, a.held]).abs().pow(2).sum() / y_held.abs().pow(2).sum())
+    assert prediction_error(a, truth) == pytest.approx(noise_share, rel=0.05)
+    assert prediction_error(a, truth) < prediction_error(a, a.train.zero_filled("sense"))
+    assert prediction_error(a, torch.zeros(64, 64)) == pytest.approx(1.0)
+    assert math.isfinite(prediction_error(a, a.train.zero_filled("rss")))
