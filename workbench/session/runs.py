@@ -87,7 +87,18 @@ class ResultEntry:
         return (self.finished or time.time()) - self.started
 
     def params_text(self) -> str:
-        return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+        """``k=v, ...``; a weight left automatic shows what the method chose and the rule (``lam=auto 0.00556
+        (discrepancy)``, from ``Result.chosen``) rather than ``lam=None``."""
+        chosen = getattr(self.result, "chosen", None) or {}
+
+        def text(k: str, v: Any) -> str:
+            picked = chosen.get(k)
+            if v is None and isinstance(picked, (int, float)) and not isinstance(picked, bool):
+                rule = chosen.get(f"{k}_rule")
+                return f"{k}=auto {picked:.4g}" + (f" ({rule})" if rule else "")
+            return f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+
+        return ", ".join(text(k, v) for k, v in self.params.items())
 
     def chosen_text(self) -> str:
         """What the method chose itself: the automatic weight and the rule that chose it (``Result.chosen``'s
@@ -466,18 +477,18 @@ def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: 
     m = zero_filled_metrics
     rows = [{"key": "zero-filled", "label": ZERO_FILLED_LABEL, "method": "zero-filled", "slice": slice_index,
              "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "score_mode": score_mode,
-             "score_error": zero_filled_score_error, "holdout": None, "time_s": None, "device": "", "params": "", "chosen": "",
+             "score_error": zero_filled_score_error, "holdout": None, "time_s": None, "device": "", "params": "",
+             "chosen": "",
              "sampling": recipe_text(state.recipe(), state.acceleration), "acceleration": state.acceleration}]
     for e in results:
         if e.state != "done" or (slice_only and e.slice_index != slice_index):
             continue
-        chosen = e.chosen_text()
         rows.append({"key": e.id, "label": e.label, "method": e.method, "slice": e.slice_index,
                      "psnr": e.metrics.get("psnr"), "ssim": e.metrics.get("ssim"), "nmse": e.metrics.get("nmse"),
                      "score_mode": score_mode, "score_error": e.score_errors.get(score_mode),
                      "holdout": (e.holdout or {}).get("holdout_error"),
                      "time_s": e.elapsed, "device": e.device,
-                     "params": e.params_text() + (f"; chosen {chosen}" if chosen else ""), "chosen": chosen,
+                     "params": e.params_text(), "chosen": e.chosen_text(),
                      "sampling": recipe_text(e.sampling, e.acceleration), "acceleration": e.acceleration})
     return rows
 
