@@ -99,3 +99,20 @@ def test_rejects_bad_arguments():
         Wavelet2D((32, 32), "nope")
     with pytest.raises(ValueError, match="levels"):
         Wavelet2D((32, 32), "db4", levels=9)
+
+
+@pytest.mark.parametrize("shape, wavelet, levels, shift", [
+    ((64, 48), "db4", None, (0, 0)), ((45, 38), "sym8", 2, (3, 1)), ((96, 96), "haar", None, (5, 7))])
+def test_torch_filter_bank_equals_the_pywavelets_path(shape, wavelet, levels, shift):
+    # CPU without autograd runs PyWavelets; with autograd (and on a GPU) the torch filter bank: the same
+    # coefficients and adjoint to float32 rounding, batched complex64 input, padding and shift included
+    W = Wavelet2D(shape, wavelet, levels, shift)
+    x = torch.randn(3, *shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    c = W.forward(x)
+    x_back = W.adjoint(c)
+    assert not c.requires_grad and c.dtype == torch.complex64 and x_back.dtype == torch.complex64
+    c_torch = W.forward(x.clone().requires_grad_(True)).detach()
+    x_torch = W.adjoint(c.clone().requires_grad_(True)).detach()
+    torch.testing.assert_close(c, c_torch, rtol=0, atol=2e-6)
+    torch.testing.assert_close(x_back, x_torch, rtol=0, atol=2e-6)
+    torch.testing.assert_close(x_back, x, rtol=0, atol=2e-6)
