@@ -22,6 +22,7 @@ from workbench.gui.compare.overlay import TOOLS
 from workbench.gui.compare.metrics_table import MetricsTable
 from workbench.gui.compare.profile import ProfilePlot
 from workbench.gui.compare.roi import RoiTable
+from workbench.scoring import SCORE_MODE_TEXT, SCORE_MODES
 from workbench.session import ZERO_FILLED_LABEL, Session
 
 
@@ -49,12 +50,14 @@ class CompareView(QtWidgets.QWidget):
         self.error_combo = combo_box(("absolute", "relative", "none"), "error maps under each image: "
                                      "|(|x|) - reference|, or divided by the data range (0.1 = 10 % of the peak)",
                                      self.rebuild)
+        self.score_combo = combo_box(SCORE_MODES, "how every image is scored (table, error maps): " + "; ".join(
+            f"{m}: {t}" for m, t in SCORE_MODE_TEXT.items()), self._score_mode_chosen)
         self.auto_button = push_button("Auto W/L", "reset the shared window/level to the reference's range",
                                        self.grid.auto_levels)
         self.tool_combo = combo_box(TOOLS, "line profile / ROI drawn on the first panel, mirrored on the others",
                                     self._tool_changed)
         for label, widget in (("Show", self.mode_combo), ("Colours", self.cmap_combo), ("Error", self.error_combo),
-                              (None, self.auto_button), ("Tool", self.tool_combo)):
+                              ("Score", self.score_combo), (None, self.auto_button), ("Tool", self.tool_combo)):
             if label:
                 bar.addWidget(QtWidgets.QLabel(label))
             bar.addWidget(widget)
@@ -90,11 +93,21 @@ class CompareView(QtWidgets.QWidget):
         session.subscribe("sampling", lambda *_: self._on_sampling())
         session.subscribe("results", lambda *_: self._schedule())
         session.subscribe("result", self._on_result)
+        session.subscribe("score_mode", self._on_score_mode)
 
     # ----------------------------------------------------------------------------------------------------------
     # events
     def _schedule(self) -> None:
         self._rebuild_timer.start()
+
+    def _score_mode_chosen(self) -> None:
+        self.session.score_mode = self.score_combo.currentText()  # its "results" event rebuilds the view
+
+    def _on_score_mode(self, mode: str) -> None:
+        if self.score_combo.currentText() != mode:
+            self.score_combo.blockSignals(True)
+            self.score_combo.setCurrentText(mode)
+            self.score_combo.blockSignals(False)
 
     def _on_scan(self) -> None:
         self.shown = {ZERO_FILLED: True}
@@ -196,7 +209,7 @@ class CompareView(QtWidgets.QWidget):
             elif key == REFERENCE and s.reference_scale_free():
                 col.note = "<br>(up to a scale: images fitted)"
             if errors and key != REFERENCE and raw is not None:
-                col.error = s.error_map(raw, relative=relative)
+                col.error = s.error_map(raw, relative=relative, key=key)
             out.append(col)
         return out
 

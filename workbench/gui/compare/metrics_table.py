@@ -9,8 +9,8 @@ from PyQt6 import QtCore, QtWidgets
 
 from workbench.gui.common import Qt, push_button, sortable_number, table_text
 
-METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "time (s)", "device", "slice", "parameters",
-                  "sampling")
+METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "hold-out", "time (s)", "device", "slice",
+                  "parameters", "sampling")
 PARAMETERS_COLUMN = METRIC_COLUMNS.index("parameters")
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -58,10 +58,13 @@ class MetricsTable(QtWidgets.QWidget):
         self.table.horizontalHeader().setSectionResizeMode(PARAMETERS_COLUMN, QtWidgets.QHeaderView.ResizeMode.Stretch)
 
     def setData(self, rows: list[dict[str, Any]], current_slice: int, shown: dict[Any, bool]) -> None:  # noqa: N802
-        """``rows``: as ``Session.comparison_rows`` gives them (key, label, psnr, ssim, nmse, time_s, device,
-        slice, params, sampling); ``shown``: key -> in the grid (absent: yes). Only the rows of
-        ``current_slice`` can be shown."""
+        """``rows``: as ``Session.comparison_rows`` gives them (key, label, psnr, ssim, nmse, score_mode,
+        score_error, holdout, time_s, device, slice, params, sampling); ``shown``: key -> in the grid (absent:
+        yes). Only the rows of ``current_slice`` can be shown. The metric headers name the scoring mode."""
         t = self.table
+        mode = rows[0].get("score_mode", "") if rows else ""
+        for c in (2, 3, 4):
+            t.horizontalHeaderItem(c).setText(METRIC_COLUMNS[c] + (f" · {mode}" if mode else ""))
         t.blockSignals(True)
         t.setSortingEnabled(False)
         t.setRowCount(0)
@@ -77,15 +80,19 @@ class MetricsTable(QtWidgets.QWidget):
                 show.setFlags(Qt.ItemFlag.ItemIsEnabled)
             show.setData(KEY_ROLE, r["key"])
             t.setItem(i, 0, show)
-            t.setItem(i, 1, table_text(r["label"]))
+            label = table_text(r["label"])
+            if r.get("score_error"):
+                label.setToolTip(f"no metrics in the {r.get('score_mode')} mode: {r['score_error']}")
+            t.setItem(i, 1, label)
             t.setItem(i, 2, sortable_number(r["psnr"], "{:.2f}"))
             t.setItem(i, 3, sortable_number(r["ssim"], "{:.4f}"))
             t.setItem(i, 4, sortable_number(r["nmse"], "{:.4g}"))
-            t.setItem(i, 5, sortable_number(r["time_s"], "{:.2f}"))
-            t.setItem(i, 6, table_text(r["device"]))
-            t.setItem(i, 7, sortable_number(r["slice"] + 1, "{:.0f}"))
-            t.setItem(i, 8, table_text(r["params"]))
-            t.setItem(i, 9, table_text(r["sampling"]))
+            t.setItem(i, 5, sortable_number(r.get("holdout"), "{:.4g}"))
+            t.setItem(i, 6, sortable_number(r["time_s"], "{:.2f}"))
+            t.setItem(i, 7, table_text(r["device"]))
+            t.setItem(i, 8, sortable_number(r["slice"] + 1, "{:.0f}"))
+            t.setItem(i, 9, table_text(r["params"]))
+            t.setItem(i, 10, table_text(r["sampling"]))
         t.setSortingEnabled(True)
         t.blockSignals(False)
         t.resizeColumnsToContents()
