@@ -133,7 +133,8 @@ def _data_term(problem, x):
 
 def test_l1_wavelet_objective_decreases_to_the_fista_optimum(registry, small):
     lam_rel = 0.01
-    result = run(registry, "l1-wavelet", small, {"lam": lam_rel, "n_iter": 150, "cycle_spinning": False})
+    result = run(registry, "l1-wavelet", small, {"lam": lam_rel, "n_iter": 150, "cycle_spinning": False,
+                                                    "record_objective": True})
     lam = lam_rel * small.scale
     W = Wavelet2D(small.grid_shape, "db4")
 
@@ -169,7 +170,7 @@ def test_tv_objective_decreases_to_the_chambolle_pock_optimum(registry, small):
         return _data_term(small, x) + lam * float(torch.sqrt(g.abs().pow(2).sum(-3)).sum())
 
     for solver in ("pdhg", "admm"):
-        result = run(registry, "tv", small, {"lam": lam_rel, "n_iter": 150, "solver": solver})
+        result = run(registry, "tv", small, {"lam": lam_rel, "n_iter": 150, "solver": solver, "record_objective": True})
         history = [h["objective"] for h in result.history]
         assert history[-1] < history[0] and history[-1] <= min(history[:10])
         assert abs(objective(result.image) - history[-1]) < 1e-4 * history[-1]
@@ -205,7 +206,7 @@ def test_noncartesian_tv_reaches_the_chambolle_pock_optimum(registry):
         g = D.forward(x)
         return 0.5 * float((A.forward(x) - y).abs().pow(2).sum()) + lam * float(g.abs().pow(2).sum(-3).sqrt().sum())
 
-    result = run(registry, "tv", problem, {"lam": 0.01, "n_iter": 150})
+    result = run(registry, "tv", problem, {"lam": 0.01, "n_iter": 150, "record_objective": True})
     history = [h["objective"] for h in result.history]
     assert abs(objective(result.image) - history[-1]) < 1e-3 * history[-1]
     assert history[-1] < history[0]
@@ -263,6 +264,19 @@ def test_validation_rule_chooses_and_reports_a_weight(registry, brain_r4):
     result = run(registry, "l1-wavelet", problem, {"n_iter": 30, "search_iter": 10, "lam_rule": "validation"})
     assert result.chosen["lam_rule"] == "validation" and result.chosen["lam"] > 0
     assert len(result.extras["lam_search"]) == result.chosen["search_solves"] >= 5
+
+
+def test_the_chosen_weight_is_reused_for_the_same_data_and_settings_only(registry, brain_r4):
+    _, problem = brain_r4
+    params = {"n_iter": 20, "search_iter": 10, "kappa": 0.05}
+    first = run(registry, "tv", problem, params)
+    again = run(registry, "tv", problem, dict(params, n_iter=25))  # more iterations: the same weight
+    assert "reused" not in first.chosen and again.chosen["reused"] is True
+    assert again.chosen["lam"] == first.chosen["lam"] and again.extras["lam_search"] == first.extras["lam_search"]
+    other = run(registry, "tv", problem, dict(params, kappa=0.1))  # another setting of the rule: searched
+    assert "reused" not in other.chosen and other.chosen["lam"] != first.chosen["lam"]
+    masked = Problem(problem.y * problem.mask.flip(-1), mask=problem.mask & problem.mask.flip(-1), maps=problem.maps)
+    assert "reused" not in run(registry, "tv", masked, params).chosen  # other data: searched
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def problem(volume):
 def test_objective_matches_an_independent_definition_and_decreases(drop_in, problem):
     method = discover_methods([drop_in], entry_points=False, builtin=False, user_dirs=False).get("wavelet-tv")
     lam_rel, share = 0.005, 0.5
-    result = safe_run(method, problem, {"lam": lam_rel, "tv_share": share, "n_iter": 60}, RunContext("cpu"))
+    result = safe_run(method, problem, {"lam": lam_rel, "tv_share": share, "n_iter": 60, "record_objective": True},
+                      RunContext("cpu"))
     lam = lam_rel * float(problem.scale)
     W, D = Wavelet2D(problem.grid_shape, "db4"), FiniteDifference2D(problem.grid_shape)
 

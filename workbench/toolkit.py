@@ -45,6 +45,7 @@ the PSNR-best ones on simulated brain slices (R = 4-6, 8 coils). ``lam_rule = "v
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
+from workbench.arrays import LRUCache
 from workbench.methods import Capabilities, Method, ParamError, RunContext, param
 from workbench.result import Result
 from workbench.solvers import (
@@ -110,7 +112,9 @@ LAM_START = 3e-3  # first relative weight tried by the searches
 WAVELETS = ("db4", "haar", "db2", "db8", "sym4", "sym8", "coif2")  # orthogonal wavelets offered to users
 # what solve_with_weight uses for the settings a method's Params does not declare
 RUN_DEFAULTS = {"lam_rule": "discrepancy", "kappa": 0.03, "search_iter": 30, "dcf_weighting": True,
-                "record_objective": True}
+                "record_objective": False}
+SEARCH_EVALS = 6  # most short solves of the discrepancy search after the floor solve
+WARM_FRACTION = 2 / 3  # iterations of a warm-started search solve, as a fraction of search_iter
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,8 +205,9 @@ def dcf_weighting_param() -> Any:
 
 
 def record_objective_param() -> Any:
-    """``record_objective``: the objective in the history (costs one more operator per iteration)."""
-    return param(True, help="record the objective at every iteration (one more forward operator per iteration)")
+    """``record_objective``: the objective in the history (costs one more operator per iteration, 1.2-1.7x the
+    time of a solve: off by default; the history then has each iteration's change)."""
+    return param(False, help="record the objective at every iteration (one more forward operator per iteration)")
 
 
 def solver_param() -> Any:
@@ -282,8 +287,13 @@ def choose_lam(
 ) -> tuple[float, LambdaSearch, dict]:
     """Choose the relative weight.
 
-    ``solve(A, y, lam_abs, x0=None, n_iter=..., callback=...)`` -> SolverResult. The search runs short solves
-    (``n_iter`` iterations each), reports progress in ``[0, span]`` and stops at once on cancellation.
+    ``solve(A, y, lam_abs, x0=None, n_iter=..., callback=...)`` -> SolverResult. The search runs short solves,
+    reports progress in ``[0, span]`` and stops at once on cancellation. The first solve (the floor of the
+    discrepancy rule, the first grid point of validation) runs ``n_iter`` iterations from zero; every later one
+    starts from the solution of the nearest weight tried and runs ``WARM_FRACTION * n_iter`` (at least 5): the
+    residual moves little between neighbouring weights, so the usual search (the floor and three solves: 30 +
+    3 x 20 iterations) costs less than one final solve of 100 (it was 4 x 30). Fewer warm iterations (10) moved
+    the chosen weights by 20% and TV's PSNR on the real head by 0.17 dB.
 
     Returns ``(lam_relative, search, chosen)`` with ``chosen`` the dict for ``Result.chosen``.
     """
@@ -291,13 +301,15 @@ def choose_lam(
         raise ValueError(f"lam_rule must be one of {LAM_RULES}, got {rule!r}")
     scale = weight_scale(problem)
     evals = [0]
-    max_evals = 14
+    max_evals = SEARCH_EVALS + 1
+    warm_iter = max(5, round(n_iter * WARM_FRACTION))
 
     def short_solve(A, y, lam, x0=None):
         evals[0] += 1
         done = min(evals[0], max_evals)
         ctx.progress(span * (done - 1) / max_evals, f"choosing the weight: solve {done}")
-        out = solve(A, y, lam, x0=x0, n_iter=n_iter, callback=lambda it, x, info: ctx.cancelled())
+        out = solve(A, y, lam, x0=x0, n_iter=n_iter if x0 is None else warm_iter,
+                    callback=lambda it, x, info: ctx.cancelled())
         ctx.check_cancelled()
         return out
 
@@ -314,7 +326,7 @@ def choose_lam(
             rtol = 0.25 * (target - floor) / target
             search = discrepancy_principle(
                 short_solve, data.A, data.y, math.sqrt(target / measured), lam0=LAM_START * scale, rtol=rtol,
-                max_evals=max_evals - 1,
+                max_evals=SEARCH_EVALS,
             )
         else:
             ctx.log("no noise estimate (noiseless data?): choosing the weight by hold-out validation instead")
@@ -459,13 +471,35 @@ def penalised_solver(problem: Any, penalties: Callable[[float], list[Penalty]], 
     return make_solve
 
 
+# (data digest, method settings) -> (lam, search trace, chosen, search image): a method run again on the same
+# scan, mask and maps (the app's Run after a look at the result, a sweep of n_iter) skips the weight search
+_chosen_weights = LRUCache(8)
+
+
+def _data_digest(problem: Any, data: DataTerm) -> str:
+    """A digest of what the weight depends on in the data: ``y``, the maps, the mask or trajectory and dcf."""
+    digest = hashlib.blake2b(digest_size=16)
+    for t in (data.y, problem.maps, problem.mask, problem.trajectory, problem.dcf):
+        if t is not None:
+            digest.update(repr((tuple(t.shape), t.dtype, str(t.device))).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _settings_key(params: Any) -> tuple:
+    """The method's Params type and every setting except those that do not change the chosen weight."""
+    names = getattr(params, "__dataclass_fields__", None) or vars(params)
+    return (type(params).__module__, type(params).__qualname__,
+            tuple((n, repr(getattr(params, n))) for n in names if n not in ("n_iter", "record_objective")))
+
+
 def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
                       make_solve: Callable[[DataTerm, float, float], Solve]) -> WeightedSolution:
     """The run of a regularised method up to its final solve.
 
     :func:`start_run`, ``||A||^2`` (:func:`operator_norm2`), ``solve = make_solve(data, scale, lipschitz_A)``,
     the weight (``params.lam``, or :func:`choose_lam` when it is None, warm-starting the final solve from the
-    search's image), then ``params.n_iter`` iterations with progress, history, intermediate images and
+    search's image; reused, with that image, when the same data and settings had it chosen before), then ``params.n_iter`` iterations with progress, history, intermediate images and
     cancellation (:func:`iteration_callback`).
 
     ``params`` has the fields ``lam`` (relative, or None) and ``n_iter``, and may declare the settings
@@ -482,10 +516,18 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
     x0, start = None, 0.0
     lam = params.lam
     if lam is None:
-        lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=setting["lam_rule"],
-                                         kappa=setting["kappa"], n_iter=setting["search_iter"])
-        extras["lam_search"] = search_trace(search, scale)
-        x0, start = search.x, 0.5
+        key = (_data_digest(problem, data), _settings_key(params))
+        hit = _chosen_weights.get(key)
+        if hit is not None:  # the same data, maps and settings as an earlier run: its weight and search image
+            lam, extras["lam_search"], chosen, x0 = hit
+            chosen, x0 = dict(chosen, reused=True), None if x0 is None else x0.clone()
+            ctx.log(f"weight reused from an earlier run on the same data: lam = {lam:.3g} x scale")
+        else:
+            lam, search, chosen = choose_lam(solve, data, problem, ctx, rule=setting["lam_rule"],
+                                             kappa=setting["kappa"], n_iter=setting["search_iter"])
+            extras["lam_search"] = search_trace(search, scale)
+            x0, start = search.x, 0.5
+            _chosen_weights.put(key, (lam, extras["lam_search"], chosen, None if x0 is None else x0.clone()))
     history: list[dict] = []
     callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
     result = solve(data.A, data.y, lam * scale, x0=x0, n_iter=params.n_iter, callback=callback,
