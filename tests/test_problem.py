@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.arrays import center_crop
 from workbench.errors import SamplingError, WorkbenchError
 from workbench.physics.nufft import NufftSense
 from workbench.physics.sense import CartesianSense
@@ -59,7 +60,7 @@ def test_cartesian_from_scan_with_mask_sampling():
     mask = line_mask()
     sampling = SimpleNamespace(kind="user", params={}, mask=torch.from_numpy(mask), trajectory=None, dcf=None,
                                is_cartesian=True)
-    p = Problem.from_scan(scan, 1, sampling=sampling, maps=torch.from_numpy(maps))
+    p = Problem.from_scan(scan, 1, sampling=sampling, maps=torch.from_numpy(maps), remove_oversampling=False)
     k = scan.kspace(1).numpy()
     np.testing.assert_array_equal(p.y.numpy(), k * mask)
     assert p.mask.dtype == torch.bool and torch.equal(p.mask, torch.from_numpy(mask))
@@ -80,12 +81,35 @@ def test_cartesian_from_scan_with_mask_sampling():
     assert p.provenance["slice"] == 1
 
 
+def test_oversampling_is_removed_where_the_mask_samples_the_readout_fully():
+    scan, obj, maps = cartesian_scan(noise=0.01)
+    mask = line_mask()  # the same columns in every row: the readout (H = 48 > 32) is fully sampled
+    sampling = SimpleNamespace(kind="user", params={}, mask=torch.from_numpy(mask), is_cartesian=True)
+    full = Problem.from_scan(scan, 1, sampling=sampling, maps=torch.from_numpy(maps), remove_oversampling=False)
+    p = Problem.from_scan(scan, 1, sampling=sampling, maps=torch.from_numpy(maps))
+    # only the readout is cropped (the phase-encode axis W = 40 > 32 is undersampled: kept whole)
+    assert p.grid_shape == (32, W) and p.recon_shape == (32, 32) and p.provenance["oversampling_removed"] == [H, W]
+    assert torch.equal(p.mask, torch.from_numpy(mask[:32])) and torch.equal(p.reference, full.reference)
+    assert p.data_range == full.data_range
+    # the hybrid-space crop: the zero-filled images are the centre crop of the full grid's, exactly
+    torch.testing.assert_close(p.zero_filled("rss"), center_crop(full.zero_filled("rss"), (32, W)), atol=1e-5,
+                               rtol=1e-5)
+    torch.testing.assert_close(p.zero_filled(), center_crop(full.zero_filled(), (32, W)), atol=1e-5, rtol=1e-5)
+    assert torch.equal(p.maps, center_crop(torch.from_numpy(maps), (32, W)))
+    torch.testing.assert_close(p.crop(p.zero_filled()), full.crop(full.zero_filled()), atol=1e-5, rtol=1e-5)
+    # a mask that varies along both axes (2D random) samples no axis fully: nothing is cropped
+    rng = np.random.default_rng(0)
+    random_2d = SimpleNamespace(kind="user", params={}, mask=torch.from_numpy(rng.random((H, W)) < 0.5),
+                                is_cartesian=True)
+    assert Problem.from_scan(scan, 1, sampling=random_2d).grid_shape == (H, W)
+
+
 def test_real_sampling_module_masks_work_with_from_scan():
     from workbench.sampling import make_sampling
 
     scan, _, _ = cartesian_scan()
     s = make_sampling("equispaced", (H, W), 4, seed=0, center_fraction=0.2)
-    p = Problem.from_scan(scan, 0, sampling=s)
+    p = Problem.from_scan(scan, 0, sampling=s, remove_oversampling=False)
     assert torch.equal(p.mask, s.mask)
     assert p.provenance["sampling"]["kind"] == "equispaced"
 
@@ -93,14 +117,15 @@ def test_real_sampling_module_masks_work_with_from_scan():
 def test_maps_are_estimated_lazily_cached_and_accurate():
     scan, obj, maps = cartesian_scan()
     p = Problem.from_scan(scan, 0, sampling=SimpleNamespace(mask=torch.from_numpy(line_mask(every=2, acs=16)),
-                                                            is_cartesian=True, kind="user", params={}))
+                                                            is_cartesian=True, kind="user", params={}),
+                          remove_oversampling=False)
     assert not p.has_maps
     est = p.maps
     assert p.has_maps and p.maps is est
     inside = torch.from_numpy(np.abs(obj) > 0.3)
     agree = (torch.from_numpy(maps).conj() * est).sum(0).abs()[inside]
     assert float(agree.median()) > 0.95
-    acs = Problem.from_scan(scan, 0, maps_method="acs").maps
+    acs = Problem.from_scan(scan, 0, maps_method="acs", remove_oversampling=False).maps
     assert float((torch.from_numpy(maps).conj() * acs).sum(0).abs()[inside].median()) > 0.95
     # replacing the maps rebuilds the operator
     A0 = p.A

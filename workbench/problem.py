@@ -327,6 +327,7 @@ class Problem:
         maps_method: str = "espirit",
         calib: Sequence[int] = (24, 24),
         dcf_method: str | None = None,
+        remove_oversampling: bool = True,
     ) -> "Problem":
         """The problem for one slice of ``scan`` under ``sampling``.
 
@@ -341,6 +342,12 @@ class Problem:
         density compensation of a non-Cartesian problem this way instead (it replaces the file's dcf, and
         a sampling's own unless the sampling already uses that method); None keeps the defaults above.
         Recorded in ``provenance["dcf_method"]``.
+
+        ``remove_oversampling``: a Cartesian problem whose ``recon_shape`` is smaller than the grid along an axis
+        the mask samples fully (the readout; the demo's 512x256 grid for a 256x256 image) is cropped once, up
+        front, to the field of view (:func:`crop_fully_sampled_axes`): every method and the sampler then work on
+        ``recon_shape``, 1.5-2x faster, with the image unchanged up to the reconstruction's own error
+        (``provenance["oversampling_removed"]`` lists the grid before). False keeps the whole grid.
 
         ``reference``: the scan's stored reference for the slice, else (fully sampled Cartesian scans) the RSS
         of the fully sampled coil images cropped to ``recon_shape``; ``data_range``: its fastMRI data range
@@ -391,8 +398,11 @@ class Problem:
 
             common["data_range"] = data_range(scan, reference)
         if sampling is None:
-            return cls(k, grid, mask=acquired if acquired is not None else torch.ones(grid, dtype=torch.bool),
-                       reference=reference, **common)
+            mask = acquired if acquired is not None else torch.ones(grid, dtype=torch.bool)
+            if remove_oversampling:
+                k, mask, common["maps"] = crop_fully_sampled_axes(k, mask, maps, grid, scan.recon_shape,
+                                                                  provenance)
+            return cls(k, mask=mask, reference=reference, **common)
         if getattr(sampling, "is_cartesian", True):
             mask = getattr(sampling, "mask", None)
             if mask is None:
@@ -405,7 +415,10 @@ class Problem:
                 raise SamplingError(f"{name}: {exc}") from None
             if acquired is not None:
                 mask = mask & as_mask(acquired, grid, device=device)
-            return cls(k * mask, grid, mask=mask, reference=reference, **common)
+            if remove_oversampling:
+                k, mask, common["maps"] = crop_fully_sampled_axes(k, mask, maps, grid, scan.recon_shape,
+                                                                  provenance)
+            return cls(k * mask, mask=mask, reference=reference, **common)
 
         # Non-Cartesian sampling of a Cartesian scan: retrospective NUFFT of the fully sampled coil images.
         if not scan.fully_sampled:
@@ -434,6 +447,40 @@ class Problem:
             dcf = compute_dcf(traj, grid, chosen, device=device)
         provenance["dcf_method"] = chosen
         return cls(y, grid, trajectory=traj, dcf=dcf, reference=reference, **common)
+
+
+def crop_fully_sampled_axes(k: torch.Tensor, mask, maps, grid: Sequence[int], recon_shape: Sequence[int],
+                            provenance: dict | None = None):
+    """Remove oversampling: crop k-space ``[C, H, W]`` to ``recon_shape`` along each axis that ``mask`` samples
+    fully (the same along that axis: a line mask's readout) and that is longer than ``recon_shape``.
+
+    Along such an axis the data are transformed to the hybrid space (centred orthonormal inverse FFT along it),
+    centre-cropped as :func:`center_crop` crops an image, and transformed back: the zero-filled image of the
+    result is exactly the centre crop of the full grid's, and white noise stays white with the same variance.
+    ``maps`` ``[C, H, W]`` (or None) are centre-cropped alike. Returns ``(k, mask, maps)`` on the cropped grid
+    (unchanged when no axis qualifies); ``provenance["oversampling_removed"]`` records the grid before.
+    """
+    from workbench.physics.sense import as_mask
+
+    grid = tuple(int(v) for v in grid)
+    target = list(grid)
+    m = as_mask(mask, grid, device=k.device)
+    for axis in (0, 1):
+        fov = min(int(recon_shape[axis]), grid[axis])
+        first = m[:1] if axis == 0 else m[:, :1]
+        if fov < grid[axis] and bool((m == first).all()):
+            target[axis] = fov
+    if tuple(target) == grid:
+        return k, mask, maps
+    dims = [d for d, (a, b) in zip((-2, -1), zip(grid, target)) if a != b]
+    hybrid = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(k, dim=dims), dim=dims, norm="ortho"), dim=dims)
+    hybrid = center_crop(hybrid, target)
+    k = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(hybrid, dim=dims), dim=dims, norm="ortho"), dim=dims)
+    if maps is not None:
+        maps = center_crop(torch.as_tensor(maps), target).contiguous()
+    if provenance is not None:
+        provenance["oversampling_removed"] = list(grid)
+    return k.contiguous(), center_crop(m, target).contiguous(), maps
 
 
 # (id(scan), method, device) -> (weak reference to the scan, weights): the weights of a scan's own trajectory

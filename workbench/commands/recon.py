@@ -78,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("coil maps")
     m.add_argument("--maps", choices=("espirit", "acs"), default="espirit", help="how to estimate coil maps")
     m.add_argument("--maps-file", metavar="PATH", help="coil maps to use (.npy complex [C, H, W])")
+    p.add_argument("--keep-oversampling", action="store_true",
+                   help="reconstruct the whole grid (default: a readout oversampled beyond the image size and fully "
+                        "sampled is cropped to it first)")
     p.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--plugin-dir", action="append", default=[], metavar="DIR",
                    help="extra folder of drop-in plugin .py files (repeatable)")
@@ -212,6 +215,8 @@ def command_line(args: argparse.Namespace) -> str:
     if args.mask or args.trajectory:
         parts += ["--seed", str(args.seed)]
     parts += ["--maps", args.maps, "--device", args.device] + (["--validate"] if args.validate else [])
+    if getattr(args, "keep_oversampling", False):
+        parts.append("--keep-oversampling")
     for flag, values in (("--param", args.param), ("--option", args.option), ("--plugin-dir", args.plugin_dir)):
         for v in values:
             parts += [flag, v]
@@ -269,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     maps = load_maps(args.maps_file, scan) if args.maps_file else None
     t_prepare = time.perf_counter()
     problem = Problem.from_scan(scan, index, sampling, device=device, maps=maps, maps_method=args.maps,
-                                dcf_method=args.dcf)
+                                dcf_method=args.dcf, remove_oversampling=not args.keep_oversampling)
     prepare_s = time.perf_counter() - t_prepare
 
     had_maps = problem.has_maps
