@@ -5,8 +5,9 @@ held out; the method runs again on the rest, and the normalised error of its pre
 ``||y_h - P_h F S x||^2 / ||y_h||^2`` (``x`` its image, ``S`` the coil maps, ``P_h`` the held-out positions), is
 the score: lower is better, 1 for an image that predicts nothing there. It needs no reference, so it ranks methods on prospective scans.
 
-Cartesian: held-out grid samples outside the calibration box (``problem.calib``); non-Cartesian: held-out
-trajectory samples outside the calibration radius, their density compensation taken from the kept ones. The coil
+Cartesian line masks: whole measured phase-encode lines outside the calibration box (``problem.calib``), drawn as
+the unmeasured lines are; other Cartesian masks: grid samples outside the box; non-Cartesian: trajectory samples
+outside the calibration radius, their density compensation taken from the kept ones. The coil
 maps come from the calibration data, which is never held out, so the run on the rest reuses the problem's maps.
 """
 
@@ -21,7 +22,8 @@ import torch
 from workbench.arrays import fit_shape
 from workbench.errors import SamplingError
 
-__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "HoldOut", "split", "prediction_error", "holdout_score", "summary"]
+__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "HoldOut", "split", "prediction_error", "estimated_nmse", "holdout_score",
+           "summary"]
 
 DEFAULT_FRACTION = 0.07
 DEFAULT_SEED = 0
@@ -47,6 +49,10 @@ def _eligible_cartesian(problem: Any) -> torch.Tensor:
     return problem.mask & outside
 
 
+def _column_mask(mask: torch.Tensor) -> bool:
+    return bool(torch.equal(mask, mask.any(0, keepdim=True).expand_as(mask)))
+
+
 def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_SEED) -> HoldOut:
     """Hold out ``fraction`` of ``problem``'s measured samples (chosen with ``seed`` among those outside the
     calibration region); the kept problem shares the reference, data range, maps (when known) and settings."""
@@ -59,7 +65,13 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
                   maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
                   provenance={**problem.provenance, "holdout": {"fraction": fraction, "seed": seed}},
                   maps=problem.maps if problem.has_maps else None)
-    if problem.is_cartesian:
+    columns = problem.is_cartesian and _column_mask(problem.mask)
+    if columns:  # a line mask: whole phase-encode lines held out, drawn as the unmeasured ones are
+        w, cw = problem.grid_shape[1], problem.calib[1]
+        eligible = problem.mask.any(0).clone()
+        n_measured = int(eligible.sum())
+        eligible[w // 2 - cw // 2: w // 2 - cw // 2 + cw] = False
+    elif problem.is_cartesian:
         eligible = _eligible_cartesian(problem)
         n_measured = int(problem.mask.sum())
     else:
@@ -68,12 +80,14 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
         eligible = radius > calib_radius
         n_measured = int(problem.y.shape[-1])
     candidates = torch.nonzero(eligible.reshape(-1)).reshape(-1).cpu().numpy()
-    n = min(int(round(fraction * n_measured)), len(candidates) // 2)
+    n = min(max(int(round(fraction * n_measured)), 1), len(candidates) // 2)
     if n < 1:
         raise SamplingError("no measured samples outside the calibration region to hold out")
     held = torch.zeros(eligible.numel(), dtype=torch.bool)
     held[torch.from_numpy(rng.choice(candidates, size=n, replace=False))] = True
     held = held.reshape(eligible.shape).to(eligible.device)
+    if columns:
+        held = problem.mask & held[None, :]
     if problem.is_cartesian:
         keep = problem.mask & ~held
         train = Problem(problem.y * keep, problem.grid_shape, problem.recon_shape, mask=keep, **common)
@@ -82,52 +96,84 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
         dcf = None if problem.dcf is None else problem.dcf[keep]
         train = Problem(problem.y[:, keep], problem.grid_shape, problem.recon_shape,
                         trajectory=problem.trajectory[:, keep], dcf=dcf, **common)
-    return HoldOut(problem, train, held, n / n_measured, seed)
+    measured = int(problem.mask.sum()) if problem.is_cartesian else int(problem.y.shape[-1])
+    return HoldOut(problem, train, held, int(held.sum()) / measured, seed)
 
 
-def prediction_error(holdout: HoldOut, image: Any) -> float:
-    """``||y_h - P_h F S x||^2 / ||y_h||^2`` for the image ``x`` (``[h, w]``, padded to the grid) reconstructed
-    from ``holdout.train``, the same rule for every image: through the coil maps and the Fourier transform (a
-    magnitude-only image, such as the zero-filled RSS, with the phase of the calibration data)."""
+def _residuals(holdout: HoldOut, image: Any, image_is: str | None) -> tuple[float, float, float]:
+    """``(||y_h||^2, ||y_h - P_h F S x||^2, ||P_kept (y - F S x)||^2)`` of the image ``x`` reconstructed from
+    ``holdout.train``."""
     from workbench.physics.fft import fft2c
-    from workbench.scoring import ScoreError, calibration_phase
+    from workbench.scoring import IMAGE_IS_RSS, IMAGE_IS_SCAN, ScoreError, calibration_phase
 
-    problem = holdout.original
+    problem, train = holdout.original, holdout.train
     y_held = problem.y[:, holdout.held]
-    den = float(y_held.abs().pow(2).sum())
-    if den == 0:
+    held_energy = float(y_held.abs().pow(2).sum())
+    if held_energy == 0:
         raise ScoreError("the held-out samples are all zero: no hold-out error is defined")
     img = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if not np.isfinite(img).all():
         raise ScoreError("the reconstruction has NaN or infinite pixels: no hold-out error is defined")
-    maps = holdout.train.maps
+    if image_is in (IMAGE_IS_RSS, IMAGE_IS_SCAN):
+        # the RSS of the kept data's own coil images: they hold the kept samples and nothing elsewhere
+        return held_energy, held_energy, 0.0
+    maps = train.maps
     x = torch.from_numpy(fit_shape(img.astype(np.complex64), problem.grid_shape)).to(maps.device)
     if not np.iscomplexobj(img) or not np.any(np.imag(img)):
-        x = x.abs() * torch.exp(1j * calibration_phase(holdout.train, maps))
+        x = x.abs() * torch.exp(1j * calibration_phase(train, maps))
     if problem.is_cartesian:
-        predicted = fft2c(maps * x)[:, holdout.held]
+        k = fft2c(maps * x)
+        predicted, kept_residual = k[:, holdout.held], (train.y - k)[:, train.mask]
     else:
         from workbench.problem import Problem
 
         at_held = Problem(y_held, problem.grid_shape, trajectory=problem.trajectory[:, holdout.held], maps=maps,
                           device=problem.device)
         predicted = at_held.A.forward(x)
-    return float((y_held - predicted).abs().pow(2).sum()) / den
+        kept_residual = train.y - Problem(train.y, problem.grid_shape, trajectory=train.trajectory, maps=maps,
+                                          device=problem.device).A.forward(x)
+    return held_energy, float((y_held - predicted).abs().pow(2).sum()), float(kept_residual.abs().pow(2).sum())
+
+
+def prediction_error(holdout: HoldOut, image: Any, image_is: str | None = None) -> float:
+    """``||y_h - P_h F S x||^2 / ||y_h||^2`` for the image ``x`` (``[h, w]``, padded to the grid) reconstructed
+    from ``holdout.train``. Coil images from the image by the rule of the as-acquired score
+    (:func:`workbench.scoring.as_acquired`): ``S x`` (a magnitude-only image with the phase of the calibration
+    data); an image declared the RSS of the kept data's coil images predicts zero at every held-out sample."""
+    held_energy, held_residual, _ = _residuals(holdout, image, image_is)
+    return held_residual / held_energy
+
+
+def estimated_nmse(holdout: HoldOut, image: Any, image_is: str | None = None) -> float:
+    """The k-space NMSE of the fully sampled scan that the hold-out predicts for ``image``, comparable across
+    samplings of a scan: the residual on the kept samples, plus the held-out samples' mean error for each of
+    them and of the unmeasured grid points (the held-out samples stand for those), over the measured energy
+    plus the held-out samples' mean energy for each unmeasured point."""
+    held_energy, held_residual, kept_residual = _residuals(holdout, image, image_is)
+    problem, n_held = holdout.original, holdout.n_held
+    n_measured = int(problem.mask.sum()) if problem.is_cartesian else int(problem.y.shape[-1])
+    n_unmeasured = max(math.prod(problem.grid_shape) - n_measured, 0)
+    total = float(problem.y.abs().pow(2).sum()) + n_unmeasured * held_energy / n_held
+    return (kept_residual + held_residual * (1 + n_unmeasured / n_held)) / total
 
 
 def holdout_score(method: Any, problem: Any, params: Any = None, fraction: float = DEFAULT_FRACTION,
                   seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Run ``method`` on ``problem`` with ``fraction`` of its measured samples held out (``seed``) and return
-    ``{"holdout_error", "holdout_fraction", "holdout_samples", "holdout_seed"}`` (the library's call; the CLI
-    and the app run the same two steps through their job engine)."""
+    :func:`summary` (the library's call; the CLI and the app run the same two steps through their job
+    engine)."""
     from workbench.methods import safe_run
 
     h = split(problem, fraction, seed)
     result = safe_run(method, h.train, params)
-    return summary(h, prediction_error(h, result.image))
+    return summary(h, result.image, (result.extras or {}).get("image_is"))
 
 
-def summary(holdout: HoldOut, error: float) -> dict[str, Any]:
-    """The JSON-able report of one hold-out validation."""
-    return {"holdout_error": error, "holdout_fraction": round(holdout.fraction, 5),
-            "holdout_samples": holdout.n_held, "holdout_seed": holdout.seed}
+def summary(holdout: HoldOut, image: Any, image_is: str | None = None) -> dict[str, Any]:
+    """The JSON-able report of one hold-out validation of ``image`` (reconstructed from ``holdout.train``):
+    ``holdout_nmse`` (:func:`estimated_nmse`, the score: lower is better), ``holdout_error``
+    (:func:`prediction_error`), ``holdout_fraction``, ``holdout_samples``, ``holdout_seed``."""
+    return {"holdout_nmse": estimated_nmse(holdout, image, image_is),
+            "holdout_error": prediction_error(holdout, image, image_is),
+            "holdout_fraction": round(holdout.fraction, 5), "holdout_samples": holdout.n_held,
+            "holdout_seed": holdout.seed}

@@ -23,8 +23,9 @@ computed from the k-space).
 ``--score-mode fastmri|object|as-acquired`` (:data:`workbench.scoring.SCORE_MODES`): the full field of view
 (default), inside the reference's object mask, or every image as a fully sampled scan of it; the output names the
 mode of every number. ``--validate``: a score without a reference (:mod:`workbench.holdout`): the method runs again
-with 7 % of the measured samples outside the calibration region held out (seed 0), and the normalised error of its
-prediction of them is reported (lower is better).
+with 7 % of the measured samples outside the calibration region held out (seed 0); the normalised error of its
+prediction of them, and the scan's k-space NMSE it predicts (:func:`workbench.holdout.estimated_nmse`), are
+reported (lower is better).
 ``--json`` prints exactly one JSON line on stdout. ``--out`` saves the Result (image, mask / trajectory,
 parameters, chosen weights, history, provenance, metrics, the command line) so that it can be reproduced.
 """
@@ -226,14 +227,14 @@ def command_line(args: argparse.Namespace) -> str:
 def validate(jobs: Any, method: Any, problem: Any, params: Any, device: Any) -> dict[str, Any]:
     """The hold-out score (:mod:`workbench.holdout`): ``method`` runs again, through the same job engine, on
     ``problem`` with part of its measured samples held out."""
-    from workbench.holdout import prediction_error, split, summary
+    from workbench.holdout import split, summary
     from workbench.jobs import JobState
 
     held = split(problem)
     job = jobs.run_sync(method, held.train, params, device=device)
     if job.state is not JobState.DONE:
         raise WorkbenchError(f"{method.name} (hold-out run): {job.error.message if job.error else 'failed'}")
-    return summary(held, prediction_error(held, job.result.image))
+    return summary(held, job.result.image, (job.result.extras or {}).get("image_is"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -366,9 +367,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("metrics   no reference image for this scan")
     if holdout is not None:
-        print(f"hold-out  {holdout['holdout_error']:.4g}  (normalised error of the prediction of "
+        print(f"hold-out  NMSE {holdout['holdout_nmse']:.4g}  (the scan's k-space error predicted from "
               f"{holdout['holdout_samples']} held-out samples, {100 * holdout['holdout_fraction']:.1f}% of the "
-              f"measured; lower is better)")
+              f"measured, error {holdout['holdout_error']:.4g} there; lower is better)")
     for line in getattr(job, "log", []):
         print(f"log       {line}")
     if args.out:

@@ -389,7 +389,7 @@ class Runs:
     def validate(self, job_queue: Any, method: Any, entry: ResultEntry | None) -> None:
         """Hold-out validation of a finished single run (:mod:`workbench.holdout`): ``method`` (None: the
         installed method of the entry's name) runs again, as a job of ``job_queue`` with the entry's parameters, on its problem with part of the measured samples held
-        out; ``entry.holdout`` then holds the summary (``holdout_error`` None and ``holdout_message`` when it
+        out; ``entry.holdout`` then holds the summary (``holdout_nmse`` None and ``holdout_message`` when it
         could not be computed) and a ``"result"`` event follows."""
         from workbench import holdout
 
@@ -401,18 +401,18 @@ class Runs:
 
             method = discover_methods().get(entry.method)
         held = holdout.split(follower.problem)
-        entry.holdout = {"holdout_error": None, "holdout_message": "running"}
+        entry.holdout = {"holdout_nmse": None, "holdout_message": "running"}
 
         def on_done(job: Any) -> None:
             state = getattr(job.state, "value", str(job.state))
             if state == "done":
                 try:
-                    value = holdout.summary(held, holdout.prediction_error(held, job.result.image))
+                    value = holdout.summary(held, job.result.image, (job.result.extras or {}).get("image_is"))
                 except WorkbenchError as exc:
-                    value = {"holdout_error": None, "holdout_message": str(exc)}
+                    value = {"holdout_nmse": None, "holdout_message": str(exc)}
             else:
                 why = getattr(job.error, "message", None) or state
-                value = {"holdout_error": None, "holdout_message": f"the hold-out run did not finish: {why}"}
+                value = {"holdout_nmse": None, "holdout_message": f"the hold-out run did not finish: {why}"}
 
             def apply() -> None:
                 entry.holdout = value
@@ -486,7 +486,7 @@ def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: 
         rows.append({"key": e.id, "label": e.label, "method": e.method, "slice": e.slice_index,
                      "psnr": e.metrics.get("psnr"), "ssim": e.metrics.get("ssim"), "nmse": e.metrics.get("nmse"),
                      "score_mode": score_mode, "score_error": e.score_errors.get(score_mode),
-                     "holdout": (e.holdout or {}).get("holdout_error"),
+                     "holdout": (e.holdout or {}).get("holdout_nmse"),
                      "time_s": e.elapsed, "device": e.device,
                      "params": e.params_text(), "chosen": e.chosen_text(),
                      "sampling": recipe_text(e.sampling, e.acceleration), "acceleration": e.acceleration})
