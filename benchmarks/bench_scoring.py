@@ -182,7 +182,8 @@ def holdout_markdown(records: list[dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default: all)")
-    p.add_argument("--fresh", action="store_true", help="recompute every run (default: reuse results/scoring_runs.json)")
+    p.add_argument("--fresh", action="store_true",
+                   help="recompute every run (default: reuse results/scoring_runs.json)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     records = run_all([d for d in args.datasets.split(",") if d], args.fresh)

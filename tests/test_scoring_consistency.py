@@ -126,7 +126,8 @@ MODE_SAMPLING = dict(SAMPLING, center_fraction=0.16)  # 10 calibration lines: co
 
 def _cli_mode(capsys, path, index, mode):
     code = main(["recon", str(path), "--method", MODE_METHOD, "--param", "n_iter=5", "--mask", MODE_SAMPLING["kind"],
-                 "--accel", str(MODE_SAMPLING["acceleration"]), "--center-fraction", str(MODE_SAMPLING["center_fraction"]),
+                 "--accel", str(MODE_SAMPLING["acceleration"]),
+                 "--center-fraction", str(MODE_SAMPLING["center_fraction"]),
                  "--seed", str(MODE_SAMPLING["seed"]), "--slice", str(index), "--score-mode", mode, "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err

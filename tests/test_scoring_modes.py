@@ -51,7 +51,8 @@ def simulated():
     s = generate_slice(3, shape=(64, 64), n_coils=4)
     sampling = make_sampling("random", (64, 64), 4, seed=0, center_fraction=0.16)
     k = torch.from_numpy(s["kspace"])
-    noise = 0.02 * float(k.abs().max()) * torch.randn(k.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    noise = 0.02 * float(k.abs().max()) * torch.randn(k.shape, dtype=torch.complex64,
+                                                      generator=torch.Generator().manual_seed(0))
     full = k + noise
     problem = Problem(full * sampling.mask, mask=sampling.mask, maps=torch.from_numpy(s["maps"]),
                       reference=rss(ifft2c(full)))
@@ -171,7 +172,8 @@ def test_session_shows_the_chosen_weight_and_the_holdout_score(tmp_path):
         assert entry.state == "done", entry.error
         row = session.comparison_rows()[1]
         # the automatic weight and its rule, not "lam=None", in the table and the job details
-        assert "lam=None" not in row["params"] and f"lam=auto {entry.result.chosen['lam']:.4g} (discrepancy)" in row["params"]
+        assert "lam=None" not in row["params"]
+        assert f"lam=auto {entry.result.chosen['lam']:.4g} (discrepancy)" in row["params"]
         assert row["chosen"].startswith("lam=") and row["holdout"] is None
         session.validate(entry.id)
         _wait(lambda: entry.holdout and entry.holdout.get("holdout_message") != "running")

@@ -3,12 +3,14 @@
 A seeded random part (:data:`DEFAULT_FRACTION`, 5-10 %) of the measured samples outside the calibration region is
 held out; the method runs again on the rest, and the normalised error of its prediction of the held-out samples,
 ``||y_h - P_h F S x||^2 / ||y_h||^2`` (``x`` its image, ``S`` the coil maps, ``P_h`` the held-out positions), is
-the score: lower is better, 1 for an image that predicts nothing there. It needs no reference, so it ranks methods on prospective scans.
+measured. The score (:func:`estimated_nmse`) scales it to the whole scan: the residual on the kept samples plus
+the held-out error for every unmeasured grid point, over the scan's estimated energy, so that it compares methods
+across accelerations too (lower is better). It needs no reference, so it ranks methods on prospective scans.
 
 Cartesian line masks: whole measured phase-encode lines outside the calibration box (``problem.calib``), drawn as
 the unmeasured lines are; other Cartesian masks: grid samples outside the box; non-Cartesian: trajectory samples
-outside the calibration radius, their density compensation taken from the kept ones. The coil
-maps come from the calibration data, which is never held out, so the run on the rest reuses the problem's maps.
+outside the calibration radius, their density compensation taken from the kept ones. The coil maps come from the
+calibration data, which is never held out, so the run on the rest reuses the problem's maps.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 from workbench.arrays import fit_shape
 from workbench.errors import SamplingError
 
-__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "HoldOut", "split", "prediction_error", "estimated_nmse", "holdout_score",
-           "summary"]
+__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "HoldOut", "split", "prediction_error", "estimated_nmse",
+           "holdout_score", "summary"]
 
 DEFAULT_FRACTION = 0.07
 DEFAULT_SEED = 0

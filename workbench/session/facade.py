@@ -153,9 +153,6 @@ class Session:
     def fit_scale(self, image: np.ndarray | None) -> float:
         return 1.0 if self.scan is None else self.views.fit_scale(image)
 
-    def evaluate(self, image: np.ndarray | None) -> dict[str, float]:
-        return self.views.evaluate(image)
-
     # --- scoring modes (workbench.scoring): every metric and error map follows score_mode -----------------------
     @property
     def score_mode(self) -> str:
@@ -431,10 +428,10 @@ class Session:
         return sw
 
     def zero_filled_sweep(self, kind: str, accelerations: Iterable[float]) -> dict[float, dict[str, float]]:
-        """Zero-filled metrics of the current slice for ``kind`` at each acceleration: {effective R: metrics}."""
-        states = [self.sampling_model.family(kind, r) for r in accelerations]
-        return {float(st.acceleration): self.evaluate(self.views.zero_filled_cartesian(st.mask))
-                for st in states if st.is_cartesian}
+        """Zero-filled metrics of the current slice for ``kind`` at each acceleration, in the scoring mode."""
+        states, mode, views = [self.sampling_model.family(kind, r) for r in accelerations], self.score_mode, self.views
+        return {float(st.acceleration): views.evaluate(views.zero_filled_cartesian(st.mask), mode, self.problem(
+            st.sampling) if mode == "as-acquired" else None, scoring.IMAGE_IS_RSS) for st in states if st.is_cartesian}
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Cancel queued and running jobs and stop the worker threads (app exit)."""

@@ -388,9 +388,10 @@ class Runs:
 
     def validate(self, job_queue: Any, method: Any, entry: ResultEntry | None) -> None:
         """Hold-out validation of a finished single run (:mod:`workbench.holdout`): ``method`` (None: the
-        installed method of the entry's name) runs again, as a job of ``job_queue`` with the entry's parameters, on its problem with part of the measured samples held
-        out; ``entry.holdout`` then holds the summary (``holdout_nmse`` None and ``holdout_message`` when it
-        could not be computed) and a ``"result"`` event follows."""
+        installed method of the entry's name) runs again, as a job of ``job_queue`` with the entry's parameters,
+        on its problem with part of the measured samples held out; ``entry.holdout`` then holds the summary
+        (``holdout_nmse`` None and ``holdout_message`` when it could not be computed) and a ``"result"`` event
+        follows."""
         from workbench import holdout
 
         follower = None if entry is None else self._followers.get(entry.id)
