@@ -37,6 +37,12 @@ def test_the_app_opens_the_demo_on_a_real_display(qtbot, settings, messages):
     pixels = np.frombuffer(ptr, np.uint8).reshape(shot.height(), shot.bytesPerLine())[:, : shot.width()]
     # A window with the demo image and its panels drawn: many grey levels, not one flat colour.
     assert len(np.unique(pixels)) > 32
+    # the first window fits the screen: every dock and the status bar are on it (issue 17: a 1500x950 window
+    # put the Methods and Jobs docks and the status bar off a 1366x768 screen)
+    available = win.screen().availableGeometry()
+    assert available.contains(win.frameGeometry()), (win.frameGeometry(), available)
+    for w in (win.scan_dock, win.methods_dock, win.jobs_dock, win.statusBar()):
+        assert w.isVisible() and win.rect().contains(w.geometry()), w
     out = os.environ.get("WORKBENCH_SMOKE_SCREENSHOT")
     if out:
         win.screen().grabWindow(0).save(out)

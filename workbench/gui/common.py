@@ -6,11 +6,15 @@ so the phase-encode axis of fastMRI data (W) runs left to right.
 
 from __future__ import annotations
 
+import html
+import math
+import os
+import re
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k", foreground="#ddd")
 
@@ -83,11 +87,68 @@ class Dispatcher(QtCore.QObject):
         fn()
 
 
+#: point size of the panel titles
+TITLE_POINT_SIZE = 9
+#: an image panel keeps at least this height for its image below the title
+MIN_VIEW_HEIGHT = 30
+
+
+def title_font() -> QtGui.QFont:
+    font = QtGui.QFont(QtWidgets.QApplication.font())
+    font.setPointSize(TITLE_POINT_SIZE)
+    return font
+
+
+def fit_title(text: str, width: int, metrics: QtGui.QFontMetrics, max_lines: int = 0) -> str:
+    """``text`` (plain text, lines separated by ``<br>``) with each line wrapped so that it fits ``width`` pixels:
+    at ", " (a phrase stays whole), then after spaces and hyphens within a phrase too wide alone; a word wider
+    than ``width`` is elided, and so is the last of ``max_lines`` lines (0: no limit) when more would be needed.
+    Returns HTML (lines joined by ``<br>``)."""
+
+    def fits(line: str) -> bool:  # with a margin: elidedText finds a line exactly ``width`` wide too wide
+        return metrics.horizontalAdvance(line) <= width - 2
+
+    def wrap(pieces: list[str]) -> list[str]:
+        lines, current = [], ""
+        for piece in pieces:
+            if current and not fits(current + piece.rstrip()):
+                lines.append(current.rstrip())
+                current = piece
+            else:
+                current += piece
+        return lines + [current.rstrip()]
+
+    out: list[str] = []
+    for line in re.split(r"<br\s*/?>", text):
+        for phrase in wrap(re.split(r"(?<=, )", line)):
+            # a phrase too wide alone breaks after spaces and hyphens ("test-" "landweber")
+            out += [phrase] if fits(phrase) else wrap(re.split(r"(?<=[- ])", phrase))
+    if 0 < max_lines < len(out):
+        out = out[:max_lines - 1] + [" ".join(out[max_lines - 1:])]
+    return "<br>".join(html.escape(metrics.elidedText(line, Qt.TextElideMode.ElideRight, width), quote=False)
+                       for line in out)
+
+
+def set_axis_scale(bar: pg.ColorBarItem, label: str, levels: tuple[float, float]) -> None:
+    """Tick labels of a colour bar that fit its width: values far from 1 (raw scanner units such as 3e-4) are
+    shown as mantissas with the power of ten in the bar's label ("image ×1e-4")."""
+    peak = max(abs(float(levels[0])), abs(float(levels[1])))
+    exponent = int(math.floor(math.log10(peak))) if peak > 0 and math.isfinite(peak) else 0
+    if -2 <= exponent <= 3:
+        exponent = 0
+    bar.axis.setScale(10.0 ** -exponent)
+    side = "bottom" if bar.horizontal else "left"
+    bar.getAxis(side).setLabel(label + (f" ×1e{exponent}" if exponent else ""))
+
+
 class ImagePanel(pg.GraphicsLayoutWidget):
     """One image with a title, aspect-locked pan/zoom, optional colour bar, hover reporting.
 
+    The title is wrapped (at ", " and spaces) to the panel's width, so that narrow panels show it whole.
+
     Signals:
-        hovered(row, col, value, name): the mouse is over pixel (row, col) of this panel's data.
+        hovered(row, col, value, name): the mouse is over pixel (row, col) of this panel's data; row and col
+            are -1 (value NaN) when it left the image.
     """
 
     hovered = QtCore.pyqtSignal(int, int, float, str)
@@ -98,7 +159,14 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         self.setMinimumSize(120, 120)
         self.ci.setContentsMargins(2, 2, 2, 2)
         self.ci.setSpacing(1)
-        self.title_label = self.addLabel(title, row=0, col=0, colspan=2, size="9pt")
+        self.title_text = title
+        #: the title has at least this many lines (panels side by side keep their images level), and at most
+        #: ``title_max_lines`` (0: no limit; the tooltip shows the whole title)
+        self.title_lines = 1
+        self.title_max_lines = 0
+        #: the panel is at least this high, and high enough for its title above a small image
+        self.base_min_height = 120
+        self.title_label = self.addLabel(title, row=0, col=0, colspan=2, size=f"{TITLE_POINT_SIZE}pt")
         self.view: pg.ViewBox = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
         self.view.setDefaultPadding(0.0)
         self.image_item = pg.ImageItem()
@@ -111,6 +179,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         if colorbar:
             self.enable_colorbar(True)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self._inside = False  # the pointer is over the image (a "left" report is due when it leaves)
         self._first = True
         self.follow_bounds = True  # False for views linked to another one (that one follows the bounds)
 
@@ -132,8 +201,46 @@ class ImagePanel(pg.GraphicsLayoutWidget):
             self.colorbar = None
 
     def set_title(self, text: str) -> None:
+        """``text``: plain text, lines separated by ``<br>``."""
         self.name = text.split("<")[0] if text else self.name
-        self.title_label.setText(text, size="9pt")
+        self.title_text = text
+        self._fit_title()
+
+    def title_width(self, panel_width: int | None = None) -> int:
+        """The width the title is wrapped to (in a panel ``panel_width`` wide; default: this panel's)."""
+        return max((self.width() if panel_width is None else panel_width) - 8, 40)
+
+    def set_title_lines(self, n: int) -> None:
+        if n != self.title_lines:
+            self.title_lines = n
+            self._fit_title()
+
+    def _fit_title(self) -> None:
+        metrics = QtGui.QFontMetrics(title_font())
+        fitted = fit_title(self.title_text, self.title_width(), metrics, self.title_max_lines)
+        fitted += "<br>&nbsp;" * (self.title_lines - 1 - fitted.count("<br>"))
+        self.title_label.setText(fitted, size=f"{TITLE_POINT_SIZE}pt")
+        lines = fitted.count("<br>") + 1
+        self.setMinimumHeight(max(self.base_min_height, lines * metrics.lineSpacing() + 12 + MIN_VIEW_HEIGHT))
+        full = html.escape(self.title_text.replace("<br>", "\n"), quote=False)
+        self.title_label.setToolTip(full if fitted != self.title_text else "")
+
+    def resizeEvent(self, ev: QtGui.QResizeEvent) -> None:  # noqa: N802 - Qt override
+        # the title first: pyqtgraph sizes the layout to the view, but never narrower than its minimum, which
+        # the title's previous (wider) lines set
+        # (pyqtgraph calls it with None; the title label does not exist yet during construction)
+        if hasattr(self, "title_label") and (ev is None or ev.oldSize().width() != ev.size().width()):
+            self._fit_title()
+        super().resizeEvent(ev)
+
+    def leaveEvent(self, ev: QtCore.QEvent) -> None:  # noqa: N802 - Qt override
+        super().leaveEvent(ev)
+        self._left()
+
+    def _left(self) -> None:
+        if self._inside:
+            self._inside = False
+            self.hovered.emit(-1, -1, math.nan, self.name)
 
     def set_colormap(self, name: str) -> None:
         self.cmap_name = name
@@ -172,12 +279,16 @@ class ImagePanel(pg.GraphicsLayoutWidget):
 
     def _on_mouse_moved(self, pos: QtCore.QPointF) -> None:
         if self.data is None or not self.view.sceneBoundingRect().contains(pos):
+            self._left()
             return
         p = self.image_item.mapFromScene(pos)
         row, col = int(np.floor(p.y())), int(np.floor(p.x()))
         h, w = self.data.shape[:2]
         if 0 <= row < h and 0 <= col < w:
+            self._inside = True
             self.hovered.emit(row, col, float(self.data[row, col]), self.name)
+        else:
+            self._left()
 
 
 def error_box(parent: QtWidgets.QWidget | None, title: str, message: str, details: str | None = None) -> None:
@@ -247,6 +358,67 @@ def single_shot_timer(parent: QtCore.QObject, interval_ms: int, slot: Callable[[
     timer.setInterval(interval_ms)
     timer.timeout.connect(slot)
     return timer
+
+
+class DialogFolder:
+    """Where file dialogs start: the folder of the last file opened or saved (settings key ``last_dir``; kept in
+    memory without ``settings``). Its methods are QFileDialog's, returning the chosen path ("" when cancelled)."""
+
+    KEY = "last_dir"
+
+    def __init__(self, settings: QtCore.QSettings | None = None):
+        self.settings = settings
+        self._folder = ""
+
+    @property
+    def folder(self) -> str:
+        return self.settings.value(self.KEY, "", type=str) if self.settings is not None else self._folder
+
+    def remember(self, path: str) -> None:
+        """Start the next dialog where ``path`` (a file or a folder) is."""
+        if not path:
+            return
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        if self.settings is not None:
+            self.settings.setValue(self.KEY, folder)
+        else:
+            self._folder = folder
+
+    def _start(self, name: str = "") -> str:
+        return os.path.join(self.folder, name) if self.folder and name else self.folder or name
+
+    def open_file(self, parent: QtWidgets.QWidget | None, title: str, filter: str) -> str:  # noqa: A002
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(parent, title, self._start(), filter)
+        self.remember(path)
+        return path
+
+    def save_file(self, parent: QtWidgets.QWidget | None, title: str, name: str, filter: str) -> str:  # noqa: A002
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(parent, title, self._start(name), filter)
+        self.remember(path)
+        return path
+
+    def existing_folder(self, parent: QtWidgets.QWidget | None, title: str) -> str:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(parent, title, self._start())
+        self.remember(folder)
+        return folder
+
+
+class _PageKeysToWidget(QtCore.QObject):
+    """Claims Page Up / Page Down for a focused widget, before the window's shortcuts (previous / next slice)
+    see them: one key press changes one thing."""
+
+    KEYS = (Qt.Key.Key_PageUp, Qt.Key.Key_PageDown)
+
+    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:  # noqa: N802 - Qt override
+        if ev.type() == QtCore.QEvent.Type.ShortcutOverride and ev.key() in self.KEYS:
+            ev.accept()
+        return False
+
+
+def keep_page_keys(widget: QtWidgets.QWidget) -> None:
+    """Page Up / Page Down act on ``widget`` while it has the focus (not on the window's slice shortcuts)."""
+    flt = _PageKeysToWidget(widget)
+    widget.installEventFilter(flt)
 
 
 def hline() -> QtWidgets.QFrame:

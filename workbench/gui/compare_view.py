@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from workbench.gui.common import COLORMAPS, DISPLAY_MODES, Qt, combo_box, error_box, push_button, single_shot_timer
+from workbench.gui.common import (COLORMAPS, DISPLAY_MODES, DialogFolder, Qt, combo_box, error_box, push_button,
+                                  single_shot_timer)
 from workbench.gui.compare.calibration import CalibrationPlot
 from workbench.gui.compare.columns import REFERENCE, ZERO_FILLED, ColumnData
 from workbench.gui.compare.grid import CompareGrid
@@ -32,6 +33,7 @@ class CompareView(QtWidgets.QWidget):
     def __init__(self, session: Session, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.dialogs = DialogFolder()  # the main window gives its own (the settings' last folder)
         self.shown: dict[Any, bool] = {ZERO_FILLED: True}  # key -> shown in the grid
         self._rebuild_pending = False
         self._calibration_stale = True
@@ -81,9 +83,10 @@ class CompareView(QtWidgets.QWidget):
         self.tabs.addTab(self.calibration, "Calibration")
         self.tabs.currentChanged.connect(lambda *_: self._tab_changed())
         split.addWidget(self.tabs)
-        split.setStretchFactor(0, 4)
+        # the tabs keep room for a few table rows and a two-row legend over the profile
+        split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
-        split.setSizes([700, 200])
+        split.setSizes([720, 240])
         self.splitter = split
         lay.addWidget(split, 1)
 
@@ -295,7 +298,7 @@ class CompareView(QtWidgets.QWidget):
         self.session.export_metrics_csv(path, slice_only=not self.metrics.all_slices)
 
     def export_csv_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
+        path = self.dialogs.save_file(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
         if path:
             try:
                 self.export_csv(path)

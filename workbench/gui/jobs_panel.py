@@ -1,5 +1,6 @@
 """The jobs dock: every reconstruction job with its method, parameters, device, progress, elapsed time, a cancel
-button, and the error (details on double-click)."""
+button, and the error (details on double-click). Rows are one text line high, so that a short dock lists several
+jobs; the table follows new jobs; the progress column widens to show the method's progress text whole."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from workbench.gui.common import push_button
 from workbench.session import ResultEntry, Session
 
 COLUMNS = ("#", "method", "parameters", "device", "progress", "elapsed", "state", "")
+PROGRESS_COLUMN = 4
+#: the progress column's width at least (it widens for longer progress texts)
+PROGRESS_WIDTH = 130
 STATE_COLOURS = {"failed": "#e0605a", "cancelled": "#b0a060", "done": "#70c070", "running": "#60a0e0",
                  "queued": "#a0a0a0"}
 
@@ -23,29 +27,37 @@ class JobsPanel(QtWidgets.QWidget):
         self.session = session
         self.rows: dict[int, int] = {}  # entry id -> row
         self.entries: list[ResultEntry] = []
-        lay = QtWidgets.QVBoxLayout(self)
+        lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
+        # one line of text per job (parameters elided, whole in the tooltip)
+        self.row_height = self.fontMetrics().height() + 6
+        self.table.verticalHeader().setMinimumSectionSize(self.row_height)
+        self.table.verticalHeader().setDefaultSectionSize(self.row_height)
+        self.table.setWordWrap(False)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(2, QtWidgets.QHeaderView.ResizeMode.Stretch)
-        for c, w in ((0, 36), (1, 130), (3, 60), (4, 130), (5, 64), (6, 200), (7, 70)):
+        for c, w in ((0, 36), (1, 130), (3, 60), (PROGRESS_COLUMN, PROGRESS_WIDTH), (5, 64), (6, 200), (7, 64)):
             self.table.setColumnWidth(c, w)
         self.table.cellDoubleClicked.connect(self._details)
         self.table.setToolTip("double-click a row for the job's details (errors with their traceback)")
-        lay.addWidget(self.table)
-        row = QtWidgets.QHBoxLayout()
+        lay.addWidget(self.table, 1)
+        # the summary and buttons beside the table: its height is all rows
+        side = QtWidgets.QVBoxLayout()
         self.summary = QtWidgets.QLabel("no jobs")
-        row.addWidget(self.summary, 1)
+        self.summary.setWordWrap(True)
         self.cancel_all_button = push_button("Cancel all", "cancel every queued and running job", self.cancel_all)
         self.clear_button = push_button("Clear finished", "remove failed and cancelled jobs from this list (results "
                                         "stay)", self.clear_finished)
-        row.addWidget(self.cancel_all_button)
-        row.addWidget(self.clear_button)
-        lay.addLayout(row)
+        side.addWidget(self.cancel_all_button)
+        side.addWidget(self.clear_button)
+        side.addWidget(self.summary)
+        side.addStretch(1)
+        lay.addLayout(side)
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(500)
         self.timer.timeout.connect(self._tick)
@@ -53,6 +65,7 @@ class JobsPanel(QtWidgets.QWidget):
         session.subscribe("sweep", lambda *_: self._sync_entries())
         session.subscribe("result", self.update_entry)
         session.subscribe("scan", lambda *_: self._sync_entries())
+        self._summarise()
 
     # ----------------------------------------------------------------------------------------------------------
     def _all_entries(self) -> list[ResultEntry]:
@@ -66,11 +79,20 @@ class JobsPanel(QtWidgets.QWidget):
     def _sync_entries(self) -> None:
         entries = self._all_entries()
         if [e.id for e in entries] != [e.id for e in self.entries]:
+            new = {e.id for e in entries} - {e.id for e in self.entries}
             self.entries = entries
             self.rebuild()
+            if new:
+                self.follow(max(new))
         else:
             for e in entries:
                 self.update_entry(e)
+
+    def follow(self, entry_id: int) -> None:
+        """Scroll to the job ``entry_id`` (a new job shows without scrolling by hand)."""
+        r = self.rows.get(entry_id)
+        if r is not None:
+            self.table.scrollToItem(self.table.item(r, 0), QtWidgets.QAbstractItemView.ScrollHint.EnsureVisible)
 
     def rebuild(self) -> None:
         self.table.setRowCount(0)
@@ -90,8 +112,10 @@ class JobsPanel(QtWidgets.QWidget):
         bar.setRange(0, 1000)
         bar.setTextVisible(True)
         self.table.setCellWidget(r, 4, bar)
-        btn = push_button("Cancel", "stop this job (at the method's next iteration)",
-                          lambda _=False, entry=e: self.session.cancel(entry))
+        btn = QtWidgets.QToolButton()  # a tool button fits a one-line row
+        btn.setText("Cancel")
+        btn.setToolTip("stop this job (at the method's next iteration)")
+        btn.clicked.connect(lambda _=False, entry=e: self.session.cancel(entry))
         self.table.setCellWidget(r, 7, btn)
         self.update_entry(e)
 
@@ -112,6 +136,10 @@ class JobsPanel(QtWidgets.QWidget):
         bar: QtWidgets.QProgressBar = self.table.cellWidget(r, 4)
         bar.setValue(int(round(1000 * (e.progress if e.state != "done" else 1.0))))
         bar.setFormat(f"{100 * e.progress:.0f}%" + (f" {e.progress_text}" if e.progress_text and e.active else ""))
+        bar.setToolTip(bar.text())
+        need = bar.fontMetrics().horizontalAdvance(bar.text()) + 24
+        if need > self.table.columnWidth(PROGRESS_COLUMN):  # "iteration 33/100" whole, not "iteration 33/10..."
+            self.table.setColumnWidth(PROGRESS_COLUMN, need)
         self.table.item(r, 5).setText(_elapsed(e))
         state_item = self.table.item(r, 6)
         text = e.state if e.state != "failed" else f"failed: {e.error}"
@@ -120,7 +148,7 @@ class JobsPanel(QtWidgets.QWidget):
         state_item.setText(text)
         state_item.setForeground(QtGui.QBrush(QtGui.QColor(STATE_COLOURS.get(e.state, "#ddd"))))
         state_item.setToolTip((e.error or "") + ("\n\n(double-click for details)" if e.error_details else ""))
-        btn: QtWidgets.QPushButton = self.table.cellWidget(r, 7)
+        btn: QtWidgets.QToolButton = self.table.cellWidget(r, 7)
         btn.setEnabled(e.active)
         if e.active and not self.timer.isActive():
             self.timer.start()

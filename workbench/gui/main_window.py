@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from workbench.errors import WorkbenchError
-from workbench.gui.common import SCAN_FILTER, Dispatcher, Qt, error_box
+from workbench.gui.common import SCAN_FILTER, DialogFolder, Dispatcher, Qt, error_box
 from workbench.gui.compare_view import CompareView
 from workbench.gui.jobs_panel import JobsPanel
 from workbench.gui.methods_panel import MethodsPanel
@@ -25,6 +25,20 @@ from workbench.session import PROJECT_FORMAT, Session
 
 MAX_RECENT = 10
 SESSION_FILTER = "Workbench session (*.wbs.json *.json)"
+#: the first window takes 90 % of the screen's available area, at least this much (a laptop screen)
+MIN_FIRST_SIZE = (1280, 720)
+#: room left around the window for its frame (title bar, borders) that Qt does not know before it is shown
+FRAME_ALLOWANCE = (16, 48)
+#: the jobs dock's share of the window height
+JOBS_DOCK_SHARE = 0.22
+
+
+def first_window_size(available: QtCore.QRect) -> QtCore.QSize:
+    """The first window's size on a screen whose available area (without task bars) is ``available``: 90 % of
+    it, at least :data:`MIN_FIRST_SIZE`, never more than the area less the frame."""
+    w = min(available.width() - FRAME_ALLOWANCE[0], max(int(0.9 * available.width()), MIN_FIRST_SIZE[0]))
+    h = min(available.height() - FRAME_ALLOWANCE[1], max(int(0.9 * available.height()), MIN_FIRST_SIZE[1]))
+    return QtCore.QSize(w, h)
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -43,9 +57,11 @@ class MainWindow(QtWidgets.QMainWindow):
         # slow derived images (radial zero-filled image, PSF) are computed off the GUI thread
         self.session.background_derived = True
         self.registry = registry if registry is not None else self._discover()
-        self.setWindowTitle("MRI Workbench")
+        # the application's display name ("MRI Workbench") is added to the title by Qt
+        self.setWindowTitle("")
         self.setAcceptDrops(True)
-        self.resize(1500, 950)
+        self.dialogs = DialogFolder(self.settings)
+        self.fit_to_screen()
 
         self.tabs = QtWidgets.QTabWidget()
         self.scan_view = ScanView(self.session)
@@ -55,6 +71,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs.addTab(self.sampling_panel, "Sampling")
         self.tabs.addTab(self.compare_view, "Compare")
         self.setCentralWidget(self.tabs)
+        self.sampling_panel.dialogs = self.compare_view.dialogs = self.dialogs
 
         self.scan_dock_widget = ScanDock(self.session)
         self.methods_panel = MethodsPanel(self.session, self.registry)
@@ -65,9 +82,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.methods_dock = self._dock("Methods", self.methods_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.jobs_dock = self._dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.methods_panel.ran.connect(lambda *_: self.jobs_dock.raise_())
-        self.scan_dock_widget.setMinimumWidth(250)
-        self.methods_panel.setMinimumWidth(280)
-        self.resizeDocks([self.jobs_dock], [170], Qt.Orientation.Vertical)
+        # narrow enough that the compare grid keeps most of a 1366 px wide screen
+        self.scan_dock_widget.setMinimumWidth(210)
+        self.methods_panel.setMinimumWidth(250)
+        self.fit_docks()
 
         self.hover_label = QtWidgets.QLabel("")
         self.hover_label.setMinimumWidth(320)
@@ -174,8 +192,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # ----------------------------------------------------------------------------------------------------------
     # opening
     def open_dialog(self) -> None:
-        start = self.settings.value("last_dir", "", type=str)
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open scan", start, SCAN_FILTER)
+        path = self.dialogs.open_file(self, "Open scan", SCAN_FILTER)
         if path:
             self.open_path(path)
 
@@ -226,7 +243,7 @@ class MainWindow(QtWidgets.QMainWindow):
         path = s.scan.path if s.scan is not None and s.scan.path else ""
         opts = {k: v for k, v in s.scan_options.items() if k != "format"} if path else {}
         dlg = OpenOptionsDialog(self, path=path or "", options=format_options(opts),
-                                start_dir=self.settings.value("last_dir", "", type=str))
+                                start_dir=self.dialogs.folder)
         if s.scan_options.get("format") and path:
             dlg.format_combo.setCurrentText(str(s.scan_options["format"]))
         if dlg.exec() != QtWidgets.QDialog.DialogCode.Accepted:
@@ -262,10 +279,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_scan(self) -> None:
         s = self.session
         scan = s.scan
-        self.setWindowTitle(f"MRI Workbench — {scan.name}")
+        self.setWindowTitle(scan.name)
         if scan.path:
             self._add_recent(scan.path)
-            self.settings.setValue("last_dir", os.path.dirname(os.path.abspath(scan.path)))
+            self.dialogs.remember(scan.path)
         self._update_scan_label()
         self.sweep_view.refresh_methods()
 
@@ -330,7 +347,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session.scan is None:
             error_box(self, "Save session", "open a scan first")
             return
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save session", "session.wbs.json", SESSION_FILTER)
+        path = self.dialogs.save_file(self, "Save session", "session.wbs.json", SESSION_FILTER)
         if path:
             self.save_session(path)
 
@@ -338,7 +355,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return self._guard("Cannot save the session", lambda: self.session.save(path))
 
     def open_session_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open session", "", SESSION_FILTER)
+        path = self.dialogs.open_file(self, "Open session", SESSION_FILTER)
         if path:
             self.open_session(path)
 
@@ -348,7 +365,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # ----------------------------------------------------------------------------------------------------------
     # export
     def export_figure_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export figure", "comparison.png", "PNG (*.png)")
+        path = self.dialogs.save_file(self, "Export figure", "comparison.png", "PNG (*.png)")
         if path:
             self.export_figure(path)
 
@@ -373,7 +390,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.session.scan is None:
             error_box(self, "Export images", "open a scan first")
             return
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, f"Export images as {fmt.upper()} into")
+        folder = self.dialogs.existing_folder(self, f"Export images as {fmt.upper()} into")
         if folder:
             self.export_images(folder, fmt)
 
@@ -388,7 +405,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return written
 
     def export_results_dialog(self) -> None:
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Export results (HDF5) into")
+        folder = self.dialogs.existing_folder(self, "Export results (HDF5) into")
         if folder:
             self.export_results(folder)
 
@@ -426,7 +443,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.redo_action.setEnabled(self.session.can_redo)
 
     def _on_hover(self, row: int, col: int, value: float, name: str) -> None:
-        self.hover_label.setText(f"{name}: row {row}, col {col}, value {value:.5g}")
+        # row -1: the pointer left the image, its value is no longer under it
+        self.hover_label.setText(f"{name}: row {row}, col {col}, value {value:.5g}" if row >= 0 else "")
 
     def show_shortcuts(self) -> None:
         lines = []
@@ -457,12 +475,44 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QMessageBox.about(self, "About MRI Workbench", self.about_text())
 
     # ----------------------------------------------------------------------------------------------------------
-    # layout persistence
+    # size and layout persistence
+    def available_geometry(self) -> QtCore.QRect:
+        """The available area (without task bars) of the screen the window is on."""
+        screen = self.screen() or QtGui.QGuiApplication.primaryScreen()
+        return screen.availableGeometry()
+
+    def fit_to_screen(self) -> None:
+        """Size the window to its screen (:func:`first_window_size`), centred on it."""
+        available = self.available_geometry()
+        size = first_window_size(available)
+        self.resize(size)
+        self.move(available.x() + (available.width() - size.width()) // 2,
+                  available.y() + (available.height() - size.height() - FRAME_ALLOWANCE[1] + 8) // 2)
+
+    def fit_docks(self) -> None:
+        """Dock sizes for the window's: the jobs dock :data:`JOBS_DOCK_SHARE` of its height, the side docks
+        narrow enough to leave the tabs most of its width."""
+        self.resizeDocks([self.jobs_dock], [max(150, int(JOBS_DOCK_SHARE * self.height()))],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([self.scan_dock, self.methods_dock], [max(230, int(0.16 * self.width())),
+                                                                max(250, int(0.2 * self.width()))],
+                         Qt.Orientation.Horizontal)
+
     def _restore_layout(self) -> None:
+        # a geometry saved on a larger screen (or a screen no longer there) would put docks and the status bar
+        # out of sight: it is restored only when it fits the available area
         geo = self.settings.value("window/geometry")
         state = self.settings.value("window/state")
-        if isinstance(geo, (QtCore.QByteArray, bytes)):
-            self.restoreGeometry(geo)
+        size = self.settings.value("window/size")
+        available = self.available_geometry()
+        if not isinstance(geo, (QtCore.QByteArray, bytes)) or (isinstance(size, QtCore.QSize) and (
+                size.width() > available.width() or size.height() > available.height())):
+            return  # (Qt would shrink it to the screen, which is not what was saved either)
+        first = self.geometry()
+        self.restoreGeometry(geo)
+        if not available.contains(self.frameGeometry()):
+            self.setGeometry(first)
+            return
         if isinstance(state, (QtCore.QByteArray, bytes)):
             self.restoreState(state)
 
@@ -473,9 +523,11 @@ class MainWindow(QtWidgets.QMainWindow):
             d.setFloating(False)
             self.addDockWidget(area, d)
             d.show()
+        self.fit_docks()
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:  # noqa: N802
         self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/size", self.size())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()
         self.session.shutdown(timeout=2.0)

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets
 
 from workbench.errors import WorkbenchError
-from workbench.gui.common import ImagePanel, Qt, colormap, error_box, push_button, single_shot_timer
+from workbench.gui.common import (DialogFolder, ImagePanel, Qt, colormap, error_box, fit_title, keep_page_keys,
+                                  push_button, single_shot_timer, title_font)
 from workbench.gui.param_form import ParamForm
 from workbench.methods import ParamSpec
 from workbench.session import ACQUIRED, USER, Session
@@ -126,6 +127,58 @@ class MaskEditorItem(pg.ImageItem):
             self._last_col = None
 
 
+#: |PSF| (normalised to its peak) below which a row counts as empty: a line mask's PSF is one row
+PSF_EMPTY = 1e-4
+#: the log10 |PSF| range shown
+PSF_FLOOR = -4.0
+
+
+def psf_row(psf: np.ndarray) -> np.ndarray | None:
+    """The one row ``[W]`` that holds a PSF ``[H, W]`` (a mask of whole phase-encode lines is the same in every
+    row, so its PSF is zero off the centre row), or None for a PSF spread over rows (a 2D mask, a trajectory)."""
+    rows = np.flatnonzero(psf.max(axis=1) > PSF_EMPTY)
+    return psf[rows[0]] if rows.size == 1 else None
+
+
+class TrajectoryPlot(pg.GraphicsLayoutWidget):
+    """The k-space samples coloured by their density compensation weight, with its colour bar; the title is
+    wrapped to the widget's width (a long title would widen the plot beyond the widget and clip it)."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.title_text = ""
+        self.plot = self.addPlot(row=0, col=0)
+        self.plot.setAspectLocked(True)
+        self.plot.setLabel("bottom", "kx (rad)")
+        self.plot.setLabel("left", "ky (rad)")
+        self.scatter = pg.ScatterPlotItem(pen=None, size=2)
+        self.plot.addItem(self.scatter)
+        self.dcf_bar = pg.ColorBarItem(values=(0, 1), colorMap=colormap("viridis"), interactive=False, width=10,
+                                       orientation="horizontal", label="density compensation weight")
+        self.dcf_bar.axis.enableAutoSIPrefix(False)
+        self.addItem(self.dcf_bar, row=1, col=0)
+        self.setToolTip("k-space samples (subsampled for display), coloured by their density compensation weight")
+
+    def set_title(self, text: str) -> None:
+        self.title_text = text
+        self._fit_title()
+
+    def _fit_title(self) -> None:
+        # the title spans the plot less its left axis
+        metrics = QtGui.QFontMetrics(title_font())
+        text = fit_title(self.title_text, max(self.width() - 70, 60), metrics)
+        self.plot.setTitle(text, size="9pt")
+        # PlotItem gives its title one 30 px row; a wrapped title needs its lines
+        height = max(30, (text.count("<br>") + 1) * metrics.lineSpacing() + 10)
+        self.plot.titleLabel.setMaximumHeight(height)
+        self.plot.layout.setRowFixedHeight(0, height)
+
+    def resizeEvent(self, ev: QtGui.QResizeEvent) -> None:  # noqa: N802 - Qt override
+        if hasattr(self, "plot"):  # pyqtgraph calls it during construction
+            self._fit_title()  # first: the layout is never made narrower than the previous title
+        super().resizeEvent(ev)
+
+
 class SamplingPanel(QtWidgets.QWidget):
     """Controls (left) and views (right: mask editor or trajectory, PSF, zero-filled image, error map)."""
 
@@ -134,6 +187,7 @@ class SamplingPanel(QtWidgets.QWidget):
     def __init__(self, session: Session, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.dialogs = DialogFolder()  # the main window gives its own (the settings' last folder)
         self._updating = False
         self._pending_r: float | None = None
         outer = QtWidgets.QHBoxLayout(self)
@@ -157,6 +211,7 @@ class SamplingPanel(QtWidgets.QWidget):
         self.r_slider.setValue(4 * R_STEPS)
         self.r_slider.setToolTip("acceleration R: the mask, the zero-filled image and its metrics follow live")
         self.r_slider.valueChanged.connect(self._on_slider)
+        keep_page_keys(self.r_slider)  # Page Up / Down move the slider, not the slice
         self.r_label = QtWidgets.QLabel("4.00")
         self.r_label.setMinimumWidth(40)
         rrow.addWidget(self.r_slider, 1)
@@ -245,28 +300,30 @@ class SamplingPanel(QtWidgets.QWidget):
         self.mask_panel.view.addItem(self.mask_item)
         self.mask_item.setLookupTable(np.array([[20, 20, 30], [240, 240, 240]], dtype=np.ubyte))
         self.mask_panel.setToolTip("sampled k-space positions (white). Lines: click/drag; Brush: paint")
-        self.traj_widget = pg.GraphicsLayoutWidget()
-        self.traj_plot = self.traj_widget.addPlot(row=0, col=0, title="trajectory")
-        self.traj_plot.setAspectLocked(True)
-        self.traj_plot.setLabel("bottom", "kx (rad)")
-        self.traj_plot.setLabel("left", "ky (rad)")
-        self.traj_scatter = pg.ScatterPlotItem(pen=None, size=2)
-        self.traj_plot.addItem(self.traj_scatter)
-        self.dcf_bar = pg.ColorBarItem(values=(0, 1), colorMap=colormap("viridis"), interactive=False, width=10,
-                                       orientation="horizontal", label="density compensation weight")
-        self.dcf_bar.axis.enableAutoSIPrefix(False)
-        self.traj_widget.addItem(self.dcf_bar, row=1, col=0)
-        self.traj_widget.setToolTip("k-space samples (subsampled for display), coloured by their density "
-                                    "compensation weight")
+        self.traj_widget = TrajectoryPlot()
+        self.traj_widget.set_title("trajectory")
+        self.traj_plot, self.traj_scatter, self.dcf_bar = (self.traj_widget.plot, self.traj_widget.scatter,
+                                                           self.traj_widget.dcf_bar)
         self.left_stack = QtWidgets.QStackedWidget()
         self.left_stack.addWidget(self.mask_panel)
         self.left_stack.addWidget(self.traj_widget)
         self.psf_panel = ImagePanel("point-spread function (log10 |PSF|)", cmap="inferno", colorbar=True)
         self.psf_panel.setToolTip("|PSF| of the sampling, normalised to its peak, in log10 (aliasing pattern)")
+        # a line mask's PSF is one row: drawn as a curve, since a one-pixel row is lost when the image is shrunk
+        self.psf_plot = pg.PlotWidget()
+        self.psf_plot.setTitle("PSF of the lines (log10 |PSF|)", size="9pt")
+        self.psf_plot.setLabel("bottom", "offset (pixels)")
+        self.psf_plot.setYRange(PSF_FLOOR, 0.1, padding=0)
+        self.psf_curve = self.psf_plot.plot(pen=pg.mkPen("#ffb000", width=1.5))
+        self.psf_plot.setToolTip("|PSF| of the line mask (the same in every row), normalised to its peak, in "
+                                 "log10: the peaks beside the centre are the aliases")
+        self.psf_stack = QtWidgets.QStackedWidget()
+        self.psf_stack.addWidget(self.psf_panel)
+        self.psf_stack.addWidget(self.psf_plot)
         self.zf_panel = ImagePanel("zero-filled")
         self.err_panel = ImagePanel("|error| vs reference", cmap="inferno", colorbar=True)
         grid.addWidget(self.left_stack, 0, 0)
-        grid.addWidget(self.psf_panel, 0, 1)
+        grid.addWidget(self.psf_stack, 0, 1)
         grid.addWidget(self.zf_panel, 1, 0)
         grid.addWidget(self.err_panel, 1, 1)
         views = QtWidgets.QWidget()
@@ -450,8 +507,12 @@ class SamplingPanel(QtWidgets.QWidget):
                     if method and "dcf_method" not in vals:
                         vals["dcf_method"] = method
                     self.extra_form.set_values(vals)
-            elif self.extra_form.specs:
-                self.extra_form.set_specs([])
+            else:
+                if self.extra_form.specs:
+                    self.extra_form.set_specs([])
+                # a hand-drawn (or acquired) mask: the slider shows its effective acceleration
+                self.r_slider.setValue(int(round(min(max(st.acceleration, R_MIN), R_MAX) * R_STEPS)))
+                self.r_label.setText(f"{st.acceleration:.2f}")
             generated = st.kind not in (USER, ACQUIRED)
             has_family = any(self.family_list.item(i).data(Qt.ItemDataRole.UserRole) not in (USER, ACQUIRED)
                              for i in range(self.family_list.count()))
@@ -495,11 +556,18 @@ class SamplingPanel(QtWidgets.QWidget):
                 self.traj_plot.setRange(xRange=(-np.pi, np.pi), yRange=(-np.pi, np.pi), padding=0.02)
                 self.dcf_bar.setLevels((lo, hi))
                 method = getattr(st.sampling, "dcf_method", None) or s.acquired_dcf_label
-                self.traj_plot.setTitle(f"{st.kind}: {st.trajectory.shape[-1]} samples, R={st.acceleration:.2f}"
-                                        + (f", DCF {method}" if method else ""))
+                # the number of samples is in the statistics beside the plot: a short title leaves it the height
+                self.traj_widget.set_title(f"{st.kind}, R={st.acceleration:.2f}"
+                                           + (f", DCF {method}" if method else ""))
         psf = s.psf()
-        self.psf_panel.set_image(None if psf is None else np.log10(np.maximum(psf, 1e-6)), levels=(-4.0, 0.0),
+        self.psf_panel.set_image(None if psf is None else np.log10(np.maximum(psf, 1e-6)), levels=(PSF_FLOOR, 0.0),
                                  autorange=autorange)
+        row = None if psf is None else psf_row(psf)
+        self.psf_stack.setCurrentWidget(self.psf_panel if row is None else self.psf_plot)
+        if row is not None:
+            offsets = np.arange(row.size) - row.size // 2
+            self.psf_curve.setData(offsets, np.log10(np.maximum(row, 10.0 ** PSF_FLOOR)))
+            self.psf_plot.setXRange(float(offsets[0]), float(offsets[-1]), padding=0.01)
         zf = s.zero_filled()
         self.zf_panel.set_image(zf, autorange=autorange)
         m = s.zero_filled_metrics()
@@ -534,8 +602,7 @@ class SamplingPanel(QtWidgets.QWidget):
 
     # ----------------------------------------------------------------------------------------------------------
     def save_mask_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save mask", "mask.npz",
-                                                        "Sampling (*.npz *.json)")
+        path = self.dialogs.save_file(self, "Save mask", "mask.npz", "Sampling (*.npz *.json)")
         if path:
             try:
                 self.session.save_mask(path)
@@ -543,7 +610,7 @@ class SamplingPanel(QtWidgets.QWidget):
                 error_box(self, "Save mask", str(exc))
 
     def load_mask_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load mask", "", "Sampling (*.npz *.json)")
+        path = self.dialogs.open_file(self, "Load mask", "Sampling (*.npz *.json)")
         if path:
             try:
                 self.session.load_mask(path)

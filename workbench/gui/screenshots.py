@@ -1,5 +1,9 @@
 """Render the main views of the app into PNG files: ``python -m workbench.gui.screenshots OUTDIR``.
 
+Every view is rendered for each screen of ``--sizes`` (default 1366x768 and 1920x1080): the window takes the size
+the app gives its first window on that screen, and the file is suffixed by the screen (``compare_grid_1366x768.png``);
+the unsuffixed name (``compare_grid.png``, linked from the README and docs/app.md) is the largest screen's.
+
 Runs offscreen (``QT_QPA_PLATFORM=offscreen`` is set when no display is given) on the demo scan with the
 built-in plugins (and the example plugin folder of a checkout), with fresh settings, so the pictures are the
 same on every machine: main window, sampling panel with the mask editor, trajectory preview, compare grid with
@@ -21,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SIZE = (1600, 1000)
+#: the screens rendered by default (a laptop and a desktop)
+SIZES = ((1366, 768), (1920, 1080))
 #: real radial scans: (screenshot, file under the real data folder, what it shows)
 RADIAL_SHOTS = [
     ("radial_cardiac_compare.png", "gpunufft_radial_cardiac12ch/radial_cardiac_25_projections.mat",
@@ -78,7 +83,19 @@ def realdata_dir() -> Path | None:
     return d if d.is_dir() else None
 
 
-def _window(app):
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"1366x768,1920x1080"`` -> [(1366, 768), (1920, 1080)]."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if part:
+            w, _, h = part.lower().partition("x")
+            out.append((int(w), int(h)))
+    if not out:
+        raise ValueError("give screen sizes as WIDTHxHEIGHT[,WIDTHxHEIGHT...]")
+    return out
+
+
+def _window(app, sizes):
     from PyQt6 import QtCore
 
     from workbench.gui.main_window import MainWindow
@@ -87,10 +104,40 @@ def _window(app):
     settings = QtCore.QSettings(os.path.join(tmp, "settings.ini"), QtCore.QSettings.Format.IniFormat)
     example_plugins = Path(__file__).resolve().parents[2] / "examples" / "plugins"
     win = MainWindow(plugin_dirs=[str(example_plugins)] if example_plugins.is_dir() else [], settings=settings)
-    win.resize(*SIZE)
+    _size_for_screen(win, max(sizes))
     win.show()
     _pump(app, 0.2)
     return win
+
+
+def _size_for_screen(win, screen) -> None:
+    """The size the app gives its first window on a ``screen`` (width, height) and its jobs dock's height."""
+    from PyQt6 import QtCore
+
+    from workbench.gui.main_window import first_window_size
+
+    win.resize(first_window_size(QtCore.QRect(0, 0, *screen)))
+    win.fit_docks()
+
+
+def _grab(app, win, out: Path, name: str, sizes, prepare=None, widget=None) -> list[Path]:
+    """``name`` for each screen of ``sizes`` (suffixed ``_WxH``) and unsuffixed for the largest: the window sized
+    for that screen, then ``prepare()`` (e.g. splitter sizes), then the window (or ``widget``) grabbed."""
+    stem, ext = os.path.splitext(name)
+    written = []
+    for screen in sorted(sizes, key=lambda wh: wh[0] * wh[1]):
+        _size_for_screen(win, screen)
+        _pump(app, 0.2)
+        if prepare is not None:
+            prepare()
+        _pump(app, 0.4)
+        img = (widget or win).grab()
+        for path in (out / f"{stem}_{screen[0]}x{screen[1]}{ext}",) + ((out / name,) if screen == max(
+                sizes, key=lambda wh: wh[0] * wh[1]) else ()):
+            img.save(str(path))
+            written.append(path)
+            print(f"wrote {path}")
+    return written
 
 
 def _app():
@@ -102,7 +149,7 @@ def _app():
 
 
 def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | None = None,
-                    timeout: float = 600.0) -> list[Path]:
+                    timeout: float = 600.0, sizes=SIZES) -> list[Path]:
     """The real radial scans of :data:`RADIAL_SHOTS` opened as File > Open does, reconstructed from their own
     trajectories ("as acquired") by :data:`RADIAL_METHODS` through the methods panel and the jobs queue, and the
     window grabbed on the compare tab. Returns the paths written ([] without the real data folder)."""
@@ -113,7 +160,7 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
     app = _app()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    win = _window(app)
+    win = _window(app, sizes)
     written: list[Path] = []
     try:
         for name, rel, what in RADIAL_SHOTS:
@@ -149,17 +196,15 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
             cv.rebuild(force=True)
             win.jobs_dock.raise_()
             _pump(app, 0.6)
-            target = out / name
-            win.grab().save(str(target))
-            written.append(target)
-            print(f"wrote {target} ({what})")
+            print(f"{name}: {what}")
+            written += _grab(app, win, out, name, sizes)
     finally:
         win.close()
         _pump(app, 0.1)
     return written
 
 
-def _uncertainty_shot(app, win, path: Path, timeout: float) -> Path | None:
+def _uncertainty_shot(app, win, path: Path, timeout: float, sizes=SIZES) -> list[Path]:
     """The demo scan at R=4 reconstructed by :data:`UNCERTAINTY_METHOD`; the compare tab with its std map and the
     calibration plot (std against |error|). None when the method is missing or cannot run here."""
     from PyQt6 import QtCore
@@ -170,13 +215,13 @@ def _uncertainty_shot(app, win, path: Path, timeout: float) -> Path | None:
     why = ["not installed"] if method is None else s.check_methods([method]).get(name)
     if why:
         print(f"screenshots: {path.name} skipped: {name}: {'; '.join(why)}", file=sys.stderr)
-        return None
+        return []
     s.set_sampling("random", acceleration=4.0, seed=0)
     entry = s.run(method, params)
     _wait(app, [entry], timeout)
     if entry.state != "done":
         print(f"screenshots: {path.name} skipped: {name} {entry.state}: {entry.error}", file=sys.stderr)
-        return None
+        return []
     cv = win.compare_view
     win.tabs.setCurrentWidget(cv)
     # only the posterior result beside the reference and the live zero-filled image
@@ -184,51 +229,48 @@ def _uncertainty_shot(app, win, path: Path, timeout: float) -> Path | None:
         cv.shown[e.id] = e is entry
     cv.rebuild(force=True)
     cv.show_calibration()
-    # room for three rows of panels (image, error, std) and the plot: a short jobs dock
-    win.resizeDocks([win.jobs_dock], [110], QtCore.Qt.Orientation.Vertical)
-    cv.splitter.setSizes([600, 330])
-    _pump(app, 0.6)
-    win.grab().save(str(path))
-    print(f"wrote {path}")
-    return path
+
+    def room_for_the_plot() -> None:
+        # three rows of panels (image, error, std) and the plot: a short jobs dock
+        win.resizeDocks([win.jobs_dock], [int(0.16 * win.height())], QtCore.Qt.Orientation.Vertical)
+        _pump(app, 0.1)
+        total = sum(cv.splitter.sizes())
+        cv.splitter.setSizes([int(0.64 * total), total - int(0.64 * total)])
+
+    return _grab(app, win, path.parent, path.name, sizes, prepare=room_for_the_plot)
 
 
-def render_uncertainty(outdir: str | os.PathLike, timeout: float = 600.0) -> list[Path]:
+def render_uncertainty(outdir: str | os.PathLike, timeout: float = 600.0, sizes=SIZES) -> list[Path]:
     """Just the uncertainty screenshot (``uncertainty_calibration.png``), in a fresh window on the demo scan."""
     app = _app()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    win = _window(app)
+    win = _window(app, sizes)
     try:
         if not win.open_demo():
             raise SystemExit("screenshots: the demo scan could not be opened")
-        path = _uncertainty_shot(app, win, out / "uncertainty_calibration.png", timeout)
+        return _uncertainty_shot(app, win, out / "uncertainty_calibration.png", timeout, sizes)
     finally:
         win.close()
         _pump(app, 0.1)
-    return [path] if path is not None else []
 
 
-def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = True) -> list[Path]:
+def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = True, sizes=SIZES) -> list[Path]:
     """Write the screenshots into ``outdir`` (and the real radial ones when the real data folder exists);
     returns their paths."""
     app = _app()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    win = _window(app)
-    from PyQt6 import QtCore
+    win = _window(app, sizes)
 
     if not win.open_demo():
         raise SystemExit("screenshots: the demo scan could not be opened")
     s = win.session
     written: list[Path] = []
 
-    def shot(name: str, widget=None) -> None:
+    def shot(name: str, prepare=None) -> None:
         _pump(app, 0.3)
-        path = out / name
-        (widget or win).grab().save(str(path))
-        written.append(path)
-        print(f"wrote {path}")
+        written.extend(_grab(app, win, out, name, sizes, prepare=prepare))
 
     # 1. main window: k-space, reference, header
     win.tabs.setCurrentWidget(win.scan_view)
@@ -294,14 +336,12 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
         t0 = time.time()
         while running.progress < 0.05 and time.time() - t0 < 60:
             _pump(app, 0.1)
-        win.resizeDocks([win.jobs_dock], [330], QtCore.Qt.Orientation.Vertical)
         win.jobs_dock.raise_()
         _pump(app, 0.5)
-        win.jobs_panel.table.scrollToBottom()
+        # the dock at its default height, following the newest job
         shot("jobs_panel.png")
         s.cancel(running)
         _wait(app, [running], 30)
-        win.resizeDocks([win.jobs_dock], [170], QtCore.Qt.Orientation.Vertical)
 
     # 6. acceleration sweep (zero-filled curve at once, methods as their jobs finish)
     win.tabs.setCurrentWidget(win.sweep_view)
@@ -317,14 +357,12 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
     shot("sweep.png")
 
     # 7. uncertainty: a posterior sampler's std map and the calibration plot of std against |error|
-    path = _uncertainty_shot(app, win, out / "uncertainty_calibration.png", max(timeout, 600.0))
-    if path is not None:
-        written.append(path)
+    written += _uncertainty_shot(app, win, out / "uncertainty_calibration.png", max(timeout, 600.0), sizes)
 
     win.close()
     _pump(app, 0.1)
     if realdata:
-        written += render_realdata(out)
+        written += render_realdata(out, sizes=sizes)
     return written
 
 
@@ -337,13 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-realdata", action="store_true", help="skip the real radial screenshots")
     p.add_argument("--uncertainty-only", action="store_true",
                    help="render only the uncertainty view (std map and calibration plot of dsm-posterior)")
+    p.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
+                   help="screens to render for, WIDTHxHEIGHT[,WIDTHxHEIGHT...] (default: %(default)s)")
     args = p.parse_args(argv)
+    try:
+        sizes = parse_sizes(args.sizes)
+    except ValueError as exc:
+        p.error(f"--sizes: {exc}")
     if args.realdata_only:
-        render_realdata(args.outdir)
+        render_realdata(args.outdir, sizes=sizes)
     elif args.uncertainty_only:
-        render_uncertainty(args.outdir, max(args.timeout, 600.0))
+        render_uncertainty(args.outdir, max(args.timeout, 600.0), sizes)
     else:
-        render(args.outdir, args.timeout, realdata=not args.no_realdata)
+        render(args.outdir, args.timeout, realdata=not args.no_realdata, sizes=sizes)
     return 0
 
 

@@ -1,5 +1,9 @@
 """The acceleration sweep tab: for chosen methods and a range of accelerations, background jobs fill a PSNR and
-an SSIM vs acceleration plot that updates as results arrive."""
+an SSIM vs acceleration plot that updates as results arrive.
+
+The family follows the Sampling tab's (until one is chosen here); the methods listed are those whose capabilities
+fit the family's data (Cartesian masks or trajectories); the zero-filled curve is the "include zero-filled" box,
+not a method to tick."""
 
 from __future__ import annotations
 
@@ -14,6 +18,15 @@ from workbench.gui.common import Qt, error_box, push_button
 from workbench.session import ACQUIRED, USER, Session
 
 COLOURS = ("#ffb000", "#4fc3f7", "#81c784", "#e57373", "#ba68c8", "#fff176", "#4db6ac", "#ffffff")
+#: the built-in zero-filled method: its curve is the "include zero-filled" box (computed at once, no jobs)
+ZERO_FILLED_METHOD = "zero-filled"
+#: trajectory families (the others are Cartesian masks)
+NONCARTESIAN_KINDS = ("radial", "golden-radial", "spiral")
+
+
+def fits_family(capabilities: Any, kind: str) -> bool:
+    """Whether a method with ``capabilities`` reconstructs the data of sampling family ``kind``."""
+    return bool(capabilities.noncartesian if kind in NONCARTESIAN_KINDS else capabilities.cartesian)
 
 
 def parse_accelerations(text: str) -> list[float]:
@@ -41,14 +54,20 @@ class SweepView(QtWidgets.QWidget):
         side = QtWidgets.QWidget()
         side.setMaximumWidth(300)
         sl = QtWidgets.QVBoxLayout(side)
-        sl.addWidget(QtWidgets.QLabel("<b>Methods</b> (parameters from the Methods panel)"))
+        heading = QtWidgets.QLabel("<b>Methods</b> (parameters from the Methods panel)")
+        heading.setWordWrap(True)
+        sl.addWidget(heading)
         self.method_list = QtWidgets.QListWidget()
         self.method_list.setToolTip("tick the methods to sweep; each runs with the parameters currently set for "
                                     "it in the Methods panel")
         sl.addWidget(self.method_list, 1)
         form = QtWidgets.QFormLayout()
         self.family_combo = QtWidgets.QComboBox()
-        self.family_combo.setToolTip("sampling family regenerated at every acceleration")
+        self.family_combo.setToolTip("sampling family regenerated at every acceleration (the Sampling tab's until "
+                                     "you choose one here)")
+        self._family_chosen = False  # the user picked a family here: it no longer follows the Sampling tab
+        self.family_combo.activated.connect(lambda *_: self._family_activated())
+        self.family_combo.currentIndexChanged.connect(lambda *_: self._list_methods())
         form.addRow("Family", self.family_combo)
         self.acc_edit = QtWidgets.QLineEdit("2, 4, 6, 8, 10, 12")
         self.acc_edit.setToolTip("accelerations: a list (2, 4, 8) or start:stop:step (2:12:2)")
@@ -81,25 +100,30 @@ class SweepView(QtWidgets.QWidget):
         self.zero_filled_points: dict[float, dict[str, float]] = {}
         session.subscribe("sweep", lambda sw: self._on_sweep(sw))
         session.subscribe("scan", lambda *_: self._on_scan())
+        session.subscribe("sampling", lambda *_: self._follow_sampling())
 
     def _on_scan(self) -> None:
         # the previous scan's sweep and zero-filled curve do not describe this one
         self.sweep = None
         self.zero_filled_points = {}
         self.status.setText("")
+        self._family_chosen = False
         self.redraw()
         self.refresh_methods()
 
+    def _family_activated(self) -> None:
+        self._family_chosen = True
+
+    def _follow_sampling(self) -> None:
+        st = self.session.sampling_state
+        if self._family_chosen or st is None or st.kind in (USER, ACQUIRED):
+            return
+        if self.family_combo.findText(st.kind) >= 0:
+            self.family_combo.setCurrentText(st.kind)
+
     def refresh_methods(self) -> None:
-        reg = self.methods_panel.registry
-        checked = {self.method_list.item(i).text() for i in range(self.method_list.count())
-                   if self.method_list.item(i).checkState() == Qt.CheckState.Checked}
-        self.method_list.clear()
-        for name in reg.methods:
-            it = QtWidgets.QListWidgetItem(name)
-            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            it.setCheckState(Qt.CheckState.Checked if name in checked else Qt.CheckState.Unchecked)
-            self.method_list.addItem(it)
+        """The families of this scan (the Sampling tab's chosen) and the methods that fit the family."""
+        chosen = self.family_combo.currentText() if self._family_chosen else ""
         self.family_combo.clear()
         s = self.session
         if s.scan is not None and s.scan.is_cartesian and s.scan.fully_sampled:
@@ -108,12 +132,29 @@ class SweepView(QtWidgets.QWidget):
 
                 kinds = list(sampling_kinds())
             except ImportError:
-                kinds = ["equispaced", "random"]
+                kinds = ["random", "equispaced"]
             self.family_combo.addItems(kinds)
             st = s.sampling_state
-            if st is not None and st.kind not in (USER, ACQUIRED):
+            if chosen in kinds:
+                self.family_combo.setCurrentText(chosen)
+            elif st is not None and st.kind in kinds:
                 self.family_combo.setCurrentText(st.kind)
         self.run_button.setEnabled(self.family_combo.count() > 0)
+        self._list_methods()
+
+    def _list_methods(self) -> None:
+        reg = self.methods_panel.registry
+        checked = {self.method_list.item(i).text() for i in range(self.method_list.count())
+                   if self.method_list.item(i).checkState() == Qt.CheckState.Checked}
+        kind = self.family_combo.currentText()
+        self.method_list.clear()
+        for name, method in reg.methods.items():
+            if name == ZERO_FILLED_METHOD or (kind and not fits_family(method.capabilities, kind)):
+                continue
+            it = QtWidgets.QListWidgetItem(name)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if name in checked else Qt.CheckState.Unchecked)
+            self.method_list.addItem(it)
 
     def set_checked(self, names: list[str]) -> None:
         for i in range(self.method_list.count()):

@@ -1,7 +1,10 @@
 """The compare grid: one column of panels per :class:`ColumnData` (image, its error map, its std map) with
 linked zoom/pan, one shared window/level and colour bar per row (a panel may take its own window/level), the
 display component (magnitude / phase / real / imaginary) and colour map; its ``overlay`` draws the line /
-rectangle that the profile and ROI tabs read."""
+rectangle that the profile and ROI tabs read.
+
+The panels fit the space: the columns wrap into bands (a second band of image / error / std rows below the first)
+when that shows the images larger than one band of narrow panels would; nothing scrolls sideways."""
 
 from __future__ import annotations
 
@@ -11,16 +14,50 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets
 
-from workbench.gui.common import ImagePanel, Qt, colormap, display_component, robust_levels
+from workbench.gui.common import (ImagePanel, Qt, colormap, display_component, fit_title, robust_levels,
+                                  set_axis_scale, single_shot_timer, title_font)
 from workbench.gui.compare.columns import REFERENCE, ColumnData
 from workbench.gui.compare.overlay import ToolOverlay
 
 #: width of the shared colour bars: room for tick labels such as "3e-05" (raw scanner units)
 COLORBAR_WIDTH = 92
-#: the grid's rows: images, their "own W/L" boxes, error maps, std maps
+#: the grid's rows (of each band): images, their "own W/L" boxes, error maps, std maps
 IMAGE_ROW, OVERRIDE_ROW, ERROR_ROW, STD_ROW = range(4)
+ROWS_PER_BAND = 4
+#: the smallest panel: the layout wraps the columns into bands rather than make panels narrower
+PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT = 90, 70
+#: height of the "own W/L" row, spacing between panels, height of one title line, of the other rows' titles
+BOX_HEIGHT, SPACING, TITLE_LINE, SHORT_TITLE = 22, 2, 15, 17
+#: the image titles (label, PSNR, SSIM) take at most this many lines in narrow panels (elided beyond, whole in the
+#: tooltip): the images keep the height
+TITLE_MAX_LINES = 3
+
+
+def panel_width(width: int, per_band: int) -> int:
+    """The width of a panel when ``per_band`` columns and the colour bars share ``width`` pixels."""
+    return int((width - COLORBAR_WIDTH - SPACING * per_band) / per_band)
+
+
+def columns_per_band(n: int, width: int, height: int, panel_rows: int, aspect: float,
+                     title_lines: Any = lambda panel_width: 2) -> int:
+    """How many of ``n`` columns one band holds so that the images (height/width ``aspect``) are shown largest
+    in ``width`` x ``height`` pixels, each band having ``panel_rows`` rows of panels and a row of boxes;
+    ``title_lines(panel_width)``: the lines the image titles take. Every panel at least
+    :data:`PANEL_MIN_WIDTH` wide (fewer columns per band otherwise)."""
+    best, best_scale = 1, -1.0
+    for k in range(1, max(n, 1) + 1):
+        bands = math.ceil(n / k)
+        pw = panel_width(width, k)
+        if k > 1 and pw < PANEL_MIN_WIDTH:
+            break
+        titles = title_lines(pw) * TITLE_LINE + (panel_rows - 1) * SHORT_TITLE
+        image_h = (height - bands * (BOX_HEIGHT + titles + SPACING * (panel_rows + 1))) / (bands * panel_rows)
+        scale = min(pw - 4, image_h / aspect)
+        if scale >= best_scale - 1e-9:  # a tie: fewer bands
+            best, best_scale = k, scale
+    return best
 
 
 @dataclass
@@ -56,6 +93,15 @@ class CompareGrid(QtWidgets.QScrollArea):
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
         self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        #: columns per band of the current arrangement
+        self.per_band = 0
+        self._bar_hosts: dict[int, pg.GraphicsLayoutWidget] = {}  # grid row -> the host of its colour bar
+        # the images fit their panels whenever these change size (the layout settles, the window is resized),
+        # until the user zooms or pans
+        self._fit_timer = single_shot_timer(self, 20, self._fit_views)
+        self._zoomed = False
         host = QtWidgets.QWidget()
         self.panel_layout = QtWidgets.QGridLayout(host)
         self.panel_layout.setSpacing(2)
@@ -87,20 +133,25 @@ class CompareGrid(QtWidgets.QScrollArea):
         show_err = error_levels is not None
         any_std = any(c.std is not None for c in columns)
         first_view = None
-        for ci, data in enumerate(columns):
-            panel = self._panel(data.label, IMAGE_ROW, ci)
+        self._zoomed = False
+        for data in columns:
+            panel = self._panel(data.label)
             box = QtWidgets.QCheckBox("own W/L")
             box.setToolTip("give this panel its own window/level (drag the ends of its colour bar)")
             col = PanelColumn(data=data, image=panel, override=box)
             box.toggled.connect(lambda on, c=col: self._override(c, on))
-            self.panel_layout.addWidget(box, OVERRIDE_ROW, ci, alignment=Qt.AlignmentFlag.AlignHCenter)
+            # the column says whose maps they are: short titles (the hover text keeps the name)
             if show_err and data.key != REFERENCE:
-                col.error = self._panel(f"error: {data.label}", ERROR_ROW, ci, cmap="inferno")
+                col.error = self._panel("error", cmap="inferno")
+                col.error.name = f"error: {data.label}"
             if data.std is not None:
-                col.std = self._panel(f"std: {data.label}", STD_ROW, ci, cmap="viridis")
+                col.std = self._panel("std", cmap="viridis")
+                col.std.name = f"std: {data.label}"
             for p in (col.image, col.error, col.std):
                 if p is None:
                     continue
+                p.view.sigResized.connect(self._refit)
+                p.view.sigRangeChangedManually.connect(self._on_zoomed)
                 if first_view is None:
                     first_view = p.view
                 else:
@@ -109,29 +160,34 @@ class CompareGrid(QtWidgets.QScrollArea):
                     p.view.setXLink(first_view)
                     p.view.setYLink(first_view)
             self.columns.append(col)
-        n = len(columns)
-        if n:
-            self.image_bar = self._colorbar("image", self.cmap, IMAGE_ROW, n)
+        if columns:
+            self.image_bar = self._colorbar("image", self.cmap, IMAGE_ROW)
             self.image_bar.sigLevelsChanged.connect(self._on_shared_bar)
             if show_err:
-                self.error_bar = self._colorbar("error", "inferno", ERROR_ROW, n,
+                self.error_bar = self._colorbar("error", "inferno", ERROR_ROW,
                                                 [c.error.image_item for c in self.columns if c.error is not None])
             if any_std:
-                self.std_bar = self._colorbar("std", "viridis", STD_ROW, n,
+                self.std_bar = self._colorbar("std", "viridis", STD_ROW,
                                               [c.std.image_item for c in self.columns if c.std is not None])
         else:
             msg = QtWidgets.QLabel("Open a scan, then run methods (Methods panel) to compare them here.")
             msg.setAlignment(Qt.AlignmentFlag.AlignCenter)
             self.panel_layout.addWidget(msg, IMAGE_ROW, 0)
-        # only rows that hold panels take the height (without error / std maps the images fill the grid)
-        used = {IMAGE_ROW, ERROR_ROW if show_err and any(c.error is not None for c in self.columns) else None,
-                STD_ROW if any_std else None}
-        for r in range(4):
-            self.panel_layout.setRowStretch(r, 1 if r in used else 0)
+        self.per_band = 0
+        self.arrange()
         self.render(autorange=True)
-        if first_view is not None:
-            # fit once the new panels have their sizes
-            QtCore.QTimer.singleShot(0, lambda v=first_view: _fit(v))
+        self._fit_timer.start()  # once the new panels have their sizes
+
+    def _refit(self, *_: Any) -> None:
+        if not self._zoomed:
+            self._fit_timer.start()
+
+    def _on_zoomed(self, *_: Any) -> None:
+        self._zoomed = True
+
+    def _fit_views(self) -> None:
+        if self.columns:
+            _fit(self.columns[0].image.view)
 
     def update_data(self, columns: list[ColumnData], error_levels: tuple[float, float] | None = None) -> None:
         """New images for the columns shown (the same keys, e.g. after the sampling changed): redraw them."""
@@ -150,28 +206,112 @@ class CompareGrid(QtWidgets.QScrollArea):
             col.data = data
             self._render_column(col)
 
-    def _panel(self, title: str, row: int, column: int, cmap: str = "gray") -> ImagePanel:
+    def _panel(self, title: str, cmap: str = "gray") -> ImagePanel:
         panel = ImagePanel(title, cmap=cmap)
         panel.hovered.connect(self.hovered)
-        # small enough that five results, the reference and the colour bar fit a 1400 px window
-        panel.setMinimumSize(150, 150)
-        self.panel_layout.addWidget(panel, row, column)
+        panel.setMinimumWidth(PANEL_MIN_WIDTH)
+        panel.base_min_height = PANEL_MIN_HEIGHT
+        panel.title_max_lines = TITLE_MAX_LINES
         return panel
 
-    def _colorbar(self, label: str, cmap: str, row: int, column: int, items: list[Any] | None = None
-                  ) -> pg.ColorBarItem:
+    def _colorbar(self, label: str, cmap: str, row: int, items: list[Any] | None = None) -> pg.ColorBarItem:
         host = pg.GraphicsLayoutWidget()
         host.setFixedWidth(COLORBAR_WIDTH)
+        host.setMinimumHeight(PANEL_MIN_HEIGHT)
         bar = pg.ColorBarItem(colorMap=colormap(cmap), interactive=True, width=12, label=label)
+        bar.label_text = label
         host.addItem(bar, row=0, col=0)
         if items is not None:
             bar.setImageItem(items)
-        self.panel_layout.addWidget(host, row, column)
+        self._bar_hosts[row] = host
         return bar
+
+    # ----------------------------------------------------------------------------------------------------------
+    # arrangement
+    def _panel_rows(self) -> list[int]:
+        """The rows of panels each band has (images, and error / std maps when some column has them)."""
+        rows = [IMAGE_ROW]
+        if any(c.error is not None for c in self.columns):
+            rows.append(ERROR_ROW)
+        if any(c.std is not None for c in self.columns):
+            rows.append(STD_ROW)
+        return rows
+
+    def arrange(self) -> None:
+        """Place the panels in bands of :func:`columns_per_band` columns for the space the grid has; the colour
+        bars stand right of the first band. Nothing is moved when the number per band stays the same."""
+        n = len(self.columns)
+        if not n:
+            return
+        first = next((c.data.image for c in self.columns if c.data.image is not None), None)
+        aspect = first.shape[0] / first.shape[1] if first is not None and first.ndim == 2 else 1.0
+        vp = self.viewport().size()
+        rows = self._panel_rows()
+        k = columns_per_band(n, vp.width(), vp.height(), len(rows), aspect, self._title_lines)
+        if k == self.per_band:
+            self._level_titles(panel_width(vp.width(), k))
+            return
+        self.per_band = k
+        lay = self.panel_layout
+        for c in self.columns:
+            for w in (c.image, c.override, c.error, c.std):
+                if w is not None:
+                    lay.removeWidget(w)
+        for host in self._bar_hosts.values():
+            lay.removeWidget(host)
+        for ci, c in enumerate(self.columns):
+            band, col = divmod(ci, k)
+            top = band * ROWS_PER_BAND
+            lay.addWidget(c.image, top + IMAGE_ROW, col)
+            lay.addWidget(c.override, top + OVERRIDE_ROW, col, alignment=Qt.AlignmentFlag.AlignHCenter)
+            if c.error is not None:
+                lay.addWidget(c.error, top + ERROR_ROW, col)
+            if c.std is not None:
+                lay.addWidget(c.std, top + STD_ROW, col)
+        for row, host in self._bar_hosts.items():
+            lay.addWidget(host, row, k)
+        # a widget added while the grid is hidden (a rebuild in another tab) would stay hidden
+        for c in self.columns:
+            for w in (c.image, c.override, c.error, c.std):
+                if w is not None:
+                    w.show()
+        for host in self._bar_hosts.values():
+            host.show()
+        self._level_titles(panel_width(vp.width(), k))
+        for c in range(max(lay.columnCount(), k + 1)):
+            lay.setColumnStretch(c, 1 if c < k else 0)
+
+    def _title_lines(self, width: int) -> int:
+        """The lines the longest image title takes in panels ``width`` pixels wide."""
+        metrics = QtGui.QFontMetrics(title_font())
+        return max((fit_title(c.image.title_text, c.image.title_width(width) - 4, metrics,
+                              TITLE_MAX_LINES).count("<br>") + 1 for c in self.columns), default=1)
+
+    def _level_titles(self, width: int) -> None:
+        # panels side by side are aligned by pyqtgraph's linked views through their screen positions: the
+        # titles of a row take the same number of lines, so that the images start at the same height
+        lines = self._title_lines(width)
+        for c in self.columns:
+            c.image.set_title_lines(lines)
+        # only rows that hold panels take the height (without error / std maps the images fill the grid), the
+        # image row its title's more: the images of all rows get the same height
+        rows = self._panel_rows()
+        band_height = self.viewport().height() / math.ceil(len(self.columns) / max(self.per_band, 1))
+        titles = lines * TITLE_LINE + (len(rows) - 1) * SHORT_TITLE
+        image = max((band_height - BOX_HEIGHT - titles) / len(rows), 1.0)
+        stretch = {IMAGE_ROW: image + lines * TITLE_LINE, ERROR_ROW: image + SHORT_TITLE, STD_ROW: image + SHORT_TITLE}
+        lay = self.panel_layout
+        for r in range(lay.rowCount()):
+            lay.setRowStretch(r, int(stretch[r % ROWS_PER_BAND]) if r % ROWS_PER_BAND in rows else 0)
+
+    def resizeEvent(self, ev: Any) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(ev)
+        self.arrange()
 
     def _clear(self) -> None:
         self.overlay.forget()
         self.image_bar = self.error_bar = self.std_bar = None
+        self._bar_hosts = {}
         while self.panel_layout.count():
             item = self.panel_layout.takeAt(0)
             w = item.widget()
@@ -232,6 +372,8 @@ class CompareGrid(QtWidgets.QScrollArea):
             self.image_bar.setColorMap(colormap(self.cmap))
         for col in self.columns:
             self._render_column(col, autorange=autorange)
+        if self.per_band:
+            self._level_titles(panel_width(self.viewport().width(), self.per_band))
         shared = [c.image.image_item for c in self.columns if not c.override.isChecked()]
         if self.image_bar is not None:
             self.image_bar.blockSignals(True)
@@ -244,6 +386,9 @@ class CompareGrid(QtWidgets.QScrollArea):
             stds = [c.std.data for c in self.columns if c.std is not None and c.std.data is not None]
             if stds:
                 self.std_bar.setLevels((0.0, max(robust_levels(s, 0, 99.5)[1] for s in stds)))
+        for bar in (self.image_bar, self.error_bar, self.std_bar):
+            if bar is not None:
+                set_axis_scale(bar, bar.label_text, bar.levels())
         self.overlay.move_mirrors()
         self.rendered.emit()
 

@@ -28,26 +28,32 @@ class MetricsTable(QtWidgets.QWidget):
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
-        lay = QtWidgets.QVBoxLayout(self)
+        lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.table = QtWidgets.QTableWidget(0, len(METRIC_COLUMNS))
         self.table.setHorizontalHeaderLabels(METRIC_COLUMNS)
         self.table.verticalHeader().setVisible(False)
+        # one text line per row (parameters elided, whole in the tooltip): a short tab lists several
+        row_height = self.fontMetrics().height() + 6
+        self.table.verticalHeader().setMinimumSectionSize(row_height)
+        self.table.verticalHeader().setDefaultSectionSize(row_height)
+        self.table.setWordWrap(False)
         self.table.setSortingEnabled(True)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self._stretch_parameters()
         self.table.setToolTip("click a header to sort; tick 'show' to put a result in the grid")
         self.table.itemChanged.connect(self._on_item)
-        lay.addWidget(self.table)
-        row = QtWidgets.QHBoxLayout()
+        lay.addWidget(self.table, 1)
+        # the switch and the button beside the table: its height is all rows
+        row = QtWidgets.QVBoxLayout()
         self.all_slices_box = QtWidgets.QCheckBox("all slices")
         self.all_slices_box.setToolTip("list the results of every slice (the grid shows the current slice)")
         self.all_slices_box.toggled.connect(self.allSlicesChanged)
-        row.addWidget(self.all_slices_box)
-        row.addStretch(1)
         self.csv_button = push_button("Export CSV…", "save this table as CSV", self.exportRequested)
         row.addWidget(self.csv_button)
+        row.addWidget(self.all_slices_box)
+        row.addStretch(1)
         lay.addLayout(row)
 
     @property

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+from PyQt6 import QtWidgets
 
 #: one colour per curve, in the order of the grid's columns (the calibration plot uses them too)
 CURVE_COLOURS = ("#ffffff", "#ffb000", "#4fc3f7", "#81c784", "#e57373", "#ba68c8", "#fff176", "#4db6ac")
@@ -27,17 +29,35 @@ def line_profiles(images: list[tuple[Any, str, np.ndarray]], ends: Ends) -> dict
             for _, label, image in images}
 
 
-class ProfilePlot(pg.PlotWidget):
+class ProfilePlot(QtWidgets.QWidget):
+    """The profiles as curves, with their legend above the plot: a line of coloured entries that wraps (a legend
+    inside the short plot would cover the curves and lose the entries that do not fit its height)."""
+
     def __init__(self, parent: Any = None):
         super().__init__(parent)
-        self.setLabel("bottom", "position along the line (pixels)")
-        self.addLegend(offset=(-10, 10))
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        self.legend = QtWidgets.QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setStyleSheet("QLabel { background: black; color: #ddd; padding: 1px 4px; }")
+        lay.addWidget(self.legend)
+        self.plot = pg.PlotWidget()
+        self.plot.setToolTip("values of each shown image along the line drawn on the first panel; x: position "
+                             "along the line (pixels)")
+        lay.addWidget(self.plot, 1)
         #: label -> values, as drawn
         self.profiles: dict[str, np.ndarray] = {}
 
     def setData(self, images: list[tuple[Any, str, np.ndarray]], ends: Ends) -> None:  # noqa: N802
         """Draw the profiles of ``images`` (key, label, displayed image ``[H, W]``) along ``ends``."""
         self.profiles = line_profiles(images, ends)
-        self.clear()
+        self.plot.clear()
+        entries = []
         for i, (label, values) in enumerate(self.profiles.items()):
-            self.plot(values, pen=pg.mkPen(CURVE_COLOURS[i % len(CURVE_COLOURS)], width=1.5), name=label)
+            colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+            self.plot.plot(values, pen=pg.mkPen(colour, width=1.5), name=label)
+            # non-breaking spaces: the legend wraps between entries, not inside one
+            text = html.escape(label).replace(" ", "&nbsp;")
+            entries.append(f"<span style='color:{colour}'>&#9473;&#9473;</span>&nbsp;{text}")
+        self.legend.setText(" &nbsp; ".join(entries))
