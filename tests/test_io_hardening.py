@@ -293,6 +293,28 @@ def test_matlab_v5_cell_array_with_forged_dims(tmp_path):
         open_scan(path)
 
 
+def test_matlab_v5_damage_that_crashed_scipy(tmp_path):
+    # One-byte damages found by the fuzzer that crashed the process inside scipy's C reader (SIGSEGV/SIGBUS):
+    # an unknown data type in a tag, and a real scalar whose flags say complex (no imaginary part follows;
+    # here scipy only raises, in the fuzzer's file it crashed). Both are refused before scipy reads.
+    from scipy.io import savemat
+
+    good = tmp_path / "good.mat"
+    savemat(good, {"ksp": np.ones((8, 6, 2), np.complex64), "TR": 5.0}, do_compression=False)
+    data = good.read_bytes()
+    ksp_end = 128 + 8 + struct.unpack_from("<I", data, 132)[0]
+    imag_tag = data.rindex(struct.pack("<II", 7, 8 * 6 * 2 * 4), 0, ksp_end)  # miSINGLE imaginary part
+    unknown = bytearray(data)
+    unknown[imag_tag + 1] = 0x20  # type 7 -> 0x2007
+    flags = bytearray(data)
+    flags[ksp_end + 8 + 8 + 1] |= 0x08  # TR's array flags: complex
+    for name, damaged, message in (("type.mat", unknown, "unknown type 8199"),
+                                   ("flags.mat", flags, "1 data parts; its flags need 2")):
+        (tmp_path / name).write_bytes(bytes(damaged))
+        with pytest.raises(CorruptFileError, match=name.replace(".", r"\.") + ": MATLAB .*" + message):
+            open_scan(tmp_path / name)
+
+
 def test_matlab_v73_huge_declared_variable(tmp_path):
     path = tmp_path / "big73.mat"
     with h5py.File(path, "w") as f:

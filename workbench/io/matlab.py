@@ -174,6 +174,10 @@ def _read_slice(var: MatVariable, plane: tuple[int, int], coil: int | None, slic
 # struct array of the declared dims before reading its elements. The file is walked first (tags only).
 _MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15
 _MX_CELL, _MX_STRUCT, _MX_OBJECT = 1, 2, 3
+_MX_CHAR, _MX_SPARSE = 4, 5
+_MX_NUMERIC = {_MX_SPARSE, *range(6, 16)}
+_MI_TYPES = {1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 14, 15, 16, 17, 18}
+_MI_DATA_TYPES = _MI_TYPES - {_MI_MATRIX, _MI_COMPRESSED}
 _MAX_ELEMENTS = 1_000_000
 
 
@@ -188,8 +192,14 @@ class _V5Walk:
         if pos + 8 > end:
             raise CorruptFileError(self.path, "MATLAB file is truncated inside a data element tag")
         word, nbytes = struct.unpack_from(self.endian + "II", buf, pos)
-        if word >> 16:  # small data element: 2-byte size, 2-byte type, data in the tag
-            return word & 0xFFFF, word >> 16, pos + 4, pos + 8
+        small = word >> 16  # small data element: 2-byte size, 2-byte type, data in the tag
+        typ = word & 0xFFFF if small else word
+        if typ not in _MI_TYPES:  # scipy's C reader indexes a table with it (an unknown type crashes it)
+            raise CorruptFileError(self.path, f"MATLAB data element of unknown type {typ} (damaged file)")
+        if small:
+            if small > 4:
+                raise CorruptFileError(self.path, f"MATLAB small data element of {small} bytes (damaged file)")
+            return typ, small, pos + 4, pos + 8
         if pos + 8 + nbytes > end:
             raise CorruptFileError(self.path, f"MATLAB data element of {nbytes} bytes runs past the end of its "
                                               "container (truncated or damaged)")
@@ -202,8 +212,11 @@ class _V5Walk:
             raise CorruptFileError(self.path, "MATLAB variables nest too deep or hold too many elements")
         if start == end:
             return  # an empty matrix
-        _, _, fpos, pos = self.tag(buf, start, end)
-        cls = struct.unpack_from(self.endian + "I", buf, fpos)[0] & 0xFF
+        typ, _, fpos, pos = self.tag(buf, start, end)
+        if typ != _MI_UINT32:
+            raise CorruptFileError(self.path, f"MATLAB variable's array flags have type {typ}, not miUINT32")
+        flags = struct.unpack_from(self.endian + "I", buf, fpos)[0]
+        cls, is_complex = flags & 0xFF, bool(flags & 0x0800)
         typ, nbytes, dpos, pos = self.tag(buf, pos, end)
         if typ != _MI_INT32 or nbytes % 4:
             raise CorruptFileError(self.path, "MATLAB variable has malformed dimensions")
@@ -211,9 +224,22 @@ class _V5Walk:
         if any(d < 0 for d in dims):
             raise CorruptFileError(self.path, f"MATLAB variable has negative dimensions {dims}")
         count = math.prod(dims)
-        _, _, _, pos = self.tag(buf, pos, end)  # array name
+        typ, _, _, pos = self.tag(buf, pos, end)  # array name
+        if typ != _MI_INT8:
+            raise CorruptFileError(self.path, f"MATLAB variable's name has type {typ}, not miINT8")
         if cls not in (_MX_CELL, _MX_STRUCT, _MX_OBJECT):
-            return  # numeric, char, sparse: scipy reads their data by the tags' byte counts
+            # numeric, char, sparse: scipy reads their data by the tags' byte counts, but trusts the complex flag
+            # (a missing imaginary part crashes it)
+            parts = 0
+            while pos < end:
+                typ, _, _, pos = self.tag(buf, pos, end)
+                if typ not in _MI_DATA_TYPES:  # a matrix or compressed element here crashes scipy
+                    raise CorruptFileError(self.path, f"MATLAB variable holds a data part of type {typ}")
+                parts += 1
+            need = {_MX_SPARSE: 3}.get(cls, 1) + (is_complex if cls in _MX_NUMERIC else 0)
+            if cls in _MX_NUMERIC | {_MX_CHAR} and parts < need:
+                raise CorruptFileError(self.path, f"MATLAB variable has {parts} data parts; its flags need {need}")
+            return
         if cls == _MX_OBJECT:
             _, _, _, pos = self.tag(buf, pos, end)  # class name
         n_fields = 1

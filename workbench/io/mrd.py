@@ -527,7 +527,8 @@ def _cartesian_scan(path, group, h, index, per_slice, n_coils, geometry, header,
             k[:, start : start + n, c] += data
             count[c] += 1
         # Averages are summed above; divide by how many readouts landed on each line.
-        k /= np.maximum(count, 1)[None, None, :].astype(np.float32)
+        with np.errstate(invalid="ignore"):  # Inf samples become NaN here; check_finite names them
+            k /= np.maximum(count, 1)[None, None, :].astype(np.float32)
         return k
 
     # Columns the protocol encodes (encodingLimits) and columns present in the first slice.
