@@ -7,8 +7,8 @@ measured. The score (:func:`estimated_nmse`) scales it to the whole scan: the re
 the held-out error for every unmeasured grid point, over the scan's estimated energy, so that it compares methods
 across accelerations too (lower is better). It needs no reference, so it ranks methods on prospective scans.
 
-Cartesian line masks: whole measured phase-encode lines outside the calibration box (``problem.calib``), drawn as
-the unmeasured lines are; other Cartesian masks: grid samples outside the box; non-Cartesian: trajectory samples
+Cartesian: measured grid samples outside the calibration box (``problem.calib``; for a line mask, outside its
+columns, so that the held-out samples lie on lines drawn as the unmeasured ones are, SSDU-style); non-Cartesian: trajectory samples
 outside the calibration radius, their density compensation taken from the kept ones. The coil maps come from the
 calibration data, which is never held out, so the run on the rest reuses the problem's maps.
 """
@@ -45,10 +45,13 @@ class HoldOut:
 
 
 def _eligible_cartesian(problem: Any) -> torch.Tensor:
-    (h, w), (ch, cw) = problem.grid_shape, problem.calib
-    outside = torch.ones(h, w, dtype=torch.bool, device=problem.mask.device)
-    outside[h // 2 - ch // 2: h // 2 - ch // 2 + ch, w // 2 - cw // 2: w // 2 - cw // 2 + cw] = False
-    return problem.mask & outside
+    """Measured samples outside the calibration box; for a line mask, outside its columns (the fully sampled
+    lines there are not drawn like the unmeasured ones, and carry most of the energy)."""
+    (h, w), (ch, cw), mask = problem.grid_shape, problem.calib, problem.mask
+    outside = torch.ones(h, w, dtype=torch.bool, device=mask.device)
+    rows = slice(None) if _column_mask(mask) else slice(h // 2 - ch // 2, h // 2 - ch // 2 + ch)
+    outside[rows, w // 2 - cw // 2: w // 2 - cw // 2 + cw] = False
+    return mask & outside
 
 
 def _column_mask(mask: torch.Tensor) -> bool:
@@ -67,13 +70,7 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
                   maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
                   provenance={**problem.provenance, "holdout": {"fraction": fraction, "seed": seed}},
                   maps=problem.maps if problem.has_maps else None)
-    columns = problem.is_cartesian and _column_mask(problem.mask)
-    if columns:  # a line mask: whole phase-encode lines held out, drawn as the unmeasured ones are
-        w, cw = problem.grid_shape[1], problem.calib[1]
-        eligible = problem.mask.any(0).clone()
-        n_measured = int(eligible.sum())
-        eligible[w // 2 - cw // 2: w // 2 - cw // 2 + cw] = False
-    elif problem.is_cartesian:
+    if problem.is_cartesian:
         eligible = _eligible_cartesian(problem)
         n_measured = int(problem.mask.sum())
     else:
@@ -82,14 +79,12 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
         eligible = radius > calib_radius
         n_measured = int(problem.y.shape[-1])
     candidates = torch.nonzero(eligible.reshape(-1)).reshape(-1).cpu().numpy()
-    n = min(max(int(round(fraction * n_measured)), 1), len(candidates) // 2)
+    n = min(int(round(fraction * n_measured)), len(candidates) // 2)
     if n < 1:
         raise SamplingError("no measured samples outside the calibration region to hold out")
     held = torch.zeros(eligible.numel(), dtype=torch.bool)
     held[torch.from_numpy(rng.choice(candidates, size=n, replace=False))] = True
     held = held.reshape(eligible.shape).to(eligible.device)
-    if columns:
-        held = problem.mask & held[None, :]
     if problem.is_cartesian:
         keep = problem.mask & ~held
         train = Problem(problem.y * keep, problem.grid_shape, problem.recon_shape, mask=keep, **common)
