@@ -45,7 +45,7 @@ class ZeroFilled(Method):
         return Result(
             image=problem.crop(image),
             history=[{"iter": 1, "time": time.perf_counter() - t0}],
-            # the RSS image is that of the measured data's coil images: the as-acquired score only adds noise
+            # Cartesian RSS: the measured data's own coil images, so the as-acquired score only adds noise
             extras={"operation": f"{kind}, {params.combine.upper()} combination",
-                    **({"image_is": IMAGE_IS_RSS} if params.combine == "rss" else {})},
+                    **({"image_is": IMAGE_IS_RSS} if params.combine == "rss" and problem.is_cartesian else {})},
         )
