@@ -83,7 +83,7 @@ class CompareView(QtWidgets.QWidget):
         self.tabs.addTab(self.calibration, "Calibration")
         self.tabs.currentChanged.connect(lambda *_: self._tab_changed())
         split.addWidget(self.tabs)
-        # the tabs keep room for a few table rows and a two-row legend over the profile
+        # the tabs keep room for a few table rows, and for the line profile below its legend
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         split.setSizes([720, 240])

@@ -234,8 +234,10 @@ def _uncertainty_shot(app, win, path: Path, timeout: float, sizes=SIZES) -> list
         # three rows of panels (image, error, std) and the plot: a short jobs dock
         win.resizeDocks([win.jobs_dock], [int(0.16 * win.height())], QtCore.Qt.Orientation.Vertical)
         _pump(app, 0.1)
+        # the plot with its legend needs about 250 px (on a laptop screen that is half the tab)
         total = sum(cv.splitter.sizes())
-        cv.splitter.setSizes([int(0.64 * total), total - int(0.64 * total)])
+        plot = min(max(int(0.36 * total), 250), total // 2)
+        cv.splitter.setSizes([total - plot, plot])
 
     return _grab(app, win, path.parent, path.name, sizes, prepare=room_for_the_plot)
 
