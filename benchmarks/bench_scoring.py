@@ -182,10 +182,14 @@ def holdout_markdown(records: list[dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default: all)")
+    p.add_argument("--redo", default="", help="comma-separated datasets to recompute (the others are reused)")
     p.add_argument("--fresh", action="store_true",
                    help="recompute every run (default: reuse results/scoring_runs.json)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
+    if args.redo and RUNS.exists():
+        redo = set(args.redo.split(","))
+        RUNS.write_text(json.dumps([r for r in json.loads(RUNS.read_text()) if r["dataset"] not in redo], indent=1))
     records = run_all([d for d in args.datasets.split(",") if d], args.fresh)
     names = [d for d in args.datasets.split(",") if d]
     Path(RESULTS_DIR / "score_modes.md").write_text(score_modes_markdown(records, mask_rows(names)))

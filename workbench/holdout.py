@@ -7,8 +7,8 @@ measured. The score (:func:`estimated_nmse`) scales it to the whole scan: the re
 the held-out error for every unmeasured grid point, over the scan's estimated energy, so that it compares methods
 across accelerations too (lower is better). It needs no reference, so it ranks methods on prospective scans.
 
-Cartesian: measured grid samples outside the calibration box (``problem.calib``; for a line mask, outside its
-columns, so that the held-out samples lie on lines drawn as the unmeasured ones are, SSDU-style); non-Cartesian: trajectory samples
+Cartesian: measured grid samples outside the calibration box (``problem.calib``; for a line mask, off its fully
+sampled centre lines, so that the held-out samples lie on lines drawn as the unmeasured ones are, SSDU-style); non-Cartesian: trajectory samples
 outside the calibration radius, their density compensation taken from the kept ones. The coil maps come from the
 calibration data, which is never held out, so the run on the rest reuses the problem's maps.
 """
@@ -44,18 +44,27 @@ class HoldOut:
         return int(self.held.sum())
 
 
-def _eligible_cartesian(problem: Any) -> torch.Tensor:
-    """Measured samples outside the calibration box; for a line mask, outside its columns (the fully sampled
-    lines there are not drawn like the unmeasured ones, and carry most of the energy)."""
-    (h, w), (ch, cw), mask = problem.grid_shape, problem.calib, problem.mask
-    outside = torch.ones(h, w, dtype=torch.bool, device=mask.device)
-    rows = slice(None) if _column_mask(mask) else slice(h // 2 - ch // 2, h // 2 - ch // 2 + ch)
-    outside[rows, w // 2 - cw // 2: w // 2 - cw // 2 + cw] = False
-    return mask & outside
-
-
 def _column_mask(mask: torch.Tensor) -> bool:
     return bool(torch.equal(mask, mask.any(0, keepdim=True).expand_as(mask)))
+
+
+def _eligible_cartesian(problem: Any) -> torch.Tensor:
+    """Measured samples outside the calibration box; for a line mask, outside its fully sampled centre lines
+    (those are not drawn like the unmeasured ones and carry most of the energy), so that the held-out samples
+    lie on lines drawn as the unmeasured ones are."""
+    (h, w), (ch, cw), mask = problem.grid_shape, problem.calib, problem.mask
+    outside = torch.ones(h, w, dtype=torch.bool, device=mask.device)
+    if _column_mask(mask):
+        cols = mask.any(0).tolist()
+        lo, hi = w // 2, w // 2
+        while lo > 0 and cols[lo - 1]:
+            lo -= 1
+        while hi < w and cols[hi]:
+            hi += 1
+        outside[:, lo:hi] = False
+    else:
+        outside[h // 2 - ch // 2: h // 2 - ch // 2 + ch, w // 2 - cw // 2: w // 2 - cw // 2 + cw] = False
+    return mask & outside
 
 
 def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_SEED) -> HoldOut:
