@@ -399,6 +399,21 @@ def test_hdf5_bit_flips_give_typed_errors(tmp_path):
             assert f"flip{i}.h5" in str(exc)
 
 
+@pytest.mark.timeout(60)
+def test_damaged_global_heap_that_made_hdf5_loop_forever(tmp_path):
+    # Found by the fuzzer: one damaged byte in the global heap (where variable-length attributes live) made
+    # HDF5 loop forever reading `f.attrs`. A free-space object of size 0 is such a heap.
+    path = tmp_path / "heap.h5"
+    write_fastmri(path, np.ones((1, 2, 16, 12), np.complex64), attrs={"patient_id": "someone"})
+    data = bytearray(path.read_bytes())
+    first_object = data.index(b"GCOL") + 16
+    data[first_object: first_object + 2] = bytes(2)        # object index 0: free space
+    data[first_object + 8: first_object + 16] = bytes(8)   # of size 0
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match=r"heap\.h5: HDF5 global heap at byte \d+ is damaged"):
+        open_scan(path)
+
+
 def test_nan_reference_is_a_typed_error(tmp_path):
     k = np.ones((1, 2, 16, 12), np.complex64)
     ref = np.full((1, 8, 8), np.nan, np.float32)

@@ -12,6 +12,7 @@ before reading.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 from typing import Any, Iterator
 
@@ -90,9 +91,57 @@ def audit(f: h5py.File, path: str) -> None:
         raise error(path, message)
 
 
+_HEAPS_CHECKED: dict[tuple[str, int, int], bool] = {}
+
+
+def check_global_heaps(path: str) -> None:
+    """Refuse a file whose global heap (where variable-length strings and arrays live) would send HDF5 into an
+    endless loop: its parser steps from object to object by their sizes, and a free-space object of size 0
+    (one damaged byte) never advances. Checked once per file version (path, size, mtime)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key in _HEAPS_CHECKED or st.st_size < 16:
+        return
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for at in _signatures(fh.fileno(), mm, b"GCOL"):
+            size = int.from_bytes(mm[at + 8: at + 16], "little") if at + 16 <= len(mm) else 0
+            # a collection header: signature, version 1, 3 reserved zero bytes, its size (>= 4 KiB, in the file)
+            if mm[at + 4: at + 8] == b"\x01\0\0\0" and 4096 <= size <= len(mm) - at:
+                p, end = at + 16, at + size
+                while p + 16 <= end:
+                    index = int.from_bytes(mm[p: p + 2], "little")
+                    length = int.from_bytes(mm[p + 8: p + 16], "little")
+                    need = 16 + (length + 7) // 8 * 8 if index else length
+                    if need == 0:
+                        raise CorruptFileError(path, f"HDF5 global heap at byte {at} is damaged (an object of size "
+                                                     "0 would make the HDF5 library loop forever)")
+                    p += need
+    _HEAPS_CHECKED[key] = True
+
+
+def _signatures(fd: int, mm: mmap.mmap, signature: bytes) -> Iterator[int]:
+    """Offsets of ``signature`` in the file's data regions (the holes of a sparse file are skipped, not read)."""
+    start, size = 0, len(mm)
+    while start < size:
+        if hasattr(os, "SEEK_DATA"):
+            try:
+                start = os.lseek(fd, start, os.SEEK_DATA)
+            except OSError:  # only a hole is left
+                return
+            stop = os.lseek(fd, start, os.SEEK_HOLE)
+        else:
+            stop = size
+        at = mm.find(signature, start, stop)
+        while at >= 0:
+            yield at
+            at = mm.find(signature, at + len(signature), stop)
+        start = stop
+
+
 @contextlib.contextmanager
 def open_hdf5(path: str) -> Iterator[h5py.File]:
     """Open an HDF5 file read-only and :func:`audit` it; h5py's errors become CorruptFileError naming the file."""
+    check_global_heaps(path)
     try:
         f = h5py.File(path, "r")
     except H5_ERRORS as exc:

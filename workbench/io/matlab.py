@@ -258,24 +258,33 @@ class _V5Walk:
                 raise CorruptFileError(self.path, "MATLAB cell or struct element is not a matrix")
             self.matrix(buf, dpos, pos if pos <= end else end, depth + 1)
 
+    def inflate(self, data: bytes, start: int, nbytes: int, limit: int) -> bytes:
+        """The inflated bytes of a compressed element, after a first pass that only counts them in small pieces
+        (a bomb is refused with little memory)."""
+        compressed = memoryview(data)[start: start + nbytes]
+        counter, total, head = zlib.decompressobj(), 0, b""
+        try:
+            piece = counter.decompress(compressed, 1 << 20)
+            while piece:
+                head = head or piece[:8]
+                total += len(piece)
+                if total > limit:
+                    declared = struct.unpack_from(self.endian + "I", head, 4)[0] + 8 if len(head) == 8 else total
+                    check_bytes(self.path, max(declared, total), "a compressed MATLAB variable", stored=nbytes)
+                    raise TooLargeError(self.path, f"a compressed MATLAB variable inflates to more than {limit} "
+                                                   f"bytes from {nbytes}: a decompression bomb")
+                piece = counter.decompress(counter.unconsumed_tail, 1 << 20)
+            return zlib.decompressobj().decompress(compressed, limit + 1)
+        except zlib.error as exc:
+            raise CorruptFileError(self.path, f"compressed MATLAB variable is damaged ({exc})") from None
+
     def file(self, data: bytes) -> None:
         pos, end = 128, len(data)
         budget = memory_budget()
         while pos + 8 <= end:
             typ, nbytes, dpos, _ = self.tag(data, pos, end)
             if typ == _MI_COMPRESSED:
-                # inflate at most what may be allocated for it: a bomb stops at the limit
-                limit = min(budget, max(MAX_EXPANSION * nbytes, SMALL_BYTES))
-                inflater = zlib.decompressobj()
-                try:
-                    raw = inflater.decompress(data[dpos: dpos + nbytes], limit + 1)
-                except zlib.error as exc:
-                    raise CorruptFileError(self.path, f"compressed MATLAB variable is damaged ({exc})") from None
-                if len(raw) > limit:
-                    declared = struct.unpack_from(self.endian + "I", raw, 4)[0] + 8 if len(raw) >= 8 else len(raw)
-                    check_bytes(self.path, max(declared, len(raw)), "a compressed MATLAB variable", stored=nbytes)
-                    raise TooLargeError(self.path, f"a compressed MATLAB variable inflates to more than {limit} "
-                                                   f"bytes from {nbytes}: a decompression bomb")
+                raw = self.inflate(data, dpos, nbytes, min(budget, max(MAX_EXPANSION * nbytes, SMALL_BYTES)))
                 if raw:
                     ityp, inb, idpos, _ = self.tag(raw, 0, len(raw))
                     if ityp == _MI_MATRIX:
