@@ -3,9 +3,9 @@
 A seeded random part (:data:`DEFAULT_FRACTION`, 5-10 %) of the measured samples outside the calibration region is
 held out; the method runs again on the rest, and the normalised error of its prediction of the held-out samples,
 ``||y_h - P_h F S x||^2 / ||y_h||^2`` (``x`` its image, ``S`` the coil maps, ``P_h`` the held-out positions), is
-measured. The score (:func:`estimated_nmse`) scales it to the whole scan: the residual on the kept samples plus
-the held-out error for every unmeasured grid point, over the scan's estimated energy, so that it compares methods
-across accelerations too (lower is better). It needs no reference, so it ranks methods on prospective scans.
+measured. The score (:func:`estimated_nmse`) scales it to the whole scan: the residual on the measured samples
+plus the held-out relative error times the unmeasured samples' energy, over the scan's estimated energy, so that
+it compares methods across accelerations too (lower is better). It needs no reference, so it ranks methods on prospective scans.
 
 Cartesian: measured grid samples outside the calibration box (``problem.calib``; for a line mask, off its fully
 sampled centre lines, so that the held-out samples lie on lines drawn as the unmeasured ones are, SSDU-style); non-Cartesian: trajectory samples
@@ -150,17 +150,33 @@ def prediction_error(holdout: HoldOut, image: Any, image_is: str | None = None) 
     return held_residual / held_energy
 
 
+def _unmeasured_energy(problem: Any) -> float | None:
+    """For a line mask: the unmeasured lines' energy, each line's interpolated (log-linearly, along the phase
+    encode) from the measured lines' energies; None for other samplings."""
+    if not problem.is_cartesian or not _column_mask(problem.mask):
+        return None
+    cols = problem.mask.any(0).cpu().numpy()
+    energy = problem.y.abs().pow(2).sum((0, 1)).double().cpu().numpy()
+    measured, unmeasured = np.flatnonzero(cols), np.flatnonzero(~cols)
+    tiny = max(float(energy[measured].max()), 1e-300) * 1e-12
+    return float(np.exp(np.interp(unmeasured, measured, np.log(np.maximum(energy[measured], tiny)))).sum())
+
+
 def estimated_nmse(holdout: HoldOut, image: Any, image_is: str | None = None) -> float:
     """The k-space NMSE of the fully sampled scan that the hold-out predicts for ``image``, comparable across
-    samplings of a scan: the residual on the kept samples, plus the held-out samples' mean error for each of
-    them and of the unmeasured grid points (the held-out samples stand for those), over the measured energy
-    plus the held-out samples' mean energy for each unmeasured point."""
+    samplings of a scan: the residual on the kept and the held-out samples, plus the held-out samples' relative
+    error times the unmeasured samples' energy, over the measured energy plus the unmeasured energy. The
+    unmeasured energy: for a line mask, each unmeasured line's from the measured lines' energy profile
+    (interpolated; it falls steeply away from the centre, so a mean over the few held-out lines would miss it);
+    else the held-out samples' mean energy for each unmeasured grid point (which they stand for)."""
     held_energy, held_residual, kept_residual = _residuals(holdout, image, image_is)
-    problem, n_held = holdout.original, holdout.n_held
-    n_measured = int(problem.mask.sum()) if problem.is_cartesian else int(problem.y.shape[-1])
-    n_unmeasured = max(math.prod(problem.grid_shape) - n_measured, 0)
-    total = float(problem.y.abs().pow(2).sum()) + n_unmeasured * held_energy / n_held
-    return (kept_residual + held_residual * (1 + n_unmeasured / n_held)) / total
+    problem = holdout.original
+    unmeasured = _unmeasured_energy(problem)
+    if unmeasured is None:
+        n_measured = int(problem.mask.sum()) if problem.is_cartesian else int(problem.y.shape[-1])
+        unmeasured = max(math.prod(problem.grid_shape) - n_measured, 0) * held_energy / holdout.n_held
+    total = float(problem.y.abs().pow(2).sum()) + unmeasured
+    return (kept_residual + held_residual + held_residual / held_energy * unmeasured) / total
 
 
 def holdout_score(method: Any, problem: Any, params: Any = None, fraction: float = DEFAULT_FRACTION,
