@@ -150,8 +150,10 @@ def holdout_markdown(records: list[dict]) -> str:
              "samples outside the calibration box held out (seed 0). `error`: `||y_h - P_h F S x||^2 / ||y_h||^2` on "
              "the held-out samples; `hold-out NMSE` (the score, `workbench.holdout.estimated_nmse`): the scan's "
              "k-space NMSE it predicts (kept-sample residual + held-out error for every unmeasured point). Kendall's "
-             "tau (tau-b) between a hold-out figure and the reference's over methods x accelerations (4 x 2) per "
-             "scan: the reference NMSE (= its PSNR ranking) and 1 - SSIM of each scoring mode. Goal: tau >= 0.8.",
+             "tau (tau-b) between the hold-out NMSE and the reference's figures over methods x accelerations (4 x 2) "
+             "per scan: NMSE (= the PSNR ranking) and 1 - SSIM in each scoring mode. The hold-out predicts the error "
+             "of the unmeasured k-space, which is exactly what the as-acquired NMSE measures (the measured samples "
+             "are put back there). Goal: tau >= 0.8.",
              "", "| dataset | R | method | hold-out NMSE | error | NMSE (fastmri) | PSNR fastmri / object / "
              "as-acquired | SSIM fastmri / object / as-acquired |", "|---|---|---|---|---|---|---|---|"]
     taus = []
@@ -165,17 +167,25 @@ def holdout_markdown(records: list[dict]) -> str:
             lines.append(f"| {ds} | {r['R']} | {r['method']} | {r['holdout_nmse']:.4f} | {r['holdout_error']:.4f} | "
                          f"{s['fastmri']['nmse']:.4f} | " + " / ".join(f"{s[m]['psnr']:.2f}" for m in modes) + " | "
                          + " / ".join(f"{s[m]['ssim']:.3f}" for m in modes) + " |")
-        nmse = [r["scores"]["fastmri"]["nmse"] for r in recs]
-        row = {"dataset": ds, "n": len(recs), "nmse": kendalltau([r["holdout_nmse"] for r in recs], nmse)[0],
-               "raw": kendalltau([r["holdout_error"] for r in recs], nmse)[0]}
+        h = [r["holdout_nmse"] for r in recs]
+        row = {"dataset": ds, "n": len(recs),
+               "raw": kendalltau([r["holdout_error"] for r in recs], [r["scores"]["fastmri"]["nmse"] for r in recs])[0]}
         for mode in modes:
-            row[mode] = kendalltau([r["holdout_nmse"] for r in recs], [1 - r["scores"][mode]["ssim"] for r in recs])[0]
+            row["nmse " + mode] = kendalltau(h, [r["scores"][mode]["nmse"] for r in recs])[0]
+            row["ssim " + mode] = kendalltau(h, [1 - r["scores"][mode]["ssim"] for r in recs])[0]
         taus.append(row)
-    lines += ["", "| scan | items | tau: hold-out NMSE vs NMSE/PSNR | raw error vs NMSE | hold-out NMSE vs SSIM "
-                  "fastmri / object / as-acquired |", "|---|---|---|---|---|"]
+    lines += ["", "| scan | items | tau: hold-out NMSE vs NMSE (= PSNR) fastmri / object / as-acquired | vs SSIM "
+                  "fastmri / object / as-acquired | raw held-out error vs NMSE fastmri |", "|---|---|---|---|---|"]
     for t in taus:
-        lines.append(f"| {t['dataset']} | {t['n']} | {t['nmse']:.3f} | {t['raw']:.3f} | "
-                     + " / ".join(f"{t[m]:.3f}" for m in modes) + " |")
+        lines.append(f"| {t['dataset']} | {t['n']} | " + " / ".join(f"{t['nmse ' + m]:.3f}" for m in modes) + " | "
+                     + " / ".join(f"{t['ssim ' + m]:.3f}" for m in modes) + f" | {t['raw']:.3f} |")
+    lines += ["", "Notes (measured 2026-12-06 on these sets): the discordant pairs are l1-wavelet against TV at the same "
+              "R (0.1-0.5 dB apart), and on the head zero-filled at R=4 against the R=8 methods: held-out samples "
+              "on measured lines are easier to predict than whole unmeasured lines, so the hold-out underestimates "
+              "every interpolating method's error against zero-filled's (whose relative error is 1 everywhere). "
+              "Holding out whole lines instead (tried: tau vs NMSE 0.643 / 1.000 / 0.786 for head / phantom / gre, "
+              "0.786 / 0.929 / 0.929 vs as-acquired SSIM) trades that bias for the variance of 2-4 lines; the "
+              "sample hold-out (SSDU-style) is kept. The phantom has one coil: CG-SENSE there is zero filling (tie)."]
     return "\n".join(lines) + "\n"
 
 
