@@ -36,8 +36,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from benchmarks.harness import (DATASETS, RESULTS_DIR, machine_description, machine_line, make_problem, open_dataset,
-                                realdata_dir)
+from benchmarks.harness import (RESULTS_DIR, available_datasets, machine_description, machine_line,
+                                make_problem, realdata_dir)
 
 SYNTH_SEED0 = 500_000  # held out: < TRAIN_SEED_OFFSET and far from the training-time validation seeds 0..n_val-1
 TV_GRID = (0.003, 0.01, 0.03, 0.1)
@@ -107,12 +107,7 @@ def noncartesian_problems(n: int, data_config: dict[str, Any], kinds, log: Calla
 
 def real_problems(names: list[str], realdata: Path, log: Callable[[str], None]):
     out = []
-    for name in names:
-        opened = open_dataset(name, realdata)
-        if opened is None:
-            log(f"{name}: skipped ({realdata / DATASETS[name].path} not found)")
-            continue
-        scan, index = opened
+    for name, scan, index in available_datasets(names, realdata, log):
         for acc in ACCELERATIONS:
             for kind in ("random", "equispaced"):
                 p, _ = make_problem(scan, index, kind, acc, seed=0)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import DATASETS, RESULTS_DIR, make_problem, open_dataset, realdata_dir
+from benchmarks.harness import DATASETS, RESULTS_DIR, available_datasets, make_problem, open_dataset, realdata_dir
 
 METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "tv")
 # automatic weight; iterations cut from 100 (30 per weight search solve) to 40 (15) so that the whole table runs
@@ -44,12 +44,7 @@ def run_all(names, fresh: bool = False, log=print) -> list[dict]:
     have = {(r["dataset"], r["R"], r["method"]) for r in done}
     registry = discover_methods()
     realdata = realdata_dir()
-    for name in names:
-        opened = open_dataset(name, realdata)
-        if opened is None:
-            log(f"{name}: not found, skipped")
-            continue
-        scan, index = opened
+    for name, scan, index in available_datasets(names, realdata, log):
         for accel in ACCELERATIONS:
             if all((name, accel, m) in have for m in METHODS):
                 continue

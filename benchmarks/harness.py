@@ -113,6 +113,17 @@ def open_dataset(name: str, realdata: Path) -> tuple[Any, int] | None:
     return scan, scan.n_slices // 2 if ds.slice_index is None else ds.slice_index
 
 
+def available_datasets(names: Iterable[str], realdata: Path, log: Callable[[str], None] = print):
+    """``(name, scan, slice index)`` of each dataset of ``names`` whose file is available; the others are
+    logged and skipped."""
+    for name in names:
+        opened = open_dataset(name, realdata)
+        if opened is None:
+            log(f"{name}: skipped ({Path(realdata) / str(DATASETS[name].path)} not found)")
+            continue
+        yield (name, *opened)
+
+
 def realdata_dir(explicit: str | os.PathLike | None = None) -> Path:
     """``explicit``, else ``$WORKBENCH_REALDATA``, else ``<checkout>/../shared/realdata``."""
     if explicit:
