@@ -208,6 +208,31 @@ def test_mrd_header_declaring_a_huge_matrix(tmp_path):
         open_scan(path)
 
 
+def test_mrd_sequence_length_forged(tmp_path):
+    # Found by the fuzzer: 0xFF bytes over one acquisition's variable-length descriptors made HDF5 allocate
+    # 16 GiB (0xFFFFFFFF floats) before reading; the lengths are now read from the stored chunks first.
+    import ismrmrd
+
+    path = tmp_path / "forged_len.h5"
+    ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    ds.write_xml_header(MRD_XML.format(n=16, m=3, c=2).encode())
+    for line in range(4):
+        acq = ismrmrd.Acquisition.from_array(np.ones((2, 16), np.complex64))
+        acq.idx.kspace_encode_step_1 = line
+        ds.append_acquisition(acq)
+    ds.close()
+    with h5py.File(path, "r") as f:
+        data = f["dataset/data"]
+        row, offset = 2, data.id.get_type().get_member_offset(data.id.get_type().get_member_index(b"data"))
+        chunk = data.id.get_chunk_info_by_coord((row // data.chunks[0] * data.chunks[0],))
+        at = chunk.byte_offset + (row % data.chunks[0]) * data.id.get_type().get_size() + offset
+    raw = bytearray(path.read_bytes())
+    raw[at: at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError, match=r"forged_len\.h5: acquisition 2 declares 4294967295 values of 'data'"):
+        open_scan(path)
+
+
 def test_sparse_multi_terabyte_cfl(tmp_path):
     base = tmp_path / "sparse"
     (tmp_path / "sparse.hdr").write_text("# Dimensions\n65536 65536 1 256 1\n")
@@ -363,6 +388,15 @@ def test_corrupt_npy_header_and_negative_shape(tmp_path):
     neg.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(128))
     with pytest.raises(CorruptFileError, match=r"negative\.npy"):
         open_scan(neg)
+    # a damaged version byte made numpy read a 4-byte header length (here 662 MB) before checking it
+    version = tmp_path / "version.npy"
+    good = io.BytesIO()
+    np.save(good, np.ones((2, 4, 4), np.complex64))
+    data = bytearray(good.getvalue())
+    data[6] = 3
+    version.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match=r"version\.npy: NumPy file states a header of \d+ bytes"):
+        open_scan(version)
 
 
 def test_npz_member_that_is_not_npy(tmp_path):

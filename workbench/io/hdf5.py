@@ -6,7 +6,8 @@ walks its links (without following any) BEFORE a reader touches an object, and r
 :class:`~workbench.errors.UnsafeFileError` naming the object, so that no byte of another file is read. Soft-link
 loops and dangling links give a CorruptFileError (:func:`get`); :func:`read` checks the bytes a selection
 allocates against the memory budget and against what the file stores for the dataset (``workbench.limits``)
-before reading.
+before reading. :func:`check_global_heaps` refuses a damaged global heap that would make the HDF5 library
+itself loop forever.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from h5py import h5d, h5l, h5o
 from workbench.errors import CorruptFileError, UnsafeFileError
 from workbench.limits import check_bytes
 
-__all__ = ["HDF5_SIGNATURE", "open_hdf5", "audit", "get", "read", "reason", "selection_bytes", "check_dataset"]
+__all__ = ["HDF5_SIGNATURE", "H5_ERRORS", "open_hdf5", "audit", "check_global_heaps", "get", "read", "reason",
+           "selection_bytes", "selection_chunks", "check_dataset"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_LINKS = 200_000  # a scan file has a handful; MATLAB cell arrays a few thousand

@@ -281,10 +281,14 @@ class _V5Walk:
     def file(self, data: bytes) -> None:
         pos, end = 128, len(data)
         budget = memory_budget()
+        total = 0  # scipy loads every variable: together they must fit the budget
         while pos + 8 <= end:
             typ, nbytes, dpos, _ = self.tag(data, pos, end)
+            total += nbytes
             if typ == _MI_COMPRESSED:
                 raw = self.inflate(data, dpos, nbytes, min(budget, max(MAX_EXPANSION * nbytes, SMALL_BYTES)))
+                total += len(raw) - nbytes
+                check_bytes(self.path, total, "the variables of the MATLAB file")
                 if raw:
                     ityp, inb, idpos, _ = self.tag(raw, 0, len(raw))
                     if ityp == _MI_MATRIX:

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+import zlib
 from enum import Enum
 from typing import Any
 
 import h5py
 import numpy as np
+from h5py import h5t, h5z
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError
 from workbench.io import check_finite, check_options, hdf5, register_reader
@@ -344,6 +346,7 @@ class MrdReader:
             if not dset.dtype.names or "head" not in dset.dtype.names or "data" not in dset.dtype.names:
                 raise InvalidDataError(path, f"ISMRMRD 'data' has dtype {dset.dtype}; expected acquisitions "
                                              "(head, traj, data)")
+            _check_sequence_lengths(path, dset)
             head_bytes = len(dset) * dset.dtype["head"].itemsize
             check_bytes(path, head_bytes, "the acquisition headers", stored=dset.id.get_storage_size())
             try:
@@ -356,6 +359,55 @@ class MrdReader:
         if len(heads) == 0:
             raise InvalidDataError(path, f"ISMRMRD dataset {group!r} holds no acquisitions")
         return _build_scan(path, group, heads, xml, encoding, units)
+
+
+def _raw_chunk(dset: Any, start: int, nfilters: int, plist: Any) -> bytes | None:
+    """The stored bytes of the chunk at row ``start`` as the file type lays them out (deflate and shuffle
+    undone), or None when another filter is used."""
+    mask, raw = dset.id.read_direct_chunk((start,))
+    for i in reversed(range(nfilters)):
+        if mask & (1 << i):
+            continue  # this filter was skipped for the chunk
+        code = plist.get_filter(i)[0]
+        if code == h5z.FILTER_DEFLATE:
+            raw = zlib.decompressobj().decompress(raw, dset.chunks[0] * dset.id.get_type().get_size() + 1)
+        elif code == h5z.FILTER_SHUFFLE:
+            size = dset.id.get_type().get_size()
+            raw = np.frombuffer(raw, np.uint8).reshape(size, -1).T.tobytes() if len(raw) % size == 0 else raw
+        else:
+            return None
+    return raw
+
+
+def _check_sequence_lengths(path: str, dset: Any) -> None:
+    """HDF5 allocates a variable-length field (``data``, ``traj``) by the length written in the acquisition's
+    record before reading its values: a damaged length asks for up to 16 GiB. Every record's lengths are read
+    from the stored chunks and checked against what the file can hold."""
+    ftype = dset.id.get_type()
+    fields = [(ftype.get_member_name(i).decode(), ftype.get_member_offset(i), ftype.get_member_type(i))
+              for i in range(ftype.get_nmembers())]
+    seqs = [(name, offset, mtype.get_super().get_size()) for name, offset, mtype in fields
+            if mtype.get_class() == h5t.VLEN]
+    if not seqs or dset.chunks is None or len(dset) == 0:
+        return
+    plist = dset.id.get_create_plist()
+    nfilters, record, rows = plist.get_nfilters(), ftype.get_size(), dset.chunks[0]
+    limit = os.path.getsize(path)
+    for start in range(0, len(dset), rows):
+        try:
+            raw = _raw_chunk(dset, start, nfilters, plist)
+        except (*hdf5.H5_ERRORS, zlib.error) as exc:
+            raise CorruptFileError(path, f"acquisitions {start}.. cannot be read ({hdf5.reason(exc)})") from exc
+        if raw is None:
+            return  # a filter this check cannot undo: HDF5 reads the file as it is
+        n = min(rows, len(dset) - start, len(raw) // record)
+        table = np.frombuffer(raw, np.uint8, n * record).reshape(n, record)
+        for name, offset, base in seqs:
+            lengths = table[:, offset: offset + 4].copy().view("<u4").reshape(-1).astype(np.int64)
+            if lengths.size and int(lengths.max()) * base > limit:
+                r = int(lengths.argmax())
+                raise CorruptFileError(path, f"acquisition {start + r} declares {int(lengths[r])} values of "
+                                             f"'{name}', more than the file holds")
 
 
 def _read_xml(path: str, ds: Any) -> str:

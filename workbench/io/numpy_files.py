@@ -106,6 +106,19 @@ _NPY_ERRORS = (OSError, EOFError, pickle.UnpicklingError, SyntaxError, TypeError
                tokenize.TokenError, UnicodeDecodeError, struct.error, zlib.error)
 
 
+def _check_npy_header_length(path: str) -> None:
+    """NumPy reads a .npy header of the length the file states before checking it: a damaged version byte
+    makes that a 4-byte length of up to 4 GiB. The version and length are checked first."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    version = tuple(head[6:8])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise CorruptFileError(path, f"NumPy file format version {version[0]}.{version[1]} is unknown (damaged?)")
+    length = int.from_bytes(head[8:10], "little") if version == (1, 0) else int.from_bytes(head[8:12], "little")
+    if length > 100_000 or length > os.path.getsize(path):
+        raise CorruptFileError(path, f"NumPy file states a header of {length} bytes (damaged)")
+
+
 def _check_npz_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
     """An .npz member must be a plain .npy whose header's shape x itemsize fits the member's declared
     (uncompressed) size and the memory budget; only its first bytes are inflated."""
@@ -196,6 +209,7 @@ class NumpyReader:
     # -----------------------------------------------------------------------------------------------------
     @staticmethod
     def _load_npy(path: str) -> np.ndarray:
+        _check_npy_header_length(path)
         try:
             # Memory-mapped, read-only: a slice read touches only that slice's pages, and np.load checks that
             # the file holds the bytes its header declares.
