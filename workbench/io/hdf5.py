@@ -96,29 +96,56 @@ def audit(f: h5py.File, path: str) -> None:
 _HEAPS_CHECKED: dict[tuple[str, int, int], bool] = {}
 
 
-def check_global_heaps(path: str) -> None:
-    """Refuse a file whose global heap (where variable-length strings and arrays live) would send HDF5 into an
-    endless loop: its parser steps from object to object by their sizes, and a free-space object of size 0
-    (one damaged byte) never advances. Checked once per file version (path, size, mtime)."""
+def check_global_heaps(path: str, references: bool = False) -> None:
+    """Refuse a file whose global heap (where variable-length strings and arrays live) would make the HDF5
+    library loop forever or allocate GBs: its parser steps from object to object by their sizes, and a
+    free-space object of size 0 (one damaged byte) never advances. With ``references`` (once the file is known
+    to hold no virtual dataset, whose mappings are heap references of another layout), also: HDF5 allocates a
+    variable-length value by the length its reference states before comparing it with the heap object, so
+    references are looked up by their heap's address (in files with a few heaps: fastMRI attributes, headers;
+    the acquisitions of ISMRMRD files are checked from their chunks). Checked once per file version."""
     st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, references)
     if key in _HEAPS_CHECKED or st.st_size < 16:
         return
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        for at in _signatures(fh.fileno(), mm, b"GCOL"):
-            size = int.from_bytes(mm[at + 8: at + 16], "little") if at + 16 <= len(mm) else 0
-            # a collection header: signature, version 1, 3 reserved zero bytes, its size (>= 4 KiB, in the file)
-            if mm[at + 4: at + 8] == b"\x01\0\0\0" and 4096 <= size <= len(mm) - at:
-                p, end = at + 16, at + size
-                while p + 16 <= end:
-                    index = int.from_bytes(mm[p: p + 2], "little")
-                    length = int.from_bytes(mm[p + 8: p + 16], "little")
-                    need = 16 + (length + 7) // 8 * 8 if index else length
-                    if need == 0:
-                        raise CorruptFileError(path, f"HDF5 global heap at byte {at} is damaged (an object of size "
-                                                     "0 would make the HDF5 library loop forever)")
-                    p += need
+        heaps = _global_heaps(path, fh.fileno(), mm)
+        if references and 0 < len(heaps) <= 16:
+            base = next((b for b in (0, 512, 1024, 2048, 4096) if mm[b: b + 8] == HDF5_SIGNATURE), 0)
+            for at, objects in heaps.items():
+                # a reference: length (4 bytes), the heap's address (relative to the HDF5 base), object index
+                for q in _signatures(fh.fileno(), mm, (at - base).to_bytes(8, "little")):
+                    if q < 4 or q + 12 > len(mm):
+                        continue
+                    index = int.from_bytes(mm[q + 8: q + 12], "little")
+                    length = int.from_bytes(mm[q - 4: q], "little")
+                    if index in objects and length > objects[index]:
+                        raise CorruptFileError(path, f"HDF5 variable-length value at byte {q - 4} states {length} "
+                                                     f"elements but its heap object holds {objects[index]} bytes")
     _HEAPS_CHECKED[key] = True
+
+
+def _global_heaps(path: str, fd: int, mm: mmap.mmap) -> dict[int, dict[int, int]]:
+    """{collection offset: {object index: object size}}; raises CorruptFileError on a heap HDF5 would loop on."""
+    heaps: dict[int, dict[int, int]] = {}
+    for at in _signatures(fd, mm, b"GCOL"):
+        size = int.from_bytes(mm[at + 8: at + 16], "little") if at + 16 <= len(mm) else 0
+        # a collection header: signature, version 1, 3 reserved zero bytes, its size (>= 4 KiB, in the file)
+        if mm[at + 4: at + 8] != b"\x01\0\0\0" or not 4096 <= size <= len(mm) - at:
+            continue
+        objects = heaps.setdefault(at, {})
+        p, end = at + 16, at + size
+        while p + 16 <= end:
+            index = int.from_bytes(mm[p: p + 2], "little")
+            length = int.from_bytes(mm[p + 8: p + 16], "little")
+            need = 16 + (length + 7) // 8 * 8 if index else length
+            if need == 0:
+                raise CorruptFileError(path, f"HDF5 global heap at byte {at} is damaged (an object of size 0 would "
+                                             "make the HDF5 library loop forever)")
+            if index:
+                objects[index] = length
+            p += need
+    return heaps
 
 
 def _signatures(fd: int, mm: mmap.mmap, signature: bytes) -> Iterator[int]:
@@ -150,6 +177,7 @@ def open_hdf5(path: str) -> Iterator[h5py.File]:
         raise CorruptFileError(path, f"HDF5 file cannot be opened; truncated or damaged? ({reason(exc)})") from exc
     try:
         audit(f, path)
+        check_global_heaps(path, references=True)
         yield f
     finally:
         f.close()
