@@ -97,6 +97,9 @@ def test_mask_file_and_maps_file(volume, capsys, tmp_path):
     sense = np.abs((coil * vol["maps"].conj()).sum(0))
     expected = evaluate(vol["reference"][1], sense, data_range=float(vol["reference"].max()))
     assert d["metrics"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-3)
+    # the drawn mask's sampling is printed once, at the top level, not again under provenance
+    assert "sampling" not in d["provenance"] and d["sampling"]
+    assert json.dumps(d).count(json.dumps(d["sampling"])) == 1
 
 
 def test_trajectory_and_own_sampling(volume, capsys):

@@ -329,6 +329,11 @@ def run(args: argparse.Namespace) -> int:
         prepare_s=round(prepare_s, 4), maps_estimated_in_run=problem.has_maps and not had_maps, out=args.out,
         dcf_method=problem.provenance.get("dcf_method"),
     )
+    # The sampling (a drawn mask's whole bit string included) is printed once, at the top level; the result file
+    # keeps it in its provenance too.
+    provenance_sampling = (summary.get("provenance") or {}).pop("sampling", None)
+    if summary["sampling"] is None:
+        summary["sampling"] = provenance_sampling
     if args.out:
         result.provenance["command"] = command_line(args)
         result.provenance.setdefault("maps_file", args.maps_file)
