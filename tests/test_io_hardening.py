@@ -233,6 +233,25 @@ def test_mrd_sequence_length_forged(tmp_path):
         open_scan(path)
 
 
+def test_mrd_damaged_float_format(tmp_path):
+    # Found by the fuzzer: one byte of a float member's exponent bias in the acquisitions' datatype made HDF5's
+    # conversion corrupt the heap ("double free or corruption", the process aborted).
+    import ismrmrd
+
+    path = tmp_path / "float_format.h5"
+    ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    ds.write_xml_header(MRD_XML.format(n=16, m=3, c=2).encode())
+    ds.append_acquisition(ismrmrd.Acquisition.from_array(np.ones((2, 16), np.complex64)))
+    ds.close()
+    data = bytearray(path.read_bytes())
+    ieee32 = bytes.fromhex("11201f00040000000000200017080017" + "7f000000")  # float32 datatype message
+    at = data.index(ieee32)
+    data[at + 17] = 4  # exponent bias 0x7f -> 0x0400007f
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match=r"float_format\.h5: ISMRMRD acquisitions: its 32-bit float format"):
+        open_scan(path)
+
+
 def test_sparse_multi_terabyte_cfl(tmp_path):
     base = tmp_path / "sparse"
     (tmp_path / "sparse.hdr").write_text("# Dimensions\n65536 65536 1 256 1\n")

@@ -19,13 +19,13 @@ from typing import Any, Iterator
 
 import h5py
 import numpy as np
-from h5py import h5d, h5l, h5o
+from h5py import h5d, h5l, h5o, h5t
 
 from workbench.errors import CorruptFileError, UnsafeFileError
 from workbench.limits import check_bytes
 
 __all__ = ["HDF5_SIGNATURE", "H5_ERRORS", "open_hdf5", "audit", "check_global_heaps", "get", "read", "reason",
-           "selection_bytes", "selection_chunks", "check_dataset"]
+           "selection_bytes", "selection_chunks", "check_dataset", "check_type"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_LINKS = 200_000  # a scan file has a handful; MATLAB cell arrays a few thousand
@@ -245,9 +245,46 @@ def selection_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], sel: Any) 
     return count
 
 
+# (sign, exponent position, exponent size, mantissa position, mantissa size), exponent bias, precision, offset
+_IEEE = {2: [((15, 10, 5, 0, 10), 15, 16, 0)], 4: [((31, 23, 8, 0, 23), 127, 32, 0)],
+         8: [((63, 52, 11, 0, 52), 1023, 64, 0)]}
+
+
+def check_type(path: str, tid: Any, what: str, depth: int = 0) -> None:
+    """Refuse a datatype HDF5 cannot convert safely: compound members that overlap or stick out of it, float
+    formats other than IEEE half/single/double, integers whose bits do not fit (found by fuzzing: one damaged
+    byte of a float's exponent bias made HDF5's conversion corrupt the process's memory)."""
+    if depth > 16:
+        raise CorruptFileError(path, f"{what}: datatype nests too deep")
+    cls = tid.get_class()
+    if cls == h5t.COMPOUND:
+        size, members = tid.get_size(), []
+        for i in range(tid.get_nmembers()):
+            member = tid.get_member_type(i)
+            members.append((tid.get_member_offset(i), member.get_size()))
+            check_type(path, member, what, depth + 1)
+        end = 0
+        for offset, msize in sorted(members):
+            if offset < end or offset + msize > size:
+                raise CorruptFileError(path, f"{what}: its compound datatype is damaged (members overlap or "
+                                             "exceed its size)")
+            end = offset + msize
+    elif cls in (h5t.ARRAY, h5t.VLEN):
+        check_type(path, tid.get_super(), what, depth + 1)
+    elif cls == h5t.FLOAT:
+        # only IEEE formats: HDF5's conversion of a damaged float format (e.g. its exponent bias) crashed
+        layout = (tid.get_fields(), tid.get_ebias(), tid.get_precision(), tid.get_offset())
+        if layout not in _IEEE.get(tid.get_size(), ()):
+            raise CorruptFileError(path, f"{what}: its {8 * tid.get_size()}-bit float format is damaged")
+    elif cls == h5t.INTEGER:
+        if tid.get_offset() + tid.get_precision() > 8 * tid.get_size() or tid.get_precision() == 0:
+            raise CorruptFileError(path, f"{what}: its integer format is damaged")
+
+
 def check_dataset(path: str, ds: h5py.Dataset, sel: Any, what: str) -> None:
     """Raise TooLargeError when reading ``ds[sel]`` would exceed the memory budget, or expand the bytes the file
     stores for it beyond ``workbench.limits.MAX_EXPANSION`` (a forged shape, a gzip bomb, a forged chunking)."""
+    check_type(path, ds.id.get_type(), what)
     if ds.shape is None:  # a null dataspace: nothing to read
         return
     itemsize = ds.dtype.itemsize
