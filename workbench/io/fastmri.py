@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from workbench.arrays import center_crop
-from workbench.errors import CorruptFileError, InvalidDataError, ScanError
+from workbench.errors import InvalidDataError, ScanError
 from workbench.io import check_finite, check_options, hdf5, register_reader
 from workbench.io.hdf5 import HDF5_SIGNATURE, open_hdf5
 from workbench.io.mrd import parse_ismrmrd_header
@@ -127,10 +127,7 @@ class FastMriReader:
             if min(S, C, H, W) == 0:
                 raise InvalidDataError(path, f"'kspace' is empty (shape {ds.shape})")
             multicoil = ds.ndim == 4
-            try:
-                attrs = {k: _py(v) for k, v in f.attrs.items()}
-            except hdf5.H5_ERRORS as exc:
-                raise CorruptFileError(path, f"file attributes cannot be read ({hdf5.reason(exc)})") from exc
+            attrs = {k: _py(v) for k, v in hdf5.attributes(f, path).items()}
 
             xml = None
             header: dict[str, Any] = {}

@@ -25,7 +25,7 @@ from workbench.errors import CorruptFileError, UnsafeFileError
 from workbench.limits import check_bytes
 
 __all__ = ["HDF5_SIGNATURE", "H5_ERRORS", "open_hdf5", "audit", "check_global_heaps", "get", "read", "reason",
-           "selection_bytes", "selection_chunks", "check_dataset", "check_type"]
+           "selection_bytes", "selection_chunks", "check_dataset", "check_type", "attributes"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_LINKS = 200_000  # a scan file has a handful; MATLAB cell arrays a few thousand
@@ -279,6 +279,18 @@ def check_type(path: str, tid: Any, what: str, depth: int = 0) -> None:
     elif cls == h5t.INTEGER:
         if tid.get_offset() + tid.get_precision() > 8 * tid.get_size() or tid.get_precision() == 0:
             raise CorruptFileError(path, f"{what}: its integer format is damaged")
+
+
+def attributes(obj: Any, path: str) -> dict[str, Any]:
+    """The attributes of ``obj`` (each datatype checked by :func:`check_type` before it is read)."""
+    out = {}
+    try:
+        for name in obj.attrs:
+            check_type(path, obj.attrs.get_id(name).get_type(), f"attribute {name!r}")
+            out[name] = obj.attrs[name]
+    except H5_ERRORS as exc:
+        raise CorruptFileError(path, f"attributes cannot be read ({reason(exc)})") from exc
+    return out
 
 
 def check_dataset(path: str, ds: h5py.Dataset, sel: Any, what: str) -> None:

@@ -18,7 +18,6 @@ Orientation: H = the first in-plane dim, W = the second, unless the data say whi
 from __future__ import annotations
 
 import math
-import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -358,9 +357,10 @@ def _h5_variables(path: str) -> tuple[list[MatVariable], dict[str, Any]]:
         def visit(name: str, obj: Any) -> None:
             if name.startswith("#") or not isinstance(obj, h5py.Dataset):
                 return
-            cls = obj.attrs.get("MATLAB_class", b"")
+            attrs = hdf5.attributes(obj, path)
+            cls = attrs.get("MATLAB_class", b"")
             cls = cls.decode(errors="replace") if isinstance(cls, bytes) else str(cls)
-            if "MATLAB_empty" in obj.attrs and obj.attrs["MATLAB_empty"]:
+            if np.any(attrs.get("MATLAB_empty", 0)):
                 return
             mname = name.replace("/", ".")
             dt = obj.dtype
