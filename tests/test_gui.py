@@ -219,10 +219,10 @@ def test_trajectory_families_offer_the_density_compensation(window, scan_file, q
     qtbot.waitUntil(lambda: s.sampling_state.requested_acceleration == 3.0)
     assert s.sampling.dcf_method == "voronoi" and combo.currentData() == "voronoi"
     # a saved trajectory comes back with its method, and the form shows it
-    s.save_mask(tmp_path / "traj.json")
+    s.editor.save(tmp_path / "traj.json")
     combo.setCurrentIndex(combo.findData("ramp"))
     assert s.sampling.dcf_method == "ramp"
-    s.load_mask(tmp_path / "traj.json")
+    s.editor.load(tmp_path / "traj.json")
     assert s.sampling.dcf_method == "voronoi" and combo.currentData() == "voronoi"
     # ... and the slider regenerates the loaded family with it (not with the default)
     sp.r_slider.setValue(5 * R_STEPS)
@@ -239,7 +239,7 @@ def test_draw_mask_with_the_mouse_and_undo(window, scan_file, qtbot):
     window.tabs.setCurrentWidget(window.sampling_panel)
     sp = window.sampling_panel
     s = window.session
-    s.begin_user_mask(np.zeros((H, W), bool))
+    s.editor.begin_user_mask(np.zeros((H, W), bool))
     qtbot.waitUntil(lambda: sp.mask_panel.isVisible())
     qtbot.wait(50)  # let the view range settle
     panel = sp.mask_panel
@@ -277,9 +277,9 @@ def test_save_and_load_mask_files(window, scan_file, tmp_path):
     s.set_sampling("random", acceleration=3.0, seed=5)
     mask = s.mask().copy()
     path = str(tmp_path / "mask.npz")
-    s.save_mask(path)
+    s.editor.save(path)
     s.set_sampling("equispaced", acceleration=6.0)
-    s.load_mask(path)
+    s.editor.load(path)
     assert s.sampling_state.kind == "user" and np.array_equal(s.mask(), mask)
 
 
@@ -403,7 +403,7 @@ def test_session_save_and_reopen(window, scan_file, qtbot, tmp_path, settings, r
 
     window.open_path(scan_file)
     s = window.session
-    s.begin_user_mask(np.broadcast_to(np.arange(W) % 2 == 0, (H, W)).copy())
+    s.editor.begin_user_mask(np.broadcast_to(np.arange(W) % 2 == 0, (H, W)).copy())
     e = s.run(registry.methods["test-landweber"], {"n_iter": 3})
     wait_done(qtbot, e)
     path = str(tmp_path / "proj.wbs.json")

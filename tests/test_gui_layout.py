@@ -343,10 +343,10 @@ def test_a_hand_drawn_mask_shows_its_effective_acceleration(window, scan_file):
     sp = window.sampling_panel
     s = window.session
     s.set_sampling("equispaced", acceleration=4.0)
-    s.begin_user_mask()
-    s.begin_stroke()
-    s.set_lines(range(0, 10), True)
-    s.end_stroke()
+    s.editor.begin_user_mask()
+    s.editor.begin_stroke()
+    s.editor.set_lines(range(0, 10), True)
+    s.editor.end_stroke()
     r = s.sampling_state.acceleration
     assert r != pytest.approx(4.0)
     assert sp.r_label.text() == f"{r:.2f}"

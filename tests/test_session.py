@@ -83,7 +83,7 @@ def test_zero_filled_fast_path_matches_explicit_formula_for_line_masks(session, 
     cols = rng.random(W) < 0.3
     cols[W // 2 - 3:W // 2 + 3] = True
     mask = np.broadcast_to(cols, (H, W)).copy()
-    session.begin_user_mask(mask)
+    session.editor.begin_user_mask(mask)
     expected = zero_filled_of(kspace[session.slice_index], mask)
     np.testing.assert_allclose(session.zero_filled(), expected, rtol=1e-4, atol=1e-5)
 
@@ -91,7 +91,7 @@ def test_zero_filled_fast_path_matches_explicit_formula_for_line_masks(session, 
 def test_zero_filled_general_path_matches_formula_for_2d_masks(session, kspace):
     rng = np.random.default_rng(2)
     mask = rng.random((H, W)) < 0.4
-    session.begin_user_mask(mask)
+    session.editor.begin_user_mask(mask)
     expected = zero_filled_of(kspace[session.slice_index], mask)
     np.testing.assert_allclose(session.zero_filled(), expected, rtol=1e-4, atol=1e-5)
 
@@ -100,7 +100,7 @@ def test_zero_filled_metrics_follow_skimage(session, kspace):
     mask = np.zeros((H, W), bool)
     mask[:, ::3] = True
     mask[:, W // 2 - 4:W // 2 + 4] = True
-    session.begin_user_mask(mask)
+    session.editor.begin_user_mask(mask)
     ref = reference_of(kspace[session.slice_index])
     zf = zero_filled_of(kspace[session.slice_index], mask)
     m = session.zero_filled_metrics()
@@ -111,13 +111,13 @@ def test_zero_filled_metrics_follow_skimage(session, kspace):
 
 
 def test_fully_sampled_zero_filled_equals_reference(session):
-    session.begin_user_mask(np.ones((H, W), bool))
+    session.editor.begin_user_mask(np.ones((H, W), bool))
     np.testing.assert_allclose(session.zero_filled(), session.reference(), rtol=1e-4, atol=1e-5)
     assert session.zero_filled_metrics()["nmse"] < 1e-8
 
 
 def test_slice_change_invalidates_caches(session, kspace):
-    session.begin_user_mask(np.ones((H, W), bool))
+    session.editor.begin_user_mask(np.ones((H, W), bool))
     a = session.zero_filled().copy()
     session.set_slice(0 if session.slice_index else 1)
     b = session.zero_filled()
@@ -139,7 +139,7 @@ def test_kspace_log_magnitude_and_coil_views(session, kspace):
 def test_psf_of_equispaced_lines_has_aliases_at_w_over_r(session):
     mask = np.zeros((H, W), bool)
     mask[:, ::4] = True
-    session.begin_user_mask(mask)
+    session.editor.begin_user_mask(mask)
     psf = session.psf()
     # |ifft(comb with period 4)| has equal peaks every W/4 columns on the centre row, and nothing between
     row = psf[H // 2]
@@ -151,15 +151,15 @@ def test_psf_of_equispaced_lines_has_aliases_at_w_over_r(session):
 # ----------------------------------------------------------------------------------------------------------------
 # hand-drawn masks
 def test_toggle_and_drag_lines_with_undo_redo(session):
-    session.begin_user_mask(np.zeros((H, W), bool))
+    session.editor.begin_user_mask(np.zeros((H, W), bool))
     events = []
     unsubscribe = session.subscribe("sampling", lambda st: events.append(st.mask.copy()))
-    assert session.toggle_line(10) is True
+    assert session.editor.toggle_line(10) is True
     assert session.mask()[:, 10].all() and session.mask().sum() == H
-    session.begin_stroke()
-    session.set_lines(range(20, 25), True)
-    session.set_lines(range(25, 27), True)
-    session.end_stroke()
+    session.editor.begin_stroke()
+    session.editor.set_lines(range(20, 25), True)
+    session.editor.set_lines(range(25, 27), True)
+    session.editor.end_stroke()
     assert session.mask()[0].sum() == 1 + 7
     assert len(events) == 3
     assert session.undo()  # the whole stroke is one step
@@ -171,41 +171,41 @@ def test_toggle_and_drag_lines_with_undo_redo(session):
     assert session.redo() and session.mask()[0].sum() == 8
     assert not session.can_redo
     unsubscribe()
-    session.toggle_line(10)
+    session.editor.toggle_line(10)
     assert len(events) == 7  # no more events after unsubscribing (3 edits + 2 undo + 2 redo)
     assert not session.mask()[:, 10].any()
 
 
 def test_symmetric_lines_and_brush(session):
-    session.begin_user_mask(np.zeros((H, W), bool))
+    session.editor.begin_user_mask(np.zeros((H, W), bool))
     session.symmetric = True
-    session.set_lines([W // 2 + 5], True)
+    session.editor.set_lines([W // 2 + 5], True)
     on = np.flatnonzero(session.mask()[0])
     assert list(on) == [W // 2 - 5, W // 2 + 5]
-    session.clear_mask()
+    session.editor.clear_mask()
     assert session.mask().sum() == 0
-    session.paint(10, 12, 3, True)
+    session.editor.paint(10, 12, 3, True)
     m = session.mask()
     rr, cc = np.mgrid[:H, :W]
     disc = (rr - 10) ** 2 + (cc - 12) ** 2 <= 9
     mirror = (rr - (2 * (H // 2) - 10)) ** 2 + (cc - (2 * (W // 2) - 12)) ** 2 <= 9
     assert np.array_equal(m, disc | mirror)
-    session.paint(10, 12, 1.5, False)  # erase a smaller disc (and its mirror)
+    session.editor.paint(10, 12, 1.5, False)  # erase a smaller disc (and its mirror)
     small = (rr - 10) ** 2 + (cc - 12) ** 2 <= 2.25
     assert not session.mask()[small].any() and session.mask()[disc & ~small].all()
 
 
 def test_editing_a_generated_sampling_switches_to_hand_drawn(session):
-    session.begin_user_mask(np.ones((H, W), bool))
+    session.editor.begin_user_mask(np.ones((H, W), bool))
     assert session.sampling_state.kind == USER
     assert session.sampling_state.acceleration == pytest.approx(1.0)
-    session.set_lines(range(0, W, 2), False)
+    session.editor.set_lines(range(0, W, 2), False)
     assert session.sampling_state.acceleration == pytest.approx(2.0)
 
 
 def test_mask_must_fit_the_grid(session):
     with pytest.raises(SamplingError):
-        session.begin_user_mask(np.ones((H, W + 1), bool))
+        session.editor.begin_user_mask(np.ones((H, W + 1), bool))
 
 
 def test_undersampled_scan_defaults_to_acquired(kspace):
@@ -284,7 +284,7 @@ def test_run_results_and_metrics(session, registry, kspace):
     cols = np.zeros(W, bool)
     cols[::2] = True
     cols[W // 2 - 4:W // 2 + 4] = True
-    session.begin_user_mask(np.broadcast_to(cols, (H, W)).copy())
+    session.editor.begin_user_mask(np.broadcast_to(cols, (H, W)).copy())
     seen = []
     session.subscribe("result", lambda e: seen.append(e.state))
     zf = session.run(registry.methods["test-zf"])
@@ -378,7 +378,7 @@ def test_save_and_load_project(tmp_path, kspace, registry):
     s.open(path)
     mask = np.zeros((H, W), bool)
     mask[:, ::3] = True
-    s.begin_user_mask(mask)
+    s.editor.begin_user_mask(mask)
     s.set_slice(0)
     e = s.run(registry.methods["test-zf"])
     wait_for(e)
@@ -413,7 +413,7 @@ def test_project_finds_a_moved_scan_relative_to_it(tmp_path, kspace):
     write_fastmri(folder / "scan.h5", kspace)
     s = Session(device="cpu")
     s.open(folder / "scan.h5")
-    s.begin_user_mask(np.ones((H, W), bool))
+    s.editor.begin_user_mask(np.ones((H, W), bool))
     s.save(folder / "p.json")
     moved = tmp_path / "b"
     folder.rename(moved)
@@ -635,9 +635,9 @@ def test_acquired_dcf_without_file_weights_and_the_ramp_refused_for_a_spiral():
 
 def test_loaded_trajectory_keeps_its_density_compensation_on_the_slider(session, tmp_path):
     session.set_sampling("golden-radial", acceleration=4.0, dcf_method="voronoi")
-    session.save_mask(tmp_path / "traj.json")
+    session.editor.save(tmp_path / "traj.json")
     session.set_sampling("equispaced", acceleration=4.0)
-    session.load_mask(tmp_path / "traj.json")
+    session.editor.load(tmp_path / "traj.json")
     assert session.sampling.dcf_method == "voronoi"
     session.set_acceleration(6.0)
     assert session.sampling_state.requested_acceleration == 6.0

@@ -91,12 +91,12 @@ class MaskEditorItem(pg.ImageItem):
         ev.accept()
         row, col = self._pos(ev)
         s = self.panel.session
-        s.begin_stroke()
+        s.editor.begin_stroke()
         if self.panel.tool() == "lines":
-            s.toggle_line(int(col))
+            s.editor.toggle_line(int(col))
         else:
-            s.paint(row, col, self.panel.radius(), not self.panel.erasing())
-        s.end_stroke()
+            s.editor.paint(row, col, self.panel.radius(), not self.panel.erasing())
+        s.editor.end_stroke()
 
     def mouseDragEvent(self, ev: Any) -> None:  # noqa: N802
         if ev.button() != Qt.MouseButton.LeftButton or not self.panel.editable():
@@ -108,22 +108,22 @@ class MaskEditorItem(pg.ImageItem):
         h, w = s.grid_shape
         c = int(np.clip(col, 0, w - 1))
         if ev.isStart():
-            s.begin_stroke()
+            s.editor.begin_stroke()
             p0 = self.mapFromScene(ev.buttonDownScenePos())
             c0 = int(np.clip(p0.x(), 0, w - 1))
             if self.panel.tool() == "lines":
                 mask = s.mask()
                 self._value = not bool(mask[:, c0].all())
-                s.set_lines([c0], self._value)
+                s.editor.set_lines([c0], self._value)
             self._last_col = c0
         if self.panel.tool() == "lines":
             lo, hi = sorted((self._last_col if self._last_col is not None else c, c))
-            s.set_lines(range(lo, hi + 1), self._value)
+            s.editor.set_lines(range(lo, hi + 1), self._value)
         else:
-            s.paint(row, col, self.panel.radius(), not self.panel.erasing())
+            s.editor.paint(row, col, self.panel.radius(), not self.panel.erasing())
         self._last_col = c
         if ev.isFinish():
-            s.end_stroke()
+            s.editor.end_stroke()
             self._last_col = None
 
 
@@ -406,7 +406,7 @@ class SamplingPanel(QtWidgets.QWidget):
         s = self.session
         try:
             if kind == USER:
-                s.begin_user_mask()
+                s.editor.begin_user_mask()
             elif kind == ACQUIRED:
                 s.set_sampling(ACQUIRED)
             else:
@@ -482,7 +482,7 @@ class SamplingPanel(QtWidgets.QWidget):
 
     def _clear(self) -> None:
         if self.editable():
-            self.session.clear_mask()
+            self.session.editor.clear_mask()
 
     # ----------------------------------------------------------------------------------------------------------
     def refresh(self, autorange: bool = False) -> None:
@@ -605,7 +605,7 @@ class SamplingPanel(QtWidgets.QWidget):
         path = self.dialogs.save_file(self, "Save mask", "mask.npz", "Sampling (*.npz *.json)")
         if path:
             try:
-                self.session.save_mask(path)
+                self.session.editor.save(path)
             except (WorkbenchError, OSError) as exc:
                 error_box(self, "Save mask", str(exc))
 
@@ -613,6 +613,6 @@ class SamplingPanel(QtWidgets.QWidget):
         path = self.dialogs.open_file(self, "Load mask", "Sampling (*.npz *.json)")
         if path:
             try:
-                self.session.load_mask(path)
+                self.session.editor.load(path)
             except (WorkbenchError, OSError, ValueError, KeyError) as exc:
                 error_box(self, "Load mask", f"{path}: {exc}" if path not in str(exc) else str(exc))

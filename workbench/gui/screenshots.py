@@ -282,15 +282,15 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
     win.tabs.setCurrentWidget(win.sampling_panel)
     s.set_sampling("random", acceleration=6.0, seed=1)
     h, w = s.grid_shape
-    s.begin_stroke()
-    s.set_lines(range(w // 2 - 14, w // 2 - 10), True)
-    s.end_stroke()
+    s.editor.begin_stroke()
+    s.editor.set_lines(range(w // 2 - 14, w // 2 - 10), True)
+    s.editor.end_stroke()
     s.symmetric = True
     win.sampling_panel.symmetric_box.setChecked(True)
     win.sampling_panel.tool_brush.setChecked(True)
-    s.begin_stroke()
-    s.paint(h * 0.30, w * 0.30, 10, True)
-    s.end_stroke()
+    s.editor.begin_stroke()
+    s.editor.paint(h * 0.30, w * 0.30, 10, True)
+    s.editor.end_stroke()
     shot("sampling_mask_editor.png")
 
     # 3. a non-Cartesian trajectory with its density compensation

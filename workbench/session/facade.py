@@ -43,7 +43,7 @@ class Session:
         self.scan_options: dict[str, Any] = {}
         self.slice_index = 0
         self.coil_index: int | None = None
-        self.symmetric = False  # hand-drawn edits are mirrored through the k-space centre
+        self._symmetric = False
         self._runs = Runs(lambda fn: self.dispatch(fn), self.emit)
         #: compute the non-Cartesian zero-filled image and PSF on a helper thread (``zero_filled()`` / ``psf()``
         #: are None meanwhile; a ``"sampling"`` event follows): opening a radial scan never freezes the window.
@@ -87,6 +87,7 @@ class Session:
         had_runs = self._runs.replace([])
         self.scan = scan
         self._model = SamplingModel(scan, self._sampling_changed)
+        self._model.symmetric = self._symmetric
         self._views = self._derived = None
         self._checks = MethodChecks()
         self.slice_index = scan.n_slices // 2 if slice_index is None else int(slice_index)
@@ -221,51 +222,35 @@ class Session:
         return self.sampling_model.set_acquired_dcf_method(method)
 
     @property
-    def editing_mask(self) -> bool:
-        return self._model is not None and self._model.editing
+    def editor(self) -> SamplingModel:
+        """Hand-drawn masks: ``begin_user_mask``, ``begin_stroke`` / ``end_stroke``, ``paint``, ``set_lines``,
+        ``toggle_line``, ``clear_mask``, ``undo`` / ``redo``, ``save`` / ``load`` of the scan's sampling model."""
+        return self.sampling_model
 
-    def begin_user_mask(self, mask: np.ndarray | None = None) -> SamplingState:
-        return self.sampling_model.begin_user_mask(mask)
+    @property
+    def symmetric(self) -> bool:
+        """Hand-drawn edits are mirrored through the k-space centre (kept across scans)."""
+        return self._symmetric
 
-    def begin_stroke(self) -> None:
-        self.sampling_model.begin_stroke()
-
-    def end_stroke(self) -> None:
-        self.sampling_model.end_stroke()
-
-    def set_lines(self, columns: Iterable[int], value: bool) -> None:
-        self.sampling_model.set_lines(columns, value, self.symmetric)
-
-    def toggle_line(self, column: int) -> bool:
-        return self.sampling_model.toggle_line(column, self.symmetric)
-
-    def paint(self, row: float, col: float, radius: float, value: bool) -> None:
-        self.sampling_model.paint(row, col, radius, value, self.symmetric)
-
-    def clear_mask(self) -> None:
-        self.sampling_model.clear_mask()
+    @symmetric.setter
+    def symmetric(self, value: bool) -> None:
+        self._symmetric = bool(value)
+        if self._model is not None:
+            self._model.symmetric = self._symmetric
 
     @property
     def can_undo(self) -> bool:
-        return self.editing_mask and self._model.editor.can_undo
+        return self._model is not None and self._model.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return self.editing_mask and self._model.editor.can_redo
+        return self._model is not None and self._model.can_redo
 
     def undo(self) -> bool:
-        return self._model is not None and self._model.undo_or_redo()
+        return self._model is not None and self._model.undo()
 
     def redo(self) -> bool:
-        return self._model is not None and self._model.undo_or_redo(redo=True)
-
-    def save_mask(self, path: str | os.PathLike) -> None:
-        if self._model is None:
-            raise SamplingError("no sampling to save")
-        self._model.save(path)
-
-    def load_mask(self, path: str | os.PathLike) -> SamplingState:
-        return self.sampling_model.load(path)
+        return self._model is not None and self._model.redo()
 
     # --- the slice under the sampling: views.DerivedImages ----------------------------------------------------
     def _derived_images(self) -> DerivedImages | None:

@@ -169,6 +169,7 @@ class SamplingModel:
         self.recipe = default_recipe(scan)
         self.version = 0
         self.editor = MaskEditor()
+        self.symmetric = False  # hand-drawn edits are mirrored through the k-space centre
         self._state: SamplingState | None = None
         self._on_change = on_change
 
@@ -377,19 +378,33 @@ class SamplingModel:
     def end_stroke(self) -> None:
         self.editor.end_stroke(self.recipe.get("mask"))
 
-    def set_lines(self, columns: Iterable[int], value: bool, symmetric: bool = False) -> None:
-        self.edit(with_lines(self.user_mask(), columns, value, symmetric))
+    def set_lines(self, columns: Iterable[int], value: bool) -> None:
+        self.edit(with_lines(self.user_mask(), columns, value, self.symmetric))
 
-    def toggle_line(self, column: int, symmetric: bool = False) -> bool:
+    def toggle_line(self, column: int) -> bool:
         new = not line_is_on(self.user_mask(), column)
-        self.set_lines([column], new, symmetric)
+        self.set_lines([column], new)
         return new
 
-    def paint(self, row: float, col: float, radius: float, value: bool, symmetric: bool = False) -> None:
-        self.edit(with_disc(self.user_mask(), row, col, radius, value, symmetric))
+    def paint(self, row: float, col: float, radius: float, value: bool) -> None:
+        self.edit(with_disc(self.user_mask(), row, col, radius, value, self.symmetric))
 
     def clear_mask(self) -> None:
         self.edit(np.zeros(self.grid_shape, dtype=bool))
+
+    @property
+    def can_undo(self) -> bool:
+        return self.editing and self.editor.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.editing and self.editor.can_redo
+
+    def undo(self) -> bool:
+        return self.undo_or_redo()
+
+    def redo(self) -> bool:
+        return self.undo_or_redo(redo=True)
 
     def undo_or_redo(self, redo: bool = False) -> bool:
         if not self.editing:
