@@ -252,6 +252,29 @@ def test_mrd_damaged_float_format(tmp_path):
         open_scan(path)
 
 
+def test_mrd_damaged_chunk_size(tmp_path):
+    # Found by the fuzzer: a chunk index stating 1396 bytes for a 372-byte chunk made HDF5 read past its buffer
+    # (a segmentation fault at the next garbage collection).
+    import ismrmrd
+
+    path = tmp_path / "chunk_size.h5"
+    ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    ds.write_xml_header(MRD_XML.format(n=16, m=3, c=2).encode())
+    for line in range(4):
+        acq = ismrmrd.Acquisition.from_array(np.ones((2, 16), np.complex64))
+        acq.idx.kspace_encode_step_1 = line
+        ds.append_acquisition(acq)
+    ds.close()
+    with h5py.File(path, "r") as f:
+        record = f["dataset/data"].id.get_type().get_size()
+    data = bytearray(path.read_bytes())
+    at = data.index(struct.pack("<IIQ", record, 0, 1))  # B-tree entry of chunk 1: size, filter mask, offset
+    data[at + 1] |= 0x04  # 372 -> 1396 bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match=r"chunk_size\.h5: ISMRMRD acquisitions: its 4 chunks of \d+ bytes"):
+        open_scan(path)
+
+
 def test_sparse_multi_terabyte_cfl(tmp_path):
     base = tmp_path / "sparse"
     (tmp_path / "sparse.hdr").write_text("# Dimensions\n65536 65536 1 256 1\n")

@@ -25,7 +25,7 @@ from workbench.errors import CorruptFileError, UnsafeFileError
 from workbench.limits import check_bytes
 
 __all__ = ["HDF5_SIGNATURE", "H5_ERRORS", "open_hdf5", "audit", "check_global_heaps", "get", "read", "reason",
-           "selection_bytes", "selection_chunks", "check_dataset", "check_type", "attributes"]
+           "selection_bytes", "selection_chunks", "check_dataset", "check_type", "check_chunks", "attributes"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_LINKS = 200_000  # a scan file has a handful; MATLAB cell arrays a few thousand
@@ -281,6 +281,22 @@ def check_type(path: str, tid: Any, what: str, depth: int = 0) -> None:
             raise CorruptFileError(path, f"{what}: its integer format is damaged")
 
 
+def check_chunks(path: str, ds: h5py.Dataset, what: str) -> None:
+    """An unfiltered chunk is stored at exactly its size: a chunk index stating another size (one damaged byte)
+    made HDF5 read it past its buffer and crash the process. Checked in total (storage = chunks x size)."""
+    plist = ds.id.get_create_plist()
+    if ds.chunks is None or plist.get_nfilters() or plist.get_layout() != h5d.CHUNKED:
+        return
+    chunk_bytes = int(np.prod(ds.chunks, dtype=object)) * ds.id.get_type().get_size()
+    try:
+        n, stored = ds.id.get_num_chunks(), ds.id.get_storage_size()
+    except H5_ERRORS as exc:
+        raise CorruptFileError(path, f"{what}: its chunk index is damaged ({reason(exc)})") from exc
+    if stored != n * chunk_bytes:
+        raise CorruptFileError(path, f"{what}: its {n} chunks of {chunk_bytes} bytes are stored in {stored} bytes "
+                                     "(a damaged chunk index)")
+
+
 def attributes(obj: Any, path: str) -> dict[str, Any]:
     """The attributes of ``obj`` (each datatype checked by :func:`check_type` before it is read)."""
     out = {}
@@ -297,6 +313,7 @@ def check_dataset(path: str, ds: h5py.Dataset, sel: Any, what: str) -> None:
     """Raise TooLargeError when reading ``ds[sel]`` would exceed the memory budget, or expand the bytes the file
     stores for it beyond ``workbench.limits.MAX_EXPANSION`` (a forged shape, a gzip bomb, a forged chunking)."""
     check_type(path, ds.id.get_type(), what)
+    check_chunks(path, ds, what)
     if ds.shape is None:  # a null dataspace: nothing to read
         return
     itemsize = ds.dtype.itemsize

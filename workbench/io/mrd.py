@@ -347,6 +347,7 @@ class MrdReader:
                 raise InvalidDataError(path, f"ISMRMRD 'data' has dtype {dset.dtype}; expected acquisitions "
                                              "(head, traj, data)")
             hdf5.check_type(path, dset.id.get_type(), "ISMRMRD acquisitions")
+            hdf5.check_chunks(path, dset, "ISMRMRD acquisitions")
             _check_sequence_lengths(path, dset)
             head_bytes = len(dset) * dset.dtype["head"].itemsize
             check_bytes(path, head_bytes, "the acquisition headers", stored=dset.id.get_storage_size())
