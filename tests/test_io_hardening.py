@@ -208,12 +208,9 @@ def test_mrd_header_declaring_a_huge_matrix(tmp_path):
         open_scan(path)
 
 
-def test_mrd_sequence_length_forged(tmp_path):
-    # Found by the fuzzer: 0xFF bytes over one acquisition's variable-length descriptors made HDF5 allocate
-    # 16 GiB (0xFFFFFFFF floats) before reading; the lengths are now read from the stored chunks first.
+def _mrd_four_lines(path) -> None:
     import ismrmrd
 
-    path = tmp_path / "forged_len.h5"
     ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
     ds.write_xml_header(MRD_XML.format(n=16, m=3, c=2).encode())
     for line in range(4):
@@ -221,6 +218,13 @@ def test_mrd_sequence_length_forged(tmp_path):
         acq.idx.kspace_encode_step_1 = line
         ds.append_acquisition(acq)
     ds.close()
+
+
+def test_mrd_sequence_length_forged(tmp_path):
+    # Found by the fuzzer: 0xFF bytes over one acquisition's variable-length descriptors made HDF5 allocate
+    # 16 GiB (0xFFFFFFFF floats) before reading; the lengths are now read from the stored chunks first.
+    path = tmp_path / "forged_len.h5"
+    _mrd_four_lines(path)
     with h5py.File(path, "r") as f:
         data = f["dataset/data"]
         row, offset = 2, data.id.get_type().get_member_offset(data.id.get_type().get_member_index(b"data"))
@@ -255,16 +259,8 @@ def test_mrd_damaged_float_format(tmp_path):
 def test_mrd_damaged_chunk_size(tmp_path):
     # Found by the fuzzer: a chunk index stating 1396 bytes for a 372-byte chunk made HDF5 read past its buffer
     # (a segmentation fault at the next garbage collection).
-    import ismrmrd
-
     path = tmp_path / "chunk_size.h5"
-    ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    ds.write_xml_header(MRD_XML.format(n=16, m=3, c=2).encode())
-    for line in range(4):
-        acq = ismrmrd.Acquisition.from_array(np.ones((2, 16), np.complex64))
-        acq.idx.kspace_encode_step_1 = line
-        ds.append_acquisition(acq)
-    ds.close()
+    _mrd_four_lines(path)
     with h5py.File(path, "r") as f:
         record = f["dataset/data"].id.get_type().get_size()
     data = bytearray(path.read_bytes())
