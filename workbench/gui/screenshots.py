@@ -313,6 +313,12 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
     _pump(app, 0.3)
     win.compare_view.rebuild()
     shot("compare_grid.png")
+    # the same results scored in the fair modes (workbench.scoring): inside the object, and as acquired
+    for mode in ("object", "as-acquired"):
+        s.score_mode = mode
+        _pump(app, 0.5)
+        shot(f"compare_score_{mode.replace('-', '_')}.png")
+    s.score_mode = "fastmri"
 
     # 5. jobs panel: finished, cancelled, failed (a method that cannot run on this data) and running jobs
     if entries:
