@@ -145,3 +145,49 @@ def test_mask_and_csv_writes_failing_part_way_keep_the_previous_files(tmp_path, 
         write_metrics_csv(tmp_path / "m.csv", [row, {"label": "no slice"}])  # fails after writing a row
     assert (tmp_path / "m.csv").read_text() == good
     only(tmp_path, "mask.npz", "m.csv")
+
+
+def test_scan_writers_keep_the_previous_file_on_a_full_disk(tmp_path, monkeypatch):
+    from workbench.io import open_scan
+    from workbench.io.bart import read_cfl, write_cfl
+
+    k = (np.arange(2 * 8 * 8).reshape(2, 8, 8) + 1j).astype(np.complex64)
+    write_cfl(tmp_path / "ksp", k)
+    good_cfl, good_hdr = (tmp_path / "ksp.cfl").read_bytes(), (tmp_path / "ksp.hdr").read_text()
+    # the .cfl fails part-way: both files stay as they were
+    class FullDisk:  # what write_cfl's np.asfortranarray(...).ravel(...).tofile(path) meets on a full disk
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def ravel(self, order="C"):
+            return self
+
+        def tofile(self, path):
+            partial_then_full(0)(path)
+
+    monkeypatch.setattr(np, "asfortranarray", FullDisk)
+    with pytest.raises(WriteError, match="No space left"):
+        write_cfl(tmp_path / "ksp", k[:1])
+    monkeypatch.undo()
+    assert (tmp_path / "ksp.cfl").read_bytes() == good_cfl and (tmp_path / "ksp.hdr").read_text() == good_hdr
+    only(tmp_path, "ksp.cfl", "ksp.hdr")
+    assert np.array_equal(np.squeeze(read_cfl(tmp_path / "ksp")), k)
+
+    path = tmp_path / "scan.h5"
+    write_fastmri(path, k[None].repeat(2, 0), np.abs(k[:, :4, :4]))
+    before = path.read_bytes()
+    import h5py
+
+    real_create = h5py.Group.create_dataset
+
+    def create_then_full(self, name, *args, **kwargs):
+        real_create(self, name, *args, **kwargs)
+        disk_full()
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_then_full)
+    with pytest.raises(WriteError, match="No space left"):
+        write_fastmri(path, k[None], None)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    only(tmp_path, "ksp.cfl", "ksp.hdr", "scan.h5")
+    assert open_scan(path).n_slices == 2

@@ -290,9 +290,13 @@ class CompareView(QtWidgets.QWidget):
 
         if self._rebuild_pending or not self.grid.columns:
             self.rebuild(force=True)  # the tab may be hidden (export from the menu)
+        from workbench.atomic import atomic_path
+
         img = render_figure(self.grid.figure_columns(), title=title)
-        if not img.save(path):
-            raise OSError(f"{path}: could not write the PNG file")
+        scan = self.session.scan
+        with atomic_path(path, inputs=(scan.path if scan is not None else None,)) as tmp:
+            if not img.save(tmp):  # the temporary name keeps the suffix that picks the format
+                raise OSError(f"{path}: could not write the image file")
 
     def export_csv(self, path: str) -> None:
         self.session.export_metrics_csv(path, slice_only=not self.metrics.all_slices)

@@ -114,12 +114,17 @@ def write_cfl(name: str | os.PathLike, array: np.ndarray, *, command: str | None
     if a.ndim > N_DIMS:
         raise ValueError(f"BART arrays have at most {N_DIMS} dimensions, got {a.ndim}")
     dims = list(a.shape) + [1] * (N_DIMS - a.ndim)
-    with open(base + ".hdr", "w") as f:
+    from workbench.atomic import atomic_open, atomic_path
+
+    # each file is replaced whole (a failed write leaves the previous one); the data first, so that a header
+    # never describes a .cfl it is not the header of
+    with atomic_path(base + ".cfl") as tmp:
+        np.asfortranarray(a.astype(np.complex64, copy=False)).ravel(order="F").tofile(tmp)
+    with atomic_open(base + ".hdr", "w") as f:
         f.write("# Dimensions\n" + " ".join(str(d) for d in dims) + " \n")
         if command:
             f.write(f"# Command\n{command} \n")
         f.write("# Creator\nworkbench\n")
-    np.asfortranarray(a.astype(np.complex64, copy=False)).ravel(order="F").tofile(base + ".cfl")
 
 
 def _short_dims(dims: list[int]) -> list[int]:

@@ -47,7 +47,9 @@ def write_fastmri(
     ``reference`` ``[S, h, w]`` is stored as ``reconstruction_rss`` (multi-coil) or ``reconstruction_esc``."""
     kspace = np.asarray(kspace, dtype=np.complex64)
     multicoil = kspace.ndim == 4
-    with h5py.File(path, "w") as f:
+    from workbench.atomic import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:  # a failed write leaves the previous file
         f.create_dataset("kspace", data=kspace, chunks=(1, *kspace.shape[1:]))
         if reference is not None:
             ref = np.asarray(reference, dtype=np.float32)
