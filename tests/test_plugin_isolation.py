@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -236,3 +237,25 @@ def test_a_check_calling_sys_exit_is_a_reason_not_an_exit(problem):
     assert "SystemExit" in reasons["test-exit-check"][0]
     with pytest.raises(MethodError, match="check.. failed: SystemExit"):
         safe_run(ExitInCheck(), problem)
+
+
+def test_after_shutdown_a_hung_job_reports_nothing(tmp_path, running, methods):
+    # An app that closes while a plugin hangs: the Cancel watchdog and the plugin's eventual return come after the
+    # window (and its dispatcher) is gone; dispatching then aborted the test process ("pure virtual method").
+    from workbench.session import Session
+
+    rng = np.random.default_rng(3)
+    k = (rng.standard_normal((1, 2, 16, 12)) + 1j * rng.standard_normal((1, 2, 16, 12))).astype(np.complex64)
+    write_fastmri(tmp_path / "scan.h5", k)
+    closed, late = threading.Event(), []
+    session = Session(device="cpu", job_queue=JobQueue("cpu", cancel_grace=0.3),
+                      dispatch=lambda fn: late.append(fn) if closed.is_set() else fn())
+    session.open(tmp_path / "scan.h5")
+    hung = session.run(methods["test-hangs"])
+    t0 = time.time()
+    while hung.state != "running" and time.time() - t0 < 10:
+        time.sleep(0.01)
+    session.shutdown(timeout=0.5)
+    closed.set()
+    time.sleep(1.0)  # past the watchdog's grace: the job is abandoned now
+    assert hung.job.unresponsive and late == []

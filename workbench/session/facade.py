@@ -419,8 +419,11 @@ class Session:
             st.sampling) if mode == "as-acquired" else None, scoring.IMAGE_IS_RSS) for st in states if st.is_cartesian}
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Cancel queued and running jobs and stop the worker threads (app exit)."""
+        """Cancel queued and running jobs and stop the worker threads (app exit). Afterwards the session is inert:
+        what a job reports later (an abandoned plugin's thread, a Cancel watchdog) is dropped, never dispatched
+        to observers that may be gone (a deleted window's dispatcher aborts the process)."""
         self._runs.cancel_all()
+        self.dispatch = lambda fn: None
         self._background.shutdown()
         if self._job_queue is not None:
             self._job_queue.shutdown(wait=True, timeout=timeout)
