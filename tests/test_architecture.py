@@ -92,3 +92,16 @@ def test_the_session_class_stays_a_facade(limit):
     tree = ast.parse((PACKAGE / "session" / "facade.py").read_text())
     session = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Session")
     assert session.end_lineno - session.lineno + 1 <= limit
+
+
+def test_only_the_gui_imports_qt():
+    # Everything outside workbench/gui/ runs headless (CLI, tests, notebooks); doctor asks gui/qt_info.py.
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if "gui" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("PyQt6", "pyqtgraph")]
+    assert offenders == []

@@ -139,11 +139,13 @@ def _check_python(r: Report) -> None:
 
 
 def _check_qt(r: Report, environ: dict[str, str]) -> None:
-    QtCore = r.imported("PyQt6.QtCore", "Qt", "PyQt6", "app", "pip install 'mri-workbench[gui]' (make demo does it)")
-    if QtCore is None:
+    advice = "pip install 'mri-workbench[gui]' (make demo does it)"
+    qt_info = r.imported("workbench.gui.qt_info", "Qt", "PyQt6 / pyqtgraph", "app", advice)  # only gui/ imports Qt
+    if qt_info is None:
         return
-    r.add("Qt", "PyQt6 / Qt", f"{QtCore.PYQT_VERSION_STR} / {QtCore.QT_VERSION_STR}")
-    plugins = Path(QtCore.QLibraryInfo.path(QtCore.QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
+    qt = qt_info.qt_installation()
+    r.add("Qt", "PyQt6 / Qt", f"{qt['pyqt']} / {qt['qt']}")
+    plugins = qt["platform_plugins"]
     platform_name = environ.get("QT_QPA_PLATFORM", "")
     r.add("Qt", "QT_QPA_PLATFORM", platform_name or "(unset: xcb on X11, wayland where available)")
     if sys.platform.startswith("linux") and platform_name in ("", "xcb"):
@@ -166,12 +168,7 @@ def _check_qt(r: Report, environ: dict[str, str]) -> None:
             r.problem("no display: DISPLAY and WAYLAND_DISPLAY are unset", "app",
                       "run on a desktop session, over `ssh -X`, or on a virtual screen: "
                       "xvfb-run -a workbench --demo (Debian/Ubuntu: sudo apt-get install -y xvfb)")
-    try:
-        import pyqtgraph
-
-        r.add("Qt", "pyqtgraph", pyqtgraph.__version__)
-    except ImportError:
-        r.problem("pyqtgraph is not installed", "app", "pip install 'mri-workbench[gui]' (make demo does it)")
+    r.add("Qt", "pyqtgraph", qt["pyqtgraph"])
 
 
 def _check_torch(r: Report) -> None:
