@@ -32,12 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench import paths
+
 FILE = "gpunufft_radial_cardiac12ch/radial_cardiac_25_projections.mat"
 METHODS = ("pipe-menon", "voronoi", "ramp")
 
 
 def default_realdata() -> Path:
-    return Path(os.environ.get("WORKBENCH_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+    return paths.realdata_dir()
 
 
 def hf_fraction(img: np.ndarray) -> float:

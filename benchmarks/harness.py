@@ -38,10 +38,8 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -49,8 +47,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from workbench import paths
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 MASK_KINDS = ("random", "equispaced")
 DEFAULT_MASKS = ("random",)  # the default run stays under 10 minutes on 2 cores; run_all adds "equispaced"
 ACCELERATIONS = (4, 8)
@@ -126,10 +125,7 @@ def available_datasets(names: Iterable[str], realdata: Path, log: Callable[[str]
 
 def realdata_dir(explicit: str | os.PathLike | None = None) -> Path:
     """``explicit``, else ``$WORKBENCH_REALDATA``, else ``<checkout>/../shared/realdata``."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("WORKBENCH_REALDATA")
-    return Path(env) if env else DEFAULT_REALDATA
+    return Path(explicit) if explicit else paths.realdata_dir()
 
 
 # ======================================================================================================

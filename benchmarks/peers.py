@@ -616,7 +616,7 @@ def _options(text: str) -> tuple[str, str, Any]:
     key, eq, value = rest.partition("=")
     if not eq or method not in METHODS:
         raise argparse.ArgumentTypeError(f"expected METHOD:NAME=VALUE with METHOD in {METHODS}, got {text!r}")
-    from workbench.commands.info import parse_value
+    from workbench.io.options import parse_value
 
     return method, key.strip(), parse_value(value.strip())
 

@@ -5,11 +5,13 @@ from string import Template
 
 import pytest
 
+from workbench.paths import realdata_dir
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 # Real data lives beside the checkout (../shared/realdata) or where $WORKBENCH_REALDATA says, never in the
 # repository (workbench.paths.realdata_dir).
-REALDATA = Path(os.environ.get("WORKBENCH_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+REALDATA = realdata_dir()
 REALDATA_SKIP = f"real data folder {REALDATA} not present (set WORKBENCH_REALDATA to the folder of the real sets)"
 
 

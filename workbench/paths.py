@@ -62,11 +62,9 @@ def resource_path(*parts: str) -> Path:
     return path
 
 
-def realdata_dir() -> Path | None:
-    """The folder of real raw data sets used by tests and benchmarks: ``$WORKBENCH_REALDATA``, else
-    ``../shared/realdata`` beside a checkout; None when neither is set or present. Never created."""
+def realdata_dir() -> Path:
+    """Where the real raw data sets for tests, benchmarks and screenshots are looked for:
+    ``$WORKBENCH_REALDATA``, else ``../shared/realdata`` beside the checkout. It may not exist (callers check);
+    never created."""
     env = os.environ.get("WORKBENCH_REALDATA")
-    if env:
-        return Path(env).expanduser()
-    beside = _PACKAGE_DIR.parent.parent / "shared" / "realdata"
-    return beside if beside.is_dir() else None
+    return Path(env).expanduser() if env else _PACKAGE_DIR.parent.parent / "shared" / "realdata"

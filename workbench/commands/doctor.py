@@ -197,7 +197,7 @@ def _check_places(r: Report, environ: dict[str, str]) -> None:
     r.add("Places", "settings", config / "workbench.conf")
     r.add("Places", "user plugins", config / "plugins")
     data = paths.realdata_dir()
-    r.add("Places", "real data", f"{data}" + ("" if data and data.is_dir() else
+    r.add("Places", "real data", f"{data}" + ("" if data.is_dir() else
                                              " (absent: set WORKBENCH_REALDATA to the folder of the real sets)"))
 
 

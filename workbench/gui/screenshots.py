@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from workbench import paths
+
 #: the screens rendered by default (a laptop and a desktop)
 SIZES = ((1366, 768), (1920, 1080))
 #: real radial scans: (screenshot, file under the real data folder, what it shows)
@@ -78,8 +80,7 @@ def _methods(registry, limit: int = 3):
 
 def realdata_dir() -> Path | None:
     """The real data folder (``$WORKBENCH_REALDATA`` or ``../shared/realdata`` beside the checkout), if present."""
-    env = os.environ.get("WORKBENCH_REALDATA")
-    d = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "realdata"
+    d = paths.realdata_dir()
     return d if d.is_dir() else None
 
 
