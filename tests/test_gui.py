@@ -604,3 +604,21 @@ def test_reader_options_text():
     for bad in ("coil_axis", "=3", "a b=1", "k='unclosed"):
         with pytest.raises(WorkbenchError):
             parse_options(bad)
+
+
+def test_a_deleted_dispatcher_drops_late_callbacks(qtbot):
+    # A job thread reporting after its window was deleted must not reach the deleted object (that aborted the
+    # process with "pure virtual method called").
+    import threading
+
+    from PyQt6 import sip
+
+    from workbench.gui.common import Dispatcher
+
+    d, ran = Dispatcher(), []
+    sip.delete(d)
+    t = threading.Thread(target=lambda: d(lambda: ran.append(1)))
+    t.start()
+    t.join(5)
+    d(lambda: ran.append(2))
+    assert ran == []

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets, sip
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k", foreground="#ddd")
 
@@ -77,6 +77,8 @@ class Dispatcher(QtCore.QObject):
         self._call.connect(self._run, Qt.ConnectionType.QueuedConnection)
 
     def __call__(self, fn: Callable[[], None]) -> None:
+        if sip.isdeleted(self):  # its window is gone: nobody left to show what a late callback reports
+            return
         if QtCore.QThread.currentThread() is self.thread():
             fn()
         else:

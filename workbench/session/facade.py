@@ -44,7 +44,10 @@ class Session:
         self.slice_index = 0
         self.coil_index: int | None = None
         self._symmetric = False
-        self._runs = Runs(lambda fn: self.dispatch(fn), self.emit)
+        # every helper thread reaches the observers through _post, which reads ``dispatch`` at call time: after
+        # shutdown() nothing is dispatched to a window that may be gone
+        self._post: Callable[[Callable[[], None]], None] = lambda fn: self.dispatch(fn)
+        self._runs = Runs(self._post, self.emit)
         #: compute the non-Cartesian zero-filled image and PSF on a helper thread (``zero_filled()`` / ``psf()``
         #: are None meanwhile; a ``"sampling"`` event follows): opening a radial scan never freezes the window.
         self.background_derived = False
@@ -258,7 +261,7 @@ class Session:
             idx = self.slice_index
             self._derived = DerivedImages(self.views, self.sampling_state, lambda sampling: self.problem(sampling, idx),
                                           self._background if self.background_derived else None,
-                                          lambda fn: self.dispatch(fn), self._derived_ready)
+                                          self._post, self._derived_ready)
         return self._derived
 
     def _derived_ready(self, derived: DerivedImages) -> None:
@@ -385,7 +388,7 @@ class Session:
         sampling, idx = self.sampling_state.sampling, self.slice_index
         build = None if self.sampling_state.kind != ACQUIRED and sampling is None else (
             lambda: self.problem(sampling, idx))
-        return self._checks.check(list(methods), key, build, callback, self._background, self.dispatch)
+        return self._checks.check(list(methods), key, build, callback, self._background, self._post)
 
     def cancel(self, entry: ResultEntry) -> None:
         """Ask the entry's job to stop (cooperative: at the method's next iteration; a queued job never starts)."""
