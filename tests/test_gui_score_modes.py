@@ -65,3 +65,46 @@ def test_score_mode_combo_switches_table_and_error_maps(compare, qtbot):
     # the session's mode shows in the combo when set elsewhere
     session.score_mode = "object"
     assert view.score_combo.currentText() == "object"
+
+
+def test_object_outline_toggle_draws_the_mask_boundary_and_the_figure_names_the_mode(compare, qtbot, tmp_path):
+    from PyQt6 import QtGui
+
+    from workbench.gui.compare.grid import outline_path
+    from workbench.scoring import object_outline
+
+    view, session, _ = compare
+    region = session.views.region()
+    panel = view.grid.columns[0].image
+    assert getattr(panel, "outline_item", None) is None or not panel.outline_item.isVisible()
+    view.outline_box.setChecked(True)
+    panel = view.grid.columns[0].image  # the grid was rebuilt
+    assert panel.outline_item.isVisible()
+    x, y = panel.outline_item.getData()
+    # the drawn path runs between the pixels inside the mask and those outside: every vertex of it has a
+    # pixel of the mask and a pixel outside it among the (up to) four pixels around it
+    pts = np.stack([y, x], 1)[np.isfinite(x)]
+    h, w = region.shape
+    for r, c in pts[:: max(1, len(pts) // 200)]:
+        rows = {int(np.floor(r - 0.5)), int(np.ceil(r - 0.5))}
+        cols = {int(np.floor(c - 0.5)), int(np.ceil(c - 0.5))}
+        around = [region[i, j] if 0 <= i < h and 0 <= j < w else False for i in rows for j in cols]
+        assert any(around) and not all(around), (r, c)
+    assert np.isnan(outline_path(object_outline(region))[0]).sum() == len(object_outline(region))
+    # the exported figure names the scoring mode and draws the outline over its images
+    session.score_mode = "object"
+    assert view.figure_caption().startswith("Scores: object mode") and "outline" in view.figure_caption()
+    assert "PSNR" in view.grid.figure_columns()[1].subtitle
+    view.export_figure(str(tmp_path / "with.png"), "title")
+    view.outline_box.setChecked(False)
+    assert "outline" not in view.figure_caption()
+    view.export_figure(str(tmp_path / "without.png"), "title")
+    a = QtGui.QImage(str(tmp_path / "with.png"))
+    b = QtGui.QImage(str(tmp_path / "without.png"))
+
+    def cyan(img):
+        arr = np.frombuffer(img.convertToFormat(QtGui.QImage.Format.Format_RGB888).constBits().asstring(
+            img.width() * img.height() * 3), np.uint8).reshape(img.height(), img.width(), 3).astype(int)
+        return int(((arr[..., 2] > 200) & (arr[..., 1] > 150) & (arr[..., 0] < 90)).sum())
+
+    assert cyan(a) > cyan(b) + 300  # the outline: about its length in cyan pixels per image

@@ -55,7 +55,7 @@ __all__ = [
     "prepare", "nmse", "psnr", "ssim", "error_map", "evaluate",
     "volume_data_range", "data_range", "least_squares_scale", "score_image", "region_stats",
     "spearman", "calibrated_spearman", "error_predictability", "edge_spearman", "spearman_figures",
-    "interval_coverage", "gaussian_coverage", "object_mask", "calibration_curve", "std_map_calibration",
+    "interval_coverage", "gaussian_coverage", "object_mask", "object_outline", "calibration_curve", "std_map_calibration",
 ]
 
 SSIM_WIN_SIZE = 7
@@ -553,6 +553,20 @@ def object_mask(reference: Any, threshold: float | None = None) -> np.ndarray:
         sizes = np.asarray(ndimage.sum(m, labels, index=np.arange(1, n + 1)))
         m = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes.max()))  # drop specks, keep e.g. the scalp
     return ndimage.binary_fill_holes(m)
+
+
+def object_outline(mask: Any) -> list[np.ndarray]:
+    """The boundary of a bool ``mask`` ``[H, W]`` (e.g. :func:`reference_region`) as closed polylines, each
+    ``[n, 2]`` float (row, column) in pixel-centre coordinates: the 0.5 level between the pixels inside and those
+    outside, so a pixel is inside the mask exactly when it is inside the outline. For drawing the ``"object"``
+    mode's mask on the images."""
+    from skimage.measure import find_contours
+
+    m = np.asarray(_numpy(mask), dtype=bool)
+    if m.ndim != 2:
+        raise ScoreError(f"an object outline needs a 2D mask, got shape {m.shape}")
+    # padded by one pixel: a mask touching the border gets closed polylines too
+    return [c - 1.0 for c in find_contours(np.pad(m, 1).astype(np.float32), 0.5)]
 
 
 def calibration_curve(std: Any, abs_error: Any, mask: Any = None, n_bins: int = 10) -> dict[str, list[float]]:

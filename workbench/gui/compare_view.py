@@ -54,12 +54,17 @@ class CompareView(QtWidgets.QWidget):
                                      self.rebuild)
         self.score_combo = combo_box(SCORE_MODES, "how every image is scored (table, error maps): " + "; ".join(
             f"{m}: {t}" for m, t in SCORE_MODE_TEXT.items()), self._score_mode_chosen)
+        self.outline_box = QtWidgets.QCheckBox("Outline")
+        self.outline_box.setToolTip("draw the object mask (the \"object\" scoring mode's pixels, derived from the "
+                                    "reference) as an outline on the images")
+        self.outline_box.toggled.connect(lambda *_: self.rebuild())
         self.auto_button = push_button("Auto W/L", "reset the shared window/level to the reference's range",
                                        self.grid.auto_levels)
         self.tool_combo = combo_box(TOOLS, "line profile / ROI drawn on the first panel, mirrored on the others",
                                     self._tool_changed)
         for label, widget in (("Show", self.mode_combo), ("Colours", self.cmap_combo), ("Error", self.error_combo),
-                              ("Score", self.score_combo), (None, self.auto_button), ("Tool", self.tool_combo)):
+                              ("Score", self.score_combo), (None, self.outline_box),
+                              (None, self.auto_button), ("Tool", self.tool_combo)):
             if label:
                 bar.addWidget(QtWidgets.QLabel(label))
             bar.addWidget(widget)
@@ -186,6 +191,7 @@ class CompareView(QtWidgets.QWidget):
         s = self.session
         errors = self._errors_shown()
         relative = self.error_combo.currentText() == "relative"
+        outline = s.views.region_outline() if self.outline_box.isChecked() and s.scan is not None else []
         out = []
         for key in keys:
             entry = s.entry(key)
@@ -196,7 +202,7 @@ class CompareView(QtWidgets.QWidget):
                 a = s.fit_scale(raw)
                 if a != 1.0:
                     image = raw * np.float32(a)
-            col = ColumnData(key=key, label=str(key), image=image)
+            col = ColumnData(key=key, label=str(key), image=image, outline=outline)
             if entry is not None:
                 col.label, col.metrics, col.std, col.elapsed = entry.label, entry.metrics, entry.std, entry.elapsed
                 if entry.state == "running":
@@ -288,15 +294,24 @@ class CompareView(QtWidgets.QWidget):
         """Save the comparison as a labelled PNG figure."""
         from workbench.gui.figure import render_figure
 
-        if self._rebuild_pending or not self.grid.columns:
-            self.rebuild(force=True)  # the tab may be hidden (export from the menu)
+        if self._rebuild_pending or self._rebuild_timer.isActive() or not self.grid.columns:
+            self._rebuild_timer.stop()
+            self.rebuild(force=True)  # the tab may be hidden (export from the menu), or a change not drawn yet
         from workbench.atomic import atomic_path
 
-        img = render_figure(self.grid.figure_columns(), title=title)
+        img = render_figure(self.grid.figure_columns(), title=title, caption=self.figure_caption())
         scan = self.session.scan
         with atomic_path(path, inputs=(scan.path if scan is not None else None,)) as tmp:
             if not img.save(tmp):  # the temporary name keeps the suffix that picks the format
                 raise OSError(f"{path}: could not write the image file")
+
+    def figure_caption(self) -> str:
+        """The exported figure's caption: which scoring mode gave its numbers (and what the outline is)."""
+        mode = self.session.score_mode
+        text = f"Scores: {mode} mode, {SCORE_MODE_TEXT[mode]}."
+        if self.outline_box.isChecked() and self.session.scan is not None and self.session.views.region_outline():
+            text += " Cyan outline: the object mask."
+        return text
 
     def export_csv(self, path: str) -> None:
         self.session.export_metrics_csv(path, slice_only=not self.metrics.all_slices)

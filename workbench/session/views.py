@@ -154,6 +154,15 @@ class SliceViews:
         except scoring.ScoreError:
             return None
 
+    def region_outline(self) -> list[np.ndarray]:
+        """The object mask's boundary (:func:`workbench.scoring.object_outline`: closed ``[n, 2]`` (row, column)
+        polylines on ``recon_shape``), for drawing it on the images; [] without a mask."""
+        def compute() -> list[np.ndarray]:
+            region = self.region()
+            return [] if region is None else scoring.object_outline(region)
+
+        return self._cached("region_outline", compute)
+
     def error_map(self, image: np.ndarray | None, relative: bool = False, mode: str = scoring.DEFAULT_SCORE_MODE,
                   acquired: np.ndarray | None = None) -> np.ndarray | None:
         """``| |image| - reference |`` (after the scale fit); ``relative``: divided by the data range. The error

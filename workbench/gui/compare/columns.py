@@ -27,6 +27,8 @@ class ColumnData:
         metrics: ``{"psnr", "ssim", "nmse"}`` against the reference (empty without one).
         elapsed: seconds the reconstruction took.
         calibration: the session's calibration of the std map (``Session.calibration``), for the calibration tab.
+        outline: closed ``[n, 2]`` (row, column) polylines drawn over the image (the object mask's boundary,
+            :func:`workbench.scoring.object_outline`); empty: none.
     """
 
     key: Any
@@ -38,3 +40,4 @@ class ColumnData:
     metrics: dict[str, float] = field(default_factory=dict)
     elapsed: float | None = None
     calibration: dict[str, Any] | None = None
+    outline: list[np.ndarray] = field(default_factory=list)

@@ -30,6 +30,8 @@ ROWS_PER_BAND = 4
 PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT = 90, 70
 #: height of the "own W/L" row, spacing between panels, height of one title line, of the other rows' titles
 BOX_HEIGHT, SPACING, TITLE_LINE, SHORT_TITLE = 22, 2, 15, 17
+#: the object outline's pen: a thin cyan line, seen on grey images and on every colour map's middle
+OUTLINE_PEN = pg.mkPen((0, 230, 255), width=1.5, cosmetic=True)
 #: the image titles (label, PSNR, SSIM) take at most this many lines in narrow panels (elided beyond, whole in the
 #: tooltip): the images keep the height
 TITLE_MAX_LINES = 3
@@ -403,6 +405,7 @@ class CompareGrid(QtWidgets.QScrollArea):
             col.image.set_colormap(self.cmap)
         levels = (col.image.levels() if own else self.shared_levels) or self.shared_levels
         col.image.set_image(self._display(data), levels=levels, autorange=autorange)
+        _draw_outline(col.image, data.outline)
         if col.error is not None:
             lv = self.error_bar.levels() if self.error_bar is not None else None
             col.error.set_image(data.error, levels=tuple(lv) if lv is not None else None, autorange=autorange)
@@ -470,13 +473,41 @@ class CompareGrid(QtWidgets.QScrollArea):
                 sub.append(f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}")
             if c.data.elapsed is not None:
                 sub.append(f"{c.data.elapsed:.1f} s")
-            col = FigureColumn(title=c.label, subtitle="  ".join(sub), image=Tile(c.image.data, lv, c.image.cmap_name))
+            col = FigureColumn(title=c.label, subtitle="  ".join(sub), image=Tile(c.image.data, lv, c.image.cmap_name),
+                               outline=list(c.data.outline))
             if c.error is not None and c.error.data is not None and self.error_bar is not None:
                 col.error = Tile(c.error.data, tuple(self.error_bar.levels()), "inferno")
             if c.std is not None and c.std.data is not None and self.std_bar is not None:
                 col.std = Tile(c.std.data, tuple(self.std_bar.levels()), "viridis")
             out.append(col)
         return out
+
+
+def outline_path(polylines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of ``polylines`` (``[n, 2]`` row, column at pixel centres) in image-item coordinates (pixel
+    ``(r, c)`` covers ``[c, c + 1] x [r, r + 1]``), the polylines separated by NaN (drawn unconnected)."""
+    if not polylines:
+        return np.zeros(0), np.zeros(0)
+    gap = np.full((1, 2), np.nan)
+    pts = np.concatenate([p for c in polylines for p in (np.asarray(c, np.float64) + 0.5, gap)])
+    return pts[:, 1], pts[:, 0]
+
+
+def _draw_outline(panel: ImagePanel, polylines: list[np.ndarray]) -> None:
+    """Draw ``polylines`` over ``panel``'s image (one curve item per panel, created on first use)."""
+    item = getattr(panel, "outline_item", None)
+    if not polylines:
+        if item is not None:
+            item.setData([], [])
+            item.hide()
+        return
+    if item is None:
+        item = panel.outline_item = pg.PlotCurveItem(pen=OUTLINE_PEN, connect="finite")
+        item.setZValue(5)
+        panel.view.addItem(item)
+    x, y = outline_path(polylines)
+    item.setData(x, y, connect="finite")
+    item.show()
 
 
 def _fit(view: pg.ViewBox) -> None:
