@@ -291,3 +291,49 @@ def test_acs_threshold_zero_gives_maps_everywhere():
     torch.testing.assert_close(everywhere, torch.ones_like(everywhere), atol=1e-3, rtol=0)
     default = energy(0.05)
     assert float(default[0, 0]) == 0.0 and float(default[24, 24]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_cg_start_is_the_tikhonov_sense_solution():
+    # A fresh network's image nets output zero (zero-initialised last layers): with init="cg" the output is the
+    # starting point, which must be argmin ||M F S x - y||^2 + lam ||x||^2 solved here by a dense numpy solve.
+    batch = _cartesian_batch(seed=3, shape=(16, 14), coils=3)
+    lam = 0.05
+    net = PrimalNet({**TINY, "refine_maps": False, "init": "cg", "init_cg_iter": 60, "init_lam": lam}).eval()
+    x_net = net.reconstruct(batch)[0].numpy()
+    maps = batch.encoding(net.config.acs_calib, net.config.acs_threshold).initial_maps()[0]
+    s = (maps / torch.sqrt((maps.abs() ** 2).sum(0, keepdim=True) + 1e-12)).numpy().astype(np.complex128)
+    m = batch.mask[0].numpy()
+    n = m.size
+    cols = [(m * np_fft2c(s * e.reshape(m.shape))).ravel() for e in np.eye(n)]
+    a = np.stack(cols, axis=1)  # the explicit operator, [C*H*W, H*W]
+    rhs = a.conj().T @ batch.kspace[0].numpy().astype(np.complex128).ravel()
+    x = np.linalg.solve(a.conj().T @ a + lam * np.eye(n), rhs).reshape(m.shape)
+    np.testing.assert_allclose(x_net, x, rtol=0, atol=2e-4 * np.abs(x).max())
+    zero_filled = PrimalNet({**TINY, "refine_maps": False}).eval().reconstruct(batch)[0].numpy()
+    assert np.abs(zero_filled - x).max() > 0.05 * np.abs(x).max()  # the default start is not that solution
+
+
+def test_espirit_initial_maps_use_the_given_maps_else_espirit_else_acs():
+    from workbench.physics.coils import estimate_espirit_maps
+
+    net = PrimalNet({**TINY, "refine_maps": False, "initial_maps": "espirit"})
+    batch = _cartesian_batch(seed=4, shape=(40, 36), coils=4)
+    estimated = estimate_espirit_maps(batch.kspace[0], calib=net.config.acs_calib)
+    got = net.maps(batch)[0]
+    inside = estimated.abs().sum(0) > 0
+    torch.testing.assert_close(got[:, inside], estimated[:, inside], atol=1e-4, rtol=0)
+    given = _rng_complex(torch.Generator().manual_seed(9), 1, 4, 40, 36)
+    with_maps = Batch(batch.kspace, batch.grid_shape, batch.recon_shape, mask=batch.mask, maps=given)
+    norm = torch.sqrt((given.abs() ** 2).sum(1, keepdim=True))
+    torch.testing.assert_close(net.maps(with_maps), given / norm, atol=1e-5, rtol=0)
+    # a 4-line calibration box is too small for ESPIRiT's kernel: the low-resolution ACS maps are used instead
+    narrow = _cartesian_batch(seed=4, shape=(40, 36), coils=4, acc_step=100)
+    narrow.mask[:, :, :] = False
+    narrow.mask[:, :, 16:20] = True
+    narrow.kspace = narrow.kspace * narrow.mask[:, None]
+    acs = PrimalNet({**TINY, "refine_maps": False}).maps(narrow)
+    torch.testing.assert_close(net.maps(narrow), acs)
+    with pytest.raises(ValueError):
+        PrimalNet({**TINY, "initial_maps": "magic"})
+    with pytest.raises(ValueError):
+        PrimalNet({**TINY, "init": "cg", "init_cg_iter": 0})

@@ -9,7 +9,7 @@ Algorithm (``n_iter`` unrolled iterations, a primal buffer of ``n_primal`` compl
     s      = 99th percentile of the zero-filled RSS      # scanner units do not matter
     S      = refine(ACS maps)                           # sum_c |S_c|^2 = 1
     b      = A^H y / s                                  # (A^H D y / s for NC-PDNet)
-    x[0..n_primal-1] = b
+    x[0..n_primal-1] = b, or with init="cg" the CG-SENSE solution of (A^H A + lam I) x = b
     for i in range(n_iter):
         r = A^H A x[0] - b                              # A^H (A x - y): the residual data consistency
         x = x + CNN_i([x, r])                           # MWCNN on real/imag channels, one per iteration
@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from workbench.arrays import fit_shape
+from workbench.nn.batch import MAPS_METHODS
 from workbench.nn.common import channels_to_complex, complex_to_channels, robust_scale
 from workbench.nn.mwcnn import MWCNN, MWCNNConfig
 from workbench.nn.sens_net import SensitivityRefiner, SensNetConfig, normalise_maps
@@ -59,6 +60,10 @@ class PrimalNetConfig:
         checkpointing: recompute each iteration in the backward pass (saves memory on GPUs, costs time).
         final_data_consistency: replace the measured k-space samples of the output's coil images by the data and
             output their root-sum-of-squares (Cartesian operators; no effect on non-Cartesian ones).
+        initial_maps: "acs" (low-resolution ACS maps) or "espirit" (the problem's maps, else ESPIRiT), before
+            the refinement; Cartesian only.
+        init: "adjoint" (the buffer starts as the zero-filled ``A^H y``) or "cg" (as the CG-SENSE solution).
+        init_cg_iter, init_lam: CG iterations and Tikhonov weight (relative to ``||A||^2 ~ 1``) of "cg".
     """
 
     n_iter: int = 6
@@ -71,6 +76,10 @@ class PrimalNetConfig:
     acs_threshold: float = 0.05
     checkpointing: bool = False
     final_data_consistency: bool = False
+    initial_maps: str = "acs"
+    init: str = "adjoint"
+    init_cg_iter: int = 10
+    init_lam: float = 0.01
 
     def __post_init__(self):
         if isinstance(self.image_net, dict):
@@ -80,6 +89,11 @@ class PrimalNetConfig:
         self.acs_calib = tuple(int(v) for v in self.acs_calib)
         if self.n_iter < 1 or self.n_primal < 1:
             raise ValueError(f"n_iter and n_primal must be >= 1, got {self.n_iter}, {self.n_primal}")
+        if self.initial_maps not in MAPS_METHODS:
+            raise ValueError(f"initial_maps must be one of {MAPS_METHODS}, got {self.initial_maps!r}")
+        if self.init not in ("adjoint", "cg") or self.init_cg_iter < 1 or self.init_lam < 0:
+            raise ValueError(f"init must be 'adjoint' or 'cg' with init_cg_iter >= 1 and init_lam >= 0, got "
+                             f"{self.init!r}, {self.init_cg_iter}, {self.init_lam}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,8 +124,24 @@ class PrimalNet(nn.Module):
     # ------------------------------------------------------------------------------------------------------
     def maps(self, batch) -> torch.Tensor:
         """Coil maps ``[B, C, H, W]``: the ACS estimate, refined when configured, normalised."""
-        initial = batch.encoding(self.config.acs_calib, self.config.acs_threshold).initial_maps()
+        initial = self.encoding(batch).initial_maps()
         return self.sens_net(initial) if self.sens_net is not None else normalise_maps(initial)
+
+    def encoding(self, batch):
+        """The batch's operator with this network's calibration and initial-maps settings."""
+        cfg = self.config
+        return batch.encoding(cfg.acs_calib, cfg.acs_threshold, cfg.initial_maps if batch.is_cartesian else "acs")
+
+    def initial_image(self, rhs: torch.Tensor, maps: torch.Tensor, enc) -> torch.Tensor:
+        """The buffer's starting image ``[B, H, W]``: ``rhs`` (zero-filled) or the CG-SENSE solution."""
+        if self.config.init != "cg":
+            return rhs
+        from workbench.solvers import conjugate_gradient
+
+        with torch.no_grad():
+            m = maps.detach()
+            return conjugate_gradient(lambda v: enc.normal(v, m), rhs.detach(), n_iter=self.config.init_cg_iter,
+                                      tol=0.0, lam=self.config.init_lam, item_ndim=2).x
 
     def _iteration(self, i: int, buffer: torch.Tensor, maps: torch.Tensor, rhs: torch.Tensor, enc) -> torch.Tensor:
         residual = enc.normal(buffer[:, 0], maps) - rhs
@@ -140,14 +170,14 @@ class PrimalNet(nn.Module):
         (``None``: the config's) ends with the data-consistency step."""
         if final_data_consistency is None:
             final_data_consistency = self.config.final_data_consistency
-        enc = batch.encoding(self.config.acs_calib, self.config.acs_threshold)
+        enc = self.encoding(batch)
         coil = enc.coil_images()
         scale = robust_scale(rss(coil, dim=1))
         if scale_out is not None:
             scale_out.append(scale)
         maps = self.maps(batch)
         rhs = (coil * maps.conj()).sum(1) / scale[:, None, None]
-        buffer = rhs[:, None].repeat(1, self.config.n_primal, 1, 1)
+        buffer = self.initial_image(rhs, maps, enc)[:, None].repeat(1, self.config.n_primal, 1, 1)
         for i in range(self.config.n_iter):
             if self.config.checkpointing and torch.is_grad_enabled():
                 buffer = checkpoint(self._iteration, i, buffer, maps, rhs, enc, use_reentrant=False)
