@@ -109,3 +109,38 @@ def test_bad_inputs_raise_typed_errors():
         CartesianSense(bad, None)
     with pytest.raises(ValueError):
         CartesianSense(maps, None)(torch.ones(6, 6, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("shape, axis", [((32, 24), -1), ((31, 17), -1), ((20, 26), -2), ((15, 9), -2)])
+def test_line_form_is_the_same_least_squares_problem(shape, axis):
+    # a mask of whole lines: the hybrid-space operator on the sampled lines gives the residual, the normal
+    # operator and A^H y of the k-space operator M F S (checked against it, odd sizes included)
+    g = torch.Generator().manual_seed(1)
+    h, w = shape
+    maps = torch.randn(3, h, w, dtype=torch.complex64, generator=g)
+    n = w if axis == -1 else h
+    lines = torch.rand(n, generator=g) < 0.4
+    lines[n // 2] = True
+    mask = lines.expand(h, w) if axis == -1 else lines[:, None].expand(h, w)
+    A = CartesianSense(maps, mask)
+    y = mask * torch.randn(3, h, w, dtype=torch.complex64, generator=g)
+    Ah, yh = A.line_form(y)
+    assert Ah.oshape == ((3, h, int(lines.sum())) if axis == -1 else (3, int(lines.sum()), w))
+    assert adjointness_error(Ah) < 1e-5
+    x = torch.randn(h, w, dtype=torch.complex64, generator=g)
+    r = float((A.forward(x) - y).abs().pow(2).sum())
+    assert float((Ah.forward(x) - yh).abs().pow(2).sum()) == pytest.approx(r, rel=1e-5)
+    assert torch.allclose(Ah.normal(x), A.normal(x), atol=1e-4 * float(A.normal(x).abs().max()))
+    assert torch.allclose(Ah.adjoint(yh), A.adjoint(y), atol=1e-4 * float(A.adjoint(y).abs().max()))
+    assert int((yh != 0).sum()) == int((y != 0).sum())
+
+
+def test_line_form_only_for_masks_of_whole_lines():
+    maps = torch.ones(2, 8, 8, dtype=torch.complex64)
+    scattered = torch.zeros(8, 8, dtype=torch.bool)
+    scattered[2, 3] = scattered[5, 1] = True
+    y = torch.zeros(2, 8, 8, dtype=torch.complex64)
+    assert CartesianSense(maps, scattered).line_form(y) is None
+    assert CartesianSense(maps, None).line_form(y) is None
+    assert CartesianSense(maps, torch.zeros(8, dtype=torch.bool)).line_form(y) is None
+    assert CartesianSense(maps, torch.ones(8, dtype=torch.bool)).line_form(y) is not None

@@ -124,7 +124,9 @@ class DataTerm:
 
     Attributes:
         A, y: operator (image ``[H, W]`` -> data) and data ``y`` (density-weighted views for weighted
-            non-Cartesian data).
+            non-Cartesian data; for a Cartesian mask of whole lines the sampled lines in hybrid space,
+            ``CartesianLineSense``: the same residuals and normal operator at the cost of 1D FFTs).
+        kspace: ``(A, y)`` in k-space (``problem.A`` and ``problem.y``, density-weighted when ``weighted``).
         noise_energy: expected ``||noise||^2`` over the measured samples of ``y`` (0 without a noise estimate).
         weighted: whether the data term is density-weighted.
     """
@@ -135,7 +137,11 @@ class DataTerm:
         self.weighted = bool(dcf_weighting and not problem.is_cartesian and problem.dcf is not None)
         if self.weighted:
             A, y = A.density_weighted(), A.weigh(y)
-        self.A, self.y = A, y
+        self.kspace = (A, y)
+        # a mask of whole lines: the same least squares on the sampled lines in hybrid space (1D FFTs, data and
+        # duals on the sampled lines only; CartesianLineSense); hold-out validation keeps k-space locations
+        line = A.line_form(y) if problem.is_cartesian and hasattr(A, "line_form") else None
+        self.A, self.y = line if line is not None else (A, y)
 
     @property
     def noise_energy(self) -> float:
@@ -332,7 +338,7 @@ def choose_lam(
             ctx.log("no noise estimate (noiseless data?): choosing the weight by hold-out validation instead")
             rule_used = "validation"
     if search is None:
-        search = holdout_validation(short_solve, data.A, data.y, lam0=LAM_START * scale, decades=2.0, n_grid=5,
+        search = holdout_validation(short_solve, *data.kspace, lam0=LAM_START * scale, decades=2.0, n_grid=5,
                                     refine=3)
     lam_rel = search.lam / scale
     chosen = {"lam": lam_rel, "lam_absolute": search.lam, "lam_rule": rule_used, "search_solves": len(search.trace)}

@@ -153,6 +153,22 @@ class CartesianSense(CoilSense):
         k = torch.fft.fft2(z, norm="ortho") * self._weights_unshifted
         return self._combine(torch.fft.ifft2(k, norm="ortho"))
 
+    def line_form(self, y: torch.Tensor) -> "tuple[CartesianLineSense, torch.Tensor] | None":
+        """``(A_h, y_h)``: the same least-squares problem in hybrid space when the mask samples whole lines (see
+        :class:`CartesianLineSense`; ``y`` ``[..., C, H, W]`` k-space, ``y_h`` its sampled lines after the inverse
+        FFT along the fully sampled axis); None for other masks, no mask, or per-item maps or masks."""
+        if self.mask is None or self.mask.dim() != 2 or (self.maps is not None and self.maps.dim() != 3):
+            return None
+        axis = _line_axis(self.mask)
+        if axis is None:
+            return None
+        lines = torch.nonzero(self.mask.any(dim=-2 if axis == -1 else -1)).reshape(-1)
+        other = -2 if axis == -1 else -1
+        hybrid = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(y, dim=other), dim=other, norm="ortho"),
+                                    dim=other)
+        op = CartesianLineSense(self.maps, lines.to(self.device), axis, self.grid_shape)
+        return op, torch.index_select(hybrid, axis, lines.to(y.device))
+
     def normal_rhs(self, y: torch.Tensor) -> torch.Tensor:
         """``A^H y``: the right-hand side that pairs with :meth:`normal` in the normal equations."""
         return self.adjoint(y)
@@ -173,3 +189,68 @@ class CartesianSense(CoilSense):
     def __repr__(self) -> str:
         r = "full" if self.mask is None else f"R={self.mask.numel() / max(int(self.mask.sum()), 1):.2f}"
         return f"<CartesianSense {self.n_coils} coils {self.grid_shape[0]}x{self.grid_shape[1]} {r}>"
+
+
+def _line_axis(mask: torch.Tensor) -> int | None:
+    """``-1`` when every column of a 2D mask ``[H, W]`` is sampled whole or not at all (lines along the readout H
+    at the sampled phase encodes W), ``-2`` for whole rows, None otherwise (or when nothing is sampled)."""
+    if mask.dim() != 2 or not bool(mask.any()):
+        return None
+    if bool((mask.all(0) == mask.any(0)).all()):
+        return -1
+    if bool((mask.all(1) == mask.any(1)).all()):
+        return -2
+    return None
+
+
+class CartesianLineSense(CoilSense):
+    """The SENSE operator of a line mask in hybrid space: ``A_h = P_K F_a S``, image ``[..., H, W]`` ->
+    ``[..., C, H, K]`` (columns, ``axis=-1``) or ``[..., C, K, W]`` (rows, ``axis=-2``).
+
+    ``F_a`` is the centred orthonormal FFT along the sampled axis ``a`` only and ``P_K`` keeps the ``K`` sampled
+    lines. For a mask that samples whole lines, ``M F S = M F_b F_a S = F_b M F_a S`` with ``F_b`` the (unitary)
+    FFT along the fully sampled axis, so ``||M F S x - y|| = ||A_h x - F_b^H y||`` on the sampled lines: the same
+    least-squares problem (same residuals, normal operator, norms) with one 1D FFT per coil instead of a 2D one
+    (the contiguous axis: about 2.7x cheaper at 256x256) and data, duals and residuals on the sampled lines only.
+    :meth:`CartesianSense.line_form` builds it with the data in this space.
+
+    The centring shifts are folded into a phase per kept line (for any length ``n``,
+    ``fftc(z)[k] = exp(2 pi i u s / n) fft(z)[u]`` with ``u = (k - n//2) mod n``, ``s = n//2``), so the loop runs
+    plain unshifted FFTs.
+    """
+
+    def __init__(self, maps: torch.Tensor | None, lines: torch.Tensor, axis: int, grid_shape: Sequence[int]):
+        grid = tuple(int(s) for s in grid_shape)
+        n = grid[axis]
+        lines = torch.as_tensor(lines).reshape(-1).to(torch.long)
+        n_coils = 1 if maps is None else maps.shape[-3]
+        out = (n_coils, grid[0], len(lines)) if axis == -1 else (n_coils, len(lines), grid[1])
+        super().__init__(grid, out)
+        self.maps = None if maps is None else _check_maps(maps)
+        self.axis, self.grid_shape = axis, grid
+        self.device = lines.device if maps is None else self.maps.device
+        unshifted = (lines - n // 2) % n
+        self._index = unshifted.to(self.device)
+        phase = torch.exp(2j * torch.pi * unshifted.to(torch.float64) * (n // 2) / n).to(torch.complex64)
+        self._phase = (phase if axis == -1 else phase[:, None]).to(self.device)
+        weights = torch.zeros(n, dtype=torch.float32)
+        weights[unshifted] = 1.0
+        self._weights = (weights if axis == -1 else weights[:, None]).to(self.device)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.fft.fft(self._coil_images(x), dim=self.axis, norm="ortho")
+        return torch.index_select(k, self.axis, self._index) * self._phase
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        shape = list(y.shape)
+        shape[self.axis] = self.grid_shape[self.axis]
+        k = y.new_zeros(shape).index_copy_(self.axis, self._index, y * self._phase.conj())
+        return self._combine(torch.fft.ifft(k, dim=self.axis, norm="ortho"))
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.fft.fft(self._coil_images(x), dim=self.axis, norm="ortho") * self._weights
+        return self._combine(torch.fft.ifft(k, dim=self.axis, norm="ortho"))
+
+    def __repr__(self) -> str:
+        return (f"<CartesianLineSense {self.oshape[0]} coils {self.grid_shape[0]}x{self.grid_shape[1]}, "
+                f"{self.oshape[self.axis]} lines along axis {self.axis}>")
