@@ -7,6 +7,8 @@ becomes its magnitude, the reconstruction is centre-cropped to the reference's s
 - PSNR = ``skimage.metrics.peak_signal_noise_ratio(ref, rec, data_range)`` = 10 log10(data_range^2 / MSE);
 - SSIM = ``skimage.metrics.structural_similarity(ref_s, rec_s, data_range)`` with its defaults (7x7 uniform
   window, K1 = 0.01, K2 = 0.03, sample covariance), averaged over the slices of a volume.
+  Both are computed by :mod:`workbench.fastmri_metrics` (scikit-image's numbers, numpy alone: importing
+  ``skimage.metrics`` pulls in ``scipy.stats``, most of a second at every ``workbench recon``).
 
 The data range (one rule, used by the library, ``workbench recon``, the app and the benchmarks;
 :func:`volume_data_range`): the file's ``max`` attribute (fastMRI), else the maximum over the stored reference
@@ -147,7 +149,7 @@ def nmse(ref: Any, rec: Any) -> float:
 
 def psnr(ref: Any, rec: Any, data_range: float | None = None) -> float:
     """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE); ``inf`` for identical images."""
-    from skimage.metrics import peak_signal_noise_ratio
+    from workbench.fastmri_metrics import peak_signal_noise_ratio
 
     r, x = prepare(ref, rec)
     dr = _data_range(r, data_range)
@@ -157,8 +159,8 @@ def psnr(ref: Any, rec: Any, data_range: float | None = None) -> float:
 
 
 def ssim(ref: Any, rec: Any, data_range: float | None = None) -> float:
-    """Structural similarity (scikit-image, 7x7 window), averaged over slices for ``[S, h, w]`` input."""
-    from skimage.metrics import structural_similarity
+    """Structural similarity (scikit-image's, 7x7 window), averaged over slices for ``[S, h, w]`` input."""
+    from workbench.fastmri_metrics import structural_similarity
 
     r, x = prepare(ref, rec)
     dr = _data_range(r, data_range)
@@ -193,7 +195,7 @@ def evaluate(ref: Any, rec: Any, data_range: float | None = None, region: Any = 
                          f"compare with (is it an empty slice?)")
     if region is None:
         return {"psnr": psnr(r, x, data_range), "ssim": ssim(r, x, data_range), "nmse": nmse(r, x)}
-    from skimage.metrics import structural_similarity
+    from workbench.fastmri_metrics import structural_similarity
 
     m = np.broadcast_to(_numpy(region).astype(bool), r.shape)
     if not m.any():
