@@ -1,5 +1,6 @@
 """``workbench recon FILE --method NAME [sampling] [--param k=v ...] [--json] [--out result.h5]``: reconstruct one
-slice with a method and report PSNR / SSIM / NMSE against the reference.
+slice with a method and report PSNR / SSIM / NMSE against the reference. ``--slice all`` (or ``A:B``, ``A,B,C``)
+reconstructs those slices in this one process into one ``--out`` file (:mod:`workbench.commands.recon_volume`).
 
 Sampling (at most one):
 - ``--mask random|equispaced|poisson|gaussian --accel R [--center-fraction F] [--seed S]``: retrospective
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from workbench.arrays import jsonable
-from workbench.errors import SamplingError, ScanError, WorkbenchError
+from workbench.errors import SamplingError, WorkbenchError
 
 CARTESIAN_KINDS = ("random", "equispaced", "poisson", "gaussian")
 # safe_run reports exceptions that are not user errors as "ValueError: ..." (a crash worth a traceback)
@@ -56,7 +57,9 @@ DCF_CHOICES = ("pipe-menon", "voronoi", "ramp")  # workbench.sampling.dcf.DCF_ME
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="raw scan file (fastMRI .h5, ISMRMRD, .npy/.npz, BART, .mat, twix)")
-    p.add_argument("--slice", type=int, default=None, metavar="N", help="slice index (default: the middle slice)")
+    p.add_argument("--slice", default=None, metavar="N|A:B|A,B|all",
+                   help="slice index (default: the middle slice), or several slices into one result: all, A:B "
+                        "(A to B-1), A,B,C (see workbench.volume)")
     p.add_argument("--method", required=True, metavar="NAME",
                    help="reconstruction method (see `workbench plugins`), e.g. zero-filled, cg-sense, l1-wavelet, tv")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -244,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.methods import discover_methods
     from workbench.problem import Problem
     from workbench.scoring import IMAGE_IS_RSS, SCORE_MODE_TEXT, ScoreError, score, volume_data_range
+    from workbench.volume import is_volume_spec, parse_slices
 
     registry = discover_methods(plugin_dirs=args.plugin_dir)
     if args.method not in registry:
@@ -262,16 +266,19 @@ def run(args: argparse.Namespace) -> int:
 
         options = dict(parse_option(o) for o in args.option)
     scan = open_scan(args.file, format=args.format, **options)
-    index = scan.n_slices // 2 if args.slice is None else args.slice
-    if not 0 <= index < scan.n_slices:
-        raise ScanError(args.file, f"slice {index} is out of range (the scan has {scan.n_slices} slices: "
-                                   f"0..{scan.n_slices - 1})")
+    volume = is_volume_spec(args.slice)
+    index = scan.n_slices // 2 if args.slice is None or volume else parse_slices(args.slice, scan.n_slices,
+                                                                               args.file)[0]
     args.slice_index = index
     sampling = make_sampling_from_args(args, scan)
     if args.dcf is not None and (args.mask or (sampling is not None and sampling.is_cartesian)
                                  or (sampling is None and scan.is_cartesian)):
         raise SamplingError("--dcf applies to non-Cartesian data (--trajectory, a saved trajectory or a "
                             "non-Cartesian scan)")
+    if volume:  # several slices into one result file: workbench/commands/recon_volume.py
+        from workbench.commands.recon_volume import run_volume
+
+        return run_volume(args, scan, method, params, device, sampling, inputs, command_line)
     maps = load_maps(args.maps_file, scan) if args.maps_file else None
     t_prepare = time.perf_counter()
     problem = Problem.from_scan(scan, index, sampling, device=device, maps=maps, maps_method=args.maps,

@@ -1,0 +1,153 @@
+"""Volume mode: ``workbench recon --slice all|A:B|A,B`` and workbench.volume (one process, one result file)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+from workbench.io import open_scan
+from workbench.methods import Method, discover_methods
+from workbench.result import Result
+from workbench.volume import (SliceRangeError, VolumeCancelled, is_volume_spec, load_volume, parse_slices,
+                              reconstruct_volume)
+
+N_SLICES = 4
+
+
+@pytest.fixture(scope="module")
+def scan_file(tmp_path_factory):
+    """A small 4-slice, 4-coil fastMRI file (simulated brain slices) with its stored reference."""
+    from workbench.io.fastmri import write_fastmri
+    from workbench.simulate import generate_slice
+
+    slices = [generate_slice(i, shape=(48, 40), n_coils=4, slice_position=-10.0 + 8 * i) for i in range(N_SLICES)]
+    path = tmp_path_factory.mktemp("volume") / "vol.h5"
+    write_fastmri(path, np.stack([s["kspace"] for s in slices]), np.stack([s["reference"] for s in slices]))
+    return path
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_slice_specifications():
+    assert parse_slices("all", 5) == [0, 1, 2, 3, 4]
+    assert parse_slices("1:4", 5) == [1, 2, 3] and parse_slices("3:", 5) == [3, 4] and parse_slices(":2", 5) == [0, 1]
+    assert parse_slices("0:5:2", 5) == [0, 2, 4] and parse_slices("4,0,2", 5) == [4, 0, 2] and parse_slices(3, 5) == [3]
+    assert is_volume_spec("all") and is_volume_spec("1:3") and is_volume_spec("1,2")
+    assert not is_volume_spec("3") and not is_volume_spec(None)
+    for bad, words in (("3:1", "empty or out of range"), ("0:9", "out of range"), ("5", "slice 5 is out of range"),
+                       ("-1", "slice -1 is out of range"), ("a:b", "not a slice number"), ("1,1", "twice"),
+                       ("0:4:0", "step"), ("1:2:3:4", "A:B")):
+        with pytest.raises(SliceRangeError, match=words) as info:
+            parse_slices(bad, 5, "scan.h5")
+        assert str(info.value).startswith("scan.h5: ")  # typed, naming the file
+        assert "the scan has 5 slices: 0..4" in str(info.value) or words in ("twice", "step")
+
+
+def test_bad_slice_range_on_the_command_line_names_the_file(scan_file, capsys, tmp_path):
+    out = tmp_path / "v.h5"
+    assert main(["recon", str(scan_file), "--slice", "2:9", "--method", "zero-filled", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{scan_file}: slice range '2:9' is empty or out of range (the scan has 4 slices: 0..3" in err
+    assert not out.exists()
+    assert main(["recon", str(scan_file), "--slice", "all", "--method", "zero-filled", "--validate"]) == 1
+    assert "--validate applies to one slice" in capsys.readouterr().err
+
+
+def test_volume_file_holds_every_slice_and_equals_single_slice_runs(scan_file, tmp_path, capsys):
+    common = ["--method", "cg-sense", "--mask", "equispaced", "--accel", "2", "--param", "n_iter=8"]
+    out = tmp_path / "volume.h5"
+    assert main(["recon", str(scan_file), "--slice", "all", *common, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    done = [line for line in err.splitlines() if " done in " in line]
+    assert [line.split(" (")[0] for line in done] == [f"cg-sense: slice {i}" for i in range(N_SLICES)]
+    assert f"({N_SLICES}/{N_SLICES}) done" in done[-1]
+    vol = load_volume(out)
+    assert vol["slices"] == list(range(N_SLICES)) and vol["image"].shape == (N_SLICES, 48, 40)
+    assert vol["image"].dtype == np.complex64 and vol["mask"] is not None
+    meta = vol["meta"]
+    assert meta["method"] == "cg-sense" and meta["params"]["n_iter"] == 8 and len(meta["per_slice"]) == N_SLICES
+    assert "--slice all" in meta["provenance"]["command"]
+    assert _files(tmp_path) == ["volume.h5"]
+    for i in range(N_SLICES):
+        single = tmp_path / f"s{i}.h5"
+        assert main(["recon", str(scan_file), "--slice", str(i), *common, "--out", str(single)]) == 0
+        image = Result.load(single).image.numpy()
+        np.testing.assert_allclose(vol["image"][i], image, rtol=0, atol=1e-5 * np.abs(image).max())
+        # the per-slice scores are the single-slice command's
+        assert meta["per_slice"][i]["metrics"]["psnr"] == pytest.approx(
+            Result.load(single).extras["metrics"]["psnr"], abs=1e-3)
+    capsys.readouterr()
+
+
+def test_ranges_nifti_and_npy_outputs(scan_file, tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+    nii, npy = tmp_path / "v.nii.gz", tmp_path / "v.npy"
+    assert main(["recon", str(scan_file), "--slice", "1:3", "--method", "zero-filled", "--out", str(nii)]) == 0
+    assert main(["recon", str(scan_file), "--slice", "3,0", "--method", "zero-filled", "--out", str(npy),
+                 "--json"]) == 0
+    assert nib.load(str(nii)).shape == (40, 48, 2)  # NIfTI: [W, H, S]
+    stack = np.load(npy)
+    assert stack.shape == (2, 48, 40) and stack.dtype == np.complex64
+    scan = open_scan(scan_file)
+    np.testing.assert_allclose(np.abs(stack[0]), scan.reference(3), rtol=1e-4, atol=1e-6 * stack.max())
+    assert _files(tmp_path) == ["v.nii.gz", "v.npy"]
+    capsys.readouterr()
+
+
+def test_progress_per_slice_and_cancel_leaves_no_file(scan_file, tmp_path):
+    scan = open_scan(scan_file)
+    method = discover_methods().get("cg-sense")
+    seen, progressed = [], set()
+    volume = reconstruct_volume(scan, [2, 0, 1], method, {"n_iter": 4}, keep_images=True,
+                                on_progress=lambda k, i, job: progressed.add(i),
+                                on_slice=lambda k, record, image: seen.append((k, record.slice, image.shape)))
+    assert seen == [(0, 2, (48, 40)), (1, 0, (48, 40)), (2, 1, (48, 40))] and progressed == {0, 1, 2}
+    assert volume.images.shape == (3, 48, 40) and [r.slice for r in volume.records] == [2, 0, 1]
+    assert volume.metrics is not None and volume.metrics["psnr"] > 10
+
+    out = tmp_path / "cancelled.h5"
+    out.write_bytes(b"previous result")  # a previous file of that name stays as it was
+    cancel = threading.Event()
+    with pytest.raises(VolumeCancelled):
+        reconstruct_volume(scan, range(N_SLICES), method, {"n_iter": 4}, out=out, cancel=cancel,
+                           on_slice=lambda k, record, image: cancel.set() if k == 1 else None)
+    assert out.read_bytes() == b"previous result" and _files(tmp_path) == ["cancelled.h5"]
+
+    # Cancel while a slice's method runs: the job stops at its next progress report; no file either.
+    fresh = tmp_path / "fresh.h5"
+    cancel = threading.Event()
+    with pytest.raises(VolumeCancelled):
+        reconstruct_volume(scan, range(N_SLICES), method, {"n_iter": 50}, out=fresh, cancel=cancel,
+                           on_progress=lambda k, i, job: cancel.set() if k == 2 and job.progress > 0.1 else None)
+    assert not fresh.exists() and _files(tmp_path) == ["cancelled.h5"]
+
+
+class FailsOnItsSecondRun(Method):
+    name = "fails-later"
+    version = "1"
+    description = "an empty image, then an error"
+
+    def __init__(self):
+        self.runs = 0
+
+    def run(self, problem, params, ctx):
+        self.runs += 1
+        if self.runs == 2:
+            raise RuntimeError("diverged")
+        return Result(image=torch.zeros(tuple(problem.recon_shape), dtype=torch.complex64))
+
+
+def test_a_failing_slice_names_it_and_writes_nothing(scan_file, tmp_path):
+    scan = open_scan(scan_file)
+    out = tmp_path / "v.h5"
+    with pytest.raises(WorkbenchError, match="fails-later: slice 3: .*diverged"):
+        reconstruct_volume(scan, [1, 3, 0], FailsOnItsSecondRun(), out=out)
+    assert _files(tmp_path) == []
