@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from workbench.cli import main
-from workbench.holdout import estimated_nmse, prediction_error, split
+from workbench.holdout import estimated_nmse, folds, holdout_score, prediction_error, split, summary
 from workbench.io import open_scan
 from workbench.io.fastmri import write_fastmri
 from workbench.physics.fft import expected_scan_rss, ifft2c, rss
@@ -155,6 +155,51 @@ def test_holdout_split_and_its_error(simulated):
     zf_rss = a.train.zero_filled("rss")
     assert prediction_error(a, zf_rss, IMAGE_IS_RSS) == 1.0
     assert estimated_nmse(a, truth) < estimated_nmse(a, zf_rss, IMAGE_IS_RSS)
+
+
+def test_holdout_folds_hold_out_whole_lines_and_pool_their_errors(simulated):
+    problem, full, clean = simulated
+    parts = folds(problem, 3, 0.07, seed=0)
+    cols = problem.mask.any(0)
+    centre = torch.zeros_like(cols)
+    centre[27:37] = True  # the fully sampled centre lines (center_fraction 0.16) are never held out
+    seen = torch.zeros_like(cols)
+    for h in parts:
+        held_cols = h.held.any(0)
+        assert torch.equal(h.held, problem.mask & held_cols[None, :])  # whole measured lines
+        assert not bool((held_cols & centre).any()) and not bool((held_cols & seen).any())  # disjoint folds
+        assert torch.equal(h.train.mask, problem.mask & ~h.held)
+        seen |= held_cols
+    assert [h.held.any(0).sum() for h in parts] == [1, 1, 1]  # round(0.07 x 16 lines)
+    assert len(folds(problem, 8, 0.07)) == 3  # at most half of the 6 measured lines off the centre
+    # the pooled summary: the held-out energy-weighted mean of the folds' relative errors
+    truth = (problem.maps.conj() * ifft2c(clean)).sum(0)
+    errors = [prediction_error(h, truth) for h in parts]
+    energies = [float(full[:, h.held].abs().pow(2).sum()) for h in parts]
+    pooled = summary(parts, [truth] * 3)
+    assert pooled["holdout_error"] == pytest.approx(np.dot(errors, energies) / sum(energies), rel=1e-6)
+    assert pooled["holdout_folds"] == 3 and pooled["holdout_lines"] and pooled["holdout_samples"] == 3 * 64
+    assert pooled["holdout_nmse"] == pytest.approx(estimated_nmse(parts, [truth] * 3), rel=1e-9)
+    zf = summary(parts, [None] * 3, IMAGE_IS_RSS)
+    assert zf["holdout_error"] == 1.0 and pooled["holdout_nmse"] < zf["holdout_nmse"]
+
+
+def test_cli_validate_gives_the_library_holdout_score(tmp_path, capsys):
+    from workbench.methods import discover_methods
+
+    s = generate_slice(2, shape=(64, 64), n_coils=4)
+    path = tmp_path / "slice.h5"
+    write_fastmri(path, s["kspace"][None], s["reference"][None].astype(np.float32))
+    code = main(["recon", str(path), "--method", "cg-sense", "--mask", "random", "--accel", "4", "--seed", "0",
+                 "--center-fraction", "0.16", "--validate", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    cli = json.loads(out)["holdout"]
+    problem = Problem.from_scan(open_scan(str(path)), 0, make_sampling("random", (64, 64), 4, seed=0,
+                                                                         center_fraction=0.16))
+    lib = holdout_score(discover_methods().get("cg-sense"), problem)
+    assert cli["holdout_folds"] == lib["holdout_folds"] >= 2
+    assert cli["holdout_nmse"] == pytest.approx(lib["holdout_nmse"], rel=1e-5)
 
 
 def test_session_shows_the_chosen_weight_and_the_holdout_score(tmp_path):

@@ -5,12 +5,17 @@ held out; the method runs again on the rest, and the normalised error of its pre
 ``||y_h - P_h F S x||^2 / ||y_h||^2`` (``x`` its image, ``S`` the coil maps, ``P_h`` the held-out positions), is
 measured. The score (:func:`estimated_nmse`) scales it to the whole scan: the residual on the measured samples
 plus the held-out relative error times the unmeasured samples' energy, over the scan's estimated energy, so that
-it compares methods across accelerations too (lower is better). It needs no reference, so it ranks methods on prospective scans.
+it compares methods across accelerations too (lower is better). It needs no reference, so it ranks methods on
+prospective scans.
 
-Cartesian: measured grid samples outside the calibration box (``problem.calib``; for a line mask, off its fully
-sampled centre lines, so that the held-out samples lie on lines drawn as the unmeasured ones are, SSDU-style); non-Cartesian: trajectory samples
+The score's rule (:func:`holdout_score`, the CLI's ``--validate``, the app's Validate) runs :data:`DEFAULT_FOLDS`
+disjoint folds (:func:`folds`) and pools their residuals. For a line mask each fold holds out whole measured
+lines off the fully sampled centre: they are then missing as the unmeasured lines are (a held-out sample on a
+measured line is predicted from its measured readout neighbours, which made every interpolating method look
+better against zero filling than it is; ``benchmarks/results/holdout.md``). Other Cartesian masks: measured
+grid samples outside the calibration box (``problem.calib``, :func:`split`); non-Cartesian: trajectory samples
 outside the calibration radius, their density compensation taken from the kept ones. The coil maps come from the
-calibration data, which is never held out, so the run on the rest reuses the problem's maps.
+calibration data, which is never held out, so the runs on the rest reuse the problem's maps.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import torch
 from workbench.arrays import fit_shape
 from workbench.errors import SamplingError
 
-__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "HoldOut", "split", "prediction_error", "estimated_nmse",
-           "holdout_score", "summary"]
+__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "DEFAULT_FOLDS", "HoldOut", "split", "folds", "prediction_error",
+           "estimated_nmse", "residuals", "holdout_score", "summary", "pooled_summary"]
 
 DEFAULT_FRACTION = 0.07
 DEFAULT_SEED = 0
+DEFAULT_FOLDS = 4
 
 
 class HoldOut:
@@ -106,7 +112,53 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
     return HoldOut(problem, train, held, int(held.sum()) / measured, seed)
 
 
-def _residuals(holdout: HoldOut, image: Any, image_is: str | None) -> tuple[float, float, float]:
+def folds(problem: Any, n_folds: int = DEFAULT_FOLDS, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_SEED,
+          lines: bool | None = None) -> list[HoldOut]:
+    """``n_folds`` disjoint hold-out splits of ``problem`` (one seeded permutation of the eligible candidates,
+    each fold the next ``fraction`` of the measured ones; fewer folds when they would take more than half of
+    the candidates), whose errors :func:`summary` pools. ``lines`` (None:
+    whenever the mask is a line mask): the candidates are whole measured lines off the fully sampled centre, so
+    that what is held out is missing as the unmeasured lines are (a held-out sample on a measured line is
+    predicted from its measured neighbours along the readout, which flatters every interpolating method against
+    zero filling); else single samples (:func:`split`, an independent seeded split per fold)."""
+    from workbench.problem import Problem
+
+    if not 0 < fraction < 0.5 or n_folds < 1 or n_folds * fraction >= 0.9:
+        raise SamplingError(f"hold-out: {n_folds} folds of {fraction} of the measured samples do not fit")
+    if lines is None:
+        lines = problem.is_cartesian and _column_mask(problem.mask)
+    if not lines:
+        if n_folds == 1:
+            return [split(problem, fraction, seed)]
+        rng = np.random.default_rng(seed)
+        return [split(problem, fraction, int(s)) for s in rng.integers(0, 2**31, n_folds)]
+    if not (problem.is_cartesian and _column_mask(problem.mask)):
+        raise SamplingError("hold-out of whole lines needs a Cartesian line mask")
+    cols = problem.mask.any(0)
+    candidates = np.flatnonzero(_eligible_cartesian(problem).any(0).cpu().numpy())
+    n = max(1, int(round(fraction * int(cols.sum()))))
+    if n > len(candidates) // 2:
+        raise SamplingError(f"hold-out: the line mask has {len(candidates)} measured lines off its centre, too "
+                            f"few to hold out {n}")
+    n_folds = min(n_folds, len(candidates) // 2 // n)  # the folds together take at most half of them
+    order = np.random.default_rng(seed).permutation(candidates)
+    common = dict(reference=problem.reference, data_range=problem.data_range, device=problem.device,
+                  maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
+                  maps=problem.maps if problem.has_maps else None)
+    out = []
+    for f in range(n_folds):
+        held_cols = torch.zeros_like(cols)
+        held_cols[torch.from_numpy(order[f * n:(f + 1) * n]).to(cols.device)] = True
+        held = problem.mask & held_cols[None, :]
+        keep = problem.mask & ~held
+        train = Problem(problem.y * keep, problem.grid_shape, problem.recon_shape, mask=keep,
+                        provenance={**problem.provenance, "holdout": {"fraction": fraction, "seed": seed,
+                                                                      "fold": f, "lines": True}}, **common)
+        out.append(HoldOut(problem, train, held, int(held.sum()) / int(problem.mask.sum()), seed))
+    return out
+
+
+def residuals(holdout: HoldOut, image: Any, image_is: str | None = None) -> tuple[float, float, float]:
     """``(||y_h||^2, ||y_h - P_h F S x||^2, ||P_kept (y - F S x)||^2)`` of the image ``x`` reconstructed from
     ``holdout.train``."""
     from workbench.physics.fft import fft2c
@@ -117,12 +169,13 @@ def _residuals(holdout: HoldOut, image: Any, image_is: str | None) -> tuple[floa
     held_energy = float(y_held.abs().pow(2).sum())
     if held_energy == 0:
         raise ScoreError("the held-out samples are all zero: no hold-out error is defined")
+    if image_is in (IMAGE_IS_RSS, IMAGE_IS_SCAN):
+        # the RSS of the kept data's own coil images: they hold the kept samples and nothing elsewhere (the
+        # image itself is not needed)
+        return held_energy, held_energy, 0.0
     img = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if not np.isfinite(img).all():
         raise ScoreError("the reconstruction has NaN or infinite pixels: no hold-out error is defined")
-    if image_is in (IMAGE_IS_RSS, IMAGE_IS_SCAN):
-        # the RSS of the kept data's own coil images: they hold the kept samples and nothing elsewhere
-        return held_energy, held_energy, 0.0
     maps = train.maps
     x = torch.from_numpy(fit_shape(img.astype(np.complex64), problem.grid_shape)).to(maps.device)
     if not np.iscomplexobj(img) or not np.any(np.imag(img)):
@@ -146,7 +199,7 @@ def prediction_error(holdout: HoldOut, image: Any, image_is: str | None = None) 
     from ``holdout.train``. Coil images from the image by the rule of the as-acquired score
     (:func:`workbench.scoring.as_acquired`): ``S x`` (a magnitude-only image with the phase of the calibration
     data); an image declared the RSS of the kept data's coil images predicts zero at every held-out sample."""
-    held_energy, held_residual, _ = _residuals(holdout, image, image_is)
+    held_energy, held_residual, _ = residuals(holdout, image, image_is)
     return held_residual / held_energy
 
 
@@ -162,40 +215,63 @@ def _unmeasured_energy(problem: Any) -> float | None:
     return float(np.exp(np.interp(unmeasured, measured, np.log(np.maximum(energy[measured], tiny)))).sum())
 
 
-def estimated_nmse(holdout: HoldOut, image: Any, image_is: str | None = None) -> float:
+def estimated_nmse(holdout: HoldOut | list[HoldOut], image: Any, image_is: str | None = None) -> float:
     """The k-space NMSE of the fully sampled scan that the hold-out predicts for ``image``, comparable across
     samplings of a scan: the residual on the kept and the held-out samples, plus the held-out samples' relative
     error times the unmeasured samples' energy, over the measured energy plus the unmeasured energy. The
     unmeasured energy: for a line mask, each unmeasured line's from the measured lines' energy profile
     (interpolated; it falls steeply away from the centre, so a mean over the few held-out lines would miss it);
-    else the held-out samples' mean energy for each unmeasured grid point (which they stand for)."""
-    held_energy, held_residual, kept_residual = _residuals(holdout, image, image_is)
-    problem = holdout.original
+    else the held-out samples' mean energy for each unmeasured grid point (which they stand for).
+
+    Several folds (:func:`folds`; ``image`` then one image per fold, each reconstructed from its fold's
+    ``train``): their errors are pooled (sums of residuals and energies over the folds) before the ratio."""
+    holdouts, images = (holdout, image) if isinstance(holdout, list) else ([holdout], [image])
+    return _pooled([residuals(h, x, image_is) for h, x in zip(holdouts, images)], holdouts)[0]
+
+
+def _pooled(parts: list[tuple[float, float, float]], holdouts: list[HoldOut]) -> tuple[float, float]:
+    """``(estimated NMSE, pooled held-out relative error)`` from each fold's :func:`residuals`."""
+    problem = holdouts[0].original
+    held_energy, held_residual = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    relative = held_residual / held_energy
+    measured_residual = sum(p[1] + p[2] for p in parts) / len(parts)  # each fold's residual on every measured one
     unmeasured = _unmeasured_energy(problem)
     if unmeasured is None:
         n_measured = int(problem.mask.sum()) if problem.is_cartesian else int(problem.y.shape[-1])
-        unmeasured = max(math.prod(problem.grid_shape) - n_measured, 0) * held_energy / holdout.n_held
+        n_held = sum(h.n_held for h in holdouts)
+        unmeasured = max(math.prod(problem.grid_shape) - n_measured, 0) * held_energy / n_held
     total = float(problem.y.abs().pow(2).sum()) + unmeasured
-    return (kept_residual + held_residual + held_residual / held_energy * unmeasured) / total
+    return (measured_residual + relative * unmeasured) / total, relative
 
 
-def holdout_score(method: Any, problem: Any, params: Any = None, fraction: float = DEFAULT_FRACTION,
-                  seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """Run ``method`` on ``problem`` with ``fraction`` of its measured samples held out (``seed``) and return
-    :func:`summary` (the library's call; the CLI and the app run the same two steps through their job
-    engine)."""
+def holdout_score(method: Any, problem: Any, params: Any = None, n_folds: int = DEFAULT_FOLDS,
+                  fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """Run ``method`` on each of ``problem``'s :func:`folds` (``n_folds`` of ``fraction`` of its measured samples
+    held out, ``seed``) and return :func:`summary` (the library's call; the CLI and the app run the same steps
+    through their job engine)."""
     from workbench.methods import safe_run
 
-    h = split(problem, fraction, seed)
-    result = safe_run(method, h.train, params)
-    return summary(h, result.image, (result.extras or {}).get("image_is"))
+    holdouts = folds(problem, n_folds, fraction, seed)
+    results = [safe_run(method, h.train, params) for h in holdouts]
+    return summary(holdouts, [r.image for r in results], [(r.extras or {}).get("image_is") for r in results])
 
 
-def summary(holdout: HoldOut, image: Any, image_is: str | None = None) -> dict[str, Any]:
-    """The JSON-able report of one hold-out validation of ``image`` (reconstructed from ``holdout.train``):
-    ``holdout_nmse`` (:func:`estimated_nmse`, the score: lower is better), ``holdout_error``
-    (:func:`prediction_error`), ``holdout_fraction``, ``holdout_samples``, ``holdout_seed``."""
-    return {"holdout_nmse": estimated_nmse(holdout, image, image_is),
-            "holdout_error": prediction_error(holdout, image, image_is),
-            "holdout_fraction": round(holdout.fraction, 5), "holdout_samples": holdout.n_held,
-            "holdout_seed": holdout.seed}
+def summary(holdout: HoldOut | list[HoldOut], image: Any, image_is: Any = None) -> dict[str, Any]:
+    """The JSON-able report of a hold-out validation of ``image`` (reconstructed from ``holdout.train``; with a
+    list of folds, a list of images and of ``image_is``, or one ``image_is`` for all): ``holdout_nmse``
+    (:func:`estimated_nmse`, the score: lower is better), ``holdout_error`` (the held-out samples' pooled
+    relative error, :func:`prediction_error` for one fold), ``holdout_fraction`` (all folds together),
+    ``holdout_samples``, ``holdout_folds``, ``holdout_lines`` (whole lines held out), ``holdout_seed``."""
+    holdouts, images = (holdout, image) if isinstance(holdout, list) else ([holdout], [image])
+    kinds = image_is if isinstance(image_is, list) else [image_is] * len(holdouts)
+    return pooled_summary(holdouts, [residuals(h, x, k) for h, x, k in zip(holdouts, images, kinds)])
+
+
+def pooled_summary(holdouts: list[HoldOut], parts: list[tuple[float, float, float]]) -> dict[str, Any]:
+    """:func:`summary` from each fold's :func:`residuals` (computed where each fold's run ended)."""
+    nmse, relative = _pooled(parts, holdouts)
+    return {"holdout_nmse": nmse, "holdout_error": relative,
+            "holdout_fraction": round(sum(h.fraction for h in holdouts), 5),
+            "holdout_samples": sum(h.n_held for h in holdouts), "holdout_folds": len(holdouts),
+            "holdout_lines": bool(holdouts[0].train.provenance.get("holdout", {}).get("lines", False)),
+            "holdout_seed": holdouts[0].seed}

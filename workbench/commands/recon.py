@@ -24,9 +24,9 @@ computed from the k-space).
 ``--score-mode fastmri|object|as-acquired`` (:data:`workbench.scoring.SCORE_MODES`): the full field of view
 (default), inside the reference's object mask, or every image as a fully sampled scan of it; the output names the
 mode of every number. ``--validate``: a score without a reference (:mod:`workbench.holdout`): the method runs again
-with 7 % of the measured samples outside the calibration region held out (seed 0); the normalised error of its
-prediction of them, and the scan's k-space NMSE it predicts (:func:`workbench.holdout.estimated_nmse`), are
-reported (lower is better).
+on 4 disjoint folds, each holding out 7 % of the measured lines of a line mask (else samples) outside the
+calibration region (seed 0); the pooled normalised error of its prediction of them, and the scan's k-space NMSE it
+predicts (:func:`workbench.holdout.estimated_nmse`), are reported (lower is better).
 ``--json`` prints exactly one JSON line on stdout. ``--out`` saves the Result (image, mask / trajectory,
 parameters, chosen weights, history, provenance, metrics, the command line) so that it can be reproduced.
 """
@@ -92,8 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how images are scored: fastmri (full field of view, default), object (inside the "
                         "reference's object mask), as-acquired (each image as a fully sampled scan of it)")
     p.add_argument("--validate", action="store_true",
-                   help="also score without a reference: run again with 7%% of the measured samples (outside the "
-                        "calibration region) held out and report the error of their prediction")
+                   help="also score without a reference: run again on 4 folds, each holding out 7%% of the "
+                        "measured lines (of a line mask; else samples) outside the calibration region, and report "
+                        "the scan's k-space error predicted from their prediction")
     p.add_argument("--json", action="store_true", help="print one JSON line (metrics, time, parameters)")
     p.add_argument("--out", metavar="PATH", help="save the result (HDF5) with its sampling and parameters")
     p.add_argument("--format", metavar="NAME", help="force a reader (e.g. fastmri, ismrmrd, npy)")
@@ -229,15 +230,17 @@ def command_line(args: argparse.Namespace) -> str:
 
 def validate(jobs: Any, method: Any, problem: Any, params: Any, device: Any) -> dict[str, Any]:
     """The hold-out score (:mod:`workbench.holdout`): ``method`` runs again, through the same job engine, on
-    ``problem`` with part of its measured samples held out."""
-    from workbench.holdout import split, summary
+    each of ``problem``'s hold-out folds (part of its measured samples held out)."""
+    from workbench.holdout import folds, summary
     from workbench.jobs import JobState
 
-    held = split(problem)
-    job = jobs.run_sync(method, held.train, params, device=device)
-    if job.state is not JobState.DONE:
-        raise WorkbenchError(f"{method.name} (hold-out run): {job.error.message if job.error else 'failed'}")
-    return summary(held, job.result.image, (job.result.extras or {}).get("image_is"))
+    holdouts, results = folds(problem), []
+    for held in holdouts:
+        job = jobs.run_sync(method, held.train, params, device=device)
+        if job.state is not JobState.DONE:
+            raise WorkbenchError(f"{method.name} (hold-out run): {job.error.message if job.error else 'failed'}")
+        results.append(job.result)
+    return summary(holdouts, [r.image for r in results], [(r.extras or {}).get("image_is") for r in results])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -380,8 +383,9 @@ def run(args: argparse.Namespace) -> int:
         print("metrics   no reference image for this scan")
     if holdout is not None:
         print(f"hold-out  NMSE {holdout['holdout_nmse']:.4g}  (the scan's k-space error predicted from "
-              f"{holdout['holdout_samples']} held-out samples, {100 * holdout['holdout_fraction']:.1f}% of the "
-              f"measured, error {holdout['holdout_error']:.4g} there; lower is better)")
+              f"{holdout['holdout_samples']} held-out samples in {holdout['holdout_folds']} folds, "
+              f"{100 * holdout['holdout_fraction']:.1f}% of the measured, error {holdout['holdout_error']:.4g} "
+              f"there; lower is better)")
     for line in getattr(job, "log", []):
         print(f"log       {line}")
     if args.out:

@@ -37,6 +37,7 @@ class CompareView(QtWidgets.QWidget):
         self.shown: dict[Any, bool] = {ZERO_FILLED: True}  # key -> shown in the grid
         self._rebuild_pending = False
         self._calibration_stale = True
+        self._drawn_done: set[Any] = set()  # ids of finished results whose final image the grid shows
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
 
@@ -78,6 +79,7 @@ class CompareView(QtWidgets.QWidget):
         self.metrics.shownChanged.connect(self._on_shown_changed)
         self.metrics.allSlicesChanged.connect(lambda *_: self.refresh_table())
         self.metrics.exportRequested.connect(self.export_csv_dialog)
+        self.metrics.validateRequested.connect(self.validate_all)
         self.tabs.addTab(self.metrics, "Metrics")
         self.profile = ProfilePlot()
         self.tabs.addTab(self.profile, "Line profile")
@@ -132,7 +134,9 @@ class CompareView(QtWidgets.QWidget):
 
     def _on_result(self, entry: Any) -> None:
         known = entry.id in self.grid.keys()
-        if entry.state == "done" or (entry.state in ("failed", "cancelled") and known):
+        if entry.state == "done" and entry.id in self._drawn_done and known:
+            self.refresh_table()  # drawn already: what changed is its row (its hold-out score)
+        elif entry.state == "done" or (entry.state in ("failed", "cancelled") and known):
             self.shown.setdefault(entry.id, True)
             self._schedule()
         elif entry.state == "running" and entry.preview is not None and entry.slice_index == \
@@ -234,6 +238,8 @@ class CompareView(QtWidgets.QWidget):
             self.refresh_table()
             return
         self.grid.setData(self.column_data(self.keys()), self.error_levels())
+        self._drawn_done = {k for k in self.grid.keys()
+                            if (e := self.session.entry(k)) is not None and e.state == "done"}
         self._tool_changed()
         self.refresh_table()
         self._update_calibration()
@@ -312,6 +318,11 @@ class CompareView(QtWidgets.QWidget):
         if self.outline_box.isChecked() and self.session.scan is not None and self.session.views.region_outline():
             text += " Cyan outline: the object mask."
         return text
+
+    def validate_all(self) -> None:
+        """The hold-out score of the live zero-filled image and of every run of this slice (background jobs)."""
+        if self.session.scan is not None:
+            self.session.validate()
 
     def export_csv(self, path: str) -> None:
         self.session.export_metrics_csv(path, slice_only=not self.metrics.all_slices)

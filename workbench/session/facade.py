@@ -173,9 +173,11 @@ class Session:
         acquired = self._derived_images().as_acquired() if zf else getattr(self.entry(key), "as_acquired", None)
         return self.views.error_map(image, relative, self.score_mode, acquired)
 
-    def validate(self, entry_id: Any, method: Any = None) -> None:
-        """Hold-out validation of a finished run (a score without a reference): :meth:`Runs.validate`."""
-        self._runs.validate(self.job_queue, method, self.entry(entry_id))
+    def validate(self, entry_id: Any = None, method: Any = None) -> None:
+        """Hold-out validation (a score without a reference) of a finished run (:meth:`Runs.validate`), or (None)
+        of the live zero-filled image and every run of this slice not validated yet (:meth:`Runs.validate_slice`)."""
+        self._runs.validate(self.job_queue, method, self.entry(entry_id)) if entry_id is not None else \
+            self._runs.validate_slice(self.job_queue, self._derived_images(), self.slice_index)
 
     def calibration(self, entry_id: Any) -> dict[str, Any] | None:
         return None if self.scan is None else self.views.calibration(self.entry(entry_id))
@@ -297,7 +299,7 @@ class Session:
         if self.scan is None:
             return []
         return comparison_rows(self.sampling_state, self.zero_filled_metrics(), self.results, self.slice_index,
-                               slice_only, self.score_mode, self._derived.score_error(self.score_mode))
+                               slice_only, self.score_mode, self._derived)
 
     def export_metrics_csv(self, path: str | os.PathLike, slice_only: bool = True) -> None:
         write_metrics_csv(path, self.comparison_rows(slice_only), inputs=(self.scan.path if self.scan else None,))

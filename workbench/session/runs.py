@@ -241,6 +241,7 @@ class JobFollower:
         self.recon_shape, self.scale_free = recon_shape, scale_free
         self._dispatch, self._notify = dispatch, notify
         self.problem: Any = None  # built on the worker thread; the as-acquired mode needs it
+        self.method: Any = None  # what runs (the hold-out validation runs it again)
         self.score_mode = lambda: scoring.DEFAULT_SCORE_MODE  # the session's mode when the job ends
 
     def submit(self, job_queue: Any, method: Any, params: Any, build_problem: Callable[[], Any]) -> None:
@@ -345,6 +346,8 @@ class Runs:
         self._next_id = 1
         self.score_mode = scoring.DEFAULT_SCORE_MODE  # the mode of every entry's ``metrics``
         self._followers: dict[int, JobFollower] = {}  # single runs: their problems, for the hold-out run
+        #: single runs that finish without a reference (prospective scans) are validated by the hold-out at once
+        self.auto_validate = True
 
     def set_score_mode(self, mode: str) -> None:
         """Score every entry (single runs and sweeps) in ``mode`` from now on; when it changes, ``"score_mode"``,
@@ -375,9 +378,12 @@ class Runs:
                             label=label or next_label(self.results, name), version=str(getattr(method, "version", "")),
                             sweep_id=None if sweep is None else sweep.id, **fields)
         self._next_id += 1
+        notify = self._notify if sweep is not None or not self.auto_validate else (
+            lambda e: self._finished(job_queue, follower, e))
         follower = JobFollower(entry, reference, data_range, recon_shape, scale_free,
-                               lambda fn: self._dispatch(fn), self._notify)
+                               lambda fn: self._dispatch(fn), notify)
         follower.score_mode = lambda: self.score_mode
+        follower.method = method
         if sweep is None:
             self._followers[entry.id] = follower
         (sweep.entries if sweep is not None else self.results).append(entry)
@@ -387,42 +393,98 @@ class Runs:
         return entry
 
     def validate(self, job_queue: Any, method: Any, entry: ResultEntry | None) -> None:
-        """Hold-out validation of a finished single run (:mod:`workbench.holdout`): ``method`` (None: the
-        installed method of the entry's name) runs again, as a job of ``job_queue`` with the entry's parameters,
-        on its problem with part of the measured samples held out; ``entry.holdout`` then holds the summary
-        (``holdout_nmse`` None and ``holdout_message`` when it could not be computed) and a ``"result"`` event
-        follows."""
+        """Hold-out validation of a finished single run (:mod:`workbench.holdout`): ``method`` (None: the one
+        the run used) runs again, as jobs of ``job_queue`` with the entry's parameters,
+        on each of its problem's hold-out folds (:func:`workbench.holdout.folds`). Meanwhile ``entry.holdout``
+        says ``holdout_message`` "running" with ``holdout_progress`` (0-1, over the folds); then it holds the
+        pooled summary (``holdout_nmse`` None and ``holdout_message`` when it could not be computed). Each
+        change is announced as a ``"result"`` event."""
         from workbench import holdout
 
         follower = None if entry is None else self._followers.get(entry.id)
         if entry is None or entry.state != "done" or follower is None or follower.problem is None:
             raise WorkbenchError("only a finished run of this session can be validated")
-        if method is None:
-            from workbench.methods import discover_methods
+        method = method or follower.method
+        try:
+            holdouts = holdout.folds(follower.problem)
+        except WorkbenchError as exc:
+            entry.holdout = {"holdout_nmse": None, "holdout_message": str(exc)}
+            self._notify(entry)
+            return
+        n = len(holdouts)
+        progress = [0.0] * n
+        parts: list[Any] = [None] * n  # per fold: its residuals, or the message why it has none
+        entry.holdout = {"holdout_nmse": None, "holdout_message": "running", "holdout_progress": 0.0}
 
-            method = discover_methods().get(entry.method)
-        held = holdout.split(follower.problem)
-        entry.holdout = {"holdout_nmse": None, "holdout_message": "running"}
-
-        def on_done(job: Any) -> None:
-            state = getattr(job.state, "value", str(job.state))
-            if state == "done":
-                try:
-                    value = holdout.summary(held, job.result.image, (job.result.extras or {}).get("image_is"))
-                except WorkbenchError as exc:
-                    value = {"holdout_nmse": None, "holdout_message": str(exc)}
-            else:
-                why = getattr(job.error, "message", None) or state
-                value = {"holdout_nmse": None, "holdout_message": f"the hold-out run did not finish: {why}"}
-
+        def update(apply_to: Callable[[], None]) -> None:
             def apply() -> None:
-                entry.holdout = value
+                if entry.holdout is None or entry.holdout.get("holdout_message") != "running":
+                    return  # finished, or another validation took over
+                apply_to()
                 self._notify(entry)
 
             self._dispatch(apply)
 
-        job_queue.submit(method, lambda: held.train, dict(entry.params), on_done=on_done)
+        def on_progress(job: Any, i: int) -> None:
+            fraction = float(job.progress)
+
+            def apply() -> None:
+                progress[i] = fraction
+                entry.holdout["holdout_progress"] = sum(progress) / n
+
+            update(apply)
+
+        def on_done(job: Any, i: int) -> None:
+            state = getattr(job.state, "value", str(job.state))
+            if state == "done":  # the residuals here, on the worker thread (a NUFFT for radial data)
+                try:
+                    value: Any = holdout.residuals(holdouts[i], job.result.image,
+                                                   (job.result.extras or {}).get("image_is"))
+                except WorkbenchError as exc:
+                    value = str(exc)
+            else:
+                value = f"the hold-out run did not finish: {getattr(job.error, 'message', None) or state}"
+
+            def apply() -> None:
+                parts[i], progress[i] = value, 1.0
+                entry.holdout["holdout_progress"] = sum(progress) / n
+                if any(p is None for p in parts):
+                    return
+                failed = next((p for p in parts if isinstance(p, str)), None)
+                if failed is not None:
+                    entry.holdout = {"holdout_nmse": None, "holdout_message": failed}
+                    return
+                entry.holdout = holdout.pooled_summary(holdouts, parts)
+
+            update(apply)
+
+        for i, held in enumerate(holdouts):
+            job_queue.submit(method, lambda h=held: h.train, dict(entry.params),
+                             on_progress=lambda job, i=i: on_progress(job, i), on_done=lambda job, i=i: on_done(job, i))
         self._notify(entry)
+
+    def _finished(self, job_queue: Any, follower: JobFollower, entry: ResultEntry) -> None:
+        """A single run's update: announced; a run that just finished without a reference (a prospective scan)
+        is validated at once, so that the table ranks it by the hold-out score."""
+        self._notify(entry)
+        if entry.state == "done" and entry.holdout is None and follower.reference is None \
+                and entry.id in self._followers:
+            self.validate(job_queue, None, entry)
+
+    def validate_slice(self, job_queue: Any, zero_filled: Any, slice_index: int) -> list[ResultEntry]:
+        """Hold-out validation of the live zero-filled image (``zero_filled``: the
+        :class:`~workbench.session.views.DerivedImages` of the sampling; it needs no run) and of every finished
+        single run of ``slice_index`` not validated yet (:meth:`validate`); returns those runs."""
+        if zero_filled is not None:
+            zero_filled.want_holdout()
+        todo = [e for e in self.results if e.slice_index == slice_index and e.state == "done"
+                and e.id in self._followers and (e.holdout is None or (e.holdout.get("holdout_nmse") is None
+                                                                      and e.holdout.get("holdout_message") != "running"))]
+        for e in todo:
+            self.validate(job_queue, None, e)
+        if zero_filled is not None:
+            self._emit("results", self.results)
+        return todo
 
     def new_sweep(self, kind: str, accelerations: list[float], methods: list[str]) -> Sweep:
         sweep = Sweep(id=len(self.sweeps) + 1, kind=kind, accelerations=accelerations, methods=methods)
@@ -470,16 +532,19 @@ class Runs:
 
 def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: list[ResultEntry],
                     slice_index: int, slice_only: bool = True, score_mode: str = scoring.DEFAULT_SCORE_MODE,
-                    zero_filled_score_error: str | None = None) -> list[dict[str, Any]]:
-    """The compare view's rows: the live zero-filled image of sampling ``state``, then every finished result of
-    ``slice_index`` (or of all slices): label, method, metrics (in ``score_mode``, named in each row), the
-    hold-out error (when validated), why a row has no metrics in that mode (``score_error``), time, device,
+                    zero_filled: Any = None) -> list[dict[str, Any]]:
+    """The compare view's rows: the live zero-filled image of sampling ``state`` (``zero_filled``: its
+    :class:`~workbench.session.views.DerivedImages`, for why it has no metrics in the mode and its hold-out
+    score), then every finished result of ``slice_index`` (or of all slices): label, method, metrics (in
+    ``score_mode``, named in each row), the hold-out score (``holdout``, when validated; ``holdout_note``: "running
+    40%" or why there is none), why a row has no metrics in that mode (``score_error``), time, device,
     parameters with the weight the method chose, sampling."""
     m = zero_filled_metrics
+    zf_holdout = None if zero_filled is None else zero_filled.holdout()
     rows = [{"key": "zero-filled", "label": ZERO_FILLED_LABEL, "method": "zero-filled", "slice": slice_index,
              "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "score_mode": score_mode,
-             "score_error": zero_filled_score_error, "holdout": None, "time_s": None, "device": "", "params": "",
-             "chosen": "",
+             "score_error": None if zero_filled is None else zero_filled.score_error(score_mode),
+             **holdout_cells(zf_holdout), "time_s": None, "device": "", "params": "", "chosen": "",
              "sampling": recipe_text(state.recipe(), state.acceleration), "acceleration": state.acceleration}]
     for e in results:
         if e.state != "done" or (slice_only and e.slice_index != slice_index):
@@ -487,11 +552,22 @@ def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: 
         rows.append({"key": e.id, "label": e.label, "method": e.method, "slice": e.slice_index,
                      "psnr": e.metrics.get("psnr"), "ssim": e.metrics.get("ssim"), "nmse": e.metrics.get("nmse"),
                      "score_mode": score_mode, "score_error": e.score_errors.get(score_mode),
-                     "holdout": (e.holdout or {}).get("holdout_nmse"),
-                     "time_s": e.elapsed, "device": e.device,
+                     **holdout_cells(e.holdout), "time_s": e.elapsed, "device": e.device,
                      "params": e.params_text(), "chosen": e.chosen_text(),
                      "sampling": recipe_text(e.sampling, e.acceleration), "acceleration": e.acceleration})
     return rows
+
+
+def holdout_cells(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's ``holdout`` (the hold-out NMSE or None) and ``holdout_note`` ("" when it has the number; "running
+    40%" while its runs go on; else why there is none) from a hold-out summary (None: not asked for)."""
+    if not summary:
+        return {"holdout": None, "holdout_note": ""}
+    value = summary.get("holdout_nmse")
+    note = "" if value is not None else str(summary.get("holdout_message") or "")
+    if note == "running":
+        note = f"running {100 * float(summary.get('holdout_progress') or 0.0):.0f}%"
+    return {"holdout": value, "holdout_note": note}
 
 
 def write_metrics_csv(path: str | os.PathLike, rows: list[dict[str, Any]], inputs: tuple = ()) -> None:

@@ -348,6 +348,28 @@ class DerivedImages:
         """Why the zero-filled image has no metrics in ``mode`` (None: it has, or it is not computed yet)."""
         return self.values.get(("score_error", mode))
 
+    def want_holdout(self) -> None:
+        """Ask for :meth:`holdout` (the compare table shows it from now on, for this sampling)."""
+        self.values["holdout_wanted"] = True
+
+    def holdout(self) -> dict[str, Any] | None:
+        """The hold-out score of the zero-filled image (:func:`workbench.holdout.summary` over the sampling's
+        folds; no run needed: zero filling the kept samples predicts zero at every held-out one), once asked for
+        (:meth:`want_holdout`) or when the slice has no reference; None otherwise and while the zero-filled
+        image is computed. ``holdout_nmse`` None with ``holdout_message`` when it cannot be computed."""
+        if "holdout" not in self.values:
+            if not (self.values.get("holdout_wanted") or self.views.reference() is None) \
+                    or self.get("zero_filled") is None:
+                return None
+            from workbench import holdout
+
+            try:
+                holdouts = holdout.folds(self.problem())
+                self.values["holdout"] = holdout.summary(holdouts, [None] * len(holdouts), scoring.IMAGE_IS_RSS)
+            except WorkbenchError as exc:
+                self.values["holdout"] = {"holdout_nmse": None, "holdout_message": str(exc)}
+        return self.values["holdout"]
+
     def problem(self) -> Any:
         """The slice's Problem under this sampling (built once)."""
         if "problem" not in self.values:

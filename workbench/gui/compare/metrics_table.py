@@ -1,5 +1,6 @@
 """The metrics tab: one sortable row per image (the session's ``comparison_rows``) with a "show" box that puts
-it in the grid or takes it out, an "all slices" switch and CSV export."""
+it in the grid or takes it out, its hold-out score (a score without a reference; "running 40%" while its runs go
+on), a "Validate" button that asks for the hold-out score of every row, an "all slices" switch and CSV export."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from PyQt6 import QtCore, QtWidgets
 
 from workbench.gui.common import Qt, push_button, sortable_number, table_text
 
-METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "hold-out", "time (s)", "device", "slice",
+METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "hold-out NMSE", "time (s)", "device", "slice",
                   "parameters", "sampling")
 PARAMETERS_COLUMN = METRIC_COLUMNS.index("parameters")
+HOLDOUT_COLUMN = METRIC_COLUMNS.index("hold-out NMSE")
+HOLDOUT_TIP = ("hold-out NMSE: each method runs again with some measured lines (or samples) held out, in 4 folds; "
+               "the scan's k-space error predicted from how well it predicts them (lower is better; needs no "
+               "reference, so it ranks methods on prospective scans)")
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -20,11 +25,13 @@ class MetricsTable(QtWidgets.QWidget):
         shownChanged(key, on): the user ticked or unticked a row's "show" box.
         allSlicesChanged(on): list the results of every slice (on) or of the current one.
         exportRequested(): the "Export CSV…" button.
+        validateRequested(): the "Validate" button (hold-out score of every row of this slice).
     """
 
     shownChanged = QtCore.pyqtSignal(object, bool)
     allSlicesChanged = QtCore.pyqtSignal(bool)
     exportRequested = QtCore.pyqtSignal()
+    validateRequested = QtCore.pyqtSignal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -51,7 +58,11 @@ class MetricsTable(QtWidgets.QWidget):
         self.all_slices_box.setToolTip("list the results of every slice (the grid shows the current slice)")
         self.all_slices_box.toggled.connect(self.allSlicesChanged)
         self.csv_button = push_button("Export CSV…", "save this table as CSV", self.exportRequested)
+        self.validate_button = push_button("Validate", "the hold-out score of every row of this slice (each method "
+                                           "runs again in the background; automatic for scans without a "
+                                           "reference)", self.validateRequested)
         row.addWidget(self.csv_button)
+        row.addWidget(self.validate_button)
         row.addWidget(self.all_slices_box)
         row.addStretch(1)
         lay.addLayout(row)
@@ -65,7 +76,7 @@ class MetricsTable(QtWidgets.QWidget):
 
     def setData(self, rows: list[dict[str, Any]], current_slice: int, shown: dict[Any, bool]) -> None:  # noqa: N802
         """``rows``: as ``Session.comparison_rows`` gives them (key, label, psnr, ssim, nmse, score_mode,
-        score_error, holdout, time_s, device, slice, params, sampling); ``shown``: key -> in the grid (absent:
+        score_error, holdout, holdout_note, time_s, device, slice, params, sampling); ``shown``: key -> in the grid (absent:
         yes). Only the rows of ``current_slice`` can be shown. The metric headers name the scoring mode."""
         t = self.table
         mode = rows[0].get("score_mode", "") if rows else ""
@@ -93,7 +104,7 @@ class MetricsTable(QtWidgets.QWidget):
             t.setItem(i, 2, sortable_number(r["psnr"], "{:.2f}"))
             t.setItem(i, 3, sortable_number(r["ssim"], "{:.4f}"))
             t.setItem(i, 4, sortable_number(r["nmse"], "{:.4g}"))
-            t.setItem(i, 5, sortable_number(r.get("holdout"), "{:.4g}"))
+            t.setItem(i, HOLDOUT_COLUMN, holdout_item(r.get("holdout"), r.get("holdout_note", "")))
             t.setItem(i, 6, sortable_number(r["time_s"], "{:.2f}"))
             t.setItem(i, 7, table_text(r["device"]))
             t.setItem(i, 8, sortable_number(r["slice"] + 1, "{:.0f}"))
@@ -104,6 +115,25 @@ class MetricsTable(QtWidgets.QWidget):
         t.resizeColumnsToContents()
         self._stretch_parameters()
 
+    def holdout_text(self, key: Any) -> str:
+        """The hold-out cell's text of the row of ``key`` ("" when there is no such row)."""
+        for i in range(self.table.rowCount()):
+            if self.table.item(i, 0).data(KEY_ROLE) == key:
+                return self.table.item(i, HOLDOUT_COLUMN).text()
+        return ""
+
     def _on_item(self, item: QtWidgets.QTableWidgetItem) -> None:
         if item.column() == 0:
             self.shownChanged.emit(item.data(KEY_ROLE), item.checkState() == Qt.CheckState.Checked)
+
+
+def holdout_item(value: float | None, note: str) -> QtWidgets.QTableWidgetItem:
+    """The hold-out cell: the number (sorted as one), else the note ("running 40%", or why there is none, whole
+    in the tooltip)."""
+    item = sortable_number(value, "{:.4g}")
+    if value is None and note:
+        item.setText(note if note.startswith("running") else "n/a")
+        item.setToolTip(note)
+    else:
+        item.setToolTip(HOLDOUT_TIP)
+    return item
