@@ -76,3 +76,31 @@ def test_search_trace_serialises_and_bad_noise_is_rejected():
     assert isinstance(search, LambdaSearch) and d["lam"] == search.lam and len(d["trace"]) == len(search.trace) <= 4
     with pytest.raises(ValueError, match="noise_std"):
         discrepancy_principle(_tikhonov, A, y, 0.0)
+
+
+def test_discrepancy_above_a_floor_reaches_the_target_in_fewer_solves():
+    # the toolkit's rule: the residual may exceed the unregularised floor by a given excess; with the floor the
+    # search models the excess as a power of lam and stops within rtol of the target in at most 3 solves,
+    # where bracketing by factors of 10 needs more; the weight lies within 25% of the exact root (bisection)
+    A, y, _ = _problem()
+
+    def residual(lam):
+        x = _tikhonov(A, y, lam, n_iter=60).x
+        return float((A(x) - y).abs().pow(2).sum())
+
+    floor = residual(1e-6)
+    target = floor + 0.1 * int(A.mask.sum()) * 2 * SIGMA**2
+    n_measured = int(A.mask.sum()) * 2
+    sigma = math.sqrt(target / n_measured)
+    rtol = 0.25 * (target - floor) / target
+    solve = functools.partial(_tikhonov, n_iter=60)
+    with_floor = discrepancy_principle(solve, A, y, sigma, lam0=0.03, rtol=rtol, floor=floor)
+    bracketing = discrepancy_principle(solve, A, y, sigma, lam0=0.03, rtol=rtol)
+    assert len(with_floor.trace) <= 3 < len(bracketing.trace)
+    assert abs(with_floor.trace[-1][1] / target - 1) <= rtol
+    lo, hi = 1e-6, 10.0
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if residual(mid) < target else (lo, mid)
+    assert with_floor.lam == pytest.approx(lo, rel=0.25)
+    assert with_floor.x is not None and with_floor.target == pytest.approx(target)
