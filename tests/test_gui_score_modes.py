@@ -170,6 +170,9 @@ def test_validate_button_scores_every_row_in_the_background_with_progress(compar
     entries = [session.run(methods.get(m), p) for m, p in FAST.items()]
     qtbot.waitUntil(lambda: all(e.state == "done" for e in entries), timeout=120000)
     view.rebuild(force=True)
+    # the exported figure names the weight l1-wavelet chose and the rule (as the table and job details do)
+    l1 = next(c for c in view.grid.figure_columns() if c.title == "l1-wavelet")
+    assert entries[1].chosen_text() and entries[1].chosen_text() in l1.subtitle and "discrepancy" in l1.subtitle
     # with a reference nothing is validated unless asked
     assert all(e.holdout is None for e in entries) and view.metrics.holdout_text(zero_filled) == ""
     view.metrics.validate_button.click()

@@ -209,6 +209,7 @@ class CompareView(QtWidgets.QWidget):
             col = ColumnData(key=key, label=str(key), image=image, outline=outline)
             if entry is not None:
                 col.label, col.metrics, col.std, col.elapsed = entry.label, entry.metrics, entry.std, entry.elapsed
+                col.chosen = entry.chosen_text()
                 if entry.state == "running":
                     col.note = f" (running {100 * entry.progress:.0f}%)"
                 elif entry.metrics.get("psnr") is not None:
@@ -237,6 +238,7 @@ class CompareView(QtWidgets.QWidget):
             self._calibration_stale = True
             self.refresh_table()
             return
+        self.outline_box.setEnabled(self.session.scan is not None and self.session.reference() is not None)
         self.grid.setData(self.column_data(self.keys()), self.error_levels())
         self._drawn_done = {k for k in self.grid.keys()
                             if (e := self.session.entry(k)) is not None and e.state == "done"}

@@ -55,6 +55,9 @@ def render_figure(columns: list[FigureColumn], title: str = "", tile_width: int 
         (["std"] if any(c.std for c in columns) else [])
     small = QtGui.QFont()
     small.setPixelSize(11)
+    # a subtitle too long for its tile (the chosen weight after the metrics) takes a second line
+    if any(QtGui.QFontMetrics(small).horizontalAdvance(c.subtitle) > tw for c in columns):
+        head += 14
     width = pad + len(columns) * (tw + pad) + bar_w
     # the caption wraps to the figure's width (a narrow figure of two columns takes two or three lines)
     caption_h = 0 if not caption else QtGui.QFontMetrics(small).boundingRect(
@@ -95,8 +98,8 @@ def render_figure(columns: list[FigureColumn], title: str = "", tile_width: int 
             if row == "image" and col.subtitle:
                 p.setFont(small)
                 p.setPen(QtGui.QColor(190, 190, 190))
-                p.drawText(QtCore.QRectF(x, y + 20, tw, 20), QtCore.Qt.AlignmentFlag.AlignLeft,
-                           _elide(p, col.subtitle, tw))
+                p.drawText(QtCore.QRectF(x, y + 20, tw, head - 22),
+                           int(QtCore.Qt.AlignmentFlag.AlignLeft) | int(QtCore.Qt.TextFlag.TextWordWrap), col.subtitle)
             p.drawImage(QtCore.QRectF(x, y + head, tw, th), to_qimage(tile))
             if row == "image" and col.outline:
                 _outline(p, col.outline, QtCore.QRectF(x, y + head, tw, th), tile.array.shape)

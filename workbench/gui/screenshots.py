@@ -12,7 +12,8 @@ calibration plot; ``--uncertainty-only`` renders just that one).
 
 When the real data folder exists (``$WORKBENCH_REALDATA``, else ``../shared/realdata`` beside the checkout; it is
 never part of the repository), two more: real radial scans reconstructed in the app from their own trajectories
-(density-compensated adjoint, CG-SENSE, TV): ``radial_cardiac_compare.png`` and ``radial_phantom_compare.png``.
+(density-compensated adjoint, CG-SENSE, TV), with their hold-out scores (no reference: validated at once):
+``radial_cardiac_compare.png`` and ``radial_phantom_compare.png``.
 Without it they are skipped (``--realdata-only`` renders just those two).
 """
 
@@ -59,6 +60,15 @@ def _wait(app, entries, timeout: float) -> None:
     t0 = time.time()
     while any(e.active for e in entries) and time.time() - t0 < timeout:
         _pump(app, 0.05)
+    _pump(app, 0.2)
+
+
+def _wait_holdout(app, entries, timeout: float) -> None:
+    """Until the hold-out scores of ``entries`` (validated by the session: a scan without a reference) are in."""
+    t0 = time.time()
+    while any(e.holdout is not None and e.holdout.get("holdout_message") == "running" for e in entries) \
+            and time.time() - t0 < timeout:
+        _pump(app, 0.1)
     _pump(app, 0.2)
 
 
@@ -187,6 +197,7 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
                 if e is not None:
                     entries.append(e)
             _wait(app, entries, timeout)
+            _wait_holdout(app, entries, timeout)  # no reference: the table ranks them by the hold-out score
             for e in entries:
                 if e.state != "done":
                     print(f"screenshots: {name}: {e.label} {e.state}: {e.error}", file=sys.stderr)
@@ -317,9 +328,11 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
     # the same results scored in the fair modes (workbench.scoring): inside the object, and as acquired
     for mode in ("object", "as-acquired"):
         s.score_mode = mode
+        win.compare_view.outline_box.setChecked(mode == "object")  # the object mask drawn on the images
         _pump(app, 0.5)
         shot(f"compare_score_{mode.replace('-', '_')}.png")
     s.score_mode = "fastmri"
+    win.compare_view.outline_box.setChecked(False)
 
     # 5. jobs panel: finished, cancelled, failed (a method that cannot run on this data) and running jobs
     if entries:

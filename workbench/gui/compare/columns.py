@@ -27,6 +27,7 @@ class ColumnData:
         metrics: ``{"psnr", "ssim", "nmse"}`` against the reference (empty without one).
         elapsed: seconds the reconstruction took.
         calibration: the session's calibration of the std map (``Session.calibration``), for the calibration tab.
+        chosen: what the method chose itself (``ResultEntry.chosen_text``: the automatic weight and its rule).
         outline: closed ``[n, 2]`` (row, column) polylines drawn over the image (the object mask's boundary,
             :func:`workbench.scoring.object_outline`); empty: none.
     """
@@ -40,4 +41,5 @@ class ColumnData:
     metrics: dict[str, float] = field(default_factory=dict)
     elapsed: float | None = None
     calibration: dict[str, Any] | None = None
+    chosen: str = ""
     outline: list[np.ndarray] = field(default_factory=list)

@@ -473,6 +473,8 @@ class CompareGrid(QtWidgets.QScrollArea):
                 sub.append(f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}")
             if c.data.elapsed is not None:
                 sub.append(f"{c.data.elapsed:.1f} s")
+            if c.data.chosen:
+                sub.append(c.data.chosen)  # the automatic weight and the rule that chose it
             col = FigureColumn(title=c.label, subtitle="  ".join(sub), image=Tile(c.image.data, lv, c.image.cmap_name),
                                outline=list(c.data.outline))
             if c.error is not None and c.error.data is not None and self.error_bar is not None:
