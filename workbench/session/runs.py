@@ -469,7 +469,10 @@ class Runs:
         self._notify(entry)
         if entry.state == "done" and entry.holdout is None and follower.reference is None \
                 and entry.id in self._followers:
-            self.validate(job_queue, None, entry)
+            try:
+                self.validate(job_queue, None, entry)
+            except (WorkbenchError, RuntimeError) as exc:  # e.g. the queue shut down meanwhile (app exit)
+                entry.holdout = {"holdout_nmse": None, "holdout_message": f"not validated: {exc}"}
 
     def validate_slice(self, job_queue: Any, zero_filled: Any, slice_index: int) -> list[ResultEntry]:
         """Hold-out validation of the live zero-filled image (``zero_filled``: the
