@@ -151,3 +151,32 @@ def test_a_failing_slice_names_it_and_writes_nothing(scan_file, tmp_path):
     with pytest.raises(WorkbenchError, match="fails-later: slice 3: .*diverged"):
         reconstruct_volume(scan, [1, 3, 0], FailsOnItsSecondRun(), out=out)
     assert _files(tmp_path) == []
+
+
+def test_volume_runs_in_the_background_with_progress_per_slice(scan_file, tmp_path):
+    from workbench.session.volume_runs import VolumeRuns
+
+    scan = open_scan(scan_file)
+    changes = []
+    runs = VolumeRuns(on_change=lambda run: changes.append((run.state, run.progress, tuple(run.done_slices))))
+    out = tmp_path / "v.h5"
+    run = runs.start(scan, discover_methods().get("cg-sense"), {"n_iter": 4}, path=str(out))
+    assert run.wait(120) and run.state == "done", run.error
+    assert run.done_slices == list(range(N_SLICES)) and run.metrics["psnr"] > 10
+    states = [c[0] for c in changes]
+    assert states[0] == "running" and states[-1] == "done"
+    finished = [c[2] for c in changes if c[2]]
+    assert sorted(set(finished), key=len) == [tuple(range(k)) for k in range(1, N_SLICES + 1)]  # one by one
+    progress = [c[1] for c in changes]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    vol = load_volume(out)
+    for i in range(N_SLICES):
+        np.testing.assert_array_equal(vol["image"][i], run.image(i))
+
+    cancelled = runs.start(scan, discover_methods().get("cg-sense"), {"n_iter": 200}, path=str(tmp_path / "c.h5"))
+    cancelled.cancel()
+    assert cancelled.wait(60) and cancelled.state == "cancelled"
+    assert _files(tmp_path) == ["v.h5"]
+    with pytest.raises(WorkbenchError):  # bad parameters fail in the caller, before any thread starts
+        runs.start(scan, discover_methods().get("cg-sense"), {"n_iter": -3})
+    runs.shutdown()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from workbench.errors import WorkbenchError
+from workbench.errors import SamplingError, WorkbenchError
 from workbench.gui.common import SCAN_FILTER, DialogFolder, Dispatcher, Qt, error_box
 from workbench.gui.compare_view import CompareView
 from workbench.gui.jobs_panel import JobsPanel
@@ -21,7 +21,10 @@ from workbench.gui.methods_panel import MethodsPanel
 from workbench.gui.sampling_panel import SamplingPanel
 from workbench.gui.scan_view import ScanDock, ScanView
 from workbench.gui.sweep_view import SweepView
-from workbench.session import PROJECT_FORMAT, Session
+from workbench.gui.volume_panel import VolumePanel
+from workbench.io.writers import safe_name
+from workbench.session import ACQUIRED, PROJECT_FORMAT, Session
+from workbench.session.volume_runs import VolumeRun, VolumeRuns
 
 MAX_RECENT = 10
 SESSION_FILTER = "Workbench session (*.wbs.json *.json)"
@@ -81,6 +84,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.scan_dock = self._dock("Scan", self.scan_dock_widget, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.methods_dock = self._dock("Methods", self.methods_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.jobs_dock = self._dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        # "Run on volume": plain-Python runs (workbench.session.volume_runs), shown in a dock beside the jobs
+        self.volume_runs = VolumeRuns(post=lambda fn: self.session.dispatch(fn))
+        self.volume_panel = VolumePanel(self.volume_runs)
+        self.volume_runs.on_change = self.volume_panel.update_run
+        self.volume_dock = self._dock("Volume", self.volume_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.jobs_dock, self.volume_dock)
+        self.jobs_dock.raise_()
+        self.methods_panel.volume_requested.connect(lambda: self.run_volume())
         self.methods_panel.ran.connect(lambda *_: self.jobs_dock.raise_())
         # narrow enough that the compare grid keeps most of a 1366 px wide screen
         self.scan_dock_widget.setMinimumWidth(210)
@@ -173,13 +184,14 @@ class MainWindow(QtWidgets.QMainWindow):
         for i, name in enumerate(("Scan", "Sampling", "Compare", "Sweep")):
             self._action(v, f"{name} tab", lambda i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
         v.addSeparator()
-        for d in (self.scan_dock, self.methods_dock, self.jobs_dock):
+        for d in (self.scan_dock, self.methods_dock, self.jobs_dock, self.volume_dock):
             v.addAction(d.toggleViewAction())
         self._action(v, "Reset layout", self.reset_layout)
 
         r = mb.addMenu("&Run")
         self._action(r, "&Run selected method on slice", self.methods_panel.run_current, "Ctrl+R")
-        self._action(r, "Run on &volume", self.methods_panel.run_volume, "Ctrl+Shift+R")
+        self._action(r, "Run on &volume…", self.run_volume, "Ctrl+Shift+R",
+                     "the selected method on every slice as one job, saved to one file (the Volume dock shows it)")
         self._action(r, "&Cancel all jobs", self.jobs_panel.cancel_all, "Ctrl+.")
         r.addSeparator()
         self._action(r, "Reload &plugins", self.reload_plugins, "F5", "discover plugins again")
@@ -523,6 +535,9 @@ class MainWindow(QtWidgets.QMainWindow):
             d.setFloating(False)
             self.addDockWidget(area, d)
             d.show()
+        self.volume_dock.setFloating(False)
+        self.tabifyDockWidget(self.jobs_dock, self.volume_dock)
+        self.jobs_dock.raise_()
         self.fit_docks()
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:  # noqa: N802
@@ -530,8 +545,39 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.setValue("window/size", self.size())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()
+        self.volume_runs.shutdown(timeout=2.0)
         self.session.shutdown(timeout=2.0)
         super().closeEvent(ev)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # whole volumes
+    def run_volume(self, path: str | None = None) -> VolumeRun | None:
+        """"Run on volume": the selected method with its form's parameters on every slice, with the current
+        sampling, as one background job (the Volume dock shows its progress and slices) saved to ``path`` (asked
+        for when None; no run when the dialog is cancelled)."""
+        method, s = self.methods_panel.current_method(), self.session
+        if method is None or s.scan is None:
+            return None
+        if path is None:
+            stem = os.path.splitext(os.path.basename(s.scan.path or "scan"))[0]
+            path = self.dialogs.save_file(self, "Save the volume result", f"{stem}_{safe_name(method.name)}_volume.h5",
+                                          "Volume result (*.h5);;NIfTI magnitude (*.nii.gz);;NumPy stack (*.npy)")
+            if not path:
+                return None
+        st = s.sampling_state
+        try:
+            if st.kind != ACQUIRED and st.sampling is None:
+                raise SamplingError("the mask is empty: draw or choose a sampling first")
+            run = self.volume_runs.start(
+                s.scan, method, self.methods_panel.form.values(), sampling=None if st.kind == ACQUIRED else st.sampling,
+                device=s.compute_device, path=path, dcf_method=None if s.scan.is_cartesian else s.acquired_dcf_method,
+                score_mode=s.score_mode)
+        except Exception as exc:  # bad parameters, an empty mask: tell the user, keep going
+            error_box(self, "Cannot run on the volume", str(exc))
+            return None
+        self.volume_dock.show()
+        self.volume_dock.raise_()
+        return run
 
 
 def device_description() -> str:

@@ -24,6 +24,8 @@ class MethodsPanel(QtWidgets.QWidget):
     """
 
     ran = QtCore.pyqtSignal(object)
+    #: "Run on volume" was asked for (the window runs it: :meth:`MainWindow.run_volume`)
+    volume_requested = QtCore.pyqtSignal()
 
     def __init__(self, session: Session, registry: Any, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -55,7 +57,8 @@ class MethodsPanel(QtWidgets.QWidget):
         row = QtWidgets.QHBoxLayout()
         self.run_button = push_button("Run on slice", "reconstruct the current slice with the current sampling "
                                       "(Ctrl+R)", self.run_current)
-        self.volume_button = push_button("Run on volume", "one job per slice, same sampling and parameters",
+        self.volume_button = push_button("Run on volume", "every slice with the same sampling and parameters, as one "
+                                         "job saved to one file (Ctrl+Shift+R; the Volume dock shows it)",
                                          self.run_volume)
         self.reset_button = QtWidgets.QToolButton()
         self.reset_button.setText("Defaults")
@@ -231,21 +234,10 @@ class MethodsPanel(QtWidgets.QWidget):
         self.ran.emit(entry)
         return entry
 
-    def run_volume(self) -> list[Any]:
-        method = self.current_method()
-        s = self.session
-        if method is None or s.scan is None:
-            return []
-        entries = []
-        try:
-            for i in range(s.scan.n_slices):
-                entries.append(s.run(method, self.form.values(), slice_index=i,
-                                     label=f"{method.name} [slice {i + 1}]"))
-        except Exception as exc:
-            error_box(self, "Cannot run", str(exc))
-        if entries:
-            self.ran.emit(entries[-1])
-        return entries
+    def run_volume(self) -> None:
+        """Ask the window to run the selected method on the whole volume (``volume_requested``)."""
+        if self.current_method() is not None and self.session.scan is not None:
+            self.volume_requested.emit()
 
 
 def _caps_text(caps: Any) -> str:
