@@ -29,6 +29,7 @@ Result files (by the name's ending):
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -318,7 +319,9 @@ def reconstruct_volume(
                     sink.write(k, image)
                 if kept is not None:
                     kept[k] = image
-                del problem, job, result  # one slice's data at a time
+                del problem, job, result  # one slice's data at a time: the queue forgets the finished job (it
+                jobs.clear_finished()     # holds its Problem), and the collector frees what cycles kept
+                gc.collect()
                 if on_slice is not None:
                     on_slice(k, record, image)
             volume = VolumeResult(method.name, method.version, used_params, slices, records,
