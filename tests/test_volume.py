@@ -145,6 +145,30 @@ class FailsOnItsSecondRun(Method):
         return Result(image=torch.zeros(tuple(problem.recon_shape), dtype=torch.complex64))
 
 
+def test_one_slice_in_memory_at_a_time(scan_file):
+    # The queue forgets each finished slice's job (which holds the slice's Problem: k-space, maps): the volume's
+    # memory is one slice's, not the sum of its slices'.
+    import gc
+    import weakref
+
+    from workbench.jobs import JobQueue
+
+    jobs, problems, alive = JobQueue("cpu"), [], []
+
+    def progress(k, index, job):
+        if not problems or problems[-1][0] != k:
+            problems.append((k, weakref.ref(job.problem)))
+
+    def slice_done(k, record, image):
+        gc.collect()
+        alive.append(sum(ref() is not None for _, ref in problems[:-1]))  # the earlier slices' problems
+        assert jobs.jobs == []
+
+    reconstruct_volume(open_scan(scan_file), range(N_SLICES), discover_methods().get("cg-sense"), {"n_iter": 3},
+                       jobs=jobs, on_progress=progress, on_slice=slice_done)
+    assert len(problems) == N_SLICES and alive == [0] * N_SLICES
+
+
 def test_a_failing_slice_names_it_and_writes_nothing(scan_file, tmp_path):
     scan = open_scan(scan_file)
     out = tmp_path / "v.h5"
