@@ -29,6 +29,18 @@ def test_threads_for_job_honours_the_users_settings(monkeypatch):
     assert threads.threads_for_job() == 5
 
 
+def test_every_core_by_default_and_the_free_cores_on_request(monkeypatch):
+    # a loaded machine (load average 6.5 on 8 cores): every core by default, as BART does (a thread per core
+    # gets the larger share beside busy peers), the free cores with WORKBENCH_THREADS=free
+    monkeypatch.setattr(threads, "_usable_cores", lambda: 8)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (6.5, 6.5, 6.5))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
+    assert threads.threads_for_job() == 8
+    monkeypatch.setenv("WORKBENCH_THREADS", "free")
+    assert threads.threads_for_job() == 3
+
+
 def test_cpu_job_runs_with_the_chosen_thread_count(monkeypatch):
     import torch
 

@@ -20,8 +20,8 @@ never checks ``ctx.cancelled()``) is marked unresponsive: it ends as ``failed`` 
 stop a thread: the stuck one is a daemon thread left running until the plugin returns (then it exits and its
 result is discarded); it never blocks the queue, :meth:`JobQueue.shutdown` or the interpreter's exit.
 
-Before each CPU job the intra-op thread count is set to the cores other processes leave free
-(:func:`workbench.threads.threads_for_job`); CPU jobs share torch's process-wide thread pool, which is why one
+Before each CPU job the intra-op thread count is set (every usable core by default;
+:func:`workbench.threads.threads_for_job`); CPU jobs share torch's process-wide thread pool, which is why one
 CPU worker runs one job at a time.
 """
 
@@ -214,7 +214,7 @@ class Job:
                 ctx.check_cancelled()
             problem = _problem_on_device(problem, self.device)
             if torch.device(self.device).type == "cpu":
-                use_threads_for_job()  # as many intra-op threads as cores other processes leave free
+                use_threads_for_job()  # intra-op threads: every usable core (workbench.threads)
             result = safe_run(self.method, problem, self.params, ctx)
             state = JobState.CANCELLED if self._cancel.is_set() else JobState.DONE
         except JobCancelled:

@@ -7,10 +7,15 @@ Two things make torch slow when something else runs on the machine:
   libgomp barrier waits. ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep instead. It is read once, when the
   OpenMP runtime starts (with torch), so ``workbench/__init__.py`` sets it (unless the user did) before
   anything imports torch.
-- More threads than free cores: each parallel region then waits for its slowest thread, which the scheduler
-  has parked behind another process. :func:`free_cores` counts the cores nobody else is using (the cores
-  this process may run on, less the one-minute load average of the others), and :func:`threads_for_job`
-  is what the job queue gives torch before each CPU job.
+- Too few threads. With passive waits, a team of one thread per core loses little when the scheduler parks
+  one of its threads behind another process, and under contention the scheduler shares the CPU by runnable
+  threads, so one thread gets a smaller share than the two of a peer. Head l1-wavelet / TV, whole command,
+  2 cores, load average 12 from other (mostly niced) sessions, medians of interleaved runs: 1 thread quiet
+  11.5 / 14.5 s, beside one busy loop 24.8 / 31.7 s (slow-down 2.15 / 2.19); 2 threads 12.3 / 15.6 s and
+  21.5 / 19.5 s (1.74 / 1.25); BART with 2 threads 13.8 / 14.6 s and 20.2 / 26.9 s (1.47 / 1.84). So
+  :func:`threads_for_job` gives each CPU job every core this process may run on, as BART and OpenMP do.
+  The one-minute load average cannot tell a niced or short-lived process from a busy peer; the rule that
+  subtracted it (:func:`free_cores`, one thread at these loads) stays available as ``WORKBENCH_THREADS=free``.
 
 - Page faults: glibc returns large freed blocks (from 128 KiB, adjusted upwards up to 32 MiB) to the kernel
   and trims the heap top, so every iteration's fresh 4-12 MB coil-image tensors are faulted in page by page
@@ -18,8 +23,8 @@ Two things make torch slow when something else runs on the machine:
   :func:`keep_freed_memory` raises both thresholds once at import, so freed blocks are reused; the peak is
   unchanged, and up to ``TRIM_THRESHOLD`` of freed memory stays with the process.
 
-``WORKBENCH_THREADS=N`` fixes the count (``auto`` or unset: chosen per job); an ``OMP_NUM_THREADS`` set by the
-user is respected as the upper bound.
+``WORKBENCH_THREADS=N`` fixes the count, ``free`` follows :func:`free_cores` per job (``auto`` or unset: every
+usable core); an ``OMP_NUM_THREADS`` set by the user is respected as the upper bound.
 """
 
 from __future__ import annotations
@@ -74,15 +79,15 @@ def free_cores(own_running: float = 1.0) -> int:
 
 
 def threads_for_job() -> int:
-    """Intra-op threads for the next CPU job: ``WORKBENCH_THREADS`` when set to a number, else
-    :func:`free_cores` (capped by a user's ``OMP_NUM_THREADS``)."""
+    """Intra-op threads for the next CPU job: ``WORKBENCH_THREADS`` when set to a number, :func:`free_cores`
+    when it is ``free``, else every usable core; capped by a user's ``OMP_NUM_THREADS``."""
     fixed = os.environ.get("WORKBENCH_THREADS", "auto").strip().lower()
-    if fixed not in ("", "auto"):
+    if fixed not in ("", "auto", "free"):
         try:
             return max(1, int(fixed))
         except ValueError:
             pass
-    n = free_cores()
+    n = free_cores() if fixed == "free" else _usable_cores()
     cap = os.environ.get("OMP_NUM_THREADS", "")
     if cap.isdigit() and int(cap) > 0:
         n = min(n, int(cap))
