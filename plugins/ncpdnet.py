@@ -3,7 +3,8 @@
 Data consistency uses the NUFFT with density compensation, ``A^H D (A x - y) = (A^H D A) x - A^H D y``, the first
 term by the Toeplitz-embedded normal operator (FFTs on the 2x grid, no interpolation); coil maps come from the
 trajectory centre and are refined by a small U-net. One implementation with XPDNet
-(:mod:`workbench.nn.primal_net`); only the operator differs.
+(:mod:`workbench.nn.primal_net`); only the operator differs. ``adapt`` fine-tunes a copy on the scan's own
+samples first (:mod:`workbench.nn.adapt`: subsets of the trajectory's samples, density compensation rescaled).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.methods import Capabilities, Method, param
-from workbench.nn.inference import run_primal_net, weights_reasons
+from workbench.nn.inference import PrimalAdaptParams, run_primal_net, weights_reasons
 
 
 @dataclass
-class Params:
+class Params(PrimalAdaptParams):
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
 
 

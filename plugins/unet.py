@@ -5,6 +5,8 @@ a U-net trained on synthetic multi-coil brain slices (1 to 16 coils, random and 
 8x). It sees only the image, not the measured data: the "post-processing network" XPDNet is compared with.
 On non-Cartesian data the zero-filled image is the density-compensated adjoint, and the shipped weights are
 ``unet_noncartesian`` (golden-angle radial and spiral at 4x and 8x): NC-PDNet's U-net baseline.
+``adapt`` fine-tunes a copy on the scan's own samples first (:mod:`workbench.nn.adapt`; the U-net's magnitude
+with the phase of the zero-filled ACS-map combination is compared with held-out k-space).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.methods import Capabilities, Method, param
-from workbench.nn.inference import chosen_weights, load_network, weights_reasons
+from workbench.nn.inference import AdaptParams, adapt_if_asked, chosen_weights, load_network, weights_reasons
 from workbench.nn.weights import read_sidecar
 from workbench.result import Result
 
 
 @dataclass
-class Params:
+class Params(AdaptParams):
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights "
                               "for the data's sampling (Cartesian masks or non-Cartesian trajectories)")
 
@@ -52,8 +54,10 @@ class UnetBaseline(Method):
 
     def run(self, problem, params, ctx) -> Result:
         model, sidecar, path, batch = load_network(problem, params, ctx, _shipped_model(problem), ("unet",))
+        model, adapt_extras, start = adapt_if_asked(model, problem, batch, params, ctx)
         ctx.check_cancelled()
-        image = model.reconstruct(batch, lambda f, t: ctx.progress(0.05 + 0.95 * f, t))[0]
+        image = model.reconstruct(batch, lambda f, t: ctx.progress(start + (1 - start) * f, t))[0]
         ctx.progress(1.0, "done")
         return Result(image=problem.crop(image).to(problem.y.dtype),
-                      extras={"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")})
+                      extras={"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"),
+                              **adapt_extras})

@@ -8,7 +8,8 @@ image. The scanner noise of the unmeasured samples (the expected RSS of the full
 scoring layer's "as-acquired" mode (:func:`workbench.scoring.as_acquired`), applied to every method alike;
 ``noise_floor=True`` still adds it here (``benchmarks/results/deep.md`` has the figures with and without). Trained on synthetic multi-coil
 brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT
-operator is NC-PDNet (plugin ``ncpdnet``).
+operator is NC-PDNet (plugin ``ncpdnet``). ``adapt`` fine-tunes a copy on the scan's own measured samples first
+(:mod:`workbench.nn.adapt`; ``benchmarks/results/adaptation.md``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from dataclasses import dataclass
 
 from workbench.errors import SamplingError
 from workbench.methods import Capabilities, Method, param
-from workbench.nn.inference import run_primal_net, weights_reasons
+from workbench.nn.inference import PrimalAdaptParams, run_primal_net, weights_reasons
 from workbench.physics.coils import calibration_region
 
 
 @dataclass
-class Params:
+class Params(PrimalAdaptParams):
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
     data_consistency: bool = param(True, help="end with the measured k-space: put the measured samples back into "
                                               "the output's coil images and combine them by root-sum-of-squares "

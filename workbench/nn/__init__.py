@@ -5,6 +5,7 @@
 - :mod:`workbench.nn.mwcnn` its image network, :mod:`workbench.nn.sens_net` the coil map refinement,
 - :mod:`workbench.nn.unet` the fastMRI U-net and the post-processing baseline,
 - :mod:`workbench.nn.batch` the batch / operator interface, :mod:`workbench.nn.data` the data sets,
+- :mod:`workbench.nn.adapt` scan-specific self-supervised adaptation of a trained network (ZS-SSL),
 - :mod:`workbench.nn.train` the training loop (single process or torchrun/DDP), :mod:`workbench.nn.weights`
   safetensors weights with a JSON sidecar.
 

@@ -4,12 +4,43 @@ two operators) with progress, intermediate images and cancellation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.methods import param
 from workbench.result import Result
 
-__all__ = ["chosen_weights", "load_network", "run_primal_net", "weights_reasons"]
+__all__ = ["AdaptParams", "PrimalAdaptParams", "adapt_if_asked", "chosen_weights", "load_network", "run_primal_net",
+           "weights_reasons"]
+
+
+@dataclass
+class AdaptParams:
+    """The plugin parameters of scan-specific adaptation (:mod:`workbench.nn.adapt`); a plugin's Params
+    inherits them (and may redeclare a default)."""
+
+    adapt: bool = param(False, help="fine-tune a copy of the network on this scan's own measured samples first "
+                                    "(self-supervised: reconstruct from part of them, predict another part, stop "
+                                    "when a held-out part is predicted best; never worse on the held-out part)")
+    adapt_steps: int = param(100, min=1, max=10000, help="most fine-tuning steps (on a CPU the time budget "
+                                                         "usually ends it first)")
+    adapt_seconds: float = param(60.0, min=1.0, max=3600.0, unit="s",
+                                 help="time budget of the adaptation and reconstruction together")
+    adapt_lr: float = param(1e-4, min=1e-7, max=1.0, log_scale=True, label="adapt learning rate",
+                            help="Adam learning rate of the fine-tuning")
+
+
+@dataclass
+class PrimalAdaptParams(AdaptParams):
+    """:class:`AdaptParams` of the unrolled networks: which parameters train, and a larger learning rate for
+    the one image network that trains by default (``benchmarks/results/adaptation.md``)."""
+
+    adapt_lr: float = param(1e-3, min=1e-7, max=1.0, log_scale=True, label="adapt learning rate",
+                            help="Adam learning rate of the fine-tuning")
+    adapt_trainable: str = param("last", choices=("last", "image", "all"), label="adapt which",
+                                 help="parameters fine-tuned: the last iteration's image network (fastest), all "
+                                      "image networks, or everything (with the coil-map refinement)")
 
 
 def chosen_weights(params: Any, model: str) -> str | Path:
@@ -44,19 +75,43 @@ def load_network(problem: Any, params: Any, ctx: Any, model: str, accepted: tupl
     path = chosen_weights(params, model)
     ctx.progress(0.0, "loading weights")
     network, sidecar = cached_model(path, ctx.device)
-    return network, sidecar, path, Batch.from_problem(problem).to(ctx.device)
+    # networks built on the problem's own coil maps get them with the batch (the same maps as the classical methods)
+    with_maps = getattr(getattr(network, "config", None), "initial_maps", "acs") == "espirit" and problem.n_coils > 1
+    return network, sidecar, path, Batch.from_problem(problem, with_maps=with_maps).to(ctx.device)
+
+
+def adapt_if_asked(model: Any, problem: Any, batch: Any, params: Any, ctx: Any) -> tuple[Any, dict[str, Any], float]:
+    """With ``params.adapt``: scan-specific self-supervised adaptation (:func:`workbench.nn.adapt.adapt`) of a
+    copy of ``model`` with ``params.adapt_steps``, ``adapt_seconds``, ``adapt_lr`` (and ``adapt_trainable``
+    where declared), progress in [0.05, 0.85] and cancellation. Returns ``(model to reconstruct with, Result
+    extras, progress fraction where the reconstruction starts)``; without ``adapt``: ``(model, {}, 0.05)``."""
+    if not getattr(params, "adapt", False):
+        return model, {}, 0.05
+    from workbench.nn.adapt import AdaptOptions, adapt
+
+    options = AdaptOptions(steps=params.adapt_steps, seconds=params.adapt_seconds, lr=params.adapt_lr,
+                           trainable=getattr(params, "adapt_trainable", AdaptOptions.trainable))
+
+    def progress(fraction, text):
+        ctx.check_cancelled()
+        ctx.progress(0.05 + 0.8 * fraction, text)
+
+    result = adapt(model, problem, options, progress, batch)
+    return result.model, result.extras, 0.85
 
 
 def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Result:
     """Reconstruct with the primal network ``model_name`` (``"xpdnet"`` or ``"ncpdnet"``): load the weights
     (cached per file and device), run with progress in [0.05, 1] and cancellation, end with the hard data
     consistency (``params.data_consistency``, Cartesian only) and the noise floor of the unmeasured samples
-    (``params.noise_floor``), and crop. Returns the magnitude image ``[h, w]`` in the data's units."""
+    (``params.noise_floor``), and crop; with ``params.adapt``, a scan-adapted copy of the network
+    (:func:`adapt_if_asked`). Returns the magnitude image ``[h, w]`` in the data's units."""
     model, sidecar, path, batch = load_network(problem, params, ctx, model_name)
+    model, adapt_extras, start = adapt_if_asked(model, problem, batch, params, ctx)
 
     def progress(fraction, text):
         ctx.check_cancelled()
-        ctx.progress(0.05 + 0.95 * fraction, text)
+        ctx.progress(start + (1 - start) * fraction, text)
 
     def iterate(x):
         if ctx.wants_iterates:
@@ -66,7 +121,7 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     final = getattr(params, "data_consistency", None)
     x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
     magnitude = x.abs()
-    extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps")}
+    extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
     if final and problem.is_cartesian:
         from workbench.scoring import IMAGE_IS_RSS, IMAGE_IS_SCAN
 
