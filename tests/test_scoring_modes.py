@@ -184,6 +184,19 @@ def test_holdout_folds_hold_out_whole_lines_and_pool_their_errors(simulated):
     assert zf["holdout_error"] == 1.0 and pooled["holdout_nmse"] < zf["holdout_nmse"]
 
 
+def test_holdout_reruns_keep_the_weight_the_run_chose():
+    from workbench.holdout import params_as_run
+    from workbench.methods import discover_methods
+
+    l1 = discover_methods().get("l1-wavelet")
+    chosen = {"lam": 0.003, "lam_absolute": 7.0, "lam_rule": "discrepancy", "search_solves": 4}
+    as_run = params_as_run(l1, {"lam": None, "n_iter": 5}, chosen)
+    assert as_run["lam"] == 0.003 and as_run["n_iter"] == 5 and "lam_absolute" not in as_run
+    assert params_as_run(l1, {"lam": 0.01}, chosen)["lam"] == 0.01  # a weight the user gave stays
+    assert params_as_run(l1, None, {})["lam"] is None  # nothing chosen: still automatic
+    assert l1.make_params(as_run).lam == 0.003  # valid parameters of the method
+
+
 def test_cli_validate_gives_the_library_holdout_score(tmp_path, capsys):
     from workbench.methods import discover_methods
 

@@ -394,7 +394,8 @@ class Runs:
 
     def validate(self, job_queue: Any, method: Any, entry: ResultEntry | None) -> None:
         """Hold-out validation of a finished single run (:mod:`workbench.holdout`): ``method`` (None: the one
-        the run used) runs again, as jobs of ``job_queue`` with the entry's parameters,
+        the run used) runs again, as jobs of ``job_queue`` with the parameters it ended with
+        (:func:`workbench.holdout.params_as_run`: the weight it chose kept),
         on each of its problem's hold-out folds (:func:`workbench.holdout.folds`). Meanwhile ``entry.holdout``
         says ``holdout_message`` "running" with ``holdout_progress`` (0-1, over the folds); then it holds the
         pooled summary (``holdout_nmse`` None and ``holdout_message`` when it could not be computed). Each
@@ -458,8 +459,9 @@ class Runs:
 
             update(apply)
 
+        params = holdout.params_as_run(method, entry.params, getattr(entry.result, "chosen", None))
         for i, held in enumerate(holdouts):
-            job_queue.submit(method, lambda h=held: h.train, dict(entry.params),
+            job_queue.submit(method, lambda h=held: h.train, params,
                              on_progress=lambda job, i=i: on_progress(job, i), on_done=lambda job, i=i: on_done(job, i))
         self._notify(entry)
 
