@@ -6,7 +6,7 @@ a U-net trained on synthetic multi-coil brain slices (1 to 16 coils, random and 
 On non-Cartesian data the zero-filled image is the density-compensated adjoint, and the shipped weights are
 ``unet_noncartesian`` (golden-angle radial and spiral at 4x and 8x): NC-PDNet's U-net baseline.
 ``adapt`` fine-tunes a copy on the scan's own samples first (:mod:`workbench.nn.adapt`; the U-net's magnitude
-with the phase of the zero-filled ACS-map combination is compared with held-out k-space).
+goes to k-space through its ACS maps, i.e. with the calibration data's phase).
 """
 
 from __future__ import annotations

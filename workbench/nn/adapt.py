@@ -88,7 +88,7 @@ class AdaptOptions:
         seed: of the split (step ``i`` redraws with ``seed + i``).
     """
 
-    steps: int = 100
+    steps: int = 30
     seconds: float = 60.0
     lr: float = 1e-4
     trainable: str = "last"
