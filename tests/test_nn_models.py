@@ -311,6 +311,10 @@ def test_cg_start_is_the_tikhonov_sense_solution():
     np.testing.assert_allclose(x_net, x, rtol=0, atol=2e-4 * np.abs(x).max())
     zero_filled = PrimalNet({**TINY, "refine_maps": False}).eval().reconstruct(batch)[0].numpy()
     assert np.abs(zero_filled - x).max() > 0.05 * np.abs(x).max()  # the default start is not that solution
+    trained = _randomised(net)  # image networks that change the image: networks=False still gives the start
+    assert np.abs(trained.reconstruct(batch)[0].numpy() - x).max() > 0.05 * np.abs(x).max()
+    np.testing.assert_allclose(trained.reconstruct(batch, networks=False)[0].numpy(), x, rtol=0,
+                               atol=2e-4 * np.abs(x).max())
 
 
 def test_espirit_initial_maps_use_the_given_maps_else_espirit_else_acs():

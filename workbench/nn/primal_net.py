@@ -162,12 +162,13 @@ class PrimalNet(nn.Module):
         return torch.polar(rss(coils, dim=1), (maps.conj() * coils).sum(1).detach().angle())
 
     def unrolled(self, batch, callback: Callable[[int, torch.Tensor], None] | None = None,
-                 scale_out: list | None = None, final_data_consistency: bool | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 scale_out: list | None = None, final_data_consistency: bool | None = None,
+                 networks: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the iterations: the first buffer image ``[B, H, W]`` (normalised units) and the scale ``[B]``.
         ``callback(i, x)`` is called after iteration ``i`` (0-based) with the current image (normalised);
         ``scale_out`` (a list) receives the scale before the first iteration; ``final_data_consistency``
-        (``None``: the config's) ends with the data-consistency step."""
+        (``None``: the config's) ends with the data-consistency step; ``networks=False`` skips the image
+        networks: the starting image (zero-filled, or CG-SENSE with ``init="cg"``), for comparisons."""
         if final_data_consistency is None:
             final_data_consistency = self.config.final_data_consistency
         enc = self.encoding(batch)
@@ -178,6 +179,9 @@ class PrimalNet(nn.Module):
         maps = self.maps(batch)
         rhs = (coil * maps.conj()).sum(1) / scale[:, None, None]
         buffer = self.initial_image(rhs, maps, enc)[:, None].repeat(1, self.config.n_primal, 1, 1)
+        if not networks:
+            x = buffer[:, 0]
+            return (self.data_consistent_output(x, maps, scale, enc) if final_data_consistency else x), scale
         for i in range(self.config.n_iter):
             if self.config.checkpointing and torch.is_grad_enabled():
                 buffer = checkpoint(self._iteration, i, buffer, maps, rhs, enc, use_reentrant=False)
@@ -197,11 +201,12 @@ class PrimalNet(nn.Module):
     @torch.no_grad()
     def reconstruct(self, batch, callback: Callable[[float, str], None] | None = None,
                     iterate: Callable[[torch.Tensor], None] | None = None,
-                    final_data_consistency: bool | None = None) -> torch.Tensor:
+                    final_data_consistency: bool | None = None, networks: bool = True) -> torch.Tensor:
         """Complex image ``[B, H, W]`` on the grid in data units (its magnitude is the trained output).
         ``callback(fraction, text)`` reports progress once per iteration (it may raise to cancel);
         ``iterate(x)`` receives each iteration's image ``[B, H, W]`` in data units;
-        ``final_data_consistency`` (``None``: as trained) ends with the data-consistency step."""
+        ``final_data_consistency`` (``None``: as trained) ends with the data-consistency step;
+        ``networks=False``: the starting image only (:meth:`unrolled`)."""
         n = self.config.n_iter
         scale_box: list[torch.Tensor] = []
 
@@ -213,5 +218,5 @@ class PrimalNet(nn.Module):
 
         if callback is not None:
             callback(0.0, "coil maps")
-        x, scale = self.unrolled(batch, report, scale_box, final_data_consistency)
+        x, scale = self.unrolled(batch, report, scale_box, final_data_consistency, networks)
         return x * scale[:, None, None]
