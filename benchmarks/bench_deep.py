@@ -161,29 +161,34 @@ def equal_step_tv(A, y, lam: float, n_iter: int) -> torch.Tensor:
     return pdhg(x0, [A, D], proxes, tau=tau, sigma=sigma, n_iter=n_iter).x
 
 
-def run_classical(problem, n_iter: int, noncartesian: bool = False) -> dict[str, dict[float, dict[str, float]]]:
+def run_classical(problem, n_iter: int, noncartesian: bool = False, methods=None,
+                  grids: dict | None = None) -> dict[str, dict[float, dict[str, float]]]:
     """TV and l1-wavelet over their weight grids (Cartesian), CG-SENSE and TV (non-Cartesian: the issue's
-    "iterative SENSE / TV with the Toeplitz operator"). Non-Cartesian problems are solved density-weighted
-    (``D^1/2 A``, whose normal is the Toeplitz ``A^H D A``), the preconditioned least squares NC-PDNet uses."""
+    "iterative SENSE / TV with the Toeplitz operator"); ``methods`` (a subset of "cg-sense", "tv",
+    "l1-wavelet") overrides that choice, ``grids`` (method -> weight factors) the grids. Non-Cartesian problems are solved density-weighted (``D^1/2 A``, whose
+    normal is the Toeplitz ``A^H D A``), the preconditioned least squares NC-PDNet uses."""
     from workbench.solvers.recon import cg_sense, l1_wavelet, lipschitz
 
+    if methods is None:
+        methods = ("cg-sense", "tv") if noncartesian else ("tv", "l1-wavelet")
+    grids = {"cg-sense": CG_GRID, "tv": TV_GRID, "l1-wavelet": L1_GRID, **(grids or {})}
     A, y = problem.A, problem.y
     if not problem.is_cartesian and problem.dcf is not None:
         A, y = A.density_weighted(), A.weigh(y)
     scale = float(problem.zero_filled().abs().flatten().quantile(0.99))
-    out: dict[str, dict[float, dict[str, float]]] = {"tv": {}} if noncartesian else {"tv": {}, "l1-wavelet": {}}
-    if noncartesian:  # Tikhonov weight relative to ||A^H D A||; CG stopped early regularises too
+    out: dict[str, dict[float, dict[str, float]]] = {m: {} for m in ("tv", "l1-wavelet") if m in methods}
+    if "cg-sense" in methods:  # Tikhonov weight relative to ||A^H D A||; CG stopped early regularises too
         out["cg-sense"] = {}
         norm2 = float(lipschitz(A, y))
-        for f in CG_GRID:
+        for f in grids["cg-sense"]:
             t = time.perf_counter()
             x = cg_sense(A, y, f * norm2, n_iter=CG_ITER).x
             out["cg-sense"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
-    for f in TV_GRID:
+    for f in grids["tv"] if "tv" in methods else ():
         t = time.perf_counter()
         x = equal_step_tv(A, y, f * scale, n_iter)
         out["tv"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
-    for f in () if noncartesian else L1_GRID:
+    for f in grids["l1-wavelet"] if "l1-wavelet" in methods else ():
         t = time.perf_counter()
         x = l1_wavelet(A, y, f * scale, n_iter=n_iter, track_objective=False).x
         out["l1-wavelet"][f] = {**_metrics(problem, x), "time_s": time.perf_counter() - t}
