@@ -86,3 +86,24 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     default = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                  env=dict(env, MALLOC_MMAP_THRESHOLD_="131072")).stdout)
     assert kept < 200 and default > 40 * 200
+
+
+@pytest.mark.parametrize("stalled, expected", [(True, 1), (False, 2)])
+def test_probe_falls_back_to_one_thread_when_the_team_stalls(monkeypatch, stalled, expected):
+    # a parallel pass that waits for a parked thread (16 ms against 0.3 ms serial) means one thread; a team
+    # that is faster than one thread keeps its threads; the probe leaves torch at the count it returns
+    import torch
+
+    before = torch.get_num_threads()
+    times = {1: 3e-4, 2: 1.6e-2 if stalled else 2e-4}
+    monkeypatch.setattr(threads, "_op_time", lambda n, x, **kw: times[n])
+    monkeypatch.setattr(threads, "threads_for_job", lambda: 2)
+    monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
+    try:
+        assert threads.probe_threads(2) == expected
+        assert threads.use_threads_for_job() == expected and torch.get_num_threads() == expected
+        monkeypatch.setenv("WORKBENCH_THREADS", "2")  # a fixed count is not probed
+        monkeypatch.setattr(threads, "threads_for_job", lambda: 2)
+        assert threads.use_threads_for_job() == 2
+    finally:
+        torch.set_num_threads(before)

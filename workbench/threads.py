@@ -13,7 +13,9 @@ Two things make torch slow when something else runs on the machine:
   2 cores, load average 12 from other (mostly niced) sessions, medians of interleaved runs: 1 thread quiet
   11.5 / 14.5 s, beside one busy loop 24.8 / 31.7 s (slow-down 2.15 / 2.19); 2 threads 12.3 / 15.6 s and
   21.5 / 19.5 s (1.74 / 1.25); BART with 2 threads 13.8 / 14.6 s and 20.2 / 26.9 s (1.47 / 1.84). So
-  :func:`threads_for_job` gives each CPU job every core this process may run on, as BART and OpenMP do.
+  :func:`threads_for_job` gives each CPU job every core this process may run on, as BART and OpenMP do,
+  unless :func:`probe_threads` finds a parallel pass slower than a serial one at the job's start (a core held
+  by a process of higher priority: a 10x slower solve with 2 threads).
   The one-minute load average cannot tell a niced or short-lived process from a busy peer; the rule that
   subtracted it (:func:`free_cores`, one thread at these loads) stays available as ``WORKBENCH_THREADS=free``.
 
@@ -30,8 +32,10 @@ usable core); an ``OMP_NUM_THREADS`` set by the user is respected as the upper b
 from __future__ import annotations
 
 import os
+import time
 
-__all__ = ["free_cores", "keep_freed_memory", "set_passive_wait_policy", "threads_for_job", "use_threads_for_job"]
+__all__ = ["free_cores", "keep_freed_memory", "probe_threads", "set_passive_wait_policy", "threads_for_job",
+           "use_threads_for_job"]
 
 MMAP_THRESHOLD = 256 << 20  # blocks below this come from the heap and are reused when freed
 TRIM_THRESHOLD = 512 << 20  # freed memory at the heap top kept before it is returned to the kernel
@@ -94,11 +98,50 @@ def threads_for_job() -> int:
     return n
 
 
+def _op_time(n: int, x, reps: int = 7, budget: float = float("inf")) -> float:
+    """Median seconds of one parallel elementwise pass over ``x`` with ``n`` threads (stops early, returning
+    the time so far, once ``budget`` seconds are spent)."""
+    import torch
+
+    torch.set_num_threads(n)
+    x.mul_(1.0)  # wake the team
+    times: list[float] = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        x.mul_(1.0)
+        times.append(time.perf_counter() - t)
+        if sum(times) > budget:
+            return sum(times)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def probe_threads(n: int) -> int:
+    """``n``, or 1 when a parallel pass with ``n`` threads is slower than with one right now (a few ms).
+
+    A thread of the team that the scheduler keeps waiting (another process of higher priority, or a busy one,
+    on its core) stalls every parallel region until it runs: on this 2-core machine, beside a training run at
+    nice -5, a pass over 4 MB took 16 ms with 2 threads against 0.3 ms with one, and a whole l1-wavelet solve
+    ran 10x slower. When the other core is free, 2 threads win. The load average cannot tell the two apart;
+    timing a parallel pass can."""
+    if n <= 1:
+        return max(1, n)
+    import torch
+
+    x = torch.ones(1 << 20)
+    one = _op_time(1, x)
+    many = _op_time(n, x, budget=8 * 7 * one + 0.002)
+    return n if many <= one else 1
+
+
 def use_threads_for_job() -> int:
-    """Set torch's intra-op thread count to :func:`threads_for_job` and return it."""
+    """Set torch's intra-op thread count for a CPU job and return it: :func:`threads_for_job`, checked by
+    :func:`probe_threads` unless ``WORKBENCH_THREADS`` fixes the count."""
     import torch
 
     n = threads_for_job()
+    if os.environ.get("WORKBENCH_THREADS", "auto").strip().lower() in ("", "auto"):
+        n = probe_threads(n)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
