@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from workbench.gui.common import (COLORMAPS, DISPLAY_MODES, DialogFolder, Qt, combo_box, error_box, push_button,
+from workbench.gui.common import (COLORMAPS, DISPLAY_MODES, DialogFolder, Qt, combo_box, error_box,
                                   single_shot_timer)
 from workbench.gui.compare.calibration import CalibrationPlot
 from workbench.gui.compare.columns import REFERENCE, ZERO_FILLED, ColumnData
@@ -46,6 +46,7 @@ class CompareView(QtWidgets.QWidget):
         self.grid.rendered.connect(self._update_tools)
         self.grid.toolMoved.connect(self._update_tools)
         bar = QtWidgets.QHBoxLayout()
+        bar.setSpacing(4)
         self.mode_combo = combo_box(DISPLAY_MODES, "component of the complex images (the reference is a magnitude "
                                     "image)", lambda: self.grid.set_mode(self.mode_combo.currentText()))
         self.cmap_combo = combo_box(COLORMAPS, "colour map of the images (error maps use inferno)",
@@ -55,12 +56,23 @@ class CompareView(QtWidgets.QWidget):
                                      self.rebuild)
         self.score_combo = combo_box(SCORE_MODES, "how every image is scored (table, error maps): " + "; ".join(
             f"{m}: {t}" for m, t in SCORE_MODE_TEXT.items()), self._score_mode_chosen)
-        self.outline_box = QtWidgets.QCheckBox("Outline")
-        self.outline_box.setToolTip("draw the object mask (the \"object\" scoring mode's pixels, derived from the "
-                                    "reference) as an outline on the images")
+        # a small checkable ring after the Score combo: the bar must fit a 1366-pixel screen beside the docks
+        self.outline_box = QtWidgets.QToolButton()
+        self.outline_box.setCheckable(True)
+        self.outline_box.setAutoRaise(True)
+        self.outline_box.setIcon(_ring_icon())
+        self.outline_box.setText("Outline")
+        self.outline_box.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        self.outline_box.setIconSize(QtCore.QSize(14, 14))  # no taller than the combos: the docks keep their rows
+        self.outline_box.setToolTip("Outline: draw the object mask (the \"object\" scoring mode's pixels, derived "
+                                    "from the reference) as a cyan line on the images and in exported figures")
         self.outline_box.toggled.connect(lambda *_: self.rebuild())
-        self.auto_button = push_button("Auto W/L", "reset the shared window/level to the reference's range",
-                                       self.grid.auto_levels)
+        # a tool button (no push button's minimum width): the bar fits beside the docks at 1280 pixels, where
+        # narrower docks would wrap their text and take the jobs dock's rows
+        self.auto_button = QtWidgets.QToolButton()
+        self.auto_button.setText("Auto W/L")
+        self.auto_button.setToolTip("reset the shared window/level to the reference's range")
+        self.auto_button.clicked.connect(lambda *_: self.grid.auto_levels())
         self.tool_combo = combo_box(TOOLS, "line profile / ROI drawn on the first panel, mirrored on the others",
                                     self._tool_changed)
         for label, widget in (("Show", self.mode_combo), ("Colours", self.cmap_combo), ("Error", self.error_combo),
@@ -336,3 +348,15 @@ class CompareView(QtWidgets.QWidget):
                 self.export_csv(path)
             except OSError as exc:
                 error_box(self, "Export metrics", f"{path}: {exc.strerror or exc}")
+
+
+def _ring_icon() -> QtGui.QIcon:
+    """A cyan ring (the outline's colour): the Outline toggle's icon."""
+    pix = QtGui.QPixmap(16, 16)
+    pix.fill(QtGui.QColor(0, 0, 0, 0))
+    p = QtGui.QPainter(pix)
+    p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+    p.setPen(QtGui.QPen(QtGui.QColor(0, 230, 255), 2.0))
+    p.drawEllipse(QtCore.QRectF(2.5, 3.5, 11, 9))
+    p.end()
+    return QtGui.QIcon(pix)

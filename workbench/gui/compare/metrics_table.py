@@ -61,8 +61,11 @@ class MetricsTable(QtWidgets.QWidget):
         self.validate_button = push_button("Validate", "the hold-out score of every row of this slice (each method "
                                            "runs again in the background; automatic for scans without a "
                                            "reference)", self.validateRequested)
-        row.addWidget(self.csv_button)
-        row.addWidget(self.validate_button)
+        # the buttons side by side: the tab keeps the height of two lines (the jobs dock below keeps its rows)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.validate_button)
+        buttons.addWidget(self.csv_button)
+        row.addLayout(buttons)
         row.addWidget(self.all_slices_box)
         row.addStretch(1)
         lay.addLayout(row)
