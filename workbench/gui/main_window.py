@@ -91,6 +91,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.volume_dock = self._dock("Volume", self.volume_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.jobs_dock, self.volume_dock)
         self.jobs_dock.raise_()
+        self.volume_dock.hide()  # until the first volume run: its tab bar would cost the jobs table a row
         self.methods_panel.volume_requested.connect(lambda: self.run_volume())
         self.methods_panel.ran.connect(lambda *_: self.jobs_dock.raise_())
         # narrow enough that the compare grid keeps most of a 1366 px wide screen
@@ -538,6 +539,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.volume_dock.setFloating(False)
         self.tabifyDockWidget(self.jobs_dock, self.volume_dock)
         self.jobs_dock.raise_()
+        self.volume_dock.hide()
         self.fit_docks()
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:  # noqa: N802
