@@ -7,7 +7,9 @@ step: the measured k-space samples go back into the output's coil images, whose 
 image. The scanner noise of the unmeasured samples (the expected RSS of the fully sampled scan) is now the
 scoring layer's "as-acquired" mode (:func:`workbench.scoring.as_acquired`), applied to every method alike;
 ``noise_floor=True`` still adds it here (``benchmarks/results/deep.md`` has the figures with and without). Trained on synthetic multi-coil
-brain slices (1 to 16 coils, random and equispaced 1D masks at 4x and 8x). The same network with a NUFFT
+brain slices (1 to 16 coils, 96x96 to 256x256, random and equispaced 1D masks at 4x and 8x). The shipped
+weights start the iterations from the CG-SENSE solution with the problem's own ESPIRiT maps (the maps the
+classical methods use) and learn a correction of it (``configs/xpdnet_cg_cpu.json``). The same network with a NUFFT
 operator is NC-PDNet (plugin ``ncpdnet``). ``adapt`` fine-tunes a copy on the scan's own measured samples first
 (:mod:`workbench.nn.adapt`; ``benchmarks/results/adaptation.md``).
 """
