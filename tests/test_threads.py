@@ -10,6 +10,14 @@ import pytest
 from workbench import threads
 
 
+def _machine(monkeypatch, cores: int, load: float) -> None:
+    """A machine of ``cores`` usable cores at load average ``load``, no thread settings in the environment."""
+    monkeypatch.setattr(threads, "_usable_cores", lambda: cores)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+
 @pytest.mark.parametrize("load, expected", [(1.0, 4), (2.2, 3), (3.0, 2), (4.6, 1), (40.0, 1), (0.0, 4)])
 def test_free_cores_subtracts_the_load_of_the_others(monkeypatch, load, expected):
     monkeypatch.setattr(threads, "_usable_cores", lambda: 4)
@@ -18,10 +26,7 @@ def test_free_cores_subtracts_the_load_of_the_others(monkeypatch, load, expected
 
 
 def test_threads_for_job_honours_the_users_settings(monkeypatch):
-    monkeypatch.setattr(threads, "_usable_cores", lambda: 8)
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
-    monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    _machine(monkeypatch, 8, 1.0)
     assert threads.threads_for_job() == 8
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.threads_for_job() == 3
@@ -32,10 +37,7 @@ def test_threads_for_job_honours_the_users_settings(monkeypatch):
 def test_every_core_by_default_and_the_free_cores_on_request(monkeypatch):
     # a loaded machine (load average 6.5 on 8 cores): every core by default, as BART does (a thread per core
     # gets the larger share beside busy peers), the free cores with WORKBENCH_THREADS=free
-    monkeypatch.setattr(threads, "_usable_cores", lambda: 8)
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (6.5, 6.5, 6.5))
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
+    _machine(monkeypatch, 8, 6.5)
     assert threads.threads_for_job() == 8
     monkeypatch.setenv("WORKBENCH_THREADS", "free")
     assert threads.threads_for_job() == 3

@@ -99,14 +99,15 @@ class CartesianEncoding(Encoding):
 
     def initial_maps(self) -> torch.Tensor:
         if self._maps is None:
-            if self.maps_method == "espirit" and self.given_maps is not None:
+            # one coil: the ACS "map" is the image phase, which given (all-ones) maps would drop
+            if self.maps_method == "espirit" and self.given_maps is not None and self.kspace.shape[1] > 1:
                 self._maps = self.given_maps
             else:
                 self._maps = torch.stack([self._slice_maps(k, m) for k, m in zip(self.kspace, self.mask)])
         return self._maps
 
     def _slice_maps(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.maps_method == "espirit" and kspace.shape[0] > 1:  # one coil: the ACS "map" is the image phase
+        if self.maps_method == "espirit" and kspace.shape[0] > 1:
             try:
                 return estimate_espirit_maps(kspace * mask, calib=self.acs_calib)
             except SamplingError:  # a calibration box too small for ESPIRiT's kernel (4 lines at 8x on 96^2)

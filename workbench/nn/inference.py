@@ -79,7 +79,7 @@ def load_network(problem: Any, params: Any, ctx: Any, model: str, accepted: tupl
     ctx.progress(0.0, "loading weights")
     network, sidecar = cached_model(path, ctx.device)
     # networks built on the problem's own coil maps get them with the batch (the same maps as the classical methods)
-    with_maps = getattr(getattr(network, "config", None), "initial_maps", "acs") == "espirit" and problem.n_coils > 1
+    with_maps = getattr(network.config, "initial_maps", "acs") == "espirit"
     return network, sidecar, path, Batch.from_problem(problem, with_maps=with_maps).to(ctx.device)
 
 

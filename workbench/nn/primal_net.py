@@ -130,7 +130,7 @@ class PrimalNet(nn.Module):
     def encoding(self, batch):
         """The batch's operator with this network's calibration and initial-maps settings."""
         cfg = self.config
-        return batch.encoding(cfg.acs_calib, cfg.acs_threshold, cfg.initial_maps if batch.is_cartesian else "acs")
+        return batch.encoding(cfg.acs_calib, cfg.acs_threshold, cfg.initial_maps)
 
     def initial_image(self, rhs: torch.Tensor, maps: torch.Tensor, enc) -> torch.Tensor:
         """The buffer's starting image ``[B, H, W]``: ``rhs`` (zero-filled) or the CG-SENSE solution."""
