@@ -43,6 +43,36 @@ def test_synthetic_item_content_and_masks():
     assert item["target"].shape == (h, w) and item["data_range"] == pytest.approx(float(item["target"].max()))
 
 
+def test_swapped_readout_items_are_the_transposed_slice_with_masks_along_the_former_readout():
+    cfg = {**SMALL, "shapes": [[48, 40]], "n_coils": [3], "readout_oversampling": [2]}
+    sampling = {"kinds": ["equispaced"], "accelerations": [4], "center_fractions": [0.08]}
+    plain, swapped = SyntheticData(cfg, sampling), SyntheticData({**cfg, "swap_readout_p": 1.0}, sampling)
+    setting = plain.draw_setting(np.random.default_rng(0))
+    a = plain.item(TRAIN_SEED_OFFSET + 7, setting)
+    b = swapped.item(TRAIN_SEED_OFFSET + 7, {**setting, "swap_readout": True})
+    assert not a["meta"]["swap_readout"] and b["meta"]["swap_readout"]
+    # the same slice, transposed: readout (oversampled 2x, 96 samples) now runs along W
+    assert torch.equal(b["target"], a["target"].T) and tuple(b["recon_shape"]) == (40, 48)
+    assert tuple(b["grid_shape"]) == (40, 96) and b["kspace"].shape == (3, 40, 96)
+    mask = b["mask"]
+    assert bool((mask == mask[:1]).all()) and abs(mask[0].float().mean().item() - 0.25) < 0.08
+    # the samples kept are those of the transposed fully sampled k-space
+    sim = plain.simulate(TRAIN_SEED_OFFSET + 7, setting)[0]["kspace"]
+    units = b["meta"]["units"]
+    expect = torch.from_numpy(sim).transpose(-2, -1) * units * mask
+    assert torch.allclose(b["kspace"], expect.to(b["kspace"].dtype))
+    # drawn per step with the configured probability; p = 0 draws nothing (older configs keep their data)
+    draws = [swapped.draw_setting(np.random.default_rng(i))["swap_readout"] for i in range(4)]
+    assert all(draws)
+    half = SyntheticData({**cfg, "swap_readout_p": 0.5}, sampling)
+    frac = np.mean([half.draw_setting(np.random.default_rng(i))["swap_readout"] for i in range(200)])
+    assert 0.35 < frac < 0.65
+    assert {k: v for k, v in plain.draw_setting(np.random.default_rng(3)).items() if k != "swap_readout"} == \
+        {k: v for k, v in half.draw_setting(np.random.default_rng(3)).items() if k != "swap_readout"}
+    with pytest.raises(DataConfigError, match="swap_readout_p"):
+        SyntheticData({**cfg, "swap_readout_p": 2})
+
+
 def test_synthetic_noncartesian_sampling_shares_a_trajectory():
     data = SyntheticData({**SMALL, "readout_oversampling": [1]},
                          sampling={"kinds": ["golden-radial"], "accelerations": [3]})

@@ -133,6 +133,9 @@ DEFAULT_SYNTHETIC: dict[str, Any] = {
     "n_coils": [1, 2, 4, 8, 12, 16],  # drawn per step
     "n_coils_weights": None,  # probabilities of the n_coils entries (None: uniform)
     "readout_oversampling": [1, 2],
+    # probability that a step's items have readout and phase encode swapped (masks then run along the former
+    # readout): real scans come in both orientations, and a network trained on one does not unfold the other
+    "swap_readout_p": 0.0,
     "contrasts": ["random", "t1", "t2", "pd"],
     "snr": [10.0, 60.0],  # white-matter SNR range
     "noise_correlation": None,  # None: random 0..0.5 per item
@@ -179,6 +182,8 @@ class SyntheticData:
             raise DataConfigError("synthetic data: n_coils_weights must have one weight per n_coils entry")
         if c["target"] not in ("reference", "clean"):
             raise DataConfigError(f"synthetic data: target must be 'reference' or 'clean', got {c['target']!r}")
+        if not 0.0 <= float(c["swap_readout_p"]) <= 1.0:
+            raise DataConfigError(f"synthetic data: swap_readout_p must be in [0, 1], got {c['swap_readout_p']}")
         if c["pose"] not in ("random", "fixed"):
             raise DataConfigError(f"synthetic data: pose must be 'random' or 'fixed', got {c['pose']!r}")
         from workbench.simulate import COIL_MODELS
@@ -210,7 +215,10 @@ class SyntheticData:
         n_coils = int(rng.choice(self.n_coils, p=self.coil_p))
         oversampling = int(rng.choice(self.config["readout_oversampling"]))
         step_sampling = None if self.plan.cartesian else self.plan.choose(rng)
-        return {"shape": shape, "n_coils": n_coils, "oversampling": oversampling, "step_sampling": step_sampling}
+        p_swap = float(self.config["swap_readout_p"])
+        swap = bool(rng.random() < p_swap) if p_swap > 0 else False  # no draw at 0: older configs keep their data
+        return {"shape": shape, "n_coils": n_coils, "oversampling": oversampling, "step_sampling": step_sampling,
+                "swap_readout": swap}
 
     def held_out_setting(self, seed: int) -> dict[str, Any]:
         """The setting of a held-out slice (validation, benchmarks): drawn from the seed alone."""
@@ -238,6 +246,7 @@ class SyntheticData:
             texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose, **coils,
         )
         meta = {"seed": int(seed), "contrast": contrast, "n_coils": setting["n_coils"],
+                "swap_readout": bool(setting.get("swap_readout", False)),
                 "shape": list(setting["shape"]), "readout_oversampling": setting["oversampling"],
                 "snr": round(float(sim["params"].snr), 2)}
         return sim, meta, rng
@@ -250,6 +259,8 @@ class SyntheticData:
         units = float(10.0 ** rng.uniform(lo, hi)) if hi > lo else float(10.0**lo)
         kspace = torch.from_numpy(sim["kspace"]) * units
         target = torch.from_numpy(sim["reference"] if c["target"] == "reference" else sim["target"]) * units
+        if setting.get("swap_readout"):
+            kspace, target = kspace.transpose(-2, -1).contiguous(), target.transpose(-2, -1).contiguous()
         mask_seed = int(rng.integers(0, 2**31 - 1))
         out = _undersample(kspace, self.plan, rng, mask_seed, setting["step_sampling"])
         meta.update(units=units, sampling=out.pop("sampling"))
