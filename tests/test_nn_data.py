@@ -73,6 +73,20 @@ def test_swapped_readout_items_are_the_transposed_slice_with_masks_along_the_for
         SyntheticData({**cfg, "swap_readout_p": 2})
 
 
+def test_phantom_items_replace_heads_with_the_configured_probability():
+    cfg = {**SMALL, "shapes": [[48, 48]], "n_coils": [2], "readout_oversampling": [1]}
+    heads, phantoms = SyntheticData(cfg), SyntheticData({**cfg, "phantom_p": 1.0})
+    setting = heads.draw_setting(np.random.default_rng(0))
+    a, b = heads.item(TRAIN_SEED_OFFSET + 3, setting), phantoms.item(TRAIN_SEED_OFFSET + 3, setting)
+    assert a["meta"]["subject"] == "brain" and b["meta"]["subject"] == "phantom"
+    assert a["target"].shape == b["target"].shape and not torch.equal(a["target"], b["target"])
+    # the item's other draws (mask, units) are those of the head it replaces
+    assert torch.equal(a["mask"], b["mask"]) and a["meta"]["units"] == b["meta"]["units"]
+    half = SyntheticData({**cfg, "phantom_p": 0.3})
+    share = np.mean([half.item(TRAIN_SEED_OFFSET + i, setting)["meta"]["subject"] == "phantom" for i in range(40)])
+    assert 0.1 < share < 0.5
+
+
 def test_synthetic_noncartesian_sampling_shares_a_trajectory():
     data = SyntheticData({**SMALL, "readout_oversampling": [1]},
                          sampling={"kinds": ["golden-radial"], "accelerations": [3]})

@@ -257,3 +257,32 @@ def test_cache_dir_precedence_and_resources(monkeypatch, tmp_path):
     anatomy = simulate.load_anatomy()
     assert anatomy.gm.shape == anatomy.wm.shape == anatomy.csf.shape and anatomy.gm.shape[0] >= 24
     assert anatomy.z_range[0] < 0 < anatomy.z_range[1]
+
+
+def test_phantom_subject_is_a_container_with_inserts_and_no_rim():
+    kw = dict(shape=(128, 128), n_coils=4, snr=30.0, subject="phantom", slice_position=20.0)
+    a, b = simulate.generate_slice(5, **kw), simulate.generate_slice(5, **kw)
+    assert all(np.array_equal(a[k], b[k]) for k in ARRAYS)
+    assert not np.array_equal(a["image"], simulate.generate_slice(6, **kw)["image"])
+    # nothing outside the container; the k-space is the FFT of the coil images plus noise, as for heads
+    assert np.abs(a["image"][~a["head_mask"]]).max() == 0
+    coil_images = a["maps"] * a["image"][None]
+    noise = np_ifft2c(a["kspace"].astype(np.complex128)) - coil_images
+    assert np.std(noise) == pytest.approx(a["noise_std"], rel=0.05)
+    # the SNR is defined over the uniform liquid, as over white matter for heads
+    rss = np.sqrt((np.abs(np_ifft2c(a["kspace"].astype(np.complex128))) ** 2).sum(0))
+    wm = a["wm_mask"]
+    truth = np.abs(a["image"])[wm]
+    assert wm.sum() > 500 and truth.mean() / np.std(rss[wm] - truth) == pytest.approx(30.0, rel=0.15)
+    # no skull-like shell: in every phantom the 3-6 mm band inside the border is as bright as the liquid further
+    # in (heads' scalp and skull put that ratio anywhere from 0.4 to 1.7)
+    ratios = []
+    for seed in range(8):
+        s = simulate.generate_slice(seed, **kw)
+        inside = ndimage.distance_transform_edt(s["head_mask"]) * s["pixel_mm"]
+        mag = np.abs(s["image"]) / np.maximum(np.abs(s["image"]).max(), 1e-12)
+        band, core = (inside > 3) & (inside < 6), inside > 12
+        ratios.append(np.median(mag[band]) / np.median(mag[core & s["wm_mask"]]))
+    assert all(0.85 < r < 1.2 for r in ratios), ratios
+    with pytest.raises(ValueError, match="subject"):
+        simulate.generate_slice(5, shape=(64, 64), subject="knee")

@@ -474,6 +474,97 @@ def make_object(
     }
 
 
+SUBJECTS = ("brain", "phantom")
+
+
+def _ellipse_distance(u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Approximate signed distance (mm) to the ellipse ``(u/a)^2 + (v/b)^2 = 1`` (negative inside)."""
+    return (np.sqrt((u / a) ** 2 + (v / b) ** 2) - 1.0) * min(a, b)
+
+
+def _box_distance(u: np.ndarray, v: np.ndarray, a: float, b: float, corner: float) -> np.ndarray:
+    """Signed distance (mm) to a ``2a x 2b`` rectangle with corners rounded by ``corner`` mm."""
+    corner = min(corner, a, b)
+    qu, qv = np.abs(u) - (a - corner), np.abs(v) - (b - corner)
+    return np.hypot(np.maximum(qu, 0), np.maximum(qv, 0)) + np.minimum(np.maximum(qu, qv), 0) - corner
+
+
+def _shape_distance(rng: np.random.Generator, rr: np.ndarray, cc: np.ndarray, centre: tuple[float, float],
+                    a: float, b: float, kind: str) -> np.ndarray:
+    """Signed distance to an ellipse or rounded rectangle of half sizes ``a, b`` at ``centre``, randomly rotated."""
+    th = rng.uniform(0, np.pi)
+    u = math.cos(th) * (rr - centre[0]) + math.sin(th) * (cc - centre[1])
+    v = -math.sin(th) * (rr - centre[0]) + math.cos(th) * (cc - centre[1])
+    if kind == "ellipse":
+        return _ellipse_distance(u, v, a, b)
+    return _box_distance(u, v, a, b, rng.uniform(0.0, 0.5) * min(a, b))
+
+
+def make_phantom(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pixel_mm: float) -> dict[str, np.ndarray]:
+    """A test object as found on scanners (:func:`make_object`'s outputs): a liquid-filled container (ellipse or
+    rounded box, 65-170 mm across) of uniform signal, sometimes with an inner compartment behind a thin wall,
+    and up to eight inserts (rods, blocks, bars, rings, grids of small squares) that are dark (plastic, air) or of
+    another liquid's signal, with sharp partial-volume edges; no skull or scalp: networks trained on heads alone
+    learn to draw a bright rim at every object's border. Mild texture, a smooth transmit bias (sometimes the
+    central brightening of high fields) and the same smooth phase as the heads."""
+    rr, cc = _grid_mm(grid, pixel_mm)
+    centre = (float(rng.uniform(-5, 5)), float(rng.uniform(-5, 5)))
+    a = float(rng.uniform(55.0, 85.0))  # inside the coils, which sit outside the head's extent
+    b = a * float(rng.uniform(0.6, 1.0))
+    outline = "ellipse" if rng.random() < 0.7 else "box"
+    d_out = _shape_distance(rng, rr, cc, centre, a, b, outline)
+    liquid = _inside(d_out, 0.0)
+    mag = liquid.copy()
+    if rng.random() < 0.3:  # an inner compartment of another liquid behind a 1-3 mm wall
+        wall = float(rng.uniform(1.0, 3.0))
+        f = float(rng.uniform(0.3, 0.7))
+        d_in = _shape_distance(rng, rr, cc, centre, a * f, b * f, outline)
+        shell = _inside(d_in, wall) - _inside(d_in, 0.0)
+        mag = mag * (1.0 - shell) + (float(rng.uniform(0.3, 1.6)) - 1.0) * _inside(d_in, 0.0) * liquid
+    inserts = np.zeros(grid, np.float32)
+    for _ in range(int(rng.integers(0, 9))):
+        kind = str(rng.choice(["rod", "block", "bar", "ring", "squares"]))
+        level = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.2, 2.0))
+        size = float(rng.uniform(3.0, 25.0))
+        r0, c0 = rng.uniform(-0.7, 0.7, 2) * np.array([a, b])
+        at = (centre[0] + float(r0), centre[1] + float(c0))
+        if kind == "rod":
+            d = _shape_distance(rng, rr, cc, at, size, size, "ellipse")
+        elif kind == "block":
+            d = _shape_distance(rng, rr, cc, at, size, size * float(rng.uniform(0.3, 1.0)), "box")
+        elif kind == "bar":
+            d = _shape_distance(rng, rr, cc, at, float(rng.uniform(1.0, 4.0)), size * 3, "box")
+        elif kind == "ring":
+            d = np.abs(_shape_distance(rng, rr, cc, at, size, size, "ellipse")) - float(rng.uniform(1.0, 4.0))
+        else:  # resolution squares: a small grid of squares 1.5-5 mm, spaced twice their size
+            sq = float(rng.uniform(1.5, 5.0))
+            n = int(rng.integers(2, 5))
+            d = np.full(grid, np.inf, np.float32)
+            for i in range(n):
+                for j in range(n):
+                    d = np.minimum(d, _box_distance(rr - at[0] - 2 * sq * i, cc - at[1] - 2 * sq * j, sq / 2, sq / 2, 0))
+        w = _inside(d, 0.0) * liquid
+        mag = mag * (1.0 - w) + level * w
+        inserts = np.maximum(inserts, w)
+    mag = mag * (1.0 + 0.5 * p.texture * _smooth_noise(rng, grid, 0.8 / pixel_mm))
+    u, v = _normalised_coords(grid, pixel_mm)
+    bc = p.bias_coeffs
+    bias = 1.0 + p.bias * np.tanh(bc[0] * u + bc[1] * v + bc[2] * u * u + bc[3] * u * v + bc[4] * v * v)
+    if rng.random() < 0.3:  # high-field central brightening (standing waves)
+        bias = bias * (1.0 + float(rng.uniform(0.1, 0.6)) * np.exp(-(u * u + v * v) / (2 * 0.45**2)))
+    mag = np.clip(mag * bias, 0.0, None)
+    c = p.phase_coeffs
+    phase = (c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
+             + p.phase_random_rad * _smooth_noise(rng, grid, 15.0 / pixel_mm))
+    support = ndimage.binary_fill_holes(d_out <= 1.0)
+    image = (mag * np.exp(1j * phase)).astype(np.complex64)
+    image[~support] = 0
+    body = (liquid >= 0.5) & (inserts < 0.5)
+    uniform = ndimage.binary_erosion(body, iterations=max(1, int(round(5.0 / pixel_mm))))
+    return {"image": image, "head_mask": support, "brain_mask": body,
+            "wm_mask": uniform if uniform.sum() >= 50 else body, "csf_mask": np.zeros(grid, bool)}
+
+
 # Quadrature of the loop integral (see loop_field): (smallest distance to the conductor in radii, nodes on the full
 # circle, node clustering s). Relative error < 1e-4 against the elliptic-integral closed form in each band, down
 # to 0.02 radii (tests/test_simulate_coils.py); most of the field of view needs the 12-node rule.
@@ -656,9 +747,11 @@ def generate_slice(
     fov_mm: float = DEFAULT_FOV_MM,
     params: SimParams | None = None,
     coil_model: str = "wire",
+    subject: str = "brain",
     **param_kw: Any,
 ) -> dict[str, Any]:
-    """Simulate one fully sampled multi-coil axial brain slice.
+    """Simulate one fully sampled multi-coil axial brain slice (or, ``subject="phantom"``, a test object:
+    :func:`make_phantom`).
 
     Args:
         rng: a ``numpy.random.Generator`` or a seed; the same seed gives bit-identical arrays.
@@ -699,7 +792,9 @@ def generate_slice(
     if not z0 <= z <= z1:
         raise ValueError(f"slice_position must be within {z0:g}..{z1:g} mm (MNI z), got {z:g}")
     pixel_mm = float(fov_mm) / shape[1]
-    obj = make_object(rng, p, grid, pixel_mm, z, anatomy)
+    if subject not in SUBJECTS:
+        raise ValueError(f"subject must be one of {SUBJECTS}, got {subject!r}")
+    obj = make_object(rng, p, grid, pixel_mm, z, anatomy) if subject == "brain" else make_phantom(rng, p, grid, pixel_mm)
     phys = coil_sensitivities(p, grid, pixel_mm, z)
     out = _slice_from_object(rng, p, obj, phys, shape, None)
     out.update(slice_position=z, params=p, pixel_mm=pixel_mm)

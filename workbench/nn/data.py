@@ -136,6 +136,10 @@ DEFAULT_SYNTHETIC: dict[str, Any] = {
     # probability that a step's items have readout and phase encode swapped (masks then run along the former
     # readout): real scans come in both orientations, and a network trained on one does not unfold the other
     "swap_readout_p": 0.0,
+    # probability that an item is a test object (workbench.simulate.make_phantom: a container with inserts, no
+    # skull) rather than a head, in a 180-240 mm field of view: real scans include phantoms, and networks that
+    # only saw heads draw a skull-like rim at every object's border
+    "phantom_p": 0.0,
     "contrasts": ["random", "t1", "t2", "pd"],
     "snr": [10.0, 60.0],  # white-matter SNR range
     "noise_correlation": None,  # None: random 0..0.5 per item
@@ -182,8 +186,9 @@ class SyntheticData:
             raise DataConfigError("synthetic data: n_coils_weights must have one weight per n_coils entry")
         if c["target"] not in ("reference", "clean"):
             raise DataConfigError(f"synthetic data: target must be 'reference' or 'clean', got {c['target']!r}")
-        if not 0.0 <= float(c["swap_readout_p"]) <= 1.0:
-            raise DataConfigError(f"synthetic data: swap_readout_p must be in [0, 1], got {c['swap_readout_p']}")
+        for key in ("swap_readout_p", "phantom_p"):
+            if not 0.0 <= float(c[key]) <= 1.0:
+                raise DataConfigError(f"synthetic data: {key} must be in [0, 1], got {c[key]}")
         if c["pose"] not in ("random", "fixed"):
             raise DataConfigError(f"synthetic data: pose must be 'random' or 'fixed', got {c['pose']!r}")
         from workbench.simulate import COIL_MODELS
@@ -240,13 +245,18 @@ class SyntheticData:
         if c["coil_model"] != "wire":
             coils = {"coil_model": c["coil_model"],
                      **{k: tuple(c[k]) if isinstance(c[k], list) else c[k] for k in LOOP_OPTIONS}}
+        phantom = {}
+        if float(c["phantom_p"]) > 0:  # its own generator: older configs keep their data
+            own = np.random.default_rng([seed, 2718])
+            if own.random() < float(c["phantom_p"]):
+                phantom = {"subject": "phantom", "fov_mm": float(own.uniform(180.0, 240.0))}
         sim = generate_slice(
             seed, shape=setting["shape"], n_coils=setting["n_coils"], contrast=contrast, snr=tuple(c["snr"]),
             noise_correlation=c["noise_correlation"], readout_oversampling=setting["oversampling"],
-            texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose, **coils,
+            texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose, **coils, **phantom,
         )
         meta = {"seed": int(seed), "contrast": contrast, "n_coils": setting["n_coils"],
-                "swap_readout": bool(setting.get("swap_readout", False)),
+                "swap_readout": bool(setting.get("swap_readout", False)), "subject": phantom.get("subject", "brain"),
                 "shape": list(setting["shape"]), "readout_oversampling": setting["oversampling"],
                 "snr": round(float(sim["params"].snr), 2)}
         return sim, meta, rng
