@@ -80,6 +80,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.methods_panel = MethodsPanel(self.session, self.registry)
         self.jobs_panel = JobsPanel(self.session)
         self.sweep_view = SweepView(self.session, self.methods_panel)
+        self.sweep_view.dialogs = self.dialogs
         self.tabs.addTab(self.sweep_view, "Sweep")
         self.scan_dock = self._dock("Scan", self.scan_dock_widget, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.methods_dock = self._dock("Methods", self.methods_panel, Qt.DockWidgetArea.RightDockWidgetArea)

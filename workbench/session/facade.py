@@ -10,13 +10,13 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from workbench import scoring
 from workbench.errors import SamplingError, WorkbenchError
 from workbench.scan import Scan
+from workbench.session import sweeps
 from workbench.session.project import Project, SessionFileError, check_project_fits, load_project, save_project
 from workbench.session.runs import (Background, MethodChecks, ResultEntry, Runs, Sweep, comparison_rows,
                                     write_metrics_csv)
-from workbench.session.sampling_state import ACQUIRED, USER, SamplingModel, SamplingState, recipe_of
+from workbench.session.sampling_state import ACQUIRED, SamplingModel, SamplingState, recipe_of
 from workbench.session.views import DerivedImages, SliceViews
 
 EVENTS = ("scan", "slice", "sampling", "results", "result", "sweep", "score_mode")
@@ -335,6 +335,8 @@ class Session:
             if st.kind != ACQUIRED and st.sampling is None:
                 raise SamplingError("the mask is empty: draw or choose a sampling first")
             sampling = st.sampling
+        if isinstance(sampling, sweeps.AcquiredSubset):  # a sweep point of a prospective scan: part of its data
+            return sampling.problem_of(self.problem(None, slice_index, device, dcf_method))
         method = self.acquired_dcf_method if dcf_method == "current" else dcf_method
         return Problem.from_scan(scan, self.slice_index if slice_index is None else slice_index, sampling=sampling,
                                  device=device or "cpu", dcf_method=None if scan.is_cartesian else method)
@@ -402,26 +404,20 @@ class Session:
         self._runs.remove(entry)
 
     def sweep(self, methods: list[tuple[Any, dict[str, Any]]], accelerations: Iterable[float], *,
-              kind: str | None = None) -> Sweep:
-        """For each (method, params) and acceleration, a background job on the current slice with the current
-        Cartesian family (or ``kind``) regenerated at that acceleration. Points arrive as ``"sweep"`` events."""
-        kind = kind or self.sampling_model.recipe["kind"]
-        kind = "equispaced" if kind in (USER, ACQUIRED) else kind
-        accs = [float(a) for a in accelerations]
-        sw = self._runs.new_sweep(kind, accs, [getattr(m, "name", str(m)) for m, _ in methods])
-        for r in accs:
-            st = self.sampling_model.family(kind, r)
-            for method, params in methods:
-                self.run(method, params, label=getattr(method, "name", str(method)), sampling=st.sampling,
-                         acceleration=st.acceleration, sweep=sw)
-        self.emit("sweep", sw)
-        return sw
+              kind: str | None = None, holdout: bool | None = None) -> Sweep:
+        """For each (method, params) and acceleration, a background job on the current slice with the family
+        ``kind`` (default: the current one; a scan not fully sampled: part of its acquired readouts) at that
+        acceleration, each point scored by the hold-out when ``holdout`` (None: when the slice has no
+        reference; :func:`sweeps.start`). Points and hold-out scores arrive as ``"sweep"`` events."""
+        return sweeps.start(self, self._runs, methods, accelerations, kind, holdout)
+
+    def cancel_sweep(self, sweep: Sweep) -> None:
+        """Stop a sweep: its queued and running points and their hold-out runs (:meth:`Runs.cancel_sweep`)."""
+        self._runs.cancel_sweep(sweep)
 
     def zero_filled_sweep(self, kind: str, accelerations: Iterable[float]) -> dict[float, dict[str, float]]:
         """Zero-filled metrics of the current slice for ``kind`` at each acceleration, in the scoring mode."""
-        states, mode, views = [self.sampling_model.family(kind, r) for r in accelerations], self.score_mode, self.views
-        return {float(st.acceleration): views.evaluate(views.zero_filled_cartesian(st.mask), mode, self.problem(
-            st.sampling) if mode == "as-acquired" else None, scoring.IMAGE_IS_RSS) for st in states if st.is_cartesian}
+        return sweeps.zero_filled_points(self, kind, accelerations)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Cancel queued and running jobs and stop the worker threads (app exit). Afterwards the session is inert:

@@ -120,22 +120,39 @@ class ResultEntry:
 
 @dataclass
 class Sweep:
-    """An acceleration sweep: for each method (with parameters) and acceleration, one background job."""
+    """An acceleration sweep: for each method (with parameters) and acceleration, one background job
+    (:mod:`workbench.session.sweeps`); with ``holdout``, each finished point is also scored by the hold-out
+    (:meth:`Runs.validate`). ``cancelled``: :meth:`Runs.cancel_sweep` stopped it."""
 
     id: int
     kind: str
     accelerations: list[float]
     methods: list[str]
     entries: list[ResultEntry] = field(default_factory=list)
+    holdout: bool = False
+    cancelled: bool = False
 
     def points(self, method_label: str, metric: str = "psnr") -> tuple[list[float], list[float]]:
+        """(accelerations, values) of ``method_label``'s finished points, by acceleration: ``metric`` one of the
+        entries' ``metrics`` (PSNR, SSIM, NMSE in the scoring mode) or ``"holdout"`` (the hold-out NMSE)."""
         xs, ys = [], []
         for e in self.entries:
-            if e.label == method_label and e.state == "done" and metric in e.metrics:
+            value = (e.holdout or {}).get("holdout_nmse") if metric == "holdout" else e.metrics.get(metric)
+            if e.label == method_label and e.state == "done" and value is not None:
                 xs.append(float(e.acceleration))
-                ys.append(float(e.metrics[metric]))
+                ys.append(float(value))
         order = np.argsort(xs)
         return [xs[i] for i in order], [ys[i] for i in order]
+
+    def holdout_progress(self) -> tuple[int, int, float]:
+        """(points with their hold-out score or its failure, points to score, fraction of the work done):
+        the finished points are scored; 0 to score when the sweep has no hold-out."""
+        if not self.holdout:
+            return 0, 0, 1.0
+        todo = [e for e in self.entries if e.state == "done"]
+        scored = [e for e in todo if e.holdout and e.holdout.get("holdout_message") != "running"]
+        work = sum(1.0 if e in scored else float((e.holdout or {}).get("holdout_progress") or 0.0) for e in todo)
+        return len(scored), len(todo), work / len(todo) if todo else 0.0
 
 
 class Background:
@@ -345,7 +362,8 @@ class Runs:
         self.sweeps: list[Sweep] = []
         self._next_id = 1
         self.score_mode = scoring.DEFAULT_SCORE_MODE  # the mode of every entry's ``metrics``
-        self._followers: dict[int, JobFollower] = {}  # single runs: their problems, for the hold-out run
+        self._followers: dict[int, JobFollower] = {}  # runs' problems, for the hold-out runs
+        self._holdout_jobs: dict[int, list[Any]] = {}  # entry id -> its hold-out jobs (cancelled with it)
         #: single runs that finish without a reference (prospective scans) are validated by the hold-out at once
         self.auto_validate = True
 
@@ -378,13 +396,11 @@ class Runs:
                             label=label or next_label(self.results, name), version=str(getattr(method, "version", "")),
                             sweep_id=None if sweep is None else sweep.id, **fields)
         self._next_id += 1
-        notify = self._notify if sweep is not None or not self.auto_validate else (
-            lambda e: self._finished(job_queue, follower, e))
         follower = JobFollower(entry, reference, data_range, recon_shape, scale_free,
-                               lambda fn: self._dispatch(fn), notify)
+                               lambda fn: self._dispatch(fn), lambda e: self._finished(job_queue, follower, e))
         follower.score_mode = lambda: self.score_mode
         follower.method = method
-        if sweep is None:
+        if sweep is None or sweep.holdout:  # (a follower keeps its problem: only for the hold-out runs)
             self._followers[entry.id] = follower
         (sweep.entries if sweep is not None else self.results).append(entry)
         if sweep is None:
@@ -460,16 +476,20 @@ class Runs:
             update(apply)
 
         params = holdout.params_as_run(method, entry.params, getattr(entry.result, "chosen", None))
-        for i, held in enumerate(holdouts):
-            job_queue.submit(method, lambda h=held: h.train, params,
-                             on_progress=lambda job, i=i: on_progress(job, i), on_done=lambda job, i=i: on_done(job, i))
+        self._holdout_jobs[entry.id] = [
+            job_queue.submit(method, lambda h=held: h.train, params, on_progress=lambda job, i=i: on_progress(job, i),
+                             on_done=lambda job, i=i: on_done(job, i)) for i, held in enumerate(holdouts)]
         self._notify(entry)
 
     def _finished(self, job_queue: Any, follower: JobFollower, entry: ResultEntry) -> None:
-        """A single run's update: announced; a run that just finished without a reference (a prospective scan)
-        is validated at once, so that the table ranks it by the hold-out score."""
+        """A run's update: announced; a single run that just finished without a reference (a prospective scan)
+        is validated at once (:attr:`auto_validate`), so that the table ranks it by the hold-out score, and so
+        is a point of a sweep that asks for it (``Sweep.holdout``) unless the sweep was cancelled."""
         self._notify(entry)
-        if entry.state == "done" and entry.holdout is None and follower.reference is None \
+        sweep = next((sw for sw in self.sweeps if sw.id == entry.sweep_id), None)
+        wanted = (sweep.holdout and not sweep.cancelled) if sweep is not None else (
+            self.auto_validate and follower.reference is None)
+        if entry.state == "done" and entry.holdout is None and wanted and not entry.cancel_requested \
                 and entry.id in self._followers:
             try:
                 self.validate(job_queue, None, entry)
@@ -502,13 +522,22 @@ class Runs:
             if sw.id == entry.sweep_id:
                 self._emit("sweep", sw)
 
-    @staticmethod
-    def cancel(entry: ResultEntry) -> None:
-        """Ask the entry's job to stop (cooperative: at the method's next iteration; a queued job never starts)."""
+    def cancel(self, entry: ResultEntry) -> None:
+        """Ask the entry's job and its hold-out jobs to stop (cooperative: at the method's next iteration; a
+        queued job never starts; a hold-out score cut short says so)."""
         if entry.active:
             entry.cancel_requested = True
             if entry.job is not None:
                 entry.job.cancel()
+        for job in self._holdout_jobs.pop(entry.id, ()):
+            job.cancel()
+
+    def cancel_sweep(self, sweep: Sweep) -> None:
+        """Stop ``sweep``: its queued and running points and their hold-out runs; no point is validated later."""
+        sweep.cancelled = True
+        for e in sweep.entries:
+            self.cancel(e)
+        self._emit("sweep", sweep)
 
     def cancel_all(self) -> bool:
         """Cancel every run; True if there were any."""
@@ -518,8 +547,8 @@ class Runs:
         return bool(runs)
 
     def remove(self, entry: ResultEntry) -> None:
-        self._followers.pop(entry.id, None)
         self.cancel(entry)
+        self._followers.pop(entry.id, None)
         if entry in self.results:
             self.results.remove(entry)
             self._emit("results", self.results)
