@@ -234,3 +234,9 @@ def test_sweep_tab_shows_the_holdout_curve_of_a_scan_without_reference(window, q
     np.testing.assert_allclose(xs, want_x)
     np.testing.assert_allclose(10 ** np.asarray(ys), want_y, rtol=1e-6)  # (a log axis holds log10)
     assert not sv.cancel_button.isEnabled() and sv.export_button.isEnabled()
+    # a point's job details name its sampling (the part of the acquisition kept) and its hold-out score
+    jp = window.jobs_panel
+    point = sweep.entries[-1]
+    jp._details(jp.rows[point.id], 0)
+    text = messages[-1][2]
+    assert "acquired subset" in text and f"hold-out NMSE: {point.holdout['holdout_nmse']:.4g}" in text

@@ -101,6 +101,7 @@ class CompareView(QtWidgets.QWidget):
         self.calibration = CalibrationPlot()
         self.tabs.addTab(self.calibration, "Calibration")
         self.tabs.currentChanged.connect(lambda *_: self._tab_changed())
+        self.tabs.setCornerWidget(self.metrics.controls, Qt.Corner.TopRightCorner)  # the table's buttons
         split.addWidget(self.tabs)
         # the tabs keep room for a few table rows, and for the line profile below its legend
         split.setStretchFactor(0, 3)
@@ -291,6 +292,7 @@ class CompareView(QtWidgets.QWidget):
         self.tabs.setCurrentWidget(self.calibration)
 
     def _tab_changed(self) -> None:
+        self.metrics.controls.setVisible(self.tabs.currentWidget() is self.metrics)
         if self.tabs.currentWidget() is self.calibration and self._calibration_stale:
             self._update_calibration()
 

@@ -10,6 +10,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from workbench.gui.common import push_button
 from workbench.session import ResultEntry, Session
+from workbench.session.sampling_state import recipe_text
 
 COLUMNS = ("#", "method", "parameters", "device", "progress", "elapsed", "state", "")
 PROGRESS_COLUMN = 4
@@ -182,8 +183,14 @@ class JobsPanel(QtWidgets.QWidget):
                     QtWidgets.QMessageBox.Icon.Information)
         lines = [f"method: {e.method} {e.version}", f"state: {e.state}", f"parameters: {e.params_text() or '-'}",
                  f"slice: {e.slice_index + 1}", f"device: {e.device}", f"elapsed: {_elapsed(e)}"]
+        lines.append(f"sampling: {recipe_text(e.sampling, e.acceleration)}")
         if e.metrics:
-            lines.append("metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items()))
+            lines.append(f"metrics ({self.session.score_mode}): " + ", ".join(f"{k} {v:.4g}"
+                                                                         for k, v in e.metrics.items()))
+        if e.holdout:  # the score without a reference
+            v = e.holdout.get("holdout_nmse")
+            lines.append("hold-out NMSE: " + (f"{v:.4g} ({e.holdout.get('holdout_folds')} folds)" if v is not None
+                                              else str(e.holdout.get("holdout_message"))))
         if e.error:
             lines.append(f"error: {e.error}")
         box.setText("\n".join(lines))

@@ -61,7 +61,7 @@ class MethodsPanel(QtWidgets.QWidget):
                                          "job saved to one file (Ctrl+Shift+R; the Volume dock shows it)",
                                          self.run_volume)
         self.reset_button = QtWidgets.QToolButton()
-        self.reset_button.setText("Defaults")
+        self.reset_button.setText("Reset")  # (short: the row fits a 1280-pixel screen's dock)
         self.reset_button.setToolTip("reset the parameters to the method's defaults")
         self.reset_button.clicked.connect(self._reset_params)
         row.addWidget(self.run_button, 1)

@@ -10,10 +10,15 @@ from PyQt6 import QtCore, QtWidgets
 
 from workbench.gui.common import Qt, push_button, sortable_number, table_text
 
-METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "hold-out NMSE", "time (s)", "device", "slice",
-                  "parameters", "sampling")
+# two-line headers keep the columns that rank the rows (label, scores, hold-out, parameters with the weight a
+# method chose) inside the table on a 1280-pixel screen; the metric headers' second line is the scoring mode
+METRIC_COLUMNS = ("show", "label", "PSNR (dB)", "SSIM", "NMSE", "hold-out\nNMSE", "parameters", "time\n(s)",
+                  "device", "slice", "sampling")
 PARAMETERS_COLUMN = METRIC_COLUMNS.index("parameters")
-HOLDOUT_COLUMN = METRIC_COLUMNS.index("hold-out NMSE")
+HOLDOUT_COLUMN = METRIC_COLUMNS.index("hold-out\nNMSE")
+TIME_COLUMN = METRIC_COLUMNS.index("time\n(s)")
+#: pixels: the chosen weight (first in the parameters of a method that chooses one) and a little more
+PARAMETERS_WIDTH = 240
 HOLDOUT_TIP = ("hold-out NMSE: each method runs again with some measured lines (or samples) held out, in 4 folds; "
                "the scan's k-space error predicted from how well it predicts them (lower is better; needs no "
                "reference, so it ranks methods on prospective scans)")
@@ -39,6 +44,13 @@ class MetricsTable(QtWidgets.QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         self.table = QtWidgets.QTableWidget(0, len(METRIC_COLUMNS))
         self.table.setHorizontalHeaderLabels(METRIC_COLUMNS)
+        tips = {2: "peak signal-to-noise ratio against the reference, in the scoring mode named below (Score)",
+                3: "structural similarity against the reference, in the scoring mode named below (Score)",
+                4: "normalised squared error against the reference, in the scoring mode named below (Score)",
+                HOLDOUT_COLUMN: HOLDOUT_TIP, PARAMETERS_COLUMN: "the parameters of the run; a weight left automatic "
+                "shows the value the method chose and the rule that chose it", TIME_COLUMN: "run time in seconds"}
+        for c, tip in tips.items():
+            self.table.horizontalHeaderItem(c).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         # one text line per row (parameters elided, whole in the tooltip): a short tab lists several
         row_height = self.fontMetrics().height() + 6
@@ -48,12 +60,12 @@ class MetricsTable(QtWidgets.QWidget):
         self.table.setSortingEnabled(True)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self._stretch_parameters()
+        self._fit_parameters()
         self.table.setToolTip("click a header to sort; tick 'show' to put a result in the grid")
         self.table.itemChanged.connect(self._on_item)
         lay.addWidget(self.table, 1)
-        # the switch and the button beside the table: its height is all rows
-        row = QtWidgets.QVBoxLayout()
+        # the switch and the buttons in one row (``controls``), which the owner places (the compare view: beside
+        # its tabs), so that the table has the tab's whole width and height
         self.all_slices_box = QtWidgets.QCheckBox("all slices")
         self.all_slices_box.setToolTip("list the results of every slice (the grid shows the current slice)")
         self.all_slices_box.toggled.connect(self.allSlicesChanged)
@@ -61,21 +73,23 @@ class MetricsTable(QtWidgets.QWidget):
         self.validate_button = push_button("Validate", "the hold-out score of every row of this slice (each method "
                                            "runs again in the background; automatic for scans without a "
                                            "reference)", self.validateRequested)
-        # the buttons side by side: the tab keeps the height of two lines (the jobs dock below keeps its rows)
-        buttons = QtWidgets.QHBoxLayout()
+        self.controls = QtWidgets.QWidget()
+        buttons = QtWidgets.QHBoxLayout(self.controls)
+        buttons.setContentsMargins(0, 0, 2, 0)
+        buttons.setSpacing(4)
+        buttons.addWidget(self.all_slices_box)
         buttons.addWidget(self.validate_button)
         buttons.addWidget(self.csv_button)
-        row.addLayout(buttons)
-        row.addWidget(self.all_slices_box)
-        row.addStretch(1)
-        lay.addLayout(row)
 
     @property
     def all_slices(self) -> bool:
         return self.all_slices_box.isChecked()
 
-    def _stretch_parameters(self) -> None:
-        self.table.horizontalHeader().setSectionResizeMode(PARAMETERS_COLUMN, QtWidgets.QHeaderView.ResizeMode.Stretch)
+    def _fit_parameters(self) -> None:
+        """The parameters column at most :data:`PARAMETERS_WIDTH` wide (elided; whole in the tooltip), so that
+        the columns after it stay in reach; the last column takes the room left."""
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setColumnWidth(PARAMETERS_COLUMN, min(self.table.columnWidth(PARAMETERS_COLUMN), PARAMETERS_WIDTH))
 
     def setData(self, rows: list[dict[str, Any]], current_slice: int, shown: dict[Any, bool]) -> None:  # noqa: N802
         """``rows``: as ``Session.comparison_rows`` gives them (key, label, psnr, ssim, nmse, score_mode,
@@ -84,7 +98,7 @@ class MetricsTable(QtWidgets.QWidget):
         t = self.table
         mode = rows[0].get("score_mode", "") if rows else ""
         for c in (2, 3, 4):
-            t.horizontalHeaderItem(c).setText(METRIC_COLUMNS[c] + (f" · {mode}" if mode else ""))
+            t.horizontalHeaderItem(c).setText(METRIC_COLUMNS[c] + (f"\n{mode}" if mode else ""))
         t.blockSignals(True)
         t.setSortingEnabled(False)
         t.setRowCount(0)
@@ -108,15 +122,15 @@ class MetricsTable(QtWidgets.QWidget):
             t.setItem(i, 3, sortable_number(r["ssim"], "{:.4f}"))
             t.setItem(i, 4, sortable_number(r["nmse"], "{:.4g}"))
             t.setItem(i, HOLDOUT_COLUMN, holdout_item(r.get("holdout"), r.get("holdout_note", "")))
-            t.setItem(i, 6, sortable_number(r["time_s"], "{:.2f}"))
-            t.setItem(i, 7, table_text(r["device"]))
-            t.setItem(i, 8, sortable_number(r["slice"] + 1, "{:.0f}"))
-            t.setItem(i, 9, table_text(r["params"]))
-            t.setItem(i, 10, table_text(r["sampling"]))
+            t.setItem(i, PARAMETERS_COLUMN, table_text(r["params"]))
+            t.setItem(i, TIME_COLUMN, sortable_number(r["time_s"], "{:.2f}"))
+            t.setItem(i, TIME_COLUMN + 1, table_text(r["device"]))
+            t.setItem(i, TIME_COLUMN + 2, sortable_number(r["slice"] + 1, "{:.0f}"))
+            t.setItem(i, TIME_COLUMN + 3, table_text(r["sampling"]))
         t.setSortingEnabled(True)
         t.blockSignals(False)
         t.resizeColumnsToContents()
-        self._stretch_parameters()
+        self._fit_parameters()
 
     def holdout_text(self, key: Any) -> str:
         """The hold-out cell's text of the row of ``key`` ("" when there is no such row)."""
