@@ -233,6 +233,9 @@ def test_sweep_tab_shows_the_holdout_curve_of_a_scan_without_reference(window, q
     want_x, want_y = sweep.points("test-zf", "holdout")
     np.testing.assert_allclose(xs, want_x)
     np.testing.assert_allclose(10 ** np.asarray(ys), want_y, rtol=1e-6)  # (a log axis holds log10)
+    qtbot.wait(100)
+    (x0, x1), (y0, y1) = sv.holdout_plot.viewRange()  # the points are in view (not ranged by a hidden plot)
+    assert x0 <= min(want_x) and max(want_x) <= x1 and y0 <= min(ys) and max(ys) <= y1
     assert not sv.cancel_button.isEnabled() and sv.export_button.isEnabled()
     # a point's job details name its sampling (the part of the acquisition kept) and its hold-out score
     jp = window.jobs_panel

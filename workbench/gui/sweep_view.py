@@ -117,8 +117,7 @@ class SweepView(QtWidgets.QWidget):
         self.holdout_plot = self._plot(HOLDOUT_AXIS)
         self.holdout_plot.addLegend(offset=(-10, 10))
         self.holdout_plot.setLogMode(y=True)
-        self.ssim_plot.setXLink(self.psnr_plot)
-        self.holdout_plot.setXLink(self.psnr_plot)
+        self.ssim_plot.setXLink(self.psnr_plot)  # (the hold-out plot ranges by itself: it may be shown alone)
         self._laid_out: tuple[Any, ...] = ()
         lay.addWidget(self.plots, 1)
         self.zero_filled_points: dict[float, dict[str, float]] = {}
@@ -133,6 +132,7 @@ class SweepView(QtWidgets.QWidget):
         plot = pg.PlotItem()
         plot.setLabel("left", name, units=units)
         plot.getAxis("left").enableAutoSIPrefix(False)
+        plot.getAxis("bottom").enableAutoSIPrefix(False)
         plot.setLabel("bottom", "acceleration R")
         plot.showGrid(x=True, y=True, alpha=0.3)
         return plot
