@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -125,3 +128,27 @@ def test_truncated_twix(twix_dir, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptFileError, match="cut.dat: truncated"):
         open_scan(cut)
+
+
+def test_reading_defers_twixtools_plotting_and_integration_imports(twix_dir):
+    """twixtools imports matplotlib.pyplot and scipy.integrate at module level; the reader defers both to their
+    first use (half a second of `workbench info`), leaves no stand-in in sys.modules, and what twixtools calls
+    still works (ramp regridding's cumulative_trapezoid; pyplot when plotted)."""
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        from workbench.io import open_scan
+        scan = open_scan({str(twix_dir / "gre.dat")!r})
+        assert scan.kspace(0).shape == (2, 320, 160)
+        heavy = [m for m in ("matplotlib", "matplotlib.pyplot", "scipy.integrate") if m in sys.modules]
+        assert not heavy, heavy
+        epi = open_scan({str(twix_dir / "epi.dat")!r})  # ramp sampling: regridded with cumulative_trapezoid
+        assert epi.attrs["ramp_regridded"] and epi.kspace(0).shape == (2, 160, 80)
+        assert "matplotlib" not in sys.modules
+        import twixtools.recon_helpers as helpers
+        assert np.allclose(helpers.cumtrapz(np.arange(5.0)), [0.5, 2.0, 4.5, 8.0])
+        import scipy.integrate
+        assert type(scipy.integrate).__name__ == "module" and hasattr(scipy.integrate, "quad")
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -18,11 +18,15 @@ half. Orientation: ``(Cha, Lin, Col)`` becomes ``[C, H = Col (readout), W = Lin 
 
 from __future__ import annotations
 
+import _imp
 import contextlib
+import importlib
 import io
 import os
 import re
+import sys
 import threading
+import types
 from typing import Any
 
 import numpy as np
@@ -121,8 +125,49 @@ def _bounded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
     return open(file, mode, *args, **kwargs)
 
 
+class _OnFirstCall(types.ModuleType):
+    """Stands in for module ``target`` while twixtools is imported: an attribute taken from it is a function that
+    imports the real module when called (``children``: stand-ins for its submodules)."""
+
+    def __init__(self, target: str, children: dict[str, types.ModuleType] | None = None):
+        super().__init__(target)
+        self.__dict__.update(children or {})
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        target = self.__name__
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(importlib.import_module(target), attr)(*args, **kwargs)
+
+        return call
+
+
+# twixtools imports these at module level for what the reader never calls (PMU plots; regridding of ramp-sampled
+# EPI, which does call cumulative_trapezoid): half a second of `workbench info` on a twix file.
+_DEFERRED = ("matplotlib", "matplotlib.pyplot", "scipy.integrate")
+
+
 def _import_twixtools() -> Any:
-    """twixtools, with its modules' file opening bounded (see _BoundedReader)."""
+    """twixtools, with its modules' file opening bounded (see _BoundedReader) and its plotting / integration
+    imports deferred to their first use (_OnFirstCall; the stand-ins leave ``sys.modules`` afterwards)."""
+    if "twixtools" not in sys.modules:
+        _imp.acquire_lock()  # no other thread imports while the stand-ins are in sys.modules
+        placed = {}
+        try:
+            if "matplotlib" not in sys.modules and "matplotlib.pyplot" not in sys.modules:
+                pyplot = _OnFirstCall("matplotlib.pyplot")
+                placed = {"matplotlib": _OnFirstCall("matplotlib", {"pyplot": pyplot}), "matplotlib.pyplot": pyplot}
+            if "scipy.integrate" not in sys.modules:
+                placed["scipy.integrate"] = _OnFirstCall("scipy.integrate")
+            sys.modules.update(placed)
+            import twixtools  # noqa: F401
+        finally:
+            for name, module in placed.items():
+                if sys.modules.get(name) is module:
+                    del sys.modules[name]
+            _imp.release_lock()
     import twixtools
     import twixtools.mdb
     import twixtools.twixtools
