@@ -39,3 +39,57 @@ def test_scores_and_holdout_fit_the_compare_tab_of_a_1280_pixel_screen(qtbot):
     # every score header names the mode; the hold-out cell of a running validation says so
     assert all(t.horizontalHeaderItem(c).text().endswith("as-acquired") for c in (2, 3, 4))
     assert table.holdout_text(1) == "running 40%" and table.holdout_text(2) == "0.0812"
+
+
+def test_rows_without_scores_hide_the_score_columns(qtbot):
+    from workbench.gui.compare.metrics_table import HOLDOUT_COLUMN, MetricsTable
+
+    table = MetricsTable()
+    qtbot.addWidget(table)
+    unscored = [dict(_row(k, label, "", h), psnr=None, ssim=None, nmse=None)
+                for k, label, h in (("zero-filled", "zero-filled (live)", 0.432), (1, "cg-sense", 0.3521))]
+    table.setData(unscored, 0, {})
+    assert all(table.table.isColumnHidden(c) for c in (2, 3, 4)) and not table.table.isColumnHidden(HOLDOUT_COLUMN)
+    # a row that has scores, or says why it has none in this mode, brings them back
+    table.setData(unscored + [_row(2, "tv", "", 0.35)], 0, {})
+    assert not any(table.table.isColumnHidden(c) for c in (2, 3, 4))
+    table.setData([dict(unscored[1], score_error="the object mask is empty")], 0, {})
+    assert not table.table.isColumnHidden(2)
+
+
+def test_images_without_error_maps_leave_their_unused_height_to_the_table(qtbot):
+    import numpy as np
+
+    from workbench.gui.common import Dispatcher
+    from workbench.gui.compare_view import CompareView
+    from workbench.methods import discover_methods
+    from workbench.scan import scan_from_arrays
+    from workbench.session import Session
+    from workbench.simulate import generate_slice
+
+    k = generate_slice(3, shape=(64, 64), n_coils=4)["kspace"]
+    mask = np.zeros((64, 64), bool)
+    mask[:, ::2] = mask[:, 26:38] = True  # measured on lines, no reference: a prospective scan
+    session = Session(device="cpu", dispatch=Dispatcher())
+    try:
+        session.set_scan(scan_from_arrays((k * mask)[None].astype(np.complex64)))
+        view = CompareView(session)
+        qtbot.addWidget(view)
+        view.resize(760, 520)
+        view.show()
+        zf = discover_methods().get("zero-filled")
+        entries = [session.run(zf, {}) for _ in range(3)]
+        qtbot.waitUntil(lambda: all(e.state == "done" for e in entries), timeout=60000)
+        view.rebuild(force=True)
+        total = sum(view.splitter.sizes())
+        # four square images side by side need about a third of the height the default share (3/4) gives them
+        qtbot.waitUntil(lambda: view.splitter.sizes()[1] > total // 4 + 40, timeout=5000)
+        assert view.grid.slack() < 24
+        # a divider the user moved stays where it is
+        view.splitter.splitterMoved.emit(100, 1)
+        view.splitter.setSizes([total - 80, 80])
+        view.resize(780, 540)
+        qtbot.wait(200)
+        assert view.splitter.sizes()[1] < 120
+    finally:
+        session.shutdown()

@@ -108,6 +108,10 @@ class CompareView(QtWidgets.QWidget):
         split.setStretchFactor(1, 1)
         split.setSizes([720, 240])
         self.splitter = split
+        self._split_by_user = False  # the user moved the divider: it stays where they put it
+        self._split_key: Any = None  # the layout the divider was last placed for
+        split.splitterMoved.connect(lambda *_: setattr(self, "_split_by_user", True))
+        self._slack_timer = single_shot_timer(self, 50, self._give_slack_to_tabs)
         lay.addWidget(split, 1)
 
         self._rebuild_timer = single_shot_timer(self, 30, self.rebuild)
@@ -164,6 +168,30 @@ class CompareView(QtWidgets.QWidget):
         if self.shown.get(key, True) != on:
             self.shown[key] = on
             self._schedule()
+
+    def _give_slack_to_tabs(self) -> None:
+        """The height the images leave unused (no error maps: a scan without a reference; few results on a wide
+        screen) goes to the table below, which then lists more rows."""
+        slack = self.grid.slack()
+        if self._split_by_user or not self.isVisible() or slack < 24:
+            return
+        grid, tabs = self.splitter.sizes()
+        self.splitter.setSizes([grid - slack, tabs + slack])
+
+    def _fit_split(self) -> None:
+        """The default share (3:1), then what the images leave to the tabs (after the layout settled); again
+        only when the panels' layout or the view's size changed."""
+        key = (len(self.grid.columns), self._errors_shown(), any(c.data.std is not None for c in self.grid.columns),
+               self.width(), self.height())
+        if not self._split_by_user and key != self._split_key:
+            self._split_key = key
+            total = sum(self.splitter.sizes())
+            self.splitter.setSizes([3 * total // 4, total - 3 * total // 4])
+            self._slack_timer.start()
+
+    def resizeEvent(self, ev: QtGui.QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        self._fit_split()
 
     def showEvent(self, ev: QtGui.QShowEvent) -> None:  # noqa: N802
         super().showEvent(ev)
@@ -253,6 +281,7 @@ class CompareView(QtWidgets.QWidget):
             return
         self.outline_box.setEnabled(self.session.scan is not None and self.session.reference() is not None)
         self.grid.setData(self.column_data(self.keys()), self.error_levels())
+        self._fit_split()
         self._drawn_done = {k for k in self.grid.keys()
                             if (e := self.session.entry(k)) is not None and e.state == "done"}
         self._tool_changed()

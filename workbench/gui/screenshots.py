@@ -11,10 +11,11 @@ results, jobs panel, acceleration sweep, and the uncertainty view (a dsm-posteri
 calibration plot; ``--uncertainty-only`` renders just that one).
 
 When the real data folder exists (``$WORKBENCH_REALDATA``, else ``../shared/realdata`` beside the checkout; it is
-never part of the repository), two more: real radial scans reconstructed in the app from their own trajectories
+never part of the repository), three more: real radial scans reconstructed in the app from their own trajectories
 (density-compensated adjoint, CG-SENSE, TV), with their hold-out scores (no reference: validated at once):
-``radial_cardiac_compare.png`` and ``radial_phantom_compare.png``.
-Without it they are skipped (``--realdata-only`` renders just those two).
+``radial_cardiac_compare.png`` and ``radial_phantom_compare.png``; and the cardiac scan's acceleration sweep over
+part of its acquired spokes, every point scored by the hold-out (:data:`PROSPECTIVE_SWEEP`):
+``sweep_prospective.png``. Without it they are skipped (``--realdata-only`` renders just those three).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ RADIAL_SHOTS = [
     ("radial_phantom_compare.png", "smsnlinv_radial_phantom16ch/kMB1_top_SP29.cfl",
      "resolution phantom, 16 coils, 29 radial spokes"),
 ]
+#: the sweep of a prospective scan: (screenshot, the RADIAL_SHOTS scan it sweeps, methods, factors 1/f kept)
+PROSPECTIVE_SWEEP = ("sweep_prospective.png", "radial_cardiac_compare.png", ["cg-sense", "tv"], "1, 1.5, 2, 3")
 #: the methods compared on them (their default parameters: what a user gets with one click); a method that is
 #: missing or cannot run here (e.g. NC-PDNet without its trained weights) is left out
 RADIAL_METHODS = [("zero-filled", {}), ("cg-sense", {}), ("tv", {}), ("unet", {}), ("ncpdnet", {})]
@@ -210,10 +213,33 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
             _pump(app, 0.6)
             print(f"{name}: {what}")
             written += _grab(app, win, out, name, sizes)
+            if name == PROSPECTIVE_SWEEP[1]:
+                written += _prospective_sweep_shot(app, win, out, timeout, sizes)
     finally:
         win.close()
         _pump(app, 0.1)
     return written
+
+
+def _prospective_sweep_shot(app, win, out: Path, timeout: float, sizes=SIZES) -> list[Path]:
+    """The Sweep tab on the open prospective scan: :data:`PROSPECTIVE_SWEEP`'s methods and zero filling on part of
+    the acquired spokes, each point scored by the hold-out (the tab's default without a reference)."""
+    name, _, methods, factors = PROSPECTIVE_SWEEP
+    sv = win.sweep_view
+    win.tabs.setCurrentWidget(sv)
+    sv.refresh_methods()
+    sv.set_checked(methods)
+    sv.acc_edit.setText(factors)
+    sweep = sv.run_sweep()
+    if sweep is None:
+        print(f"screenshots: {name} skipped: the sweep did not start", file=sys.stderr)
+        return []
+    t0 = time.time()
+    while (any(e.active for e in sweep.entries) or any((e.holdout or {}).get("holdout_message") == "running"
+                                                        for e in sweep.entries)) and time.time() - t0 < timeout:
+        _pump(app, 0.2)
+    print(f"{name}: {sv.status.text()}")
+    return _grab(app, win, out, name, sizes)
 
 
 def _uncertainty_shot(app, win, path: Path, timeout: float, sizes=SIZES) -> list[Path]:
@@ -321,6 +347,8 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
         except Exception as exc:  # a method that cannot run here is skipped, the others are shown
             print(f"screenshots: {method.name} skipped: {exc}", file=sys.stderr)
     _wait(app, entries, timeout)
+    s.validate()  # the Validate button: every row's hold-out score, a score without a reference, in the table
+    _wait_holdout(app, entries, timeout)
     win.tabs.setCurrentWidget(win.compare_view)
     _pump(app, 0.3)
     win.compare_view.rebuild()

@@ -115,7 +115,7 @@ class SweepView(QtWidgets.QWidget):
         self.psnr_plot.addLegend(offset=(-10, 10))
         self.ssim_plot = self._plot("SSIM")
         self.holdout_plot = self._plot(HOLDOUT_AXIS)
-        self.holdout_plot.addLegend(offset=(-10, 10))
+        self.holdout_plot.addLegend(offset=(10, 10))  # top left: the curves rise with R
         self.holdout_plot.setLogMode(y=True)
         self.ssim_plot.setXLink(self.psnr_plot)  # (the hold-out plot ranges by itself: it may be shown alone)
         self._laid_out: tuple[Any, ...] = ()

@@ -245,11 +245,9 @@ class CompareGrid(QtWidgets.QScrollArea):
         n = len(self.columns)
         if not n:
             return
-        first = next((c.data.image for c in self.columns if c.data.image is not None), None)
-        aspect = first.shape[0] / first.shape[1] if first is not None and first.ndim == 2 else 1.0
         vp = self.viewport().size()
         rows = self._panel_rows()
-        k = columns_per_band(n, vp.width(), vp.height(), len(rows), aspect, self._title_lines)
+        k = columns_per_band(n, vp.width(), vp.height(), len(rows), self._aspect(), self._title_lines)
         if k == self.per_band:
             self._level_titles(panel_width(vp.width(), k))
             return
@@ -282,6 +280,22 @@ class CompareGrid(QtWidgets.QScrollArea):
         self._level_titles(panel_width(vp.width(), k))
         for c in range(max(lay.columnCount(), k + 1)):
             lay.setColumnStretch(c, 1 if c < k else 0)
+
+    def _aspect(self) -> float:
+        first = next((c.data.image for c in self.columns if c.data.image is not None), None)
+        return first.shape[0] / first.shape[1] if first is not None and first.ndim == 2 else 1.0
+
+    def slack(self) -> int:
+        """The height (pixels) the panels leave unused: images as wide as their panels and no taller need less
+        than the grid has when they are few rows (no error maps: a scan without a reference)."""
+        n = len(self.columns)
+        if not n or not self.per_band:
+            return 0
+        rows = len(self._panel_rows())
+        pw = panel_width(self.viewport().width(), self.per_band)
+        titles = self._title_lines(pw) * TITLE_LINE + (rows - 1) * SHORT_TITLE
+        band = BOX_HEIGHT + titles + SPACING * (rows + 1) + rows * (pw - 4) * self._aspect()
+        return max(int(self.viewport().height() - math.ceil(n / self.per_band) * band), 0)
 
     def _title_lines(self, width: int) -> int:
         """The lines the longest image title takes in panels ``width`` pixels wide."""

@@ -97,8 +97,12 @@ class MetricsTable(QtWidgets.QWidget):
         yes). Only the rows of ``current_slice`` can be shown. The metric headers name the scoring mode."""
         t = self.table
         mode = rows[0].get("score_mode", "") if rows else ""
+        # a scan without a reference (a prospective one) has no scores in any row: the hold-out column ranks them
+        no_scores = bool(rows) and not any(r.get(k) is not None for r in rows for k in ("psnr", "ssim", "nmse")) \
+            and not any(r.get("score_error") for r in rows)
         for c in (2, 3, 4):
             t.horizontalHeaderItem(c).setText(METRIC_COLUMNS[c] + (f"\n{mode}" if mode else ""))
+            t.setColumnHidden(c, no_scores)
         t.blockSignals(True)
         t.setSortingEnabled(False)
         t.setRowCount(0)
