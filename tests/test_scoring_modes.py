@@ -154,7 +154,7 @@ def test_holdout_split_and_its_error(simulated):
     # the scan-wide estimate ranks the truth above zero filling
     zf_rss = a.train.zero_filled("rss")
     assert prediction_error(a, zf_rss, IMAGE_IS_RSS) == 1.0
-    assert estimated_nmse(a, truth) < estimated_nmse(a, zf_rss, IMAGE_IS_RSS)
+    assert estimated_nmse(a, truth, scored_image=truth) < estimated_nmse(a, zf_rss, IMAGE_IS_RSS)
 
 
 def test_holdout_folds_hold_out_whole_lines_and_pool_their_errors(simulated):
@@ -176,10 +176,10 @@ def test_holdout_folds_hold_out_whole_lines_and_pool_their_errors(simulated):
     truth = (problem.maps.conj() * ifft2c(clean)).sum(0)
     errors = [prediction_error(h, truth) for h in parts]
     energies = [float(full[:, h.held].abs().pow(2).sum()) for h in parts]
-    pooled = summary(parts, [truth] * 3)
+    pooled = summary(parts, [truth] * 3, scored_image=truth)
     assert pooled["holdout_error"] == pytest.approx(np.dot(errors, energies) / sum(energies), rel=1e-6)
     assert pooled["holdout_folds"] == 3 and pooled["holdout_lines"] and pooled["holdout_samples"] == 3 * 64
-    assert pooled["holdout_nmse"] == pytest.approx(estimated_nmse(parts, [truth] * 3), rel=1e-9)
+    assert pooled["holdout_nmse"] == pytest.approx(estimated_nmse(parts, [truth] * 3, scored_image=truth), rel=1e-9)
     zf = summary(parts, [None] * 3, IMAGE_IS_RSS)
     assert zf["holdout_error"] == 1.0 and pooled["holdout_nmse"] < zf["holdout_nmse"]
 

@@ -228,21 +228,21 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
-def validate(jobs: Any, method: Any, problem: Any, params: Any, device: Any,
-             chosen: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The hold-out score (:mod:`workbench.holdout`): ``method`` runs again, through the same job engine, on
-    each of ``problem``'s hold-out folds (part of its measured samples held out), with the parameters the run
-    ended with (``chosen``: its ``Result.chosen``)."""
+def validate(jobs: Any, method: Any, problem: Any, params: Any, device: Any, scored: Any) -> dict[str, Any]:
+    """The hold-out score (:mod:`workbench.holdout`) of the run's result ``scored``: ``method`` runs again,
+    through the same job engine, on each of ``problem``'s hold-out folds (part of its measured samples held out),
+    with the parameters the run ended with (its ``Result.chosen``)."""
     from workbench.holdout import folds, params_as_run, summary
     from workbench.jobs import JobState
 
-    holdouts, results, as_run = folds(problem), [], params_as_run(method, params, chosen)
+    holdouts, results, as_run = folds(problem), [], params_as_run(method, params, scored.chosen)
     for held in holdouts:
         job = jobs.run_sync(method, held.train, as_run, device=device)
         if job.state is not JobState.DONE:
             raise WorkbenchError(f"{method.name} (hold-out run): {job.error.message if job.error else 'failed'}")
         results.append(job.result)
-    return summary(holdouts, [r.image for r in results], [(r.extras or {}).get("image_is") for r in results])
+    return summary(holdouts, [r.image for r in results], [(r.extras or {}).get("image_is") for r in results],
+                   scored.image, (scored.extras or {}).get("image_is"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
         except ScoreError as exc:  # degenerate reference or image: the reconstruction itself is fine
             metrics = zero_filled = None
             score_error = str(exc)
-    holdout = validate(jobs, method, problem, params, device, result.chosen) if args.validate else None
+    holdout = validate(jobs, method, problem, params, device, result) if args.validate else None
 
     sampling_desc = sampling.describe() if sampling is not None else (
         "the scan's own sampling" + (f", R = {problem.acceleration:.2f}" if problem.is_cartesian else ""))

@@ -424,6 +424,8 @@ class Runs:
         method = method or follower.method
         try:
             holdouts = holdout.folds(follower.problem)
+            scored = holdout.scored_part(follower.problem, entry.result.image,
+                                         (entry.result.extras or {}).get("image_is"))
         except WorkbenchError as exc:
             entry.holdout = {"holdout_nmse": None, "holdout_message": str(exc)}
             self._notify(entry)
@@ -471,7 +473,7 @@ class Runs:
                 if failed is not None:
                     entry.holdout = {"holdout_nmse": None, "holdout_message": failed}
                     return
-                entry.holdout = holdout.pooled_summary(holdouts, parts)
+                entry.holdout = holdout.pooled_summary(holdouts, parts, scored)
 
             update(apply)
 
