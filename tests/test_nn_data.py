@@ -73,17 +73,18 @@ def test_swapped_readout_items_are_the_transposed_slice_with_masks_along_the_for
         SyntheticData({**cfg, "swap_readout_p": 2})
 
 
-def test_phantom_items_replace_heads_with_the_configured_probability():
+@pytest.mark.parametrize("key,subject", [("phantom_p", "phantom"), ("real_p", "real")])
+def test_phantom_and_real_items_replace_heads_with_the_configured_probability(key, subject):
     cfg = {**SMALL, "shapes": [[48, 48]], "n_coils": [2], "readout_oversampling": [1]}
-    heads, phantoms = SyntheticData(cfg), SyntheticData({**cfg, "phantom_p": 1.0})
+    heads, others = SyntheticData(cfg), SyntheticData({**cfg, key: 1.0})
     setting = heads.draw_setting(np.random.default_rng(0))
-    a, b = heads.item(TRAIN_SEED_OFFSET + 3, setting), phantoms.item(TRAIN_SEED_OFFSET + 3, setting)
-    assert a["meta"]["subject"] == "brain" and b["meta"]["subject"] == "phantom"
+    a, b = heads.item(TRAIN_SEED_OFFSET + 3, setting), others.item(TRAIN_SEED_OFFSET + 3, setting)
+    assert a["meta"]["subject"] == "brain" and b["meta"]["subject"] == subject
     assert a["target"].shape == b["target"].shape and not torch.equal(a["target"], b["target"])
     # the item's other draws (mask, units) are those of the head it replaces
     assert torch.equal(a["mask"], b["mask"]) and a["meta"]["units"] == b["meta"]["units"]
-    half = SyntheticData({**cfg, "phantom_p": 0.3})
-    share = np.mean([half.item(TRAIN_SEED_OFFSET + i, setting)["meta"]["subject"] == "phantom" for i in range(40)])
+    half = SyntheticData({**cfg, key: 0.3})
+    share = np.mean([half.item(TRAIN_SEED_OFFSET + i, setting)["meta"]["subject"] == subject for i in range(40)])
     assert 0.1 < share < 0.5
 
 
@@ -139,3 +140,42 @@ def test_fastmri_folder_data(tmp_path):
     assert torch.equal(item["kspace"], full * item["mask"])
     val = data.validation_items()
     assert val and all(v["meta"]["file"] == "vol0.h5" for v in val)
+
+
+def test_real_items_share_one_draw_with_phantoms(monkeypatch):
+    cfg = {**SMALL, "shapes": [[48, 48]], "n_coils": [2], "readout_oversampling": [1]}
+    setting = SyntheticData(cfg).draw_setting(np.random.default_rng(0))
+    # the subject choice, without simulating: one uniform draw splits phantom / real / template head
+    import workbench.simulate as simulate
+
+    class Params:
+        snr = 30.0
+
+    chosen = []
+
+    def fake_slice(seed, **kw):
+        chosen.append((kw.get("subject", "brain"), kw.get("fov_mm")))
+        return {"params": Params()}
+
+    monkeypatch.setattr(simulate, "generate_slice", fake_slice)
+    seeds = range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + 3000)
+
+    def subjects(**probs):
+        chosen.clear()
+        data = SyntheticData({**cfg, **probs})
+        meta = [data.simulate(s, setting)[1]["subject"] for s in seeds]
+        assert meta == [c[0] for c in chosen]
+        return np.array(meta), [c[1] for c in chosen]
+
+    mixed, fov = subjects(phantom_p=0.3, real_p=0.2)
+    share = {k: float(np.mean(mixed == k)) for k in ("brain", "phantom", "real")}
+    assert share == pytest.approx({"brain": 0.5, "phantom": 0.3, "real": 0.2}, abs=0.03)
+    # adding real_p leaves every phantom (and its field of view) as it was and turns heads into real slices only
+    phantoms_only, fov_only = subjects(phantom_p=0.3)
+    assert np.array_equal(mixed == "phantom", phantoms_only == "phantom") and fov == fov_only
+    assert set(phantoms_only[mixed == "real"]) == {"brain"}
+    assert set(subjects(phantom_p=0.5, real_p=0.5)[0]) == {"phantom", "real"}
+    for bad in ({"real_p": -0.1}, {"real_p": 1.5}, {"real_p": "often"}, {"real_p": None},
+                {"phantom_p": 0.7, "real_p": 0.4}):
+        with pytest.raises(DataConfigError, match="real_p"):
+            SyntheticData({**cfg, **bad})

@@ -286,3 +286,83 @@ def test_phantom_subject_is_a_container_with_inserts_and_no_rim():
     assert all(0.85 < r < 1.2 for r in ratios), ratios
     with pytest.raises(ValueError, match="subject"):
         simulate.generate_slice(5, shape=(64, 64), subject="knee")
+
+
+REAL_KW = dict(shape=(128, 128), n_coils=8, snr=30.0, noise_correlation=0.3, subject="real",
+               rotation_deg=None, flip_lr=None, scale=None, shift_mm=None)
+
+
+def test_real_subject_is_deterministic_and_acquired_like_the_others():
+    a, b = simulate.generate_slice(5, **REAL_KW), simulate.generate_slice(5, **REAL_KW)
+    assert all(np.array_equal(a[k], b[k]) for k in ARRAYS)
+    assert not np.array_equal(a["image"], simulate.generate_slice(6, **REAL_KW)["image"])
+    head, wm = a["head_mask"], a["wm_mask"]
+    assert np.abs(a["image"][~head]).max() == 0 and head.sum() > 2000 and np.abs(a["image"][head]).min() > 0
+    # k-space = FFT of the coil images plus noise of the reported covariance
+    maps, image, k = a["maps"].astype(np.complex128), a["image"].astype(np.complex128), a["kspace"]
+    residual = (k - np_fft2c(maps * image[None])).reshape(8, -1)
+    emp = residual @ residual.conj().T / residual.shape[1]
+    cov = a["noise_cov"].astype(np.complex128)
+    assert np.linalg.norm(emp - cov) / np.linalg.norm(cov) < 0.05
+    # the requested SNR, measured on the RSS over the SNR region: the brighter half of the support
+    rss = np.sqrt((np.abs(np_ifft2c(k.astype(np.complex128))) ** 2).sum(0))
+    truth = np.abs(a["image"])[wm]
+    assert wm.sum() > 500 and truth.mean() / np.std(rss[wm] - truth) == pytest.approx(30.0, rel=0.15)
+    mag = np.abs(a["image"])
+    assert wm.sum() < 0.6 * head.sum() and mag[wm].mean() > 1.5 * mag[head & ~wm].mean()
+
+
+def test_real_slices_are_placed_at_their_pixel_size_and_pose():
+    real = simulate.load_real_slices()
+    j = int(np.flatnonzero(real.source == 0)[3])
+    one = simulate.RealSlices(mag=real.mag[j:j + 1], pixel_mm=real.pixel_mm[j:j + 1], source=np.zeros(1, int),
+                              sources=("one",), path="")
+    src, mm = one.mag[0], float(one.pixel_mm[0])
+    n = src.shape[0]
+
+    def place(**pose):
+        p = simulate.draw_params(0, bias=0.0, **pose)
+        return simulate.make_real(np.random.default_rng(0), p, (n, n), mm, 0.0, one)
+
+    plain = place()
+    expect_head = ndimage.binary_fill_holes(src > simulate.REAL_SUPPORT_LEVEL)
+    assert np.array_equal(plain["head_mask"], expect_head)
+    # at the source's own pixel size, centred and unrotated: the stored magnitude pixel for pixel
+    np.testing.assert_allclose(np.abs(plain["image"]), np.where(expect_head, src, 0), rtol=1e-5, atol=1e-6)
+    # a left-right flip mirrors the columns about the grid centre (column c <- n - c)
+    flipped = np.abs(place(flip_lr=True)["image"])
+    np.testing.assert_allclose(flipped[:, 1:], np.where(expect_head, src, 0)[:, :0:-1], rtol=1e-5, atol=1e-6)
+    # twice the scale on a grid twice as large: four times the head's area
+    p2 = simulate.draw_params(0, bias=0.0, scale=2.0)
+    big = simulate.make_real(np.random.default_rng(0), p2, (2 * n, 2 * n), mm, 0.0, one)
+    assert big["head_mask"].sum() / expect_head.sum() == pytest.approx(4.0, rel=0.03)
+    # each source is equally likely whatever its slice count; then each of its slices
+    disc = np.zeros((6, 16, 16), np.float32)
+    disc[:, 4:12, 4:12] = np.arange(1, 7)[:, None, None]  # slice j has the value j + 1
+    fake = simulate.RealSlices(mag=disc, pixel_mm=np.ones(6), source=np.array([0, 1, 2, 2, 2, 2]),
+                               sources=("a", "b", "c"), path="")
+    rng, p = np.random.default_rng(1), simulate.draw_params(0, bias=0.0)
+    drawn = [int(round(np.abs(simulate.make_real(rng, p, (16, 16), 1.0, 0.0, fake)["image"]).max())) - 1
+             for _ in range(600)]
+    counts = np.bincount(drawn, minlength=6)
+    assert np.allclose(counts[:2] / 600, 1 / 3, atol=0.06) and np.allclose(counts[2:] / 600, 1 / 12, atol=0.04)
+
+
+def test_shipped_real_slices_match_their_notice(tmp_path):
+    import hashlib
+
+    from workbench import paths
+    from workbench.errors import WorkbenchError
+
+    path = paths.resource_path(*simulate.REAL_SLICES_FILE)
+    notice = paths.resource_path("anatomy", "NOTICE.md").read_text(encoding="utf-8")
+    assert f"sha256 `{hashlib.sha256(path.read_bytes()).hexdigest()}`" in notice
+    assert "BSD 3-Clause" in notice and "Redistribution and use in source and binary forms" in notice
+    real = simulate.load_real_slices()
+    assert all(f"`{name}`" in notice for name in real.sources)
+    assert set(real.source.tolist()) == set(range(len(real.sources))) and len(real.mag) >= 20
+    assert real.mag.min() >= 0 and 1.0 <= real.mag.max() < 3.0 and np.all(real.pixel_mm > 0)
+    bad = tmp_path / "junk.npz"
+    np.savez(bad, mag=np.zeros((2, 8, 8)), pixel_mm=np.ones(3), source=np.zeros(2), sources=np.array(["a"]))
+    with pytest.raises(WorkbenchError, match="junk.npz"):
+        simulate.load_real_slices(bad)

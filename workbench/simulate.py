@@ -23,7 +23,9 @@ Public API:
 - :func:`generate_slice` one slice (k-space, ground truth, coil maps, reference),
 - :func:`generate_volume` several slices sharing the coil array, contrast, noise covariance and noise level,
 - :func:`draw_params` the per-volume random parameters, :class:`SimParams`,
-- :func:`demo_scan_path` the cached fastMRI-format demo file, :func:`load_anatomy`.
+- :func:`demo_scan_path` the cached fastMRI-format demo file, :func:`load_anatomy`,
+- :func:`load_real_slices` real MR magnitude slices from dipy's sample data (``subject="real"``; see
+  ``resources/anatomy/NOTICE.md``).
 """
 
 from __future__ import annotations
@@ -119,14 +121,19 @@ class Anatomy:
         return float(self.z_mm[0]), float(self.z_mm[-1])
 
 
-@functools.lru_cache(maxsize=2)
-def load_anatomy(path: str | os.PathLike | None = None) -> Anatomy:
-    """Load the anatomy slab (default: the shipped ``resources/anatomy/icbm152_2009a_axial.npz``)."""
+def _resource_file(path: str | os.PathLike | None, default: tuple[str, ...]) -> str:
+    """``path``, or the shipped resource ``default`` (parts under ``resources/``) when it is None."""
     if path is None:
         from workbench.paths import resource_path
 
-        path = resource_path(*ANATOMY_FILE)
-    path = os.fspath(path)
+        path = resource_path(*default)
+    return os.fspath(path)
+
+
+@functools.lru_cache(maxsize=2)
+def load_anatomy(path: str | os.PathLike | None = None) -> Anatomy:
+    """Load the anatomy slab (default: the shipped ``resources/anatomy/icbm152_2009a_axial.npz``)."""
+    path = _resource_file(path, ANATOMY_FILE)
     try:
         with np.load(path) as z:
             maps = {k: z[k].astype(np.float32) / 255.0 for k in ("t1", "gm", "wm", "csf")}
@@ -380,10 +387,9 @@ def _grid_mm(grid: tuple[int, int], pixel_mm: float) -> tuple[np.ndarray, np.nda
     return np.meshgrid(r, c, indexing="ij")
 
 
-def _resample(
-    anatomy: Anatomy, p: SimParams, grid: tuple[int, int], pixel_mm: float, z_mm: float
-) -> dict[str, np.ndarray]:
-    """Anatomy maps on the output grid (linear interpolation in 3D; zero outside the slab)."""
+def _posed_offsets(p: SimParams, grid: tuple[int, int], pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (rows, cols) in mm from the object's centre, in the object's own frame, of the grid's pixel
+    centres under the head's pose (``p.shift_mm``, ``flip_lr``, ``rotation_deg``, ``scale``)."""
     rr, cc = _grid_mm(grid, pixel_mm)
     rr = rr - p.shift_mm[0]
     cc = cc - p.shift_mm[1]
@@ -393,6 +399,14 @@ def _resample(
     # Output position = scale * R(th) @ anatomy offset  ->  anatomy offset = R(-th) @ position / scale.
     ar = (math.cos(th) * rr + math.sin(th) * cc) / p.scale
     ac = (-math.sin(th) * rr + math.cos(th) * cc) / p.scale
+    return ar, ac
+
+
+def _resample(
+    anatomy: Anatomy, p: SimParams, grid: tuple[int, int], pixel_mm: float, z_mm: float
+) -> dict[str, np.ndarray]:
+    """Anatomy maps on the output grid (linear interpolation in 3D; zero outside the slab)."""
+    ar, ac = _posed_offsets(p, grid, pixel_mm)
     dz, drow, dcol = anatomy.spacing_mm
     zi = (z_mm - anatomy.z_mm[0]) / dz
     coords = np.stack([np.full_like(ar, zi), (ar + anatomy.center_mm[0]) / drow, (ac + anatomy.center_mm[1]) / dcol])
@@ -474,7 +488,78 @@ def make_object(
     }
 
 
-SUBJECTS = ("brain", "phantom")
+SUBJECTS = ("brain", "phantom", "real")
+REAL_SLICES_FILE = ("anatomy", "dipy_real_slices.npz")
+REAL_SUPPORT_LEVEL = 0.01  # |object| above this (1 = the slice's 99.5th percentile) is the subject's support
+
+
+@dataclass(frozen=True)
+class RealSlices:
+    """Real MR magnitude slices (``resources/anatomy/dipy_real_slices.npz``, see its NOTICE.md): ``mag``
+    float32 ``[N, S, S]`` (1 = the slice's 99.5th percentile, 0 outside its support, support centred on pixel
+    ``(S // 2, S // 2)``), ``pixel_mm`` ``[N]``, ``source`` ``[N]`` index into ``sources`` (file names)."""
+
+    mag: np.ndarray
+    pixel_mm: np.ndarray
+    source: np.ndarray
+    sources: tuple[str, ...]
+    path: str
+
+
+@functools.lru_cache(maxsize=2)
+def load_real_slices(path: str | os.PathLike | None = None) -> RealSlices:
+    """Load the real slices (default: the shipped ``resources/anatomy/dipy_real_slices.npz``)."""
+    path = _resource_file(path, REAL_SLICES_FILE)
+    try:
+        with np.load(path) as z:
+            mag = z["mag"].astype(np.float32)
+            pixel = z["pixel_mm"].astype(np.float64)
+            source = z["source"].astype(np.int64)
+            sources = tuple(str(n) for n in z["sources"])
+        if mag.ndim != 3 or not len(mag) == len(pixel) == len(source) or not len(sources) \
+                or source.min() < 0 or source.max() >= len(sources) or not np.all(pixel > 0):
+            raise ValueError("inconsistent arrays")
+    except (OSError, KeyError, ValueError) as exc:
+        raise WorkbenchError(f"{path}: not a usable real-slices file ({exc}); rebuild it with "
+                             "resources/anatomy/make_real_slices.py") from exc
+    return RealSlices(mag=mag, pixel_mm=pixel, source=source, sources=sources, path=path)
+
+
+def make_real(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pixel_mm: float, z_mm: float,
+              slices: RealSlices | None = None) -> dict[str, np.ndarray]:
+    """A real scan's magnitude slice as the object (the keys of :func:`make_object`).
+
+    A source file, then one of its slices, is drawn from ``rng`` (each source equally likely, whatever its
+    slice count); it is resampled onto ``grid`` at its own pixel size with the head's pose (``p.rotation_deg``,
+    ``flip_lr``, ``scale``, ``shift_mm``, as :func:`make_object` places the template), times the transmit bias,
+    with the brain path's smooth phase (the files hold magnitudes only). Support (``head_mask``): where the
+    magnitude exceeds :data:`REAL_SUPPORT_LEVEL`, holes filled; the SNR region (``wm_mask``): the brighter half
+    of the support 2 mm in from its border (white matter on T1, CSF and grey matter on the b0 images).
+    """
+    slices = slices or load_real_slices()
+    src = int(rng.integers(len(slices.sources)))
+    choices = np.flatnonzero(slices.source == src)
+    j = int(choices[int(rng.integers(len(choices)))])
+    img, src_mm = slices.mag[j], float(slices.pixel_mm[j])
+    ar, ac = _posed_offsets(p, grid, pixel_mm)
+    centre = img.shape[0] // 2, img.shape[1] // 2
+    coords = np.stack([ar / src_mm + centre[0], ac / src_mm + centre[1]])
+    mag = ndimage.map_coordinates(img, coords, order=1, mode="constant", cval=0.0, prefilter=False)
+    head = ndimage.binary_fill_holes(mag > REAL_SUPPORT_LEVEL)
+    u, v = _normalised_coords(grid, pixel_mm)
+    b = p.bias_coeffs
+    bias = 1.0 + p.bias * np.tanh(b[0] * u + b[1] * v + b[2] * u * u + b[3] * u * v + b[4] * v * v)
+    mag = np.clip(mag * bias, 0.0, None)
+    c = p.phase_coeffs
+    phase = (c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v + c[6] * z_mm / 100.0
+             + p.phase_random_rad * _smooth_noise(rng, grid, 15.0 / pixel_mm))
+    image = (mag * np.exp(1j * phase)).astype(np.complex64)
+    image[~head] = 0
+    core = ndimage.binary_erosion(head, iterations=max(1, int(round(2.0 / pixel_mm))))
+    core = core if core.sum() >= 100 else head
+    bright = core & (mag >= np.median(mag[core])) if core.any() else core
+    return {"image": image, "head_mask": head, "brain_mask": head, "wm_mask": bright,
+            "csf_mask": np.zeros(grid, bool)}
 
 
 def _ellipse_distance(u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -751,7 +836,7 @@ def generate_slice(
     **param_kw: Any,
 ) -> dict[str, Any]:
     """Simulate one fully sampled multi-coil axial brain slice (or, ``subject="phantom"``, a test object:
-    :func:`make_phantom`).
+    :func:`make_phantom`; ``subject="real"``, a real scan's magnitude slice: :func:`make_real`).
 
     Args:
         rng: a ``numpy.random.Generator`` or a seed; the same seed gives bit-identical arrays.
@@ -794,7 +879,12 @@ def generate_slice(
     pixel_mm = float(fov_mm) / shape[1]
     if subject not in SUBJECTS:
         raise ValueError(f"subject must be one of {SUBJECTS}, got {subject!r}")
-    obj = make_object(rng, p, grid, pixel_mm, z, anatomy) if subject == "brain" else make_phantom(rng, p, grid, pixel_mm)
+    if subject == "brain":
+        obj = make_object(rng, p, grid, pixel_mm, z, anatomy)
+    elif subject == "phantom":
+        obj = make_phantom(rng, p, grid, pixel_mm)
+    else:
+        obj = make_real(rng, p, grid, pixel_mm, z)
     phys = coil_sensitivities(p, grid, pixel_mm, z)
     out = _slice_from_object(rng, p, obj, phys, shape, None)
     out.update(slice_position=z, params=p, pixel_mm=pixel_mm)

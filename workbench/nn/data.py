@@ -140,6 +140,9 @@ DEFAULT_SYNTHETIC: dict[str, Any] = {
     # skull) rather than a head, in a 180-240 mm field of view: real scans include phantoms, and networks that
     # only saw heads draw a skull-like rim at every object's border
     "phantom_p": 0.0,
+    # probability that an item is a real scan's magnitude slice (workbench.simulate.make_real: dipy's sample b0
+    # EPI and T1 slices, real anatomy and texture) rather than the template head; phantom_p + real_p <= 1
+    "real_p": 0.0,
     "contrasts": ["random", "t1", "t2", "pd"],
     "snr": [10.0, 60.0],  # white-matter SNR range
     "noise_correlation": None,  # None: random 0..0.5 per item
@@ -186,9 +189,16 @@ class SyntheticData:
             raise DataConfigError("synthetic data: n_coils_weights must have one weight per n_coils entry")
         if c["target"] not in ("reference", "clean"):
             raise DataConfigError(f"synthetic data: target must be 'reference' or 'clean', got {c['target']!r}")
-        for key in ("swap_readout_p", "phantom_p"):
-            if not 0.0 <= float(c[key]) <= 1.0:
-                raise DataConfigError(f"synthetic data: {key} must be in [0, 1], got {c[key]}")
+        for key in ("swap_readout_p", "phantom_p", "real_p"):
+            try:
+                ok = 0.0 <= float(c[key]) <= 1.0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise DataConfigError(f"synthetic data: {key} must be in [0, 1], got {c[key]!r}")
+        if float(c["phantom_p"]) + float(c["real_p"]) > 1.0 + 1e-9:
+            raise DataConfigError(f"synthetic data: phantom_p + real_p must be <= 1, got {c['phantom_p']} + "
+                                  f"{c['real_p']}")
         if c["pose"] not in ("random", "fixed"):
             raise DataConfigError(f"synthetic data: pose must be 'random' or 'fixed', got {c['pose']!r}")
         from workbench.simulate import COIL_MODELS
@@ -246,10 +256,14 @@ class SyntheticData:
             coils = {"coil_model": c["coil_model"],
                      **{k: tuple(c[k]) if isinstance(c[k], list) else c[k] for k in LOOP_OPTIONS}}
         phantom = {}
-        if float(c["phantom_p"]) > 0:  # its own generator: older configs keep their data
+        p_phantom, p_real = float(c["phantom_p"]), float(c["real_p"])
+        if p_phantom > 0 or p_real > 0:  # its own generator: older configs keep their data
             own = np.random.default_rng([seed, 2718])
-            if own.random() < float(c["phantom_p"]):
+            u = own.random()  # one draw decides: [0, phantom_p) phantom, then real_p real, else the template
+            if u < p_phantom:
                 phantom = {"subject": "phantom", "fov_mm": float(own.uniform(180.0, 240.0))}
+            elif u < p_phantom + p_real:
+                phantom = {"subject": "real"}
         sim = generate_slice(
             seed, shape=setting["shape"], n_coils=setting["n_coils"], contrast=contrast, snr=tuple(c["snr"]),
             noise_correlation=c["noise_correlation"], readout_oversampling=setting["oversampling"],
