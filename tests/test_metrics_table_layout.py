@@ -75,21 +75,29 @@ def test_images_without_error_maps_leave_their_unused_height_to_the_table(qtbot)
         session.set_scan(scan_from_arrays((k * mask)[None].astype(np.complex64)))
         view = CompareView(session)
         qtbot.addWidget(view)
-        view.resize(760, 520)
+        view.resize(1100, 700)  # first two bands of panels (3 + 2) ...
         view.show()
         zf = discover_methods().get("zero-filled")
-        entries = [session.run(zf, {}) for _ in range(3)]
+        entries = [session.run(zf, {}) for _ in range(4)]
         qtbot.waitUntil(lambda: all(e.state == "done" for e in entries), timeout=60000)
         view.rebuild(force=True)
+        qtbot.waitUntil(lambda: view.grid.per_band < 5, timeout=5000)
+        view.resize(760, 450)  # ... then one: the rows of the band that went take no height
+        qtbot.waitUntil(lambda: view.grid.per_band == 5, timeout=5000)
         total = sum(view.splitter.sizes())
-        # four square images side by side need about a third of the height the default share (3/4) gives them
+        # five square images side by side need about a third of the height the default share (3/4) gives them
         qtbot.waitUntil(lambda: view.splitter.sizes()[1] > total // 4 + 40, timeout=5000)
         assert view.grid.slack() < 24
+        qtbot.wait(100)
+        panel = view.grid.columns[1].image
+        assert panel.height() > 0.9 * panel.width()  # square images as wide as their panels
         # a divider the user moved stays where it is
         view.splitter.splitterMoved.emit(100, 1)
         view.splitter.setSizes([total - 80, 80])
-        view.resize(780, 540)
+        moved = view.splitter.sizes()
+        view.shown[entries[0].id] = False  # another layout of the panels
+        view.rebuild(force=True)
         qtbot.wait(200)
-        assert view.splitter.sizes()[1] < 120
+        assert view.splitter.sizes() == moved
     finally:
         session.shutdown()

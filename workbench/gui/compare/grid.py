@@ -312,13 +312,15 @@ class CompareGrid(QtWidgets.QScrollArea):
         # only rows that hold panels take the height (without error / std maps the images fill the grid), the
         # image row its title's more: the images of all rows get the same height
         rows = self._panel_rows()
-        band_height = self.viewport().height() / math.ceil(len(self.columns) / max(self.per_band, 1))
+        bands = math.ceil(len(self.columns) / max(self.per_band, 1))
+        band_height = self.viewport().height() / bands
         titles = lines * TITLE_LINE + (len(rows) - 1) * SHORT_TITLE
         image = max((band_height - BOX_HEIGHT - titles) / len(rows), 1.0)
         stretch = {IMAGE_ROW: image + lines * TITLE_LINE, ERROR_ROW: image + SHORT_TITLE, STD_ROW: image + SHORT_TITLE}
         lay = self.panel_layout
-        for r in range(lay.rowCount()):
-            lay.setRowStretch(r, int(stretch[r % ROWS_PER_BAND]) if r % ROWS_PER_BAND in rows else 0)
+        for r in range(lay.rowCount()):  # (the layout keeps the rows of bands it had before: they take none)
+            used = r % ROWS_PER_BAND in rows and r // ROWS_PER_BAND < bands
+            lay.setRowStretch(r, int(stretch[r % ROWS_PER_BAND]) if used else 0)
 
     def resizeEvent(self, ev: Any) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(ev)
