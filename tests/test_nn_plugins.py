@@ -13,7 +13,7 @@ from workbench.nn import build_model
 from workbench.nn.weights import save_weights
 from workbench.physics.fft import center_crop, fft2c, ifft2c, rss
 from workbench.problem import Problem
-from workbench.scoring import IMAGE_IS_RSS, IMAGE_IS_SCAN, as_acquired
+from workbench.scoring import IMAGE_IS_CONSISTENT_RSS, IMAGE_IS_RSS, IMAGE_IS_SCAN, as_acquired
 
 ARCH = {"n_iter": 3, "n_primal": 2, "image_net": {"n_filters": 4, "n_scales": 2, "n_convs_per_scale": 1,
                                                   "n_first_convs": 1},
@@ -101,10 +101,18 @@ def test_xpdnet_plugin_ends_with_the_measured_data(tmp_path):
     assert energy > 0
     torch.testing.assert_close(floor**2 - plain.image.abs() ** 2, torch.full_like(floor, energy),
                                atol=1e-3 * float(floor.max()) ** 2, rtol=0)
-    assert plain.extras["image_is"] == IMAGE_IS_RSS and with_floor.extras["image_is"] == IMAGE_IS_SCAN
+    assert plain.extras["image_is"] == IMAGE_IS_CONSISTENT_RSS and with_floor.extras["image_is"] == IMAGE_IS_SCAN
     np.testing.assert_allclose(as_acquired(under, plain.image, plain.extras["image_is"]), floor.numpy(),
                                rtol=1e-4, atol=1e-4 * float(floor.max()))
     np.testing.assert_allclose(as_acquired(under, with_floor.image, with_floor.extras["image_is"]), floor.numpy())
+    # the hold-out scores what the network put on the held-out samples; zero filling's declaration would say
+    # it predicts nothing there (error exactly 1)
+    from workbench.holdout import folds, residuals
+
+    held = folds(under, 1, 0.1, seed=0)[0]
+    energy_h, error_h, _, predicted_h = residuals(held, plain.image, plain.extras["image_is"])
+    assert predicted_h > 0 and error_h != energy_h
+    assert residuals(held, plain.image, IMAGE_IS_RSS)[1] == energy_h
 
 
 def test_unet_plugin_any_size(tmp_path):

@@ -51,7 +51,8 @@ from workbench.arrays import LRUCache, center_crop, fit_shape
 from workbench.errors import WorkbenchError
 
 __all__ = [
-    "SCORE_MODES", "DEFAULT_SCORE_MODE", "SCORE_MODE_TEXT", "IMAGE_IS_RSS", "IMAGE_IS_SCAN", "ScoreError",
+    "SCORE_MODES", "DEFAULT_SCORE_MODE", "SCORE_MODE_TEXT", "IMAGE_IS_RSS", "IMAGE_IS_CONSISTENT_RSS", "IMAGE_IS_SCAN",
+    "ScoreError",
     "check_score_mode", "reference_region", "calibration_phase", "as_acquired", "score", "score_result",
     "SSIM_WIN_SIZE", "CALIBRATED_ERROR_PER_STD", "CALIBRATION_LEVEL",
     "prepare", "nmse", "psnr", "ssim", "error_map", "evaluate",
@@ -75,6 +76,11 @@ SCORE_MODE_TEXT = {
 #: :func:`as_acquired` only adds the unmeasured samples' noise; ``IMAGE_IS_SCAN``: it already is the expected RSS
 #: of a fully sampled scan (noise floor included), left as it is.
 IMAGE_IS_RSS = "rss-of-measured"
+#: ``IMAGE_IS_CONSISTENT_RSS``: the RSS of coil images that hold the measured samples and the method's own
+#: prediction elsewhere (XPDNet's final data consistency): :func:`as_acquired` treats it as ``IMAGE_IS_RSS``, while
+#: the hold-out score (:mod:`workbench.holdout`) scores its prediction like any image's, where an ``IMAGE_IS_RSS``
+#: image (zero filling) predicts nothing.
+IMAGE_IS_CONSISTENT_RSS = "rss-of-consistent"
 IMAGE_IS_SCAN = "expected-scan-rss"
 
 
@@ -342,8 +348,8 @@ def as_acquired(problem: Any, image: Any, image_is: str | None = None) -> np.nda
     scanner noise of the unmeasured samples added in quadrature: ``sqrt(rss^2 + C (1 - f) noise_std^2)``
     (:func:`workbench.physics.fft.expected_scan_rss`; ``f`` the measured fraction, 0 off the grid). A fully
     sampled RSS reference is one draw of that scan. ``image_is`` (``Result.extras["image_is"]``):
-    :data:`IMAGE_IS_RSS` (already the RSS of coil images holding the measured samples: only the noise is
-    added), :data:`IMAGE_IS_SCAN` (already this: unchanged), None (a combined image)."""
+    :data:`IMAGE_IS_RSS` or :data:`IMAGE_IS_CONSISTENT_RSS` (already the RSS of coil images holding the measured
+    samples: only the noise is added), :data:`IMAGE_IS_SCAN` (already this: unchanged), None (a combined image)."""
     import torch
 
     from workbench.physics.fft import fft2c, ifft2c, rss, unmeasured_noise_energy
@@ -360,7 +366,7 @@ def as_acquired(problem: Any, image: Any, image_is: str | None = None) -> np.nda
         energy = unmeasured_noise_energy(problem.mask, problem.n_coils, sigma)
     else:  # no sample of the Cartesian scan is measured
         energy = float(problem.n_coils) * sigma**2
-    if image_is == IMAGE_IS_RSS:
+    if image_is in (IMAGE_IS_RSS, IMAGE_IS_CONSISTENT_RSS):
         magnitude = np.abs(img).astype(np.float64)
     else:
         try:

@@ -126,10 +126,11 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     magnitude = x.abs()
     extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
     if final and problem.is_cartesian:
-        from workbench.scoring import IMAGE_IS_RSS, IMAGE_IS_SCAN
+        from workbench.scoring import IMAGE_IS_CONSISTENT_RSS, IMAGE_IS_SCAN
 
-        # the RSS of data-consistent coil images: the as-acquired score adds only the unmeasured samples' noise
-        extras["image_is"] = IMAGE_IS_RSS
+        # the RSS of data-consistent coil images: the as-acquired score adds only the unmeasured samples' noise;
+        # they hold the network's prediction on the unmeasured samples, which the hold-out scores
+        extras["image_is"] = IMAGE_IS_CONSISTENT_RSS
         if getattr(params, "noise_floor", False):
             from workbench.physics.fft import expected_scan_rss
 
