@@ -152,3 +152,58 @@ def test_reading_defers_twixtools_plotting_and_integration_imports(twix_dir):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_deferred_twixtools_import_does_not_block_another_threads_import():
+    """While the reader imports twixtools (with its stand-ins), another thread may be half-way through importing
+    a module twixtools needs (tqdm here, held for a moment): both imports finish, and the other thread's own
+    imports never see a stand-in. Holding the global import lock meanwhile deadlocked: the other thread waited
+    for that lock, the reader for the other thread's half-imported module."""
+    code = textwrap.dedent("""
+        import importlib.machinery, sys, threading, time
+        from workbench.io.twix import _import_twixtools
+        assert "tqdm" not in sys.modules and "twixtools" not in sys.modules
+        half_imported = threading.Event()
+
+        class SlowTqdm:
+            def find_spec(self, name, path=None, target=None):
+                if name != "tqdm" or threading.current_thread() is threading.main_thread():
+                    return None
+                sys.meta_path.remove(self)
+                spec = importlib.machinery.PathFinder.find_spec(name, path)
+                loader = spec.loader
+
+                class Slow:
+                    def create_module(self, spec):
+                        return loader.create_module(spec)
+
+                    def exec_module(self, module):
+                        half_imported.set()
+                        time.sleep(0.5)
+                        loader.exec_module(module)
+
+                spec.loader = Slow()
+                return spec
+
+        seen = {}
+
+        def other():
+            import tqdm  # noqa: F401
+            import scipy.integrate
+            seen["integrate"] = type(scipy.integrate).__name__
+
+        sys.meta_path.insert(0, SlowTqdm())
+        thread = threading.Thread(target=other, daemon=True)
+        thread.start()
+        assert half_imported.wait(30)
+        twixtools = _import_twixtools()
+        thread.join(30)
+        assert not thread.is_alive() and seen == {"integrate": "module"}, seen
+        assert "matplotlib" not in sys.modules and hasattr(twixtools, "read_twix")
+        print("ok")
+    """)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("importing twixtools deadlocked with another thread's import")
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

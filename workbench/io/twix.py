@@ -18,7 +18,7 @@ half. Orientation: ``(Cha, Lin, Col)`` becomes ``[C, H = Col (readout), W = Lin 
 
 from __future__ import annotations
 
-import _imp
+import builtins
 import contextlib
 import importlib
 import io
@@ -147,27 +147,50 @@ class _OnFirstCall(types.ModuleType):
 # twixtools imports these at module level for what the reader never calls (PMU plots; regridding of ramp-sampled
 # EPI, which does call cumulative_trapezoid): half a second of `workbench info` on a twix file.
 _DEFERRED = ("matplotlib", "matplotlib.pyplot", "scipy.integrate")
+_STAND_IN_LOCK = threading.Lock()  # one thread at a time replaces builtins.__import__
+_stand_ins_of_thread = threading.local()
+
+
+@contextlib.contextmanager
+def _import_with_stand_ins(stand_ins: dict[str, types.ModuleType]) -> Any:
+    """Within the block, this thread's ``import`` statements get ``stand_ins`` (module name -> module) for those
+    names; other threads' imports pass through unchanged."""
+    previous = builtins.__import__
+
+    def import_(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        mine = getattr(_stand_ins_of_thread, "modules", None)
+        if mine and level == 0 and name in mine:
+            if fromlist:  # from NAME import ...
+                return mine[name]
+            top = name.partition(".")[0]  # import NAME binds the top-level package
+            return mine[top] if top in mine else previous(top, globals, locals, (), 0)
+        return previous(name, globals, locals, fromlist, level)
+
+    _stand_ins_of_thread.modules = stand_ins
+    builtins.__import__ = import_
+    try:
+        yield
+    finally:
+        _stand_ins_of_thread.modules = None
+        if builtins.__import__ is import_:
+            builtins.__import__ = previous
 
 
 def _import_twixtools() -> Any:
     """twixtools, with its modules' file opening bounded (see _BoundedReader) and its plotting / integration
-    imports deferred to their first use (_OnFirstCall; the stand-ins leave ``sys.modules`` afterwards)."""
+    imports deferred to their first use (_OnFirstCall). The stand-ins are given to this thread's imports only
+    (_import_with_stand_ins), never put in ``sys.modules``: no other thread sees them, and no import lock is held
+    that another thread's import could be waiting for."""
     if "twixtools" not in sys.modules:
-        _imp.acquire_lock()  # no other thread imports while the stand-ins are in sys.modules
-        placed = {}
-        try:
+        with _STAND_IN_LOCK:
+            stand_ins: dict[str, types.ModuleType] = {}
             if "matplotlib" not in sys.modules and "matplotlib.pyplot" not in sys.modules:
                 pyplot = _OnFirstCall("matplotlib.pyplot")
-                placed = {"matplotlib": _OnFirstCall("matplotlib", {"pyplot": pyplot}), "matplotlib.pyplot": pyplot}
+                stand_ins = {"matplotlib": _OnFirstCall("matplotlib", {"pyplot": pyplot}), "matplotlib.pyplot": pyplot}
             if "scipy.integrate" not in sys.modules:
-                placed["scipy.integrate"] = _OnFirstCall("scipy.integrate")
-            sys.modules.update(placed)
-            import twixtools  # noqa: F401
-        finally:
-            for name, module in placed.items():
-                if sys.modules.get(name) is module:
-                    del sys.modules[name]
-            _imp.release_lock()
+                stand_ins["scipy.integrate"] = _OnFirstCall("scipy.integrate")
+            with _import_with_stand_ins(stand_ins):
+                import twixtools  # noqa: F401
     import twixtools
     import twixtools.mdb
     import twixtools.twixtools
