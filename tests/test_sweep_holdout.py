@@ -243,3 +243,26 @@ def test_sweep_tab_shows_the_holdout_curve_of_a_scan_without_reference(window, q
     jp._details(jp.rows[point.id], 0)
     text = messages[-1][2]
     assert "acquired subset" in text and f"hold-out NMSE: {point.holdout['holdout_nmse']:.4g}" in text
+
+
+@pytest.mark.parametrize("n_spokes", [24, 25, 64])
+@pytest.mark.parametrize("order", ["linear", "golden", "golden, edge sample wrapped"])
+def test_readouts_are_the_spokes_of_linear_and_golden_radial_trajectories(n_spokes, order):
+    """Each readout found is one whole spoke (spoke i's samples, in order). Spokes of a linear order meet their neighbour across the grid's edge (the end of the spoke at
+    90 - d degrees and the start of the one at 90 + d are a period apart), which a step measured modulo the
+    period alone does not see; a spoke whose end sample is stored wrapped to the other edge is still one."""
+    from workbench.session.sweeps import readouts
+
+    n_read = 64
+    step = np.pi / n_spokes if order == "linear" else np.pi * (3 - np.sqrt(5)) / 2
+    angles = np.arange(n_spokes) * step
+    r = np.linspace(-np.pi, np.pi, n_read, endpoint=False)
+    if order.endswith("wrapped"):
+        r = r + 2 * np.pi / n_read  # the spokes end at +pi ...
+    traj = np.concatenate([np.stack([r * np.cos(a), r * np.sin(a)]) for a in angles], axis=1)
+    if order.endswith("wrapped"):
+        traj = (traj + np.pi) % (2 * np.pi) - np.pi  # ... stored at -pi
+    parts = readouts(traj)
+    assert [len(p) for p in parts] == [n_read] * n_spokes
+    for spoke, part in enumerate(parts):
+        assert list(part) == list(range(spoke * n_read, (spoke + 1) * n_read))

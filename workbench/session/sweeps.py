@@ -54,19 +54,21 @@ def families(scan: Any) -> list[str]:
 
 def readouts(trajectory: np.ndarray) -> list[np.ndarray]:
     """The readouts of a trajectory ``[2, K]`` whose samples come readout after readout (as the readers store
-    them): runs of samples between jumps much longer than the typical step. SamplingError when they are not
-    of one length (then the samples' order is not known)."""
+    them): runs of samples between jumps much longer than the typical step, the step measured modulo the
+    period first (a readout's end sample may be stored wrapped to the other edge), then as it is (the step from
+    a linear order's spoke at 90 - d degrees to the one at 90 + d is a period). SamplingError when neither gives
+    readouts of one length (then the samples' order is not known)."""
     t = np.asarray(trajectory, np.float64)
-    step = np.hypot(*((np.diff(t, axis=1) + np.pi) % (2 * np.pi) - np.pi))  # a sample wrapped at the edge is near
-    if step.size == 0:
+    if t.shape[-1] < 2:
         raise SamplingError("the trajectory has a single sample: no readouts to keep part of")
-    typical = float(np.median(step))
-    cuts = np.flatnonzero(step > 3 * max(typical, 1e-12)) + 1
-    parts = np.split(np.arange(t.shape[1]), cuts)
-    if len({len(p) for p in parts}) != 1:
-        raise SamplingError("the trajectory's readouts could not be told apart (they differ in length); a sweep "
-                            "keeps whole readouts")
-    return parts
+    d = np.diff(t, axis=1)
+    for step in (np.hypot(*((d + np.pi) % (2 * np.pi) - np.pi)), np.hypot(*d)):
+        cuts = np.flatnonzero(step > 3 * max(float(np.median(step)), 1e-12)) + 1
+        parts = np.split(np.arange(t.shape[1]), cuts)
+        if len({len(p) for p in parts}) == 1:
+            return parts
+    raise SamplingError("the trajectory's readouts could not be told apart (they differ in length); a sweep "
+                        "keeps whole readouts")
 
 
 class AcquiredSubset:
