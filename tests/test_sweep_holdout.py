@@ -266,3 +266,22 @@ def test_readouts_are_the_spokes_of_linear_and_golden_radial_trajectories(n_spok
     assert [len(p) for p in parts] == [n_read] * n_spokes
     for spoke, part in enumerate(parts):
         assert list(part) == list(range(spoke * n_read, (spoke + 1) * n_read))
+
+
+def test_finished_holdout_runs_are_freed_with_the_queues_finished_jobs(session):
+    """A validated point keeps its hold-out score, not its hold-out jobs: once the job queue forgets its
+    finished jobs (the Jobs panel's Clear), their problems and images are freed."""
+    import gc
+    import weakref
+
+    session.set_scan(_measured("random", 3))
+    sweep = session.sweep([(discover_methods().get("zero-filled"), {})], [1, 2])
+    _wait(sweep)
+    assert all(e.holdout["holdout_nmse"] is not None for e in sweep.entries)
+    queue = session.job_queue
+    points = {id(e.job) for e in sweep.entries}
+    folds = [weakref.ref(j) for j in queue.jobs if id(j) not in points]
+    assert len(folds) >= 4  # two points, two folds or more each
+    queue.clear_finished()
+    gc.collect()
+    assert len([f for f in folds if f() is not None]) <= 1  # the job a worker ran last (a local until the next)

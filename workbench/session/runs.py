@@ -469,6 +469,7 @@ class Runs:
                 entry.holdout["holdout_progress"] = sum(progress) / n
                 if any(p is None for p in parts):
                     return
+                self._holdout_jobs.pop(entry.id, None)  # nothing left to cancel: their problems may be freed
                 failed = next((p for p in parts if isinstance(p, str)), None)
                 if failed is not None:
                     entry.holdout = {"holdout_nmse": None, "holdout_message": failed}
@@ -478,9 +479,11 @@ class Runs:
             update(apply)
 
         params = holdout.params_as_run(method, entry.params, getattr(entry.result, "chosen", None))
-        self._holdout_jobs[entry.id] = [
-            job_queue.submit(method, lambda h=held: h.train, params, on_progress=lambda job, i=i: on_progress(job, i),
-                             on_done=lambda job, i=i: on_done(job, i)) for i, held in enumerate(holdouts)]
+        jobs = self._holdout_jobs[entry.id] = []  # in place before the first job: the last fold's end drops it
+        for i, held in enumerate(holdouts):
+            jobs.append(job_queue.submit(method, lambda h=held: h.train, params,
+                                         on_progress=lambda job, i=i: on_progress(job, i),
+                                         on_done=lambda job, i=i: on_done(job, i)))
         self._notify(entry)
 
     def _finished(self, job_queue: Any, follower: JobFollower, entry: ResultEntry) -> None:
