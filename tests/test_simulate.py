@@ -366,3 +366,21 @@ def test_shipped_real_slices_match_their_notice(tmp_path):
     np.savez(bad, mag=np.zeros((2, 8, 8)), pixel_mm=np.ones(3), source=np.zeros(2), sources=np.array(["a"]))
     with pytest.raises(WorkbenchError, match="junk.npz"):
         simulate.load_real_slices(bad)
+
+
+@pytest.mark.parametrize("loader", ["load_real_slices", "load_anatomy"])
+def test_broken_resource_files_get_a_typed_error_naming_them(tmp_path, loader):
+    from workbench import paths
+    from workbench.errors import WorkbenchError
+
+    shipped = paths.resource_path(*simulate.REAL_SLICES_FILE).read_bytes()
+    files = {"cut.npz": shipped[: len(shipped) // 2], "empty.npz": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    np.savez(tmp_path / "nan.npz", mag=np.full((1, 4, 4), np.nan), pixel_mm=np.ones(1), source=np.zeros(1, int),
+             sources=np.array(["a"]))
+    names = [*files, "plain.npy"] + (["nan.npz"] if loader == "load_real_slices" else [])
+    for name in names:
+        with pytest.raises(WorkbenchError, match=name.replace(".", r"\.")):
+            getattr(simulate, loader)(tmp_path / name)

@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -130,18 +131,30 @@ def _resource_file(path: str | os.PathLike | None, default: tuple[str, ...]) -> 
     return os.fspath(path)
 
 
+# what np.load raises on a file that is not a readable .npz archive (cut short, empty, not a zip)
+_NPZ_ERRORS = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile)
+
+
+def _load_npz(path: str) -> Any:
+    """``np.load`` of an ``.npz`` archive (its arrays by name); ValueError for an ``.npy`` file."""
+    z = np.load(path)
+    if not hasattr(z, "files"):
+        raise ValueError("not an .npz archive")
+    return z
+
+
 @functools.lru_cache(maxsize=2)
 def load_anatomy(path: str | os.PathLike | None = None) -> Anatomy:
     """Load the anatomy slab (default: the shipped ``resources/anatomy/icbm152_2009a_axial.npz``)."""
     path = _resource_file(path, ANATOMY_FILE)
     try:
-        with np.load(path) as z:
+        with _load_npz(path) as z:
             maps = {k: z[k].astype(np.float32) / 255.0 for k in ("t1", "gm", "wm", "csf")}
             z_mm = z["z_mm"].astype(np.float64)
             spacing = tuple(float(s) for s in z["spacing_mm"])
             center = tuple(float(c) for c in z["center_mm"])
             source = str(z["source"])
-    except (OSError, KeyError, ValueError) as exc:
+    except _NPZ_ERRORS as exc:
         raise WorkbenchError(f"{path}: not a usable anatomy file ({exc}); rebuild it with "
                              "resources/anatomy/make_anatomy.py") from exc
     brain = maps["t1"] > 0
@@ -511,15 +524,16 @@ def load_real_slices(path: str | os.PathLike | None = None) -> RealSlices:
     """Load the real slices (default: the shipped ``resources/anatomy/dipy_real_slices.npz``)."""
     path = _resource_file(path, REAL_SLICES_FILE)
     try:
-        with np.load(path) as z:
+        with _load_npz(path) as z:
             mag = z["mag"].astype(np.float32)
             pixel = z["pixel_mm"].astype(np.float64)
             source = z["source"].astype(np.int64)
             sources = tuple(str(n) for n in z["sources"])
         if mag.ndim != 3 or not len(mag) == len(pixel) == len(source) or not len(sources) \
-                or source.min() < 0 or source.max() >= len(sources) or not np.all(pixel > 0):
+                or source.min() < 0 or source.max() >= len(sources) or not np.all(pixel > 0) \
+                or not np.isfinite(mag).all():
             raise ValueError("inconsistent arrays")
-    except (OSError, KeyError, ValueError) as exc:
+    except _NPZ_ERRORS as exc:
         raise WorkbenchError(f"{path}: not a usable real-slices file ({exc}); rebuild it with "
                              "resources/anatomy/make_real_slices.py") from exc
     return RealSlices(mag=mag, pixel_mm=pixel, source=source, sources=sources, path=path)
