@@ -133,6 +133,8 @@ def test_radial_prospective_sweep_keeps_whole_spokes_and_scores_every_point(sess
     sweeps.write_sweep(tmp_path / "s.json", sweep, session.score_mode)
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["holdout"] and data["family"] == sweeps.ACQUIRED_SUBSET and data["score_mode"] == "fastmri"
+    # what was asked for: fractions of the acquired spokes, not accelerations (the points have those)
+    assert data["of_acquired"] == [1, 2, 3] and "accelerations" not in data
     by = {(p["label"], round(p["acceleration"], 3)): p for p in data["points"]}
     for e in sweep.entries:
         assert by[(e.label, round(e.acceleration, 3))]["holdout"] == pytest.approx(e.holdout["holdout_nmse"])

@@ -236,12 +236,15 @@ def sweep_rows(sweep: Sweep, score_mode: str, zero_filled: dict[float, dict[str,
 
 def write_sweep(path: str | os.PathLike, sweep: Sweep, score_mode: str,
                 zero_filled: dict[float, dict[str, float]] | None = None, inputs: tuple = ()) -> None:
-    """:func:`sweep_rows` as JSON (``.json``: the sweep's family, accelerations, scoring mode, whether points
-    are scored by the hold-out, and the rows) or else CSV; written atomically, never over one of ``inputs``."""
+    """:func:`sweep_rows` as JSON (``.json``: the sweep's family, what it was asked for (``accelerations``, or
+    for :data:`ACQUIRED_SUBSET` the factors ``of_acquired``: 1/f of the acquired readouts), scoring mode, whether
+    points are scored by the hold-out, and the rows) or else CSV; written atomically, never over one of
+    ``inputs``."""
     rows = sweep_rows(sweep, score_mode, zero_filled)
+    asked = "of_acquired" if sweep.kind == ACQUIRED_SUBSET else "accelerations"
     with atomic_open(path, "w", inputs=inputs, newline="") as f:
         if str(path).lower().endswith(".json"):
-            json.dump(jsonable({"family": sweep.kind, "accelerations": sweep.accelerations,
+            json.dump(jsonable({"family": sweep.kind, asked: sweep.accelerations,
                                 "score_mode": score_mode, "holdout": sweep.holdout,
                                 "holdout_score": "hold-out NMSE (workbench.holdout.estimated_nmse, lower is "
                                                  "better)", "points": rows}), f, indent=1)
