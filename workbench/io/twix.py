@@ -146,7 +146,6 @@ class _OnFirstCall(types.ModuleType):
 
 # twixtools imports these at module level for what the reader never calls (PMU plots; regridding of ramp-sampled
 # EPI, which does call cumulative_trapezoid): half a second of `workbench info` on a twix file.
-_DEFERRED = ("matplotlib", "matplotlib.pyplot", "scipy.integrate")
 _STAND_IN_LOCK = threading.Lock()  # one thread at a time replaces builtins.__import__
 _stand_ins_of_thread = threading.local()
 

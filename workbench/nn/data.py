@@ -255,22 +255,22 @@ class SyntheticData:
         if c["coil_model"] != "wire":
             coils = {"coil_model": c["coil_model"],
                      **{k: tuple(c[k]) if isinstance(c[k], list) else c[k] for k in LOOP_OPTIONS}}
-        phantom = {}
+        subject = {}
         p_phantom, p_real = float(c["phantom_p"]), float(c["real_p"])
         if p_phantom > 0 or p_real > 0:  # its own generator: older configs keep their data
             own = np.random.default_rng([seed, 2718])
             u = own.random()  # one draw decides: [0, phantom_p) phantom, then real_p real, else the template
             if u < p_phantom:
-                phantom = {"subject": "phantom", "fov_mm": float(own.uniform(180.0, 240.0))}
+                subject = {"subject": "phantom", "fov_mm": float(own.uniform(180.0, 240.0))}
             elif u < p_phantom + p_real:
-                phantom = {"subject": "real"}
+                subject = {"subject": "real"}
         sim = generate_slice(
             seed, shape=setting["shape"], n_coils=setting["n_coils"], contrast=contrast, snr=tuple(c["snr"]),
             noise_correlation=c["noise_correlation"], readout_oversampling=setting["oversampling"],
-            texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose, **coils, **phantom,
+            texture=c["texture"], bias=c["bias"], coil_gap_mm=c["coil_gap_mm"], **pose, **coils, **subject,
         )
         meta = {"seed": int(seed), "contrast": contrast, "n_coils": setting["n_coils"],
-                "swap_readout": bool(setting.get("swap_readout", False)), "subject": phantom.get("subject", "brain"),
+                "swap_readout": bool(setting.get("swap_readout", False)), "subject": subject.get("subject", "brain"),
                 "shape": list(setting["shape"]), "readout_oversampling": setting["oversampling"],
                 "snr": round(float(sim["params"].snr), 2)}
         return sim, meta, rng
