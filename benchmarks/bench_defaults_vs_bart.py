@@ -166,9 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("bart") is None:
         print("the `bart` command is not installed (Debian/Ubuntu: apt install bart)", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before the runs: a missing folder must not cost them
     rows = run(args.datasets.split(","), args.methods.split(","), args.repeats,
                [int(v) for v in args.busy.split(",")])
-    out = Path(args.out)
     (out / f"{args.name}.json").write_text(json.dumps(rows, indent=1))
     (out / f"{args.name}.md").write_text(to_markdown(rows))
     print((out / f"{args.name}.md").read_text())
