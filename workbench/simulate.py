@@ -446,6 +446,23 @@ def _normalised_coords(grid: tuple[int, int], pixel_mm: float, half_mm: float = 
     return rr / half_mm, cc / half_mm
 
 
+def _transmit_bias(p: SimParams, grid: tuple[int, int], pixel_mm: float) -> np.ndarray:
+    """The smooth transmit (B1+) bias ``[H, W]`` of the volume (``p.bias``, ``p.bias_coeffs``)."""
+    u, v = _normalised_coords(grid, pixel_mm)
+    b = p.bias_coeffs
+    return 1.0 + p.bias * np.tanh(b[0] * u + b[1] * v + b[2] * u * u + b[3] * u * v + b[4] * v * v)
+
+
+def _smooth_phase(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pixel_mm: float,
+                  z_mm: float) -> np.ndarray:
+    """Smooth object phase ``[H, W]``: a low-order polynomial (shared by the volume, linear drift in z) plus a
+    smooth random field (drawn from ``rng``)."""
+    u, v = _normalised_coords(grid, pixel_mm)
+    c = p.phase_coeffs
+    return (c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v + c[6] * (z_mm / 100.0)
+            + p.phase_random_rad * _smooth_noise(rng, grid, 15.0 / pixel_mm))
+
+
 def make_object(
     rng: np.random.Generator,
     p: SimParams,
@@ -481,15 +498,8 @@ def make_object(
            + I["skull"] * skull + I["scalp"] * scalp + I["soft"] * soft)
     # Mild tissue texture and a smooth transmit (B1+) bias.
     mag = mag * (1.0 + p.texture * _smooth_noise(rng, grid, 0.8 / pixel_mm))
-    u, v = _normalised_coords(grid, pixel_mm)
-    b = p.bias_coeffs
-    bias = 1.0 + p.bias * np.tanh(b[0] * u + b[1] * v + b[2] * u * u + b[3] * u * v + b[4] * v * v)
-    mag = np.clip(mag * bias, 0.0, None)
-    # Smooth phase: low-order polynomial (shared by the volume, linear drift in z) + a smooth random field.
-    c = p.phase_coeffs
-    zn = z_mm / 100.0
-    phase = (c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v + c[6] * zn
-             + p.phase_random_rad * _smooth_noise(rng, grid, 15.0 / pixel_mm))
+    mag = np.clip(mag * _transmit_bias(p, grid, pixel_mm), 0.0, None)
+    phase = _smooth_phase(rng, p, grid, pixel_mm, z_mm)
     image = (mag * np.exp(1j * phase)).astype(np.complex64)
     image[~head] = 0  # background-free: nothing but noise outside the head
     return {
@@ -560,13 +570,8 @@ def make_real(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pix
     coords = np.stack([ar / src_mm + centre[0], ac / src_mm + centre[1]])
     mag = ndimage.map_coordinates(img, coords, order=1, mode="constant", cval=0.0, prefilter=False)
     head = ndimage.binary_fill_holes(mag > REAL_SUPPORT_LEVEL)
-    u, v = _normalised_coords(grid, pixel_mm)
-    b = p.bias_coeffs
-    bias = 1.0 + p.bias * np.tanh(b[0] * u + b[1] * v + b[2] * u * u + b[3] * u * v + b[4] * v * v)
-    mag = np.clip(mag * bias, 0.0, None)
-    c = p.phase_coeffs
-    phase = (c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v + c[6] * z_mm / 100.0
-             + p.phase_random_rad * _smooth_noise(rng, grid, 15.0 / pixel_mm))
+    mag = np.clip(mag * _transmit_bias(p, grid, pixel_mm), 0.0, None)
+    phase = _smooth_phase(rng, p, grid, pixel_mm, z_mm)
     image = (mag * np.exp(1j * phase)).astype(np.complex64)
     image[~head] = 0
     core = ndimage.binary_erosion(head, iterations=max(1, int(round(2.0 / pixel_mm))))
@@ -646,15 +651,12 @@ def make_phantom(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], 
         mag = mag * (1.0 - w) + level * w
         inserts = np.maximum(inserts, w)
     mag = mag * (1.0 + 0.5 * p.texture * _smooth_noise(rng, grid, 0.8 / pixel_mm))
-    u, v = _normalised_coords(grid, pixel_mm)
-    bc = p.bias_coeffs
-    bias = 1.0 + p.bias * np.tanh(bc[0] * u + bc[1] * v + bc[2] * u * u + bc[3] * u * v + bc[4] * v * v)
+    bias = _transmit_bias(p, grid, pixel_mm)
     if rng.random() < 0.3:  # high-field central brightening (standing waves)
+        u, v = _normalised_coords(grid, pixel_mm)
         bias = bias * (1.0 + float(rng.uniform(0.1, 0.6)) * np.exp(-(u * u + v * v) / (2 * 0.45**2)))
     mag = np.clip(mag * bias, 0.0, None)
-    c = p.phase_coeffs
-    phase = (c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
-             + p.phase_random_rad * _smooth_noise(rng, grid, 15.0 / pixel_mm))
+    phase = _smooth_phase(rng, p, grid, pixel_mm, 0.0)
     support = ndimage.binary_fill_holes(d_out <= 1.0)
     image = (mag * np.exp(1j * phase)).astype(np.complex64)
     image[~support] = 0
