@@ -8,6 +8,9 @@ import pytest
 from workbench.paths import realdata_dir
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Commands the tests start run in-process and leave no resident server behind; tests/test_command_server.py
+# turns the server on for its own commands, in a private folder.
+os.environ["WORKBENCH_SERVER"] = "0"
 
 # Real data lives beside the checkout (../shared/realdata) or where $WORKBENCH_REALDATA says, never in the
 # repository (workbench.paths.realdata_dir).

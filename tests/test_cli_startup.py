@@ -9,7 +9,7 @@ import sys
 def test_closed_pipe_gives_no_traceback(tmp_path):
     # A reader that closes at once; the command writes more than a pipe buffer, so the write must fail.
     code = ("import sys; sys.argv = ['workbench', '--help']; import workbench.cli as c; "
-            "c.main = lambda: [print('x' * 1000) for _ in range(1000)] and 0; c.entry()")
+            "c.main = lambda argv=None: [print('x' * 1000) for _ in range(1000)] and 0; c.entry()")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.read(10)
     proc.stdout.close()

@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("workbench.commands.plugins", "list the reconstruction methods found, with capabilities and errors"),
     "bench": ("workbench.commands.bench", "run the reconstruction benchmarks (methods x accelerations x datasets)"),
     "train": ("workbench.commands.train", "train a deep reconstruction model (single process or under torchrun)"),
+    "server": ("workbench.commands.server", "status or stop the resident command server that runs recon and "
+               "plugins without paying start-up each time"),
     "doctor": ("workbench.commands.doctor", "check Python, Qt and its system libraries, torch and the device; "
                "say how to fix what is missing"),
 }
@@ -77,14 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def entry() -> None:
-    """Console-script entry point. torchkbnufft's forked interpolation threads can abort the interpreter at
-    exit ("terminate called without an active exception", exit 134) right after a NUFFT call; leaving with
-    ``os._exit`` after flushing keeps the exit status the command's own."""
+def run_command(argv: list[str]) -> int:
+    """:func:`main` with the console script's handling of a reader that went away; streams flushed. Used by the
+    console script and by the command server's children (:mod:`workbench.command_server`)."""
     import os
 
     try:
-        rc = main()
+        rc = main(argv)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (`workbench info FILE | head`): stop quietly with the status of a process ended
@@ -92,5 +93,23 @@ def entry() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         rc = 128 + 13
     sys.stderr.flush()
-    os._exit(int(rc or 0))
+    return int(rc or 0)
 
+
+def entry() -> None:
+    """Console-script entry point. The commands in :data:`workbench.command_server.SERVED` run in a child of the
+    resident command server when one can be used (Python's and torch's start-up paid once; ``WORKBENCH_SERVER=0``
+    turns it off), else here. torchkbnufft's forked interpolation threads can abort the interpreter at exit
+    ("terminate called without an active exception", exit 134) right after a NUFFT call; leaving with
+    ``os._exit`` after flushing keeps the exit status the command's own."""
+    import os
+
+    argv = sys.argv[1:]
+    rc = None
+    if argv and argv[0] in ("recon", "plugins"):  # command_server.SERVED, without importing it for the others
+        from workbench import command_server
+
+        rc = command_server.run(argv)
+    if rc is None:
+        rc = run_command(argv)
+    os._exit(rc)
