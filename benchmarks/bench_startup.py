@@ -5,7 +5,9 @@
 Each command runs ``--repeats`` times after one untimed run (so the page cache is warm) and the median wall time
 is kept, with the interpreter's own start (``python -c pass``) and ``import torch`` alone as floors. ``recon``
 start-up is the whole ``recon --method zero-filled --json`` command on the demo slice (reading, the trivial
-method, scoring: what remains is start-up) and, separately, the wall time of importing the modules the command
+method, scoring: what remains is start-up), in-process (``WORKBENCH_SERVER=0``: what a user's first command
+costs) and through the resident command server (:mod:`workbench.command_server`: every later command), and,
+separately, the wall time of importing the modules the command
 needs. ``-X importtime`` lists the largest top-level imports of that recon command. ``--tree LABEL=PATH``
 (repeatable) times other checkouts (e.g. ``git worktree add /tmp/before REV``) with their runs interleaved with
 this one's, and each label becomes a column of ``results/<name>.md`` (kept in ``<name>.json``). Timings never
@@ -40,6 +42,9 @@ INFO_FILES = (
     ("Siemens twix .dat (GRE, 2 coils)", "twix_phantom/gre.dat", ()),
 )
 # What `recon` imports before its method runs (workbench/commands/recon.py's run()).
+RECON_ROW = "recon --method zero-filled --json, demo slice (whole command, in-process: a first command)"
+SERVED_ROW = ("recon --method zero-filled --json, demo slice (whole command through the resident command server: "
+              "every later command; CPU: the client's only)")
 RECON_IMPORTS = ("import workbench.commands.recon, workbench.atomic, workbench.io, workbench.jobs, "
                  "workbench.methods, workbench.problem, workbench.scoring")
 
@@ -49,11 +54,13 @@ def _child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def wall(cmd: Sequence[str], repeats: int, trees: dict[str, Path]) -> dict[str, dict]:
+def wall(cmd: Sequence[str], repeats: int, trees: dict[str, Path], server: bool = False) -> dict[str, dict]:
     """{tree label: median, min and max wall seconds and the median CPU seconds (user + system) of ``cmd`` run
     with that tree's ``workbench``}: one untimed run per tree, then ``repeats`` rounds that run every tree in turn
-    (so that a change of load hits all alike)."""
-    envs = {label: dict(os.environ, PYTHONPATH=str(tree)) for label, tree in trees.items()}
+    (so that a change of load hits all alike). ``server``: served commands go through the resident command server
+    (the untimed run starts it; the CPU time is then the client's only); else every command runs in-process."""
+    envs = {label: dict(os.environ, PYTHONPATH=str(tree), WORKBENCH_SERVER="1" if server else "0")
+            for label, tree in trees.items()}
     for label, tree in trees.items():
         subprocess.run(cmd, capture_output=True, env=envs[label], cwd=tree, check=True)
     times: dict[str, list[float]] = {label: [] for label in trees}
@@ -71,7 +78,7 @@ def wall(cmd: Sequence[str], repeats: int, trees: dict[str, Path]) -> dict[str, 
 def top_imports(cmd: Sequence[str], tree: Path, n: int = 8) -> list[tuple[str, float]]:
     """The ``n`` largest top-level imports (cumulative seconds) of ``python -X importtime`` running ``cmd``."""
     out = subprocess.run([PY, "-X", "importtime", *cmd], capture_output=True, text=True, check=True, cwd=tree,
-                         env=dict(os.environ, PYTHONPATH=str(tree))).stderr
+                         env=dict(os.environ, PYTHONPATH=str(tree), WORKBENCH_SERVER="0")).stderr
     rows = []
     for line in out.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| ( ?)(\S+)$", line)
@@ -95,12 +102,19 @@ def measure(repeats: int, realdata: Path, trees: dict[str, Path]) -> dict[str, d
         rows[f"info: {name}"] = wall([PY, "-m", "workbench", "info", str(path), *extra], repeats, trees)
     recon = ["-m", "workbench", "recon", demo, "--method", "zero-filled", "--json"]
     rows["recon: imports before the method runs"] = wall([PY, "-c", RECON_IMPORTS], repeats, trees)
-    rows["recon --method zero-filled --json, demo slice (whole command)"] = wall([PY, *recon], repeats, trees)
+    rows[RECON_ROW] = wall([PY, *recon], repeats, trees)
+    rows[SERVED_ROW] = wall([PY, *recon], repeats, trees, server=True)
     for key, value in rows.items():
         print("  ".join(f"{label} {v['median']:6.3f} s" for label, v in value.items()) + f"  {key}",
               file=sys.stderr)
     return {label: {"rows": {key: value[label] for key, value in rows.items()},
                     "recon_top_imports": top_imports(recon, tree)} for label, tree in trees.items()}
+
+
+def command_server_idle() -> float:
+    from workbench.command_server import IDLE_S
+
+    return float(os.environ.get("WORKBENCH_SERVER_IDLE", IDLE_S))
 
 
 def to_markdown(runs: dict) -> str:
@@ -126,14 +140,21 @@ def to_markdown(runs: dict) -> str:
     rows = runs[labels[-1]]["rows"]
     floor = rows.get("python -c pass (interpreter floor)")
     torch_row = rows.get("python -c 'import torch' (torch floor)")
-    recon = rows.get("recon --method zero-filled --json, demo slice (whole command)")
+    recon = rows.get(RECON_ROW)
     if floor and torch_row and recon and floor["cpu"] > 0:
         share = floor["median"] / floor["cpu"]
         lines += ["", f"Reading it ({labels[-1]}): the interpreter's own start took {share:.1f}x its "
                   f"CPU time in wall time (each process got about 1/{share:.0f} of a core beside the other work on the "
                   "machine); on a quiet machine a single-threaded start's wall time is about its CPU time. `import "
                   f"torch` alone took {torch_row['cpu']:.2f} s of CPU, {100 * torch_row['cpu'] / recon['cpu']:.0f}% of "
-                  f"the whole zero-filled recon command's {recon['cpu']:.2f} s: the floor of `recon`'s start-up."]
+                  f"the whole zero-filled recon command's {recon['cpu']:.2f} s: the floor of `recon`'s start-up "
+                  "in-process."]
+    served = rows.get(SERVED_ROW)
+    if recon and served:
+        lines += ["", f"Through the resident command server (started by a user's first served command, kept "
+                  f"{command_server_idle():.0f} s after the last) the same command took {served['median']:.2f} s "
+                  f"against {recon['median']:.2f} s in-process ({served['median'] / recon['median']:.2f}x): torch, "
+                  "numpy, scipy, h5py and the workbench are imported once, in the server."]
     for label in labels:
         tops = runs[label]["recon_top_imports"]
         lines += ["", f"Largest top-level imports of the recon command ({label}, `-X importtime`, one run): "

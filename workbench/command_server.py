@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -289,14 +290,26 @@ class CommandServer:
         self.listener.listen(16)
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        # A child's exit wakes the loop at once (its client waits for the status): SIGCHLD writes to a pipe.
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "child")
 
     def serve(self) -> None:
         last_busy = time.monotonic()
         try:
             while True:
-                for key, _ in self.sel.select(timeout=0.2):
+                for key, _ in self.sel.select(timeout=1.0):
                     if key.data == "accept":
                         self._accept()
+                    elif key.data == "child":
+                        try:
+                            os.read(self.wake_r, 512)
+                        except BlockingIOError:
+                            pass
                     else:
                         self._control(key.fileobj, key.data)
                 self._reap()
@@ -369,6 +382,10 @@ class CommandServer:
             print(f"command server: cannot fork: {exc}", file=sys.stderr)
             return
         if pid == 0:  # the child: never returns
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
             self.sel.close()
             self.listener.close()
             for other in self.children.values():
@@ -590,6 +607,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in PRELOAD:
             importlib.import_module(name)
         _preload_builtin_methods()
+        # The imported objects go to the permanent generation: a child's garbage collections then do not touch
+        # (and so copy) every page the server holds.
+        gc.collect()
+        gc.freeze()
         server.listen()
     except BaseException:
         server.close()
