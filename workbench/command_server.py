@@ -587,6 +587,16 @@ def _preload_builtin_methods() -> None:
                 pass
 
 
+def _preload_optional_readers() -> None:
+    """The twix reader's twixtools (0.1-0.3 s a command otherwise), through the reader's own lazy import."""
+    try:
+        from workbench.io.twix import _import_twixtools
+
+        _import_twixtools()
+    except Exception:  # noqa: BLE001 - not installed or broken: the command that needs it reports it
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import importlib
@@ -607,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in PRELOAD:
             importlib.import_module(name)
         _preload_builtin_methods()
+        _preload_optional_readers()
         # The imported objects go to the permanent generation: a child's garbage collections then do not touch
         # (and so copy) every page the server holds.
         gc.collect()
