@@ -606,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-fd", type=int, default=None)
     p.add_argument("--idle", type=float, default=float(os.environ.get("WORKBENCH_SERVER_IDLE", IDLE_S)))
     args = p.parse_args(argv)
+    os.chdir("/")  # hold no user folder busy; each child moves to its client's
     server = CommandServer(args.socket, idle_s=args.idle)
     ready = os.fdopen(args.ready_fd, "wb") if args.ready_fd is not None else None
     if not server.acquire():
