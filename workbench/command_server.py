@@ -159,6 +159,8 @@ def _connect(path: str) -> socket.socket | None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
+        if _peer_uid(s) != os.getuid():  # the folder is private, but trust no server of another user
+            raise PermissionError(path)
     except OSError:
         s.close()
         return None
