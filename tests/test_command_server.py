@@ -171,7 +171,7 @@ def test_malformed_requests_are_refused_and_the_server_goes_on(scan, runtime):
             s.settimeout(10)
             s.connect(path)
             s.sendall(junk)
-            assert struct.unpack("!i", s.recv(4))[0] == 2
+            assert struct.unpack("!ci", s.recv(5)) == (b"X", 2)
     out = _run(["recon", str(scan), "--method", "zero-filled", "--mask", "random", "--json"], env)
     assert out.returncode == 0, out.stderr
 

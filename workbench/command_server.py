@@ -25,8 +25,10 @@ thread pools are never started, so forking is safe.
   the server's whole life makes sure one server owns a socket.
 - **Signals**: Ctrl-C or SIGTERM/SIGHUP to the client are forwarded to the child (the command prints
   "interrupted" and exits 130, as in-process); a client that goes away takes its child with it.
-- **Failures**: a server that cannot be reached or started within :data:`START_TIMEOUT_S` means the command runs
-  in-process (nothing has run yet). A child that dies from a signal reports ``128 + signal``, as a shell would.
+- **Failures**: the server tells the client when it has started the command (``S``), then its exit status
+  (``X`` + status). A server that cannot be reached, does not start within :data:`START_TIMEOUT_S`, cannot fork
+  (``N``) or closes before ``S`` (idle, at that moment) means the command runs in-process: nothing has run yet. A
+  child that dies from a signal reports ``128 + signal``, as a shell would.
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ PRELOAD = ("numpy", "torch", "scipy.io", "h5py", "workbench.jobs", "workbench.pr
            "workbench.scoring", "workbench.methods", "workbench.sampling", "workbench.solvers",
            "workbench.commands.recon", "workbench.commands.plugins")
 BUILTIN_PACKAGE = "workbench_builtin_methods"  # the repository's plugins/ folder, installed under this name
-NOT_RUN = -1  # the status of a command the server could not start: the client runs it in-process
 _HEADER = struct.Struct("!I")
-_STATUS = struct.Struct("!i")
+_STATUS = struct.Struct("!ci")  # b"X" and an exit status (a command's, or a control request's answer)
+STARTED, NOT_STARTED, EXITED = b"S", b"N", b"X"  # what the server tells a waiting client, in that order
 
 
 # ---------------------------------------------------------------------------------------------- where and who
@@ -151,8 +153,7 @@ def run(argv: list[str]) -> int | None:
             _send_request(sock, argv)
         except OSError:
             return None  # the server went away before it took the command: nothing ran
-        status = _wait_for_status(sock)
-        return None if status == NOT_RUN else status
+        return _wait_for_status(sock)
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -193,8 +194,9 @@ def _umask() -> int:
     return mask
 
 
-def _wait_for_status(sock: socket.socket) -> int:
-    """Forward SIGINT / SIGTERM / SIGHUP to the command while waiting for its exit status."""
+def _wait_for_status(sock: socket.socket) -> int | None:
+    """Forward SIGINT / SIGTERM / SIGHUP to the command while waiting for its exit status. None when the server
+    did not start the command (it could not fork, or it was closing): the caller runs it in-process."""
     def forward(signum, frame):
         try:
             sock.send(bytes([signum]))
@@ -205,20 +207,34 @@ def _wait_for_status(sock: socket.socket) -> int:
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
            if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        data = b""
-        while len(data) < _STATUS.size:
-            try:
-                chunk = sock.recv(_STATUS.size - len(data))
-            except InterruptedError:
-                continue
-            if not chunk:
-                print("workbench: the command server ended without an exit status", file=sys.stderr)
-                return 1
-            data += chunk
-        return _STATUS.unpack(data)[0]
+        first = _recv_exactly(sock, 1)
+        if first in (b"", NOT_STARTED):
+            return None  # nothing ran
+        if first == STARTED:
+            first = _recv_exactly(sock, 1)
+        rest = _recv_exactly(sock, _STATUS.size - 1) if first == EXITED else b""
+        if len(rest) != _STATUS.size - 1:
+            print("workbench: the command server ended without an exit status", file=sys.stderr)
+            return 1
+        return _STATUS.unpack(first + rest)[1]
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        try:
+            chunk = sock.recv(n - len(data))
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _start_server(path: str) -> socket.socket | None:
@@ -379,7 +395,7 @@ class CommandServer:
         except OSError as exc:  # no memory or process slots: the client runs the command itself
             for fd in fds:
                 os.close(fd)
-            _send_status(conn, NOT_RUN)
+            _send(conn, NOT_STARTED)
             conn.close()
             print(f"command server: cannot fork: {exc}", file=sys.stderr)
             return
@@ -397,6 +413,7 @@ class CommandServer:
         for fd in fds:
             os.close(fd)
         conn.settimeout(None)
+        _send(conn, STARTED)  # from here the command is running: the client must not run it again
         self.children[pid] = conn
         self.sel.register(conn, selectors.EVENT_READ, pid)
 
@@ -463,8 +480,12 @@ def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
 
 
 def _send_status(conn: socket.socket, code: int) -> None:
+    _send(conn, _STATUS.pack(EXITED, int(code)))
+
+
+def _send(conn: socket.socket, data: bytes) -> None:
     try:
-        conn.sendall(_STATUS.pack(int(code)))
+        conn.sendall(data)
     except OSError:
         pass
 
@@ -557,10 +578,10 @@ def control(path: str, what: str) -> int | None:
         payload = json.dumps({"control": what}).encode()
         try:
             sock.sendall(_HEADER.pack(len(payload)) + payload)
-            data = sock.recv(_STATUS.size)
+            data = _recv_exactly(sock, _STATUS.size)
         except OSError:
             return None
-    return _STATUS.unpack(data)[0] if len(data) == _STATUS.size else None
+    return _STATUS.unpack(data)[1] if len(data) == _STATUS.size and data[:1] == EXITED else None
 
 
 def servers(folder: str | None = None) -> list[str]:
