@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from workbench import toolkit
-from workbench.methods import RunContext, discover_methods
+from workbench.methods import RunContext, discover_methods, parse_params
 from workbench.problem import Problem
 from workbench.sampling import make_sampling
 from workbench.simulate import generate_slice
@@ -103,3 +103,20 @@ def test_mismatch_share_definition():
     assert toolkit.unknowns(_problem("fits")) == int(
         ((_problem("fits").maps.abs() ** 2).sum(0) > 0).sum())
 
+
+
+def test_automatic_weight_stays_inside_the_range_a_user_can_give():
+    # A target no weight in range reaches (kappa far too large): the search ends above lam = 1 x scale, and the
+    # run gets the bound, which the parameter check (and a re-run such as the hold-out's folds) accepts.
+    problem = _problem("fits")
+    calls: list = []
+    solve, data, scale = _recording_tv(problem, calls)
+    lam, search, chosen = toolkit.choose_lam(solve, data, problem, RunContext("cpu"), kappa=1e6, n_iter=5)
+    assert chosen["lam_searched"] > toolkit.LAM_RANGE[1]
+    assert lam == chosen["lam"] == toolkit.LAM_RANGE[1]
+    assert chosen["lam_absolute"] == pytest.approx(lam * scale)
+    assert search.x is None  # the search's image belongs to the other weight
+    method = discover_methods(entry_points=False, user_dirs=False).get("tv")
+    assert parse_params(method.Params, {"lam": lam}).lam == lam  # accepted as a parameter value
+    with pytest.raises(Exception, match="above the maximum"):
+        parse_params(method.Params, {"lam": chosen["lam_searched"]})  # what the search found is not

@@ -196,9 +196,12 @@ def weight_scale(problem: Any) -> float:
 
 # ---------------------------------------------------------------------------------------------------------
 # parameters of the automatic weight, declared alike by every regularised method
+LAM_RANGE = (1e-6, 1.0)  # the relative weights a user may give (lam_param); an automatic weight is kept inside
+
+
 def lam_param(what: str) -> Any:
     """``lam``: the weight relative to the image intensity scale, None = automatic; ``what`` starts its help."""
-    return param(None, min=1e-6, max=1.0, log_scale=True, unit="x scale",
+    return param(None, min=LAM_RANGE[0], max=LAM_RANGE[1], log_scale=True, unit="x scale",
                  help=f"{what} relative to the image intensity scale (99th percentile of the zero-filled "
                       "magnitude); empty/auto = chosen automatically")
 
@@ -379,6 +382,13 @@ def choose_lam(
                                     refine=3)
     lam_rel = search.lam / scale
     chosen = {"lam": lam_rel, "lam_absolute": search.lam, "lam_rule": rule_used, "search_solves": len(search.trace)}
+    if not LAM_RANGE[0] <= lam_rel <= LAM_RANGE[1]:
+        # a weight the user could not type back (and a re-run, such as the hold-out's folds, would refuse): the
+        # nearest one that can be; the search's image was for the other weight, so the run starts afresh
+        ctx.log(f"weight {lam_rel:.3g} x scale is outside {LAM_RANGE[0]:g}..{LAM_RANGE[1]:g}: using the bound")
+        lam_rel = min(max(lam_rel, LAM_RANGE[0]), LAM_RANGE[1])
+        chosen.update(lam=lam_rel, lam_absolute=lam_rel * scale, lam_searched=search.lam / scale)
+        search.x = None
     if rule_used == "discrepancy":
         chosen.update(kappa=kappa, residual_floor=floor, residual_target=search.target, mismatch_share=share,
                       noise_energy=data.noise_energy)
