@@ -61,8 +61,7 @@ HOLDOUT_NOTES = [  # results/holdout.md's notes: measured on these runs (2026-12
     "before a9feacb): demo 0.714 -> 0.857, head 0.929 -> 0.929, phantom 0.714 -> 0.786, GRE 0.571 -> 0.786.",
     "The automatic weight on 2-coil data (a9feacb), before -> after, the same rule, folds, masks and iteration counts "
     "(the earlier weights from the toolkit of a9feacb's parent): tau against the fastMRI NMSE (PSNR) GRE 0.643 -> "
-    "0.786, body coil 0.643 -> 0.643, DHE 0.867 -> 1.000 over the 6 runs that can be validated now (15 pairs, see "
-    "below; 0.857 over all 8 before), 7 T 0.643 -> 0.643 and the phantom 0.786 -> 0.786 (one coil: weights unchanged), "
+    "0.786, body coil 0.643 -> 0.643, DHE 0.857 -> 0.929 (all 8 runs, since d29cc37; see below), 7 T 0.643 -> 0.643 and the phantom 0.786 -> 0.786 (one coil: weights unchanged), "
     "the head 0.929 -> 0.929 and the demo 0.857 -> 0.857 (weights unchanged to 1e-6; their rows reproduce the cached "
     "ones to 1e-6, all seven sets were run again). Weights (x scale) before -> after: GRE R=4 l1-wavelet 0.0033 -> "
     "0.0226, TV 0.0002 -> 0.0163, R=8 0.0052 -> 0.0559, 0.0019 -> 0.0944; body coil R=4 0.0024 -> 0.0182, 0.0005 -> "
@@ -70,15 +69,17 @@ HOLDOUT_NOTES = [  # results/holdout.md's notes: measured on these runs (2026-12
     "score 0.1970) to the best (21.58 dB, 0.0630) and the score follows it; the earlier R=4 miss zero-filled / "
     "l1-wavelet (1.2 dB) is gone (l1-wavelet 19.69 -> 19.80 dB, score 0.0927 -> 0.0785 against zero-filled's 0.0836): "
     "every R=4 pair and every pair across R is ranked as PSNR ranks it. The goal, tau >= 0.8, is met on the demo "
-    "(0.857), the head (0.929) and DHE (1.000, 6 runs); not on the phantom (0.786), GRE (0.786), the body coil (0.643) "
+    "(0.857), the head (0.929) and DHE (0.929); not on the phantom (0.786), GRE (0.786), the body coil (0.643) "
     "nor 7 T (0.643). The true k-space NMSE ranks as PSNR at 0.857 / 1.000 / 1.000 / 1.000 / 1.000 / 0.857 / 0.786 "
     "(demo, head, phantom, GRE, DHE, body coil, 7 T): the ceiling of any k-space estimate, below 0.8 on 7 T.",
-    "Not validated: TV on the DHE phantom at this table's settings (40 iterations, 15 per weight search solve) chose "
-    "lam = 803.5 (R=4) and 620.2 (R=8) x scale, outside the parameter's range 1e-6..1 (at the defaults, 100 and 30 "
-    "iterations, it chooses 0.254 / 0.234; before a9feacb 0.0073 / 0.30): the hold-out's fold runs take the weight the "
-    "run chose (`holdout.params_as_run`) and the parameter check refuses it, as it would in `recon --validate`. A "
-    "matter of the weight search (`workbench/toolkit.py` does not keep the chosen weight within the parameter's "
-    "range), not of the score; the two rows are listed without a score and DHE's tau is over the other 6 runs.",
+    "DHE's TV at this table's settings (40 iterations, 15 per weight search solve): the search found lam = 803.5 "
+    "(R=4) and 620.2 (R=8) x scale, outside the parameter's range 1e-6..1 (at the defaults, 100 and 30 iterations, it "
+    "finds 0.254 / 0.234; before a9feacb 0.0073 / 0.30). The hold-out's fold runs take the weight the run chose "
+    "(`holdout.params_as_run`), and the parameter check refused it, as it would have in `recon --validate`: those two "
+    "rows could not be validated (tau 1.000 over the other 6 runs). Since d29cc37 the automatic weight is kept inside "
+    "the range (the bound, 1.0 here: TV 19.51 -> 19.76 dB at R=4, 16.68 -> 16.80 at R=8) and every DHE run is "
+    "validated: tau 0.929, its one miss l1-wavelet / TV at R=8 (0.35 dB; k-space NMSE 0.1860 / 0.2055, which ranks "
+    "it as PSNR does: a miss of the estimate).",
     "Misranked pairs where tau < 0.8 (dB apart in fastMRI PSNR; k-space NMSE of the two): GRE (3 of 28) all at R=8, "
     "where the four runs lie within 0.47 dB: zero-filled / CG-SENSE (0.26 dB; 0.2105 / 0.2067, 2 % apart), zero-filled "
     "/ l1-wavelet (0.47 dB; 0.2105 / 0.1834, 15 %), l1-wavelet / TV (0.07 dB; 0.1834 / 0.1880, 2 %). Phantom (3, "
@@ -93,7 +94,7 @@ HOLDOUT_NOTES = [  # results/holdout.md's notes: measured on these runs (2026-12
     "(0.16 dB). Only the 7 T R=4 pairs with TV are >= 0.5 dB apart (2 of 20 such pairs there; none on the other sets).",
     "Why: the correlation rho measured on the held-out lines is not that of the unmeasured lines. With each run's "
     "correlation on the unmeasured lines themselves (an oracle from the fully sampled data, everything else of the "
-    "score as it is) tau would be demo 0.857, head 1.000, phantom 1.000, GRE 1.000, DHE 1.000 (6 runs), body coil "
+    "score as it is) tau would be demo 0.857, head 1.000, phantom 1.000, GRE 1.000, DHE 1.000 (6 runs, before d29cc37), body coil "
     "0.857, 7 T 0.929; the true unmeasured energy instead of the profile, with the held-out rho, gives phantom 0.643, "
     "7 T 0.571, the others unchanged. Held-out against unmeasured rho: body coil R=8 l1-wavelet 0.06 / 0.44, CG-SENSE "
     "0.02 / 0.24, TV 0.03 / 0.28; GRE R=8 l1-wavelet 0.11 / 0.38, CG-SENSE 0.06 / 0.23; 7 T R=4 TV 0.15 / 0.45. On the "
