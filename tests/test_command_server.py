@@ -194,3 +194,20 @@ def test_code_key_follows_edits_and_family_key_the_environment(tmp_path, monkeyp
 def test_opt_out(monkeypatch):
     monkeypatch.setenv("WORKBENCH_SERVER", "off")
     assert command_server.run(["plugins"]) is None
+
+
+def test_doctor_says_whether_the_server_is_used(tmp_path, monkeypatch):
+    from workbench.commands.doctor import diagnose
+
+    def row(env):
+        return dict(diagnose(env, app=False).sections["Places"])["command server"]
+
+    assert row({"WORKBENCH_SERVER": "0"}).startswith("off")
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    os.chmod(open_folder, 0o777)
+    monkeypatch.setenv("WORKBENCH_RUNTIME_DIR", str(open_folder))
+    assert row({}).startswith("unavailable")
+    private = tmp_path / "private"
+    monkeypatch.setenv("WORKBENCH_RUNTIME_DIR", str(private))
+    assert row({}).startswith("on, sockets in " + str(private))

@@ -199,6 +199,26 @@ def _check_places(r: Report, environ: dict[str, str]) -> None:
     data = paths.realdata_dir()
     r.add("Places", "real data", f"{data}" + ("" if data.is_dir() else
                                              " (absent: set WORKBENCH_REALDATA to the folder of the real sets)"))
+    _check_command_server(r, environ)
+
+
+def _check_command_server(r: Report, environ: dict[str, str]) -> None:
+    """Whether recon / plugins can use the resident command server, and why not (never a problem: without it
+    they run in-process, only slower to start)."""
+    from workbench import command_server
+
+    if not command_server.enabled(environ):
+        r.add("Places", "command server", "off (WORKBENCH_SERVER, or a platform without Unix socket descriptor "
+                                          "passing): commands run in-process")
+        return
+    folder = command_server.runtime_dir()
+    if folder is None:
+        r.add("Places", "command server", "unavailable: its socket folder exists but is not private to you (owned "
+                                          "by another user or open to others); commands run in-process. Remove it "
+                                          "or set WORKBENCH_RUNTIME_DIR to a folder of yours")
+        return
+    running = [p for p in command_server.servers(folder) if command_server.server_pid(p)]
+    r.add("Places", "command server", f"on, sockets in {folder} ({len(running)} running)")
 
 
 def diagnose(environ: dict[str, str] | None = None, app: bool = True) -> Report:
