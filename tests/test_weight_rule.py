@@ -100,6 +100,9 @@ def test_mismatch_share_definition():
     assert toolkit.mismatch_share(8.0, 1.0, 200, 100) == pytest.approx(0.75)  # floor eight times the noise
     assert toolkit.mismatch_share(8.0, 1.0, 10, 100) == pytest.approx(0.9)  # the larger of the two
     assert toolkit.mismatch_share(0.0, 1.0, 200, 100) == 0.0 and toolkit.mismatch_share(1.0, 1.0, 200, 0) == 0.0
+    # a floor solve that stops far from its minimum (non-Cartesian): only the sample count speaks
+    assert toolkit.mismatch_share(8.0, 1.0, 200, 100, floor_converged=False) == 0.0
+    assert toolkit.mismatch_share(8.0, 1.0, 10, 100, floor_converged=False) == pytest.approx(0.9)
     assert toolkit.unknowns(_problem("fits")) == int(
         ((_problem("fits").maps.abs() ** 2).sum(0) > 0).sum())
 
@@ -120,3 +123,25 @@ def test_automatic_weight_stays_inside_the_range_a_user_can_give():
     assert parse_params(method.Params, {"lam": lam}).lam == lam  # accepted as a parameter value
     with pytest.raises(Exception, match="above the maximum"):
         parse_params(method.Params, {"lam": chosen["lam_searched"]})  # what the search found is not
+
+
+def test_non_cartesian_floor_is_not_counted_as_mismatch(realdata):
+    # The prospective radial cardiac scan (12 coils, 25 spokes): the 15-iteration floor of the density-weighted
+    # problem stays far above twice the noise energy, which on Cartesian data would count as mismatch and, here,
+    # over-smooth (design.md); only the sample count may speak (more samples than unknowns: m = 0).
+    from workbench.io import open_scan
+
+    path = realdata / "gpunufft_radial_cardiac12ch" / "radial_cardiac_25_projections.mat"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    problem = Problem.from_scan(open_scan(str(path)), 0, None)
+    calls: list = []
+    solve, data, scale = _recording_tv(problem, calls)
+    lam, search, chosen = toolkit.choose_lam(solve, data, problem, RunContext("cpu"), n_iter=15)
+    assert not problem.is_cartesian
+    assert chosen["residual_floor"] > 2 * chosen["noise_energy"]  # what the Cartesian rule would count
+    measured = int((data.y != 0).sum())
+    assert measured > toolkit.unknowns(problem)
+    assert chosen["mismatch_share"] == 0.0
+    assert chosen["residual_target"] == pytest.approx(chosen["residual_floor"] + 0.03 * chosen["noise_energy"],
+                                                      rel=1e-4)
