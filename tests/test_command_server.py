@@ -166,7 +166,7 @@ def test_malformed_requests_are_refused_and_the_server_goes_on(scan, runtime):
     assert _run(["plugins"], env).returncode == 0
     (path,) = command_server.servers(runtime)
     for junk in (b"\xff\xff\xff\xff", struct.pack("!I", 5) + b"[1,2]", struct.pack("!I", 9) + b"not json!",
-                 struct.pack("!I", 2) + b"{}"):
+                 struct.pack("!I", 2) + b"{}", struct.pack("!I", 200000) + b"[" * 100000 + b"]" * 100000):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
             s.connect(path)

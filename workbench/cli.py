@@ -12,6 +12,10 @@ import sys
 
 from workbench.errors import WorkbenchError
 
+# The commands the resident command server runs (workbench.command_server): those that import torch. `info`
+# starts fast without it and stays in-process; the app never uses the server.
+SERVED_COMMANDS = frozenset({"recon", "plugins"})
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("workbench.commands.info", "print what a scan file holds"),
@@ -97,7 +101,7 @@ def run_command(argv: list[str]) -> int:
 
 
 def entry() -> None:
-    """Console-script entry point. The commands in :data:`workbench.command_server.SERVED` run in a child of the
+    """Console-script entry point. The commands in :data:`SERVED_COMMANDS` run in a child of the
     resident command server when one can be used (Python's and torch's start-up paid once; ``WORKBENCH_SERVER=0``
     turns it off), else here. torchkbnufft's forked interpolation threads can abort the interpreter at exit
     ("terminate called without an active exception", exit 134) right after a NUFFT call; leaving with
@@ -106,7 +110,7 @@ def entry() -> None:
 
     argv = sys.argv[1:]
     rc = None
-    if argv and argv[0] in ("recon", "plugins"):  # command_server.SERVED, without importing it for the others
+    if argv and argv[0] in SERVED_COMMANDS:
         from workbench import command_server
 
         rc = command_server.run(argv)

@@ -10,7 +10,7 @@ command behaves as one run in-process, output, errors and files included, and co
 child starts from the server's just-imported state). The server computes nothing itself: its OpenMP and intra-op
 thread pools are never started, so forking is safe.
 
-- **Which commands**: :data:`SERVED` (``recon``, ``plugins``). ``info`` starts fast without torch and stays
+- **Which commands**: :data:`workbench.cli.SERVED_COMMANDS` (``recon``, ``plugins``). ``info`` starts fast without torch and stays
   in-process; the app never uses the server.
 - **Opting out**: ``WORKBENCH_SERVER=0`` (or ``off``) runs every command in-process, as before. The server exits
   after ``WORKBENCH_SERVER_IDLE`` seconds without a command (default 900); ``workbench server stop`` ends it now.
@@ -47,7 +47,6 @@ import struct
 import sys
 import time
 
-SERVED = frozenset({"recon", "plugins"})
 IDLE_S = 900.0
 START_TIMEOUT_S = 60.0
 MAX_REQUEST = 1 << 20  # bytes of a request's JSON
@@ -182,8 +181,12 @@ def _send_request(sock: socket.socket, argv: list[str]) -> None:
     }
     payload = json.dumps(request).encode()
     data = _HEADER.pack(len(payload)) + payload
-    fds = [sys.stdin.fileno() if sys.stdin is not None else os.open(os.devnull, os.O_RDONLY), 1, 2]
-    sent = socket.send_fds(sock, [data], fds)
+    stdin = sys.stdin.fileno() if sys.stdin is not None else os.open(os.devnull, os.O_RDONLY)
+    try:
+        sent = socket.send_fds(sock, [data], [stdin, 1, 2])
+    finally:
+        if sys.stdin is None:
+            os.close(stdin)
     if sent < len(data):
         sock.sendall(data[sent:])
 
@@ -365,36 +368,26 @@ class CommandServer:
             return
         conn.setblocking(True)
         conn.settimeout(10.0)
-        fds: list[int] = []
         try:
             if _peer_uid(conn) != os.getuid():
                 raise PermissionError("a process of another user")
             request, fds = _read_request(conn)
-        except (OSError, ValueError) as exc:
-            for fd in fds:
-                os.close(fd)
+        except Exception as exc:  # noqa: BLE001 - any malformed request (deep JSON nesting too): refuse it, go on
             _send_status(conn, 2)
             conn.close()
             print(f"command server: refused a connection: {exc}", file=sys.stderr)
             return
-        if request.get("control") == "stop":
-            self.stopping = True
-            for fd in fds:
-                os.close(fd)
-            _send_status(conn, 0)
-            conn.close()
-            return
-        if request.get("control") == "status":
-            for fd in fds:
-                os.close(fd)
-            _send_status(conn, len(self.children))
+        control = request.get("control")
+        if control is not None:  # stop (after the running commands) or status (how many run)
+            _close_all(fds)
+            self.stopping = self.stopping or control == "stop"
+            _send_status(conn, len(self.children) if control == "status" else 0)
             conn.close()
             return
         try:
             pid = os.fork()
         except OSError as exc:  # no memory or process slots: the client runs the command itself
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
             _send(conn, NOT_STARTED)
             conn.close()
             print(f"command server: cannot fork: {exc}", file=sys.stderr)
@@ -410,8 +403,7 @@ class CommandServer:
                 other.close()
             os.close(self.lock_fd)
             _run_child(conn, request, fds)
-        for fd in fds:
-            os.close(fd)
+        _close_all(fds)
         conn.settimeout(None)
         _send(conn, STARTED)  # from here the command is running: the client must not run it again
         self.children[pid] = conn
@@ -459,24 +451,32 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    """The request and the descriptors that came with it; on any error the descriptors are closed."""
     msg, fds, _, _ = socket.recv_fds(conn, 65536, 3)
-    if len(msg) < _HEADER.size:
-        raise ValueError("a truncated request")
-    (size,) = _HEADER.unpack(msg[:_HEADER.size])
-    if size > MAX_REQUEST:
-        raise ValueError(f"a request of {size} bytes (at most {MAX_REQUEST})")
-    body = msg[_HEADER.size:]
-    while len(body) < size:
-        chunk = conn.recv(size - len(body))
-        if not chunk:
+    try:
+        if len(msg) < _HEADER.size:
             raise ValueError("a truncated request")
-        body += chunk
-    request = json.loads(body[:size])
-    if not isinstance(request, dict):
-        raise ValueError("a request that is not an object")
-    if "control" not in request and (len(fds) != 3 or not isinstance(request.get("argv"), list)):
-        raise ValueError("a command without its three standard streams")
+        (size,) = _HEADER.unpack(msg[:_HEADER.size])
+        if size > MAX_REQUEST:
+            raise ValueError(f"a request of {size} bytes (at most {MAX_REQUEST})")
+        body = msg[_HEADER.size:]
+        body += _recv_exactly(conn, size - len(body))
+        if len(body) < size:
+            raise ValueError("a truncated request")
+        request = json.loads(body[:size])
+        if not isinstance(request, dict):
+            raise ValueError("a request that is not an object")
+        if "control" not in request and (len(fds) != 3 or not isinstance(request.get("argv"), list)):
+            raise ValueError("a command without its three standard streams")
+    except BaseException:
+        _close_all(fds)
+        raise
     return request, list(fds)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _send_status(conn: socket.socket, code: int) -> None:
