@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -145,36 +146,91 @@ class FailsOnItsSecondRun(Method):
         return Result(image=torch.zeros(tuple(problem.recon_shape), dtype=torch.complex64))
 
 
-def test_one_slice_in_memory_at_a_time(scan_file):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_slices_in_memory_are_those_in_flight(scan_file, workers):
     # The queue forgets each finished slice's job (which holds the slice's Problem: k-space, maps): the volume's
-    # memory is one slice's, not the sum of its slices'.
+    # memory is that of the slices in flight (one per worker), not the sum of its slices'.
     import gc
     import weakref
 
     from workbench.jobs import JobQueue
 
-    jobs, problems, alive = JobQueue("cpu"), [], []
+    jobs, problems, alive = JobQueue("cpu"), {}, []
 
     def progress(k, index, job):
-        if not problems or problems[-1][0] != k:
-            problems.append((k, weakref.ref(job.problem)))
+        problems.setdefault(k, weakref.ref(job.problem))
 
     def slice_done(k, record, image):
         gc.collect()
-        alive.append(sum(ref() is not None for _, ref in problems[:-1]))  # the earlier slices' problems
-        assert jobs.jobs == []
+        alive.append(sum(ref() is not None for kk, ref in problems.items() if kk <= k))  # slices done so far
+        assert sum(ref() is not None for ref in problems.values()) <= workers
+        assert all(not j.done for j in jobs.jobs)
 
     reconstruct_volume(open_scan(scan_file), range(N_SLICES), discover_methods().get("cg-sense"), {"n_iter": 3},
-                       jobs=jobs, on_progress=progress, on_slice=slice_done)
+                       jobs=jobs, on_progress=progress, on_slice=slice_done, workers=workers)
     assert len(problems) == N_SLICES and alive == [0] * N_SLICES
+
+
+class FailsOnSlice3(Method):
+    name = "fails-on-3"
+    version = "1"
+    description = "an empty image, or an error on slice 3 after the other slice in flight has started"
+
+    def __init__(self):
+        self.started = threading.Event()
+
+    def run(self, problem, params, ctx):
+        if problem.provenance["slice"] == 3:
+            self.started.wait(10)
+            raise RuntimeError("diverged")
+        self.started.set()
+        for _ in range(200):  # a slice in flight beside the failing one stops at its next progress report
+            ctx.progress(0.5, "working")
+            ctx.check_cancelled()
+            time.sleep(0.01)
+        return Result(image=torch.zeros(tuple(problem.recon_shape), dtype=torch.complex64))
 
 
 def test_a_failing_slice_names_it_and_writes_nothing(scan_file, tmp_path):
     scan = open_scan(scan_file)
     out = tmp_path / "v.h5"
     with pytest.raises(WorkbenchError, match="fails-later: slice 3: .*diverged"):
-        reconstruct_volume(scan, [1, 3, 0], FailsOnItsSecondRun(), out=out)
+        reconstruct_volume(scan, [1, 3, 0], FailsOnItsSecondRun(), out=out, workers=1)
     assert _files(tmp_path) == []
+    # two slices at once: slice 3 fails while slice 0 runs; slice 0 is stopped, not waited for to the end
+    t0 = time.perf_counter()
+    with pytest.raises(WorkbenchError, match="fails-on-3: slice 3: .*diverged"):
+        reconstruct_volume(scan, [3, 0, 1], FailsOnSlice3(), out=out, workers=2)
+    assert _files(tmp_path) == [] and time.perf_counter() - t0 < 1.5
+
+
+def test_slices_in_parallel_equal_one_at_a_time(scan_file):
+    # Two slices at once (one intra-op thread each) give the images, records and volume scores of one slice at a
+    # time; the calls of on_slice come in slice order on the calling thread, on_progress one at a time.
+    scan = open_scan(scan_file)
+    method = discover_methods().get("cg-sense")
+    seen, inside, overlap = {}, [0], []
+
+    def progress(k, index, job):
+        inside[0] += 1
+        overlap.append(inside[0])
+        time.sleep(0.001)
+        inside[0] -= 1
+
+    caller, threads = threading.get_ident(), torch.get_num_threads()
+    for workers in (1, 2):
+        order = []
+        seen[workers] = reconstruct_volume(
+            scan, [2, 0, 3, 1], method, {"n_iter": 6}, keep_images=True, workers=workers, on_progress=progress,
+            on_slice=lambda k, record, image: order.append((k, record.slice, threading.get_ident() == caller)))
+        assert order == [(0, 2, True), (1, 0, True), (2, 3, True), (3, 1, True)]
+    one, two = seen[1], seen[2]
+    assert max(overlap) == 1
+    np.testing.assert_allclose(two.images, one.images, rtol=0, atol=1e-5 * np.abs(one.images).max())
+    assert [r.slice for r in two.records] == [2, 0, 3, 1]
+    assert [r.iterations for r in two.records] == [r.iterations for r in one.records]
+    assert two.metrics["psnr"] == pytest.approx(one.metrics["psnr"], abs=1e-3)
+    assert torch.get_num_threads() == threads  # the run's one-thread-per-slice setting is undone
 
 
 def test_volume_runs_in_the_background_with_progress_per_slice(scan_file, tmp_path):

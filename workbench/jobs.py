@@ -95,7 +95,8 @@ class Job:
                  on_done: Callable[["Job"], None] | None = None,
                  on_iterate: Callable[["Job", torch.Tensor], None] | None = None, *,
                  cancel_grace: float | None = None,
-                 on_unresponsive: Callable[["Job"], None] | None = None):
+                 on_unresponsive: Callable[["Job"], None] | None = None,
+                 cpu_threads: int | None = None):
         self.id = next(_ids)
         self.method = method
         self.problem = problem
@@ -113,6 +114,7 @@ class Job:
         self.unresponsive = False
         self._cancel_grace = cancel_grace
         self._on_unresponsive = on_unresponsive
+        self._cpu_threads = cpu_threads
         self._on_progress = on_progress
         self._on_done = on_done
         self._on_iterate = on_iterate
@@ -214,7 +216,10 @@ class Job:
                 ctx.check_cancelled()
             problem = _problem_on_device(problem, self.device)
             if torch.device(self.device).type == "cpu":
-                use_threads_for_job()  # intra-op threads: every usable core (workbench.threads)
+                if self._cpu_threads:  # fixed by the queue (whole volumes: one thread per slice in flight)
+                    torch.set_num_threads(self._cpu_threads)
+                else:
+                    use_threads_for_job()  # intra-op threads: every usable core (workbench.threads)
             result = safe_run(self.method, problem, self.params, ctx)
             state = JobState.CANCELLED if self._cancel.is_set() else JobState.DONE
         except JobCancelled:
@@ -349,14 +354,17 @@ class JobQueue:
         iterate_interval: least seconds between two ``on_iterate`` calls of a job.
         cancel_grace: seconds a running job has to answer Cancel before it is abandoned as unresponsive (see
             the module docstring; jobs of :meth:`run_sync` run on the caller's thread and are never abandoned).
+        cpu_threads: intra-op threads of every CPU job (None: chosen per job, :func:`use_threads_for_job`);
+            :func:`workbench.volume.reconstruct_volume` runs several slices at once with one thread each.
     """
 
     def __init__(self, device: str = "auto", *, progress_interval: float = 0.05, iterate_interval: float = 0.25,
-                 cancel_grace: float = 5.0):
+                 cancel_grace: float = 5.0, cpu_threads: int | None = None):
         self.device = resolve_device(device)
         self.progress_interval = progress_interval
         self.iterate_interval = iterate_interval
         self.cancel_grace = cancel_grace
+        self.cpu_threads = cpu_threads
         self.jobs: list[Job] = []
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
@@ -366,7 +374,8 @@ class JobQueue:
                   on_progress, on_done, on_iterate) -> Job:
         dev = self.device if device is None else resolve_device(device)
         p = method.make_params(params)  # bad parameters fail here, in the caller, not later in a worker
-        return Job(method, problem, p, dev, on_progress=on_progress, on_done=on_done, on_iterate=on_iterate)
+        return Job(method, problem, p, dev, on_progress=on_progress, on_done=on_done, on_iterate=on_iterate,
+                   cpu_threads=self.cpu_threads)
 
     def submit(
         self,

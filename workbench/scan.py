@@ -15,6 +15,7 @@ Shapes (per slice, see DESIGN.md):
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -83,6 +84,9 @@ class Scan:
     header: dict[str, Any] = field(default_factory=dict)
     header_xml: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    # readers keep one open file handle (h5py, seek + read): reads from several threads (the slices of a volume
+    # run, a job's data preparation beside the app's viewer) take turns
+    _read_lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
 
     # ---------------------------------------------------------------------------------------------------
     @property
@@ -111,7 +115,8 @@ class Scan:
         """k-space of one slice as complex64 tensor, ``kspace_shape``; raises InvalidDataError on NaN/Inf."""
         if not 0 <= index < self.n_slices:
             raise IndexError(f"{self.name}: slice {index} out of range (0..{self.n_slices - 1})")
-        k = np.asarray(read_guarded(self.path, f"slice {index} k-space", lambda: self.load_slice(index)))
+        with self._read_lock:
+            k = np.asarray(read_guarded(self.path, f"slice {index} k-space", lambda: self.load_slice(index)))
         if k.shape != tuple(self.kspace_shape):
             raise InvalidDataError(self.path, f"slice {index} has shape {k.shape}, expected {self.kspace_shape}")
         if not np.isfinite(k).all():
@@ -126,8 +131,9 @@ class Scan:
         if self.load_reference is None:
             return None
         load = self.load_reference
-        ref = np.asarray(read_guarded(self.path, f"slice {index} reference image", lambda: load(index)),
-                         dtype=np.float32)
+        with self._read_lock:
+            ref = np.asarray(read_guarded(self.path, f"slice {index} reference image", lambda: load(index)),
+                             dtype=np.float32)
         if not np.isfinite(ref).all():
             # a NaN/Inf reference would make every data range and metric NaN
             raise InvalidDataError(self.path, f"slice {index} reference image has "

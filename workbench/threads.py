@@ -34,9 +34,10 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["free_cores", "keep_freed_memory", "probe_threads", "set_passive_wait_policy", "threads_for_job",
-           "use_threads_for_job"]
+__all__ = ["cores_for_job", "free_cores", "keep_freed_memory", "probe_threads", "set_passive_wait_policy",
+           "threads_for_job", "use_threads_for_job"]
 
+STALLED = 4.0  # a parallel probe pass this many times slower than a serial one: a core is held elsewhere
 MMAP_THRESHOLD = 256 << 20  # blocks below this come from the heap and are reused when freed
 TRIM_THRESHOLD = 512 << 20  # freed memory at the heap top kept before it is returned to the kernel
 
@@ -122,8 +123,9 @@ def probe_threads(n: int) -> int:
     A thread of the team that the scheduler keeps waiting (another process of higher priority, or a busy one,
     on its core) stalls every parallel region until it runs: on this 2-core machine, beside a training run at
     nice -5, a pass over 4 MB took 16 ms with 2 threads against 0.3 ms with one, and a whole l1-wavelet solve
-    ran 10x slower. When the other core is free, 2 threads win. The load average cannot tell the two apart;
-    timing a parallel pass can."""
+    ran 10x slower. When the other core is free, 2 threads win on a solve, though not on the probe's
+    memory-bound pass (up to 1.7x slower), hence the margin :data:`STALLED`. The load average cannot tell the
+    two apart; timing a parallel pass can."""
     if n <= 1:
         return max(1, n)
     import torch
@@ -131,17 +133,25 @@ def probe_threads(n: int) -> int:
     x = torch.ones(1 << 20)
     one = _op_time(1, x)
     many = _op_time(n, x, budget=8 * 7 * one + 0.002)
-    return n if many <= one else 1
+    # A pass this small is bound by memory: on a quiet 2-core machine two threads take 1.15-1.67x one thread's
+    # time (30 probes), so "not slower" would say one thread whenever nothing stalls; a stalled core is 50x.
+    return n if many <= STALLED * one else 1
 
 
-def use_threads_for_job() -> int:
-    """Set torch's intra-op thread count for a CPU job and return it: :func:`threads_for_job`, checked by
-    :func:`probe_threads` unless ``WORKBENCH_THREADS`` fixes the count."""
-    import torch
-
+def cores_for_job() -> int:
+    """The CPU threads a job may use now: :func:`threads_for_job`, checked by :func:`probe_threads` unless
+    ``WORKBENCH_THREADS`` fixes the count (a whole-volume run gives each of them a slice of its own)."""
     n = threads_for_job()
     if os.environ.get("WORKBENCH_THREADS", "auto").strip().lower() in ("", "auto"):
         n = probe_threads(n)
+    return n
+
+
+def use_threads_for_job() -> int:
+    """Set torch's intra-op thread count for a CPU job to :func:`cores_for_job` and return it."""
+    import torch
+
+    n = cores_for_job()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -106,16 +106,23 @@ class VolumeRuns:
         self.runs.append(run)
         n = len(slices)
 
+        in_flight: dict[int, float] = {}  # k -> its method's progress (several slices run at once on a CPU)
+
+        def overall() -> float:  # never moves back: a slice may start after another slice's progress was shown
+            return max(run.progress, (len(run.records) + sum(in_flight.values())) / n)
+
         def progress(k: int, index: int, job: Any) -> None:
+            in_flight[k] = min(float(job.progress), 1.0)
             run.current = index
-            run.progress = (k + float(job.progress)) / n
+            run.progress = overall()
             run.progress_text = f"slice {index} ({k + 1}/{n}) {100 * job.progress:.0f}%"
             self._changed(run)
 
         def slice_done(k: int, record: Any, image: np.ndarray) -> None:
             run._images[record.slice] = image
             run.records.append(record)
-            run.progress = (k + 1) / n
+            in_flight.pop(k, None)
+            run.progress = overall()
             self._changed(run)
 
         def work() -> None:
