@@ -916,14 +916,17 @@ def _discover_entry_points(registry: Registry, *, builtin: bool = True, others: 
     except Exception as exc:
         _record(registry, f"entry points {ENTRY_POINT_GROUP}", exc)
         return
-    own = sorted((ep for ep in eps if _distribution(ep) == DISTRIBUTION), key=lambda ep: ep.value)
+    # a distribution's name is read from its metadata file each time it is asked for; its entry points share it
+    names = {id(getattr(ep, "dist", None)): _distribution(ep) for ep in eps}
+    dist_of = {id(ep): names[id(getattr(ep, "dist", None))] for ep in eps}
+    own = sorted((ep for ep in eps if dist_of[id(ep)] == DISTRIBUTION), key=lambda ep: ep.value)
     if builtin and not own:
         registry.errors.append(PluginError(
             source="builtin methods", message=f"no entry points of {DISTRIBUTION!r} in the group "
             f"{ENTRY_POINT_GROUP!r}: the workbench is not installed (pip install -e . in its folder)"))
-    chosen = (own if builtin else []) + ([ep for ep in eps if _distribution(ep) != DISTRIBUTION] if others else [])
+    chosen = (own if builtin else []) + ([ep for ep in eps if dist_of[id(ep)] != DISTRIBUTION] if others else [])
     for ep in chosen:
-        dist = _distribution(ep)
+        dist = dist_of[id(ep)]
         if dist == DISTRIBUTION:
             source = f"builtin {ep.value}"
         else:
