@@ -145,3 +145,32 @@ def test_non_cartesian_floor_is_not_counted_as_mismatch(realdata):
     assert chosen["mismatch_share"] == 0.0
     assert chosen["residual_target"] == pytest.approx(chosen["residual_floor"] + 0.03 * chosen["noise_energy"],
                                                       rel=1e-4)
+
+
+def test_one_coil_floor_is_the_exact_fit_without_a_floor_solve(monkeypatch):
+    # One coil, |S| = 1 on the grid: A^H y fits every measured sample, so the floor is 0 and no floor solve runs;
+    # the weight is the one the 15-iteration floor solve gives (its floor is ~0 too), to 1%.
+    s = generate_slice(1, shape=SHAPE, n_coils=1)
+    sampling = make_sampling("random", SHAPE, 4, seed=0, center_fraction=0.1)
+    problem = Problem(torch.from_numpy(s["kspace"]) * sampling.mask, mask=sampling.mask, reference=s["reference"])
+    data = toolkit.DataTerm(problem)
+    x = toolkit.exact_fit(data, problem)
+    y = problem.y
+    assert float((problem.A.forward(x) - y).abs().pow(2).sum()) <= 1e-10 * float(y.abs().pow(2).sum())
+
+    chosen = {}
+    for label, fit in (("exact", toolkit.exact_fit), ("floor solve", lambda data, problem: None)):
+        monkeypatch.setattr(toolkit, "exact_fit", fit)
+        calls: list = []
+        solve, data, scale = _recording_tv(problem, calls)
+        lam, search, chosen[label] = toolkit.choose_lam(solve, data, problem, RunContext("cpu"), n_iter=15)
+        floor_solves = [c for c in calls if c[0] == pytest.approx(toolkit.LAM_MIN * scale)]
+        assert len(floor_solves) == (0 if label == "exact" else 1)
+    assert chosen["exact"]["residual_floor"] <= 1e-10 * float(y.abs().pow(2).sum())
+    assert chosen["exact"]["lam"] == pytest.approx(chosen["floor solve"]["lam"], rel=0.01)
+
+    # more than one coil (maps that vary) or non-unit maps: no closed form
+    two = _problem("fewer samples")
+    assert toolkit.exact_fit(toolkit.DataTerm(two), two) is None
+    half = Problem(problem.y, mask=sampling.mask, maps=0.5 * torch.ones(1, *SHAPE, dtype=torch.complex64))
+    assert toolkit.exact_fit(toolkit.DataTerm(half), half) is None

@@ -4,7 +4,8 @@ plugins alike (the built-ins in ``plugins/`` use nothing else).
 - the plugin API itself, re-exported: :class:`Method`, :class:`Capabilities`, :func:`param`, :class:`RunContext`,
   :class:`ParamError`, :class:`Result`;
 - the data term (:class:`DataTerm`) and the scale of the weights (:func:`weight_scale`, :func:`operator_norm2`);
-- the automatic weight (:func:`choose_lam`, :func:`mismatch_share`, :func:`unknowns`, :func:`search_trace`) and
+- the automatic weight (:func:`choose_lam`, :func:`mismatch_share`, :func:`unknowns`, :func:`exact_fit`,
+  :func:`search_trace`) and
   the parameters that steer it (:func:`lam_rule_param`, ...);
 - the per-iteration callback with progress, history, intermediate images and cancellation
   (:func:`iteration_callback`);
@@ -107,6 +108,7 @@ __all__ = [
     "check_wavelet_levels",
     "choose_lam",
     "dcf_weighting_param",
+    "exact_fit",
     "finish_run",
     "iteration_callback",
     "kappa_param",
@@ -335,7 +337,9 @@ def choose_lam(
     runs ``WARM_FRACTION * n_iter`` (at least 5). The discrepancy search knows the floor and models the excess
     ``r - floor`` as a power of the weight (``discrepancy_principle(floor=...)``), so the usual search is the
     floor and two solves (30 + 30 + 20 iterations; bracketing by factors of 10 took 30 + 30 + 3 x 20, with the
-    first search solve from zero). Fewer warm iterations (10) moved the chosen weights by 20% and TV's PSNR on
+    first search solve from zero). Where the model fits the data exactly in closed form (one coil:
+    :func:`exact_fit`) that image is the floor's, with floor 0, and no floor solve runs (weights within 1%;
+    l1-wavelet on the real 1-coil phantom and 7 T scan 17-19% faster). Fewer warm iterations (10) moved the chosen weights by 20% and TV's PSNR on
     the real head by 0.17 dB; starting the first search solve from the floor with 20 iterations cost TV 0.07 dB.
 
     Returns ``(lam_relative, search, chosen)`` with ``chosen`` the dict for ``Result.chosen``.
@@ -364,7 +368,9 @@ def choose_lam(
     floor = None
     search: LambdaSearch | None = None
     if rule == "discrepancy":
-        floor_x = short_solve(data.A, data.y, LAM_MIN * scale).x
+        floor_x = exact_fit(data, problem)
+        if floor_x is None:
+            floor_x = short_solve(data.A, data.y, LAM_MIN * scale).x
         start[0] = floor_x
         floor = float((data.A.forward(floor_x) - data.y).abs().pow(2).sum())
         measured = int((data.y != 0).sum())
@@ -399,6 +405,19 @@ def choose_lam(
                       noise_energy=data.noise_energy)
     ctx.log(f"weight chosen by {rule_used}: lam = {lam_rel:.3g} x scale ({len(search.trace)} solves)")
     return lam_rel, search, chosen
+
+
+def exact_fit(data: DataTerm, problem: Any) -> torch.Tensor | None:
+    """An image that fits the data exactly, when the model has one in closed form, else None: one coil on a
+    Cartesian grid with ``|S| = 1`` everywhere (``A = M F S``), where ``x = A^H y`` gives ``A x = M F S S^* F^H
+    M^T y = y``. The floor of the discrepancy rule is then 0 without the 30-iteration floor solve (a sixth of
+    a 1-coil l1-wavelet run with its weight search)."""
+    if not problem.is_cartesian or problem.n_coils != 1 or data.weighted:
+        return None
+    maps = problem.maps
+    if tuple(maps.shape[-2:]) != tuple(problem.grid_shape) or float((maps.abs() - 1).abs().max()) > 1e-5:
+        return None
+    return data.A.adjoint(data.y)
 
 
 def unknowns(problem: Any) -> int:
