@@ -13,9 +13,12 @@ ESPIRiT maps, the automatic weight, its default iterations, the thread count and
 ``-R T:3:0:lam -i 100``), ``OMP_NUM_THREADS`` = the cores and ``OMP_WAIT_POLICY=passive``.
 
 Timing: whole processes (start-up, reading, maps, weight, solve, writing), ours and BART's in turn, ``--repeats``
-rounds after one untimed round. Ours twice per round: as a user gets it (the resident command server of
-``workbench.command_server``, started by the untimed round: every command after a user's first) and in-process
-(``WORKBENCH_SERVER=0``: the first command, or the server turned off, which pays Python's and torch's start-up); medians and the ratio of each pair, the load average before and after. ``--busy 1``
+rounds after one untimed round. Ours three times per round: *again* (the resident command server of
+``workbench.command_server`` and a private ``workbench.weight_store``, both started by the untimed round: the
+command repeated on the same scan and mask), *first* (served, ``WORKBENCH_WEIGHT_STORE=0``: the first command
+on that scan and mask, which searches the weight) and *in-process* (``WORKBENCH_SERVER=0`` too: the first
+command of all, which pays Python's and torch's start-up); medians and the ratio of each to BART's, the load
+average before and after. ``--busy 1``
 runs one busy Python loop beside both (the shared-machine case). Timings never enter the test suite.
 """
 
@@ -91,12 +94,14 @@ def timed(cmd: Sequence[str], env: dict) -> tuple[float, str]:
 def run(datasets: Sequence[str], methods: Sequence[str], repeats: int, busy_modes: Sequence[int]) -> list[dict]:
     cores = len(os.sched_getaffinity(0))
     bart_env = dict(os.environ, OMP_NUM_THREADS=str(cores), OMP_WAIT_POLICY="passive")
-    ours_env = dict(os.environ)
-    ours_env.pop("WORKBENCH_SERVER", None)
-    in_process_env = dict(ours_env, WORKBENCH_SERVER="0")
+    served_env = dict(os.environ)
+    served_env.pop("WORKBENCH_SERVER", None)
+    first_env = dict(served_env, WORKBENCH_WEIGHT_STORE="0")  # nothing remembered: the weight is searched
+    in_process_env = dict(first_env, WORKBENCH_SERVER="0")
     rows = []
     with tempfile.TemporaryDirectory(prefix="defaults-vs-bart-") as tmp:
         folder = Path(tmp)
+        ours_env = dict(served_env, WORKBENCH_WEIGHT_STORE=str(folder / "weights"))  # again: the weight kept
         for name in datasets:
             try:
                 data = prepare(name, folder)
@@ -114,9 +119,10 @@ def run(datasets: Sequence[str], methods: Sequence[str], repeats: int, busy_mode
                     try:
                         time.sleep(1.0 if busy else 0.0)
                         load0 = load_average()
-                        ours_t, own_t, bart_t = [], [], []
+                        ours_t, first_t, own_t, bart_t = [], [], [], []
                         for _ in range(repeats):
                             ours_t.append(timed(ours_command(data, method), ours_env)[0])
+                            first_t.append(timed(ours_command(data, method), first_env)[0])
                             own_t.append(timed(ours_command(data, method), in_process_env)[0])
                             bart_t.append(timed(bart, bart_env)[0])
                         load1 = load_average()
@@ -125,8 +131,10 @@ def run(datasets: Sequence[str], methods: Sequence[str], repeats: int, busy_mode
                             loop.kill()
                             loop.wait()
                     row = {"dataset": name, "method": method, "busy": busy, "lam_absolute": lam,
-                           "psnr": (summary.get("metrics") or {}).get("psnr"), "ours_s": ours_t, "ours_in_process_s": own_t, "bart_s": bart_t,
+                           "psnr": (summary.get("metrics") or {}).get("psnr"), "ours_s": ours_t,
+                           "ours_first_s": first_t, "ours_in_process_s": own_t, "bart_s": bart_t,
                            "ratio_median": statistics.median(o / b for o, b in zip(ours_t, bart_t)),
+                           "ratio_first_median": statistics.median(o / b for o, b in zip(first_t, bart_t)),
                            "ratio_in_process_median": statistics.median(o / b for o, b in zip(own_t, bart_t)),
                            "load": [load0, load1]}
                     rows.append(row)
@@ -139,31 +147,39 @@ def to_markdown(rows: list[dict]) -> str:
              "`workbench recon FILE --mask-file M --method X` with its defaults (ESPIRiT, automatic weight) against "
              "`bart ecalib -m1` + `bart pics` at the weight ours chose; random 4x line mask; medians of interleaved "
              "runs (`python -m benchmarks.bench_defaults_vs_bart`). busy = one busy Python loop beside both. "
-             "ours: as a user gets every command after the first (the resident command server); in-process: "
-             "`WORKBENCH_SERVER=0`, what the first command costs.", "",
-             "| dataset | method | busy | lam (abs) | PSNR ours | ours s | in-process s | BART s | ours / BART | "
-             "in-process / BART | load before, after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Ours three ways: *again*, the command run again on the same scan and mask (the resident command "
+             "server; the automatic weight remembered by `workbench.weight_store`, so no search); *first*, the first "
+             "command on that scan and mask (served, `WORKBENCH_WEIGHT_STORE=0`: the weight is searched); "
+             "*in-process*, the first command of all (`WORKBENCH_SERVER=0` too: Python's and torch's start-up). "
+             "CG-SENSE has a fixed weight: again = first.", "",
+             "| dataset | method | busy | lam (abs) | PSNR ours | again s | first s | in-process s | BART s | "
+             "again / BART | first / BART | in-process / BART | load before, after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         load = ", ".join(f"{v[0]:.1f}" for v in r["load"] if v)
         psnr = "-" if r["psnr"] is None else f"{r['psnr']:.2f}"
         lines.append(f"| {r['dataset']} | {r['method']} | {r['busy']} | {r['lam_absolute']:.3g} | {psnr} | "
-                     f"{statistics.median(r['ours_s']):.2f} | {_median(r, 'ours_in_process_s')} | "
-                     f"{statistics.median(r['bart_s']):.2f} | {r['ratio_median']:.2f} | "
+                     f"{statistics.median(r['ours_s']):.2f} | {_median(r, 'ours_first_s')} | "
+                     f"{_median(r, 'ours_in_process_s')} | {statistics.median(r['bart_s']):.2f} | "
+                     f"{r['ratio_median']:.2f} | {_fmt(r.get('ratio_first_median'))} | "
                      f"{_fmt(r.get('ratio_in_process_median'))} | {load} |")
     busy = {(r["dataset"], r["method"]): r for r in rows if r["busy"]}
     quiet = {(r["dataset"], r["method"]): r for r in rows if not r["busy"]}
     both = sorted(set(busy) & set(quiet))
     if both:
         lines += ["", "Slow-down beside a busy process (busy median / quiet median):", "",
-                  "| dataset | method | ours | in-process | BART |", "|---|---|---|---|---|"]
+                  "| dataset | method | again | first | in-process | BART |", "|---|---|---|---|---|---|"]
         for key in both:
             q, b = quiet[key], busy[key]
-            own = (f"{statistics.median(b['ours_in_process_s']) / statistics.median(q['ours_in_process_s']):.2f}"
-                   if b.get("ours_in_process_s") and q.get("ours_in_process_s") else "-")
-            lines.append(f"| {key[0]} | {key[1]} | {statistics.median(b['ours_s']) / statistics.median(q['ours_s']):.2f}"
-                         f" | {own} | {statistics.median(b['bart_s']) / statistics.median(q['bart_s']):.2f} |")
+            ratios = [_slowdown(q, b, name) for name in ("ours_s", "ours_first_s", "ours_in_process_s", "bart_s")]
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(ratios) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _slowdown(quiet: dict, busy: dict, key: str) -> str:
+    if not quiet.get(key) or not busy.get(key):
+        return "-"
+    return f"{statistics.median(busy[key]) / statistics.median(quiet[key]):.2f}"
 
 
 def _median(row: dict, key: str) -> str:

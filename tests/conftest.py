@@ -11,6 +11,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Commands the tests start run in-process and leave no resident server behind; tests/test_command_server.py
 # turns the server on for its own commands, in a private folder.
 os.environ["WORKBENCH_SERVER"] = "0"
+# Weights chosen by earlier runs (workbench.weight_store) would make a test depend on what ran before it;
+# tests/test_weight_store.py turns the store on in a private folder.
+os.environ["WORKBENCH_WEIGHT_STORE"] = "0"
 
 # Real data lives beside the checkout (../shared/realdata) or where $WORKBENCH_REALDATA says, never in the
 # repository (workbench.paths.realdata_dir).

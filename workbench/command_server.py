@@ -54,7 +54,8 @@ MAX_REQUEST = 1 << 20  # bytes of a request's JSON
 # needs a different server. Everything else is read per command and is simply the client's.
 ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "MALLOC_", "CUDA_", "NVIDIA_", "HIP_", "ROCM_",
                 "PYTORCH_", "TORCH_", "PYTHON", "LD_", "WORKBENCH_", "HDF5_", "SCIPY_", "NUMPY_")
-ENV_IGNORED = frozenset({"WORKBENCH_SERVER", "WORKBENCH_SERVER_IDLE", "WORKBENCH_RUNTIME_DIR"})
+ENV_IGNORED = frozenset({"WORKBENCH_SERVER", "WORKBENCH_SERVER_IDLE", "WORKBENCH_RUNTIME_DIR",
+                         "WORKBENCH_WEIGHT_STORE"})  # read per command
 # Imported by the server before it accepts a command: what every served command needs.
 PRELOAD = ("numpy", "torch", "scipy.io", "h5py", "workbench.jobs", "workbench.problem", "workbench.io.builtin",
            "workbench.scoring", "workbench.methods", "workbench.sampling", "workbench.solvers",

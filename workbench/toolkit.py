@@ -583,6 +583,36 @@ def _data_digest(problem: Any, data: DataTerm) -> str:
     return digest.hexdigest()
 
 
+def _store_key(key: tuple) -> str:
+    from workbench.command_server import code_key
+
+    return hashlib.blake2b(repr((key, code_key())).encode(), digest_size=16).hexdigest()
+
+
+def _stored_weight(key: tuple, problem: Any) -> tuple | None:
+    """The entry of :mod:`workbench.weight_store` for ``key`` (an earlier command's), in memory form, or None."""
+    from workbench.weight_store import default_store
+
+    store = default_store()
+    hit = None if store is None else store.get(_store_key(key), tuple(problem.grid_shape))
+    if hit is None:
+        return None
+    lam, trace, chosen, image = hit
+    x0 = None if image is None else torch.from_numpy(image).to(problem.device)
+    entry = (lam, trace, chosen, x0)
+    _chosen_weights.put(key, entry)
+    return entry
+
+
+def _store_weight(key: tuple, entry: tuple) -> None:
+    from workbench.weight_store import default_store
+
+    store = default_store()
+    if store is not None:
+        lam, trace, chosen, x0 = entry
+        store.put(_store_key(key), lam, trace, chosen, None if x0 is None else x0.detach().cpu().numpy())
+
+
 def _settings_key(params: Any) -> tuple:
     """The method's Params type and every setting except those that do not change the chosen weight."""
     names = getattr(params, "__dataclass_fields__", None) or vars(params)
@@ -614,7 +644,7 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
     lam = params.lam
     if lam is None:
         key = (_data_digest(problem, data), _settings_key(params))
-        hit = _chosen_weights.get(key)
+        hit = _chosen_weights.get(key) or _stored_weight(key, problem)
         if hit is not None:  # the same data, maps and settings as an earlier run: its weight and search image
             lam, extras["lam_search"], chosen, x0 = hit
             chosen, x0 = dict(chosen, reused=True), None if x0 is None else x0.clone()
@@ -624,7 +654,9 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
                                              kappa=setting["kappa"], n_iter=setting["search_iter"])
             extras["lam_search"] = search_trace(search, scale)
             x0, start = search.x, 0.5
-            _chosen_weights.put(key, (lam, extras["lam_search"], chosen, None if x0 is None else x0.clone()))
+            entry = (lam, extras["lam_search"], chosen, None if x0 is None else x0.clone())
+            _chosen_weights.put(key, entry)
+            _store_weight(key, entry)
     history: list[dict] = []
     callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
     result = solve(data.A, data.y, lam * scale, x0=x0, n_iter=params.n_iter, callback=callback,

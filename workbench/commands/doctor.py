@@ -190,6 +190,10 @@ def _check_places(r: Report, environ: dict[str, str]) -> None:
 
     try:
         r.add("Places", "cache", paths.cache_dir(create=False))
+        from workbench.weight_store import default_store
+
+        store = default_store()
+        r.add("Places", "weight store", store.folder if store is not None else "off (WORKBENCH_WEIGHT_STORE=0)")
         r.add("Places", "resources", paths.resources_dir())
     except Exception as exc:  # a broken install is something to report, not to crash on
         r.problem(str(exc), "library", "reinstall the package (make clean && make demo) or run from a checkout")
