@@ -92,9 +92,11 @@ REAL_SETS: dict[str, RealSet] = {
         RealSet(DATASETS["head"]),
         RealSet(DATASETS["phantom"]),
         RealSet(DATASETS["gre"]),
-        RealSet(Dataset("dhe", "real phantom, 2 coils, 384x192 grid -> 192x192 (marcsous_head8ch_dhe, Siemens "
-                               "3 T, double-half-echo study)",
-                        "marcsous_head8ch_dhe/meas_MID00382_FID42164_clean_fl2_m400.mat")),
+        # the file's two "coils" are the forward and reverse half echoes of one coil (each holds 200 of the 384
+        # readout samples): merged into one fully sampled coil by the reader (option merge_channels)
+        RealSet(Dataset("dhe", "real phantom, 1 coil (forward and reverse half echoes merged), 384x192 grid -> "
+                               "192x192 (marcsous_head8ch_dhe, Siemens 3 T, double-half-echo study)",
+                        "marcsous_head8ch_dhe/meas_MID00382_FID42164_clean_fl2_m400.mat", {"merge_channels": True})),
         RealSet(Dataset("bodycoil", "real phantom, 2 coils (body coil), 256x128 grid -> 128x128, repetition 1 of 2 "
                                     "(twix_phantom gre_bodycoil)",
                         "twix_phantom/meas_MID00273_FID117236_gre_bodycoil.dat"), slice_index=0),

@@ -193,6 +193,49 @@ def test_partial_lines_tell_the_readout_axis(tmp_path, rng):
     assert mask.shape == (24, 24) and not mask[:6].any() and not mask[:, ::3].any() and mask[6:, 1].all()
 
 
+def half_echo_channels(rng, overlap=8):
+    """A single-coil k-space [64, 32] (readout along the first dim) stored as a double-half-echo scan: channel 0
+    holds the readout samples from the centre - overlap/2 up, channel 1 those up to the centre + overlap/2, the
+    latter with a phase 0.7 + 0.01 * kx of its own (what the two readout polarities give). Returns the
+    single-coil k-space and the two channels [2, 64, 32]."""
+    img = disc_coil_images(1, 64, 32, radius=0.22, radius_w=0.45)[0] * np.exp(1j * rng.uniform(-0.3, 0.3))
+    k = fft2c(img)
+    kx = np.arange(64) - 32
+    fwd, rev = np.zeros_like(k), np.zeros_like(k)
+    fwd[32 - overlap // 2:] = k[32 - overlap // 2:]
+    rev[:32 + overlap // 2] = (k * np.exp(1j * (0.7 + 0.01 * kx))[:, None])[:32 + overlap // 2]
+    return k, np.stack([fwd, rev]).astype(np.complex64)
+
+
+def test_channels_holding_different_samples_are_not_coils(tmp_path, rng):
+    k, ch = half_echo_channels(rng)
+    write_mat73(tmp_path / "dhe.mat", {"data": ch.transpose(1, 2, 0)})      # MATLAB [ro, pe, 2]
+    scan = open_scan(tmp_path / "dhe.mat", readout_oversampling=1)
+    assert scan.kspace_shape == (2, 64, 32)
+    np.testing.assert_array_equal(scan.kspace(0).numpy(), ch)               # the data as stored
+    # the acquired mask is the samples both channels hold (the 8 common readout rows), not their union
+    expected = np.zeros((64, 32), dtype=bool)
+    expected[28:36] = True
+    np.testing.assert_array_equal(scan.acquired_mask, expected)
+    assert not scan.fully_sampled
+    assert any("different k-space samples" in n and "merge_channels" in n for n in scan.attrs["notes"])
+    # merged: one coil, each channel's samples where it alone holds them; the second channel's phase undone
+    merged = open_scan(tmp_path / "dhe.mat", readout_oversampling=1, merge_channels=True)
+    assert merged.kspace_shape == (1, 64, 32) and merged.n_coils == 1 and merged.fully_sampled
+    np.testing.assert_allclose(merged.kspace(0).numpy()[0], k, atol=1e-5 * np.abs(k).max())
+    assert any("merged into one coil" in n and "a=-0.70 rad b=-0.0100" in n for n in merged.attrs["notes"])
+
+
+def test_merge_channels_refuses_coils_and_scattered_zeros_keep_the_union(tmp_path, rng):
+    k = fft2c(disc_coil_images(3, 32, 32))
+    k[1, 5, 7] = 0                                                          # one quantised zero in one coil
+    scipy.io.savemat(tmp_path / "coils.mat", {"k": k.transpose(1, 2, 0)})
+    scan = open_scan(tmp_path / "coils.mat", readout_oversampling=1)
+    assert scan.fully_sampled and not any("different" in n for n in scan.attrs["notes"])
+    with pytest.raises(ScanError, match="nothing to merge"):
+        open_scan(tmp_path / "coils.mat", readout_oversampling=1, merge_channels=True)
+
+
 # -------------------------------------------------------------------------------------- non-Cartesian
 def test_radial_trajectory_var_detected(tmp_path, rng):
     R, S, C = 32, 5, 3

@@ -185,3 +185,16 @@ def test_sigpy_brain_poisson_npy(realdata):
     # A plain (unshifted) inverse FFT puts the head in the corners (56 % in the box): the centring matters.
     wrong = np.sqrt((np.abs(np.fft.ifft2(raw)) ** 2).sum(0))
     assert box_fraction(wrong) < 0.7
+
+
+def test_channels_holding_different_samples_give_their_common_mask(tmp_path, rng):
+    # two "coils" that each hold one half of the readout (plus 4 common rows): not coils of one acquisition
+    k = crandn(rng, 2, 32, 16)
+    k[0, :14] = 0
+    k[1, 18:] = 0
+    np.save(tmp_path / "halves.npy", k)
+    scan = open_scan(tmp_path / "halves.npy")
+    expected = np.zeros((32, 16), dtype=bool)
+    expected[14:18] = True
+    np.testing.assert_array_equal(scan.acquired_mask, expected)
+    assert any("different k-space samples" in n for n in scan.attrs["notes"])

@@ -61,8 +61,11 @@ CARTESIAN = [
     ("imagiology_phantom_1ch/rawdata.mat", {}, (1, 256, 256), 1, (256, 256), 1.0, 0.8, 0.85),
     ("marcsous_head8ch_dhe/head.mat", {"image_domain": True, "coil_axis": -1}, (8, 256, 256), 1, (256, 256), 1.0,
      0.8, 0.85),
-    ("marcsous_head8ch_dhe/meas_MID00382_FID42164_clean_fl2_m400.mat", {}, (2, 384, 192), 1, (192, 192), 1.0,
+    # double half echo, one coil: "channel" 0 holds readout rows 184..383, channel 1 rows 0..199 (16 in common)
+    ("marcsous_head8ch_dhe/meas_MID00382_FID42164_clean_fl2_m400.mat", {}, (2, 384, 192), 1, (192, 192), 16 / 384,
      0.8, 0.9),
+    ("marcsous_head8ch_dhe/meas_MID00382_FID42164_clean_fl2_m400.mat", {"merge_channels": True}, (1, 384, 192), 1,
+     (192, 192), 1.0, 0.8, 0.9),
     # partial (half) echo + partial Fourier: the zero-filled image is blurred along the readout
     ("marcsous_head8ch_dhe/partial_echo.mat", {"kspace_var": "fwd"}, (2, 192, 192), 1, (192, 192), 0.172, 0.9, 0.9),
     ("marcsous_head8ch_dhe/partial_echo.mat", {"kspace_var": "rev"}, (2, 192, 192), 1, (192, 192), 0.174, 0.9, 0.9),
@@ -74,7 +77,7 @@ CARTESIAN = [
 
 
 @pytest.mark.parametrize("name, options, kshape, slices, recon, sampled, box, min_energy", CARTESIAN,
-                         ids=[f"{c[0].split('/')[-1]}{'-' + c[1].get('kspace_var', '') if c[1] else ''}"
+                         ids=[f"{c[0].split('/')[-1]}{'-' + c[1].get('kspace_var', 'merged') if c[1] else ''}"
                               for c in CARTESIAN])
 def test_cartesian_set(realdata, name, options, kshape, slices, recon, sampled, box, min_energy):
     scan = open_scan(realdata / name, **options)
@@ -93,6 +96,30 @@ def test_cartesian_set(realdata, name, options, kshape, slices, recon, sampled, 
     assert box_fraction(img, box) > min_energy
     dy, dx = com_offset(img)
     assert abs(dy) < 0.12 and abs(dx) < 0.12
+
+
+def test_dhe_channels_are_half_echoes_and_merge_into_one_coil(realdata):
+    """The DHE file's two "coils" are the forward and reverse half echoes of one coil (Bydder's dhe.m reads
+    ``fwd = data(:,:,1); rev = data(:,:,2)``): read here with h5py as PROVENANCE.md says, each holds 200 of the
+    384 readout samples; merged, the samples one channel alone holds are its own, and in the 16 common rows the
+    aligned reverse echo (2 * merged - forward) agrees in phase with the forward one."""
+    import h5py
+
+    path = realdata / "marcsous_head8ch_dhe/meas_MID00382_FID42164_clean_fl2_m400.mat"
+    with h5py.File(path, "r") as f:
+        raw = f["data"][()]
+    ch = (raw["real"] + 1j * raw["imag"]).reshape(2, 384, 192)             # (channel, readout, phase encode)
+    rows = [np.flatnonzero(np.abs(c).sum(1) > 0) for c in ch]
+    assert (rows[0][0], rows[0][-1], rows[0].size) == (184, 383, 200)
+    assert (rows[1][0], rows[1][-1], rows[1].size) == (0, 199, 200)
+    scan = open_scan(path)
+    np.testing.assert_array_equal(scan.kspace(0).numpy(), ch.astype(np.complex64))
+    merged = open_scan(path, merge_channels=True).kspace(0).numpy()[0]
+    np.testing.assert_allclose(np.abs(merged[200:]), np.abs(ch[0, 200:]), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(np.abs(merged[:184]), np.abs(ch[1, :184]), rtol=1e-5, atol=1e-12)
+    fwd, rev_aligned = ch[0, 186:198], 2 * merged[186:198] - ch[0, 186:198]   # the first 2 ADC samples left out
+    assert abs(np.angle((rev_aligned * np.conj(fwd)).sum())) < 0.05
+    assert np.linalg.norm(rev_aligned - fwd) < 0.2 * np.linalg.norm(fwd)
 
 
 def test_every_twix_file_opens(realdata):

@@ -99,6 +99,37 @@ def check_finite(path: str | None, kspace: Any, index: int = 0) -> None:
         raise InvalidDataError(path, f"slice {index} k-space has {int(k.size - finite.sum())} NaN/Inf values")
 
 
+CHANNELS_DIFFER_FRACTION = 0.01  # of the samples some channel holds: more missing in some channel = not coils
+
+
+def acquired_samples(kspace: Any) -> tuple[Any, str | None]:
+    """The acquired mask ``[H, W]`` of one slice's coil k-space ``[C, H, W]`` as stored (exact zeros = not
+    acquired) and a note, None unless the channels hold different samples.
+
+    Coils of one acquisition are sampled together: a k-space sample is in every channel or in none. When more
+    than :data:`CHANNELS_DIFFER_FRACTION` of the samples some channel holds are missing from another (a channel
+    that holds none, a dead one, does not count), the channels are not coils of one acquisition (e.g. the
+    forward and reverse half echoes of a double-half-echo scan, stored as two "coils" that each hold about half
+    of the readout): the mask is then the samples every channel holds, since one mask for all coils is what a
+    SENSE model can use, and the note says so. A few scattered zeros in one channel (quantised data) keep the
+    union."""
+    import numpy as np
+
+    held = np.abs(np.asarray(kspace)) > 0
+    live = held.reshape(len(held), -1).any(1)
+    union = held.any(0)
+    if live.sum() < 2:
+        return union, None
+    common = held[live].all(0)
+    n_union = int(union.sum())
+    if n_union - int(common.sum()) <= CHANNELS_DIFFER_FRACTION * n_union:
+        return union, None
+    shares = ", ".join(f"{100 * float(h.mean()):.0f}%" for h in held[live])
+    return common, (f"the channels hold different k-space samples (each holds {shares} of the grid, all of them "
+                    f"{100 * float(common.mean()):.1f}%): not coils of one acquisition (e.g. forward and reverse "
+                    "half echoes); the acquired mask is the samples every channel holds")
+
+
 def _probe(reader: Reader, path: str, head: bytes) -> int:
     # A third-party reader whose probe crashes must not stop the others from being asked.
     try:

@@ -27,13 +27,13 @@ import numpy as np
 
 from workbench.arrays import fft2c_np, ifft2c_np
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError, TooLargeError
-from workbench.io import check_finite, check_options, hdf5, register_reader
+from workbench.io import acquired_samples, check_finite, check_options, hdf5, register_reader
 from workbench.io.bart import option_bool, option_float, option_shape, radial_spokes, wrap_radians
 from workbench.limits import MAX_EXPANSION, SMALL_BYTES, check_bytes, memory_budget
 from workbench.scan import Scan
 
 _OPTIONS = {"kspace_var", "coil_axis", "trajectory_var", "reference_var", "image_domain", "readout_oversampling",
-            "grid_shape", "trajectory_units"}
+            "grid_shape", "trajectory_units", "merge_channels"}
 _UNITS = ("auto", "cycles", "radians", "fov")
 _TRAJ_NAMES = ("k", "kt", "kxy", "om", "omega", "traj", "trajectory", "coord", "coords", "ktraj", "kloc")
 _MAX_COILS = 128
@@ -98,6 +98,36 @@ def detect_readout_axis(k: np.ndarray) -> tuple[int | None, bool, str]:
     if fw >= 0.98 and fh <= 0.9:
         return 1, True, why
     return None, False, why
+
+
+def merge_channels(k: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """One coil ``[1, H, W]`` from channels ``[C, H, W]`` (readout along H) that hold different parts of one
+    k-space, e.g. the forward and reverse half echoes of a double-half-echo scan (exact zeros = not held).
+
+    Channel c > 0 is aligned to the channels before it by the phase ``a + b * kx`` (``kx`` = readout index - H//2;
+    a constant phase and an image shift along the readout, which off-resonance gives the two readout polarities
+    with opposite signs), fitted on the samples both hold (the phase of each readout row's sum over the phase
+    encodes, weighted by its magnitude); then every sample is the mean of the channels that hold it. Returns the
+    merged k-space and ``(a, b)`` of each channel after the first."""
+    held = np.abs(k) > 0
+    kx = np.arange(k.shape[-2]) - k.shape[-2] // 2
+    acc = k[0].astype(np.complex128)
+    count = held[0].astype(np.float64)
+    fits = []
+    for c in range(1, len(k)):
+        both = held[c] & (count > 0)
+        z = np.where(both, acc * np.conj(k[c]), 0).sum(-1)  # per readout row: the merged phase minus channel c's
+        rows = np.flatnonzero(np.abs(z) > 0)
+        a = b = 0.0
+        if rows.size:
+            a = float(np.angle(z[rows].sum()))
+            if rows.size >= 2:  # the slope on what is left after the mean phase (no wrapping)
+                b, a1 = np.polyfit(kx[rows], np.angle(z[rows] * np.exp(-1j * a)), 1, w=np.sqrt(np.abs(z[rows])))
+                a, b = a + float(a1), float(b)
+        acc += np.where(held[c], k[c] * np.exp(1j * (a + b * kx))[:, None], 0)
+        count += held[c]
+        fits.append((a, b))
+    return (acc / np.maximum(count, 1))[None].astype(np.complex64), fits
 
 
 def trajectory_radians(coords: np.ndarray, grid_shape: tuple[int, int] | None, n_readout: int, units: str = "auto"
@@ -639,15 +669,31 @@ class MatlabReader:
         if swap:
             attrs["notes"].append("in-plane axes transposed so that the readout runs along H")
 
+        merge = option_bool(path, "merge_channels", options.get("merge_channels")) or False
+
         def load_slice(i: int) -> np.ndarray:
             k = kspace_plane(i)
             if swap:
                 k = np.swapaxes(k, -1, -2)
+            if merge:
+                k = merge_channels(k)[0]
             return np.array(k, dtype=np.complex64, order="C")
 
         kk = np.swapaxes(k0, -1, -2) if swap else k0
         grid = tuple(int(v) for v in kk.shape[-2:])
-        mask = np.abs(kk).sum(0) > 0
+        mask, differ = acquired_samples(kk)
+        n_coils_stored = n_coils
+        if merge:
+            if differ is None:
+                raise ScanError(path, "merge_channels: the channels hold the same k-space samples (coils of one "
+                                      "acquisition); there is nothing to merge")
+            kk, fits = merge_channels(kk)
+            mask, n_coils = np.abs(kk[0]) > 0, 1
+            aligned = ", ".join(f"a={a:.2f} rad b={b:.4f} rad/sample" for a, b in fits)
+            attrs["notes"].append(f"{n_coils_stored} channels holding different k-space samples merged into one coil "
+                                  f"(option merge_channels; slice 0 aligned by {aligned})")
+        elif differ is not None:
+            attrs["notes"].append(differ + " (merge_channels=true merges them into one coil)")
         acquired = None if mask.all() else mask
         recon = (int(round(grid[0] / os_factor)), grid[1])
         attrs["readout_oversampling"] = os_factor

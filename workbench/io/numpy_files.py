@@ -39,7 +39,7 @@ import numpy as np
 
 from workbench.arrays import fft2c_np
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError, TooLargeError
-from workbench.io import check_finite, check_options, describe_content, register_reader
+from workbench.io import acquired_samples, check_finite, check_options, describe_content, register_reader
 from workbench.io.bart import option_shape
 from workbench.io.mrd import trajectory_to_radians
 from workbench.limits import check_bytes
@@ -383,8 +383,10 @@ def _cartesian(path, data, name, fmt, coil_axis, slice_axis, image_domain, os_fa
 
     acquired = None
     if not image_domain:
-        present = np.abs(load_slice(0)).sum(axis=0) > 0
+        present, differ = acquired_samples(load_slice(0))
         acquired = None if present.all() else present
+        if differ is not None:
+            attrs.setdefault("notes", []).append(differ)
     attrs.update(layout=_layout(data.shape, s_ax, c_ax, h_ax, w_ax), image_domain=image_domain)
     recon = (max(1, int(round(H / os_factor))), W)
     return Scan(path=path, format=fmt, n_slices=S, n_coils=C, kspace_shape=(C, H, W), load_slice=load_slice,

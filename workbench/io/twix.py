@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import CorruptFileError, InvalidDataError, ScanError, UnsupportedFormatError
-from workbench.io import describe_content, register_reader
+from workbench.io import acquired_samples, describe_content, register_reader
 from workbench.limits import check_bytes
 from workbench.scan import Scan
 
@@ -364,7 +364,7 @@ class TwixReader:
             raise CorruptFileError(path, f"cannot read the image data ({type(e).__name__}: {e})") from None
         k0, front = arrange_lines(lines0, center_col)
         grid = (int(k0.shape[1]), int(k0.shape[2]))
-        mask = np.abs(k0).sum(0) > 0
+        mask, differ = acquired_samples(k0)
         if front or k0.shape[1] != lines0.shape[-1]:
             rows = np.zeros(grid[0], dtype=bool)
             rows[front: front + lines0.shape[-1]] = True
@@ -379,7 +379,7 @@ class TwixReader:
         os_factor = float(header.get("readout_oversampling", 2.0))
         header["readout_oversampling"] = os_factor
         recon = (int(round(grid[0] / os_factor)), grid[1])
-        notes = []
+        notes = [] if differ is None else [differ]
         if front or k0.shape[1] != lines0.shape[-1]:
             notes.append(f"asymmetric echo: {lines0.shape[-1]} of {grid[0]} readout samples acquired (echo at column "
                          f"{center_col}); zero-padded {front} samples before the echo, marked as not acquired")
