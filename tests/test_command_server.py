@@ -97,6 +97,14 @@ def test_errors_and_exit_status_are_the_commands(runtime, tmp_path):
     served = _run(["recon", missing, "--method", "zero-filled"], _env(runtime))
     assert here.returncode == served.returncode == 1
     assert served.stderr.strip() == here.stderr.strip() and "nope.h5" in served.stderr
+    # argparse's exits: --help prints the whole usage (buffered output flushed before the child exits), 0; a
+    # usage error 2 with argparse's message, as in-process
+    for argv, status, stream in ((["recon", "--help"], 0, "stdout"), (["recon", "--no-such-flag"], 2, "stderr")):
+        here = _run(argv, _env(None, WORKBENCH_SERVER="0"))
+        served = _run(argv, _env(runtime))
+        assert here.returncode == served.returncode == status, served.stderr
+        assert served.stdout == here.stdout and served.stderr == here.stderr
+        assert getattr(served, stream).startswith("usage: workbench recon") and "--slice" in served.stdout + served.stderr
     # the client's environment reaches the command: a drop-in plugin folder named by WORKBENCH_PLUGIN_DIR
     (tmp_path / "plugs").mkdir()
     (tmp_path / "plugs" / "echo_method.py").write_text(

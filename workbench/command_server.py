@@ -525,13 +525,28 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
         argv = [str(a) for a in request["argv"]]
         sys.argv = ["workbench", *argv]
         code = run_command(argv)
+    except SystemExit as exc:  # argparse's --help and usage errors, sys.exit in a command: as in-process
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            code = 1
+            _say(str(exc.code))
     except BaseException as exc:  # noqa: BLE001 - a child must end with os._exit, never return to the server
-        try:
-            print(f"workbench: the command server's child failed: {exc!r}", file=sys.stderr)
-        except Exception:
-            pass
+        _say(f"workbench: the command server's child failed: {exc!r}")
     finally:
+        for stream in (sys.stdout, sys.stderr):  # os._exit skips the interpreter's flush of buffered output
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+                pass
         os._exit(code)
+
+
+def _say(text: str) -> None:
+    try:
+        print(text, file=sys.stderr)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _stop_older(path: str) -> None:
