@@ -249,6 +249,7 @@ class _Solved:
     record: SliceRecord
     image: np.ndarray
     scored: tuple[np.ndarray, np.ndarray, float] | None  # magnitude, reference, data range
+    params: dict[str, Any]  # the params the method reports (the volume's are the last slice's)
 
 
 def reconstruct_volume(
@@ -284,7 +285,12 @@ def reconstruct_volume(
     :class:`VolumeCancelled` is raised and no file is written. A slice that fails raises WorkbenchError naming
     it (no file either). Coil maps are estimated per slice (``maps_method``); ``device``, ``dcf_method`` and
     ``remove_oversampling`` as for :meth:`workbench.problem.Problem.from_scan`. Peak memory: ``workers``
-    slices' data, maps and solver state (plus up to ``workers`` finished images waiting for their turn)."""
+    slices' data, maps and solver state (plus up to ``workers`` finished images waiting for their turn).
+    ``jobs``: the :class:`workbench.jobs.JobQueue` whose synchronous path runs each slice (default: one of the
+    run's own, ``cpu_threads=1`` with several workers; a queue given with ``cpu_threads=None`` lets each slice
+    take every core, ``workers`` times over). ``params`` of the result: those the last slice's method reports.
+    With several workers a slice that fails stops the slices in flight beside it, and the run raises that
+    slice's error (not the "cancelled" of the slices it stopped)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from workbench.jobs import JobQueue
@@ -349,7 +355,13 @@ def reconstruct_volume(
             for k in range(min(workers, len(slices))):
                 submit(k)
             for k in range(len(slices)):
-                done: _Solved = queued.popleft().result()
+                try:
+                    done: _Solved = queued.popleft().result()
+                except VolumeCancelled:
+                    # a slice stopped because another one failed (halt): the run fails with that slice's error
+                    if solve.failure is not None and not cancel.is_set():
+                        raise solve.failure from None
+                    raise
                 if k + workers < len(slices):
                     submit(k + workers)
                 records.append(done.record)
@@ -362,7 +374,8 @@ def reconstruct_volume(
                     kept[k] = done.image
                 if on_slice is not None:
                     on_slice(k, done.record, done.image)
-            volume = VolumeResult(method.name, method.version, solve.used_params, slices, records,
+                used_params = done.params
+            volume = VolumeResult(method.name, method.version, used_params, slices, records,
                                   _volume_metrics(mags, refs, len(slices), score_mode), time.perf_counter() - t0,
                                   os.fspath(out) if out is not None else None, kept, dict(provenance or {}))
             if sink is not None:
@@ -399,8 +412,9 @@ class _SliceSolver:
         self.cancel, self.halt, self.device, self.sampling = cancel, halt, device, sampling
         self.maps_method, self.dcf_method, self.remove_oversampling = maps_method, dcf_method, remove_oversampling
         self.score_mode = score_mode
-        self.used_params: dict[str, Any] = {}
         self.prepared: dict[int, Any] = {}  # k -> a Problem made before the run started (the first slice's)
+        self.failure: BaseException | None = None  # the first slice that failed (not one stopped by it)
+        self._failure_lock = threading.Lock()
 
     def prepare(self, index: int) -> Any:
         from workbench.problem import Problem
@@ -409,6 +423,18 @@ class _SliceSolver:
                                  dcf_method=self.dcf_method, remove_oversampling=self.remove_oversampling)
 
     def __call__(self, k: int, index: int) -> _Solved:
+        try:
+            return self._solve(k, index)
+        except VolumeCancelled:
+            raise
+        except BaseException as exc:  # the slices in flight beside this one stop at their next progress report
+            with self._failure_lock:
+                if self.failure is None:
+                    self.failure = exc
+            self.halt.set()
+            raise
+
+    def _solve(self, k: int, index: int) -> _Solved:
         from workbench.jobs import JobState
         from workbench.scoring import ScoreError, score, volume_data_range
 
@@ -425,7 +451,7 @@ class _SliceSolver:
         if job.state is not JobState.DONE:
             raise WorkbenchError(f"{name}: slice {index}: {job.error.message if job.error else 'failed'}")
         result = job.result
-        self.used_params = dict(result.params)
+        used_params = dict(result.params)
         image = _numpy(result.image).astype(np.complex64)
         metrics = scored = None
         if problem.reference is not None:
@@ -442,7 +468,7 @@ class _SliceSolver:
         del problem, job, result  # one slice's data at a time per worker: the queue forgets the finished job (it
         self.jobs.clear_finished()  # holds its Problem), and the collector frees what cycles kept
         gc.collect()
-        return _Solved(k, record, image, scored)
+        return _Solved(k, record, image, scored, used_params)
 
 
 def _version() -> str:

@@ -107,23 +107,30 @@ class VolumeRuns:
         n = len(slices)
 
         in_flight: dict[int, float] = {}  # k -> its method's progress (several slices run at once on a CPU)
+        # progress comes from the slices' worker threads, finished slices on the run's thread: one at a time, so
+        # that the progress never moves back (a stale maximum written after a newer one) and the observers see
+        # the changes in the order they were made
+        changing = threading.Lock()
 
         def overall() -> float:  # never moves back: a slice may start after another slice's progress was shown
             return max(run.progress, (len(run.records) + sum(in_flight.values())) / n)
 
         def progress(k: int, index: int, job: Any) -> None:
-            in_flight[k] = min(float(job.progress), 1.0)
-            run.current = index
-            run.progress = overall()
-            run.progress_text = f"slice {index} ({k + 1}/{n}) {100 * job.progress:.0f}%"
-            self._changed(run)
+            fraction = min(float(job.progress), 1.0)
+            with changing:
+                in_flight[k] = fraction
+                run.current = index
+                run.progress = overall()
+                run.progress_text = f"slice {index} ({k + 1}/{n}) {100 * fraction:.0f}%"
+                self._changed(run)
 
         def slice_done(k: int, record: Any, image: np.ndarray) -> None:
-            run._images[record.slice] = image
-            run.records.append(record)
-            in_flight.pop(k, None)
-            run.progress = overall()
-            self._changed(run)
+            with changing:
+                run._images[record.slice] = image
+                run.records.append(record)
+                in_flight.pop(k, None)
+                run.progress = overall()
+                self._changed(run)
 
         def work() -> None:
             run.state, run.started = "running", time.time()
