@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -90,3 +91,101 @@ def test_a_second_command_reuses_the_weight_and_gives_the_same_image(tmp_path, m
     np.testing.assert_array_equal(b, a)  # the same start image and weight: the same result
     assert "reused" not in edited  # edited code searches afresh
     assert len(list((tmp_path / "weights").glob("*.json"))) == 2
+
+
+def _entry(tmp_path, name="w", key="ab12"):
+    store = WeightStore(tmp_path / name)
+    store.put(key, 0.01, [[0.01, 3.0]], {"lam": 0.01}, _image())
+    assert store.get(key, SHAPE) is not None
+    return store, tmp_path / name / f"{key}.json", tmp_path / name / f"{key}.npy"
+
+
+def test_a_hostile_record_never_fails_or_stalls_a_run(tmp_path):
+    store, meta, image = _entry(tmp_path)
+    record = json.loads(meta.read_text())
+    # deeply nested JSON (json raises RecursionError, not a ValueError)
+    meta.write_text('{"format": "mri-workbench-weight/1", "lam": 0.01, "chosen": {}, "trace": '
+                    + "[" * 100_000 + "]" * 100_000 + "}")
+    assert store.get("ab12", SHAPE) is None
+    # a weight that is not a positive number, a trace that is not (weight, value) pairs
+    for bad in ({"lam": -0.5}, {"lam": 0.0}, {"lam": True}, {"trace": [["a", "b"]]}, {"trace": [[1.0]]},
+                {"chosen": []}):
+        meta.write_text(json.dumps(dict(record, **bad)))
+        assert store.get("ab12", SHAPE) is None, bad
+    # a FIFO in place of the record or the image: refused at once, not read (it would wait for a writer)
+    meta.write_text(json.dumps(record))
+    for path in (meta, image):
+        saved = path.read_bytes()
+        path.unlink()
+        os.mkfifo(path)
+        answer = []
+        reader = threading.Thread(target=lambda: answer.append(store.get("ab12", SHAPE)), daemon=True)
+        reader.start()
+        reader.join(10)
+        assert answer == [None], path.name
+        path.unlink()
+        path.write_bytes(saved)
+    # a link to a file elsewhere is not followed
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(record))
+    meta.unlink()
+    meta.symlink_to(elsewhere)
+    assert store.get("ab12", SHAPE) is None
+
+
+def test_records_in_a_folder_others_may_write_are_not_trusted(tmp_path):
+    store, meta, image = _entry(tmp_path)
+    os.chmod(store.folder, 0o777)  # anyone could have put an entry there
+    assert store.get("ab12", SHAPE) is None
+    store.put("cd34", 0.02, [], {}, _image(1))
+    assert not (store.folder / "cd34.json").exists()  # nor is anything written there
+    os.chmod(store.folder, 0o700)
+    assert store.get("ab12", SHAPE) is not None
+
+
+def test_an_image_of_another_writer_is_not_paired_with_this_record(tmp_path):
+    # Two commands store the same key at once: one's image, then the other's image and record, then the first
+    # one's record. The record must not be taken with the other command's image.
+    store, meta, image = _entry(tmp_path)
+    other = WeightStore(tmp_path / "other")
+    other.put("ab12", 0.02, [[0.02, 4.0]], {"lam": 0.02}, _image(7))
+    os.replace(tmp_path / "other" / "ab12.npy", image)
+    hit = store.get("ab12", SHAPE)
+    assert hit is None or (hit[0] == 0.01 and hit[3] is None) or np.array_equal(hit[3], _image())
+
+
+def test_a_store_that_cannot_be_touched_still_answers(tmp_path, monkeypatch):
+    # a read-only store (another user's cache, a read-only home): its entries are still used
+    store, meta, image = _entry(tmp_path)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(os, "utime", read_only)
+    lam, trace, chosen, back = store.get("ab12", SHAPE)
+    assert lam == 0.01 and np.array_equal(back, _image())
+
+
+def test_left_over_temporary_files_are_removed_and_not_counted(tmp_path):
+    store = WeightStore(tmp_path, max_entries=2)
+    old = tmp_path / ".tmp-killed.npy"  # a command killed while it wrote an image, long ago
+    old.write_bytes(b"x" * 1000)
+    os.utime(old, (1e9, 1e9))
+    busy = tmp_path / ".tmp-writing.json"  # another command writing now
+    busy.write_text("{")
+    for i, key in enumerate(["a1", "b2"]):
+        store.put(key, 0.1, [], {}, None)
+    assert not old.exists() and busy.exists()
+    assert sorted(p.name for p in tmp_path.glob("[!.]*")) == ["a1.json", "b2.json"]
+
+
+def test_default_store_without_a_home_is_off(monkeypatch):
+    from workbench import paths
+    from workbench.weight_store import default_store
+
+    def no_home(create=True):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setenv("WORKBENCH_WEIGHT_STORE", "")
+    monkeypatch.setattr(paths, "cache_dir", no_home)
+    assert default_store() is None
