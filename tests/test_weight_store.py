@@ -189,3 +189,16 @@ def test_default_store_without_a_home_is_off(monkeypatch):
     monkeypatch.setenv("WORKBENCH_WEIGHT_STORE", "")
     monkeypatch.setattr(paths, "cache_dir", no_home)
     assert default_store() is None
+
+
+def test_a_weight_whose_image_is_too_large_is_not_kept(tmp_path, monkeypatch):
+    # kept without its image, a reuse would start the final solve from zero and give another image than the
+    # first run's; an entry whose search left no image (a weight moved to the bound) is kept as it is
+    from workbench import weight_store
+
+    monkeypatch.setattr(weight_store, "MAX_IMAGE_BYTES", _image().nbytes - 1)
+    store = WeightStore(tmp_path)
+    store.put("ab12", 0.01, [], {}, _image())
+    assert store.get("ab12", SHAPE) is None
+    store.put("cd34", 1.0, [], {"lam_searched": 3.0}, None)
+    assert store.get("cd34", SHAPE)[0] == 1.0

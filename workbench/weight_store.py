@@ -10,11 +10,11 @@ l1-wavelet command.
 One entry per key (a digest of the data, coil maps, mask or trajectory, density compensation, the method's
 settings and the code of the workbench, :func:`workbench.command_server.code_key`: an edit or upgrade of its
 package or built-in plugins starts afresh, one of a plugin installed from another package does not):
-``<key>.json`` (the weight, the
-search trace, the ``chosen`` record) and ``<key>.npy`` (the search's image, complex64, when it is at most
-:data:`MAX_IMAGE_BYTES`). They live in ``<cache>/weights`` (:func:`workbench.paths.cache_dir`; the folder is
-private to the user: the images derive from the user's scans), at most :data:`MAX_ENTRIES` entries, the least
-recently used removed first. Entries are written atomically and read defensively: a file that is not what this
+``<key>.json`` (the weight, the search trace, the ``chosen`` record) and ``<key>.npy`` (the search's image,
+complex64, when the search left one; a weight whose image is larger than :data:`MAX_IMAGE_BYTES` is not kept, as
+the run that reused it would start from zero and give another image). They live in ``<cache>/weights``
+(:func:`workbench.paths.cache_dir`; the folder is private to the user: the images derive from the user's scans),
+at most :data:`MAX_ENTRIES` entries, the least recently used removed first. Entries are written atomically and read defensively: a file that is not what this
 module wrote (wrong type, shape, size; not a plain file of the user's, a link; a record whose image another
 command wrote: the record holds its image's digest) is ignored, never trusted, and so is a folder that others
 may write into; temporary files left by a killed command are removed after :data:`STALE_TEMP_S` seconds. The
@@ -98,7 +98,9 @@ class WeightStore:
     def put(self, key: str, lam: float, trace: list, chosen: dict, image: np.ndarray | None) -> None:
         """Store an entry (atomically: the image first, then the record that points at it); errors are ignored."""
         meta_path, image_path = self._paths(key)
-        keep_image = image is not None and image.nbytes <= MAX_IMAGE_BYTES
+        if image is not None and image.nbytes > MAX_IMAGE_BYTES:
+            return  # kept without its image, the entry would start the final solve from zero: another image
+        keep_image = image is not None
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not _private(self.folder):
