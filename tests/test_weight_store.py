@@ -173,10 +173,15 @@ def test_left_over_temporary_files_are_removed_and_not_counted(tmp_path):
     os.utime(old, (1e9, 1e9))
     busy = tmp_path / ".tmp-writing.json"  # another command writing now
     busy.write_text("{")
+    orphan = tmp_path / "ee99.npy"  # an image whose record a full disk refused, long ago
+    orphan.write_bytes(b"x" * 1000)
+    os.utime(orphan, (1e9, 1e9))
+    fresh = tmp_path / "ff00.npy"  # an image whose record another command is about to write
+    fresh.write_bytes(b"x" * 1000)
     for i, key in enumerate(["a1", "b2"]):
         store.put(key, 0.1, [], {}, None)
-    assert not old.exists() and busy.exists()
-    assert sorted(p.name for p in tmp_path.glob("[!.]*")) == ["a1.json", "b2.json"]
+    assert not old.exists() and busy.exists() and not orphan.exists()
+    assert sorted(p.name for p in tmp_path.glob("[!.]*")) == ["a1.json", "b2.json", "ff00.npy"]
 
 
 def test_default_store_without_a_home_is_off(monkeypatch):

@@ -17,7 +17,8 @@ the run that reused it would start from zero and give another image). They live 
 at most :data:`MAX_ENTRIES` entries, the least recently used removed first. Entries are written atomically and read defensively: a file that is not what this
 module wrote (wrong type, shape, size; not a plain file of the user's, a link; a record whose image another
 command wrote: the record holds its image's digest) is ignored, never trusted, and so is a folder that others
-may write into; temporary files left by a killed command are removed after :data:`STALE_TEMP_S` seconds. The
+may write into; temporary files left by a killed command, and images whose record was never written, are removed after
+:data:`STALE_TEMP_S` seconds. The
 store never fails a run: a folder that cannot be written (read-only, full) only means that nothing is kept.
 
 ``WORKBENCH_WEIGHT_STORE=0`` turns it off (the test suite does); ``WORKBENCH_WEIGHT_STORE=/a/folder`` moves it.
@@ -135,7 +136,9 @@ class WeightStore:
                 mtime = path.lstat().st_mtime_ns
             except OSError:  # removed meanwhile by another command
                 continue
-            if path.name.startswith(_TEMP):  # another command's write in progress, or a killed one's
+            # another command's write in progress, or a killed one's; an image whose record was never written
+            # (a full disk, a command killed in between)
+            if path.name.startswith(_TEMP) or (path.suffix == ".npy" and not path.with_suffix(".json").exists()):
                 if now - mtime > STALE_TEMP_S * 1e9:
                     path.unlink(missing_ok=True)
             elif path.suffix == ".json":
