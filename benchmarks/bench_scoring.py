@@ -131,6 +131,9 @@ HOLDOUT_NOTES = [  # results/holdout.md's notes: measured on these runs (2026-12
     "lines beside a measured line carry 21-51 % of the unmeasured energy): phantom 0.929, but the coil maps were "
     "estimated with those lines (GRE R=8 l1-wavelet 0.078 predicted against 0.213) and ESPIRiT cannot re-estimate them "
     "from the GRE R=8 centre (6 lines) without them: dropped.",
+    "DHE re-read (f0291df): its two channels are the forward and reverse half echoes of one coil, now merged into "
+    "one coil; its runs were made again (`--redo dhe`): tau 1.000 in the fastMRI and object modes (0.964 as "
+    "acquired), no misranked pair. The DHE figures above are of the earlier 2-channel reading.",
     "No rule was changed now: the candidates that move rho towards the unmeasured lines (by distance, isotonic in "
     "|ky|, the signal part, near-centre folds, the centre's outer lines, more folds) are those above.",
     "Cost: the 4 fold runs as before (the scored run's image is the run itself; `holdout_score` without an image makes "
@@ -148,21 +151,21 @@ DEFAULTS_NOTE = (
     "so their weights and scores are those of the previous rule (floor + 3 % of the noise energy) to the digit. On "
     "the 2-coil sets it was far too small: the floor is 0.27-0.46 of the noise energy on the GRE phantom (not "
     "the 2.8 times noted before) and 0.29-0.91 on the body-coil phantom, but with fewer samples than unknowns "
-    "(m = 0.44-0.80) the PSNR-best residual lies at 1.4-4.7 times the floor; on the DHE phantom the floor is "
-    "390-560 times the noise energy (its two channels do not behave as two coils). Before -> after (object / "
+    "(m = 0.44-0.80) the PSNR-best residual lies at 1.4-4.7 times the floor; on the DHE phantom, read then as 2 "
+    "coils, the floor was 390-560 times the noise energy: its two channels are the forward and reverse half echoes "
+    "of one coil, now merged into one (f0291df; DHE rows of this table re-run). Before -> after (object / "
     "as-acquired PSNR): GRE R=4 TV 15.86 / 15.92 -> 22.01 / 23.21 (best weight on a grid 22.87 / 24.45), "
     "l1-wavelet 16.89 / 17.09 -> 19.03 / 20.25; GRE R=8 TV 12.72 / 13.29 -> 13.98 / 15.30; body coil R=4 TV "
-    "16.79 / 17.23 -> 20.07 / 21.42; DHE R=4 TV 7.02 / 8.60 -> 19.15 / 22.30. The weight search takes as many or "
+    "16.79 / 17.23 -> 20.07 / 21.42 (DHE as 2 channels R=4 TV 7.02 / 8.60 -> 19.15 / 22.30). The weight search takes as many or "
     "fewer solves (3-4 after the floor on the 2-coil sets, where the previous rule took 4-6). What stays below "
     "zero-filled in a fair mode: l1-wavelet's object SSIM on GRE and body coil at R=8 (no weight of the grid "
-    "3e-4..0.3 reaches zero-filled's there: best 0.320 against 0.330, 0.354 against 0.379); the DHE rows (the "
-    "SENSE model does not fit its channels: TV at R=4 is above zero-filled as acquired, not in object PSNR, where "
-    "its best weight on the grid would be 0.33 dB above); the 7 T scan at R=8 in the object mode and TV's "
+    "3e-4..0.3 reaches zero-filled's there: best 0.320 against 0.330, 0.354 against 0.379); the 7 T scan at R=8 in "
+    "the object mode and TV's "
     "as-acquired PSNR (one coil, 30 of 256 lines: the best weight ties zero-filled, object 22.08-22.09 against "
     "22.08, as acquired 21.74 against 21.74). Body coil at R=8: ACS maps (5 centre lines, too few for ESPIRiT's "
     "kernel). CG-SENSE has a fixed Tikhonov weight (0.01), not the "
     "automatic one: on one coil it is zero filling (ties), on two coils it cannot unfold R = 4 or 8 (GRE R=4 below "
-    "in both metrics, SSIM below on the other 2-coil rows), on the DHE phantom 7-8 dB below, and on the demo at "
+    "in both metrics, SSIM below on the other 2-coil rows; on the one-coil DHE 0.03-0.06 dB below), and on the demo at "
     "R = 8 it keeps residual aliasing and noise (SSIM 0.713 against 0.719 as acquired). The fastMRI mode puts "
     "CG-SENSE below zero-filled in SSIM on every multi-coil scan: the RSS reference's noise floor.")
 
