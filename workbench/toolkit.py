@@ -61,7 +61,8 @@ little of the data is not driven to ``x = 0``).
   its hold-out NMSE from 0.351 to 0.463).
 
 Measured on the real sets (``benchmarks/results/score_modes_defaults.md``): on the 2-coil GRE, body-coil and DHE
-phantoms the floor is 0.27-0.91 (GRE, body coil) and 390-560 (DHE) times the noise energy and the PSNR-best
+phantoms the floor is 0.27-0.91 (GRE, body coil) and 390-560 (DHE, when its half echoes were read as 2 coils)
+times the noise energy and the PSNR-best
 residual 1.4-4.7 times the floor, against 1.02-1.1 times it on the 8- and 12-coil head and demo; the gain 2 puts
 the 2-coil weights within a factor 4 of the best of a grid 3e-4 .. 0.3 (TV on GRE at R = 4: 15.86 -> 22.01 dB in
 the object mode, 22.87 at the best weight) and leaves the head, the demo, the 1-coil phantom and the 7 T scan as
