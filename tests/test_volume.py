@@ -330,3 +330,45 @@ def test_volume_run_progress_never_moves_back_with_slices_in_flight(monkeypatch)
             assert seen == sorted(seen) and seen[-1] == 1.0
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_a_method_that_ignores_cancel_does_not_keep_the_process_alive(scan_file):
+    # Two slices run on threads of their own; a method that ignores Cancel keeps neither the app from quitting
+    # (its volume runs are cancelled and waited for a moment) nor the process from ending, as the job engine's
+    # abandoned workers do not. Threads that the interpreter joins at exit held it until the method returned.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import threading, time
+        import torch
+        from workbench.io import open_scan
+        from workbench.methods import Method
+        from workbench.result import Result
+        from workbench.session.volume_runs import VolumeRuns
+
+        started = threading.Event()
+
+        class Deaf(Method):
+            name, version, description = "deaf", "1", "ignores Cancel for a minute"
+
+            def run(self, problem, params, ctx):
+                started.set()
+                time.sleep(60)
+                return Result(image=torch.zeros(tuple(problem.recon_shape), dtype=torch.complex64))
+
+        runs = VolumeRuns()
+        run = runs.start(open_scan({str(scan_file)!r}), Deaf(), None, slices=[0, 1, 2])
+        assert started.wait(30)
+        runs.shutdown(timeout=0.5)
+        print("quitting", flush=True)
+    """)
+    env = dict(os.environ, WORKBENCH_THREADS="2")  # two slices at once
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=50)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process waited for the method that ignores Cancel")
+    assert done.returncode == 0 and "quitting" in done.stdout, done.stderr
+    assert time.perf_counter() - t0 < 45

@@ -291,8 +291,6 @@ def reconstruct_volume(
     take every core, ``workers`` times over). ``params`` of the result: those the last slice's method reports.
     With several workers a slice that fails stops the slices in flight beside it, and the run raises that
     slice's error (not the "cancelled" of the slices it stopped)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from workbench.jobs import JobQueue
 
     slices = [int(s) for s in slices]
@@ -341,15 +339,18 @@ def reconstruct_volume(
 
                 threads_before = torch.get_num_threads()
                 torch.set_num_threads(1)
-                pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="workbench-volume",
-                                                              initializer=torch.set_num_threads, initargs=(1,)))
-                stack.callback(halt.set)  # runs before the pool's shutdown waits: a failure stops the others
-            else:
-                pool = None
+            started: list[threading.Thread] = []
+            stack.callback(_join, started)  # the slices in flight end (stopped by halt) before the run returns
+            stack.callback(halt.set)  # runs first: a failure, Cancel or Ctrl-C stops the others
             queued = deque()
 
             def submit(k: int) -> None:
-                queued.append(_Ready(solve, k, slices[k]) if pool is None else pool.submit(solve, k, slices[k]))
+                if parallel:
+                    running = _SliceThread(solve, k, slices[k])
+                    started[:] = [t for t in started if t.is_alive()] + [running.thread]
+                    queued.append(running)
+                else:
+                    queued.append(_Ready(solve, k, slices[k]))
 
             solve.prepared[0], first = first, None  # handed over: the solver drops it once solved
             for k in range(min(workers, len(slices))):
@@ -392,8 +393,45 @@ def reconstruct_volume(
     return volume
 
 
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
+class _SliceThread:
+    """A slice solved on a thread of its own, with one intra-op thread. A daemon thread, as the job engine's
+    workers: a method that ignores Cancel keeps neither the app from quitting nor a second Ctrl-C from ending
+    the command (a ThreadPoolExecutor's threads are joined when the interpreter exits)."""
+
+    def __init__(self, fn: Callable[..., _Solved], *args: Any):
+        self._done = threading.Event()
+        self._value: _Solved | None = None
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn, *args), name="workbench-volume-slice",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., _Solved], *args: Any) -> None:
+        import torch
+
+        try:
+            torch.set_num_threads(1)
+            self._value = fn(*args)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> _Solved:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        value, self._value = self._value, None
+        return value
+
+
 class _Ready:
-    """A slice solved when its result is asked for (the one-worker path: no thread, no pool)."""
+    """A slice solved when its result is asked for (the one-worker path: no thread)."""
 
     def __init__(self, fn: Callable[..., _Solved], *args: Any):
         self.fn, self.args = fn, args
