@@ -155,7 +155,7 @@ def test_slices_in_memory_are_those_in_flight(scan_file, workers):
 
     from workbench.jobs import JobQueue
 
-    jobs, problems, alive = JobQueue("cpu"), {}, []
+    jobs, problems, alive = JobQueue("cpu", cpu_threads=1 if workers > 1 else None), {}, []  # as the run's own
 
     def progress(k, index, job):
         problems.setdefault(k, weakref.ref(job.problem))

@@ -14,11 +14,11 @@ package or built-in plugins starts afresh, one of a plugin installed from anothe
 complex64, when the search left one; a weight whose image is larger than :data:`MAX_IMAGE_BYTES` is not kept, as
 the run that reused it would start from zero and give another image). They live in ``<cache>/weights``
 (:func:`workbench.paths.cache_dir`; the folder is private to the user: the images derive from the user's scans),
-at most :data:`MAX_ENTRIES` entries, the least recently used removed first. Entries are written atomically and read defensively: a file that is not what this
-module wrote (wrong type, shape, size; not a plain file of the user's, a link; a record whose image another
-command wrote: the record holds its image's digest) is ignored, never trusted, and so is a folder that others
-may write into; temporary files left by a killed command, and images whose record was never written, are removed after
-:data:`STALE_TEMP_S` seconds. The
+at most :data:`MAX_ENTRIES` entries, the least recently used removed first. Entries are written atomically and
+read defensively: a file that is not what this module wrote (wrong type, shape, size; not a plain file of the
+user's, a link; a record whose image another command wrote: the record holds its image's digest) is ignored,
+never trusted, and so is a folder that others may write into; temporary files left by a killed command, and
+images whose record was never written, are removed after :data:`STALE_TEMP_S` seconds. The
 store never fails a run: a folder that cannot be written (read-only, full) only means that nothing is kept.
 
 ``WORKBENCH_WEIGHT_STORE=0`` turns it off (the test suite does); ``WORKBENCH_WEIGHT_STORE=/a/folder`` moves it.
