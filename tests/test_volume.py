@@ -372,3 +372,24 @@ def test_a_method_that_ignores_cancel_does_not_keep_the_process_alive(scan_file)
         pytest.fail("the process waited for the method that ignores Cancel")
     assert done.returncode == 0 and "quitting" in done.stdout, done.stderr
     assert time.perf_counter() - t0 < 45
+
+
+def test_on_slice_never_runs_during_an_on_progress_call(scan_file):
+    # Two slices at once: the calls of on_progress come from the slices' threads, those of on_slice from the
+    # caller's; both write to one terminal line (the CLI's SliceProgress), so they take turns too.
+    inside, overlaps = [0], []
+
+    def progress(k, index, job):
+        inside[0] += 1
+        time.sleep(0.02)
+        inside[0] -= 1
+
+    def slice_done(k, record, image):
+        end = time.perf_counter() + 0.15  # long enough to meet the other slice's next progress report
+        while time.perf_counter() < end:
+            overlaps.append(inside[0])
+            time.sleep(0.002)
+
+    reconstruct_volume(open_scan(scan_file), range(N_SLICES), discover_methods().get("cg-sense"), {"n_iter": 30},
+                       workers=2, on_progress=progress, on_slice=slice_done)
+    assert overlaps and max(overlaps) == 0

@@ -280,7 +280,8 @@ def reconstruct_volume(
 
     ``on_progress(k, slice, job)``: the method's progress on the k-th slice (job: a :class:`workbench.jobs.Job`;
     with several workers the calls of slices in flight interleave, one call at a time); ``on_slice(k, record,
-    image)``: the k-th slice is done (``image`` complex64 ``[h, w]``; called in order, on the calling thread).
+    image)``: the k-th slice is done (``image`` complex64 ``[h, w]``; called in order, on the calling thread,
+    never during an ``on_progress`` call).
     ``cancel`` (a ``threading.Event``) stops the run at the method's next cancellation check:
     :class:`VolumeCancelled` is raised and no file is written. A slice that fails raises WorkbenchError naming
     it (no file either). Coil maps are estimated per slice (``maps_method``); ``device``, ``dcf_method`` and
@@ -303,7 +304,7 @@ def reconstruct_volume(
         jobs = JobQueue(device, progress_interval=0.1, cpu_threads=1 if parallel else None)
     p = method.make_params(params)
     halt = threading.Event()  # a slice failed: the others stop at their next progress report
-    report = threading.Lock()
+    report = threading.RLock()  # on_progress and on_slice one call at a time
 
     def progress(k: int, index: int, job: Any) -> None:
         if cancel.is_set() or halt.is_set():  # the job engine reports progress at least every iteration
@@ -374,7 +375,8 @@ def reconstruct_volume(
                 if kept is not None:
                     kept[k] = done.image
                 if on_slice is not None:
-                    on_slice(k, done.record, done.image)
+                    with report:  # not in the middle of an on_progress call (both may write one terminal line)
+                        on_slice(k, done.record, done.image)
                 used_params = done.params
             volume = VolumeResult(method.name, method.version, used_params, slices, records,
                                   _volume_metrics(mags, refs, len(slices), score_mode), time.perf_counter() - t0,
