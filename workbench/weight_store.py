@@ -17,9 +17,10 @@ the run that reused it would start from zero and give another image). They live 
 at most :data:`MAX_ENTRIES` entries, the least recently used removed first. Entries are written atomically and
 read defensively: a file that is not what this module wrote (wrong type, shape, size; not a plain file of the
 user's, a link; a record whose image another command wrote: the record holds its image's digest) is ignored,
-never trusted, and so is a folder that others may write into; temporary files left by a killed command, and
-images whose record was never written, are removed after :data:`STALE_TEMP_S` seconds. The
-store never fails a run: a folder that cannot be written (read-only, full) only means that nothing is kept.
+never trusted, and so is a folder that is not the user's or that every user may write into; temporary files
+left by a killed command, and images whose record was never written, are removed after :data:`STALE_TEMP_S`
+seconds. The store never fails a run: a folder that cannot be written (read-only, full) only means that nothing
+is kept.
 
 ``WORKBENCH_WEIGHT_STORE=0`` turns it off (the test suite does); ``WORKBENCH_WEIGHT_STORE=/a/folder`` moves it.
 """
@@ -64,7 +65,7 @@ class WeightStore:
     def get(self, key: str, image_shape: tuple[int, ...]) -> tuple[float, list, dict, np.ndarray | None] | None:
         """``(lam, search trace, chosen, search image or None)`` stored under ``key``, or None (also for an entry
         that is damaged, whose image is not complex64 of ``image_shape`` or not the one its record was written
-        with, and for a folder that others may write into)."""
+        with, and for a folder that is not the user's or that every user may write into)."""
         meta_path, image_path = self._paths(key)
         try:
             if not _private(self.folder):
