@@ -92,6 +92,40 @@ def test_a_second_command_reuses_the_weight_and_gives_the_same_image(tmp_path, m
     assert "reused" not in edited  # edited code searches afresh
     assert len(list((tmp_path / "weights").glob("*.json"))) == 2
 
+    # an edit of the method's own file (a plugin of another package, a drop-in file) searches afresh too
+    import inspect
+
+    from workbench.methods import discover_methods
+
+    plugin_file = inspect.getfile(type(discover_methods().get("tv").Params()))
+    real_stat = os.stat
+    monkeypatch.setattr(toolkit.os, "stat", lambda path, *a, **kw: real_stat(path, *a, **kw) if path != plugin_file
+                        else os.stat_result((0o100644, 0, 0, 1, 0, 0, 123, 0, 0, 0)))
+    toolkit._chosen_weights.clear()
+    assert main(["recon", str(scan), "--method", "tv", "--mask", "random", "--accel", "2", "--param", "n_iter=20",
+                 "--json"]) == 0
+    assert "reused" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["chosen"]
+    monkeypatch.undo()
+
+
+def test_a_volume_run_reads_the_store_but_does_not_write_it(tmp_path, monkeypatch):
+    # 35 slices would each write an entry and push every other one out of the 32-entry store
+    from workbench.io import open_scan
+    from workbench.io.fastmri import write_fastmri
+    from workbench.methods import discover_methods
+    from workbench.simulate import generate_slice
+    from workbench.volume import reconstruct_volume
+
+    slices = [generate_slice(i, shape=(48, 40), n_coils=4, slice_position=-10.0 + 8 * i) for i in range(3)]
+    path = tmp_path / "vol.h5"
+    write_fastmri(path, np.stack([s["kspace"] for s in slices]), np.stack([s["reference"] for s in slices]))
+    monkeypatch.setenv("WORKBENCH_WEIGHT_STORE", str(tmp_path / "weights"))
+    toolkit._chosen_weights.clear()
+    volume = reconstruct_volume(open_scan(path), [0, 1, 2], discover_methods().get("tv"), {"n_iter": 10},
+                                workers=2)
+    assert len(volume.records) == 3 and all(r.chosen.get("lam") for r in volume.records)
+    assert not (tmp_path / "weights").exists() or not list((tmp_path / "weights").glob("*.json"))
+
 
 def _entry(tmp_path, name="w", key="ab12"):
     store = WeightStore(tmp_path / name)

@@ -435,7 +435,8 @@ class JobQueue:
         there; no ``on_done``: the call returns the finished job: look at ``job.state``, ``job.result``,
         ``job.error``). Ctrl-C cancels it and re-raises."""
         job = self._make_job(method, problem, params, device, on_progress, None, on_iterate)
-        self.jobs.append(job)
+        with self._lock:  # clear_finished may rebuild the list on another thread (a volume's slices)
+            self.jobs.append(job)
         job._execute(self.progress_interval, self.iterate_interval)
         return job
 

@@ -917,7 +917,11 @@ def _discover_entry_points(registry: Registry, *, builtin: bool = True, others: 
         _record(registry, f"entry points {ENTRY_POINT_GROUP}", exc)
         return
     # a distribution's name is read from its metadata file each time it is asked for; its entry points share it
-    names = {id(getattr(ep, "dist", None)): _distribution(ep) for ep in eps}
+    names: dict[int, str | None] = {}
+    for ep in eps:
+        key = id(getattr(ep, "dist", None))
+        if key not in names:
+            names[key] = _distribution(ep)
     dist_of = {id(ep): names[id(getattr(ep, "dist", None))] for ep in eps}
     own = sorted((ep for ep in eps if dist_of[id(ep)] == DISTRIBUTION), key=lambda ep: ep.value)
     if builtin and not own:

@@ -75,6 +75,7 @@ best (no noise estimate, ~2x the cost).
 from __future__ import annotations
 
 import hashlib
+import os
 import math
 import time
 from dataclasses import dataclass, field
@@ -575,8 +576,10 @@ _chosen_weights = LRUCache(8)
 
 
 def _data_digest(problem: Any, data: DataTerm) -> str:
-    """A digest of what the weight depends on in the data: ``y``, the maps, the mask or trajectory and dcf."""
+    """A digest of what the weight depends on in the data: ``y``, the maps, the mask or trajectory and dcf, and
+    the reconstructed shape (the scale is a percentile inside it)."""
     digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(tuple(getattr(problem, "recon_shape", ()) or ())).encode())
     for t in (data.y, problem.maps, problem.mask, problem.trajectory, problem.dcf):
         if t is not None:
             digest.update(repr((tuple(t.shape), t.dtype, str(t.device))).encode())
@@ -584,18 +587,28 @@ def _data_digest(problem: Any, data: DataTerm) -> str:
     return digest.hexdigest()
 
 
-def _store_key(key: tuple) -> str:
+def _store_key(key: tuple, params: Any) -> str:
+    """The on-disk key: ``key`` and the code that chose the weight, the workbench's and its built-in plugins'
+    (:func:`workbench.command_server.code_key`) and the file of the method's Params (a plugin of another
+    package or a drop-in file: an edit of it chooses afresh)."""
+    import inspect
+
     from workbench.command_server import code_key
 
-    return hashlib.blake2b(repr((key, code_key())).encode(), digest_size=16).hexdigest()
+    try:
+        st = os.stat(inspect.getfile(type(params)))
+        plugin = (st.st_size, st.st_mtime_ns)
+    except (TypeError, OSError):
+        plugin = None
+    return hashlib.blake2b(repr((key, code_key(), plugin)).encode(), digest_size=16).hexdigest()
 
 
-def _stored_weight(key: tuple, problem: Any) -> tuple | None:
+def _stored_weight(key: tuple, problem: Any, params: Any) -> tuple | None:
     """The entry of :mod:`workbench.weight_store` for ``key`` (an earlier command's), in memory form, or None."""
     from workbench.weight_store import default_store
 
     store = default_store()
-    hit = None if store is None else store.get(_store_key(key), tuple(problem.grid_shape))
+    hit = None if store is None else store.get(_store_key(key, params), tuple(problem.grid_shape))
     if hit is None:
         return None
     lam, trace, chosen, image = hit
@@ -605,13 +618,13 @@ def _stored_weight(key: tuple, problem: Any) -> tuple | None:
     return entry
 
 
-def _store_weight(key: tuple, entry: tuple) -> None:
-    from workbench.weight_store import default_store
+def _store_weight(key: tuple, entry: tuple, params: Any) -> None:
+    from workbench.weight_store import default_store, writes_suspended
 
     store = default_store()
-    if store is not None:
+    if store is not None and not writes_suspended():
         lam, trace, chosen, x0 = entry
-        store.put(_store_key(key), lam, trace, chosen, None if x0 is None else x0.detach().cpu().numpy())
+        store.put(_store_key(key, params), lam, trace, chosen, None if x0 is None else x0.detach().cpu().numpy())
 
 
 def _settings_key(params: Any) -> tuple:
@@ -645,7 +658,7 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
     lam = params.lam
     if lam is None:
         key = (_data_digest(problem, data), _settings_key(params))
-        hit = _chosen_weights.get(key) or _stored_weight(key, problem)
+        hit = _chosen_weights.get(key) or _stored_weight(key, problem, params)
         if hit is not None:  # the same data, maps and settings as an earlier run: its weight and search image
             lam, extras["lam_search"], chosen, x0 = hit
             chosen, x0 = dict(chosen, reused=True), None if x0 is None else x0.clone()
@@ -657,7 +670,7 @@ def solve_with_weight(problem: Any, params: Any, ctx: RunContext,
             x0, start = search.x, 0.5
             entry = (lam, extras["lam_search"], chosen, None if x0 is None else x0.clone())
             _chosen_weights.put(key, entry)
-            _store_weight(key, entry)
+            _store_weight(key, entry, params)
     history: list[dict] = []
     callback = iteration_callback(ctx, problem, params.n_iter, history, start=start, span=1.0 - start, t0=t0)
     result = solve(data.A, data.y, lam * scale, x0=x0, n_iter=params.n_iter, callback=callback,

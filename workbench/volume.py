@@ -484,8 +484,11 @@ class _SliceSolver:
             raise VolumeCancelled(f"{name}: cancelled before slice {index}")
         if problem is None:
             problem = self.prepare(index)
-        job = self.jobs.run_sync(self.method, problem, self.params, device=self.device,
-                                 on_progress=lambda j: self.progress(k, index, j))
+        from workbench.weight_store import suspend_writes
+
+        with suspend_writes():  # a weight per slice would push every other entry out of the store
+            job = self.jobs.run_sync(self.method, problem, self.params, device=self.device,
+                                     on_progress=lambda j: self.progress(k, index, j))
         if job.state is JobState.CANCELLED or self.cancel.is_set():
             raise VolumeCancelled(f"{name}: cancelled at slice {index}")
         if job.state is not JobState.DONE:

@@ -27,6 +27,8 @@ is kept.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import io
 import json
@@ -40,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_ENTRIES", "MAX_IMAGE_BYTES", "WeightStore", "default_store"]
+__all__ = ["MAX_ENTRIES", "MAX_IMAGE_BYTES", "WeightStore", "default_store", "suspend_writes", "writes_suspended"]
 
 MAX_ENTRIES = 32
 MAX_IMAGE_BYTES = 16 << 20
@@ -184,6 +186,24 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_WRITES_SUSPENDED = contextvars.ContextVar("weight_store_writes_suspended", default=False)
+
+
+@contextlib.contextmanager
+def suspend_writes():
+    """In this block (this thread, this context) weights are read from the store but not written to it: a volume
+    run's slices would each write one and push out every other entry."""
+    token = _WRITES_SUSPENDED.set(True)
+    try:
+        yield
+    finally:
+        _WRITES_SUSPENDED.reset(token)
+
+
+def writes_suspended() -> bool:
+    return _WRITES_SUSPENDED.get()
 
 
 def default_store() -> WeightStore | None:
