@@ -88,6 +88,19 @@ def test_phantom_and_real_items_replace_heads_with_the_configured_probability(ke
     assert 0.1 < share < 0.5
 
 
+def test_fill_fov_p_makes_that_share_of_the_phantoms_fill_the_field_of_view():
+    cfg = {**SMALL, "shapes": [[48, 48]], "n_coils": [2], "readout_oversampling": [2], "phantom_p": 1.0}
+    plain, filled = SyntheticData(cfg), SyntheticData({**cfg, "fill_fov_p": 1.0})
+    setting = plain.draw_setting(np.random.default_rng(0))
+    a, b = plain.item(TRAIN_SEED_OFFSET + 3, setting), filled.item(TRAIN_SEED_OFFSET + 3, setting)
+    area = lambda item: float((item["target"].abs() > 0.3 * item["target"].abs().max()).float().mean())
+    assert area(b) > 0.6 and area(b) > area(a)  # the container covers most of the reconstructed field of view
+    zero = SyntheticData({**cfg, "fill_fov_p": 0.0})  # draws nothing at 0: older configs keep their data
+    assert torch.equal(zero.item(TRAIN_SEED_OFFSET + 3, setting)["target"], a["target"])
+    with pytest.raises(DataConfigError, match="fill_fov_p"):
+        SyntheticData({**cfg, "fill_fov_p": -0.1})
+
+
 def test_synthetic_noncartesian_sampling_shares_a_trajectory():
     data = SyntheticData({**SMALL, "readout_oversampling": [1]},
                          sampling={"kinds": ["golden-radial"], "accelerations": [3]})

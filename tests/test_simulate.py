@@ -288,6 +288,25 @@ def test_phantom_subject_is_a_container_with_inserts_and_no_rim():
         simulate.generate_slice(5, shape=(64, 64), subject="knee")
 
 
+def test_a_phantom_that_fills_the_field_of_view_reaches_the_readout_crop_and_keeps_its_coils_outside():
+    # fill_fov: as the real twix phantoms once the readout oversampling is cropped: the container spans 88-98 %
+    # of the columns and reaches (or passes) the crop along the rows; the coils stay outside it
+    for seed in range(6):
+        s = simulate.generate_slice(seed, shape=(96, 96), readout_oversampling=2, n_coils=4, subject="phantom",
+                                    fill_fov=True, fov_mm=220.0, coil_model="loop", slice_position=20.0)
+        support = s["head_mask"][48:144]  # the reconstructed rows of the 192-row grid
+        cols = np.flatnonzero(support.any(0))
+        assert 0.85 <= (cols[-1] - cols[0] + 1) / 96 <= 1.0 and not support[:, 0].any() and not support[:, -1].any()
+        assert support[0].any() or support[-1].any() or support.any(1).sum() >= 90
+        rr, cc = np.nonzero(s["head_mask"])
+        reach = np.hypot((rr - 96) * s["pixel_mm"], (cc - 48) * s["pixel_mm"]).max()
+        assert np.hypot(*np.asarray(s["params"].coil_positions_mm).T).min() > reach
+    # without fill_fov the container keeps its margin (65-170 mm in a 220 mm field of view)
+    plain = simulate.generate_slice(0, shape=(96, 96), readout_oversampling=2, n_coils=4, subject="phantom",
+                                    fov_mm=220.0, slice_position=20.0)
+    assert not plain["head_mask"][48:144][[0, -1]].any()
+
+
 REAL_KW = dict(shape=(128, 128), n_coils=8, snr=30.0, noise_correlation=0.3, subject="real",
                rotation_deg=None, flip_lr=None, scale=None, shift_mm=None)
 

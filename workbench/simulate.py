@@ -30,6 +30,7 @@ Public API:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -594,9 +595,10 @@ def _box_distance(u: np.ndarray, v: np.ndarray, a: float, b: float, corner: floa
 
 
 def _shape_distance(rng: np.random.Generator, rr: np.ndarray, cc: np.ndarray, centre: tuple[float, float],
-                    a: float, b: float, kind: str) -> np.ndarray:
-    """Signed distance to an ellipse or rounded rectangle of half sizes ``a, b`` at ``centre``, randomly rotated."""
-    th = rng.uniform(0, np.pi)
+                    a: float, b: float, kind: str, theta: float | None = None) -> np.ndarray:
+    """Signed distance to an ellipse or rounded rectangle of half sizes ``a, b`` (``a`` along the rows at
+    ``theta = 0``) at ``centre``, rotated by ``theta`` (None: a random angle)."""
+    th = rng.uniform(0, np.pi) if theta is None else float(theta)
     u = math.cos(th) * (rr - centre[0]) + math.sin(th) * (cc - centre[1])
     v = -math.sin(th) * (rr - centre[0]) + math.cos(th) * (cc - centre[1])
     if kind == "ellipse":
@@ -604,19 +606,43 @@ def _shape_distance(rng: np.random.Generator, rr: np.ndarray, cc: np.ndarray, ce
     return _box_distance(u, v, a, b, rng.uniform(0.0, 0.5) * min(a, b))
 
 
-def make_phantom(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pixel_mm: float) -> dict[str, np.ndarray]:
+def _coils_outside(p: SimParams, half_extent_mm: tuple[float, float]) -> SimParams:
+    """``p`` with each coil moved out along its direction from the centre so that it keeps its gap outside the
+    box of these half extents (rows, columns): a container that fills the field of view is larger than the
+    heads the ring was drawn around."""
+    pos = np.asarray(p.coil_positions_mm, dtype=np.float64)
+    gap = float(p.extra.get("coil_gap_mm", 10.0))
+    reach = math.hypot(*half_extent_mm) + gap  # the container's corners too (rounded boxes)
+    dist = np.maximum(np.hypot(pos[:, 0], pos[:, 1]), 1e-6)
+    return dataclasses.replace(p, coil_positions_mm=pos * np.maximum(1.0, reach / dist)[:, None])
+
+
+def make_phantom(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pixel_mm: float,
+                 fill_mm: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """A test object as found on scanners (:func:`make_object`'s outputs): a liquid-filled container (ellipse or
     rounded box, 65-170 mm across) of uniform signal, sometimes with an inner compartment behind a thin wall,
     and up to eight inserts (rods, blocks, bars, rings, grids of small squares) that are dark (plastic, air) or of
     another liquid's signal, with sharp partial-volume edges; no skull or scalp: networks trained on heads alone
     learn to draw a bright rim at every object's border. Mild texture, a smooth transmit bias (sometimes the
-    central brightening of high fields) and the same smooth phase as the heads."""
+    central brightening of high fields) and the same smooth phase as the heads.
+
+    ``fill_mm`` (the reconstructed field of view, rows x columns, in mm): a container that fills it, as the
+    real twix phantoms do once the readout oversampling is cropped: across the columns (phase encode) it ends
+    just inside the edges (88-98 % of the width), along the rows (readout) it reaches or passes the crop
+    (1.0-1.4 times that extent, up to what the oversampled grid holds), axis-aligned."""
     rr, cc = _grid_mm(grid, pixel_mm)
     centre = (float(rng.uniform(-5, 5)), float(rng.uniform(-5, 5)))
-    a = float(rng.uniform(55.0, 85.0))  # inside the coils, which sit outside the head's extent
-    b = a * float(rng.uniform(0.6, 1.0))
+    theta = None
+    if fill_mm is None:
+        a = float(rng.uniform(55.0, 85.0))  # inside the coils, which sit outside the head's extent
+        b = a * float(rng.uniform(0.6, 1.0))
+    else:
+        centre = (centre[0], 0.0)
+        b = 0.5 * fill_mm[1] * float(rng.uniform(0.88, 0.98))
+        a = min(b * float(rng.uniform(1.0, 1.4)), 0.45 * grid[0] * pixel_mm)
+        theta = 0.0
     outline = "ellipse" if rng.random() < 0.7 else "box"
-    d_out = _shape_distance(rng, rr, cc, centre, a, b, outline)
+    d_out = _shape_distance(rng, rr, cc, centre, a, b, outline, theta)
     liquid = _inside(d_out, 0.0)
     mag = liquid.copy()
     if rng.random() < 0.3:  # an inner compartment of another liquid behind a 1-3 mm wall
@@ -663,7 +689,8 @@ def make_phantom(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], 
     body = (liquid >= 0.5) & (inserts < 0.5)
     uniform = ndimage.binary_erosion(body, iterations=max(1, int(round(5.0 / pixel_mm))))
     return {"image": image, "head_mask": support, "brain_mask": body,
-            "wm_mask": uniform if uniform.sum() >= 50 else body, "csf_mask": np.zeros(grid, bool)}
+            "wm_mask": uniform if uniform.sum() >= 50 else body, "csf_mask": np.zeros(grid, bool),
+            "half_extent_mm": (abs(centre[0]) + a, abs(centre[1]) + b)}
 
 
 # Quadrature of the loop integral (see loop_field): (smallest distance to the conductor in radii, nodes on the full
@@ -849,10 +876,12 @@ def generate_slice(
     params: SimParams | None = None,
     coil_model: str = "wire",
     subject: str = "brain",
+    fill_fov: bool = False,
     **param_kw: Any,
 ) -> dict[str, Any]:
     """Simulate one fully sampled multi-coil axial brain slice (or, ``subject="phantom"``, a test object:
-    :func:`make_phantom`; ``subject="real"``, a real scan's magnitude slice: :func:`make_real`).
+    :func:`make_phantom`, with ``fill_fov`` one that fills the reconstructed field of view; ``subject="real"``, a
+    real scan's magnitude slice: :func:`make_real`).
 
     Args:
         rng: a ``numpy.random.Generator`` or a seed; the same seed gives bit-identical arrays.
@@ -898,7 +927,10 @@ def generate_slice(
     if subject == "brain":
         obj = make_object(rng, p, grid, pixel_mm, z, anatomy)
     elif subject == "phantom":
-        obj = make_phantom(rng, p, grid, pixel_mm)
+        obj = make_phantom(rng, p, grid, pixel_mm,
+                           fill_mm=(shape[0] * pixel_mm, shape[1] * pixel_mm) if fill_fov else None)
+        if fill_fov:
+            p = _coils_outside(p, obj["half_extent_mm"])
     else:
         obj = make_real(rng, p, grid, pixel_mm, z)
     phys = coil_sensitivities(p, grid, pixel_mm, z)

@@ -143,6 +143,9 @@ DEFAULT_SYNTHETIC: dict[str, Any] = {
     # probability that an item is a real scan's magnitude slice (workbench.simulate.make_real: dipy's sample b0
     # EPI and T1 slices, real anatomy and texture) rather than the template head; phantom_p + real_p <= 1
     "real_p": 0.0,
+    # probability that a test object fills the reconstructed field of view (simulate.make_phantom's fill_mm:
+    # the real twix phantoms reach the readout crop once the oversampling is removed)
+    "fill_fov_p": 0.0,
     "contrasts": ["random", "t1", "t2", "pd"],
     "snr": [10.0, 60.0],  # white-matter SNR range
     "noise_correlation": None,  # None: random 0..0.5 per item
@@ -189,7 +192,7 @@ class SyntheticData:
             raise DataConfigError("synthetic data: n_coils_weights must have one weight per n_coils entry")
         if c["target"] not in ("reference", "clean"):
             raise DataConfigError(f"synthetic data: target must be 'reference' or 'clean', got {c['target']!r}")
-        for key in ("swap_readout_p", "phantom_p", "real_p"):
+        for key in ("swap_readout_p", "phantom_p", "real_p", "fill_fov_p"):
             try:
                 ok = 0.0 <= float(c[key]) <= 1.0
             except (TypeError, ValueError):
@@ -262,6 +265,8 @@ class SyntheticData:
             u = own.random()  # one draw decides: [0, phantom_p) phantom, then real_p real, else the template
             if u < p_phantom:
                 subject = {"subject": "phantom", "fov_mm": float(own.uniform(180.0, 240.0))}
+                if float(c["fill_fov_p"]) > 0 and own.random() < float(c["fill_fov_p"]):
+                    subject["fill_fov"] = True
             elif u < p_phantom + p_real:
                 subject = {"subject": "real"}
         sim = generate_slice(
