@@ -111,3 +111,26 @@ def test_probe_falls_back_to_one_thread_when_the_team_stalls(monkeypatch, parall
         assert threads.use_threads_for_job() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_small_job_runs_on_one_thread(monkeypatch):
+    # below SMALL_WORK coil-image elements the team's wake-ups cost more than the second core gives; a count
+    # fixed by WORKBENCH_THREADS is kept; the job engine passes coils x grid
+    import torch
+
+    from workbench.jobs import _work
+    from workbench.problem import Problem
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "cores_for_job", lambda: 2)
+    monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
+    try:
+        assert threads.use_threads_for_job(threads.SMALL_WORK - 1) == 1 and torch.get_num_threads() == 1
+        assert threads.use_threads_for_job(threads.SMALL_WORK) == 2 and torch.get_num_threads() == 2
+        assert threads.use_threads_for_job(None) == 2
+        monkeypatch.setenv("WORKBENCH_THREADS", "2")
+        assert threads.use_threads_for_job(1000) == 2
+    finally:
+        torch.set_num_threads(before)
+    k = torch.ones(2, 160, 160, dtype=torch.complex64)
+    assert _work(Problem(k)) == 2 * 160 * 160 and _work(object()) is None

@@ -164,7 +164,8 @@ def test_slices_in_memory_are_those_in_flight(scan_file, workers):
         gc.collect()
         alive.append(sum(ref() is not None for kk, ref in problems.items() if kk <= k))  # slices done so far
         assert sum(ref() is not None for ref in problems.values()) <= workers
-        assert all(not j.done for j in jobs.jobs)
+        # a slice after k may have finished its job and not yet told the queue to forget it (its own thread)
+        assert sum(j.done for j in jobs.jobs) <= workers - 1
 
     reconstruct_volume(open_scan(scan_file), range(N_SLICES), discover_methods().get("cg-sense"), {"n_iter": 3},
                        jobs=jobs, on_progress=progress, on_slice=slice_done, workers=workers)

@@ -218,8 +218,8 @@ class Job:
             if torch.device(self.device).type == "cpu":
                 if self._cpu_threads:  # fixed by the queue (whole volumes: one thread per slice in flight)
                     torch.set_num_threads(self._cpu_threads)
-                else:
-                    use_threads_for_job()  # intra-op threads: every usable core (workbench.threads)
+                else:  # intra-op threads: every usable core, one for a small problem (workbench.threads)
+                    use_threads_for_job(_work(problem))
             result = safe_run(self.method, problem, self.params, ctx)
             state = JobState.CANCELLED if self._cancel.is_set() else JobState.DONE
         except JobCancelled:
@@ -343,6 +343,15 @@ class _Worker(threading.Thread):
             self.current = None
             if self.retired:
                 return
+
+
+def _work(problem: Any) -> int | None:
+    """Coil-image elements of a problem (coils x grid), or None when it does not say."""
+    try:
+        h, w = problem.grid_shape
+        return int(problem.n_coils) * int(h) * int(w)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 class JobQueue:

@@ -34,9 +34,14 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["cores_for_job", "free_cores", "keep_freed_memory", "probe_threads", "set_passive_wait_policy",
+__all__ = ["SMALL_WORK", "cores_for_job", "free_cores", "keep_freed_memory", "probe_threads", "set_passive_wait_policy",
            "threads_for_job", "use_threads_for_job"]
 
+# Coil-image elements below which a job runs on one thread: on small problems the team's wake-ups cost more than
+# the second core gives (quiet 2-core machine, whole served commands, medians of 3 interleaved, 2 threads / 1:
+# the 1-coil 256x256 phantom CG-SENSE 1.11, l1-wavelet 1.35, TV 1.61; the 2-coil 160x160 GRE 0.95, 1.28, 1.58;
+# the 8-coil 256x256 head 0.90, 1.08, 1.14; the demo 0.83, 1.22, 0.89: CG-SENSE's FFTs gain from 2^19 up)
+SMALL_WORK = 1 << 18
 STALLED = 4.0  # a parallel probe pass this many times slower than a serial one: a core is held elsewhere
 MMAP_THRESHOLD = 256 << 20  # blocks below this come from the heap and are reused when freed
 TRIM_THRESHOLD = 512 << 20  # freed memory at the heap top kept before it is returned to the kernel
@@ -147,11 +152,14 @@ def cores_for_job() -> int:
     return n
 
 
-def use_threads_for_job() -> int:
-    """Set torch's intra-op thread count for a CPU job to :func:`cores_for_job` and return it."""
+def use_threads_for_job(work: int | None = None) -> int:
+    """Set torch's intra-op thread count for a CPU job to :func:`cores_for_job` and return it; one thread when
+    the job's data are small (``work``: coil-image elements, below :data:`SMALL_WORK`) and the count is not
+    fixed by ``WORKBENCH_THREADS``."""
     import torch
 
-    n = cores_for_job()
+    fixed = os.environ.get("WORKBENCH_THREADS", "auto").strip().lower() not in ("", "auto", "free")
+    n = 1 if work is not None and work < SMALL_WORK and not fixed else cores_for_job()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
