@@ -918,19 +918,21 @@ def _discover_entry_points(registry: Registry, *, builtin: bool = True, others: 
         return
     # a distribution's name is read from its metadata file each time it is asked for; its entry points share it
     names: dict[int, str | None] = {}
-    for ep in eps:
+
+    def dist_of(ep: importlib.metadata.EntryPoint) -> str | None:
         key = id(getattr(ep, "dist", None))
         if key not in names:
             names[key] = _distribution(ep)
-    dist_of = {id(ep): names[id(getattr(ep, "dist", None))] for ep in eps}
-    own = sorted((ep for ep in eps if dist_of[id(ep)] == DISTRIBUTION), key=lambda ep: ep.value)
+        return names[key]
+
+    own = sorted((ep for ep in eps if dist_of(ep) == DISTRIBUTION), key=lambda ep: ep.value)
     if builtin and not own:
         registry.errors.append(PluginError(
             source="builtin methods", message=f"no entry points of {DISTRIBUTION!r} in the group "
             f"{ENTRY_POINT_GROUP!r}: the workbench is not installed (pip install -e . in its folder)"))
-    chosen = (own if builtin else []) + ([ep for ep in eps if dist_of[id(ep)] != DISTRIBUTION] if others else [])
+    chosen = (own if builtin else []) + ([ep for ep in eps if dist_of(ep) != DISTRIBUTION] if others else [])
     for ep in chosen:
-        dist = dist_of[id(ep)]
+        dist = dist_of(ep)
         if dist == DISTRIBUTION:
             source = f"builtin {ep.value}"
         else:

@@ -88,16 +88,26 @@ def free_cores(own_running: float = 1.0) -> int:
     return max(1, min(cores, int(cores - others + 0.5)))
 
 
+def _setting() -> str:
+    """``WORKBENCH_THREADS``, lower case (``auto`` when unset)."""
+    return os.environ.get("WORKBENCH_THREADS", "auto").strip().lower() or "auto"
+
+
+def _fixed_count() -> int | None:
+    """The thread count ``WORKBENCH_THREADS`` fixes, or None (``auto``, ``free``, anything not a number)."""
+    try:
+        return max(1, int(_setting()))
+    except ValueError:
+        return None
+
+
 def threads_for_job() -> int:
     """Intra-op threads for the next CPU job: ``WORKBENCH_THREADS`` when set to a number, :func:`free_cores`
     when it is ``free``, else every usable core; capped by a user's ``OMP_NUM_THREADS``."""
-    fixed = os.environ.get("WORKBENCH_THREADS", "auto").strip().lower()
-    if fixed not in ("", "auto", "free"):
-        try:
-            return max(1, int(fixed))
-        except ValueError:
-            pass
-    n = free_cores() if fixed == "free" else _usable_cores()
+    fixed = _fixed_count()
+    if fixed is not None:
+        return fixed
+    n = free_cores() if _setting() == "free" else _usable_cores()
     cap = os.environ.get("OMP_NUM_THREADS", "")
     if cap.isdigit() and int(cap) > 0:
         n = min(n, int(cap))
@@ -147,7 +157,7 @@ def cores_for_job() -> int:
     """The CPU threads a job may use now: :func:`threads_for_job`, checked by :func:`probe_threads` unless
     ``WORKBENCH_THREADS`` fixes the count (a whole-volume run gives each of them a slice of its own)."""
     n = threads_for_job()
-    if os.environ.get("WORKBENCH_THREADS", "auto").strip().lower() in ("", "auto"):
+    if _setting() == "auto":
         n = probe_threads(n)
     return n
 
@@ -158,8 +168,8 @@ def use_threads_for_job(work: int | None = None) -> int:
     fixed by ``WORKBENCH_THREADS``."""
     import torch
 
-    fixed = os.environ.get("WORKBENCH_THREADS", "auto").strip().lower() not in ("", "auto", "free")
-    n = 1 if work is not None and work < SMALL_WORK and not fixed else cores_for_job()
+    small = work is not None and work < SMALL_WORK and _fixed_count() is None
+    n = 1 if small else cores_for_job()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -75,8 +75,8 @@ best (no noise estimate, ~2x the cost).
 from __future__ import annotations
 
 import hashlib
-import os
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol

@@ -245,7 +245,6 @@ def default_workers(device: str, n_slices: int) -> int:
 
 @dataclass
 class _Solved:
-    k: int
     record: SliceRecord
     image: np.ndarray
     scored: tuple[np.ndarray, np.ndarray, float] | None  # magnitude, reference, data range
@@ -335,11 +334,10 @@ def reconstruct_volume(
                 kept = np.zeros((len(slices), *shape), np.complex64)
             if first.is_cartesian and getattr(first, "mask", None) is not None:
                 mask = _numpy(first.mask).astype(bool)
-            if parallel:
+            if parallel:  # each slice thread sets one thread, which also becomes torch's default: restored below
                 import torch
 
                 threads_before = torch.get_num_threads()
-                torch.set_num_threads(1)
             started: list[threading.Thread] = []
             stack.callback(_join, started)  # the slices in flight end (stopped by halt) before the run returns
             stack.callback(halt.set)  # runs first: a failure, Cancel or Ctrl-C stops the others
@@ -477,6 +475,7 @@ class _SliceSolver:
     def _solve(self, k: int, index: int) -> _Solved:
         from workbench.jobs import JobState
         from workbench.scoring import ScoreError, score, volume_data_range
+        from workbench.weight_store import suspend_writes
 
         name = self.method.name
         problem = self.prepared.pop(k, None)
@@ -484,8 +483,6 @@ class _SliceSolver:
             raise VolumeCancelled(f"{name}: cancelled before slice {index}")
         if problem is None:
             problem = self.prepare(index)
-        from workbench.weight_store import suspend_writes
-
         with suspend_writes():  # a weight per slice would push every other entry out of the store
             job = self.jobs.run_sync(self.method, problem, self.params, device=self.device,
                                      on_progress=lambda j: self.progress(k, index, j))
@@ -511,7 +508,7 @@ class _SliceSolver:
         del problem, job, result  # one slice's data at a time per worker: the queue forgets the finished job (it
         self.jobs.clear_finished()  # holds its Problem), and the collector frees what cycles kept
         gc.collect()
-        return _Solved(k, record, image, scored, used_params)
+        return _Solved(record, image, scored, used_params)
 
 
 def _version() -> str:
