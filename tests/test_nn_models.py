@@ -341,3 +341,19 @@ def test_espirit_initial_maps_use_the_given_maps_else_espirit_else_acs():
         PrimalNet({**TINY, "initial_maps": "magic"})
     with pytest.raises(ValueError):
         PrimalNet({**TINY, "init": "cg", "init_cg_iter": 0})
+
+
+def test_without_map_refinement_is_the_same_network_on_the_estimated_maps():
+    batch = _cartesian_batch(seed=11)
+    refined = _randomised(PrimalNet({**TINY, "refine_maps": True}))
+    # independent definition: a network built without the refiner, given the same image networks' weights
+    plain = PrimalNet({**TINY, "refine_maps": False}).eval()
+    plain.image_nets.load_state_dict(refined.image_nets.state_dict())
+    before = refined.reconstruct(batch)
+    view = refined.without_map_refinement()
+    torch.testing.assert_close(view.reconstruct(batch), plain.reconstruct(batch), rtol=0, atol=1e-6)
+    assert (view.reconstruct(batch) - before).abs().max() > 1e-3 * before.abs().max()  # the refinement mattered
+    # the original keeps its refinement and its parameters; the view shares the image networks
+    assert refined.sens_net is not None and refined.config.refine_maps
+    torch.testing.assert_close(refined.reconstruct(batch), before, rtol=0, atol=0)
+    assert view.image_nets is refined.image_nets and plain.without_map_refinement() is plain

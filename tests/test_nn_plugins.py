@@ -182,3 +182,25 @@ def test_unet_default_weights_follow_the_sampling(tmp_path, monkeypatch):
     save_weights(tmp_path / "unet_noncartesian.safetensors", model,
                  {"training": {"sampling": {"kinds": ["golden-radial", "spiral"]}, "steps": 1}})
     assert UnetBaseline().check(noncart) == []
+
+
+def test_refine_maps_off_runs_the_network_on_the_estimated_maps(tmp_path):
+    """``refine_maps=false``: the same weights' image networks on the maps the classical methods use; the
+    independent definition is a network saved without the refiner holding the same image networks."""
+    torch.manual_seed(3)
+    refined = build_model("xpdnet", ARCH)
+    for p in refined.parameters():  # non-trivial networks (the fresh output layers are zero)
+        p.data = 0.05 * torch.randn(p.shape)
+    with_path, _ = save_weights(tmp_path / "refined.safetensors", refined, RECORD)
+    plain = build_model("xpdnet", {**ARCH, "refine_maps": False})
+    plain.image_nets.load_state_dict(refined.image_nets.state_dict())
+    plain_path, _ = save_weights(tmp_path / "plain.safetensors", plain, RECORD)
+    problem = _problem(seed=4)
+    method = XPDNet()
+    with torch.no_grad():
+        off = method.run(problem, method.make_params({"weights": str(with_path), "refine_maps": "false"}),
+                         RunContext("cpu")).image
+        on = method.run(problem, method.make_params({"weights": str(with_path)}), RunContext("cpu")).image
+    expected = _run(XPDNet(), problem, str(plain_path)).image
+    torch.testing.assert_close(off, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+    assert float((on - off).abs().max()) > 1e-3 * float(expected.abs().max())

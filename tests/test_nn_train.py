@@ -129,3 +129,23 @@ def test_init_from_weights_fine_tunes_and_is_recorded(tmp_path):
                  tmp_path / "unet", **quiet)["weights"]
     with pytest.raises(TrainingError, match="unet.safetensors: holds unet weights"):
         train(TINY_XPDNET, tmp_path / "bad", init_from=unet, **quiet)
+
+
+def test_init_without_the_map_refiner_takes_the_image_networks(tmp_path):
+    """``refine_maps: false`` from weights that had a refiner: the image networks are loaded exactly (zero
+    learning rate), the refiner's tensors are left out; other mismatches are still refused."""
+    from workbench.nn.weights import WeightsError, load_weights
+
+    quiet = {"progress": False, "log": lambda _: None}
+    weights = train(TINY_XPDNET, tmp_path / "first", **quiet)["weights"]
+    arch = {**TINY_XPDNET["architecture"], "refine_maps": False}
+    frozen = {**TINY_XPDNET, "architecture": arch, "steps": 1, "optim": {"lr": 0.0, "warmup_steps": 0}}
+    tuned = train(frozen, tmp_path / "plain", init_from=weights, **quiet)["model"]
+    loaded, _ = load_weights(weights)
+    state = tuned.state_dict()
+    assert not any(k.startswith("sens_net.") for k in state)
+    assert all(torch.equal(state[k], loaded[k]) for k in state)
+    assert any(k.startswith("sens_net.") for k in loaded)
+    wider = {**frozen, "architecture": {**arch, "n_primal": 3}}
+    with pytest.raises(WeightsError, match="do not fit"):
+        train(wider, tmp_path / "wider", init_from=weights, **quiet)

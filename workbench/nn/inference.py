@@ -33,8 +33,9 @@ class AdaptParams:
 
 @dataclass
 class PrimalAdaptParams(AdaptParams):
-    """:class:`AdaptParams` of the unrolled networks: which parameters train, a larger learning rate for the
-    one image network that trains by default, and more steps (their held-out check stops them; the U-net's
+    """The unrolled networks' parameters: whether their coil maps are refined, and their :class:`AdaptParams`:
+    which parameters train, a larger learning rate for the one image network that trains by default, and more
+    steps (their held-out check stops them; the U-net's
     image got worse past ~30 steps while its held-out error still fell: ``benchmarks/results/adaptation.md``)."""
 
     adapt_steps: int = param(100, min=1, max=10000, help="most fine-tuning steps (the held-out check usually "
@@ -44,6 +45,9 @@ class PrimalAdaptParams(AdaptParams):
     adapt_trainable: str = param("last", choices=("last", "image", "all"), label="adapt which",
                                  help="parameters fine-tuned: the last iteration's image network (fastest), all "
                                       "image networks, or everything (with the coil-map refinement)")
+    refine_maps: bool = param(True, label="refine coil maps",
+                              help="the network's learned refinement of the ESPIRiT / ACS coil maps (off: the "
+                                   "maps as estimated, the ones the classical methods use)")
 
 
 def chosen_weights(params: Any, model: str) -> str | Path:
@@ -110,6 +114,8 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     (``params.noise_floor``), and crop; with ``params.adapt``, a scan-adapted copy of the network
     (:func:`adapt_if_asked`). Returns the magnitude image ``[h, w]`` in the data's units."""
     model, sidecar, path, batch = load_network(problem, params, ctx, model_name)
+    if not getattr(params, "refine_maps", True):
+        model = model.without_map_refinement()
     model, adapt_extras, start = adapt_if_asked(model, problem, batch, params, ctx)
 
     def progress(fraction, text):

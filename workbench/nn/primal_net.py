@@ -29,7 +29,8 @@ Shapes: a :class:`~workbench.nn.batch.Batch` of ``B`` slices -> complex ``[B, H,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -126,6 +127,19 @@ class PrimalNet(nn.Module):
         """Coil maps ``[B, C, H, W]``: the ACS estimate, refined when configured, normalised."""
         initial = self.encoding(batch).initial_maps()
         return self.sens_net(initial) if self.sens_net is not None else normalise_maps(initial)
+
+    def without_map_refinement(self) -> "PrimalNet":
+        """This network with the ACS / ESPIRiT maps as they are instead of refined: a view that shares every
+        other module and parameter (``self`` when it has no refinement). On the real Cartesian rows the
+        refinement changed the 8-coil head's maps by half their energy and cost 0.1-0.7 dB there
+        (``benchmarks/results/realdata_deep_*.md``, the ``refine_maps`` plugin parameter)."""
+        if self.sens_net is None:
+            return self
+        view = copy.copy(self)
+        view._modules = dict(self._modules)  # nn.Module keeps submodules in this dict: the original keeps its own
+        view._modules["sens_net"] = None
+        view.config = replace(self.config, refine_maps=False)
+        return view
 
     def encoding(self, batch):
         """The batch's operator with this network's calibration and initial-maps settings."""
