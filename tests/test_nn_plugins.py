@@ -200,7 +200,10 @@ def test_refine_maps_off_runs_the_network_on_the_estimated_maps(tmp_path):
     with torch.no_grad():
         off = method.run(problem, method.make_params({"weights": str(with_path), "refine_maps": "false"}),
                          RunContext("cpu")).image
-        on = method.run(problem, method.make_params({"weights": str(with_path)}), RunContext("cpu")).image
+        on = method.run(problem, method.make_params({"weights": str(with_path), "refine_maps": "true"}),
+                        RunContext("cpu")).image
+        default = method.run(problem, method.make_params({"weights": str(with_path)}), RunContext("cpu")).image
+    torch.testing.assert_close(default, off, rtol=0, atol=0)  # off by default (decided on the real rows)
     expected = _run(XPDNet(), problem, str(plain_path)).image
     torch.testing.assert_close(off, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
     assert float((on - off).abs().max()) > 1e-3 * float(expected.abs().max())

@@ -45,9 +45,13 @@ class PrimalAdaptParams(AdaptParams):
     adapt_trainable: str = param("last", choices=("last", "image", "all"), label="adapt which",
                                  help="parameters fine-tuned: the last iteration's image network (fastest), all "
                                       "image networks, or everything (with the coil-map refinement)")
-    refine_maps: bool = param(True, label="refine coil maps",
-                              help="the network's learned refinement of the ESPIRiT / ACS coil maps (off: the "
-                                   "maps as estimated, the ones the classical methods use)")
+    # off by default, decided on the real rows: the refinement trained on synthetic coils moved the real 8-coil
+    # head's maps by half their energy; off, XPDNet gained 0.08 dB over the 80 Cartesian rows (head +0.20, better
+    # on 58) and NC-PDNet 0.07 dB over the 28 radial rows (benchmarks/results/realdata_deep_*norefine*.md)
+    refine_maps: bool = param(False, label="refine coil maps",
+                              help="the network's learned refinement of the ESPIRiT / ACS coil maps, for weights "
+                                   "that have one (off: the maps as estimated, the ones the classical methods use; "
+                                   "better on the real scans)")
 
 
 def chosen_weights(params: Any, model: str) -> str | Path:
