@@ -357,3 +357,8 @@ def test_without_map_refinement_is_the_same_network_on_the_estimated_maps():
     assert refined.sens_net is not None and refined.config.refine_maps
     torch.testing.assert_close(refined.reconstruct(batch), before, rtol=0, atol=0)
     assert view.image_nets is refined.image_nets and plain.without_map_refinement() is plain
+    # what is registered on the view stays off the original
+    view.register_forward_hook(lambda module, args, out: None)
+    view.register_buffer("probe", torch.zeros(1))
+    assert not refined._forward_hooks and "probe" not in dict(refined.named_buffers())
+    torch.testing.assert_close(refined.reconstruct(batch), before, rtol=0, atol=0)

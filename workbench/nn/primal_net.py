@@ -132,11 +132,17 @@ class PrimalNet(nn.Module):
         """This network with the ACS / ESPIRiT maps as they are instead of refined: a view that shares every
         other module and parameter (``self`` when it has no refinement). On the real Cartesian rows the
         refinement changed the 8-coil head's maps by half their energy and cost 0.1-0.7 dB there
-        (``benchmarks/results/realdata_deep_*.md``, the ``refine_maps`` plugin parameter)."""
+        (``benchmarks/results/realdata_deep_*.md``, the ``refine_maps`` plugin parameter). The image networks are
+        the original's: ``deepcopy`` the view before changing it in place (``train()``, ``to()``, loading a state),
+        as adaptation does."""
         if self.sens_net is None:
             return self
         view = copy.copy(self)
-        view._modules = dict(self._modules)  # nn.Module keeps submodules in this dict: the original keeps its own
+        # nn.Module keeps submodules, parameters, buffers and hooks in dicts: the view gets its own, so that what is
+        # registered on it stays off the original
+        for name, value in vars(self).items():
+            if name.startswith("_") and isinstance(value, dict):
+                setattr(view, name, type(value)(value))
         view._modules["sens_net"] = None
         view.config = replace(self.config, refine_maps=False)
         return view
