@@ -1,20 +1,19 @@
 """XPDNet (Ramzi et al., fastMRI challenge 2020): an unrolled primal network, with an optional learned coil-map
 refinement.
 
-Each of the unrolled iterations feeds a buffer of 5 complex images and the data-consistency residual
-``A^H (A x - y)`` to its own multi-level wavelet CNN, which updates the buffer; coil maps are estimated from the
-ACS lines (ESPIRiT) and, with ``refine_maps``, refined by a small U-net (off by default since version 1.1: the
-refinement learned the simulator's coils and cost 0.08 dB on the real scans). By default the network's output
-goes through a hard data-consistency step: the measured k-space samples go back into the output's coil images, whose root-sum-of-squares is the
-image. The scanner noise of the unmeasured samples (the expected RSS of the fully sampled scan) is now the
-scoring layer's "as-acquired" mode (:func:`workbench.scoring.as_acquired`), applied to every method alike;
-``noise_floor=True`` still adds it here (``benchmarks/results/deep.md`` has the figures with and without). Trained on synthetic multi-coil
-brain slices (1 to 16 coils, 96x96 to 256x256, random and equispaced 1D masks at 4x and 8x). The shipped
-weights start the iterations from the CG-SENSE solution with the problem's own ESPIRiT maps (the maps the
-classical methods use) and learn a correction of it (``configs/xpdnet_cg_cpu.json``). The same network with a NUFFT
-operator is NC-PDNet (plugin ``ncpdnet``). ``adapt`` fine-tunes a copy on the scan's own measured samples first
-(:mod:`workbench.nn.adapt`; ``benchmarks/results/adaptation.md``).
-"""
+Each of the unrolled iterations feeds a buffer of 5 complex images and the data-consistency residual ``A^H (A x -
+y)`` to its own multi-level wavelet CNN, which updates the buffer; coil maps are estimated from the ACS lines
+(ESPIRiT) and, with ``refine_maps``, refined by a small U-net (off by default since version 1.1: the refinement
+learned the simulator's coils and cost 0.08 dB on the real scans). By default the network's output goes through a
+hard data-consistency step: the measured k-space samples go back into the output's coil images, whose
+root-sum-of-squares is the image. The scanner noise of the unmeasured samples (the expected RSS of the fully sampled
+scan) is now the scoring layer's "as-acquired" mode (:func:`workbench.scoring.as_acquired`), applied to every method
+alike; ``noise_floor=True`` still adds it here (``benchmarks/results/deep.md`` has the figures with and without).
+Trained on synthetic multi-coil brain slices (1 to 16 coils, 96x96 to 256x256, random and equispaced 1D masks at 4x
+and 8x). The shipped weights start the iterations from the CG-SENSE solution with the problem's own ESPIRiT maps
+(the maps the classical methods use) and learn a correction of it (``configs/xpdnet_cg_cpu.json``). The same network
+with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``). ``adapt`` fine-tunes a copy on the scan's own measured
+samples first (:mod:`workbench.nn.adapt`; ``benchmarks/results/adaptation.md``). """
 
 from __future__ import annotations
 

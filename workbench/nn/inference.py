@@ -44,7 +44,8 @@ class PrimalAdaptParams(AdaptParams):
                             help="Adam learning rate of the fine-tuning")
     adapt_trainable: str = param("last", choices=("last", "image", "all"), label="adapt which",
                                  help="parameters fine-tuned: the last iteration's image network (fastest), all "
-                                      "image networks, or everything (with the coil-map refinement when refine_maps is on)")
+                                      "image networks, or everything (with the coil-map refinement when "
+                                      "refine_maps is on)")
     # off by default, decided on the real rows: the refinement trained on synthetic coils moved the real 8-coil
     # head's maps by half their energy; off, XPDNet gained 0.08 dB over the 80 Cartesian rows (head +0.20, better
     # on 58) and NC-PDNet 0.07 dB over the 28 radial rows (benchmarks/results/realdata_deep_*norefine*.md)

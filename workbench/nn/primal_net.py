@@ -147,6 +147,13 @@ class PrimalNet(nn.Module):
         view.config = replace(self.config, refine_maps=False)
         return view
 
+    def initial_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The tensors of a weight file this network starts from in training (``--init``): without a map refiner
+        (``refine_maps: false``) the refiner's tensors of weights that had one are left out; the rest must fit."""
+        if self.sens_net is not None:
+            return tensors
+        return {k: v for k, v in tensors.items() if not k.startswith("sens_net.")}
+
     def encoding(self, batch):
         """The batch's operator with this network's calibration and initial-maps settings."""
         cfg = self.config

@@ -375,10 +375,8 @@ def _initialise(net: torch.nn.Module, path: str | os.PathLike, model: str) -> di
     if side.get("model") != model:
         raise TrainingError(f"{path}: holds {side.get('model')} weights; cannot initialise a {model} model")
     own = net.state_dict()
-    if getattr(net, "sens_net", "absent") is None:
-        # a primal network configured without the coil-map refinement starts from the image networks of weights
-        # that had one (``refine_maps: false``): the refiner's tensors have no place in it
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("sens_net.")}
+    if hasattr(net, "initial_tensors"):  # what of another configuration's weights the model can start from
+        tensors = net.initial_tensors(tensors)
     try:
         net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:
