@@ -164,10 +164,11 @@ def test_real_items_share_one_draw_with_phantoms(monkeypatch):
     class Params:
         snr = 30.0
 
-    chosen = []
+    chosen, upsampling = [], []
 
     def fake_slice(seed, **kw):
         chosen.append((kw.get("subject", "brain"), kw.get("fov_mm")))
+        upsampling.append(kw.get("real_max_upsampling"))
         return {"params": Params()}
 
     monkeypatch.setattr(simulate, "generate_slice", fake_slice)
@@ -192,3 +193,12 @@ def test_real_items_share_one_draw_with_phantoms(monkeypatch):
                 {"phantom_p": 0.7, "real_p": 0.4}):
         with pytest.raises(DataConfigError, match="real_p"):
             SyntheticData({**cfg, **bad})
+    # real_max_upsampling reaches the simulator with the real subjects only; it must be >= 1 (or null)
+    chosen.clear(), upsampling.clear()
+    data = SyntheticData({**cfg, "phantom_p": 0.3, "real_p": 0.3, "real_max_upsampling": 1.25})
+    kinds = [data.simulate(s, setting)[1]["subject"] for s in seeds[:300]]
+    assert "real" in kinds and [c[0] for c in chosen] == kinds
+    assert upsampling == [1.25 if k == "real" else None for k in kinds]
+    for bad in (0.5, "twice", float("inf")):
+        with pytest.raises(DataConfigError, match="real_max_upsampling"):
+            SyntheticData({**cfg, "real_max_upsampling": bad})

@@ -551,7 +551,7 @@ def load_real_slices(path: str | os.PathLike | None = None) -> RealSlices:
 
 
 def make_real(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pixel_mm: float, z_mm: float,
-              slices: RealSlices | None = None) -> dict[str, np.ndarray]:
+              slices: RealSlices | None = None, max_upsampling: float | None = None) -> dict[str, Any]:
     """A real scan's magnitude slice as the object (the keys of :func:`make_object`).
 
     A source file, then one of its slices, is drawn from ``rng`` (each source equally likely, whatever its
@@ -560,12 +560,20 @@ def make_real(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pix
     with the brain path's smooth phase (the files hold magnitudes only). Support (``head_mask``): where the
     magnitude exceeds :data:`REAL_SUPPORT_LEVEL`, holes filled; the SNR region (``wm_mask``): the brighter half
     of the support 2 mm in from its border (white matter on T1, CSF and grey matter on the b0 images).
+
+    ``max_upsampling``: where the grid's pixel is finer than the slice's by more than this factor, the pixel is
+    made coarser (``pixel_mm`` of the result: the field of view grows, the subject covers fewer pixels). A slice
+    resampled onto a finer grid has nothing beyond its own resolution, and a network trained on it learns to
+    leave a real scan's unmeasured high frequencies empty: blur (the 4 mm and 2 mm slices on a 1 mm grid).
+    None: the grid's pixel whatever the slice's (the data of configurations written before the option).
     """
     slices = slices or load_real_slices()
     src = int(rng.integers(len(slices.sources)))
     choices = np.flatnonzero(slices.source == src)
     j = int(choices[int(rng.integers(len(choices)))])
     img, src_mm = slices.mag[j], float(slices.pixel_mm[j])
+    if max_upsampling is not None and src_mm > pixel_mm * float(max_upsampling):
+        pixel_mm = src_mm / float(max_upsampling)
     ar, ac = _posed_offsets(p, grid, pixel_mm)
     centre = img.shape[0] // 2, img.shape[1] // 2
     coords = np.stack([ar / src_mm + centre[0], ac / src_mm + centre[1]])
@@ -579,7 +587,7 @@ def make_real(rng: np.random.Generator, p: SimParams, grid: tuple[int, int], pix
     core = core if core.sum() >= 100 else head
     bright = core & (mag >= np.median(mag[core])) if core.any() else core
     return {"image": image, "head_mask": head, "brain_mask": head, "wm_mask": bright,
-            "csf_mask": np.zeros(grid, bool)}
+            "csf_mask": np.zeros(grid, bool), "pixel_mm": pixel_mm}
 
 
 def _ellipse_distance(u: np.ndarray, v: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -877,11 +885,13 @@ def generate_slice(
     coil_model: str = "wire",
     subject: str = "brain",
     fill_fov: bool = False,
+    real_max_upsampling: float | None = None,
     **param_kw: Any,
 ) -> dict[str, Any]:
     """Simulate one fully sampled multi-coil axial brain slice (or, ``subject="phantom"``, a test object:
     :func:`make_phantom`, with ``fill_fov`` one that fills the reconstructed field of view; ``subject="real"``, a
-    real scan's magnitude slice: :func:`make_real`).
+    real scan's magnitude slice: :func:`make_real`, ``real_max_upsampling`` its ``max_upsampling``: the
+    returned ``pixel_mm`` can then be coarser than ``fov_mm / W``).
 
     Args:
         rng: a ``numpy.random.Generator`` or a seed; the same seed gives bit-identical arrays.
@@ -932,7 +942,8 @@ def generate_slice(
         if fill_fov:
             p = _coils_outside(p, obj["half_extent_mm"])
     else:
-        obj = make_real(rng, p, grid, pixel_mm, z)
+        obj = make_real(rng, p, grid, pixel_mm, z, max_upsampling=real_max_upsampling)
+        pixel_mm = obj.pop("pixel_mm")
     phys = coil_sensitivities(p, grid, pixel_mm, z)
     out = _slice_from_object(rng, p, obj, phys, shape, None)
     out.update(slice_position=z, params=p, pixel_mm=pixel_mm)

@@ -143,6 +143,10 @@ DEFAULT_SYNTHETIC: dict[str, Any] = {
     # probability that an item is a real scan's magnitude slice (workbench.simulate.make_real: dipy's sample b0
     # EPI and T1 slices, real anatomy and texture) rather than the template head; phantom_p + real_p <= 1
     "real_p": 0.0,
+    # the most a real slice is upsampled onto the grid (simulate.make_real's max_upsampling; beyond it the pixel
+    # is made coarser): slices of 2-4 mm resampled onto a 1 mm grid have no high frequencies, and a network
+    # trained on them blurs real scans. None: any (the data of configurations written before the option)
+    "real_max_upsampling": None,
     # probability that a test object fills the reconstructed field of view (simulate.make_phantom's fill_mm:
     # the real twix phantoms reach the readout crop once the oversampling is removed)
     "fill_fov_p": 0.0,
@@ -199,6 +203,14 @@ class SyntheticData:
                 ok = False
             if not ok:
                 raise DataConfigError(f"synthetic data: {key} must be in [0, 1], got {c[key]!r}")
+        if c["real_max_upsampling"] is not None:
+            try:
+                ok = 1.0 <= float(c["real_max_upsampling"]) < float("inf")
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise DataConfigError("synthetic data: real_max_upsampling must be a number >= 1 or null, got "
+                                      f"{c['real_max_upsampling']!r}")
         if float(c["phantom_p"]) + float(c["real_p"]) > 1.0 + 1e-9:
             raise DataConfigError(f"synthetic data: phantom_p + real_p must be <= 1, got {c['phantom_p']} + "
                                   f"{c['real_p']}")
@@ -269,6 +281,8 @@ class SyntheticData:
                     subject["fill_fov"] = True
             elif u < p_phantom + p_real:
                 subject = {"subject": "real"}
+                if c["real_max_upsampling"] is not None:
+                    subject["real_max_upsampling"] = float(c["real_max_upsampling"])
         sim = generate_slice(
             seed, shape=setting["shape"], n_coils=setting["n_coils"], contrast=contrast, snr=tuple(c["snr"]),
             noise_correlation=c["noise_correlation"], readout_oversampling=setting["oversampling"],
