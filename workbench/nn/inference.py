@@ -11,8 +11,8 @@ from typing import Any
 from workbench.methods import param
 from workbench.result import Result
 
-__all__ = ["AdaptParams", "PrimalAdaptParams", "adapt_if_asked", "chosen_weights", "load_network", "run_primal_net",
-           "weights_reasons"]
+__all__ = ["AdaptParams", "PrimalAdaptParams", "adapt_if_asked", "adapt_lr_param", "adapt_trainable_param",
+           "chosen_weights", "load_network", "run_primal_net", "weights_reasons"]
 
 
 @dataclass
@@ -31,6 +31,19 @@ class AdaptParams:
                             help="Adam learning rate of the fine-tuning")
 
 
+def adapt_lr_param(default: float):
+    """The ``adapt_lr`` parameter with its own default (a plugin's Params redeclares it with this)."""
+    return param(default, min=1e-7, max=1.0, log_scale=True, label="adapt learning rate",
+                 help="Adam learning rate of the fine-tuning")
+
+
+def adapt_trainable_param(default: str):
+    """The ``adapt_trainable`` parameter with its own default: which parameters the adaptation trains."""
+    return param(default, choices=("last", "image", "all"), label="adapt which",
+                 help="parameters fine-tuned: the last iteration's image network (fastest), all image networks, "
+                      "or everything (with the coil-map refinement when refine_maps is on)")
+
+
 @dataclass
 class PrimalAdaptParams(AdaptParams):
     """The unrolled networks' parameters: whether their coil maps are refined, and their :class:`AdaptParams`:
@@ -40,12 +53,8 @@ class PrimalAdaptParams(AdaptParams):
 
     adapt_steps: int = param(100, min=1, max=10000, help="most fine-tuning steps (the held-out check usually "
                                                          "stops it after 20-60)")
-    adapt_lr: float = param(1e-3, min=1e-7, max=1.0, log_scale=True, label="adapt learning rate",
-                            help="Adam learning rate of the fine-tuning")
-    adapt_trainable: str = param("last", choices=("last", "image", "all"), label="adapt which",
-                                 help="parameters fine-tuned: the last iteration's image network (fastest), all "
-                                      "image networks, or everything (with the coil-map refinement when "
-                                      "refine_maps is on)")
+    adapt_lr: float = adapt_lr_param(1e-3)
+    adapt_trainable: str = adapt_trainable_param("last")
     # off by default, decided on the real rows: the refinement trained on synthetic coils moved the real 8-coil
     # head's maps by half their energy; off, XPDNet gained 0.08 dB over the 80 Cartesian rows (head +0.20, better
     # on 58) and NC-PDNet 0.07 dB over the 28 radial rows (benchmarks/results/realdata_deep_*norefine*.md)
