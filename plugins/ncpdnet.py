@@ -22,7 +22,7 @@ class Params(PrimalAdaptParams):
 
 class NCPDNet(Method):
     name = "ncpdnet"
-    version = "1.1"  # 1.1: the estimated coil maps by default (refine_maps off)
+    version = "1.2"  # 1.1: the estimated coil maps by default (refine_maps off); 1.2: adaptation of every parameter
     description = ("NC-PDNet: unrolled primal network for radial / spiral data (NUFFT with density compensation, "
                    "Toeplitz normal operator); needs trained weights")
     capabilities = Capabilities(cartesian=False, noncartesian=True, multicoil=True, singlecoil=True,

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 from workbench.errors import SamplingError
 from workbench.methods import Capabilities, Method, param
-from workbench.nn.inference import (PrimalAdaptParams, adapt_lr_param, adapt_trainable_param, run_primal_net,
-                                    weights_reasons)
+from workbench.nn.inference import PrimalAdaptParams, run_primal_net, weights_reasons
 from workbench.physics.coils import calibration_region
 
 
@@ -36,11 +35,6 @@ class Params(PrimalAdaptParams):
                                           "in quadrature, sqrt(|x|^2 + C (1 - f) noise_std^2), so that the image "
                                           "is the expected root-sum-of-squares of the fully sampled scan (off by "
                                           "default: the 'as-acquired' scoring mode does this for every method)")
-    # decided on the 24 full real rows (benchmarks/results/realdata_deep_xpdnet_adapt_all.md): every parameter at
-    # 3e-4 gained 1.16 dB over the best classical method against 0.75 for the last image network at 1e-3 (GRE +1.65,
-    # 7 T +1.0, head equal, body coil -0.24); it takes longer (median 36 s against 6 s, within adapt_seconds)
-    adapt_lr: float = adapt_lr_param(3e-4)
-    adapt_trainable: str = adapt_trainable_param("all")
 
 
 class XPDNet(Method):
