@@ -391,9 +391,11 @@ def test_real_slices_are_not_upsampled_past_max_upsampling():
     # a grid already coarse enough is left alone
     assert simulate.make_real(np.random.default_rng(0), p, (n, n), 1.8, 0.0, one, max_upsampling=1.25)[
         "pixel_mm"] == 1.8
-    # and generate_slice reports the pixel the slice was simulated at
-    out = simulate.generate_slice(0, shape=(64, 64), subject="real", real_max_upsampling=1.0, n_coils=2)
-    assert out["pixel_mm"] >= 240.0 / 64
+    # and generate_slice simulates (and reports) the slice at its own pixel: every shipped slice is coarser than
+    # the 0.94 mm of a 256-pixel, 240 mm field of view, so with no upsampling allowed the pixel is the slice's
+    out = simulate.generate_slice(0, shape=(256, 256), subject="real", real_max_upsampling=1.0, n_coils=2)
+    assert out["pixel_mm"] > 240.0 / 256 and np.isclose(real.pixel_mm, out["pixel_mm"]).any()
+    assert simulate.generate_slice(0, shape=(256, 256), subject="real", n_coils=2)["pixel_mm"] == 240.0 / 256
 
 
 def test_shipped_real_slices_match_their_notice(tmp_path):
