@@ -3,7 +3,9 @@
 Data consistency uses the NUFFT with density compensation, ``A^H D (A x - y) = (A^H D A) x - A^H D y``, the first
 term by the Toeplitz-embedded normal operator (FFTs on the 2x grid, no interpolation); coil maps come from the
 trajectory centre and are refined by a small U-net. One implementation with XPDNet
-(:mod:`workbench.nn.primal_net`); only the operator differs. ``adapt`` fine-tunes a copy on the scan's own
+(:mod:`workbench.nn.primal_net`); only the operator differs. The network's image ends with one consistency solve,
+``min ||A x - y||^2_D + lam ||x - x_net||^2``, its weight chosen per scan by holding out whole spokes
+(:mod:`workbench.nn.consistency`; ``consistency``, ``consistency_lam``). ``adapt`` fine-tunes a copy on the scan's own
 samples first (:mod:`workbench.nn.adapt`: subsets of the trajectory's samples, density compensation rescaled).
 """
 
@@ -22,7 +24,9 @@ class Params(PrimalAdaptParams):
 
 class NCPDNet(Method):
     name = "ncpdnet"
-    version = "1.2"  # 1.1: the estimated coil maps by default (refine_maps off); 1.2: adaptation of every parameter
+    # 1.1: the estimated coil maps by default (refine_maps off); 1.2: adaptation of every parameter; 1.3: the
+    # consistency solve with its weight chosen by hold-out
+    version = "1.3"
     description = ("NC-PDNet: unrolled primal network for radial / spiral data (NUFFT with density compensation, "
                    "Toeplitz normal operator); needs trained weights")
     capabilities = Capabilities(cartesian=False, noncartesian=True, multicoil=True, singlecoil=True,

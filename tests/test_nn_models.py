@@ -362,3 +362,26 @@ def test_without_map_refinement_is_the_same_network_on_the_estimated_maps():
     view.register_buffer("probe", torch.zeros(1))
     assert not refined._forward_hooks and "probe" not in dict(refined.named_buffers())
     torch.testing.assert_close(refined.reconstruct(batch), before, rtol=0, atol=0)
+
+
+def test_cartesian_encoding_normal_is_the_sense_normal_for_every_mask():
+    """The encoding's normal operator takes the 1D-FFT line form when every item has the same line mask: it must
+    equal the 2D SENSE normal operator, for column and row masks, and fall back for other masks."""
+    from workbench.nn.batch import CartesianEncoding
+    from workbench.physics.sense import CartesianSense
+
+    g = torch.Generator().manual_seed(0)
+    b, c, h, w = 2, 3, 20, 16
+    maps = torch.randn(b, c, h, w, dtype=torch.complex64, generator=g)
+    x = torch.randn(b, h, w, dtype=torch.complex64, generator=g)
+    cols = torch.zeros(h, w, dtype=torch.bool)
+    cols[:, ::3] = True
+    rows = torch.zeros(h, w, dtype=torch.bool)
+    rows[::4] = True
+    points = torch.rand(h, w, generator=g) < 0.4
+    for mask, line_form in ((cols.expand(b, h, w), True), (rows.expand(b, h, w), True),
+                            (torch.stack([cols, rows]), False), (points.expand(b, h, w), False)):
+        enc = CartesianEncoding(torch.zeros(b, c, h, w, dtype=torch.complex64), mask.clone())
+        assert (enc._lines() is not None) == line_form
+        expected = CartesianSense(maps, mask.clone(), grid_shape=(h, w)).normal(x)
+        torch.testing.assert_close(enc.normal(x, maps), expected, atol=1e-5, rtol=1e-5)

@@ -683,3 +683,27 @@ def test_acquired_dcf_is_computed_once_by_the_problem_and_shared_with_the_sessio
         assert calls == ["pipe-menon", "voronoi"] and s.problem().provenance["dcf_method"] == "voronoi"
     finally:
         s.shutdown()
+
+
+def test_params_text_shows_what_an_automatic_weight_became():
+    from types import SimpleNamespace
+
+    from workbench.session.runs import ResultEntry
+
+    def entry(params, chosen):
+        e = ResultEntry(id=1, method="xpdnet", params=params, slice_index=0, sampling={})
+        e.result = SimpleNamespace(chosen=chosen)
+        return e
+
+    picked = entry({"consistency_lam": None, "adapt": False},
+                   {"consistency_lam": 0.03, "consistency_lam_rule": "hold-out"})
+    assert picked.params_text() == "consistency_lam=auto 0.03 (hold-out), adapt=False"
+    kept = entry({"consistency_lam": None}, {"consistency_lam": None, "consistency_lam_rule": "hold-out"})
+    assert kept.params_text() == "consistency_lam=auto none (hold-out)"
+    fixed = entry({"consistency_lam": 0.1}, {"consistency_lam": 0.1})
+    assert fixed.params_text() == "consistency_lam=0.1"
+    assert fixed.chosen_text() == "consistency_lam=0.1"
+    assert picked.chosen_text() == "consistency_lam=0.03 (hold-out)"
+    assert kept.chosen_text() == "consistency_lam=none (hold-out)"
+    l1 = entry({"lam": None}, {"lam": 0.00556, "lam_rule": "discrepancy", "lam_absolute": 3.2, "n_iter": 100})
+    assert l1.chosen_text() == "lam=0.00556 (discrepancy)"

@@ -21,6 +21,7 @@ from workbench.solvers import (
     least_squares_gradient,
     power_iteration,
     project_l2_ball,
+    shifted_conjugate_gradient,
     soft_threshold,
     total_variation,
 )
@@ -133,6 +134,26 @@ def test_cg_sense_tikhonov_matches_direct_solve(dtype, tol):
     assert res.history_name == "residual" and len(res.history) == res.n_iter
     res2 = cg_sense(op, y, lam, n_iter=200, tol=1e-12)
     torch.testing.assert_close(res2.x, res.x)
+
+
+def test_shifted_cg_solves_every_shift_as_separate_cg_does():
+    """One multi-shift run: each shift's iterate is plain CG's with lam = shift after as many iterations, and at
+    convergence the direct solution of (A^H A + s I) x = A^H y."""
+    op, y, A = _sense_problem(torch.complex128)
+    shifts = [0.3, 0.01, 2.0, 0.05]
+    rhs = op.H(y)
+    for n_iter in (2, 7):
+        xs = shifted_conjugate_gradient(op.normal, rhs, shifts, n_iter=n_iter)
+        for s in shifts:
+            ref = conjugate_gradient(op.normal, rhs, n_iter=n_iter, tol=0.0, lam=s).x
+            torch.testing.assert_close(xs[s], ref, atol=1e-10 * float(ref.abs().max()), rtol=0)
+    yv = y.numpy().ravel()
+    xs = shifted_conjugate_gradient(op.normal, rhs, shifts, n_iter=200)
+    for s in shifts:
+        expected = np.linalg.solve(A.conj().T @ A + s * np.eye(A.shape[1]), A.conj().T @ yv).reshape(6, 6)
+        assert np.linalg.norm(xs[s].numpy() - expected) / np.linalg.norm(expected) < 1e-8
+    with pytest.raises(ValueError):
+        shifted_conjugate_gradient(op.normal, rhs, [-0.1])
 
 
 def test_cg_batched_items_have_their_own_lambda_and_warm_start():

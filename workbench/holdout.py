@@ -39,7 +39,8 @@ import torch
 from workbench.arrays import fit_shape
 from workbench.errors import SamplingError
 
-__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "DEFAULT_FOLDS", "HoldOut", "split", "folds", "prediction_error",
+__all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "DEFAULT_FOLDS", "HoldOut", "split", "folds", "readouts",
+           "prediction_error",
            "estimated_nmse", "residuals", "scored_part", "kspace_nmse", "params_as_run", "holdout_score", "summary",
            "pooled_summary"]
 
@@ -123,6 +124,51 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
     return HoldOut(problem, train, held, int(held.sum()) / measured, seed)
 
 
+def readouts(trajectory: torch.Tensor) -> torch.Tensor:
+    """The readout of each sample ``[K]`` (int64, from 0) of a trajectory ``[2, K]`` stored readout by readout:
+    a new readout starts where the step from the previous sample is more than 4 times the median step (a radial
+    spoke ends at one edge and the next starts at another; a spiral interleaf ends at the edge and the next starts
+    at the centre)."""
+    step = (trajectory[:, 1:] - trajectory[:, :-1]).pow(2).sum(0).sqrt()
+    if step.numel() == 0:
+        return torch.zeros(trajectory.shape[1], dtype=torch.long, device=trajectory.device)
+    jump = step > 4 * step.median().clamp_min(1e-12)
+    return torch.cat([torch.zeros(1, dtype=torch.long, device=step.device), jump.long().cumsum(0)])
+
+
+def _readout_folds(problem: Any, n_folds: int, fraction: float, seed: int) -> list[HoldOut]:
+    """Non-Cartesian folds of whole readouts (:func:`readouts`), each held out outside the calibration radius
+    only (inside it the samples stay: the coil maps come from there, and the centre is sampled densely, where the
+    gaps between readouts are not what is missing elsewhere)."""
+    from workbench.problem import Problem
+
+    group = readouts(problem.trajectory)
+    n_groups = int(group.max()) + 1
+    n = max(1, int(round(fraction * n_groups)))
+    if n_groups < 4 or n > n_groups // 2:
+        raise SamplingError(f"hold-out: {n_groups} readouts are too few to hold out {n}")
+    n_folds = min(n_folds, n_groups // 2 // n)
+    radius = problem.trajectory.pow(2).sum(0).sqrt()
+    outside = radius > math.pi * max(problem.calib) / max(problem.grid_shape)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n_groups)).to(group.device)
+    common = dict(reference=problem.reference, data_range=problem.data_range, device=problem.device,
+                  maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
+                  maps=problem.maps if problem.has_maps else None)
+    out = []
+    for f in range(n_folds):
+        held = torch.isin(group, order[f * n:(f + 1) * n]) & outside
+        if not bool(held.any()):
+            raise SamplingError("hold-out: the held-out readouts have no samples outside the calibration radius")
+        keep = ~held
+        train = Problem(problem.y[:, keep], problem.grid_shape, problem.recon_shape,
+                        trajectory=problem.trajectory[:, keep],
+                        dcf=None if problem.dcf is None else problem.dcf[keep],
+                        provenance={**problem.provenance, "holdout": {"fraction": fraction, "seed": seed,
+                                                                      "fold": f, "readouts": True}}, **common)
+        out.append(HoldOut(problem, train, held, int(held.sum()) / int(problem.y.shape[-1]), seed))
+    return out
+
+
 def folds(problem: Any, n_folds: int = DEFAULT_FOLDS, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_SEED,
           lines: bool | None = None) -> list[HoldOut]:
     """``n_folds`` disjoint hold-out splits of ``problem`` (one seeded permutation of the eligible candidates,
@@ -131,13 +177,16 @@ def folds(problem: Any, n_folds: int = DEFAULT_FOLDS, fraction: float = DEFAULT_
     whenever the mask is a line mask): the candidates are whole measured lines off the fully sampled centre, so
     that what is held out is missing as the unmeasured lines are (a held-out sample on a measured line is
     predicted from its measured neighbours along the readout, which flatters every interpolating method against
-    zero filling); else single samples (:func:`split`, an independent seeded split per fold)."""
+    zero filling); else single samples (:func:`split`, an independent seeded split per fold). ``lines=True`` on
+    non-Cartesian data: whole readouts outside the calibration radius (:func:`_readout_folds`)."""
     from workbench.problem import Problem
 
     if not 0 < fraction < 0.5 or n_folds < 1 or n_folds * fraction >= 0.9:
         raise SamplingError(f"hold-out: {n_folds} folds of {fraction} of the measured samples do not fit")
     if lines is None:
         lines = problem.is_cartesian and _column_mask(problem.mask)
+    if lines and not problem.is_cartesian:
+        return _readout_folds(problem, n_folds, fraction, seed)
     if not lines:
         if n_folds == 1:
             return [split(problem, fraction, seed)]

@@ -116,9 +116,23 @@ class CartesianEncoding(Encoding):
         return acs_maps_from_calibration(kspace[:, rows, cols], self.grid_shape, threshold=self.acs_threshold)
 
     def normal(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        from workbench.physics.sense import CartesianSense
+        from workbench.physics.sense import CartesianLineSense, CartesianSense
 
+        lines = self._lines()
+        if lines is not None:  # the same normal operator with 1D FFTs (CartesianLineSense)
+            return CartesianLineSense(maps, lines[1], lines[0], self.grid_shape).normal(x)
         return CartesianSense(maps, self.mask, grid_shape=self.grid_shape).normal(x)
+
+    def _lines(self) -> tuple[int, torch.Tensor] | None:
+        """``(axis, sampled lines)`` when every item's mask is the same line mask, else None (cached)."""
+        if not hasattr(self, "_line_form"):
+            from workbench.physics.sense import line_axis
+
+            first = self.mask[0]
+            axis = line_axis(first) if bool((self.mask == first).all()) else None
+            self._line_form = None if axis is None else (
+                axis, torch.nonzero(first.any(dim=-2 if axis == -1 else -1)).reshape(-1))
+        return self._line_form
 
     def consistent_coil_images(self, coils: torch.Tensor) -> torch.Tensor:
         return ifft2c(torch.where(self.mask[:, None], self.kspace, fft2c(coils)))

@@ -51,6 +51,16 @@ class PrimalAdaptParams(AdaptParams):
     # off by default, decided on the real rows: the refinement trained on synthetic coils moved the real 8-coil
     # head's maps by half their energy; off, XPDNet gained 0.08 dB over the 80 Cartesian rows (head +0.20, better
     # on 58) and NC-PDNet 0.07 dB over the 28 radial rows (benchmarks/results/realdata_deep_*norefine*.md)
+    # on by default, decided on the real rows (workbench.nn.consistency; benchmarks/results/*consistency*.md)
+    consistency: bool = param(True, label="consistency solve",
+                              help="end with min ||Ax - y||^2 + lam ||x - x_net||^2 started at the network's image "
+                                   "x_net (uses the measured samples through the coil maps where the network "
+                                   "missed them); off: the network's image")
+    consistency_lam: float | None = param(None, min=1e-4, max=100.0, log_scale=True, label="consistency weight",
+                                          help="lam of the consistency solve (relative to ||A||^2 = 1; small: "
+                                               "closer to CG-SENSE); empty/auto = chosen by k-space hold-out, "
+                                               "or no solve when no weight predicts held-out samples better "
+                                               "than the network")
     refine_maps: bool = param(False, label="refine coil maps",
                               help="the network's learned refinement of the ESPIRiT / ACS coil maps, for weights "
                                    "that have one (off: the maps as estimated, the ones the classical methods use; "
@@ -118,8 +128,9 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     """Reconstruct with the primal network ``model_name`` (``"xpdnet"`` or ``"ncpdnet"``): load the weights
     (cached per file and device), run with progress in [0.05, 1] and cancellation, end with the hard data
     consistency (``params.data_consistency``, Cartesian only) and the noise floor of the unmeasured samples
-    (``params.noise_floor``), and crop; with ``params.adapt``, a scan-adapted copy of the network
-    (:func:`adapt_if_asked`). Returns the magnitude image ``[h, w]`` in the data's units."""
+    (``params.noise_floor``), and crop; with ``params.consistency``, the network's image goes through the
+    consistency solve first (:func:`_consistent_reconstruction`); with ``params.adapt``, a scan-adapted copy of
+    the network (:func:`adapt_if_asked`). Returns the magnitude image ``[h, w]`` in the data's units."""
     model, sidecar, path, batch = load_network(problem, params, ctx, model_name)
     if not getattr(params, "refine_maps", True):
         model = model.without_map_refinement()
@@ -135,9 +146,13 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
 
     # Cartesian only: the non-Cartesian operator has no exact projection and leaves the image as it is
     final = getattr(params, "data_consistency", None)
-    x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
-    magnitude = x.abs()
     extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
+    chosen: dict[str, Any] = {"n_iter": model.config.n_iter}
+    if not getattr(params, "consistency", False):
+        x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
+    else:
+        x = _consistent_reconstruction(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen)
+    magnitude = x.abs()
     if final and problem.is_cartesian:
         from workbench.scoring import IMAGE_IS_CONSISTENT_RSS, IMAGE_IS_SCAN
 
@@ -151,4 +166,41 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
             extras["image_is"] = IMAGE_IS_SCAN
     image = problem.crop(magnitude).to(problem.y.dtype)
     ctx.progress(1.0, "done")
-    return Result(image=image, extras=extras, chosen={"n_iter": model.config.n_iter})
+    return Result(image=image, extras=extras, chosen=chosen)
+
+
+def _consistent_reconstruction(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen):
+    """The network's image through the consistency solve (:mod:`workbench.nn.consistency`) with
+    ``params.consistency_lam``, or the weight chosen by hold-out; records the weight in ``chosen`` and the
+    hold-out's errors in ``extras``. Complex ``[H, W]``, data units."""
+    from workbench.nn.batch import Batch
+    from workbench.nn.consistency import choose_consistency_lam
+
+    n = model.config.n_iter
+
+    def report(i, x):
+        progress(0.8 * (i + 1) / n, f"iteration {i + 1}/{n}")
+        iterate(x)
+
+    solution = model.solve(batch, report)
+    lam = params.consistency_lam
+    if lam is None:
+        with_maps = getattr(model.config, "initial_maps", "acs") == "espirit"
+
+        def encoding_for(p):
+            return model.encoding(Batch.from_problem(p, with_maps=with_maps).to(ctx.device))
+
+        choice = choose_consistency_lam(solution, problem, encoding_for, lambda f, text: progress(0.8 + 0.1 * f, text))
+        lam = choice.lam
+        extras["consistency_holdout"] = {f"{k:g}": round(v, 4) for k, v in choice.errors.items()}
+        if choice.note:
+            extras["consistency_note"] = choice.note
+        chosen["consistency_lam_rule"] = "hold-out"
+    x = solution.x
+    if lam is not None:
+        progress(0.9, f"consistency solve, lam {lam:g}")
+        x = solution.consistent([lam])[lam]
+    chosen["consistency_lam"] = lam
+    if final is None:
+        final = model.config.final_data_consistency
+    return solution.output(x, bool(final) and problem.is_cartesian)[0]

@@ -40,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from workbench.arrays import fit_shape
 from workbench.nn.batch import MAPS_METHODS
 from workbench.nn.common import channels_to_complex, complex_to_channels, robust_scale
+from workbench.nn.consistency import NetworkSolution
 from workbench.nn.mwcnn import MWCNN, MWCNNConfig
 from workbench.nn.sens_net import SensitivityRefiner, SensNetConfig, normalise_maps
 from workbench.physics.fft import rss
@@ -188,23 +189,44 @@ class PrimalNet(nn.Module):
         coils = coils / s
         return torch.polar(rss(coils, dim=1), (maps.conj() * coils).sum(1).detach().angle())
 
+    def _normalised_problem(self, batch) -> tuple:
+        """``(encoding, maps [B, C, H, W], rhs = A^H y / s [B, H, W], s [B])`` of a batch."""
+        enc = self.encoding(batch)
+        coil = enc.coil_images()
+        scale = robust_scale(rss(coil, dim=1))
+        maps = self.maps(batch)
+        return enc, maps, (coil * maps.conj()).sum(1) / scale[:, None, None], scale
+
+    @torch.no_grad()
+    def solve(self, batch, callback: Callable[[int, torch.Tensor], None] | None = None) -> NetworkSolution:
+        """The network's image before any final data-consistency step, with the normalised problem it solved
+        (:class:`~workbench.nn.consistency.NetworkSolution`: the final consistency solve, the output in data
+        units). ``callback(i, x)`` is called after iteration ``i`` (0-based) with the image in data units."""
+        box: list[NetworkSolution] = []
+        scales: list[torch.Tensor] = []
+
+        def report(i, x):
+            if callback is not None:
+                callback(i, x * scales[0][:, None, None])
+
+        self.unrolled(batch, report, scales, final_data_consistency=False, solution_out=box)
+        return box[0]
+
     def unrolled(self, batch, callback: Callable[[int, torch.Tensor], None] | None = None,
                  scale_out: list | None = None, final_data_consistency: bool | None = None,
-                 networks: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 networks: bool = True, solution_out: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the iterations: the first buffer image ``[B, H, W]`` (normalised units) and the scale ``[B]``.
         ``callback(i, x)`` is called after iteration ``i`` (0-based) with the current image (normalised);
         ``scale_out`` (a list) receives the scale before the first iteration; ``final_data_consistency``
         (``None``: the config's) ends with the data-consistency step; ``networks=False`` skips the image
-        networks: the starting image (zero-filled, or CG-SENSE with ``init="cg"``), for comparisons."""
+        networks: the starting image (zero-filled, or CG-SENSE with ``init="cg"``), for comparisons.
+        ``solution_out`` (a list) receives the :class:`NetworkSolution` of the last image before the final
+        data-consistency step."""
         if final_data_consistency is None:
             final_data_consistency = self.config.final_data_consistency
-        enc = self.encoding(batch)
-        coil = enc.coil_images()
-        scale = robust_scale(rss(coil, dim=1))
+        enc, maps, rhs, scale = self._normalised_problem(batch)
         if scale_out is not None:
             scale_out.append(scale)
-        maps = self.maps(batch)
-        rhs = (coil * maps.conj()).sum(1) / scale[:, None, None]
         buffer = self.initial_image(rhs, maps, enc)[:, None].repeat(1, self.config.n_primal, 1, 1)
         if not networks:
             x = buffer[:, 0]
@@ -215,6 +237,9 @@ class PrimalNet(nn.Module):
             else:
                 buffer = self._iteration(i, buffer, maps, rhs, enc)
             x = buffer[:, 0]
+            if i == self.config.n_iter - 1 and solution_out is not None:
+                solution_out.append(NetworkSolution(x=x, rhs=rhs, maps=maps, scale=scale, enc=enc,
+                                                    data_consistent_output=self.data_consistent_output))
             if i == self.config.n_iter - 1 and final_data_consistency:
                 x = self.data_consistent_output(x, maps, scale, enc)
             if callback is not None:

@@ -159,7 +159,7 @@ class CartesianSense(CoilSense):
         FFT along the fully sampled axis); None for other masks, no mask, or per-item maps or masks."""
         if self.mask is None or self.mask.dim() != 2 or (self.maps is not None and self.maps.dim() != 3):
             return None
-        axis = _line_axis(self.mask)
+        axis = line_axis(self.mask)
         if axis is None:
             return None
         lines = torch.nonzero(self.mask.any(dim=-2 if axis == -1 else -1)).reshape(-1)
@@ -191,7 +191,7 @@ class CartesianSense(CoilSense):
         return f"<CartesianSense {self.n_coils} coils {self.grid_shape[0]}x{self.grid_shape[1]} {r}>"
 
 
-def _line_axis(mask: torch.Tensor) -> int | None:
+def line_axis(mask: torch.Tensor) -> int | None:
     """``-1`` when every column of a 2D mask ``[H, W]`` is sampled whole or not at all (lines along the readout H
     at the sampled phase encodes W), ``-2`` for whole rows, None otherwise (or when nothing is sampled)."""
     if mask.dim() != 2 or not bool(mask.any()):

@@ -88,26 +88,38 @@ class ResultEntry:
 
     def params_text(self) -> str:
         """``k=v, ...``; a weight left automatic shows what the method chose and the rule (``lam=auto 0.00556
-        (discrepancy)``, from ``Result.chosen``) rather than ``lam=None``."""
+        (discrepancy)``, from ``Result.chosen``; ``consistency_lam=auto none (hold-out)`` when the rule chose no
+        weight) rather than ``lam=None``."""
         chosen = getattr(self.result, "chosen", None) or {}
 
         def text(k: str, v: Any) -> str:
-            picked = chosen.get(k)
+            picked, rule = chosen.get(k), chosen.get(f"{k}_rule")
             if v is None and isinstance(picked, (int, float)) and not isinstance(picked, bool):
-                rule = chosen.get(f"{k}_rule")
                 return f"{k}=auto {picked:.4g}" + (f" ({rule})" if rule else "")
+            if v is None and k in chosen and picked is None and rule:  # the rule chose not to use it
+                return f"{k}=auto none ({rule})"
             return f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
 
         return ", ".join(text(k, v) for k, v in self.params.items())
 
     def chosen_text(self) -> str:
-        """What the method chose itself: the automatic weight and the rule that chose it (``Result.chosen``'s
-        ``lam...`` numbers and ``lam_rule``), e.g. ``lam=0.00556 (discrepancy)``; "" when it chose none."""
+        """What the method chose itself: the automatic weights and the rules that chose them (``Result.chosen``'s
+        ``lam...`` and ``..._lam`` entries with their ``..._rule``), e.g. ``lam=0.00556 (discrepancy)`` or
+        ``consistency_lam=none (hold-out)``; "" when it chose none."""
         chosen = getattr(self.result, "chosen", None) or {}
-        lams = [f"{k}={v:.4g}" for k, v in chosen.items() if k.lower().startswith("lam") and k != "lam_absolute"
-                and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        parts = []
+        for k, v in chosen.items():
+            weight = (k.lower().startswith("lam") and k != "lam_absolute") or k.lower().endswith("_lam")
+            if not weight or k.endswith("_rule") or isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
+                continue
+            if v is None and not chosen.get(f"{k}_rule"):
+                continue
+            rule = chosen.get(f"{k}_rule")
+            parts.append(f"{k}={'none' if v is None else format(v, '.4g')}" + (f" ({rule})" if rule else ""))
         rule = chosen.get("lam_rule")
-        return " ".join(lams) + (f" ({rule})" if lams and rule else "")
+        if rule and parts and not parts[0].endswith(")"):
+            parts[0] += f" ({rule})"
+        return " ".join(parts)
 
     def use_score_mode(self, mode: str) -> None:
         """``metrics`` := the scores of ``mode`` ({} when that mode could not score it; scores made before modes

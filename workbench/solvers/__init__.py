@@ -40,7 +40,7 @@ iteration (returning True stops) and returns a :class:`SolverResult` (``x``, ``h
 
 from workbench.solvers.admm import admm
 from workbench.solvers.base import IterationLog, SolverResult
-from workbench.solvers.cg import conjugate_gradient
+from workbench.solvers.cg import conjugate_gradient, shifted_conjugate_gradient
 from workbench.solvers.fista import fista, least_squares_gradient
 from workbench.solvers.pdhg import linearized_theta, pdhg, pdhg_ratio, pdhg_steps, regularised_pdhg
 from workbench.solvers.power import lipschitz, power_iteration
@@ -59,5 +59,6 @@ __all__ = [
     "group_soft_threshold", "holdout_validation", "l1_norm", "l1_wavelet", "l21_norm", "least_squares_gradient",
     "linearized_theta", "lipschitz", "normal_objective", "pdhg", "pdhg_ratio", "pdhg_steps",
     "power_iteration", "project_l2_ball", "prox_dual_least_squares", "regularised_least_squares",
-    "regularised_pdhg", "soft_threshold", "total_variation", "tv_norm", "tv_penalty", "wavelet_penalty",
+    "regularised_pdhg", "shifted_conjugate_gradient", "soft_threshold", "total_variation", "tv_norm", "tv_penalty",
+    "wavelet_penalty",
 ]

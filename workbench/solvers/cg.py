@@ -105,3 +105,50 @@ def conjugate_gradient(
     return SolverResult(
         x, history, "residual", done, converged, stopped, {"residual_items": (rr.sqrt() / b_items).reshape(-1).tolist()}
     )
+
+
+def shifted_conjugate_gradient(normal_op: NormalOp, rhs: torch.Tensor, shifts, n_iter: int = 20
+                               ) -> dict[float, torch.Tensor]:
+    """Solve ``(N + s I) x_s = rhs`` for every shift ``s >= 0`` of ``shifts`` at the cost of one CG run (one
+    ``N`` per iteration): the multi-shift CG of Jegerlehner (hep-lat/9612014), from ``x_s = 0``.
+
+    The Krylov spaces ``K_n(N + s I, rhs)`` do not depend on ``s``, so the residuals of the shifted systems are
+    collinear with the base system's (the smallest shift), ``r_n^s = r_n / zeta_n^s`` with ``zeta_n^s =
+    pi_n(-(s - s_0))``, ``pi_n`` the base run's residual polynomial, from the three-term recurrence of CG's
+    coefficients. Each ``x_s`` after ``n`` iterations is what :func:`conjugate_gradient` with ``lam=s`` and
+    ``x0=0`` gives after ``n`` (in exact arithmetic). The whole tensor is one system (inner products over all of
+    it). Returns ``{s: x_s}``."""
+    shifts = [float(s) for s in shifts]
+    if not shifts or min(shifts) < 0:
+        raise ValueError(f"shifts must be non-empty and >= 0, got {shifts}")
+    base = min(shifts)
+    x = {s: torch.zeros_like(rhs) for s in shifts}
+    p = {s: rhs for s in shifts}
+    zeta = {s: 1.0 for s in shifts}  # zeta_n
+    zeta_prev = {s: 1.0 for s in shifts}  # zeta_{n-1}
+    r, p_base = rhs, rhs
+    rr = float(sq_norm(rhs, rhs.dim()))
+    alpha_prev, beta_prev = 1.0, 0.0
+    # stop at the precision floor (past it CG loses orthogonality and drifts, as in conjugate_gradient)
+    floor = (4 * torch.finfo(rhs.dtype).eps) ** 2 * rr
+    for _ in range(n_iter):
+        if rr <= floor or rr == 0:
+            break
+        ap = normal_op(p_base) + base * p_base
+        pap = float(real_dot(p_base, ap, rhs.dim()))
+        if pap <= 0:
+            break
+        alpha = rr / pap
+        r = r - alpha * ap
+        rr_new = float(sq_norm(r, rhs.dim()))
+        beta = rr_new / rr
+        for s in shifts:
+            # pi_{n+1}(t) = (1 + a_n b_{n-1} / a_{n-1} - a_n t) pi_n(t) - (a_n b_{n-1} / a_{n-1}) pi_{n-1}(t)
+            c = alpha * beta_prev / alpha_prev
+            z_next = (1 + c + alpha * (s - base)) * zeta[s] - c * zeta_prev[s]
+            x[s] = x[s] + (alpha * zeta[s] / z_next) * p[s]
+            p[s] = r / z_next + (beta * (zeta[s] / z_next) ** 2) * p[s]
+            zeta_prev[s], zeta[s] = zeta[s], z_next
+        p_base = r + beta * p_base
+        rr, alpha_prev, beta_prev = rr_new, alpha, beta
+    return x
