@@ -38,9 +38,9 @@ def _problem(shape=(45, 38), coils=3, recon=(40, 30), seed=0, fully_sampled=Fals
     return Problem(k * mask, recon_shape=recon, mask=mask, reference=ref)
 
 
-def _run(method, problem, weights, ctx=None):
+def _run(method, problem, weights, ctx=None, **extra):
     """What safe_run does, with the weight file passed to check() too (safe_run calls check(problem) only)."""
-    params = method.make_params({"weights": weights})
+    params = method.make_params({"weights": weights, **extra})
     assert method.check(problem, params) == []
     with torch.no_grad():
         return method.run(problem, params, ctx or RunContext("cpu"))
@@ -118,12 +118,46 @@ def test_xpdnet_plugin_ends_with_the_measured_data(tmp_path):
 def test_unet_plugin_any_size(tmp_path):
     path = _weights(tmp_path, "unet", {"chans": 4, "num_pool_layers": 2})
     for shape, recon in (((45, 38), (40, 30)), ((33, 64), (33, 64))):
-        result = _run(UnetBaseline(), _problem(shape, recon=recon), path)
+        result = _run(UnetBaseline(), _problem(shape, recon=recon), path, data_consistency=False)
         assert result.image.shape == recon
         # untrained residual U-net: the zero-filled RSS
         p = _problem(shape, recon=recon)
         zf = center_crop(rss(ifft2c(p.y)), recon)
         torch.testing.assert_close(result.image.abs(), zf, atol=1e-4 * float(zf.max()), rtol=0)
+
+
+def test_unet_plugin_ends_with_the_measured_data(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    net = build_model("unet", {"chans": 4, "num_pool_layers": 2})
+    for p in net.parameters():  # a network that changes the image
+        p.data = 0.1 * torch.randn(p.shape, generator=g)
+    path, _ = save_weights(tmp_path / "random_unet.safetensors", net, RECORD)
+    # fully sampled: with the step the output is the data's RSS image whatever the network does; without, not
+    full = _problem(fully_sampled=True)
+    ref = full.reference
+    with_dc = _run(UnetBaseline(), full, str(path))
+    assert with_dc.extras["image_is"] == IMAGE_IS_CONSISTENT_RSS
+    assert float((with_dc.image.abs() - ref).abs().max()) < 1e-4 * float(ref.max())
+    without = _run(UnetBaseline(), full, str(path), data_consistency=False)
+    assert float((without.image.abs() - ref).abs().max()) > 0.05 * float(ref.max())
+    assert "image_is" not in without.extras
+    # undersampled: the measured lines of every coil image are the data's, the others the network's
+    under = _problem()
+    out = _run(UnetBaseline(), under, str(path)).image.abs()
+    net_only = _run(UnetBaseline(), under, str(path), data_consistency=False).image.abs()
+    assert not torch.allclose(out, net_only)
+    from workbench.scoring import calibration_phase
+
+    x = center_pad_to(net_only, under.grid_shape) * torch.exp(1j * calibration_phase(under, under.maps))
+    k = torch.where(under.mask, under.y, fft2c(under.maps * x))
+    torch.testing.assert_close(out, center_crop(rss(ifft2c(k)), under.recon_shape), atol=1e-4 * float(out.max()),
+                               rtol=0)
+
+
+def center_pad_to(image, shape):
+    from workbench.arrays import fit_shape
+
+    return torch.from_numpy(fit_shape(image.numpy().astype(np.complex64), shape))
 
 
 def test_check_explains_missing_weights_and_sampling(tmp_path):
