@@ -7,8 +7,8 @@ On non-Cartesian data the zero-filled image is the density-compensated adjoint, 
 ``unet_noncartesian`` (golden-angle radial and spiral at 4x and 8x): NC-PDNet's U-net baseline.
 With ``data_consistency`` (on by default, Cartesian data) the U-net's image ends as XPDNet's does: its coil images
 (through the problem's coil maps, with the calibration data's phase) get the measured k-space back, and the image
-is their root-sum-of-squares (:func:`workbench.scoring.consistent_rss`): on the 72 real Cartesian rows with
-coil maps +1.1 dB, above zero filling on 60 rather than 41 (``benchmarks/results/realdata_deep_unet_dc.md``).
+is their root-sum-of-squares (:func:`workbench.scoring.consistent_rss`): over the 80 real Cartesian rows U-net minus
+zero filling +0.44 -> +1.44 dB, above it on 67 rows rather than 49 (``benchmarks/results/realdata_deep_unet_dc.md``).
 ``adapt`` fine-tunes a copy on the scan's own samples first (:mod:`workbench.nn.adapt`; the U-net's magnitude
 goes to k-space through its ACS maps, i.e. with the calibration data's phase).
 """
