@@ -385,3 +385,27 @@ def test_cartesian_encoding_normal_is_the_sense_normal_for_every_mask():
         assert (enc._lines() is not None) == line_form
         expected = CartesianSense(maps, mask.clone(), grid_shape=(h, w)).normal(x)
         torch.testing.assert_close(enc.normal(x, maps), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_training_consistency_solve_is_the_plugins_solve_and_trains_through():
+    """With train_consistency_lams, a training forward pass ends with the consistency solve (here p = 1, one
+    weight): the same image as NetworkSolution.consistent of the eval-mode network, and gradients reach the
+    image networks through it; eval mode and configs without it are unchanged."""
+    batch = _cartesian_batch(seed=4, shape=(24, 20))
+    arch = {**TINY, "refine_maps": False}
+    plain = _randomised(PrimalNet(arch))
+    net = PrimalNet({**arch, "train_consistency_lams": [0.05], "train_consistency_p": 1.0, "consistency_iter": 30})
+    net.load_state_dict(plain.state_dict())
+    net.eval()
+    x_eval, _ = net.unrolled(batch)
+    x_plain, _ = plain.unrolled(batch)
+    torch.testing.assert_close(x_eval, x_plain)
+    expected = net.solve(batch).consistent([0.05], n_iter=30)[0.05]
+    net.train()
+    x_train, _ = net.unrolled(batch)
+    torch.testing.assert_close(x_train.detach(), expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+    assert float((x_train - x_eval).detach().abs().max()) > 1e-3 * float(x_eval.detach().abs().max())
+    x_train.abs().sum().backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.image_nets.parameters())
+    with pytest.raises(ValueError):
+        PrimalNet({**arch, "train_consistency_lams": [0.0]})

@@ -66,6 +66,10 @@ class PrimalNetConfig:
             the refinement; Cartesian only.
         init: "adjoint" (the buffer starts as the zero-filled ``A^H y``) or "cg" (as the CG-SENSE solution).
         init_cg_iter, init_lam: CG iterations and Tikhonov weight (relative to ``||A||^2 ~ 1``) of "cg".
+        train_consistency_lams: in training, the last image goes through the consistency solve of the plugins
+            (:mod:`workbench.nn.consistency`, ``consistency_iter`` CG iterations, differentiable) with one of these
+            weights drawn per step, on a fraction ``train_consistency_p`` of the steps, so that the network
+            learns what the solve does not fix; empty: never (inference chooses its own weight).
     """
 
     n_iter: int = 6
@@ -82,6 +86,9 @@ class PrimalNetConfig:
     init: str = "adjoint"
     init_cg_iter: int = 10
     init_lam: float = 0.01
+    train_consistency_lams: tuple[float, ...] = ()
+    train_consistency_p: float = 0.75
+    consistency_iter: int = 20
 
     def __post_init__(self):
         if isinstance(self.image_net, dict):
@@ -89,6 +96,12 @@ class PrimalNetConfig:
         if isinstance(self.sens_net, dict):
             self.sens_net = SensNetConfig(**self.sens_net)
         self.acs_calib = tuple(int(v) for v in self.acs_calib)
+        self.train_consistency_lams = tuple(float(v) for v in self.train_consistency_lams)
+        if any(v <= 0 for v in self.train_consistency_lams) or not 0 <= self.train_consistency_p <= 1 \
+                or self.consistency_iter < 1:
+            raise ValueError(f"train_consistency_lams must be > 0, train_consistency_p in [0, 1] and consistency_iter "
+                             f">= 1, got {self.train_consistency_lams}, {self.train_consistency_p}, "
+                             f"{self.consistency_iter}")
         if self.n_iter < 1 or self.n_primal < 1:
             raise ValueError(f"n_iter and n_primal must be >= 1, got {self.n_iter}, {self.n_primal}")
         if self.initial_maps not in MAPS_METHODS:
@@ -100,6 +113,7 @@ class PrimalNetConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["acs_calib"] = list(self.acs_calib)
+        d["train_consistency_lams"] = list(self.train_consistency_lams)
         return d
 
 
@@ -189,6 +203,18 @@ class PrimalNet(nn.Module):
         coils = coils / s
         return torch.polar(rss(coils, dim=1), (maps.conj() * coils).sum(1).detach().angle())
 
+    def _training_consistency(self, x: torch.Tensor, maps: torch.Tensor, rhs: torch.Tensor, enc) -> torch.Tensor:
+        """``x`` through the consistency solve with a weight drawn from ``train_consistency_lams``, on a fraction
+        ``train_consistency_p`` of the calls (the global torch generator draws); else ``x``."""
+        cfg = self.config
+        if not cfg.train_consistency_lams or float(torch.rand(())) >= cfg.train_consistency_p:
+            return x
+        from workbench.solvers import conjugate_gradient
+
+        lam = cfg.train_consistency_lams[int(torch.randint(len(cfg.train_consistency_lams), ()))]
+        return conjugate_gradient(lambda v: enc.normal(v, maps), rhs + lam * x, x0=x, n_iter=cfg.consistency_iter,
+                                  tol=0.0, lam=lam, item_ndim=2).x
+
     def _normalised_problem(self, batch) -> tuple:
         """``(encoding, maps [B, C, H, W], rhs = A^H y / s [B, H, W], s [B])`` of a batch."""
         enc = self.encoding(batch)
@@ -237,6 +263,8 @@ class PrimalNet(nn.Module):
             else:
                 buffer = self._iteration(i, buffer, maps, rhs, enc)
             x = buffer[:, 0]
+            if i == self.config.n_iter - 1 and self.training:
+                x = self._training_consistency(x, maps, rhs, enc)
             if i == self.config.n_iter - 1 and solution_out is not None:
                 solution_out.append(NetworkSolution(x=x, rhs=rhs, maps=maps, scale=scale, enc=enc,
                                                     data_consistent_output=self.data_consistent_output))
