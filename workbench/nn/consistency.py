@@ -11,8 +11,8 @@ grid it does what the hard data-consistency step already does; with several coil
 measured samples through the coil maps to correct what the network predicts where nothing was measured, at the
 price of some noise amplification (a small ``lam`` is CG-SENSE started at the network's image).
 
-The best weight depends on the scan: on the real rows (``benchmarks/results/realdata_deep_*consistency*.md``) the
-8-coil head at 4x gained 1-3 dB from ``lam`` = 0.003-0.03 while the 2-coil phantoms lost up to 8 dB there and
+The best weight depends on the scan: on the real rows (``benchmarks/results/consistency_weights.md``) the
+8-coil head at 4x gained 1-3 dB from ``lam`` = 0.003-0.03 while the 2-coil phantoms lost up to 6 dB there and
 wanted the network's image. So the weight is chosen per scan by k-space hold-out (:mod:`workbench.holdout`): a
 seeded part of the measured samples is held out (whole lines off the fully sampled centre for a line mask,
 whole readouts outside the calibration radius off the grid), the solves of every weight of :data:`LAMS` on the
@@ -31,7 +31,7 @@ import torch
 
 __all__ = ["LAMS", "N_ITER", "TOLERANCE", "NetworkSolution", "ConsistencyChoice", "choose_consistency_lam"]
 
-LAMS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003)  # tried from the largest (closest to the network's image) down
+LAMS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003)  # the weights the hold-out tries (1: close to the network's image)
 N_ITER = 20
 TOLERANCE = 0.01
 

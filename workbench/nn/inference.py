@@ -51,7 +51,7 @@ class PrimalAdaptParams(AdaptParams):
     # off by default, decided on the real rows: the refinement trained on synthetic coils moved the real 8-coil
     # head's maps by half their energy; off, XPDNet gained 0.08 dB over the 80 Cartesian rows (head +0.20, better
     # on 58) and NC-PDNet 0.07 dB over the 28 radial rows (benchmarks/results/realdata_deep_*norefine*.md)
-    # on by default, decided on the real rows (workbench.nn.consistency; benchmarks/results/*consistency*.md)
+    # on by default, decided on the real rows (workbench.nn.consistency; benchmarks/results/consistency_weights.md)
     consistency: bool = param(True, label="consistency solve",
                               help="end with min ||Ax - y||^2 + lam ||x - x_net||^2 started at the network's image "
                                    "x_net (uses the measured samples through the coil maps where the network "
