@@ -5,10 +5,12 @@ a U-net trained on synthetic multi-coil brain slices (1 to 16 coils, random and 
 8x). It sees only the image, not the measured data: the "post-processing network" XPDNet is compared with.
 On non-Cartesian data the zero-filled image is the density-compensated adjoint, and the shipped weights are
 ``unet_noncartesian`` (golden-angle radial and spiral at 4x and 8x): NC-PDNet's U-net baseline.
-With ``data_consistency`` (on by default, Cartesian data) the U-net's image ends as XPDNet's does: its coil images
-(through the problem's coil maps, with the calibration data's phase) get the measured k-space back, and the image
-is their root-sum-of-squares (:func:`workbench.scoring.consistent_rss`): over the 80 real Cartesian rows U-net minus
-zero filling +0.44 -> +1.44 dB, above it on 67 rows rather than 49 (``benchmarks/results/realdata_deep_unet_dc.md``).
+By default the U-net's image (with the calibration data's phase) ends as XPDNet's does: one consistency solve
+``min ||A x - y||^2 + lam ||x - x_unet||^2`` with ``lam`` chosen per scan by k-space hold-out, or none
+(``consistency``, ``consistency_lam``; :mod:`workbench.nn.consistency`), then on Cartesian data the measured
+k-space put back into its coil images, whose root-sum-of-squares is the image (``data_consistency``). Both off:
+the fastMRI post-processing baseline. The hard step alone: over the 80 real Cartesian rows U-net minus zero
+filling +0.44 -> +1.44 dB, above it on 67 rows rather than 49 (``benchmarks/results/realdata_deep_unet_dc.md``).
 ``adapt`` fine-tunes a copy on the scan's own samples first (:mod:`workbench.nn.adapt`; the U-net's magnitude
 goes to k-space through its ACS maps, i.e. with the calibration data's phase).
 """
@@ -17,17 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from workbench.errors import WorkbenchError
 from workbench.methods import Capabilities, Method, param
-from workbench.nn.inference import AdaptParams, adapt_if_asked, chosen_weights, load_network, weights_reasons
+from workbench.nn.inference import (AdaptParams, ConsistencyParams, adapt_if_asked, chosen_weights, finish_consistency,
+                                    load_network, weights_reasons)
 from workbench.nn.weights import read_sidecar
 from workbench.result import Result
 
 
 @dataclass
-class Params(AdaptParams):
+class Params(AdaptParams, ConsistencyParams):
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights "
                               "for the data's sampling (Cartesian masks or non-Cartesian trajectories)")
     data_consistency: bool = param(True, help="Cartesian data: put the measured samples back into the image's "
@@ -42,7 +43,7 @@ def _shipped_model(problem) -> str:
 
 class UnetBaseline(Method):
     name = "unet"
-    version = "1.1"  # 1.1: data consistency by default
+    version = "1.1"  # 1.1: the consistency solve and the measured data by default
     description = "U-net post-processing of the zero-filled image (fastMRI baseline); needs trained weights"
     capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True,
                                 needs_weights=True)
@@ -66,15 +67,44 @@ class UnetBaseline(Method):
         model, sidecar, path, batch = load_network(problem, params, ctx, _shipped_model(problem), ("unet",))
         model, adapt_extras, start = adapt_if_asked(model, problem, batch, params, ctx)
         ctx.check_cancelled()
-        image = problem.crop(model.reconstruct(batch, lambda f, t: ctx.progress(start + (1 - start) * f, t))[0])
+        half = lambda f, t: ctx.progress(start + (1 - start) * 0.5 * f, t)  # noqa: E731
+        image = problem.crop(model.reconstruct(batch, half)[0])
         extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
-        if params.data_consistency and problem.is_cartesian:
-            from workbench.scoring import IMAGE_IS_CONSISTENT_RSS, consistent_rss
-
-            try:
-                image = torch.from_numpy(consistent_rss(problem, image.cpu().numpy())).to(image.device)
-                extras["image_is"] = IMAGE_IS_CONSISTENT_RSS
-            except WorkbenchError as exc:  # no coil maps (a calibration region too small): the network's image
-                extras["data_consistency_note"] = f"not applied: {exc}"
+        chosen: dict = {}
+        final = params.data_consistency and problem.is_cartesian
+        if final or params.consistency:
+            image = self._consistent(model, image, problem, params, ctx, start, final, extras, chosen)
         ctx.progress(1.0, "done")
-        return Result(image=image.to(problem.y.dtype), extras=extras)
+        return Result(image=image.to(problem.y.dtype), extras=extras, chosen=chosen)
+
+    @staticmethod
+    def _consistent(model, image, problem, params, ctx, start, final, extras, chosen):
+        """The U-net's image through the consistency solve and / or the hard data-consistency step
+        (:func:`~workbench.nn.inference.finish_consistency`), with the encoding the unrolled networks use (the
+        problem's coil maps, ESPIRiT on Cartesian data; maps everywhere); the network's image where no coil maps
+        can be had. The weight's hold-out runs the U-net again on the kept samples (its image keeps the zero-filled
+        image's held-out samples, which no solve can beat)."""
+        from workbench.nn.batch import Batch
+        from workbench.nn.consistency import image_solution
+        from workbench.scoring import IMAGE_IS_CONSISTENT_RSS
+
+        def encoding_for(p):
+            return Batch.from_problem(p, with_maps=True).to(ctx.device).encoding((24, 24), 0.0, "espirit")
+
+        def progress(fraction, text):
+            ctx.check_cancelled()
+            ctx.progress(start + (1 - start) * (0.5 + 0.5 * fraction), text)
+
+        def rerun(kept):
+            kept_image = kept.crop(model.reconstruct(Batch.from_problem(kept).to(ctx.device))[0])
+            return image_solution(kept_image, kept, encoding_for)
+
+        try:
+            solution = image_solution(image, problem, encoding_for)
+            x = finish_consistency(solution, problem, params, encoding_for, progress, final, extras, chosen, rerun)
+        except WorkbenchError as exc:  # no coil maps (a calibration region too small): the network's image
+            extras["consistency_note"] = f"not applied: {exc}"
+            return image
+        if final:
+            extras["image_is"] = IMAGE_IS_CONSISTENT_RSS
+        return problem.crop(x.abs())

@@ -176,3 +176,25 @@ def test_readout_folds_hold_out_whole_spokes_outside_the_calibration_radius():
         on = group == s
         assert bool(h.held[on & ~inside].all()) and not bool(h.held[on & inside].any())
     assert int(h.train.y.shape[-1]) == traj.shape[1] - int(h.held.sum())
+
+
+def test_rerun_judges_the_network_on_the_kept_samples():
+    """With ``rerun`` the weights are judged on the network's solution of the kept samples (the U-net plugin's
+    way: its image keeps the zero-filled image's held-out samples): here the full-data 'network' blurs, so
+    judged on it a weight wins, while the rerun returns the truth, which no solve improves."""
+    problem, maps, image = _head_like_problem()
+    k = fft2c(image)
+    keep = torch.zeros_like(k.real, dtype=torch.bool)
+    keep[24:40, 24:40] = True
+    blurred = _network_solution(problem, maps, ifft2c(k * keep))
+    seen = []
+
+    def rerun(kept):
+        seen.append(kept)
+        return _network_solution(kept, maps, image)
+
+    assert choose_consistency_lam(blurred, problem, _encoding).lam is not None
+    fair = choose_consistency_lam(blurred, problem, _encoding, rerun=rerun)
+    assert len(seen) == 1 and int(seen[0].mask.sum()) < int(problem.mask.sum())
+    assert bool((seen[0].mask <= problem.mask).all())
+    assert fair.lam is None and fair.errors == {} and "exactly" in fair.note  # noise-free: the truth predicts them

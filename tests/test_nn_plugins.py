@@ -118,7 +118,7 @@ def test_xpdnet_plugin_ends_with_the_measured_data(tmp_path):
 def test_unet_plugin_any_size(tmp_path):
     path = _weights(tmp_path, "unet", {"chans": 4, "num_pool_layers": 2})
     for shape, recon in (((45, 38), (40, 30)), ((33, 64), (33, 64))):
-        result = _run(UnetBaseline(), _problem(shape, recon=recon), path, data_consistency=False)
+        result = _run(UnetBaseline(), _problem(shape, recon=recon), path, data_consistency=False, consistency=False)
         assert result.image.shape == recon
         # untrained residual U-net: the zero-filled RSS
         p = _problem(shape, recon=recon)
@@ -138,13 +138,13 @@ def test_unet_plugin_ends_with_the_measured_data(tmp_path):
     with_dc = _run(UnetBaseline(), full, str(path))
     assert with_dc.extras["image_is"] == IMAGE_IS_CONSISTENT_RSS
     assert float((with_dc.image.abs() - ref).abs().max()) < 1e-4 * float(ref.max())
-    without = _run(UnetBaseline(), full, str(path), data_consistency=False)
+    without = _run(UnetBaseline(), full, str(path), data_consistency=False, consistency=False)
     assert float((without.image.abs() - ref).abs().max()) > 0.05 * float(ref.max())
     assert "image_is" not in without.extras
     # undersampled: the measured lines of every coil image are the data's, the others the network's
     under = _problem()
-    out = _run(UnetBaseline(), under, str(path)).image.abs()
-    net_only = _run(UnetBaseline(), under, str(path), data_consistency=False).image.abs()
+    out = _run(UnetBaseline(), under, str(path), consistency=False).image.abs()
+    net_only = _run(UnetBaseline(), under, str(path), data_consistency=False, consistency=False).image.abs()
     assert not torch.allclose(out, net_only)
     from workbench.scoring import calibration_phase
 

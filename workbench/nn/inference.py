@@ -11,8 +11,8 @@ from typing import Any
 from workbench.methods import param
 from workbench.result import Result
 
-__all__ = ["AdaptParams", "PrimalAdaptParams", "adapt_if_asked", "chosen_weights", "load_network", "run_primal_net",
-           "weights_reasons"]
+__all__ = ["AdaptParams", "ConsistencyParams", "PrimalAdaptParams", "adapt_if_asked", "chosen_weights",
+           "finish_consistency", "load_network", "run_primal_net", "weights_reasons"]
 
 
 @dataclass
@@ -32,7 +32,23 @@ class AdaptParams:
 
 
 @dataclass
-class PrimalAdaptParams(AdaptParams):
+class ConsistencyParams:
+    """The plugin parameters of the networks' final consistency solve (:mod:`workbench.nn.consistency`); on by
+    default, decided on the real rows (``benchmarks/results/consistency_weights.md``)."""
+
+    consistency: bool = param(True, label="consistency solve",
+                              help="end with min ||Ax - y||^2 + lam ||x - x_net||^2 started at the network's image "
+                                   "x_net (uses the measured samples through the coil maps where the network "
+                                   "missed them); off: the network's image")
+    consistency_lam: float | None = param(None, min=1e-4, max=100.0, log_scale=True, label="consistency weight",
+                                          help="lam of the consistency solve (relative to ||A||^2 = 1; small: "
+                                               "closer to CG-SENSE); empty/auto = chosen by k-space hold-out, "
+                                               "or no solve when no weight predicts held-out samples better "
+                                               "than the network")
+
+
+@dataclass
+class PrimalAdaptParams(AdaptParams, ConsistencyParams):
     """The unrolled networks' parameters: whether their coil maps are refined, and their :class:`AdaptParams`:
     which parameters train, a larger learning rate, and more steps (their held-out check stops them; the U-net's
     image got worse past ~30 steps while its held-out error still fell: ``benchmarks/results/adaptation.md``)."""
@@ -51,16 +67,6 @@ class PrimalAdaptParams(AdaptParams):
     # off by default, decided on the real rows: the refinement trained on synthetic coils moved the real 8-coil
     # head's maps by half their energy; off, XPDNet gained 0.08 dB over the 80 Cartesian rows (head +0.20, better
     # on 58) and NC-PDNet 0.07 dB over the 28 radial rows (benchmarks/results/realdata_deep_*norefine*.md)
-    # on by default, decided on the real rows (workbench.nn.consistency; benchmarks/results/consistency_weights.md)
-    consistency: bool = param(True, label="consistency solve",
-                              help="end with min ||Ax - y||^2 + lam ||x - x_net||^2 started at the network's image "
-                                   "x_net (uses the measured samples through the coil maps where the network "
-                                   "missed them); off: the network's image")
-    consistency_lam: float | None = param(None, min=1e-4, max=100.0, log_scale=True, label="consistency weight",
-                                          help="lam of the consistency solve (relative to ||A||^2 = 1; small: "
-                                               "closer to CG-SENSE); empty/auto = chosen by k-space hold-out, "
-                                               "or no solve when no weight predicts held-out samples better "
-                                               "than the network")
     refine_maps: bool = param(False, label="refine coil maps",
                               help="the network's learned refinement of the ESPIRiT / ACS coil maps, for weights "
                                    "that have one (off: the maps as estimated, the ones the classical methods use; "
@@ -170,11 +176,9 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
 
 
 def _consistent_reconstruction(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen):
-    """The network's image through the consistency solve (:mod:`workbench.nn.consistency`) with
-    ``params.consistency_lam``, or the weight chosen by hold-out; records the weight in ``chosen`` and the
-    hold-out's errors in ``extras``. Complex ``[H, W]``, data units."""
+    """The network's image through the consistency solve (:func:`finish_consistency`). Complex ``[H, W]``, data
+    units."""
     from workbench.nn.batch import Batch
-    from workbench.nn.consistency import choose_consistency_lam
 
     n = model.config.n_iter
 
@@ -183,24 +187,39 @@ def _consistent_reconstruction(model, problem, batch, params, ctx, progress, ite
         iterate(x)
 
     solution = model.solve(batch, report)
-    lam = params.consistency_lam
-    if lam is None:
-        with_maps = getattr(model.config, "initial_maps", "acs") == "espirit"
+    with_maps = getattr(model.config, "initial_maps", "acs") == "espirit"
 
-        def encoding_for(p):
-            return model.encoding(Batch.from_problem(p, with_maps=with_maps).to(ctx.device))
+    def encoding_for(p):
+        return model.encoding(Batch.from_problem(p, with_maps=with_maps).to(ctx.device))
 
-        choice = choose_consistency_lam(solution, problem, encoding_for, lambda f, text: progress(0.8 + 0.1 * f, text))
-        lam = choice.lam
-        extras["consistency_holdout"] = {f"{k:g}": round(v, 4) for k, v in choice.errors.items()}
-        if choice.note:
-            extras["consistency_note"] = choice.note
-        chosen["consistency_lam_rule"] = "hold-out"
-    x = solution.x
-    if lam is not None:
-        progress(0.9, f"consistency solve, lam {lam:g}")
-        x = solution.consistent([lam])[lam]
-    chosen["consistency_lam"] = lam
     if final is None:
         final = model.config.final_data_consistency
-    return solution.output(x, bool(final) and problem.is_cartesian)[0]
+    return finish_consistency(solution, problem, params, encoding_for, lambda f, t: progress(0.8 + 0.2 * f, t),
+                              bool(final) and problem.is_cartesian, extras, chosen)
+
+
+def finish_consistency(solution: Any, problem: Any, params: Any, encoding_for: Any, progress: Any, final: bool,
+                       extras: dict, chosen: dict, rerun: Any = None) -> Any:
+    """A network's :class:`~workbench.nn.consistency.NetworkSolution` through the consistency solve with
+    ``params.consistency_lam``, or the weight chosen by hold-out (:func:`~workbench.nn.consistency.
+    choose_consistency_lam` with ``encoding_for(problem)`` and ``rerun``), when ``params.consistency``; then,
+    with ``final``, the hard data-consistency step. Records the weight in ``chosen`` and the hold-out's errors in ``extras``;
+    ``progress(fraction, text)`` in [0, 1]. Returns the complex image ``[H, W]`` in data units."""
+    from workbench.nn.consistency import choose_consistency_lam
+
+    x = solution.x
+    if getattr(params, "consistency", False):
+        lam = params.consistency_lam
+        if lam is None:
+            choice = choose_consistency_lam(solution, problem, encoding_for, lambda f, t: progress(0.5 * f, t),
+                                            rerun=rerun)
+            lam = choice.lam
+            extras["consistency_holdout"] = {f"{k:g}": round(v, 4) for k, v in choice.errors.items()}
+            if choice.note:
+                extras["consistency_note"] = choice.note
+            chosen["consistency_lam_rule"] = "hold-out"
+        if lam is not None:
+            progress(0.5, f"consistency solve, lam {lam:g}")
+            x = solution.consistent([lam])[lam]
+        chosen["consistency_lam"] = lam
+    return solution.output(x, final)[0]
