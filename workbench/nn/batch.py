@@ -119,9 +119,15 @@ class CartesianEncoding(Encoding):
         from workbench.physics.sense import CartesianLineSense, CartesianSense
 
         lines = self._lines()
-        if lines is not None:  # the same normal operator with 1D FFTs (CartesianLineSense)
-            return CartesianLineSense(maps, lines[1], lines[0], self.grid_shape).normal(x)
-        return CartesianSense(maps, self.mask, grid_shape=self.grid_shape).normal(x)
+        if lines is None:
+            return CartesianSense(maps, self.mask, grid_shape=self.grid_shape).normal(x)
+        # the same normal operator with 1D FFTs, built once per maps tensor (building checks the maps: on 16 coils
+        # at 320x320 that cost more than the operator)
+        cached = getattr(self, "_line_op", None)
+        if cached is None or cached[0] is not maps:
+            cached = (maps, CartesianLineSense(maps, lines[1], lines[0], self.grid_shape))
+            self._line_op = cached
+        return cached[1].normal(x)
 
     def _lines(self) -> tuple[int, torch.Tensor] | None:
         """``(axis, sampled lines)`` when every item's mask is the same line mask, else None (cached)."""
