@@ -14,7 +14,8 @@ scan) is now the scoring layer's "as-acquired" mode (:func:`workbench.scoring.as
 alike; ``noise_floor=True`` still adds it here (``benchmarks/results/deep.md`` has the figures with and without).
 Trained on synthetic multi-coil brain slices (1 to 16 coils, 96x96 to 256x256, random and equispaced 1D masks at 4x
 and 8x). The shipped weights start the iterations from the CG-SENSE solution with the problem's own ESPIRiT maps
-(the maps the classical methods use) and learn a correction of it (``configs/xpdnet_cg_cpu.json``). The same network
+(the maps the classical methods use) and learn a correction of it (``configs/xpdnet_cg_cpu.json``); their last
+round was trained through the consistency solve (``configs/xpdnet_consistency_cpu.json``). The same network
 with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``). ``adapt`` fine-tunes a copy on the scan's own measured
 samples first (:mod:`workbench.nn.adapt`; ``benchmarks/results/adaptation.md``). """
 
