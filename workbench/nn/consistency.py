@@ -82,22 +82,27 @@ class NetworkSolution:
         return x * self.scale[:, None, None]
 
     @torch.no_grad()
-    def held_out_error(self, original: Any, held: torch.Tensor, x: torch.Tensor) -> float:
-        """``||y_h - P_h A (s x)||^2`` of the image ``x`` (normalised, of this solution's single item) at the
-        held-out samples ``held`` of the problem ``original`` (a Cartesian ``[H, W]`` grid mask, or a ``[K]``
-        mask of the trajectory's samples)."""
-        image = x[0] * self.scale[0]
+    def held_out_errors(self, original: Any, held: torch.Tensor, images: list[torch.Tensor]) -> list[float]:
+        """``||y_h - P_h A (s x)||^2`` of each image ``x`` (normalised ``[1, H, W]``, of this solution's single
+        item) at the held-out samples ``held`` of the problem ``original`` (a Cartesian ``[H, W]`` grid mask, or
+        a ``[K]`` mask of the trajectory's samples; one NUFFT for all the images)."""
         maps = self.maps[0]
+        data = original.y[:, held]
         if original.is_cartesian:
             from workbench.physics.fft import fft2c
 
-            predicted = fft2c(maps * image)[:, held]
+            def predict(image):
+                return fft2c(maps * image)[:, held]
         else:
             from workbench.physics.nufft import NufftSense
 
-            op = NufftSense(maps, original.trajectory[:, held], grid_shape=original.grid_shape, toeplitz=False)
-            predicted = op.forward(image)
-        return float((original.y[:, held].to(predicted.device) - predicted).abs().pow(2).sum())
+            predict = NufftSense(maps, original.trajectory[:, held], grid_shape=original.grid_shape,
+                                 toeplitz=False).forward
+        out = []
+        for x in images:
+            predicted = predict(x[0] * self.scale[0])
+            out.append(float((data.to(predicted.device) - predicted).abs().pow(2).sum()))
+        return out
 
 
 def image_solution(image: Any, problem: Any, encoding_for: Callable[[Any], Any]) -> NetworkSolution:
@@ -172,11 +177,11 @@ def choose_consistency_lam(solution: NetworkSolution, problem: Any, encoding_for
     held = holdout.held.to(solution.x.device)
     if float(problem.y[:, held].abs().pow(2).sum()) == 0:
         return ConsistencyChoice(None, {}, "the held-out samples are zero")
-    base = kept.held_out_error(problem, held, kept.x)
+    images = kept.consistent(lams)
+    base, *rest = kept.held_out_errors(problem, held, [kept.x, *(images[lam] for lam in lams)])
     if base <= 0:
         return ConsistencyChoice(None, {}, "the network's image predicts the held-out samples exactly")
-    images = kept.consistent(lams)
-    errors = {lam: kept.held_out_error(problem, held, images[lam]) / base for lam in lams}
+    errors = {lam: e / base for lam, e in zip(lams, rest)}
     if progress is not None:
         progress(1.0, "consistency weight: hold-out done")
     best = min(errors, key=errors.get)
