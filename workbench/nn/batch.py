@@ -189,7 +189,12 @@ class NonCartesianEncoding(Encoding):
         return self._maps
 
     def normal(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        return self.op.with_maps(maps).weighted_normal(x)
+        # one operator per maps tensor (with_maps checks the maps: as costly as an FFT per coil)
+        cached = getattr(self, "_op_with_maps", None)
+        if cached is None or cached[0] is not maps:
+            cached = (maps, self.op.with_maps(maps))
+            self._op_with_maps = cached
+        return cached[1].weighted_normal(x)
 
 
 @dataclass
