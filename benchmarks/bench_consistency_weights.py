@@ -56,7 +56,8 @@ def run_model(model: str, out_dir: Path, threads: int | None) -> dict[str, dict[
         if threads:
             argv += ["--threads", str(threads)]
         realdata_main(argv)
-        data = json.loads((out_dir / f"{name}.json").read_text())
+        table = out_dir / f"{name}.json"  # not written when there was no row (no real data)
+        data = json.loads(table.read_text()) if table.is_file() else {"rows": []}
         rows[label] = {r["id"]: r for r in data["rows"]}
     return rows
 
@@ -120,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    results = {m: summarise(m, run_model(m, work, args.threads)) for m in args.models.split(",")}
+    runs = {m: run_model(m, work, args.threads) for m in args.models.split(",")}
+    if not all(rows["off"] for rows in runs.values()):
+        print("no real-data rows (the real data folder is absent): nothing to summarise")
+        return 0
+    results = {m: summarise(m, rows) for m, rows in runs.items()}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - t0) / 60,
             "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                        f"{args.threads} thread(s)", "argv": list(argv if argv is not None else sys.argv[1:])}
