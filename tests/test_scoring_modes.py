@@ -195,6 +195,14 @@ def test_holdout_reruns_keep_the_weight_the_run_chose():
     assert params_as_run(l1, {"lam": 0.01}, chosen)["lam"] == 0.01  # a weight the user gave stays
     assert params_as_run(l1, None, {})["lam"] is None  # nothing chosen: still automatic
     assert l1.make_params(as_run).lam == 0.003  # valid parameters of the method
+    # a network whose hold-out kept its own image reruns without the consistency solve; one that chose a weight
+    # reruns with it
+    xpdnet = discover_methods().get("xpdnet")
+    kept = params_as_run(xpdnet, None, {"consistency_lam": None, "consistency_lam_rule": "hold-out",
+                                        "consistency": False, "n_iter": 6})
+    assert kept["consistency"] is False and kept["consistency_lam"] is None
+    solved = params_as_run(xpdnet, None, {"consistency_lam": 0.03, "consistency_lam_rule": "hold-out"})
+    assert solved["consistency"] is True and solved["consistency_lam"] == 0.03
 
 
 def test_cli_validate_gives_the_library_holdout_score(tmp_path, capsys):

@@ -376,7 +376,8 @@ def _pooled(parts: list[tuple[float, ...]], holdouts: list[HoldOut],
 
 def params_as_run(method: Any, params: Any = None, chosen: dict[str, Any] | None = None) -> dict[str, Any]:
     """The parameters a run ended with: ``params`` (None: the defaults) with every automatic one (None) that the
-    method chose and reported in ``Result.chosen`` (``chosen``) set to that value. The hold-out runs use them:
+    method chose and reported in ``Result.chosen`` (``chosen``) set to that value, and every switch it reported
+    there (a bool, e.g. ``consistency=False`` when its rule kept the network's image) set as reported. The hold-out runs use them:
     they validate the result that was scored, with the weight it has, and do not search for one again on each
     fold (a search on 93 % of the data may land elsewhere, and it costs several solves)."""
     from workbench.methods import params_to_dict
@@ -384,6 +385,8 @@ def params_as_run(method: Any, params: Any = None, chosen: dict[str, Any] | None
     values = params_to_dict(method.make_params(params))
     for k, v in (chosen or {}).items():
         if values.get(k, 0) is None and isinstance(v, (int, float)) and not isinstance(v, bool):
+            values[k] = v
+        elif isinstance(v, bool) and isinstance(values.get(k), bool):  # a step the run chose to leave out
             values[k] = v
     return values
 

@@ -218,6 +218,8 @@ def finish_consistency(solution: Any, problem: Any, params: Any, encoding_for: A
             if choice.note:
                 extras["consistency_note"] = choice.note
             chosen["consistency_lam_rule"] = "hold-out"
+            if lam is None:  # the rule kept the network's image: validating this run means running without it
+                chosen["consistency"] = False
         if lam is not None:
             progress(0.5, f"consistency solve, lam {lam:g}")
             x = solution.consistent([lam])[lam]
