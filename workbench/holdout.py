@@ -85,6 +85,14 @@ def _eligible_cartesian(problem: Any) -> torch.Tensor:
     return mask & outside
 
 
+def _kept_settings(problem: Any) -> dict[str, Any]:
+    """The Problem settings a hold-out's kept part shares with ``problem`` (reference, data range, device, maps
+    and their method, calibration box, sampling)."""
+    return dict(reference=problem.reference, data_range=problem.data_range, device=problem.device,
+                maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
+                maps=problem.maps if problem.has_maps else None)
+
+
 def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_SEED) -> HoldOut:
     """Hold out ``fraction`` of ``problem``'s measured samples (chosen with ``seed`` among those outside the
     calibration region); the kept problem shares the reference, data range, maps (when known) and settings."""
@@ -93,10 +101,8 @@ def split(problem: Any, fraction: float = DEFAULT_FRACTION, seed: int = DEFAULT_
     if not 0 < fraction < 0.5:
         raise SamplingError(f"hold-out fraction must be in (0, 0.5), got {fraction}")
     rng = np.random.default_rng(seed)
-    common = dict(reference=problem.reference, data_range=problem.data_range, device=problem.device,
-                  maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
-                  provenance={**problem.provenance, "holdout": {"fraction": fraction, "seed": seed}},
-                  maps=problem.maps if problem.has_maps else None)
+    common = {**_kept_settings(problem),
+              "provenance": {**problem.provenance, "holdout": {"fraction": fraction, "seed": seed}}}
     if problem.is_cartesian:
         eligible = _eligible_cartesian(problem)
         n_measured = int(problem.mask.sum())
@@ -151,9 +157,7 @@ def _readout_folds(problem: Any, n_folds: int, fraction: float, seed: int) -> li
     radius = problem.trajectory.pow(2).sum(0).sqrt()
     outside = radius > math.pi * max(problem.calib) / max(problem.grid_shape)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(n_groups)).to(group.device)
-    common = dict(reference=problem.reference, data_range=problem.data_range, device=problem.device,
-                  maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
-                  maps=problem.maps if problem.has_maps else None)
+    common = _kept_settings(problem)
     out = []
     for f in range(n_folds):
         held = torch.isin(group, order[f * n:(f + 1) * n]) & outside
@@ -202,9 +206,7 @@ def folds(problem: Any, n_folds: int = DEFAULT_FOLDS, fraction: float = DEFAULT_
                             f"few to hold out {n}")
     n_folds = min(n_folds, len(candidates) // 2 // n)  # the folds together take at most half of them
     order = np.random.default_rng(seed).permutation(candidates)
-    common = dict(reference=problem.reference, data_range=problem.data_range, device=problem.device,
-                  maps_method=problem.maps_method, calib=problem.calib, sampling=problem.sampling,
-                  maps=problem.maps if problem.has_maps else None)
+    common = _kept_settings(problem)
     out = []
     for f in range(n_folds):
         held_cols = torch.zeros_like(cols)

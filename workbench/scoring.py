@@ -53,8 +53,7 @@ from workbench.errors import WorkbenchError
 __all__ = [
     "SCORE_MODES", "DEFAULT_SCORE_MODE", "SCORE_MODE_TEXT", "IMAGE_IS_RSS", "IMAGE_IS_CONSISTENT_RSS", "IMAGE_IS_SCAN",
     "ScoreError",
-    "check_score_mode", "reference_region", "calibration_phase", "as_acquired", "consistent_rss", "score",
-    "score_result",
+    "check_score_mode", "reference_region", "calibration_phase", "as_acquired", "score", "score_result",
     "SSIM_WIN_SIZE", "CALIBRATED_ERROR_PER_STD", "CALIBRATION_LEVEL",
     "prepare", "nmse", "psnr", "ssim", "error_map", "evaluate",
     "volume_data_range", "data_range", "least_squares_scale", "score_image", "region_stats",
@@ -351,7 +350,9 @@ def as_acquired(problem: Any, image: Any, image_is: str | None = None) -> np.nda
     sampled RSS reference is one draw of that scan. ``image_is`` (``Result.extras["image_is"]``):
     :data:`IMAGE_IS_RSS` or :data:`IMAGE_IS_CONSISTENT_RSS` (already the RSS of coil images holding the measured
     samples: only the noise is added), :data:`IMAGE_IS_SCAN` (already this: unchanged), None (a combined image)."""
-    from workbench.physics.fft import unmeasured_noise_energy
+    import torch
+
+    from workbench.physics.fft import fft2c, ifft2c, rss, unmeasured_noise_energy
 
     img = _numpy(image)
     if img.ndim != 2:
@@ -369,32 +370,17 @@ def as_acquired(problem: Any, image: Any, image_is: str | None = None) -> np.nda
         magnitude = np.abs(img).astype(np.float64)
     else:
         try:
-            magnitude = consistent_rss(problem, img).astype(np.float64)
+            maps = problem.maps
         except WorkbenchError as exc:
             raise ScoreError(f"as-acquired scoring needs coil maps, and they could not be estimated: {exc}") from None
+        x = torch.from_numpy(fit_shape(img.astype(np.complex64), problem.grid_shape)).to(maps.device)
+        if not np.iscomplexobj(img) or not np.any(np.imag(img)):
+            x = x.abs() * torch.exp(1j * calibration_phase(problem, maps))
+        coils = maps * x
+        if problem.is_cartesian:
+            coils = ifft2c(torch.where(problem.mask, problem.y, fft2c(coils)))
+        magnitude = fit_shape(problem.crop(rss(coils)).cpu().numpy().astype(np.float64), img.shape)
     return np.sqrt(magnitude**2 + energy).astype(np.float32)
-
-
-def consistent_rss(problem: Any, image: Any) -> np.ndarray:
-    """The root-sum-of-squares of the coil images ``S_c x`` of ``image`` (``[h, w]``, padded to the grid; a
-    magnitude-only image gets the phase of the calibration data) with, on a Cartesian grid, the measured samples
-    put back in their k-space: float32 ``[h, w]``. What a method's image says about the scan, consistent with
-    what was measured (:func:`as_acquired` without the noise of the unmeasured samples; the unet plugin's
-    ``data_consistency``). Raises :class:`~workbench.errors.WorkbenchError` when the coil maps cannot be
-    estimated."""
-    import torch
-
-    from workbench.physics.fft import fft2c, ifft2c, rss
-
-    img = _numpy(image)
-    maps = problem.maps
-    x = torch.from_numpy(fit_shape(img.astype(np.complex64), problem.grid_shape)).to(maps.device)
-    if not np.iscomplexobj(img) or not np.any(np.imag(img)):
-        x = x.abs() * torch.exp(1j * calibration_phase(problem, maps))
-    coils = maps * x
-    if problem.is_cartesian:
-        coils = ifft2c(torch.where(problem.mask, problem.y, fft2c(coils)))
-    return fit_shape(problem.crop(rss(coils)).cpu().numpy(), img.shape).astype(np.float32)
 
 
 def score(reference: Any, image: Any, mode: str = DEFAULT_SCORE_MODE, *, data_range: float | None = None,

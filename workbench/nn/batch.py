@@ -91,6 +91,8 @@ class CartesianEncoding(Encoding):
         self.given_maps = given_maps
         self._coil_images: torch.Tensor | None = None
         self._maps: torch.Tensor | None = None
+        self._line_form: tuple[int, torch.Tensor] | None | bool = False  # False: not looked at yet
+        self._line_op: tuple[torch.Tensor, Any] | None = None  # (maps, CartesianLineSense of them)
 
     def coil_images(self) -> torch.Tensor:
         if self._coil_images is None:
@@ -123,15 +125,13 @@ class CartesianEncoding(Encoding):
             return CartesianSense(maps, self.mask, grid_shape=self.grid_shape).normal(x)
         # the same normal operator with 1D FFTs, built once per maps tensor (building checks the maps: on 16 coils
         # at 320x320 that cost more than the operator)
-        cached = getattr(self, "_line_op", None)
-        if cached is None or cached[0] is not maps:
-            cached = (maps, CartesianLineSense(maps, lines[1], lines[0], self.grid_shape))
-            self._line_op = cached
-        return cached[1].normal(x)
+        if self._line_op is None or self._line_op[0] is not maps:
+            self._line_op = (maps, CartesianLineSense(maps, lines[1], lines[0], self.grid_shape))
+        return self._line_op[1].normal(x)
 
     def _lines(self) -> tuple[int, torch.Tensor] | None:
         """``(axis, sampled lines)`` when every item's mask is the same line mask, else None (cached)."""
-        if not hasattr(self, "_line_form"):
+        if self._line_form is False:
             from workbench.physics.sense import line_axis
 
             first = self.mask[0]
@@ -170,6 +170,7 @@ class NonCartesianEncoding(Encoding):
         self.op = _nufft_for(trajectory, dcf, self.grid_shape)
         self._coil_images: torch.Tensor | None = None
         self._maps: torch.Tensor | None = None
+        self._op_with_maps: tuple[torch.Tensor, Any] | None = None  # (maps, self.op with them)
 
     def coil_images(self) -> torch.Tensor:
         if self._coil_images is None:
@@ -190,11 +191,9 @@ class NonCartesianEncoding(Encoding):
 
     def normal(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         # one operator per maps tensor (with_maps checks the maps: as costly as an FFT per coil)
-        cached = getattr(self, "_op_with_maps", None)
-        if cached is None or cached[0] is not maps:
-            cached = (maps, self.op.with_maps(maps))
-            self._op_with_maps = cached
-        return cached[1].weighted_normal(x)
+        if self._op_with_maps is None or self._op_with_maps[0] is not maps:
+            self._op_with_maps = (maps, self.op.with_maps(maps))
+        return self._op_with_maps[1].weighted_normal(x)
 
 
 @dataclass

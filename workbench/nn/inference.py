@@ -135,7 +135,7 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     (cached per file and device), run with progress in [0.05, 1] and cancellation, end with the hard data
     consistency (``params.data_consistency``, Cartesian only) and the noise floor of the unmeasured samples
     (``params.noise_floor``), and crop; with ``params.consistency``, the network's image goes through the
-    consistency solve first (:func:`_consistent_reconstruction`); with ``params.adapt``, a scan-adapted copy of
+    consistency solve first (:func:`finish_consistency`); with ``params.adapt``, a scan-adapted copy of
     the network (:func:`adapt_if_asked`). Returns the magnitude image ``[h, w]`` in the data's units."""
     model, sidecar, path, batch = load_network(problem, params, ctx, model_name)
     if not getattr(params, "refine_maps", True):
@@ -154,10 +154,7 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     final = getattr(params, "data_consistency", None)
     extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
     chosen: dict[str, Any] = {"n_iter": model.config.n_iter}
-    if not getattr(params, "consistency", False):
-        x = model.reconstruct(batch, progress, iterate, final_data_consistency=final)[0]
-    else:
-        x = _consistent_reconstruction(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen)
+    x = _reconstruct(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen)
     magnitude = x.abs()
     if final and problem.is_cartesian:
         from workbench.scoring import IMAGE_IS_CONSISTENT_RSS, IMAGE_IS_SCAN
@@ -175,9 +172,9 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     return Result(image=image, extras=extras, chosen=chosen)
 
 
-def _consistent_reconstruction(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen):
-    """The network's image through the consistency solve (:func:`finish_consistency`). Complex ``[H, W]``, data
-    units."""
+def _reconstruct(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen):
+    """The network's image, through the consistency solve when asked, and the hard data-consistency step
+    (:func:`finish_consistency`). Complex ``[H, W]``, data units."""
     from workbench.nn.batch import Batch
 
     n = model.config.n_iter
@@ -203,8 +200,8 @@ def finish_consistency(solution: Any, problem: Any, params: Any, encoding_for: A
     """A network's :class:`~workbench.nn.consistency.NetworkSolution` through the consistency solve with
     ``params.consistency_lam``, or the weight chosen by hold-out (:func:`~workbench.nn.consistency.
     choose_consistency_lam` with ``encoding_for(problem)`` and ``rerun``), when ``params.consistency``; then,
-    with ``final``, the hard data-consistency step. Records the weight in ``chosen`` and the hold-out's errors in ``extras``;
-    ``progress(fraction, text)`` in [0, 1]. Returns the complex image ``[H, W]`` in data units."""
+    with ``final``, the hard data-consistency step. Records the weight in ``chosen`` and the hold-out's errors in
+    ``extras``; ``progress(fraction, text)`` in [0, 1]. Returns the complex image ``[H, W]`` in data units."""
     from workbench.nn.consistency import choose_consistency_lam
 
     x = solution.x

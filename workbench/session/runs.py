@@ -109,16 +109,12 @@ class ResultEntry:
         chosen = getattr(self.result, "chosen", None) or {}
         parts = []
         for k, v in chosen.items():
-            weight = (k.lower().startswith("lam") and k != "lam_absolute") or k.lower().endswith("_lam")
-            if not weight or k.endswith("_rule") or isinstance(v, bool) or not isinstance(v, (int, float, type(None))):
-                continue
-            if v is None and not chosen.get(f"{k}_rule"):
-                continue
             rule = chosen.get(f"{k}_rule")
-            parts.append(f"{k}={'none' if v is None else format(v, '.4g')}" + (f" ({rule})" if rule else ""))
-        rule = chosen.get("lam_rule")
-        if rule and parts and not parts[0].endswith(")"):
-            parts[0] += f" ({rule})"
+            weight = (k.lower().startswith("lam") or k.lower().endswith("_lam")) and k != "lam_absolute"
+            if weight and isinstance(v, (int, float)) and not isinstance(v, bool):
+                parts.append(f"{k}={v:.4g}" + (f" ({rule})" if rule else ""))
+            elif weight and v is None and rule:  # the rule chose no weight
+                parts.append(f"{k}=none ({rule})")
         return " ".join(parts)
 
     def use_score_mode(self, mode: str) -> None:
