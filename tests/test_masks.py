@@ -138,6 +138,14 @@ def test_acs_shape_matches_brute_force():
     right[24] = True  # [16, 25) is the centred 9-line block
     assert acs_shape(right) == (1, 9)
     assert acs_shape(np.zeros((10, 10), bool)) == (0, 0)
+    # random line masks of either orientation (the shortcut for whole lines) against the exhaustive search
+    for trial in range(30):
+        h, w = rng.integers(5, 24, size=2)
+        lines = rng.random(w) < 0.5
+        lines[w // 2] = trial % 5 != 0  # sometimes no centre line at all
+        m = np.broadcast_to(lines, (h, w))
+        assert acs_shape(m) == brute_force_acs(m), trial
+        assert acs_shape(m.T) == brute_force_acs(m.T), trial
 
 
 def test_fastmri_masks_report_their_centre_lines():

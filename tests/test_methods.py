@@ -553,3 +553,25 @@ def test_safe_run_passes_params_to_a_check_that_takes_them():
     assert seen["params"].lam == 0.1
     # a check without a params argument keeps working
     assert safe_run(Demo(), fake_problem(), {"lam": 0.9}).image is not None
+
+
+def test_entry_points_are_read_again_when_the_import_path_changes(tmp_path, monkeypatch):
+    """The read is kept while every sys.path folder is unchanged (the command server reads it once before it
+    forks), and redone when a distribution is installed there (its metadata folder changes the folder's time)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    reads = []
+
+    def reader(group=None):
+        reads.append(group)
+        return [importlib.metadata.EntryPoint(f"m{len(reads)}", "wb_none:X", M.ENTRY_POINT_GROUP)]
+
+    monkeypatch.setattr(M.importlib.metadata, "entry_points", reader)
+    first = M._method_entry_points()
+    assert M._method_entry_points() == first and len(reads) == 1
+    (site / "newdist-1.0.dist-info").mkdir()
+    st = os.stat(site)
+    os.utime(site, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a coarse clock still sees a change
+    second = M._method_entry_points()
+    assert len(reads) == 2 and second[0].name == "m2"

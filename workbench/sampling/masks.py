@@ -151,6 +151,13 @@ def acs_shape(mask: Any) -> tuple[int, int]:
     h, w = m.shape
     if not m[h // 2, w // 2]:
         return (0, 0)
+    # Line masks (every column, or every row, sampled whole or not at all): the box spans the whole lines and
+    # the centred run of them; the row-by-row search below gives the same in O(H) numpy calls (3 ms at 320 rows).
+    cols_full, rows_full = m.all(0), m.all(1)
+    if (cols_full | ~m.any(0)).all():
+        return (h, _centred_run(cols_full))
+    if (rows_full | ~m.any(1)).all():
+        return (_centred_run(rows_full), w)
     best = (0, 0)
     full_cols = np.ones(w, dtype=bool)
     for rows in range(1, h + 1):
