@@ -1,7 +1,7 @@
 """Defaults as a user gets them against BART: the whole ``workbench recon`` command against ``bart ecalib`` +
 ``bart pics`` at the same weight, on the demo slice and the real 8-coil head, quiet and beside a busy process.
 
-    python -m benchmarks.bench_defaults_vs_bart [--datasets demo,head] [--methods cg-sense,l1-wavelet,tv]
+    python -m benchmarks.bench_defaults_vs_bart [--datasets demo,head] [--methods cg-sense,l1-wavelet,tv,fused-lasso]
                                                 [--repeats 3] [--busy 0,1] [--name defaults_vs_bart]
 
 Both sides get the same undersampled data: the slice's k-space under the CLI's default random line mask at 4x
@@ -10,7 +10,7 @@ Both sides get the same undersampled data: the slice's k-space under the CLI's d
 ESPIRiT maps, the automatic weight, its default iterations, the thread count and wait policy of
 ``workbench.threads``. BART runs ``ecalib -m1`` then ``pics`` with the weight ours chose (``lam_absolute``;
 ``-w 1`` keeps it in data units, ``-S``), the iterations ours uses (``-l2 -i 30``, ``-l1 -i 100``,
-``-R T:3:0:lam -i 100``), ``OMP_NUM_THREADS`` = the cores and ``OMP_WAIT_POLICY=passive``.
+``-R T:3:0:lam -i 100``, fused lasso ``-R W:3:0:lam -R T:3:0:lam -i 100``), ``OMP_NUM_THREADS`` = the cores and ``OMP_WAIT_POLICY=passive``.
 
 Timing: whole processes (start-up, reading, maps, weight, solve, writing), ours and BART's in turn, ``--repeats``
 rounds after one untimed round. Ours three times per round: *again* (the resident command server of
@@ -42,7 +42,9 @@ from benchmarks.harness import DATASETS, RESULTS_DIR, load_average, realdata_dir
 
 BART_FLAGS = {"cg-sense": lambda lam: ["-l2", "-r", f"{lam:.8g}", "-i", "30"],
               "l1-wavelet": lambda lam: ["-l1", "-r", f"{lam:.8g}", "-i", "100"],
-              "tv": lambda lam: ["-R", f"T:3:0:{lam:.8g}", "-i", "100"]}
+              "tv": lambda lam: ["-R", f"T:3:0:{lam:.8g}", "-i", "100"],
+              # the fused lasso's default tv_ratio is 1: the same weight on both terms (BART: ADMM)
+              "fused-lasso": lambda lam: ["-R", f"W:3:0:{lam:.8g}", "-R", f"T:3:0:{lam:.8g}", "-i", "100"]}
 
 
 def prepare(name: str, folder: Path) -> dict:
@@ -193,7 +195,7 @@ def _fmt(value: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="demo,head")
-    p.add_argument("--methods", default="cg-sense,l1-wavelet,tv")
+    p.add_argument("--methods", default="cg-sense,l1-wavelet,tv,fused-lasso")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--busy", default="0,1", help="0 quiet, 1 beside one busy process (comma-separated)")
     p.add_argument("--out", default=str(RESULTS_DIR))
