@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.arrays import fit_shape
 from workbench.errors import SamplingError
 
 __all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "DEFAULT_FOLDS", "HoldOut", "split", "folds", "readouts",
@@ -223,15 +222,12 @@ def folds(problem: Any, n_folds: int = DEFAULT_FOLDS, fraction: float = DEFAULT_
 def _grid_image(problem: Any, maps: Any, image: Any, phase_from: Any) -> Any:
     """The image ``x`` on ``problem``'s grid (padded; a magnitude-only image gets the calibration phase of
     ``phase_from``, by the rule of the as-acquired score, :func:`workbench.scoring.as_acquired`)."""
-    from workbench.scoring import ScoreError, calibration_phase
+    from workbench.scoring import ScoreError, calibration_phase, complex_on_grid
 
     img = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if not np.isfinite(img).all():
         raise ScoreError("the reconstruction has NaN or infinite pixels: no hold-out error is defined")
-    x = torch.from_numpy(fit_shape(img.astype(np.complex64), problem.grid_shape)).to(maps.device)
-    if not np.iscomplexobj(img) or not np.any(np.imag(img)):
-        x = x.abs() * torch.exp(1j * calibration_phase(phase_from, maps))
-    return x
+    return complex_on_grid(img, problem.grid_shape, maps.device, lambda: calibration_phase(phase_from, maps))
 
 
 def residuals(holdout: HoldOut, image: Any, image_is: str | None = None) -> tuple[float, float, float, float]:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -53,7 +53,7 @@ from workbench.errors import WorkbenchError
 __all__ = [
     "SCORE_MODES", "DEFAULT_SCORE_MODE", "SCORE_MODE_TEXT", "IMAGE_IS_RSS", "IMAGE_IS_CONSISTENT_RSS", "IMAGE_IS_SCAN",
     "ScoreError",
-    "check_score_mode", "reference_region", "calibration_phase", "as_acquired", "score", "score_result",
+    "check_score_mode", "reference_region", "calibration_phase", "complex_on_grid", "as_acquired", "score", "score_result",
     "SSIM_WIN_SIZE", "CALIBRATED_ERROR_PER_STD", "CALIBRATION_LEVEL",
     "prepare", "nmse", "psnr", "ssim", "error_map", "evaluate",
     "volume_data_range", "data_range", "least_squares_scale", "score_image", "region_stats",
@@ -339,6 +339,21 @@ def calibration_phase(problem: Any, maps: Any) -> Any:
     return (maps.conj() * ifft2c(low)).sum(0).angle()
 
 
+def complex_on_grid(image: Any, grid_shape: Any, device: Any, phase: Callable[[], Any]) -> Any:
+    """``image`` ``[h, w]`` (NumPy or torch, complex or magnitude) as complex64 ``[H, W]`` on ``grid_shape``
+    (centre padded / cropped) on ``device``; a magnitude-only image (real, or complex with no imaginary part) gets
+    the phase ``phase()`` (called only then: the calibration phase, :func:`calibration_phase`). The one rule by
+    which a magnitude becomes an image the encoding can take: the as-acquired score, the hold-out's predictions and
+    the networks' consistency solve all use it."""
+    import torch
+
+    img = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    x = torch.from_numpy(fit_shape(img.astype(np.complex64), tuple(grid_shape))).to(device)
+    if not np.iscomplexobj(img) or not np.any(np.imag(img)):
+        x = x.abs() * torch.exp(1j * phase().to(x.device))
+    return x
+
+
 def as_acquired(problem: Any, image: Any, image_is: str | None = None) -> np.ndarray:
     """What a fully sampled scan of ``image`` would look like, as its expected root-sum-of-squares magnitude
     (float32, ``image``'s ``[h, w]``): the ``"as-acquired"`` scoring mode.
@@ -373,10 +388,7 @@ def as_acquired(problem: Any, image: Any, image_is: str | None = None) -> np.nda
             maps = problem.maps
         except WorkbenchError as exc:
             raise ScoreError(f"as-acquired scoring needs coil maps, and they could not be estimated: {exc}") from None
-        x = torch.from_numpy(fit_shape(img.astype(np.complex64), problem.grid_shape)).to(maps.device)
-        if not np.iscomplexobj(img) or not np.any(np.imag(img)):
-            x = x.abs() * torch.exp(1j * calibration_phase(problem, maps))
-        coils = maps * x
+        coils = maps * complex_on_grid(img, problem.grid_shape, maps.device, lambda: calibration_phase(problem, maps))
         if problem.is_cartesian:
             coils = ifft2c(torch.where(problem.mask, problem.y, fft2c(coils)))
         magnitude = fit_shape(problem.crop(rss(coils)).cpu().numpy().astype(np.float64), img.shape)

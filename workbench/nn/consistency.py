@@ -119,25 +119,20 @@ def image_solution(image: Any, problem: Any, encoding_for: Callable[[Any], Any])
     its maps normalised, the scale and right-hand side as the unrolled networks make them, and the image padded
     to the grid with, when it has none, the phase of the calibration data (Cartesian; off the grid that of the
     density-compensated SENSE image), the rule of :func:`workbench.scoring.calibration_phase`."""
-    import numpy as np
-
-    from workbench.arrays import fit_shape
     from workbench.nn.common import robust_scale
     from workbench.nn.primal_net import PrimalNet
     from workbench.nn.sens_net import normalise_maps
     from workbench.physics.fft import rss
-    from workbench.scoring import calibration_phase
+    from workbench.scoring import calibration_phase, complex_on_grid
 
     enc = encoding_for(problem)
     coil = enc.coil_images()
     maps = normalise_maps(enc.initial_maps())
     scale = robust_scale(rss(coil, dim=1))
     rhs = (coil * maps.conj()).sum(1) / scale[:, None, None]
-    img = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    x = torch.from_numpy(fit_shape(img.astype(np.complex64), tuple(rhs.shape[-2:]))).to(rhs.device)
-    if not np.iscomplexobj(img) or not np.any(np.imag(img)):
-        phase = calibration_phase(problem, maps[0]) if problem.is_cartesian else rhs[0].angle()
-        x = x.abs() * torch.exp(1j * phase.to(x.device))
+    # off the grid the phase of the network's own density-compensated SENSE image (its maps, its NUFFT)
+    x = complex_on_grid(image, rhs.shape[-2:], rhs.device, lambda: calibration_phase(problem, maps[0])
+                        if problem.is_cartesian else rhs[0].angle())
     return NetworkSolution(x=(x / scale[0])[None], rhs=rhs, maps=maps, scale=scale, enc=enc,
                            data_consistent_output=PrimalNet.data_consistent_output)
 
