@@ -136,6 +136,16 @@ HOLDOUT_NOTES = [  # results/holdout.md's notes: measured on these runs (2026-12
     "acquired), no misranked pair. The DHE figures above are of the earlier 2-channel reading.",
     "No rule was changed now: the candidates that move rho towards the unmeasured lines (by distance, isotonic in "
     "|ky|, the signal part, near-centre folds, the centre's outer lines, more folds) are those above.",
+    "How much of tau is the folds' draw (2026-12-07, the same runs, folds and rule with other seeds, /tmp script): "
+    "tau vs PSNR with fold seeds 0 / 1 / 2 / 3: demo 0.857 / 0.786 / 0.643 / 0.786, head 0.929 / 0.857 / 0.929 / "
+    "0.929, phantom 0.786 / 0.929 / 1.000 / 1.000, GRE 0.786 / 0.643 / 0.786 / 0.786, DHE 1.000 / 1.000 / 0.929 / "
+    "0.929, body coil 0.643 / 0.643 / 0.643 / 0.571, 7 T 0.643 / 0.786 / 0.643 / 0.786 (mean over the seven sets "
+    "0.806 / 0.806 / 0.796 / 0.827). One pair of 28 is 0.071 of tau; the draw of the held-out lines moves a scan's "
+    "tau by up to 0.21, so at 8 runs a scan above or below 0.8 is partly the seed's: the phantom and 7 T pass with "
+    "some seeds, the body coil with none. More or larger folds did not help either (seed 0; demo / phantom / GRE / "
+    "body coil / 7 T, head 0.929 and DHE 1.000 throughout): 8 folds of 3.5 % 0.857 / 0.857 / 0.786 / 0.571 / 0.643, "
+    "8 of 7 % 0.714 / 1.000 / 0.786 / 0.571 / 0.643, 6 of 10 % 0.786 / 1.000 / 0.786 / 0.500 / 0.643 (mean 0.806 "
+    "each, as 4 of 7 %).",
     "Cost: the 4 fold runs as before (the scored run's image is the run itself; `holdout_score` without an image makes "
     "the scored run again). Non-line masks (2D) use single-sample folds with the same rule; non-Cartesian samplings "
     "keep the relative error.",
