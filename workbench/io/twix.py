@@ -314,18 +314,15 @@ def assemble_lines(im: Any, index: tuple) -> np.ndarray:
     lin_sz, par_sz = int(im.size["Lin"]), int(im.size["Par"])
     key_map = im.key_map
     strides = [int(np.prod(free_shape[i + 1:], dtype=np.int64)) for i in range(len(free))]
+    offsets = {"Lin": lin_off, "Par": par_off}  # twixtools' shifts of a partial-Fourier line / partition counter
     for mdb in im.mdb_list:
         counter = mdb.mdh.Counter
-        values = {"Lin": int(counter.Lin) + lin_off, "Par": int(counter.Par) + par_off}
-        if values["Lin"] >= lin_sz or values["Par"] >= par_sz:
+        values = {d: int(getattr(counter, key_map[d])) + offsets.get(d, 0) for d in (*fixed, *free)}
+        if int(counter.Lin) + lin_off >= lin_sz or int(counter.Par) + par_off >= par_sz:
             continue
-
-        def value(d: str) -> int:
-            return values[d] if d in values else int(getattr(counter, key_map[d]))
-
-        if any(value(d) != v for d, v in fixed.items()):
+        if any(values[d] != v for d, v in fixed.items()):
             continue
-        position = sum(value(d) * s for d, s in zip(free, strides))
+        position = sum(values[d] * s for d, s in zip(free, strides))
         data = mdb.data
         if mdb.is_flag_set("REFLECT"):
             data = data[..., ::-1]
