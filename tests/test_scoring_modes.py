@@ -256,3 +256,31 @@ def _wait(done, timeout=60.0):
     while not done() and time.time() - t0 < timeout:
         time.sleep(0.01)
     assert done()
+
+
+def test_complex_on_grid_pads_and_gives_a_magnitude_the_phase_asked_for():
+    """The one rule by which a magnitude becomes an image on the grid: centre padded, a magnitude (real, or complex
+    with no imaginary part) takes the given phase, a complex image keeps its own, and the phase is only computed
+    when needed."""
+    from workbench.scoring import complex_on_grid
+
+    rng = np.random.default_rng(0)
+    mag = rng.random((4, 6)).astype(np.float32) + 0.5
+    phase = torch.from_numpy(rng.uniform(-np.pi, np.pi, (8, 10)).astype(np.float32))
+    calls = []
+
+    def given():
+        calls.append(1)
+        return phase
+
+    for image in (mag, torch.from_numpy(mag), mag.astype(np.complex64)):
+        x = complex_on_grid(image, (8, 10), "cpu", given)
+        assert x.shape == (8, 10) and x.dtype == torch.complex64
+        np.testing.assert_allclose(x.abs()[2:6, 2:8].numpy(), mag, rtol=1e-6)
+        assert not x.abs()[:2].any() and not x.abs()[:, :2].any()                # zeros around the centred image
+        np.testing.assert_allclose(torch.angle(x)[2:6, 2:8].numpy(), phase[2:6, 2:8].numpy(), atol=1e-5)
+    assert len(calls) == 3
+    own = (mag * np.exp(1j * 0.7)).astype(np.complex64)
+    x = complex_on_grid(own, (8, 10), "cpu", given)
+    assert len(calls) == 3                                                       # a complex image: no phase asked
+    np.testing.assert_allclose(x[2:6, 2:8].numpy(), own, rtol=1e-6)
