@@ -317,9 +317,9 @@ def assemble_lines(im: Any, index: tuple) -> np.ndarray:
     offsets = {"Lin": lin_off, "Par": par_off}  # twixtools' shifts of a partial-Fourier line / partition counter
     for mdb in im.mdb_list:
         counter = mdb.mdh.Counter
-        values = {d: int(getattr(counter, key_map[d])) + offsets.get(d, 0) for d in (*fixed, *free)}
         if int(counter.Lin) + lin_off >= lin_sz or int(counter.Par) + par_off >= par_sz:
             continue
+        values = {d: int(getattr(counter, key_map[d])) + offsets.get(d, 0) for d in (*fixed, *free)}
         if any(values[d] != v for d, v in fixed.items()):
             continue
         position = sum(values[d] * s for d, s in zip(free, strides))
