@@ -48,3 +48,19 @@ def test_a_run_not_validated_is_listed_and_left_out_of_the_tau():
     assert expected == pytest.approx(19 / 21)
     assert summary.split("|")[4].strip().split(" / ")[0] == f"{expected:.3f}"
     assert "cg-sense R4 / l1-wavelet R4" in summary  # the swapped pair named
+
+
+def test_the_pairs_the_holdout_separates_and_those_it_ranks_wrongly():
+    """Two runs are separated when their hold-out NMSEs are 2 combined standard errors apart; of the separated
+    pairs the table counts those ranked against the reference NMSE."""
+    # (reference NMSE, score, standard error): zero-filled / CG-SENSE 0.02 apart with errors 0.003 / 0.004 (2 x
+    # 0.005 needed): separated, ranked against the reference; CG-SENSE / l1-wavelet 0.005 apart (0.008 needed): not
+    # separated; zero-filled / l1-wavelet 0.015 apart (0.006 needed): separated, ranked against it
+    runs = {"zero-filled": (0.10, 0.10, 0.003), "cg-sense": (0.08, 0.12, 0.004), "l1-wavelet": (0.05, 0.115, 0.0)}
+    records = [_record(m, 4, n, s, holdout_nmse_se=e) for m, (n, s, e) in runs.items()]
+    assert bench_scoring.separated_pairs(records) == (2, 2)
+    text = bench_scoring.holdout_markdown(records)
+    summary = next(line for line in text.splitlines() if line.startswith("| gre | 3 |"))
+    assert "| 2 of 3, 2 |" in summary
+    assert "0.1200 ± 0.0040" in text
+    assert bench_scoring.separated_pairs([_record("tv", 4, 0.1, 0.1)] + records) == ("-", "-")

@@ -180,7 +180,12 @@ def test_validate_button_scores_every_row_in_the_background_with_progress(compar
     assert all(view.metrics.holdout_text(e.id).startswith("running") for e in entries)
     qtbot.waitUntil(lambda: all(e.holdout.get("holdout_nmse") is not None for e in entries), timeout=120000)
     view.refresh_table()
-    numbers = {k: float(view.metrics.holdout_text(k)) for k in (zero_filled, entries[0].id, entries[1].id)}
+    texts = {k: view.metrics.holdout_text(k) for k in (zero_filled, entries[0].id, entries[1].id)}
+    numbers = {k: float(t.split(" ± ")[0]) for k, t in texts.items()}
+    # the runs' scores carry their standard error over the folds; zero filling's, which no fold changes, none
+    assert "±" not in texts[zero_filled]
+    for e in entries:
+        assert float(texts[e.id].split(" ± ")[1]) == pytest.approx(e.holdout["holdout_nmse_se"], rel=0.05)
     # here (a reference exists) it ranks the three rows as the reference's NMSE does
     nmse = {r["key"]: r["nmse"] for r in session.comparison_rows()}
     assert sorted(numbers, key=numbers.get) == sorted(numbers, key=nmse.get)

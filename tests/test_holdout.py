@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.holdout import estimated_nmse, folds, kspace_nmse, scored_part, summary
+from workbench.holdout import SEPARATED, estimated_nmse, folds, kspace_nmse, scored_part, separated, summary
 from workbench.physics.fft import fft2c, ifft2c
 from workbench.problem import Problem
 from workbench.sampling import make_sampling
@@ -136,3 +136,26 @@ def test_the_score_needs_the_scored_image(simulated):
         summary(holdouts, [truth] * 2)
     with pytest.raises(ScoreError, match="NaN"):
         scored_part(problem, torch.full((N, N), float("nan")))
+
+
+def test_the_standard_error_is_the_jackknife_over_folds(simulated):
+    """``holdout_nmse_se``: the jackknife of the estimate over folds, each leave-one-fold-out estimate computed
+    by the slow definition; zero filling (whose estimate no fold changes) has none; one fold has no error bar;
+    two runs are ranked only when SEPARATED combined errors apart."""
+    problem, truth = simulated
+    holdouts = folds(problem, 4, 0.07, seed=3)
+    fold_images = [h.train.zero_filled("sense") for h in holdouts]
+    scored_image = truth.abs() * 0.9
+    report = summary(holdouts, fold_images, scored_image=scored_image)
+    loo = [_direct(problem, holdouts[:i] + holdouts[i + 1:], fold_images[:i] + fold_images[i + 1:], scored_image)
+           for i in range(4)]
+    mean = sum(loo) / 4
+    expected = math.sqrt(3 / 4 * sum((v - mean) ** 2 for v in loo))
+    assert expected > 0 and report["holdout_nmse_se"] == pytest.approx(expected, rel=1e-4)
+    zf = summary(holdouts, [None] * 4, IMAGE_IS_RSS)
+    assert zf["holdout_nmse_se"] == pytest.approx(0.0, abs=1e-12)
+    assert summary(holdouts[:1], fold_images[:1], scored_image=scored_image)["holdout_nmse_se"] is None
+    a = {"holdout_nmse": 0.10, "holdout_nmse_se": 0.003}
+    b = {"holdout_nmse": 0.10 + SEPARATED * 0.005 * 1.01, "holdout_nmse_se": 0.004}
+    assert separated(a, b) is True and separated(a, dict(b, holdout_nmse=0.108)) is False
+    assert separated(a, {"holdout_nmse": 0.2, "holdout_nmse_se": None}) is None

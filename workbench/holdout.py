@@ -41,11 +41,13 @@ from workbench.errors import SamplingError
 __all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "DEFAULT_FOLDS", "HoldOut", "split", "folds", "readouts",
            "prediction_error",
            "estimated_nmse", "residuals", "scored_part", "kspace_nmse", "params_as_run", "holdout_score", "summary",
-           "pooled_summary"]
+           "pooled_summary", "jackknife_se", "separated", "SEPARATED"]
 
 DEFAULT_FRACTION = 0.07
 DEFAULT_SEED = 0
 DEFAULT_FOLDS = 4
+#: standard errors (combined) by which two runs' hold-out NMSEs must differ for the score to rank them (about 95 %)
+SEPARATED = 2.0
 
 
 class HoldOut:
@@ -428,12 +430,40 @@ def summary(holdout: HoldOut | list[HoldOut], image: Any, image_is: Any = None, 
                           scored_part(holdouts[0].original, scored_image, scored_image_is))
 
 
+def jackknife_se(parts: list[tuple[float, ...]], holdouts: list[HoldOut], scored: tuple[float, float]) -> float | None:
+    """The standard error of the hold-out NMSE over the draw of the held-out samples: the jackknife over folds,
+    ``sqrt((F - 1) / F * sum_i (v_i - mean v)^2)`` with ``v_i`` the estimate pooled without fold ``i`` (the
+    usual error bar of a pooled ratio). None with one fold. Two runs of a scan whose estimates are less than
+    :data:`SEPARATED` of their combined standard error apart are not told apart by their hold-out. It measures
+    how much the draw of the held-out lines moves the estimate, not the estimate's bias (the unmeasured energy
+    is interpolated, and held-out lines lie where the unmeasured ones do not): on the real sets
+    (``benchmarks/results/holdout.md``) some pairs many errors apart were still ranked against the reference."""
+    if len(parts) < 2:
+        return None
+    v = [_pooled(parts[:i] + parts[i + 1:], holdouts[:i] + holdouts[i + 1:], scored)[0] for i in range(len(parts))]
+    mean = sum(v) / len(v)
+    return math.sqrt((len(v) - 1) / len(v) * sum((x - mean) ** 2 for x in v))
+
+
+def separated(a: dict[str, Any], b: dict[str, Any], z: float | None = None) -> bool | None:
+    """Whether the hold-out summaries ``a`` and ``b`` (of two runs on one scan) rank the runs: their NMSEs differ
+    by at least ``z`` (default :data:`SEPARATED`) combined standard errors ``sqrt(se_a^2 + se_b^2)``. None when
+    either has no estimate or no standard error."""
+    z = SEPARATED if z is None else z
+    va, vb = a.get("holdout_nmse"), b.get("holdout_nmse")
+    sa, sb = a.get("holdout_nmse_se"), b.get("holdout_nmse_se")
+    if None in (va, vb, sa, sb):
+        return None
+    return abs(va - vb) >= z * math.sqrt(sa * sa + sb * sb)
+
+
 def pooled_summary(holdouts: list[HoldOut], parts: list[tuple[float, ...]],
                    scored: tuple[float, float]) -> dict[str, Any]:
     """:func:`summary` from each fold's :func:`residuals` (computed where each fold's run ended) and the scored
     run's :func:`scored_part`."""
     nmse, relative, rho = _pooled(parts, holdouts, scored)
-    return {"holdout_nmse": nmse, "holdout_error": relative, "holdout_correlation": rho,
+    return {"holdout_nmse": nmse, "holdout_nmse_se": jackknife_se(parts, holdouts, scored),
+            "holdout_error": relative, "holdout_correlation": rho,
             "holdout_fraction": round(sum(h.fraction for h in holdouts), 5),
             "holdout_samples": sum(h.n_held for h in holdouts), "holdout_folds": len(holdouts),
             "holdout_lines": bool(holdouts[0].train.provenance.get("holdout", {}).get("lines", False)),

@@ -188,8 +188,9 @@ class JobsPanel(QtWidgets.QWidget):
             lines.append(f"metrics ({self.session.score_mode}): " + ", ".join(f"{k} {v:.4g}"
                                                                          for k, v in e.metrics.items()))
         if e.holdout:  # the score without a reference
-            v = e.holdout.get("holdout_nmse")
-            lines.append("hold-out NMSE: " + (f"{v:.4g} ({e.holdout.get('holdout_folds')} folds)" if v is not None
+            v, se = e.holdout.get("holdout_nmse"), e.holdout.get("holdout_nmse_se")
+            lines.append("hold-out NMSE: " + (f"{v:.4g}{f' ± {se:.2g}' if se else ''} "
+                                              f"({e.holdout.get('holdout_folds')} folds)" if v is not None
                                               else str(e.holdout.get("holdout_message"))))
         if e.error:
             lines.append(f"error: {e.error}")

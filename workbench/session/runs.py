@@ -606,23 +606,25 @@ def comparison_rows(state: Any, zero_filled_metrics: dict[str, float], results: 
 
 
 def holdout_cells(summary: dict[str, Any] | None) -> dict[str, Any]:
-    """A row's ``holdout`` (the hold-out NMSE or None) and ``holdout_note`` ("" when it has the number; "running
-    40%" while its runs go on; else why there is none) from a hold-out summary (None: not asked for)."""
+    """A row's ``holdout`` (the hold-out NMSE or None), ``holdout_se`` (its standard error, or None) and
+    ``holdout_note`` ("" when it has the number; "running 40%" while its runs go on; else why there is none) from
+    a hold-out summary (None: not asked for)."""
     if not summary:
-        return {"holdout": None, "holdout_note": ""}
+        return {"holdout": None, "holdout_se": None, "holdout_note": ""}
     value = summary.get("holdout_nmse")
     note = "" if value is not None else str(summary.get("holdout_message") or "")
     if note == "running":
         note = f"running {100 * float(summary.get('holdout_progress') or 0.0):.0f}%"
-    return {"holdout": value, "holdout_note": note}
+    return {"holdout": value, "holdout_se": summary.get("holdout_nmse_se") if value is not None else None,
+            "holdout_note": note}
 
 
 def write_metrics_csv(path: str | os.PathLike, rows: list[dict[str, Any]], inputs: tuple = ()) -> None:
     """The metrics table as CSV: label, method, slice (1-based), PSNR, SSIM, NMSE, the scoring mode that gave
-    them, the hold-out error, time, device, parameters, the chosen weight, sampling, acceleration. Written
+    them, the hold-out error and its standard error, time, device, parameters, the chosen weight, sampling, acceleration. Written
     atomically, never over one of ``inputs``."""
-    cols = ["label", "method", "slice", "psnr", "ssim", "nmse", "score_mode", "holdout", "time_s", "device",
-            "params", "chosen", "sampling", "acceleration"]
+    cols = ["label", "method", "slice", "psnr", "ssim", "nmse", "score_mode", "holdout", "holdout_se", "time_s",
+            "device", "params", "chosen", "sampling", "acceleration"]
     with atomic_open(path, "w", inputs=inputs, newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)

@@ -21,7 +21,9 @@ TIME_COLUMN = METRIC_COLUMNS.index("time\n(s)")
 PARAMETERS_WIDTH = 240
 HOLDOUT_TIP = ("hold-out NMSE: each method runs again with some measured lines (or samples) held out, in 4 folds; "
                "the scan's k-space error predicted from how well it predicts them (lower is better; needs no "
-               "reference, so it ranks methods on prospective scans)")
+               "reference, so it ranks methods on prospective scans). ± its standard error over the folds (how much the "
+               "draw of the held-out lines moves it, not how far the estimate itself may be off): rows less than "
+               "about twice their combined error apart are not told apart by it")
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -125,7 +127,7 @@ class MetricsTable(QtWidgets.QWidget):
             t.setItem(i, 2, sortable_number(r["psnr"], "{:.2f}"))
             t.setItem(i, 3, sortable_number(r["ssim"], "{:.4f}"))
             t.setItem(i, 4, sortable_number(r["nmse"], "{:.4g}"))
-            t.setItem(i, HOLDOUT_COLUMN, holdout_item(r.get("holdout"), r.get("holdout_note", "")))
+            t.setItem(i, HOLDOUT_COLUMN, holdout_item(r.get("holdout"), r.get("holdout_note", ""), r.get("holdout_se")))
             t.setItem(i, PARAMETERS_COLUMN, table_text(r["params"]))
             t.setItem(i, TIME_COLUMN, sortable_number(r["time_s"], "{:.2f}"))
             t.setItem(i, TIME_COLUMN + 1, table_text(r["device"]))
@@ -148,10 +150,11 @@ class MetricsTable(QtWidgets.QWidget):
             self.shownChanged.emit(item.data(KEY_ROLE), item.checkState() == Qt.CheckState.Checked)
 
 
-def holdout_item(value: float | None, note: str) -> QtWidgets.QTableWidgetItem:
-    """The hold-out cell: the number (sorted as one), else the note ("running 40%", or why there is none, whole
-    in the tooltip)."""
-    item = sortable_number(value, "{:.4g}")
+def holdout_item(value: float | None, note: str, se: float | None = None) -> QtWidgets.QTableWidgetItem:
+    """The hold-out cell: the number (sorted as one) with its standard error ``se`` when known, else the note
+    ("running 40%", or why there is none, whole in the tooltip)."""
+    # zero filling's estimate has no error over the folds (no fold changes it): no "± 0", which would read as exact
+    item = sortable_number(value, "{:.4g}" if not se else "{:.4g} ± " + f"{se:.2g}")
     if value is None and note:
         item.setText(note if note.startswith("running") else "n/a")
         item.setToolTip(note)
