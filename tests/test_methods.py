@@ -575,3 +575,30 @@ def test_entry_points_are_read_again_when_the_import_path_changes(tmp_path, monk
     os.utime(site, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a coarse clock still sees a change
     second = M._method_entry_points()
     assert len(reads) == 2 and second[0].name == "m2"
+
+
+def test_param_specs_are_read_once_per_class_and_a_bad_declaration_is_refused_every_time(monkeypatch):
+    import typing
+
+    calls = []
+    real = typing.get_type_hints
+    monkeypatch.setattr(typing, "get_type_hints", lambda cls, *a, **k: calls.append(cls) or real(cls, *a, **k))
+
+    @dataclass
+    class Good:
+        lam: float | None = M.param(None, min=0.0, help="weight")
+        n_iter: int = M.param(10, min=1)
+
+    first = M.param_specs(Good)
+    second = M.param_specs(Good)
+    assert first == second and first is not second and calls == [Good]
+    second.clear()  # a caller's list is its own
+    assert [s.name for s in M.param_specs(Good)] == ["lam", "n_iter"]
+
+    @dataclass
+    class Bad:
+        n: int = M.param(5, min=10)
+
+    for _ in range(2):
+        with pytest.raises(M.ParamDeclarationError):
+            M.param_specs(Bad)

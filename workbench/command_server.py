@@ -59,7 +59,8 @@ ENV_IGNORED = frozenset({"WORKBENCH_SERVER", "WORKBENCH_SERVER_IDLE", "WORKBENCH
 # Imported by the server before it accepts a command: what every served command needs.
 PRELOAD = ("numpy", "torch", "scipy.io", "h5py", "workbench.jobs", "workbench.problem", "workbench.io.builtin",
            "workbench.scoring", "workbench.methods", "workbench.sampling", "workbench.solvers",
-           "workbench.commands.recon", "workbench.commands.plugins")
+           "workbench.commands.recon", "workbench.commands.plugins", "workbench.volume", "workbench.paths",
+           "workbench.fastmri_metrics")
 BUILTIN_PACKAGE = "workbench_builtin_methods"  # the repository's plugins/ folder, installed under this name
 _HEADER = struct.Struct("!I")
 _STATUS = struct.Struct("!ci")  # b"X" and an exit status (a command's, or a control request's answer)
@@ -611,16 +612,20 @@ def servers(folder: str | None = None) -> list[str]:
 
 def _preload_builtin_methods() -> None:
     """Import the built-in methods' modules (their code is in the server's key; a third party's plugins are
-    imported by each command, so an updated one is always seen). One that fails is left to the command, which
-    reports it as usual."""
+    imported by each command, so an updated one is always seen) and read their parameter declarations (kept per
+    class by :func:`workbench.methods.param_specs`). One that fails is left to the command, which reports it as
+    usual."""
     import importlib
 
-    from workbench.methods import _method_entry_points
+    from workbench.methods import Method, _method_entry_points, param_specs
 
     for ep in _method_entry_points():
         if ep.module.split(".")[0] == BUILTIN_PACKAGE:
             try:
-                importlib.import_module(ep.module)
+                module = importlib.import_module(ep.module)
+                for obj in vars(module).values():
+                    if isinstance(obj, type) and issubclass(obj, Method) and obj is not Method:
+                        param_specs(obj.Params)
             except Exception:  # noqa: BLE001 - the command reports it
                 pass
 
