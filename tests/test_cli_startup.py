@@ -86,3 +86,13 @@ def test_recon_scores_without_scipy_stats_or_skimage(tmp_path):
 def test_importing_scoring_loads_no_scipy_stats():
     _, heavy = _modules_after("import workbench.scoring, workbench.metrics, workbench.fastmri_metrics")
     assert heavy == []
+
+
+def test_a_served_commands_client_imports_only_what_it_sends_with(tmp_path):
+    """The client of the command server (every `workbench recon`) imports neither torch nor the argument parser
+    that only the server and an in-process command use."""
+    code = ("import sys; from workbench import command_server, cli; "
+            "print('LOADED', sorted(m for m in ('torch', 'numpy', 'argparse') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout

@@ -6,11 +6,14 @@ so that adding one touches only its own file and the table below.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:  # argparse is imported where a parser is built: a served command's client never builds one
+    import argparse
 
 # The commands the resident command server runs (workbench.command_server): those that import torch. `info`
 # starts fast without it and stays in-process; the app never uses the server.
@@ -53,6 +56,8 @@ def _build_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _make_parser(command: str) -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="workbench", description="MRI reconstruction workbench", epilog=APP_FORMS,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,6 +71,8 @@ def _make_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _open_app(argv: list[str]) -> int:
+    import argparse
+
     p = argparse.ArgumentParser(prog="workbench", description="Open the workbench app (or use a COMMAND: "
                                 + ", ".join(SUBCOMMANDS) + ")")
     p.add_argument("file", nargs="?", help="scan to open")
