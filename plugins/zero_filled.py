@@ -17,7 +17,7 @@ import torch
 
 from workbench.methods import Capabilities, Method, RunContext, param
 from workbench.result import Result
-from workbench.scoring import IMAGE_IS_RSS
+from workbench.scoring import zero_filled_image_is
 
 
 @dataclass
@@ -42,10 +42,11 @@ class ZeroFilled(Method):
         image = problem.zero_filled(params.combine).to(torch.complex64)
         ctx.progress(1.0, "done")
         kind = "adjoint NUFFT with density compensation" if not problem.is_cartesian else "inverse FFT"
+        image_is = zero_filled_image_is(problem, params.combine)
         return Result(
             image=problem.crop(image),
             history=[{"iter": 1, "time": time.perf_counter() - t0}],
             # Cartesian RSS: the measured data's own coil images, so the as-acquired score only adds noise
             extras={"operation": f"{kind}, {params.combine.upper()} combination",
-                    **({"image_is": IMAGE_IS_RSS} if params.combine == "rss" and problem.is_cartesian else {})},
+                    **({"image_is": image_is} if image_is else {})},
         )

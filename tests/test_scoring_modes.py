@@ -284,3 +284,39 @@ def test_complex_on_grid_pads_and_gives_a_magnitude_the_phase_asked_for():
     x = complex_on_grid(own, (8, 10), "cpu", given)
     assert len(calls) == 3                                                       # a complex image: no phase asked
     np.testing.assert_allclose(x[2:6, 2:8].numpy(), own, rtol=1e-6)
+
+
+def test_the_live_zero_filled_row_scores_as_the_zero_filled_run_off_the_grid(tmp_path):
+    """Radial sampling of a scan with a reference: the app's live zero-filled row (the density-compensated adjoint)
+    and a run of the zero-filled method give the same metrics in every scoring mode and the same hold-out score
+    (both ask workbench.scoring.zero_filled_image_is: off the grid the adjoint is scored as any image; the live
+    row took it for the measured data's own coil images before, which only a Cartesian RSS is)."""
+    from workbench.methods import discover_methods
+    from workbench.scoring import SCORE_MODES
+    from workbench.session import Session
+
+    s = generate_slice(2, shape=(64, 64), n_coils=4)
+    path = tmp_path / "slice.h5"
+    write_fastmri(path, s["kspace"][None], s["reference"][None].astype(np.float32))
+    session = Session(device="cpu")
+    try:
+        session.open(path)
+        session.set_sampling("golden-radial", acceleration=4, seed=0)
+        entry = session.run(discover_methods().get("zero-filled"), {"combine": "rss"})
+        _wait(lambda: not entry.active)
+        assert entry.state == "done", entry.error
+        assert "image_is" not in (entry.result.extras or {})
+        for mode in SCORE_MODES:
+            session.score_mode = mode
+            _wait(lambda: session.comparison_rows()[0]["psnr"] is not None)
+            live, run = session.comparison_rows()[:2]
+            for name in ("psnr", "ssim", "nmse"):
+                assert live[name] == pytest.approx(run[name], rel=1e-4, abs=1e-5), (mode, name)
+        session.validate()
+        _wait(lambda: entry.holdout and entry.holdout.get("holdout_message") != "running"
+              and session.comparison_rows()[0]["holdout"] is not None)
+        live, run = session.comparison_rows()[:2]
+        assert run["holdout"] is not None and live["holdout"] == pytest.approx(run["holdout"], rel=1e-4)
+        assert live["holdout_se"] == pytest.approx(run["holdout_se"], rel=1e-3)
+    finally:
+        session.shutdown()

@@ -52,7 +52,7 @@ from workbench.errors import WorkbenchError
 
 __all__ = [
     "SCORE_MODES", "DEFAULT_SCORE_MODE", "SCORE_MODE_TEXT", "IMAGE_IS_RSS", "IMAGE_IS_CONSISTENT_RSS", "IMAGE_IS_SCAN",
-    "ScoreError",
+    "ScoreError", "zero_filled_image_is",
     "check_score_mode", "reference_region", "calibration_phase", "complex_on_grid", "as_acquired", "score", "score_result",
     "SSIM_WIN_SIZE", "CALIBRATED_ERROR_PER_STD", "CALIBRATION_LEVEL",
     "prepare", "nmse", "psnr", "ssim", "error_map", "evaluate",
@@ -82,6 +82,15 @@ IMAGE_IS_RSS = "rss-of-measured"
 #: image (zero filling) predicts nothing.
 IMAGE_IS_CONSISTENT_RSS = "rss-of-consistent"
 IMAGE_IS_SCAN = "expected-scan-rss"
+
+
+def zero_filled_image_is(problem: Any, combine: str = "rss") -> str | None:
+    """What a zero-filled image of ``problem`` is to the scoring (``Result.extras["image_is"]``): on a Cartesian
+    grid its RSS is the measured data's own coil images (:data:`IMAGE_IS_RSS`: the as-acquired score only adds
+    noise, the hold-out predicts nothing with it); off the grid the density-compensated adjoint, and any SENSE
+    combination, is an image like any other (None). The zero-filled method and the app's live zero-filled row
+    both ask here, so that they score alike."""
+    return IMAGE_IS_RSS if combine == "rss" and problem.is_cartesian else None
 
 
 class ScoreError(WorkbenchError, ValueError):

@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.jobs import JobQueue, JobState, resolve_device
     from workbench.methods import discover_methods
     from workbench.problem import Problem
-    from workbench.scoring import IMAGE_IS_RSS, SCORE_MODE_TEXT, ScoreError, score, volume_data_range
+    from workbench.scoring import SCORE_MODE_TEXT, ScoreError, score, volume_data_range, zero_filled_image_is
     from workbench.volume import is_volume_spec, parse_slices
 
     registry = discover_methods(plugin_dirs=args.plugin_dir)
@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
                                  image_is=result.extras.get("image_is")), mode=mode)
             zf = problem.crop(problem.zero_filled("rss")).cpu().numpy()
             zero_filled = dict(score(reference, zf, mode, data_range=data_range, problem=problem,
-                                     image_is=IMAGE_IS_RSS), mode=mode)
+                                     image_is=zero_filled_image_is(problem)), mode=mode)
         except ScoreError as exc:  # degenerate reference or image: the reconstruction itself is fine
             metrics = zero_filled = None
             score_error = str(exc)

@@ -339,7 +339,8 @@ class DerivedImages:
                 return {}
             try:
                 problem = self.problem() if mode == "as-acquired" else None
-                self.values[key] = self.views.evaluate(zf, mode, problem, scoring.IMAGE_IS_RSS)
+                image_is = scoring.zero_filled_image_is(problem) if problem is not None else None
+                self.values[key] = self.views.evaluate(zf, mode, problem, image_is)
             except scoring.ScoreError as exc:
                 self.values[key], self.values[("score_error", mode)] = {}, str(exc)
         return self.values[key]
@@ -354,9 +355,11 @@ class DerivedImages:
 
     def holdout(self) -> dict[str, Any] | None:
         """The hold-out score of the zero-filled image (:func:`workbench.holdout.summary` over the sampling's
-        folds; no run needed: zero filling the kept samples predicts zero at every held-out one), once asked for
-        (:meth:`want_holdout`) or when the slice has no reference; None otherwise and while the zero-filled
-        image is computed. ``holdout_nmse`` None with ``holdout_message`` when it cannot be computed."""
+        folds, scored as the zero-filled method's run is: on a Cartesian grid no fold image is needed, zero
+        filling the kept samples predicts zero at every held-out one; off the grid each fold's density-compensated
+        adjoint predicts them), once asked for (:meth:`want_holdout`) or when the slice has no reference; None
+        otherwise and while the zero-filled image is computed. ``holdout_nmse`` None with ``holdout_message`` when
+        it cannot be computed."""
         if "holdout" not in self.values:
             if not (self.values.get("holdout_wanted") or self.views.reference() is None) \
                     or self.get("zero_filled") is None:
@@ -364,8 +367,15 @@ class DerivedImages:
             from workbench import holdout
 
             try:
-                holdouts = holdout.folds(self.problem())
-                self.values["holdout"] = holdout.summary(holdouts, [None] * len(holdouts), scoring.IMAGE_IS_RSS)
+                problem = self.problem()
+                holdouts = holdout.folds(problem)
+                image_is = scoring.zero_filled_image_is(problem)
+                if image_is is not None:
+                    self.values["holdout"] = holdout.summary(holdouts, [None] * len(holdouts), image_is)
+                else:
+                    folds = [h.train.crop(h.train.zero_filled("rss")) for h in holdouts]
+                    self.values["holdout"] = holdout.summary(holdouts, folds, None,
+                                                             problem.crop(problem.zero_filled("rss")))
             except WorkbenchError as exc:
                 self.values["holdout"] = {"holdout_nmse": None, "holdout_message": str(exc)}
         return self.values["holdout"]
@@ -383,7 +393,8 @@ class DerivedImages:
             if zf is None:
                 return None
             try:
-                self.values["as_acquired"] = scoring.as_acquired(self.problem(), zf, scoring.IMAGE_IS_RSS)
+                problem = self.problem()
+                self.values["as_acquired"] = scoring.as_acquired(problem, zf, scoring.zero_filled_image_is(problem))
             except WorkbenchError:
                 self.values["as_acquired"] = None
         return self.values["as_acquired"]
