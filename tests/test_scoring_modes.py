@@ -225,14 +225,9 @@ def test_cli_validate_gives_the_library_holdout_score(tmp_path, capsys):
 
 def test_session_shows_the_chosen_weight_and_the_holdout_score(tmp_path):
     from workbench.methods import discover_methods
-    from workbench.session import Session
 
-    s = generate_slice(2, shape=(64, 64), n_coils=4)
-    path = tmp_path / "slice.h5"
-    write_fastmri(path, s["kspace"][None], s["reference"][None].astype(np.float32))
-    session = Session(device="cpu")
+    session = _session_on_a_slice(tmp_path)
     try:
-        session.open(path)
         session.set_sampling("random", acceleration=4, seed=0, center_fraction=0.16)
         entry = session.run(discover_methods().get("l1-wavelet"), {"lam": None, "n_iter": 5, "search_iter": 5})
         _wait(lambda: not entry.active)
@@ -247,6 +242,18 @@ def test_session_shows_the_chosen_weight_and_the_holdout_score(tmp_path):
         assert 0 < session.comparison_rows()[1]["holdout"] < 1, entry.holdout
     finally:
         session.shutdown()
+
+
+def _session_on_a_slice(tmp_path):
+    """A Session on a 4-coil 64x64 synthetic slice saved with its reference."""
+    from workbench.session import Session
+
+    s = generate_slice(2, shape=(64, 64), n_coils=4)
+    path = tmp_path / "slice.h5"
+    write_fastmri(path, s["kspace"][None], s["reference"][None].astype(np.float32))
+    session = Session(device="cpu")
+    session.open(path)
+    return session
 
 
 def _wait(done, timeout=60.0):
@@ -293,14 +300,9 @@ def test_the_live_zero_filled_row_scores_as_the_zero_filled_run_off_the_grid(tmp
     row took it for the measured data's own coil images before, which only a Cartesian RSS is)."""
     from workbench.methods import discover_methods
     from workbench.scoring import SCORE_MODES
-    from workbench.session import Session
 
-    s = generate_slice(2, shape=(64, 64), n_coils=4)
-    path = tmp_path / "slice.h5"
-    write_fastmri(path, s["kspace"][None], s["reference"][None].astype(np.float32))
-    session = Session(device="cpu")
+    session = _session_on_a_slice(tmp_path)
     try:
-        session.open(path)
         session.set_sampling("golden-radial", acceleration=4, seed=0)
         entry = session.run(discover_methods().get("zero-filled"), {"combine": "rss"})
         _wait(lambda: not entry.active)
