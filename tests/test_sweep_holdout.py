@@ -235,6 +235,16 @@ def test_sweep_tab_shows_the_holdout_curve_of_a_scan_without_reference(window, q
     want_x, want_y = sweep.points("test-zf", "holdout")
     np.testing.assert_allclose(xs, want_x)
     np.testing.assert_allclose(10 ** np.asarray(ys), want_y, rtol=1e-6)  # (a log axis holds log10)
+    # each point's standard error over the folds as a bar (in log10 units, as the axis)
+    import pyqtgraph as pg
+
+    _, want_se = sweep.points("test-zf", "holdout_se")
+    assert len(want_se) == len(want_y) and all(e > 0 for e in want_se)
+    bars = [i for i in sv.holdout_plot.items if isinstance(i, pg.ErrorBarItem)]
+    assert len(bars) == 1
+    opts = bars[0].opts
+    np.testing.assert_allclose(opts["y"], np.log10(want_y), rtol=1e-6)
+    np.testing.assert_allclose(opts["top"], np.log10(np.add(want_y, want_se)) - np.log10(want_y), rtol=1e-5)
     qtbot.wait(100)
     (x0, x1), (y0, y1) = sv.holdout_plot.viewRange()  # the points are in view (not ranged by a hidden plot)
     assert x0 <= min(want_x) and max(want_x) <= x1 and y0 <= min(ys) and max(ys) <= y1

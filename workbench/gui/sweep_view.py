@@ -286,8 +286,9 @@ class SweepView(QtWidgets.QWidget):
         if sw is self.sweep:
             self.redraw()
 
-    def series(self) -> list[tuple[str, list[float], list[float], list[float], list[float]]]:
-        """(name, accelerations, PSNR, SSIM, hold-out NMSE) of each curve: zero-filled first."""
+    def series(self) -> list[tuple[str, list[float], list[float], list[float], list[tuple[float, float, float]]]]:
+        """(name, accelerations, PSNR, SSIM, hold-out points (acceleration, NMSE, standard error)) of each curve:
+        zero-filled first."""
         out = []
         if self.zero_filled_points:
             xs = sorted(self.zero_filled_points)
@@ -298,7 +299,8 @@ class SweepView(QtWidgets.QWidget):
             xs, ps = sw.points(name, "psnr")
             _, ss = sw.points(name, "ssim")
             hx, hs = sw.points(name, "holdout")
-            out.append((name, xs, ps, ss, list(zip(hx, hs))))
+            _, he = sw.points(name, "holdout_se")
+            out.append((name, xs, ps, ss, list(zip(hx, hs, he))))
         return out
 
     def redraw(self) -> None:
@@ -326,7 +328,15 @@ class SweepView(QtWidgets.QWidget):
                 self.psnr_plot.plot(xs, ps, **kw)
                 self.ssim_plot.plot(xs, ss, **{k: v for k, v in kw.items() if k != "name"})
             if hold:
-                self.holdout_plot.plot([x for x, _ in hold], [max(v, 1e-12) for _, v in hold], **kw)
+                hx = np.array([x for x, _, _ in hold])
+                hv = np.array([max(v, 1e-12) for _, v, _ in hold])
+                self.holdout_plot.plot(hx, hv, **kw)
+                se = np.array([e for _, _, e in hold])
+                if se.any():  # +- the standard error over the folds; the axis is log10, which the bars do not follow
+                    y = np.log10(hv)
+                    self.holdout_plot.addItem(pg.ErrorBarItem(
+                        x=hx, y=y, top=np.log10(hv + se) - y, bottom=y - np.log10(np.maximum(hv - se, 1e-3 * hv)),
+                        beam=0.15, pen=pg.mkPen(colour, width=1)))
 
     @staticmethod
     def _busy(sw: Any) -> bool:

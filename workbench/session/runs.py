@@ -142,10 +142,17 @@ class Sweep:
 
     def points(self, method_label: str, metric: str = "psnr") -> tuple[list[float], list[float]]:
         """(accelerations, values) of ``method_label``'s finished points, by acceleration: ``metric`` one of the
-        entries' ``metrics`` (PSNR, SSIM, NMSE in the scoring mode) or ``"holdout"`` (the hold-out NMSE)."""
+        entries' ``metrics`` (PSNR, SSIM, NMSE in the scoring mode), ``"holdout"`` (the hold-out NMSE) or
+        ``"holdout_se"`` (its standard error: 0 where the score has none; the points of ``"holdout"``)."""
         xs, ys = [], []
         for e in self.entries:
-            value = (e.holdout or {}).get("holdout_nmse") if metric == "holdout" else e.metrics.get(metric)
+            held = e.holdout or {}
+            if metric == "holdout":
+                value = held.get("holdout_nmse")
+            elif metric == "holdout_se":
+                value = None if held.get("holdout_nmse") is None else held.get("holdout_nmse_se") or 0.0
+            else:
+                value = e.metrics.get(metric)
             if e.label == method_label and e.state == "done" and value is not None:
                 xs.append(float(e.acceleration))
                 ys.append(float(value))

@@ -217,14 +217,14 @@ def sweep_rows(sweep: Sweep, score_mode: str, zero_filled: dict[float, dict[str,
                ) -> list[dict[str, Any]]:
     """The sweep as rows, one per point: method (label), acceleration, state, PSNR / SSIM / NMSE in
     ``score_mode`` (named in each row; None without a reference), the hold-out NMSE (``holdout``: None while it
-    runs or when not asked for) and its note, the chosen weight, the sampling; ``zero_filled`` (the sweep
+    runs or when not asked for), its standard error (``holdout_se``) and its note, the chosen weight, the sampling; ``zero_filled`` (the sweep
     panel's curve, computed at once) first."""
     from workbench.session.runs import holdout_cells
     from workbench.session.sampling_state import recipe_text
 
     rows = [{"label": "zero-filled", "acceleration": r, "state": "done", "score_mode": score_mode,
              "psnr": m.get("psnr"), "ssim": m.get("ssim"), "nmse": m.get("nmse"), "holdout": None,
-             "holdout_note": "", "chosen": "", "sampling": sweep.kind}
+             "holdout_se": None, "holdout_note": "", "chosen": "", "sampling": sweep.kind}
             for r, m in sorted((zero_filled or {}).items())]
     for e in sorted(sweep.entries, key=lambda e: (e.label, e.acceleration or 0.0)):
         rows.append({"label": e.label, "acceleration": e.acceleration, "state": e.state, "score_mode": score_mode,
