@@ -17,7 +17,8 @@ and 8x). The shipped weights start the iterations from the CG-SENSE solution wit
 (the maps the classical methods use) and learn a correction of it (``configs/xpdnet_cg_cpu.json``); their last
 round was trained through the consistency solve (``configs/xpdnet_consistency_cpu.json``). The same network
 with a NUFFT operator is NC-PDNet (plugin ``ncpdnet``). ``adapt`` fine-tunes a copy on the scan's own measured
-samples first (:mod:`workbench.nn.adapt`; ``benchmarks/results/adaptation.md``). """
+samples first (:mod:`workbench.nn.adapt`; ``benchmarks/results/adaptation.md``); left automatic, it does so for
+scans of 1 or 2 coils (:data:`~workbench.nn.inference.AUTO_ADAPT_MAX_COILS`), where it helped on the real scans."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from workbench.physics.coils import calibration_region
 
 @dataclass
 class Params(PrimalAdaptParams):
+    adapt: bool | None = param(None, help="fine-tune a copy of the network on this scan's own measured samples "
+                                          "first (self-supervised; at most adapt seconds); auto: on for scans of "
+                                          "1 or 2 coils, where it helped on the real scans, off for more")
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
     data_consistency: bool = param(True, help="end with the measured k-space: put the measured samples back into "
                                               "the output's coil images and combine them by root-sum-of-squares "
@@ -44,8 +48,8 @@ class Params(PrimalAdaptParams):
 class XPDNet(Method):
     name = "xpdnet"
     # 1.1: the estimated coil maps by default (refine_maps off); 1.2: adaptation of every parameter; 1.3: the
-    # consistency solve with its weight chosen by hold-out
-    version = "1.3"
+    # consistency solve with its weight chosen by hold-out; 1.4: adaptation automatic (on for 1-2 coils)
+    version = "1.4"
     description = ("XPDNet: unrolled primal network (MWCNN per iteration, residual data consistency, optional "
                    "learned coil map refinement); needs trained weights")
     capabilities = Capabilities(cartesian=True, noncartesian=False, multicoil=True, singlecoil=True,

@@ -213,3 +213,26 @@ def test_shipped_model_is_unchanged_by_adaptation(problem, radial):
         assert cached_model(path, "cpu")[0] is model
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
         assert [p.requires_grad for p in model.parameters()] == grads
+
+
+def test_xpdnet_adapts_by_default_scans_of_at_most_two_coils(tmp_path, problem):
+    """``adapt`` left automatic: a 2-coil scan is adapted, a 4-coil one is not (AUTO_ADAPT_MAX_COILS), each run
+    reports the choice, the hold-out's re-runs keep it, and an explicit False is obeyed."""
+    from workbench.holdout import params_as_run
+    from workbench.nn.inference import AUTO_ADAPT_MAX_COILS
+
+    assert AUTO_ADAPT_MAX_COILS == 2
+    path = _weights(tmp_path, "xpdnet", ARCH)
+    method = XPDNet()
+    two = Problem(problem.y[:2], mask=problem.mask, reference=problem.reference)
+    auto = {"weights": path, "adapt_steps": 1}
+    assert method.make_params(auto).adapt is None
+    adapted = method.run(two, method.make_params(auto), RunContext("cpu"))
+    assert adapted.chosen["adapt"] is True and "2 coils: adapted" in adapted.chosen["adapt_rule"]
+    assert adapted.extras["adapt_steps"] == 1
+    assert params_as_run(method, auto, adapted.chosen)["adapt"] is True
+    plain = method.run(problem, method.make_params(auto), RunContext("cpu"))
+    assert plain.chosen["adapt"] is False and "adapt_steps" not in plain.extras
+    assert params_as_run(method, auto, plain.chosen)["adapt"] is False
+    off = method.run(two, method.make_params({**auto, "adapt": False}), RunContext("cpu"))
+    assert "adapt" not in off.chosen and "adapt_steps" not in off.extras

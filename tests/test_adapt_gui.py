@@ -21,7 +21,9 @@ def test_adaptation_progress_shows_in_the_job_row_and_cancels(window, scan_file,
     mp, jp = window.methods_panel, window.jobs_panel
     assert mp.select("xpdnet")
     values = mp.form.values()
-    assert values["adapt"] is False and {"adapt_steps", "adapt_seconds", "adapt_lr", "adapt_trainable"} <= set(values)
+    # automatic by default (on for 1-2 coils): the form's "auto" box is ticked
+    assert values["adapt"] is None and mp.form.auto_boxes["adapt"].isChecked()
+    assert {"adapt_steps", "adapt_seconds", "adapt_lr", "adapt_trainable"} <= set(values)
     qtbot.waitUntil(lambda: mp.run_button.isEnabled(), timeout=10000)
 
     mp.form.set_values({**values, "adapt": True, "adapt_steps": 100000, "adapt_seconds": 600.0})

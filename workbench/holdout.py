@@ -386,8 +386,8 @@ def params_as_run(method: Any, params: Any = None, chosen: dict[str, Any] | None
     for k, v in (chosen or {}).items():
         if values.get(k, 0) is None and isinstance(v, (int, float)) and not isinstance(v, bool):
             values[k] = v
-        elif isinstance(v, bool) and isinstance(values.get(k), bool):  # a step the run chose to leave out
-            values[k] = v
+        elif isinstance(v, bool) and (isinstance(values.get(k), bool) or values.get(k, 0) is None):
+            values[k] = v  # a step the run chose to leave out, or an automatic switch (xpdnet's adapt) as chosen
     return values
 
 

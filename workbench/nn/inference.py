@@ -11,8 +11,15 @@ from typing import Any
 from workbench.methods import param
 from workbench.result import Result
 
-__all__ = ["AdaptParams", "ConsistencyParams", "PrimalAdaptParams", "adapt_if_asked", "chosen_weights",
-           "finish_consistency", "load_network", "run_primal_net", "weights_reasons"]
+__all__ = ["AUTO_ADAPT_MAX_COILS", "AdaptParams", "ConsistencyParams", "PrimalAdaptParams", "adapt_if_asked",
+           "chosen_weights", "finish_consistency", "load_network", "run_primal_net", "wants_adaptation",
+           "weights_reasons"]
+
+#: ``adapt`` left automatic (None) adapts scans with at most this many coils. Decided on the real rows with XPDNet
+#: (68 rows of 1-2 coils and the 8-coil head, benchmarks/results/realdata_deep_current_adapt*.md): on the 64 rows of
+#: 1-2 coils adaptation took the rows at issue 14's margin from 31 to 36 and those below CG-SENSE from 10 to 5
+#: (XPDNet minus the best classical method +0.96 -> +1.66 dB); on the 8-coil head it cost 0.43 dB.
+AUTO_ADAPT_MAX_COILS = 2
 
 
 @dataclass
@@ -115,7 +122,7 @@ def adapt_if_asked(model: Any, problem: Any, batch: Any, params: Any, ctx: Any) 
     copy of ``model`` with ``params.adapt_steps``, ``adapt_seconds``, ``adapt_lr`` (and ``adapt_trainable``
     where declared), progress in [0.05, 0.85] and cancellation. Returns ``(model to reconstruct with, Result
     extras, progress fraction where the reconstruction starts)``; without ``adapt``: ``(model, {}, 0.05)``."""
-    if not getattr(params, "adapt", False):
+    if not wants_adaptation(params, problem):
         return model, {}, 0.05
     from workbench.nn.adapt import AdaptOptions, adapt
 
@@ -128,6 +135,13 @@ def adapt_if_asked(model: Any, problem: Any, batch: Any, params: Any, ctx: Any) 
 
     result = adapt(model, problem, options, progress, batch)
     return result.model, result.extras, 0.85
+
+
+def wants_adaptation(params: Any, problem: Any) -> bool:
+    """``params.adapt``, or when it is left automatic (None), whether ``problem`` has at most
+    :data:`AUTO_ADAPT_MAX_COILS` coils."""
+    adapt = getattr(params, "adapt", False)
+    return bool(adapt) if adapt is not None else problem.n_coils <= AUTO_ADAPT_MAX_COILS
 
 
 def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Result:
@@ -154,6 +168,10 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     final = getattr(params, "data_consistency", None)
     extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
     chosen: dict[str, Any] = {"n_iter": model.config.n_iter}
+    if getattr(params, "adapt", False) is None:  # the automatic choice, reported (and kept by a re-run)
+        chosen.update(adapt=wants_adaptation(params, problem), adapt_rule=f"{problem.n_coils} coils: "
+                      + ("adapted" if wants_adaptation(params, problem) else "not adapted")
+                      + f" (automatic: at most {AUTO_ADAPT_MAX_COILS} coils)")
     x = _reconstruct(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen)
     magnitude = x.abs()
     if final and problem.is_cartesian:
