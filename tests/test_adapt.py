@@ -228,7 +228,7 @@ def test_xpdnet_adapts_by_default_scans_of_at_most_two_coils(tmp_path, problem):
     auto = {"weights": path, "adapt_steps": 1}
     assert method.make_params(auto).adapt is None
     adapted = method.run(two, method.make_params(auto), RunContext("cpu"))
-    assert adapted.chosen["adapt"] is True and "2 coils: adapted" in adapted.chosen["adapt_rule"]
+    assert adapted.chosen["adapt"] is True and adapted.chosen["adapt_rule"] == "2 coils; on for at most 2"
     assert adapted.extras["adapt_steps"] == 1
     assert params_as_run(method, auto, adapted.chosen)["adapt"] is True
     plain = method.run(problem, method.make_params(auto), RunContext("cpu"))

@@ -707,3 +707,9 @@ def test_params_text_shows_what_an_automatic_weight_became():
     assert kept.chosen_text() == "consistency_lam=none (hold-out)"
     l1 = entry({"lam": None}, {"lam": 0.00556, "lam_rule": "discrepancy", "lam_absolute": 3.2, "n_iter": 100})
     assert l1.chosen_text() == "lam=0.00556 (discrepancy)"
+    # an automatic switch (xpdnet's adapt) says what it became and why
+    auto = entry({"adapt": None}, {"adapt": True, "adapt_rule": "2 coils; on for at most 2", "consistency": False})
+    assert auto.params_text() == "adapt=auto on (2 coils; on for at most 2)"
+    assert auto.chosen_text() == "adapt=on (2 coils; on for at most 2)"
+    off = entry({"adapt": None}, {"adapt": False, "adapt_rule": "8 coils; on for at most 2"})
+    assert off.params_text() == "adapt=auto off (8 coils; on for at most 2)"

@@ -169,9 +169,8 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
     chosen: dict[str, Any] = {"n_iter": model.config.n_iter}
     if getattr(params, "adapt", False) is None:  # the automatic choice, reported (and kept by a re-run)
-        chosen.update(adapt=wants_adaptation(params, problem), adapt_rule=f"{problem.n_coils} coils: "
-                      + ("adapted" if wants_adaptation(params, problem) else "not adapted")
-                      + f" (automatic: at most {AUTO_ADAPT_MAX_COILS} coils)")
+        chosen.update(adapt=wants_adaptation(params, problem),
+                      adapt_rule=f"{problem.n_coils} coils; on for at most {AUTO_ADAPT_MAX_COILS}")
     x = _reconstruct(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen)
     magnitude = x.abs()
     if final and problem.is_cartesian:

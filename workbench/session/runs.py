@@ -89,7 +89,7 @@ class ResultEntry:
     def params_text(self) -> str:
         """``k=v, ...``; a weight left automatic shows what the method chose and the rule (``lam=auto 0.00556
         (discrepancy)``, from ``Result.chosen``; ``consistency_lam=auto none (hold-out)`` when the rule chose no
-        weight) rather than ``lam=None``."""
+        weight; ``adapt=auto on (2 coils; on for at most 2)`` for a switch) rather than ``lam=None``."""
         chosen = getattr(self.result, "chosen", None) or {}
 
         def text(k: str, v: Any) -> str:
@@ -98,6 +98,8 @@ class ResultEntry:
                 return f"{k}=auto {picked:.4g}" + (f" ({rule})" if rule else "")
             if v is None and k in chosen and picked is None and rule:  # the rule chose not to use it
                 return f"{k}=auto none ({rule})"
+            if v is None and isinstance(picked, bool):  # an automatic switch (xpdnet's adapt)
+                return f"{k}=auto {'on' if picked else 'off'}" + (f" ({rule})" if rule else "")
             return f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
 
         return ", ".join(text(k, v) for k, v in self.params.items())
@@ -105,7 +107,8 @@ class ResultEntry:
     def chosen_text(self) -> str:
         """What the method chose itself: the automatic weights and the rules that chose them (``Result.chosen``'s
         ``lam...`` and ``..._lam`` entries with their ``..._rule``), e.g. ``lam=0.00556 (discrepancy)`` or
-        ``consistency_lam=none (hold-out)``; "" when it chose none."""
+        ``consistency_lam=none (hold-out)``, and automatic switches with a rule (``adapt=on (2 coils; on for at
+        most 2)``); "" when it chose none."""
         chosen = getattr(self.result, "chosen", None) or {}
         parts = []
         for k, v in chosen.items():
@@ -115,6 +118,8 @@ class ResultEntry:
                 parts.append(f"{k}={v:.4g}" + (f" ({rule})" if rule else ""))
             elif weight and v is None and rule:  # the rule chose no weight
                 parts.append(f"{k}=none ({rule})")
+            elif isinstance(v, bool) and rule:  # an automatic switch and its rule
+                parts.append(f"{k}={'on' if v else 'off'} ({rule})")
         return " ".join(parts)
 
     def use_score_mode(self, mode: str) -> None:
