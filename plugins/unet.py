@@ -12,7 +12,8 @@ k-space put back into its coil images, whose root-sum-of-squares is the image (`
 the fastMRI post-processing baseline. The hard step alone: over the 80 real Cartesian rows U-net minus zero
 filling +0.44 -> +1.44 dB, above it on 67 rows rather than 49 (``benchmarks/results/realdata_deep_unet_dc.md``).
 ``adapt`` fine-tunes a copy on the scan's own samples first (:mod:`workbench.nn.adapt`; the U-net's magnitude
-goes to k-space through its ACS maps, i.e. with the calibration data's phase).
+goes to k-space through its ACS maps, i.e. with the calibration data's phase); left automatic, it does so for
+Cartesian scans of 1 or 2 coils (:data:`~workbench.nn.inference.AUTO_ADAPT_MAX_COILS`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
 from workbench.methods import Capabilities, Method, param
-from workbench.nn.inference import (AdaptParams, ConsistencyParams, adapt_if_asked, chosen_weights, finish_consistency,
-                                    load_network, weights_reasons)
+from workbench.nn.inference import (AdaptParams, ConsistencyParams, adapt_if_asked, adaptation_choice, chosen_weights,
+                                    finish_consistency, load_network, weights_reasons)
 from workbench.nn.weights import read_sidecar
 from workbench.result import Result
 
 
 @dataclass
 class Params(AdaptParams, ConsistencyParams):
+    adapt: bool | None = param(None, help="fine-tune a copy of the network on this scan's own measured samples "
+                                          "first (self-supervised; at most adapt seconds); auto: on for Cartesian "
+                                          "scans of 1 or 2 coils, where it helped on the real scans, off otherwise")
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights "
                               "for the data's sampling (Cartesian masks or non-Cartesian trajectories)")
     data_consistency: bool = param(True, help="Cartesian data: put the measured samples back into the image's "
@@ -43,7 +47,7 @@ def _shipped_model(problem) -> str:
 
 class UnetBaseline(Method):
     name = "unet"
-    version = "1.1"  # 1.1: the consistency solve and the measured data by default
+    version = "1.2"  # 1.1: the consistency solve and the measured data by default; 1.2: adaptation automatic
     description = "U-net post-processing of the zero-filled image (fastMRI baseline); needs trained weights"
     capabilities = Capabilities(cartesian=True, noncartesian=True, multicoil=True, singlecoil=True,
                                 needs_weights=True)
@@ -70,7 +74,7 @@ class UnetBaseline(Method):
         half = lambda f, t: ctx.progress(start + (1 - start) * 0.5 * f, t)  # noqa: E731
         image = problem.crop(model.reconstruct(batch, half)[0])
         extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
-        chosen: dict = {}
+        chosen: dict = adaptation_choice(params, problem)
         final = params.data_consistency and problem.is_cartesian
         if final or params.consistency:
             image = self._consistent(model, image, problem, params, ctx, start, final, extras, chosen)

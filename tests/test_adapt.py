@@ -236,3 +236,24 @@ def test_xpdnet_adapts_by_default_scans_of_at_most_two_coils(tmp_path, problem):
     assert params_as_run(method, auto, plain.chosen)["adapt"] is False
     off = method.run(two, method.make_params({**auto, "adapt": False}), RunContext("cpu"))
     assert "adapt" not in off.chosen and "adapt_steps" not in off.extras
+
+
+def test_the_unet_adapts_by_default_cartesian_scans_of_at_most_two_coils_only(tmp_path, problem, radial):
+    """The U-net's automatic ``adapt``: on for a 2-coil Cartesian scan, off for 4 coils and off the grid (where
+    adaptation lost on the real radial rows), each choice reported."""
+    path = _weights(tmp_path, "unet", UNET_ARCH)
+    method = UnetBaseline()
+    auto = {"weights": path, "adapt_steps": 1}
+    two = Problem(problem.y[:2], mask=problem.mask, reference=problem.reference)
+    adapted = method.run(two, method.make_params(auto), RunContext("cpu"))
+    assert adapted.chosen["adapt"] is True and adapted.extras["adapt_steps"] == 1
+    four = method.run(problem, method.make_params(auto), RunContext("cpu"))
+    assert four.chosen["adapt"] is False and "adapt_steps" not in four.extras
+    assert method.make_params(auto).adapt is None
+    assert NCPDNet().make_params({}).adapt is False  # NC-PDNet keeps it off
+    from workbench.nn.inference import adaptation_choice, wants_adaptation
+
+    params = method.make_params(auto)
+    two_radial = Problem(radial.y[:2], radial.grid_shape, trajectory=radial.trajectory, dcf=radial.dcf)
+    assert not wants_adaptation(params, two_radial)
+    assert adaptation_choice(params, two_radial) == {"adapt": False, "adapt_rule": "non-Cartesian: off"}

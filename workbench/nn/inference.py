@@ -12,13 +12,14 @@ from workbench.methods import param
 from workbench.result import Result
 
 __all__ = ["AUTO_ADAPT_MAX_COILS", "AdaptParams", "ConsistencyParams", "PrimalAdaptParams", "adapt_if_asked",
-           "chosen_weights", "finish_consistency", "load_network", "run_primal_net", "wants_adaptation",
+           "adaptation_choice", "chosen_weights", "finish_consistency", "load_network", "run_primal_net", "wants_adaptation",
            "weights_reasons"]
 
-#: ``adapt`` left automatic (None) adapts scans with at most this many coils. Decided on the real rows with XPDNet
-#: (68 rows of 1-2 coils and the 8-coil head, benchmarks/results/realdata_deep_current_adapt*.md): on the 64 rows of
-#: 1-2 coils adaptation took the rows at issue 14's margin from 31 to 36 and those below CG-SENSE from 10 to 5
-#: (XPDNet minus the best classical method +0.96 -> +1.66 dB); on the 8-coil head it cost 0.43 dB.
+#: ``adapt`` left automatic (None) adapts Cartesian scans with at most this many coils. Decided on the real rows
+#: (benchmarks/results/realdata_deep_current_adapt*.md, realdata_deep_unet_adapt*.md): on the 64 Cartesian rows of 1-2
+#: coils adaptation took XPDNet's rows at issue 14's margin from 31 to 36 and those below CG-SENSE from 10 to 5, and
+#: the U-net's rows above zero filling from 52 to 59; on the 8-coil head it cost XPDNet 0.43 dB, and on the radial
+#: 1-2 coil rows it cost NC-PDNet up to 4 dB (which keeps it off).
 AUTO_ADAPT_MAX_COILS = 2
 
 
@@ -138,10 +139,21 @@ def adapt_if_asked(model: Any, problem: Any, batch: Any, params: Any, ctx: Any) 
 
 
 def wants_adaptation(params: Any, problem: Any) -> bool:
-    """``params.adapt``, or when it is left automatic (None), whether ``problem`` has at most
+    """``params.adapt``, or when it is left automatic (None), whether ``problem`` is Cartesian with at most
     :data:`AUTO_ADAPT_MAX_COILS` coils."""
     adapt = getattr(params, "adapt", False)
-    return bool(adapt) if adapt is not None else problem.n_coils <= AUTO_ADAPT_MAX_COILS
+    if adapt is not None:
+        return bool(adapt)
+    return problem.is_cartesian and problem.n_coils <= AUTO_ADAPT_MAX_COILS
+
+
+def adaptation_choice(params: Any, problem: Any) -> dict[str, Any]:
+    """``Result.chosen``'s entries for an automatic ``adapt`` (what it became and why); {} when it was set."""
+    if getattr(params, "adapt", False) is not None:
+        return {}
+    rule = (f"{problem.n_coils} coils; on for at most {AUTO_ADAPT_MAX_COILS}" if problem.is_cartesian
+            else "non-Cartesian: off")
+    return {"adapt": wants_adaptation(params, problem), "adapt_rule": rule}
 
 
 def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Result:
@@ -167,10 +179,7 @@ def run_primal_net(problem: Any, params: Any, ctx: Any, model_name: str) -> Resu
     # Cartesian only: the non-Cartesian operator has no exact projection and leaves the image as it is
     final = getattr(params, "data_consistency", None)
     extras = {"weights": str(path), "trained_steps": sidecar.get("training", {}).get("steps"), **adapt_extras}
-    chosen: dict[str, Any] = {"n_iter": model.config.n_iter}
-    if getattr(params, "adapt", False) is None:  # the automatic choice, reported (and kept by a re-run)
-        chosen.update(adapt=wants_adaptation(params, problem),
-                      adapt_rule=f"{problem.n_coils} coils; on for at most {AUTO_ADAPT_MAX_COILS}")
+    chosen: dict[str, Any] = {"n_iter": model.config.n_iter, **adaptation_choice(params, problem)}
     x = _reconstruct(model, problem, batch, params, ctx, progress, iterate, final, extras, chosen)
     magnitude = x.abs()
     if final and problem.is_cartesian:
