@@ -12,8 +12,8 @@ from workbench.methods import param
 from workbench.result import Result
 
 __all__ = ["AUTO_ADAPT_MAX_COILS", "AdaptParams", "ConsistencyParams", "PrimalAdaptParams", "adapt_if_asked",
-           "adaptation_choice", "chosen_weights", "finish_consistency", "load_network", "run_primal_net", "wants_adaptation",
-           "weights_reasons"]
+           "adaptation_choice", "chosen_weights", "finish_consistency", "load_network", "run_primal_net",
+           "wants_adaptation", "weights_reasons"]
 
 #: ``adapt`` left automatic (None) adapts Cartesian scans with at most this many coils. Decided on the real rows
 #: (benchmarks/results/realdata_deep_current_adapt*.md, realdata_deep_unet_adapt*.md): on the 64 Cartesian rows of 1-2

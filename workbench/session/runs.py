@@ -633,8 +633,8 @@ def holdout_cells(summary: dict[str, Any] | None) -> dict[str, Any]:
 
 def write_metrics_csv(path: str | os.PathLike, rows: list[dict[str, Any]], inputs: tuple = ()) -> None:
     """The metrics table as CSV: label, method, slice (1-based), PSNR, SSIM, NMSE, the scoring mode that gave
-    them, the hold-out error and its standard error, time, device, parameters, the chosen weight, sampling, acceleration. Written
-    atomically, never over one of ``inputs``."""
+    them, the hold-out error and its standard error, time, device, parameters, the chosen weight, sampling,
+    acceleration. Written atomically, never over one of ``inputs``."""
     cols = ["label", "method", "slice", "psnr", "ssim", "nmse", "score_mode", "holdout", "holdout_se", "time_s",
             "device", "params", "chosen", "sampling", "acceleration"]
     with atomic_open(path, "w", inputs=inputs, newline="") as f:

@@ -217,8 +217,8 @@ def sweep_rows(sweep: Sweep, score_mode: str, zero_filled: dict[float, dict[str,
                ) -> list[dict[str, Any]]:
     """The sweep as rows, one per point: method (label), acceleration, state, PSNR / SSIM / NMSE in
     ``score_mode`` (named in each row; None without a reference), the hold-out NMSE (``holdout``: None while it
-    runs or when not asked for), its standard error (``holdout_se``) and its note, the chosen weight, the sampling; ``zero_filled`` (the sweep
-    panel's curve, computed at once) first."""
+    runs or when not asked for), its standard error (``holdout_se``) and its note, the chosen weight, the
+    sampling; ``zero_filled`` (the sweep panel's curve, computed at once) first."""
     from workbench.session.runs import holdout_cells
     from workbench.session.sampling_state import recipe_text
 

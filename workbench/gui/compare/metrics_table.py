@@ -21,9 +21,9 @@ TIME_COLUMN = METRIC_COLUMNS.index("time\n(s)")
 PARAMETERS_WIDTH = 240
 HOLDOUT_TIP = ("hold-out NMSE: each method runs again with some measured lines (or samples) held out, in 4 folds; "
                "the scan's k-space error predicted from how well it predicts them (lower is better; needs no "
-               "reference, so it ranks methods on prospective scans). ± its standard error over the folds (how much the "
-               "draw of the held-out lines moves it, not how far the estimate itself may be off): rows less than "
-               "about twice their combined error apart are not told apart by it")
+               "reference, so it ranks methods on prospective scans). ± its standard error over the folds (how much "
+               "the draw of the held-out lines moves it, not how far the estimate itself may be off): rows less "
+               "than about twice their combined error apart are not told apart by it")
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
