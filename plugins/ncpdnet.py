@@ -6,7 +6,8 @@ trajectory centre and are refined by a small U-net. One implementation with XPDN
 (:mod:`workbench.nn.primal_net`); only the operator differs. The network's image ends with one consistency solve,
 ``min ||A x - y||^2_D + lam ||x - x_net||^2``, its weight chosen per scan by holding out whole spokes
 (:mod:`workbench.nn.consistency`; ``consistency``, ``consistency_lam``). ``adapt`` fine-tunes a copy on the scan's own
-samples first (:mod:`workbench.nn.adapt`: subsets of the trajectory's samples, density compensation rescaled).
+samples first (:mod:`workbench.nn.adapt`: subsets of the trajectory's samples, density compensation rescaled);
+left automatic it stays off, as for every non-Cartesian scan (on the real radial rows it lost).
 """
 
 from __future__ import annotations

@@ -30,9 +30,6 @@ from workbench.result import Result
 
 @dataclass
 class Params(AdaptParams, ConsistencyParams):
-    adapt: bool | None = param(None, help="fine-tune a copy of the network on this scan's own measured samples "
-                                          "first (self-supervised; at most adapt seconds); auto: on for Cartesian "
-                                          "scans of 1 or 2 coils, where it helped on the real scans, off otherwise")
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights "
                               "for the data's sampling (Cartesian masks or non-Cartesian trajectories)")
     data_consistency: bool = param(True, help="Cartesian data: put the measured samples back into the image's "

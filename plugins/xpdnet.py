@@ -32,9 +32,6 @@ from workbench.physics.coils import calibration_region
 
 @dataclass
 class Params(PrimalAdaptParams):
-    adapt: bool | None = param(None, help="fine-tune a copy of the network on this scan's own measured samples "
-                                          "first (self-supervised; at most adapt seconds); auto: on for scans of "
-                                          "1 or 2 coils, where it helped on the real scans, off for more")
     weights: str = param("", help="weight file (.safetensors with its .json sidecar); empty: the shipped weights")
     data_consistency: bool = param(True, help="end with the measured k-space: put the measured samples back into "
                                               "the output's coil images and combine them by root-sum-of-squares "

@@ -250,8 +250,10 @@ def test_the_unet_adapts_by_default_cartesian_scans_of_at_most_two_coils_only(tm
     four = method.run(problem, method.make_params(auto), RunContext("cpu"))
     assert four.chosen["adapt"] is False and "adapt_steps" not in four.extras
     assert method.make_params(auto).adapt is None
-    assert NCPDNet().make_params({}).adapt is False  # NC-PDNet keeps it off
     from workbench.nn.inference import adaptation_choice, wants_adaptation
+
+    nc_params = NCPDNet().make_params({})  # NC-PDNet: automatic too, and so off (always off the grid)
+    assert nc_params.adapt is None and not wants_adaptation(nc_params, radial)
 
     params = method.make_params(auto)
     two_radial = Problem(radial.y[:2], radial.grid_shape, trajectory=radial.trajectory, dcf=radial.dcf)

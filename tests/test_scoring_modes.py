@@ -322,3 +322,40 @@ def test_the_live_zero_filled_row_scores_as_the_zero_filled_run_off_the_grid(tmp
         assert live["holdout_se"] == pytest.approx(run["holdout_se"], rel=1e-3)
     finally:
         session.shutdown()
+
+
+def test_off_the_grid_the_live_zero_filled_holdout_runs_in_the_background(tmp_path):
+    """The live row's hold-out off the grid needs a NUFFT per fold: with a background (the app's), asking for it
+    returns "running" at once, the folds run on the helper, and the delivered score is the synchronous one."""
+    from workbench.session.views import DerivedImages
+
+    session = _session_on_a_slice(tmp_path)
+    try:
+        session.set_sampling("golden-radial", acceleration=4, seed=0)
+        jobs, posted, ready = [], [], []
+
+        def make():
+            return DerivedImages(session.views, session.sampling_state,
+                                 lambda sampling: session.problem(sampling, session.slice_index),
+                                 jobs.append, posted.append, ready.append)
+
+        derived = make()
+        assert derived.get("zero_filled") is None and len(jobs) == 1  # the gridded image: in the background
+        jobs.pop()()
+        posted.pop()()
+        derived.want_holdout()
+        first = derived.holdout()
+        assert first["holdout_nmse"] is None and first["holdout_message"] == "running"
+        assert len(jobs) == 1 and "holdout" not in derived.values
+        assert derived.holdout()["holdout_message"] == "running" and len(jobs) == 1  # asked again: not twice
+        jobs.pop()()
+        posted.pop()()
+        assert ready == [derived, derived]
+        synchronous = DerivedImages(session.views, session.sampling_state,
+                                    lambda sampling: session.problem(sampling, session.slice_index))
+        synchronous.want_holdout()
+        expected = synchronous.holdout()
+        assert expected["holdout_nmse"] is not None
+        assert derived.holdout()["holdout_nmse"] == pytest.approx(expected["holdout_nmse"], rel=1e-6)
+    finally:
+        session.shutdown()

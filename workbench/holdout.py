@@ -41,7 +41,7 @@ from workbench.errors import SamplingError
 __all__ = ["DEFAULT_FRACTION", "DEFAULT_SEED", "DEFAULT_FOLDS", "HoldOut", "split", "folds", "readouts",
            "prediction_error",
            "estimated_nmse", "residuals", "scored_part", "kspace_nmse", "params_as_run", "holdout_score", "summary",
-           "pooled_summary", "jackknife_se", "separated", "SEPARATED"]
+           "pooled_summary", "jackknife_se", "separated", "score_text", "SEPARATED"]
 
 DEFAULT_FRACTION = 0.07
 DEFAULT_SEED = 0
@@ -349,10 +349,17 @@ def estimated_nmse(holdout: HoldOut | list[HoldOut], image: Any, image_is: str |
     return _pooled([residuals(h, x, k) for h, x, k in zip(holdouts, images, kinds)], holdouts, scored)[0]
 
 
-def _pooled(parts: list[tuple[float, ...]], holdouts: list[HoldOut],
-            scored: tuple[float, float]) -> tuple[float, float, float]:
+def _scan_energies(problem: Any) -> tuple[float, float | None]:
+    """``(E_m, E_u)``: the measured samples' energy and, for a line mask, the unmeasured lines' estimated energy
+    (:func:`_unmeasured_energy`; None otherwise). The same for every fold and run of a scan."""
+    return float(problem.y.abs().pow(2).sum()), _unmeasured_energy(problem)
+
+
+def _pooled(parts: list[tuple[float, ...]], holdouts: list[HoldOut], scored: tuple[float, float],
+            energies: tuple[float, float | None] | None = None) -> tuple[float, float, float]:
     """``(estimated NMSE, pooled held-out relative error, pooled correlation rho)`` from each fold's
-    :func:`residuals` and the scored run's :func:`scored_part` (see :func:`estimated_nmse`)."""
+    :func:`residuals` and the scored run's :func:`scored_part` (see :func:`estimated_nmse`); ``energies``: the
+    scan's :func:`_scan_energies` when already known."""
     problem = holdouts[0].original
     held_energy, held_residual = sum(p[0] for p in parts), sum(p[1] for p in parts)
     predicted = sum(p[3] for p in parts)
@@ -361,12 +368,12 @@ def _pooled(parts: list[tuple[float, ...]], holdouts: list[HoldOut],
     if predicted > 0:  # Cauchy-Schwarz: within [-1, 1] up to rounding
         rho = min(1.0, max(-1.0, (held_energy + predicted - held_residual) / (2 * math.sqrt(held_energy * predicted))))
     measured_residual, unmeasured_predicted = scored
-    unmeasured = _unmeasured_energy(problem)
+    measured, unmeasured = energies if energies is not None else _scan_energies(problem)
     if unmeasured is None:
         n_measured = int(problem.mask.sum()) if problem.is_cartesian else int(problem.y.shape[-1])
         n_held = sum(h.n_held for h in holdouts)
         unmeasured = max(math.prod(problem.grid_shape) - n_measured, 0) * held_energy / n_held
-    total = float(problem.y.abs().pow(2).sum()) + unmeasured
+    total = measured + unmeasured
     if problem.is_cartesian:
         error = unmeasured + unmeasured_predicted - 2 * rho * math.sqrt(unmeasured * unmeasured_predicted)
     else:
@@ -430,7 +437,8 @@ def summary(holdout: HoldOut | list[HoldOut], image: Any, image_is: Any = None, 
                           scored_part(holdouts[0].original, scored_image, scored_image_is))
 
 
-def jackknife_se(parts: list[tuple[float, ...]], holdouts: list[HoldOut], scored: tuple[float, float]) -> float | None:
+def jackknife_se(parts: list[tuple[float, ...]], holdouts: list[HoldOut], scored: tuple[float, float],
+                 energies: tuple[float, float | None] | None = None) -> float | None:
     """The standard error of the hold-out NMSE over the draw of the held-out samples: the jackknife over folds,
     ``sqrt((F - 1) / F * sum_i (v_i - mean v)^2)`` with ``v_i`` the estimate pooled without fold ``i`` (the
     usual error bar of a pooled ratio). None with one fold. Two runs of a scan whose estimates are less than
@@ -440,9 +448,18 @@ def jackknife_se(parts: list[tuple[float, ...]], holdouts: list[HoldOut], scored
     (``benchmarks/results/holdout.md``) some pairs many errors apart were still ranked against the reference."""
     if len(parts) < 2:
         return None
-    v = [_pooled(parts[:i] + parts[i + 1:], holdouts[:i] + holdouts[i + 1:], scored)[0] for i in range(len(parts))]
+    energies = energies if energies is not None else _scan_energies(holdouts[0].original)
+    v = [_pooled(parts[:i] + parts[i + 1:], holdouts[:i] + holdouts[i + 1:], scored, energies)[0]
+         for i in range(len(parts))]
     mean = sum(v) / len(v)
     return math.sqrt((len(v) - 1) / len(v) * sum((x - mean) ** 2 for x in v))
+
+
+def score_text(nmse: float, se: float | None) -> str:
+    """``0.0589 ± 0.0046``: the hold-out NMSE and its standard error as the CLI, the table and the job details
+    show them; no "± 0" where it has none (zero filling on a grid, which no fold changes: it would read as
+    exact)."""
+    return f"{nmse:.4g}" + (f" ± {se:.2g}" if se else "")
 
 
 def separated(a: dict[str, Any], b: dict[str, Any], z: float | None = None) -> bool | None:
@@ -461,8 +478,9 @@ def pooled_summary(holdouts: list[HoldOut], parts: list[tuple[float, ...]],
                    scored: tuple[float, float]) -> dict[str, Any]:
     """:func:`summary` from each fold's :func:`residuals` (computed where each fold's run ended) and the scored
     run's :func:`scored_part`."""
-    nmse, relative, rho = _pooled(parts, holdouts, scored)
-    return {"holdout_nmse": nmse, "holdout_nmse_se": jackknife_se(parts, holdouts, scored),
+    energies = _scan_energies(holdouts[0].original)
+    nmse, relative, rho = _pooled(parts, holdouts, scored, energies)
+    return {"holdout_nmse": nmse, "holdout_nmse_se": jackknife_se(parts, holdouts, scored, energies),
             "holdout_error": relative, "holdout_correlation": rho,
             "holdout_fraction": round(sum(h.fraction for h in holdouts), 5),
             "holdout_samples": sum(h.n_held for h in holdouts), "holdout_folds": len(holdouts),

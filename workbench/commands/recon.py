@@ -384,8 +384,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("metrics   no reference image for this scan")
     if holdout is not None:
-        se = holdout.get("holdout_nmse_se")
-        print(f"hold-out  NMSE {holdout['holdout_nmse']:.4g}{f' ± {se:.2g}' if se else ''}  (the scan's "
+        from workbench.holdout import score_text
+
+        print(f"hold-out  NMSE {score_text(holdout['holdout_nmse'], holdout.get('holdout_nmse_se'))}  (the scan's "
               f"k-space error predicted from "
               f"{holdout['holdout_samples']} held-out samples in {holdout['holdout_folds']} folds, "
               f"{100 * holdout['holdout_fraction']:.1f}% of the measured, error {holdout['holdout_error']:.4g} "

@@ -188,8 +188,10 @@ class JobsPanel(QtWidgets.QWidget):
             lines.append(f"metrics ({self.session.score_mode}): " + ", ".join(f"{k} {v:.4g}"
                                                                          for k, v in e.metrics.items()))
         if e.holdout:  # the score without a reference
-            v, se = e.holdout.get("holdout_nmse"), e.holdout.get("holdout_nmse_se")
-            lines.append("hold-out NMSE: " + (f"{v:.4g}{f' ± {se:.2g}' if se else ''} "
+            from workbench.holdout import score_text
+
+            v = e.holdout.get("holdout_nmse")
+            lines.append("hold-out NMSE: " + (f"{score_text(v, e.holdout.get('holdout_nmse_se'))} "
                                               f"({e.holdout.get('holdout_folds')} folds)" if v is not None
                                               else str(e.holdout.get("holdout_message"))))
         if e.error:

@@ -66,11 +66,16 @@ def _wait(app, entries, timeout: float) -> None:
     _pump(app, 0.2)
 
 
-def _wait_holdout(app, entries, timeout: float) -> None:
-    """Until the hold-out scores of ``entries`` (validated by the session: a scan without a reference) are in."""
+def _wait_holdout(app, entries, timeout: float, session=None) -> None:
+    """Until the hold-out scores of ``entries`` (validated by the session: a scan without a reference) are in, and
+    the live zero-filled row's of ``session`` (computed in the background off the grid)."""
+    def running() -> bool:
+        live = session.comparison_rows()[:1] if session is not None else []
+        return any(e.holdout is not None and e.holdout.get("holdout_message") == "running" for e in entries) or \
+            any(r["holdout_note"].startswith("running") for r in live)
+
     t0 = time.time()
-    while any(e.holdout is not None and e.holdout.get("holdout_message") == "running" for e in entries) \
-            and time.time() - t0 < timeout:
+    while running() and time.time() - t0 < timeout:
         _pump(app, 0.1)
     _pump(app, 0.2)
 
@@ -200,7 +205,7 @@ def render_realdata(outdir: str | os.PathLike, realdata: str | os.PathLike | Non
                 if e is not None:
                     entries.append(e)
             _wait(app, entries, timeout)
-            _wait_holdout(app, entries, timeout)  # no reference: the table ranks them by the hold-out score
+            _wait_holdout(app, entries, timeout, s)  # no reference: the table ranks them by the hold-out score
             for e in entries:
                 if e.state != "done":
                     print(f"screenshots: {name}: {e.label} {e.state}: {e.error}", file=sys.stderr)
@@ -348,7 +353,7 @@ def render(outdir: str | os.PathLike, timeout: float = 240.0, realdata: bool = T
             print(f"screenshots: {method.name} skipped: {exc}", file=sys.stderr)
     _wait(app, entries, timeout)
     s.validate()  # the Validate button: every row's hold-out score, a score without a reference, in the table
-    _wait_holdout(app, entries, timeout)
+    _wait_holdout(app, entries, timeout, s)
     win.tabs.setCurrentWidget(win.compare_view)
     _pump(app, 0.3)
     win.compare_view.rebuild()

@@ -28,9 +28,11 @@ class AdaptParams:
     """The plugin parameters of scan-specific adaptation (:mod:`workbench.nn.adapt`); a plugin's Params
     inherits them (and may redeclare a default)."""
 
-    adapt: bool = param(False, help="fine-tune a copy of the network on this scan's own measured samples first "
-                                    "(self-supervised: reconstruct from part of them, predict another part, stop "
-                                    "when a held-out part is predicted best; never worse on the held-out part)")
+    adapt: bool | None = param(None, help="fine-tune a copy of the network on this scan's own measured samples "
+                                          "first (self-supervised: reconstruct from part of them, predict another "
+                                          "part, stop when a held-out part is predicted best; never worse on the "
+                                          "held-out part); auto: on for Cartesian scans of 1 or 2 coils, where it "
+                                          "helped on the real scans, off otherwise (wants_adaptation)")
     adapt_steps: int = param(30, min=1, max=10000, help="most fine-tuning steps (for the U-net, more lowered "
                                                         "the held-out error further but not the image error)")
     adapt_seconds: float = param(60.0, min=1.0, max=3600.0, unit="s",

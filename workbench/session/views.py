@@ -307,10 +307,13 @@ class DerivedImages:
         return v
 
     def _compute_in_background(self) -> None:
-        out = self._noncartesian()
+        self._deliver(self._noncartesian(), pending=False)
 
+    def _deliver(self, out: dict[str, Any], pending: bool | None = None) -> None:
+        """Hand ``out`` (values computed on a helper thread) to the observers' thread, then ``on_ready``."""
         def deliver() -> None:
-            self.pending = False
+            if pending is not None:
+                self.pending = pending
             self.values.update(out)
             self._on_ready(self)
 
@@ -357,28 +360,36 @@ class DerivedImages:
         """The hold-out score of the zero-filled image (:func:`workbench.holdout.summary` over the sampling's
         folds, scored as the zero-filled method's run is: on a Cartesian grid no fold image is needed, zero
         filling the kept samples predicts zero at every held-out one; off the grid each fold's density-compensated
-        adjoint predicts them), once asked for (:meth:`want_holdout`) or when the slice has no reference; None
-        otherwise and while the zero-filled image is computed. ``holdout_nmse`` None with ``holdout_message`` when
-        it cannot be computed."""
+        adjoint predicts them, a few NUFFTs: in the background when there is one, ``holdout_message`` "running"
+        meanwhile), once asked for (:meth:`want_holdout`) or when the slice has no reference; None otherwise and
+        while the zero-filled image is computed. ``holdout_nmse`` None with ``holdout_message`` when it cannot be
+        computed."""
         if "holdout" not in self.values:
-            if not (self.values.get("holdout_wanted") or self.views.reference() is None) \
-                    or self.get("zero_filled") is None:
+            zero_filled = self.get("zero_filled")
+            if not (self.values.get("holdout_wanted") or self.views.reference() is None) or zero_filled is None:
                 return None
-            from workbench import holdout
-
-            try:
-                problem = self.problem()
-                holdouts = holdout.folds(problem)
-                image_is = scoring.zero_filled_image_is(problem)
-                if image_is is not None:
-                    self.values["holdout"] = holdout.summary(holdouts, [None] * len(holdouts), image_is)
-                else:
-                    folds = [h.train.crop(h.train.zero_filled("rss")) for h in holdouts]
-                    self.values["holdout"] = holdout.summary(holdouts, folds, None,
-                                                             problem.crop(problem.zero_filled("rss")))
-            except WorkbenchError as exc:
-                self.values["holdout"] = {"holdout_nmse": None, "holdout_message": str(exc)}
+            if self.state.is_cartesian or self._background is None:
+                self.values["holdout"] = self._holdout(zero_filled)
+            else:
+                if not self.values.get("holdout_pending"):
+                    self.values["holdout_pending"] = True
+                    self._background(lambda: self._deliver({"holdout": self._holdout(zero_filled)}))
+                return {"holdout_nmse": None, "holdout_message": "running", "holdout_progress": 0.0}
         return self.values["holdout"]
+
+    def _holdout(self, zero_filled: np.ndarray) -> dict[str, Any]:
+        from workbench import holdout
+
+        try:
+            problem = self.problem()
+            holdouts = holdout.folds(problem)
+            image_is = scoring.zero_filled_image_is(problem)
+            if image_is is not None:
+                return holdout.summary(holdouts, [None] * len(holdouts), image_is)
+            folds = [h.train.crop(h.train.zero_filled("rss")) for h in holdouts]
+            return holdout.summary(holdouts, folds, None, zero_filled)
+        except WorkbenchError as exc:
+            return {"holdout_nmse": None, "holdout_message": str(exc)}
 
     def problem(self) -> Any:
         """The slice's Problem under this sampling (built once)."""

@@ -153,8 +153,11 @@ class MetricsTable(QtWidgets.QWidget):
 def holdout_item(value: float | None, note: str, se: float | None = None) -> QtWidgets.QTableWidgetItem:
     """The hold-out cell: the number (sorted as one) with its standard error ``se`` when known, else the note
     ("running 40%", or why there is none, whole in the tooltip)."""
-    # zero filling's estimate has no error over the folds (no fold changes it): no "± 0", which would read as exact
-    item = sortable_number(value, "{:.4g}" if not se else "{:.4g} ± " + f"{se:.2g}")
+    from workbench.holdout import score_text
+
+    item = sortable_number(value, "{:.4g}")
+    if item.text():  # a finite number: with its error bar
+        item.setText(score_text(value, se))
     if value is None and note:
         item.setText(note if note.startswith("running") else "n/a")
         item.setToolTip(note)
