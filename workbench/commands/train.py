@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on this folder of fastMRI files (sets data.kind=fastmri, data.path=DIR)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads per process (default: torch's; 1 is fastest on a busy machine)")
+    p.add_argument("--data-workers", type=int, default=0, metavar="N",
+                   help="processes that make the coming steps' training data (default 0: one background thread; "
+                        "a GPU wants several, a shared CPU none); the weights do not depend on it")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         config, out, model=args.model, steps=args.steps, resume=args.resume, device=args.device,
         time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit, stop_after=args.stop_after,
         command=command, threads=args.threads, progress=not args.quiet, init_from=args.init,
+        data_workers=args.data_workers,
     )
     if summary["rank"] == 0:
         state = "finished" if summary["finished"] else "stopped (resume with --resume)"
