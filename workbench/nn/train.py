@@ -418,8 +418,10 @@ class StepData:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            self.pool: Any = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method),
+            if "fork" not in multiprocessing.get_all_start_methods():  # the data objects hold locks: not picklable
+                raise TrainingError("data worker processes need the 'fork' start method (Linux, macOS); "
+                                    "train without --data-workers here")
+            self.pool: Any = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                                  initializer=_data_worker_start, initargs=(self.args,))
         else:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="train-data")
