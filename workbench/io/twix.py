@@ -315,6 +315,25 @@ def assemble_lines(im: Any, index: tuple) -> np.ndarray:
     key_map = im.key_map
     strides = [int(np.prod(free_shape[i + 1:], dtype=np.int64)) for i in range(len(free))]
     offsets = {"Lin": lin_off, "Par": par_off}  # twixtools' shifts of a partial-Fourier line / partition counter
+    with contextlib.ExitStack() as stack:
+        # one open file for every line: twixtools opens and closes the file for each line's data otherwise
+        shared: dict[str, Any] = {}
+        for mdb in im.mdb_list:
+            fid = getattr(mdb, "fid", None)
+            if fid is not None and fid.closed and getattr(fid, "mode", "") == "rb":
+                if fid.name not in shared:
+                    shared[fid.name] = stack.enter_context(_bounded_open(fid.name, "rb"))
+                mdb.fid = shared[fid.name]
+        _accumulate(im, out, count, fixed, free, strides, offsets, lin_sz, par_sz, key_map)
+    out /= np.maximum(count, 1)[:, None, None]
+    return out.reshape(*free_shape, n_cha, n_col)
+
+
+def _accumulate(im: Any, out: np.ndarray, count: np.ndarray, fixed: dict, free: list, strides: list, offsets: dict,
+                lin_sz: int, par_sz: int, key_map: dict) -> None:
+    """Add every line of ``im`` whose counters fall inside the array to its place in ``out`` (``count`` lines
+    per place), REFLECT lines reversed."""
+    lin_off, par_off = offsets["Lin"], offsets["Par"]
     for mdb in im.mdb_list:
         counter = mdb.mdh.Counter
         if int(counter.Lin) + lin_off >= lin_sz or int(counter.Par) + par_off >= par_sz:
@@ -328,8 +347,6 @@ def assemble_lines(im: Any, index: tuple) -> np.ndarray:
             data = data[..., ::-1]
         out[position] += data
         count[position] += 1
-    out /= np.maximum(count, 1)[:, None, None]
-    return out.reshape(*free_shape, n_cha, n_col)
 
 
 class TwixReader:
