@@ -315,38 +315,27 @@ def assemble_lines(im: Any, index: tuple) -> np.ndarray:
     key_map = im.key_map
     strides = [int(np.prod(free_shape[i + 1:], dtype=np.int64)) for i in range(len(free))]
     offsets = {"Lin": lin_off, "Par": par_off}  # twixtools' shifts of a partial-Fourier line / partition counter
+    files: dict[str, Any] = {}  # one open file per data file: twixtools opens and closes it for every line
     with contextlib.ExitStack() as stack:
-        # one open file for every line: twixtools opens and closes the file for each line's data otherwise
-        shared: dict[str, Any] = {}
         for mdb in im.mdb_list:
-            fid = getattr(mdb, "fid", None)
-            if fid is not None and fid.closed and getattr(fid, "mode", "") == "rb":
-                if fid.name not in shared:
-                    shared[fid.name] = stack.enter_context(_bounded_open(fid.name, "rb"))
-                mdb.fid = shared[fid.name]
-        _accumulate(im, out, count, fixed, free, strides, offsets, lin_sz, par_sz, key_map)
+            counter = mdb.mdh.Counter
+            if int(counter.Lin) + lin_off >= lin_sz or int(counter.Par) + par_off >= par_sz:
+                continue
+            values = {d: int(getattr(counter, key_map[d])) + offsets.get(d, 0) for d in (*fixed, *free)}
+            if any(values[d] != v for d, v in fixed.items()):
+                continue
+            position = sum(values[d] * s for d, s in zip(free, strides))
+            if mdb.fid.closed:  # twixtools reopens a closed file by its name and mode (still ours afterwards)
+                if mdb.fid.name not in files:
+                    files[mdb.fid.name] = stack.enter_context(_bounded_open(mdb.fid.name, "rb"))
+                mdb.fid = files[mdb.fid.name]
+            data = mdb.data
+            if mdb.is_flag_set("REFLECT"):
+                data = data[..., ::-1]
+            out[position] += data
+            count[position] += 1
     out /= np.maximum(count, 1)[:, None, None]
     return out.reshape(*free_shape, n_cha, n_col)
-
-
-def _accumulate(im: Any, out: np.ndarray, count: np.ndarray, fixed: dict, free: list, strides: list, offsets: dict,
-                lin_sz: int, par_sz: int, key_map: dict) -> None:
-    """Add every line of ``im`` whose counters fall inside the array to its place in ``out`` (``count`` lines
-    per place), REFLECT lines reversed."""
-    lin_off, par_off = offsets["Lin"], offsets["Par"]
-    for mdb in im.mdb_list:
-        counter = mdb.mdh.Counter
-        if int(counter.Lin) + lin_off >= lin_sz or int(counter.Par) + par_off >= par_sz:
-            continue
-        values = {d: int(getattr(counter, key_map[d])) + offsets.get(d, 0) for d in (*fixed, *free)}
-        if any(values[d] != v for d, v in fixed.items()):
-            continue
-        position = sum(values[d] * s for d, s in zip(free, strides))
-        data = mdb.data
-        if mdb.is_flag_set("REFLECT"):
-            data = data[..., ::-1]
-        out[position] += data
-        count[position] += 1
 
 
 class TwixReader:

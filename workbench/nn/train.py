@@ -411,8 +411,8 @@ class StepData:
     core, most of a GPU step's time."""
 
     def __init__(self, hooks: Any, data: Any, rank: int, world_size: int, batch_size: int, workers: int = 0):
-        self.args = (hooks, data, int(rank), int(world_size), int(batch_size))
-        self.workers = max(0, int(workers))
+        state = (hooks, data, int(rank), int(world_size), int(batch_size))
+        self.workers = int(workers)
         self.pending: dict[int, Any] = {}
         if self.workers:
             import multiprocessing
@@ -422,17 +422,15 @@ class StepData:
                 raise TrainingError("data worker processes need the 'fork' start method (Linux, macOS); "
                                     "train without --data-workers here")
             self.pool: Any = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
-                                                 initializer=_data_worker_start, initargs=(self.args,))
+                                                 initializer=_data_worker_start, initargs=(state,))
+            self.fetch: Callable[[int], list] = _data_worker_step
         else:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="train-data")
+            self.fetch = lambda step: hooks.batches(data, step, *state[2:])
 
     def _submit(self, step: int) -> None:
         if step not in self.pending:
-            if self.workers:
-                self.pending[step] = self.pool.submit(_data_worker_step, step)
-            else:
-                hooks, data, rank, world_size, bs = self.args
-                self.pending[step] = self.pool.submit(hooks.batches, data, step, rank, world_size, bs)
+            self.pending[step] = self.pool.submit(self.fetch, step)
 
     def take(self, step: int, total: int) -> list:
         """The batches of ``step``; the following steps (up to ``total``) are started first."""
