@@ -168,3 +168,37 @@ def test_init_without_the_map_refiner_takes_the_image_networks(tmp_path):
     wider = {**frozen, "architecture": {**arch, "n_primal": 3}}
     with pytest.raises(WeightsError, match="do not fit"):
         train(wider, tmp_path / "wider", init_from=weights, **quiet)
+
+
+def test_average_of_weight_files_is_their_mean_and_is_recorded(tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.nn.weights import file_sha256, load_model
+
+    quiet = {"progress": False, "log": lambda _: None}
+    a = train({**TINY_XPDNET, "seed": 1}, tmp_path / "a", **quiet)["weights"]
+    b = train({**TINY_XPDNET, "seed": 2}, tmp_path / "b", **quiet)["weights"]
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({**TINY_XPDNET, "validation": {"n": 1}}))
+    out = tmp_path / "soup"
+    assert main(["train", "xpdnet", "--config", str(cfg), "--average", a, b, "--out", str(out), "--quiet"]) == 0
+    # independent of the code under test: the two files' tensors read directly and averaged here
+    ta, tb = load_file(a), load_file(b)
+    assert any(not torch.equal(ta[k], tb[k]) for k in ta if ta[k].is_floating_point())  # two different runs
+    model, side = load_model(out / "xpdnet.safetensors")  # hash and architecture checked
+    state = model.state_dict()
+    for k in ta:
+        expect = (ta[k].double() + tb[k].double()) / 2 if ta[k].is_floating_point() else ta[k]
+        assert torch.allclose(state[k].double(), expect, atol=1e-7), k
+    sources = side["training"]["averaged_from"]
+    assert [s["sha256"] for s in sources] == [file_sha256(a), file_sha256(b)]
+    assert [s["seed"] for s in sources] == [1, 2] and sources[0]["steps"] == 2
+    assert "psnr" in side["validation"]["all"] and "--average" in side["command"]
+    # one file is not an average; another model's weights are refused with the file's name
+    assert main(["train", "xpdnet", "--config", str(cfg), "--average", a, "--out", str(out)]) == 1
+    assert "two or more" in capsys.readouterr().err
+    unet = train({**TINY_XPDNET, "model": "unet", "architecture": {"chans": 4, "num_pool_layers": 1}},
+                 tmp_path / "unet", **quiet)["weights"]
+    assert main(["train", "xpdnet", "--config", str(cfg), "--average", a, unet, "--out", str(out)]) == 1
+    assert "unet.safetensors: holds unet weights" in capsys.readouterr().err
+    assert main(["train", "xpdnet", "--config", str(cfg), "--average", a, b, "--init", a]) == 1
+    assert "cannot be combined with --init" in capsys.readouterr().err

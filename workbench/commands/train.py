@@ -3,7 +3,8 @@
 Runs in one process, or under ``torchrun --nproc_per_node N -m workbench train ...`` with DistributedDataParallel
 (gloo on CPU, NCCL on CUDA). Writes checkpoints, ``history.jsonl``, ``validation.json`` and the weights with
 their sidecar (``MODEL.safetensors`` + ``MODEL.json``) into ``--out``; ``--resume`` continues from the
-checkpoint there. See :mod:`workbench.nn.train` for the config entries (``configs/`` has examples).
+checkpoint there. See :mod:`workbench.nn.train` for the config entries (``configs/`` has examples). ``--average W1 W2
+...`` trains nothing and writes the uniform average of those weight files instead (:func:`workbench.nn.train.average`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-workers", type=int, default=0, metavar="N",
                    help="processes that make the coming steps' training data (default 0: one background thread; "
                         "a GPU wants several, a shared CPU none); the weights do not depend on it")
+    p.add_argument("--average", nargs="+", default=None, metavar="WEIGHTS",
+                   help="train nothing: write the uniform average of these weight files (runs of the config's "
+                        "model and architecture, e.g. fine-tunings of one start on other seeds) into --out, "
+                        "validated on the config's validation items")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -52,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             data = {"n_val": data.get("n_val", 16)}
         config["data"] = {**data, "kind": "fastmri", "path": args.data_dir}
     out = args.out or f"runs/{args.model}"
+    if args.average is not None:
+        return _average(args, config, out)
     command = "workbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else \
         f"workbench train {args.model} --config {args.config}"
     summary = train(
@@ -64,4 +71,20 @@ def run(args: argparse.Namespace) -> int:
         state = "finished" if summary["finished"] else "stopped (resume with --resume)"
         print(f"{args.model}: {summary['steps_done']} steps, {state}, {summary['wall_time_s']:.0f} s; "
               f"weights {summary['weights']}")
+    return 0
+
+
+def _average(args: argparse.Namespace, config: dict, out: str) -> int:
+    from workbench.errors import WorkbenchError
+    from workbench.nn.train import average
+
+    clash = [flag for flag, value in (("--resume", args.resume), ("--init", args.init), ("--steps", args.steps),
+                                      ("--stop-after", args.stop_after)) if value not in (None, False)]
+    if clash:
+        raise WorkbenchError(f"--average trains nothing: it cannot be combined with {', '.join(clash)}")
+    command = "workbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else \
+        f"workbench train {args.model} --config {args.config} --average {' '.join(args.average)}"
+    summary = average(config, args.average, out, model=args.model, command=command, threads=args.threads,
+                      log=(lambda _: None) if args.quiet else print)
+    print(f"{args.model}: the average of {len(args.average)} weight files; weights {summary['weights']}")
     return 0

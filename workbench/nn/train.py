@@ -388,6 +388,73 @@ def _initialise(net: torch.nn.Module, path: str | os.PathLike, model: str) -> di
             **({"initialised_from": training["initialised_from"]} if training.get("initialised_from") else {})}
 
 
+def average(config: dict[str, Any], paths: list[str | os.PathLike], out_dir: str | os.PathLike, *,
+            model: str | None = None, command: str | None = None, threads: int | None = None,
+            log: Callable[[str], None] = print, hooks: TrainingHooks | None = None) -> dict[str, Any]:
+    """The uniform average of the weight files ``paths`` (two or more runs of the config's model and
+    architecture, e.g. fine-tunings of one start on other item seeds: a "model soup", Wortsman et al., ICML 2022),
+    validated and written as the weights of ``out_dir`` (``<model>.safetensors`` + sidecar). Each file is loaded
+    as :func:`train`'s ``init_from`` loads it (model, hash and architecture checked); floating tensors are
+    averaged in float64, integer ones (counters) must agree. The sidecar's ``training`` is the first file's, with
+    ``averaged_from`` naming every file (name, sha256, steps, seed, commands); ``validation`` is the average's
+    on the config's validation items. Returns ``weights`` (path), ``validation`` and ``model``."""
+    from workbench.nn.weights import save_weights
+
+    hooks = TrainingHooks() if hooks is None else hooks
+    cfg = hooks.resolve_config(config, model)
+    if len(paths) < 2:
+        raise TrainingError(f"averaging needs two or more weight files, got {len(paths)}")
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    started = time.perf_counter()
+    device = torch.device("cpu")
+    net = hooks.build_model(cfg)
+    sums: dict[str, torch.Tensor] = {}
+    sources = []
+    first_training: dict[str, Any] = {}
+    for path in paths:
+        record = _initialise(net, path, cfg["model"])  # model, hash and architecture checked; loaded into net
+        side_training = read_training(path)
+        first_training = first_training or side_training
+        sources.append({**record, "seed": side_training.get("seed")})
+        for name, tensor in net.state_dict().items():
+            if tensor.is_floating_point():
+                sums[name] = sums.get(name, 0) + tensor.double()
+            elif name in sums and not torch.equal(sums[name], tensor):
+                raise TrainingError(f"{path}: its {name} ({tensor.tolist()}) differs from the first file's; "
+                                    "these weights cannot be averaged")
+            else:
+                sums[name] = tensor.clone()
+    state = net.state_dict()
+    net.load_state_dict({k: (v / len(paths)).to(state[k].dtype) if state[k].is_floating_point() else v
+                         for k, v in sums.items()}, strict=True)
+    hooks.setup(net, cfg, device)
+    validation: dict[str, Any] = {}
+    if int(cfg["validation"].get("n", 0)) > 0:
+        items = hooks.validation_items(hooks.make_data(cfg), cfg["validation"])
+        if items:
+            t = time.perf_counter()
+            validation = {"step": first_training.get("steps"), **hooks.evaluate(net, items, device),
+                          "seconds": round(time.perf_counter() - t, 1)}
+            log("validation of the average: " + hooks.validation_message(validation))
+    this_command = command if command is not None else " ".join(sys.argv)
+    record = {"config": cfg, "training": {**first_training, "averaged_from": sources},
+              "command": this_command, "commands": [this_command], "validation": validation,
+              "wall_time_s": round(time.perf_counter() - started, 1), "device": device_description(device)}
+    weights, _ = save_weights(Path(out_dir) / f"{cfg['model']}.safetensors", net, record,
+                              dtype=str(cfg["weights_dtype"]))
+    log(f"weights: {weights} (the average of {len(paths)} files)")
+    return {"weights": str(weights), "validation": validation, "model": net}
+
+
+def read_training(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``training`` entry of a weight file's sidecar (empty when it has none)."""
+    from workbench.nn.weights import read_sidecar
+
+    training = read_sidecar(path).get("training")
+    return training if isinstance(training, dict) else {}
+
+
 _WORKER_STATE: tuple | None = None  # (hooks, data, rank, world_size, batch_size) in a data worker process
 
 
