@@ -160,6 +160,13 @@ HOLDOUT_NOTES = [  # results/holdout.md's notes: measured on these runs (2026-12
     "GRE 0.806, DHE 0.945, body coil 0.806, 7 T 0.784; seed 1 0.824 / 0.906 / 0.886 / 0.718 / 0.982 / 0.749 / "
     "0.694: 5 and 4 sets at 0.8 against 3 and 3 ranked plainly, but the demo falls (0.857 -> 0.756 at seed 0) "
     "and 7 T stays below with every seed. The score and its rule are unchanged; the tau above is the plain one.",
+    "The centre's outer lines where no maps are estimated (2026-12-07, /tmp script, the same runs and rule, fold "
+    "seeds 0-3): with one coil the maps are ones, so the leak that ruled the centre's outer lines out (maps "
+    "estimated with them) is absent, and holding them out puts some held-out lines where the unmeasured energy is. "
+    "With the k outermost centre lines on each side among the candidates, mean tau over the four seeds (k = 0, "
+    "today's rule / k = 1 / k = 2): phantom 0.929 / 0.929 / 0.911, 7 T 0.714 / 0.821 / 0.786, DHE 0.964 / 0.875 / "
+    "0.911; their sum 2.607 / 2.625 / 2.607. 7 T gains what DHE loses (its k = 1 seeds 0.786-0.929): no rule "
+    "changed.",
     "Cost: the 4 fold runs as before (the scored run's image is the run itself; `holdout_score` without an image makes "
     "the scored run again). Non-line masks (2D) use single-sample folds with the same rule; non-Cartesian samplings "
     "keep the relative error.",
