@@ -202,3 +202,8 @@ def test_average_of_weight_files_is_their_mean_and_is_recorded(tmp_path, capsys)
     assert "unet.safetensors: holds unet weights" in capsys.readouterr().err
     assert main(["train", "xpdnet", "--config", str(cfg), "--average", a, b, "--init", a]) == 1
     assert "cannot be combined with --init" in capsys.readouterr().err
+    # the same tensors under another architecture (its starting image's CG iterations) are not the same model
+    other = {**TINY_XPDNET, "architecture": {**TINY_XPDNET["architecture"], "init_cg_iter": 3}}
+    c = train(other, tmp_path / "c", **quiet)["weights"]
+    assert main(["train", "xpdnet", "--config", str(cfg), "--average", a, c, "--out", str(out)]) == 1
+    assert "xpdnet.safetensors: its architecture is not the config's" in capsys.readouterr().err

@@ -78,6 +78,8 @@ def _average(args: argparse.Namespace, config: dict, out: str) -> int:
     from workbench.errors import WorkbenchError
     from workbench.nn.train import average
 
+    if args.model == "dsm":
+        raise WorkbenchError("--average is for the reconstruction models (xpdnet, ncpdnet, unet), not dsm")
     clash = [flag for flag, value in (("--resume", args.resume), ("--init", args.init), ("--steps", args.steps),
                                       ("--stop-after", args.stop_after)) if value not in (None, False)]
     if clash:

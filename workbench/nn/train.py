@@ -412,8 +412,12 @@ def average(config: dict[str, Any], paths: list[str | os.PathLike], out_dir: str
     sums: dict[str, torch.Tensor] = {}
     sources = []
     first_training: dict[str, Any] = {}
+    own_architecture = json.loads(json.dumps(net.config.to_dict()))
     for path in paths:
         record = _initialise(net, path, cfg["model"])  # model, hash and architecture checked; loaded into net
+        if read_sidecar_entry(path, "architecture") != own_architecture:  # not another configuration's, converted
+            raise TrainingError(f"{path}: its architecture is not the config's; only runs of one architecture "
+                                "can be averaged")
         side_training = read_training(path)
         first_training = first_training or side_training
         sources.append({**record, "seed": side_training.get("seed")})
@@ -447,11 +451,16 @@ def average(config: dict[str, Any], paths: list[str | os.PathLike], out_dir: str
     return {"weights": str(weights), "validation": validation, "model": net}
 
 
-def read_training(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``training`` entry of a weight file's sidecar (empty when it has none)."""
+def read_sidecar_entry(path: str | os.PathLike, key: str) -> Any:
+    """The entry ``key`` of a weight file's sidecar (None when it has none)."""
     from workbench.nn.weights import read_sidecar
 
-    training = read_sidecar(path).get("training")
+    return read_sidecar(path).get(key)
+
+
+def read_training(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``training`` entry of a weight file's sidecar (empty when it has none)."""
+    training = read_sidecar_entry(path, "training")
     return training if isinstance(training, dict) else {}
 
 
