@@ -398,7 +398,7 @@ def average(config: dict[str, Any], paths: list[str | os.PathLike], out_dir: str
     averaged in float64, integer ones (counters) must agree. The sidecar's ``training`` is the first file's, with
     ``averaged_from`` naming every file (name, sha256, steps, seed, commands); ``validation`` is the average's
     on the config's validation items. Returns ``weights`` (path), ``validation`` and ``model``."""
-    from workbench.nn.weights import save_weights
+    from workbench.nn.weights import read_sidecar, save_weights
 
     hooks = TrainingHooks() if hooks is None else hooks
     cfg = hooks.resolve_config(config, model)
@@ -415,10 +415,11 @@ def average(config: dict[str, Any], paths: list[str | os.PathLike], out_dir: str
     own_architecture = json.loads(json.dumps(net.config.to_dict()))
     for path in paths:
         record = _initialise(net, path, cfg["model"])  # model, hash and architecture checked; loaded into net
-        if read_sidecar_entry(path, "architecture") != own_architecture:  # not another configuration's, converted
+        side = read_sidecar(path)
+        if side.get("architecture") != own_architecture:  # not another configuration's weights, converted
             raise TrainingError(f"{path}: its architecture is not the config's; only runs of one architecture "
                                 "can be averaged")
-        side_training = read_training(path)
+        side_training = side["training"] if isinstance(side.get("training"), dict) else {}
         first_training = first_training or side_training
         sources.append({**record, "seed": side_training.get("seed")})
         for name, tensor in net.state_dict().items():
@@ -449,19 +450,6 @@ def average(config: dict[str, Any], paths: list[str | os.PathLike], out_dir: str
                               dtype=str(cfg["weights_dtype"]))
     log(f"weights: {weights} (the average of {len(paths)} files)")
     return {"weights": str(weights), "validation": validation, "model": net}
-
-
-def read_sidecar_entry(path: str | os.PathLike, key: str) -> Any:
-    """The entry ``key`` of a weight file's sidecar (None when it has none)."""
-    from workbench.nn.weights import read_sidecar
-
-    return read_sidecar(path).get(key)
-
-
-def read_training(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``training`` entry of a weight file's sidecar (empty when it has none)."""
-    training = read_sidecar_entry(path, "training")
-    return training if isinstance(training, dict) else {}
 
 
 _WORKER_STATE: tuple | None = None  # (hooks, data, rank, world_size, batch_size) in a data worker process
