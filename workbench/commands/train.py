@@ -57,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
             data = {"n_val": data.get("n_val", 16)}
         config["data"] = {**data, "kind": "fastmri", "path": args.data_dir}
     out = args.out or f"runs/{args.model}"
-    if args.average is not None:
-        return _average(args, config, out)
     command = "workbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else \
-        f"workbench train {args.model} --config {args.config}"
+        f"workbench train {args.model} --config {args.config}" + \
+        (f" --average {' '.join(args.average)}" if args.average else "")
+    if args.average is not None:
+        return _average(args, config, out, command)
     summary = train(
         config, out, model=args.model, steps=args.steps, resume=args.resume, device=args.device,
         time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit, stop_after=args.stop_after,
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _average(args: argparse.Namespace, config: dict, out: str) -> int:
+def _average(args: argparse.Namespace, config: dict, out: str, command: str) -> int:
     from workbench.errors import WorkbenchError
     from workbench.nn.train import average
 
@@ -84,8 +85,6 @@ def _average(args: argparse.Namespace, config: dict, out: str) -> int:
                                       ("--stop-after", args.stop_after)) if value not in (None, False)]
     if clash:
         raise WorkbenchError(f"--average trains nothing: it cannot be combined with {', '.join(clash)}")
-    command = "workbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else \
-        f"workbench train {args.model} --config {args.config} --average {' '.join(args.average)}"
     summary = average(config, args.average, out, model=args.model, command=command, threads=args.threads,
                       log=(lambda _: None) if args.quiet else print)
     print(f"{args.model}: the average of {len(args.average)} weight files; weights {summary['weights']}")
