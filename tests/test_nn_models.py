@@ -50,6 +50,30 @@ def test_mwcnn_and_unet_any_size(shape):
     assert Unet(6, 1, chans=4, num_pool_layers=3)(x).shape == (2, 1, *shape)
 
 
+def test_widened_mwcnn_computes_the_narrow_one_and_trains_its_new_channels():
+    """Function-preserving widening: the wider network loaded with ``widened_state`` gives the narrow network's
+    output (a wrong sub-band order at a Haar transform would not), and the loss reaches the new channels."""
+    torch.manual_seed(0)
+    shape = dict(n_scales=2, n_convs_per_scale=2, n_first_convs=2)
+    narrow = MWCNN(6, 4, MWCNNConfig(n_filters=4, **shape), zero_init_output=False)
+    wide = MWCNN(6, 4, MWCNNConfig(n_filters=6, **shape), zero_init_output=False)
+    wide.load_state_dict(wide.widened_state(narrow.state_dict()))
+    x = torch.randn(2, 6, 21, 18)
+    torch.testing.assert_close(wide(x), narrow(x), atol=1e-5, rtol=1e-5)
+    # the new channels reach the output through zero weights: those get a gradient at once, the channels' own
+    # incoming weights from the next step on
+    optimizer = torch.optim.SGD(wide.parameters(), lr=0.1)
+    for step in range(2):
+        optimizer.zero_grad()
+        wide(x).square().mean().backward()
+        if step == 0:
+            assert float(wide.out.weight.grad[:, 4:].abs().sum()) > 0
+        optimizer.step()
+    assert float(wide.first[0].weight.grad[4:].abs().sum()) > 0
+    with pytest.raises(ValueError, match="does not fit"):
+        narrow.widened_state(wide.state_dict())
+
+
 def test_complex_channels_roundtrip():
     z = _rng_complex(torch.Generator().manual_seed(1), 2, 3, 5, 4)
     assert complex_to_channels(z).shape == (2, 6, 5, 4)

@@ -170,6 +170,27 @@ def test_init_without_the_map_refiner_takes_the_image_networks(tmp_path):
         train(wider, tmp_path / "wider", init_from=weights, **quiet)
 
 
+def test_init_with_wider_image_networks_starts_from_the_same_network(tmp_path):
+    """``--init`` into more filters: the widened network reconstructs what the file's does (the function is
+    kept, :meth:`MWCNN.widened_state`), and a file with more filters than the config is refused."""
+    from workbench.nn.batch import collate
+    from workbench.nn.data import SyntheticData
+    from workbench.nn.weights import WeightsError, load_model
+
+    quiet = {"progress": False, "log": lambda _: None}
+    narrow = train(TINY_XPDNET, tmp_path / "narrow", **quiet)["weights"]
+    arch = {**TINY_XPDNET["architecture"], "image_net": {**TINY_XPDNET["architecture"]["image_net"], "n_filters": 6}}
+    frozen = {**TINY_XPDNET, "architecture": arch, "steps": 1, "optim": {"lr": 0.0, "warmup_steps": 0}}
+    wide = train(frozen, tmp_path / "wide", init_from=narrow, **quiet)["model"].eval()
+    assert wide.image_nets[0].first[0].weight.shape[0] == 6
+    small, _ = load_model(narrow)
+    (batch,) = collate(SyntheticData(TINY_XPDNET["data"]).batch(0))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(batch)[0], small.eval()(batch)[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(WeightsError, match="do not fit"):
+        train(TINY_XPDNET, tmp_path / "back", init_from=tmp_path / "wide" / "xpdnet.safetensors", **quiet)
+
+
 def test_average_of_weight_files_is_their_mean_and_is_recorded(tmp_path, capsys):
     from workbench.cli import main
     from workbench.nn.weights import file_sha256, load_model

@@ -18,6 +18,7 @@ multiple of ``2**n_scales`` and cropped back).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -50,6 +51,11 @@ def haar_iwt(y: torch.Tensor) -> torch.Tensor:
     out[..., 0::2, 1::2] = 0.5 * (ll + lw - lh - hh)
     out[..., 1::2, 1::2] = 0.5 * (ll + lw + lh + hh)
     return out
+
+
+def _grouped_positions(old: int, new: int, groups: int) -> torch.Tensor:
+    """Where the ``old`` channels (``groups`` equal groups) sit among ``new`` ones: each group's first places."""
+    return torch.cat([g * (new // groups) + torch.arange(old // groups) for g in range(groups)])
 
 
 class ConvBlock(nn.Sequential):
@@ -114,6 +120,45 @@ class MWCNN(nn.Module):
         if zero_init_output:
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
+
+    def widened_state(self, narrower: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state of this network that computes what ``narrower`` computes: ``narrower`` is the state (keys
+        relative to the module) of an MWCNN with the same scales, convolutions and in/out channels and at most as
+        many filters. Each layer keeps the narrow weights in its first channels (sub-band by sub-band where a
+        Haar transform groups them), the weights from the new channels into the old ones are zero, and the
+        weights into the new channels are this network's own initial ones: the start is the narrow function, and
+        training reaches the new channels through their zero outgoing weights (function-preserving widening,
+        Net2Net, Chen et al., ICLR 2016). Raises ``ValueError`` when ``narrower`` does not fit."""
+        own = self.state_dict()
+        if set(narrower) != set(own):
+            raise ValueError(f"the weights have other layers than this MWCNN ({sorted(set(narrower) ^ set(own))[:3]})")
+        ends = {"first.0.weight": 1, "out.weight": 0}  # the network's in and out channels must be the same
+        for key, dim in ends.items():
+            if narrower[key].shape[dim] != own[key].shape[dim]:
+                raise ValueError(f"{key}: {narrower[key].shape[dim]} channels where this MWCNN has "
+                                 f"{own[key].shape[dim]}; only the filters can be widened")
+        state = {}
+        for key, mine in own.items():
+            old = narrower[key]
+            if old.shape == mine.shape:
+                state[key] = old.to(mine.dtype).clone()
+                continue
+            # the DWT hands the down path 4 sub-bands of C channels; the up path's last convolution makes 4 for the IWT
+            in_groups = 4 if re.fullmatch(r"down\.\d+\.0\.weight", key) else 1
+            out_groups = 4 if re.fullmatch(r"up\.\d+\.1\.(weight|bias)", key) else 1
+            if old.dim() != mine.dim() or old.shape[2:] != mine.shape[2:] or any(
+                    o > m or o % g or m % g for o, m, g in zip(old.shape[:2], mine.shape[:2], (out_groups, in_groups))):
+                raise ValueError(f"{key}: a {tuple(old.shape)} tensor does not fit into {tuple(mine.shape)}")
+            rows = _grouped_positions(old.shape[0], mine.shape[0], out_groups)
+            new = mine.detach().clone()
+            new[rows] = 0
+            if old.dim() == 1:
+                new[rows] = old.to(new.dtype)
+            else:
+                cols = _grouped_positions(old.shape[1], mine.shape[1], in_groups)
+                new[rows[:, None], cols[None, :]] = old.to(new.dtype)
+            state[key] = new
+        return state
 
     @property
     def multiple(self) -> int:

@@ -164,10 +164,19 @@ class PrimalNet(nn.Module):
 
     def initial_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The tensors of a weight file this network starts from in training (``--init``): without a map refiner
-        (``refine_maps: false``) the refiner's tensors of weights that had one are left out; the rest must fit."""
-        if self.sens_net is not None:
-            return tensors
-        return {k: v for k, v in tensors.items() if not k.startswith("sens_net.")}
+        (``refine_maps: false``) the refiner's tensors of weights that had one are left out; image networks with
+        fewer filters are widened to this one's (:meth:`MWCNN.widened_state`: the same function to start from);
+        the rest must fit. Raises ``ValueError`` when an image network cannot be widened."""
+        if self.sens_net is None:
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("sens_net.")}
+        own = self.state_dict()
+        out = dict(tensors)
+        for i, net in enumerate(self.image_nets):
+            prefix = f"image_nets.{i}."
+            part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if any(prefix + k in own and v.shape != own[prefix + k].shape for k, v in part.items()):
+                out.update({prefix + k: v for k, v in net.widened_state(part).items()})
+        return out
 
     def encoding(self, batch):
         """The batch's operator with this network's calibration and initial-maps settings."""

@@ -376,7 +376,10 @@ def _initialise(net: torch.nn.Module, path: str | os.PathLike, model: str) -> di
         raise TrainingError(f"{path}: holds {side.get('model')} weights; cannot initialise a {model} model")
     own = net.state_dict()
     if hasattr(net, "initial_tensors"):  # what of another configuration's weights the model can start from
-        tensors = net.initial_tensors(tensors)
+        try:
+            tensors = net.initial_tensors(tensors)
+        except ValueError as exc:
+            raise WeightsError(path, f"the weights do not fit the config's {model} architecture ({exc})") from exc
     try:
         net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in tensors.items()}, strict=True)
     except RuntimeError as exc:
