@@ -46,8 +46,9 @@ class XPDNet(Method):
     name = "xpdnet"
     # 1.1: the estimated coil maps by default (refine_maps off); 1.2: adaptation of every parameter; 1.3: the
     # consistency solve with its weight chosen by hold-out; 1.4: adaptation automatic (on for 1-2 coils); 1.5: the
-    # weights of configs/xpdnet_fresh_cpu.json; 1.6: the average of the xpdnet_fresh2 and xpdnet_fresh3 rounds
-    version = "1.6"
+    # weights of configs/xpdnet_fresh_cpu.json; 1.6: the average of the xpdnet_fresh2 and xpdnet_fresh3 rounds; 1.7:
+    # the average of 1.6 and the xpdnet_fresh4 round trained from it
+    version = "1.7"
     description = ("XPDNet: unrolled primal network (MWCNN per iteration, residual data consistency, optional "
                    "learned coil map refinement); needs trained weights")
     capabilities = Capabilities(cartesian=True, noncartesian=False, multicoil=True, singlecoil=True,
