@@ -151,10 +151,10 @@ class MWCNN(nn.Module):
                 raise ValueError(f"{key}: a {tuple(old.shape)} tensor does not fit into {tuple(mine.shape)}")
             rows = _grouped_positions(old.shape[0], mine.shape[0], out_groups)
             new = mine.detach().clone()
-            new[rows] = 0
             if old.dim() == 1:
                 new[rows] = old.to(new.dtype)
             else:
+                new[rows] = 0  # the new channels into the old ones
                 cols = _grouped_positions(old.shape[1], mine.shape[1], in_groups)
                 new[rows[:, None], cols[None, :]] = old.to(new.dtype)
             state[key] = new
