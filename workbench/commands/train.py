@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="start from these weights (fine-tuning, e.g. resources/weights/xpdnet.safetensors on "
-                        "--data-dir); the sidecar records them")
+                        "--data-dir); the sidecar records them. XPDNet / NC-PDNet weights with fewer image-network "
+                        "filters than the config are widened to it, computing the same images at the start")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: a GPU when there is one)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="stop (checkpointed, with weights) before this many minutes of wall time")
