@@ -169,13 +169,11 @@ class PrimalNet(nn.Module):
         the rest must fit. Raises ``ValueError`` when an image network cannot be widened."""
         if self.sens_net is None:
             tensors = {k: v for k, v in tensors.items() if not k.startswith("sens_net.")}
-        own = self.state_dict()
         out = dict(tensors)
-        for i, net in enumerate(self.image_nets):
+        for i, net in enumerate(self.image_nets):  # as they are where the filters agree
             prefix = f"image_nets.{i}."
             part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            if any(prefix + k in own and v.shape != own[prefix + k].shape for k, v in part.items()):
-                out.update({prefix + k: v for k, v in net.widened_state(part).items()})
+            out.update({prefix + k: v for k, v in net.widened_state(part).items()})
         return out
 
     def encoding(self, batch):
