@@ -191,6 +191,32 @@ def test_init_with_wider_image_networks_starts_from_the_same_network(tmp_path):
         train(TINY_XPDNET, tmp_path / "back", init_from=tmp_path / "wide" / "xpdnet.safetensors", **quiet)
 
 
+def test_init_with_more_iterations_starts_from_the_same_network_and_trains_the_new_ones(tmp_path):
+    """``--init`` into a deeper unroll: the iterations the file lacks start as identities after its own, so the
+    deeper network reconstructs what the file's does (:meth:`MWCNN.zero_output_state`); a training step reaches
+    their output layers; a file of more iterations than the config is refused."""
+    from workbench.nn.batch import collate
+    from workbench.nn.data import SyntheticData
+    from workbench.nn.weights import WeightsError, load_model
+
+    quiet = {"progress": False, "log": lambda _: None}
+    two = {**TINY_XPDNET, "architecture": {**TINY_XPDNET["architecture"], "n_iter": 2}}
+    shallow = train(two, tmp_path / "two", **quiet)["weights"]
+    four = {**two, "architecture": {**two["architecture"], "n_iter": 4}}
+    frozen = {**four, "steps": 1, "optim": {"lr": 0.0, "warmup_steps": 0}}
+    deep = train(frozen, tmp_path / "four", init_from=shallow, **quiet)["model"].eval()
+    small, _ = load_model(shallow)
+    assert len(deep.image_nets) == 4 and not deep.image_nets[3].out.weight.detach().any()
+    torch.testing.assert_close(deep.image_nets[1].out.weight, small.image_nets[1].out.weight)
+    (batch,) = collate(SyntheticData(TINY_XPDNET["data"]).batch(0))
+    with torch.no_grad():
+        torch.testing.assert_close(deep(batch)[0], small.eval()(batch)[0], atol=1e-5, rtol=1e-4)
+    trained = train({**four, "steps": 1}, tmp_path / "trained", init_from=shallow, **quiet)["model"]
+    assert trained.image_nets[3].out.weight.detach().any()
+    with pytest.raises(WeightsError, match="do not fit"):
+        train(two, tmp_path / "back", init_from=tmp_path / "four" / "xpdnet.safetensors", **quiet)
+
+
 def test_average_of_weight_files_is_their_mean_and_is_recorded(tmp_path, capsys):
     from workbench.cli import main
     from workbench.nn.weights import file_sha256, load_model

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="start from these weights (fine-tuning, e.g. resources/weights/xpdnet.safetensors on "
                         "--data-dir); the sidecar records them. XPDNet / NC-PDNet weights with fewer image-network "
-                        "filters than the config are widened to it, computing the same images at the start")
+                        "filters than the config are widened to it, and weights of fewer unrolled iterations get "
+                        "identity iterations after their own: the start computes the same images")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: a GPU when there is one)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="stop (checkpointed, with weights) before this many minutes of wall time")

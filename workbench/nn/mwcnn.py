@@ -121,6 +121,15 @@ class MWCNN(nn.Module):
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
+    def zero_output_state(self) -> dict[str, torch.Tensor]:
+        """This network's state with its output convolution zero (the rest as it is): it outputs zero, so an
+        unrolled iteration it serves starts as the identity (a network deepened by iterations keeps its function,
+        Net2Net's deepening, Chen et al., ICLR 2016)."""
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        state["out.weight"].zero_()
+        state["out.bias"].zero_()
+        return state
+
     def widened_state(self, narrower: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A state of this network that computes what ``narrower`` computes: ``narrower`` is the state (keys
         relative to the module) of an MWCNN with the same scales, convolutions and in/out channels and at most as

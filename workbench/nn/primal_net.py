@@ -166,14 +166,21 @@ class PrimalNet(nn.Module):
         """The tensors of a weight file this network starts from in training (``--init``): without a map refiner
         (``refine_maps: false``) the refiner's tensors of weights that had one are left out; image networks with
         fewer filters are widened to this one's (:meth:`MWCNN.widened_state`: the same function to start from);
-        the rest must fit. Raises ``ValueError`` when an image network cannot be widened."""
+        a file of fewer unrolled iterations (at least 2, unshared) is deepened: the iterations it lacks follow
+        its own and start as identities (:meth:`MWCNN.zero_output_state`: their updates are zero, so the start
+        computes the file's image; training reaches them through their output layers). The rest must fit.
+        Raises ``ValueError`` when an image network cannot be widened."""
         if self.sens_net is None:
             tensors = {k: v for k, v in tensors.items() if not k.startswith("sens_net.")}
         out = dict(tensors)
+        in_file = {int(k.split(".")[1]) for k in tensors if k.startswith("image_nets.")}
+        # one network in the file may be a shared one, applied every iteration: that is not deepened
+        deepen = not self.config.share_weights and len(in_file) >= 2 and in_file == set(range(len(in_file)))
         for i, net in enumerate(self.image_nets):  # as they are where the filters agree
             prefix = f"image_nets.{i}."
             part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            out.update({prefix + k: v for k, v in net.widened_state(part).items()})
+            state = net.zero_output_state() if deepen and i >= len(in_file) else net.widened_state(part)
+            out.update({prefix + k: v for k, v in state.items()})
         return out
 
     def encoding(self, batch):
