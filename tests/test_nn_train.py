@@ -213,8 +213,22 @@ def test_init_with_more_iterations_starts_from_the_same_network_and_trains_the_n
         torch.testing.assert_close(deep(batch)[0], small.eval()(batch)[0], atol=1e-5, rtol=1e-4)
     trained = train({**four, "steps": 1}, tmp_path / "trained", init_from=shallow, **quiet)["model"]
     assert trained.image_nets[3].out.weight.detach().any()
-    with pytest.raises(WeightsError, match="do not fit"):
+    with pytest.raises(WeightsError, match="4 unrolled image networks in the file, 2 in the config"):
         train(two, tmp_path / "back", init_from=tmp_path / "four" / "xpdnet.safetensors", **quiet)
+
+
+def test_init_misfit_names_what_differs():
+    """The words of ``--init``'s refusal: iterations, then layers one side lacks, then the first shape."""
+    from workbench.nn.train import _misfit
+
+    t = lambda *shape: torch.zeros(shape)  # noqa: E731
+    own = {"image_nets.0.w": t(2), "image_nets.1.w": t(2), "head.w": t(3, 3)}
+    assert _misfit(dict(own), own) == ""
+    assert _misfit({"image_nets.0.w": t(2), "head.w": t(3, 3)}, own) == (
+        "1 unrolled image networks in the file, 2 in the config")
+    assert _misfit({**own, "tail.b": t(1)}, own) == "tensors the config lacks: tail.b"
+    assert _misfit({k: v for k, v in own.items() if k != "head.w"}, own) == "tensors the file lacks: head.w"
+    assert _misfit({**own, "head.w": t(3, 4)}, own) == "head.w: (3, 4) in the file, (3, 3) in the config"
 
 
 def test_average_of_weight_files_is_their_mean_and_is_recorded(tmp_path, capsys):
