@@ -169,6 +169,23 @@ def test_the_trained_network_is_returned_when_adaptation_does_not_help(tmp_path,
     assert torch.equal(result.image, plain.image)
 
 
+def test_adapt_patience_reaches_the_adaptation(tmp_path, problem, monkeypatch):
+    """``adapt_patience`` is the adaptation's patience (held-out checks without improvement before it stops):
+    the default 3 for XPDNet and the U-net, and what the user sets."""
+    import workbench.nn.adapt as adapt_module
+
+    seen = []
+    real = adapt_module.adapt
+    monkeypatch.setattr(adapt_module, "adapt", lambda model, prob, options, *a: seen.append(options.patience)
+                        or real(model, prob, options, *a))
+    for method, name, arch in ((XPDNet(), "xpdnet", ARCH), (UnetBaseline(), "unet", UNET_ARCH)):
+        path = _weights(tmp_path, name, arch)
+        for extra in ({}, {"adapt_patience": 2}):
+            method.run(problem, method.make_params({"weights": path, "adapt": True, "adapt_steps": 1, **extra}),
+                       RunContext("cpu"))
+    assert seen == [3, 2, 3, 2]
+
+
 def test_cancel_during_adaptation_raises_the_jobs_cancel_error(tmp_path, problem):
     path = _weights(tmp_path, "xpdnet", ARCH)
     texts = []

@@ -39,6 +39,9 @@ class AdaptParams:
                                  help="time budget of the adaptation and reconstruction together")
     adapt_lr: float = param(1e-4, min=1e-7, max=1.0, log_scale=True, label="adapt learning rate",
                             help="Adam learning rate of the fine-tuning")
+    adapt_patience: int = param(3, min=1, max=1000, label="adapt patience",
+                                help="held-out checks (every 3 steps) without improvement before the fine-tuning "
+                                     "stops; the steps and the time budget stop it too")
 
 
 @dataclass
@@ -130,7 +133,8 @@ def adapt_if_asked(model: Any, problem: Any, batch: Any, params: Any, ctx: Any) 
     from workbench.nn.adapt import AdaptOptions, adapt
 
     options = AdaptOptions(steps=params.adapt_steps, seconds=params.adapt_seconds, lr=params.adapt_lr,
-                           trainable=getattr(params, "adapt_trainable", AdaptOptions.trainable))
+                           trainable=getattr(params, "adapt_trainable", AdaptOptions.trainable),
+                           patience=getattr(params, "adapt_patience", AdaptOptions.patience))
 
     def progress(fraction, text):
         ctx.check_cancelled()
