@@ -218,17 +218,19 @@ def test_init_with_more_iterations_starts_from_the_same_network_and_trains_the_n
 
 
 def test_init_misfit_names_what_differs():
-    """The words of ``--init``'s refusal: iterations, then layers one side lacks, then the first shape."""
-    from workbench.nn.train import _misfit
+    """The words of ``--init``'s refusal (and of a sidecar that does not fit its file): iterations, then the first
+    shape, then tensors one side lacks, with the counts."""
+    from workbench.nn.weights import misfit
 
-    t = lambda *shape: torch.zeros(shape)  # noqa: E731
-    own = {"image_nets.0.w": t(2), "image_nets.1.w": t(2), "head.w": t(3, 3)}
-    assert _misfit(dict(own), own) == ""
-    assert _misfit({"image_nets.0.w": t(2), "head.w": t(3, 3)}, own) == (
-        "1 unrolled image networks in the file, 2 in the config")
-    assert _misfit({**own, "tail.b": t(1)}, own) == "tensors the config lacks: tail.b"
-    assert _misfit({k: v for k, v in own.items() if k != "head.w"}, own) == "tensors the file lacks: head.w"
-    assert _misfit({**own, "head.w": t(3, 4)}, own) == "head.w: (3, 4) in the file, (3, 3) in the config"
+    own = {"image_nets.0.w": (2,), "image_nets.1.w": (2,), "head.w": (3, 3)}
+    assert misfit(dict(own), own, "the config") == ""
+    assert misfit({"image_nets.0.w": (2,), "head.w": (3, 3)}, own, "the config") == (
+        "1 unrolled image networks in the file, 2 in the config; 1 missing, 0 unexpected, 0 of another shape")
+    assert misfit({**own, "tail.b": (1,)}, own, "the config").startswith("not in the config: tail.b; 0 missing, 1")
+    assert misfit({k: v for k, v in own.items() if k != "head.w"}, own, "the config").startswith(
+        "missing from the file: head.w; 1 missing")
+    assert misfit({**own, "head.w": (3, 4)}, own, "the config").startswith(
+        "head.w is [3, 4] in the file, [3, 3] in the config")
 
 
 def test_average_of_weight_files_is_their_mean_and_is_recorded(tmp_path, capsys):

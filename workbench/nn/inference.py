@@ -134,7 +134,7 @@ def adapt_if_asked(model: Any, problem: Any, batch: Any, params: Any, ctx: Any) 
 
     options = AdaptOptions(steps=params.adapt_steps, seconds=params.adapt_seconds, lr=params.adapt_lr,
                            trainable=getattr(params, "adapt_trainable", AdaptOptions.trainable),
-                           patience=getattr(params, "adapt_patience", AdaptOptions.patience))
+                           patience=params.adapt_patience)
 
     def progress(fraction, text):
         ctx.check_cancelled()

@@ -179,7 +179,12 @@ class PrimalNet(nn.Module):
         for i, net in enumerate(self.image_nets):  # as they are where the filters agree
             prefix = f"image_nets.{i}."
             part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            state = net.zero_output_state() if deepen and i >= len(in_file) else net.widened_state(part)
+            if part:
+                state = net.widened_state(part)
+            elif deepen:
+                state = net.zero_output_state()
+            else:  # left missing: loading names the iterations the file lacks
+                continue
             out.update({prefix + k: v for k, v in state.items()})
         return out
 

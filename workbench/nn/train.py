@@ -367,28 +367,9 @@ class TrainingHooks:
 # The loop
 
 
-def _misfit(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str:
-    """What keeps the weight file's ``tensors`` from loading into a model of state ``own``, in words (the
-    unrolled iterations or layers one has and the other lacks, a shape), or ''."""
-    def nets(keys):  # the unrolled iterations' image networks, by index
-        return {int(k.split(".")[1]) for k in keys if k.startswith("image_nets.")}
-
-    if nets(tensors) != nets(own) and nets(tensors) and nets(own):
-        return f"{len(nets(tensors))} unrolled image networks in the file, {len(nets(own))} in the config"
-    extra, missing = sorted(set(tensors) - set(own)), sorted(set(own) - set(tensors))
-    if extra or missing:
-        return "; ".join(f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                         for what, keys in (("tensors the config lacks:", extra), ("tensors the file lacks:", missing))
-                         if keys)
-    for k, v in tensors.items():
-        if v.shape != own[k].shape:
-            return f"{k}: {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the config"
-    return ""
-
-
 def _initialise(net: torch.nn.Module, path: str | os.PathLike, model: str) -> dict[str, Any]:
     """Load the weight file ``path`` into ``net`` (same model and architecture); what the sidecar should say."""
-    from workbench.nn.weights import WeightsError, load_weights
+    from workbench.nn.weights import WeightsError, load_weights, misfit
 
     tensors, side = load_weights(path)
     if side.get("model") != model:
@@ -399,7 +380,7 @@ def _initialise(net: torch.nn.Module, path: str | os.PathLike, model: str) -> di
             tensors = net.initial_tensors(tensors)
         except ValueError as exc:
             raise WeightsError(path, f"the weights do not fit the config's {model} architecture ({exc})") from exc
-    why = _misfit(tensors, own)
+    why = misfit({k: v.shape for k, v in tensors.items()}, {k: v.shape for k, v in own.items()}, "the config")
     if why:
         raise WeightsError(path, f"the weights do not fit the config's {model} architecture ({why})")
     try:

@@ -47,6 +47,7 @@ __all__ = [
     "build_with_weights",
     "cached_model",
     "check_architecture",
+    "misfit",
     "check_sha256",
     "file_sha256",
     "load_checkpoint",
@@ -253,19 +254,31 @@ def check_architecture(path: str | os.PathLike, sidecar: dict[str, Any],
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, NotImplementedError,
             OverflowError, RecursionError) as exc:
         raise WeightsError(sidecar_path(path), f"architecture cannot be built ({type(exc).__name__}: {exc})") from exc
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    why = misfit(shapes, {k: v.shape for k, v in skeleton.state_dict().items()})
+    if why:
+        raise WeightsError(path, f"the tensors in the file do not fit the sidecar's {what} ({why})")
+
+
+def misfit(shapes: dict[str, Any], expected: dict[str, Any], where: str = "the architecture") -> str:
+    """What keeps tensors of ``shapes`` (name -> shape) from loading into a model whose state has the
+    ``expected`` shapes, in words, or '' when they fit: the first difference (unrolled image networks in each,
+    else a shape, else a tensor missing from the file, else one ``where`` lacks), then how many differ."""
+    shapes = {k: tuple(v) for k, v in shapes.items()}
+    expected = {k: tuple(v) for k, v in expected.items()}
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected))
     wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
-    if missing or extra or wrong:
-        if wrong:
-            k = wrong[0]
-            first = f"{k} is {list(shapes[k])} in the file, {list(expected[k])} in the architecture"
-        else:
-            first = (f"missing from the file: {', '.join(missing[:3])}" if missing
-                     else f"not in the architecture: {', '.join(extra[:3])}")
-        raise WeightsError(path, f"the tensors in the file do not fit the sidecar's {what} ({first}; "
-                                 f"{len(missing)} missing, {len(extra)} unexpected, {len(wrong)} of another shape)")
+    if not (missing or extra or wrong):
+        return ""
+    nets = [{k.split(".")[1] for k in keys if k.startswith("image_nets.")} for keys in (shapes, expected)]
+    if all(nets) and nets[0] != nets[1]:  # the unrolled networks' iterations
+        first = f"{len(nets[0])} unrolled image networks in the file, {len(nets[1])} in {where}"
+    elif wrong:
+        first = f"{wrong[0]} is {list(shapes[wrong[0]])} in the file, {list(expected[wrong[0]])} in {where}"
+    else:
+        first = (f"missing from the file: {', '.join(missing[:3])}" if missing
+                 else f"not in {where}: {', '.join(extra[:3])}")
+    return f"{first}; {len(missing)} missing, {len(extra)} unexpected, {len(wrong)} of another shape"
 
 
 def load_weights(path: str | os.PathLike, device="cpu", *, trust: bool = False,
