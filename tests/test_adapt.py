@@ -171,7 +171,7 @@ def test_the_trained_network_is_returned_when_adaptation_does_not_help(tmp_path,
 
 def test_adapt_patience_reaches_the_adaptation(tmp_path, problem, monkeypatch):
     """``adapt_patience`` is the adaptation's patience (held-out checks without improvement before it stops):
-    the default 3 for XPDNet and the U-net, and what the user sets."""
+    XPDNet's own default 5, the U-net's the shared 3, and what the user sets."""
     import workbench.nn.adapt as adapt_module
 
     seen = []
@@ -183,7 +183,7 @@ def test_adapt_patience_reaches_the_adaptation(tmp_path, problem, monkeypatch):
         for extra in ({}, {"adapt_patience": 2}):
             method.run(problem, method.make_params({"weights": path, "adapt": True, "adapt_steps": 1, **extra}),
                        RunContext("cpu"))
-    assert seen == [3, 2, 3, 2]
+    assert seen == [5, 2, 3, 2]
 
 
 def test_cancel_during_adaptation_raises_the_jobs_cancel_error(tmp_path, problem):
