@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from workbench.errors import SamplingError
 from workbench.methods import Capabilities, Method, param
-from workbench.nn.inference import PrimalAdaptParams, run_primal_net, weights_reasons
+from workbench.nn.inference import PrimalAdaptParams, adapt_patience_param, run_primal_net, weights_reasons
 from workbench.physics.coils import calibration_region
 
 
@@ -43,9 +43,7 @@ class Params(PrimalAdaptParams):
     # 5 rather than the shared 3, decided on the 64 adapted real rows (benchmarks/results/realdata_deep_current.md):
     # +0.08 dB, 3 more rows at issue 14's margin, one more below CG-SENSE (by 0.15 dB); 8 gained more but put 3 more
     # below CG-SENSE and one below zero filling (realdata_deep_xpdnet_patience8.md)
-    adapt_patience: int = param(5, min=1, max=1000, label="adapt patience",
-                                help="held-out checks (every 3 steps) without improvement before the fine-tuning "
-                                     "stops; the steps and the time budget stop it too")
+    adapt_patience: int = adapt_patience_param(5)
 
 
 class XPDNet(Method):

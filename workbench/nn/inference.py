@@ -12,8 +12,8 @@ from workbench.methods import param
 from workbench.result import Result
 
 __all__ = ["AUTO_ADAPT_MAX_COILS", "AdaptParams", "ConsistencyParams", "PrimalAdaptParams", "adapt_if_asked",
-           "adaptation_choice", "chosen_weights", "finish_consistency", "load_network", "run_primal_net",
-           "wants_adaptation", "weights_reasons"]
+           "adapt_patience_param", "adaptation_choice", "chosen_weights", "finish_consistency", "load_network",
+           "run_primal_net", "wants_adaptation", "weights_reasons"]
 
 #: ``adapt`` left automatic (None) adapts Cartesian scans with at most this many coils. Decided on the real rows
 #: (benchmarks/results/realdata_deep_current_adapt*.md, realdata_deep_unet_adapt*.md): on the 64 Cartesian rows of 1-2
@@ -21,6 +21,13 @@ __all__ = ["AUTO_ADAPT_MAX_COILS", "AdaptParams", "ConsistencyParams", "PrimalAd
 #: the U-net's rows above zero filling from 52 to 59; on the 8-coil head it cost XPDNet 0.43 dB, and on the radial
 #: 1-2 coil rows it cost NC-PDNet up to 4 dB (which keeps it off).
 AUTO_ADAPT_MAX_COILS = 2
+
+
+def adapt_patience_param(default: int) -> Any:
+    """The ``adapt_patience`` parameter with a plugin's own default (XPDNet's differs from the shared one)."""
+    return param(default, min=1, max=1000, label="adapt patience",
+                 help="held-out checks (every 3 steps) without improvement before the fine-tuning stops; the steps "
+                      "and the time budget stop it too")
 
 
 @dataclass
@@ -39,9 +46,7 @@ class AdaptParams:
                                  help="time budget of the adaptation and reconstruction together")
     adapt_lr: float = param(1e-4, min=1e-7, max=1.0, log_scale=True, label="adapt learning rate",
                             help="Adam learning rate of the fine-tuning")
-    adapt_patience: int = param(3, min=1, max=1000, label="adapt patience",
-                                help="held-out checks (every 3 steps) without improvement before the fine-tuning "
-                                     "stops; the steps and the time budget stop it too")
+    adapt_patience: int = adapt_patience_param(3)
 
 
 @dataclass
