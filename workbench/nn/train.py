@@ -383,11 +383,7 @@ def _initialise(net: torch.nn.Module, path: str | os.PathLike, model: str) -> di
     why = misfit({k: v.shape for k, v in tensors.items()}, {k: v.shape for k, v in own.items()}, "the config")
     if why:
         raise WeightsError(path, f"the weights do not fit the config's {model} architecture ({why})")
-    try:
-        net.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise WeightsError(path, f"the weights do not fit the config's {model} architecture ({first})") from exc
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)  # names, shapes: checked
     training = side.get("training", {})
     return {"file": Path(path).name, "sha256": side.get("sha256"), "steps": training.get("steps"),
             "commands": side.get("commands") or [side.get("command")],
