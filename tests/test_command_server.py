@@ -219,3 +219,55 @@ def test_doctor_says_whether_the_server_is_used(tmp_path, monkeypatch):
     private = tmp_path / "private"
     monkeypatch.setenv("WORKBENCH_RUNTIME_DIR", str(private))
     assert row({}).startswith("on, sockets in " + str(private))
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_spare_process_takes_the_next_command_and_a_lost_one_is_replaced(scan, runtime):
+    """The server forks the next command's process ahead (CommandServer._fork_spare); a command goes to it, one
+    that died unused is replaced, and it leaves with the server."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        pytest.skip("no /proc/PID/task/TID/children on this kernel")
+    env = _env(runtime)
+    argv = ["recon", str(scan), "--method", "zero-filled", "--mask", "random", "--json"]
+    first = _run(argv, env)
+    assert first.returncode == 0, first.stderr
+    (server,) = _server_pids(runtime)
+    (spare,) = _wait_for(lambda: _children(server))  # idle: one spare waits
+    served = _run(argv, env)
+    assert served.returncode == 0, served.stderr
+    assert json.loads(served.stdout)["metrics"] == json.loads(first.stdout)["metrics"]
+    assert not _alive(spare), "the spare ran the command and exited"
+    (replacement,) = _wait_for(lambda: [p for p in _children(server) if _alive(p)])
+    assert replacement != spare
+    os.kill(replacement, signal.SIGKILL)  # a spare lost before its command: the next command is forked as before
+    _wait_for(lambda: not _alive(replacement))
+    again = _run(argv, env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["metrics"] == json.loads(first.stdout)["metrics"]
+    (last,) = _wait_for(lambda: [p for p in _children(server) if _alive(p)])
+    (path,) = command_server.servers(runtime)
+    assert command_server.control(path, "stop") == 0
+    _wait_for(lambda: command_server.server_pid(path) is None)
+    _wait_for(lambda: not _alive(last))  # the spare leaves with its server

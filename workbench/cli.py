@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: a served command's client stays light
 if TYPE_CHECKING:  # argparse is imported where a parser is built: a served command's client never builds one
     import argparse
 

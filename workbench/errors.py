@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CLI's client imports this module)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "WorkbenchError",
