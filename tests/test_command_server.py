@@ -261,8 +261,11 @@ def test_a_spare_process_takes_the_next_command_and_a_lost_one_is_replaced(scan,
     assert not _alive(spare), "the spare ran the command and exited"
     (replacement,) = _wait_for(lambda: [p for p in _children(server) if _alive(p)])
     assert replacement != spare
-    os.kill(replacement, signal.SIGKILL)  # a spare lost before its command: the next command is forked as before
+    os.kill(replacement, signal.SIGKILL)  # a spare lost before its command is reaped and replaced
     _wait_for(lambda: not _alive(replacement))
+    (third,) = _wait_for(lambda: [p for p in _children(server) if _alive(p)])
+    assert third != replacement
+    os.kill(third, signal.SIGKILL)  # and a command that arrives before the server has noticed: forked as before
     again = _run(argv, env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["metrics"] == json.loads(first.stdout)["metrics"]

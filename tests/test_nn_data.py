@@ -202,3 +202,33 @@ def test_real_items_share_one_draw_with_phantoms(monkeypatch):
     for bad in (0.5, "twice", float("inf")):
         with pytest.raises(DataConfigError, match="real_max_upsampling"):
             SyntheticData({**cfg, "real_max_upsampling": bad})
+
+
+def test_folds_go_to_template_heads_only_with_their_probability(monkeypatch):
+    cfg = {**SMALL, "shapes": [[48, 48]], "n_coils": [2], "readout_oversampling": [1], "phantom_p": 0.3,
+           "real_p": 0.2}
+    setting = SyntheticData(cfg).draw_setting(np.random.default_rng(0))
+    import workbench.simulate as simulate
+
+    class Params:
+        snr = 30.0
+
+    calls = []
+    monkeypatch.setattr(simulate, "generate_slice",
+                        lambda seed, **kw: calls.append((kw.get("subject", "brain"), kw.get("folds"))) or
+                        {"params": Params()})
+    seeds = range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + 2000)
+    plain = [SyntheticData(cfg).simulate(s, setting)[1] for s in seeds]
+    assert all(c[1] is None for c in calls) and all("folds" not in m for m in plain)  # folds_p 0: as before
+    calls.clear()
+    folded = [SyntheticData({**cfg, "folds_p": 0.6}).simulate(s, setting)[1] for s in seeds]
+    assert [m["subject"] for m in folded] == [m["subject"] for m in plain]  # the subjects are not redrawn
+    heads = [c for c in calls if c[0] == "brain"]
+    assert all(c[1] is None for c in calls if c[0] != "brain")
+    share = np.mean([c[1] is not None for c in heads])
+    assert share == pytest.approx(0.6, abs=0.05)
+    assert all(0.5 <= c[1] <= 1.0 for c in heads if c[1] is not None)
+    assert [m.get("folds") for m in folded] == [None if c[1] is None else round(c[1], 3) for c in calls]
+    for bad in (-0.1, 1.5, "often", None):
+        with pytest.raises(DataConfigError, match="folds_p"):
+            SyntheticData({**cfg, "folds_p": bad})

@@ -434,3 +434,36 @@ def test_broken_resource_files_get_a_typed_error_naming_them(tmp_path, loader):
     for name in names:
         with pytest.raises(WorkbenchError, match=name.replace(".", r"\.")):
             getattr(simulate, loader)(tmp_path / name)
+
+
+def test_cortical_folds_cut_csf_clefts_under_the_brains_surface_only():
+    plain = simulate.generate_slice(4, shape=(128, 128), n_coils=4, contrast="t2", snr=80.0)
+    again = simulate.generate_slice(4, shape=(128, 128), n_coils=4, contrast="t2", snr=80.0, folds=0.0)
+    assert np.array_equal(plain["kspace"], again["kspace"]), "folds 0: the same random stream and object"
+    folded = simulate.generate_slice(4, shape=(128, 128), n_coils=4, contrast="t2", snr=80.0, folds=1.0)
+    # T2: CSF is bright, so clefts add signal inside the head and nothing outside it
+    head = folded["head_mask"]
+    assert folded["target"][head].sum() > plain["target"][head].sum()
+    assert np.array_equal(folded["head_mask"], plain["head_mask"])
+
+    rng = np.random.default_rng(0)
+    # a disc of brain: white matter inside, a grey ribbon 4 mm thick at its edge (1 mm pixels)
+    yy, xx = np.mgrid[:160, :160]
+    r = np.hypot(yy - 80, xx - 80)
+    brain = (r < 60).astype(float)
+    gm = brain * (r >= 56)
+    wm = brain - gm
+    probs = np.stack([wm, gm, np.zeros_like(wm)])
+    out = simulate._cortical_folds(rng, probs, (160, 160), 1.0, 1.0)
+    np.testing.assert_allclose(out.sum(0), probs.sum(0), atol=1e-9)  # the shares keep their sum
+    assert (out >= 0).all()
+    csf = out[2]
+    shell = (r < 60) & (r > 60 - 8)  # within 8 mm of the surface: every drawn depth reaches this far
+    deep = r < 60 - 40  # 40 mm in: beyond any depth
+    assert csf[deep].max() < 1e-6
+    assert csf[shell].max() > 0.5 and 0.02 < (csf[shell] > 0.3).mean() < 0.5  # clefts, not a layer
+    # clefts run inwards: along a circle under the surface the CSF comes and goes (several clefts)
+    ring = (np.abs(r - 57) < 0.5)
+    angles = np.arctan2(yy - 80, xx - 80)[ring]
+    on = csf[ring][np.argsort(angles)] > 0.3
+    assert np.count_nonzero(on[1:] != on[:-1]) >= 2 * 12

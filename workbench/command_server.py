@@ -499,7 +499,7 @@ class CommandServer:
             self.sel.unregister(conn)
 
     def _reap(self) -> None:
-        while self.children:
+        while self.children or self.spare is not None:  # a spare that died unused is reaped too
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:

@@ -150,6 +150,9 @@ DEFAULT_SYNTHETIC: dict[str, Any] = {
     # probability that a test object fills the reconstructed field of view (simulate.make_phantom's fill_mm:
     # the real twix phantoms reach the readout crop once the oversampling is removed)
     "fill_fov_p": 0.0,
+    # probability that a template head gets synthetic cortical folds (workbench.simulate's folds, strength drawn
+    # in 0.5..1): the average template has none, and a network trained on it smooths a real brain's sulci
+    "folds_p": 0.0,
     "contrasts": ["random", "t1", "t2", "pd"],
     "snr": [10.0, 60.0],  # white-matter SNR range
     "noise_correlation": None,  # None: random 0..0.5 per item
@@ -196,7 +199,7 @@ class SyntheticData:
             raise DataConfigError("synthetic data: n_coils_weights must have one weight per n_coils entry")
         if c["target"] not in ("reference", "clean"):
             raise DataConfigError(f"synthetic data: target must be 'reference' or 'clean', got {c['target']!r}")
-        for key in ("swap_readout_p", "phantom_p", "real_p", "fill_fov_p"):
+        for key in ("swap_readout_p", "phantom_p", "real_p", "fill_fov_p", "folds_p"):
             try:
                 ok = 0.0 <= float(c[key]) <= 1.0
             except (TypeError, ValueError):
@@ -283,6 +286,10 @@ class SyntheticData:
                 subject = {"subject": "real"}
                 if c["real_max_upsampling"] is not None:
                     subject["real_max_upsampling"] = float(c["real_max_upsampling"])
+        if not subject and float(c["folds_p"]) > 0:  # a template head; its own generator, as above
+            own = np.random.default_rng([seed, 3163])
+            if own.random() < float(c["folds_p"]):
+                subject = {"folds": float(own.uniform(0.5, 1.0))}
         sim = generate_slice(
             seed, shape=setting["shape"], n_coils=setting["n_coils"], contrast=contrast, snr=tuple(c["snr"]),
             noise_correlation=c["noise_correlation"], readout_oversampling=setting["oversampling"],
@@ -292,6 +299,8 @@ class SyntheticData:
                 "swap_readout": bool(setting.get("swap_readout", False)), "subject": subject.get("subject", "brain"),
                 "shape": list(setting["shape"]), "readout_oversampling": setting["oversampling"],
                 "snr": round(float(sim["params"].snr), 2)}
+        if "folds" in subject:
+            meta["folds"] = round(subject["folds"], 3)
         return sim, meta, rng
 
     def item(self, seed: int, setting: dict[str, Any]) -> dict[str, Any]:
