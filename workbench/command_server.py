@@ -196,14 +196,20 @@ def _send_request(sock: socket.socket, argv: list[str]) -> None:
         "nice": os.getpriority(os.PRIO_PROCESS, 0), "affinity": affinity,
         "encoding": [sys.stdout.encoding, sys.stdout.errors, sys.stderr.encoding, sys.stderr.errors],
     }
-    payload = json.dumps(request).encode()
-    data = _HEADER.pack(len(payload)) + payload
     stdin = sys.stdin.fileno() if sys.stdin is not None else os.open(os.devnull, os.O_RDONLY)
     try:
-        sent = socket.send_fds(sock, [data], [stdin, 1, 2])
+        _send_message(sock, request, [stdin, 1, 2])
     finally:
         if sys.stdin is None:
             os.close(stdin)
+
+
+def _send_message(sock: socket.socket, message: dict, fds: list[int]) -> None:
+    """A request's framing (4-byte length, JSON), with ``fds`` on its first bytes: what :func:`_read_request`
+    reads (commands and control requests to the server, commands from the server to a spare)."""
+    payload = json.dumps(message).encode()
+    data = _HEADER.pack(len(payload)) + payload
+    sent = socket.send_fds(sock, [data], fds)
     if sent < len(data):
         sock.sendall(data[sent:])
 
@@ -447,7 +453,7 @@ class CommandServer:
     def _fork_spare(self) -> None:
         """Fork the next command's process now, while nothing runs: the fork and the first touch of the memory a
         command allocates (:data:`SPARE_PREFAULT`) are paid before a command arrives instead of by it. The spare
-        waits on its channel for a request (:func:`_forward`) and runs it as any child; end of file ends it."""
+        waits on its channel for a request (:func:`_send_message`) and runs it as any child; end of file ends it."""
         if self.spare is not None or self.stopping:
             return
         try:
@@ -475,7 +481,8 @@ class CommandServer:
         pid, channel = self.spare
         self.spare = None
         try:
-            _forward(channel, request, fds)
+            channel.settimeout(10.0)
+            _send_message(channel, request, fds)
         except OSError:
             return None
         finally:
@@ -566,32 +573,16 @@ def _send(conn: socket.socket, data: bytes) -> None:
         pass
 
 
-def _forward(channel: socket.socket, request: dict, fds: list[int]) -> None:
-    """Send a client's request and its three streams to a spare (the client's own framing)."""
-    payload = json.dumps(request).encode()
-    data = _HEADER.pack(len(payload)) + payload
-    channel.settimeout(10.0)
-    sent = socket.send_fds(channel, [data], fds)
-    if sent < len(data):
-        channel.sendall(data[sent:])
-
-
 def _run_spare(channel: socket.socket) -> None:
-    """The spare's life: touch :data:`SPARE_PREFAULT` bytes of heap (freed, glibc keeps them for the command's
-    arrays: ``workbench.threads.keep_freed_memory``), wait for a request, run it; exit at end of file."""
-    code = 0
+    """The spare's life: touch :data:`SPARE_PREFAULT` bytes of heap (``bytearray`` zeroes every page; freed,
+    glibc keeps them for the command's arrays: ``workbench.threads.keep_freed_memory``), wait for a request, run
+    it. End of file (the server left; no client waits) or anything else before the command: exit."""
     try:
-        block = bytearray(SPARE_PREFAULT)
-        memoryview(block)[::4096] = bytes(len(range(0, SPARE_PREFAULT, 4096)))  # one write per page
-        del block
-        try:
-            request, fds = _read_request(channel)
-        except (OSError, ValueError):  # the server went away (end of file; no client waits) or sent nothing usable
-            os._exit(1)
-        _run_child(channel, request, fds)
+        bytearray(SPARE_PREFAULT)  # allocated (every page zeroed, so faulted in) and freed at once
+        request, fds = _read_request(channel)
     except BaseException:  # noqa: BLE001 - a spare must end with os._exit, never return to the server
-        code = 1
-    os._exit(code)
+        os._exit(1)
+    _run_child(channel, request, fds)  # ends with os._exit
 
 
 def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
@@ -694,9 +685,8 @@ def control(path: str, what: str) -> int | None:
         return None
     with sock:
         sock.settimeout(5.0)
-        payload = json.dumps({"control": what}).encode()
         try:
-            sock.sendall(_HEADER.pack(len(payload)) + payload)
+            _send_message(sock, {"control": what}, [])
             data = _recv_exactly(sock, _STATUS.size)
         except OSError:
             return None
