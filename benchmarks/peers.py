@@ -11,7 +11,7 @@ dimension order ``[x, y, 1, coil]`` = ``[H, W, 1, C]``), same iterations and the
 method      ours (built-in plugin, ``safe_run``)  BART 0.8 (``bart pics``)    sigpy (``sigpy.mri.app``)
 ==========  ====================================  ==========================  ================================
 SENSE       ``cg-sense`` (CG, 30 it, tol 0)       ``-l2 -r lam -i 30`` (CG)   ``SenseRecon(lamda=lam)`` (CG)
-l1-wavelet  ``l1-wavelet`` (FISTA, db4, cycle     ``-l1 -r lam -i 100``       ``L1WaveletRecon(lamda=lam)``
+l1-wavelet  ``l1-wavelet`` (FISTA, db2, cycle     ``-l1 -r lam -i 100``       ``L1WaveletRecon(lamda=lam)``
             spinning, 100 it)                     (FISTA, dau2, cycle spin.)  (accelerated PGD, db4)
 TV          ``tv`` (PDHG, isotropic, 100 it)      ``-R T:3:0:lam -i 100``     ``TotalVariationRecon(lamda=lam)``
                                                   (ADMM, isotropic)           (PDHG, anisotropic)
@@ -594,9 +594,10 @@ def _ratio(ours, theirs, key: str = "times_s") -> str:
 
 NOTES = (
     "Setups that differ although the objective is the same: l1-wavelet: BART's default wavelet `dau2` is the "
-    "4-tap Daubechies wavelet (PyWavelets `db2`), ours defaults to `db4` (8 taps, 4 levels, periodic, cycle "
-    "spinning), sigpy uses `db4` with zero padding (not orthonormal at the borders), all levels and no cycle "
-    "spinning; `--ours l1-wavelet:wavelet=db2` runs ours with BART's wavelet. TV: BART runs ADMM (its `-i` "
+    "4-tap Daubechies wavelet (PyWavelets `db2`), ours defaults to it too since 2026-12-07 (4 levels, periodic, "
+    "cycle spinning; the tables made before used `db4`, 8 taps), sigpy uses `db4` with zero padding (not "
+    "orthonormal at the borders), all levels and no cycle spinning; `--ours l1-wavelet:wavelet=db4` runs ours "
+    "with sigpy's wavelet. TV: BART runs ADMM (its `-i` "
     "counts the inner CG steps), ours PDHG with balanced per-block steps, sigpy PDHG with tau = 1/||K||^2, "
     "sigma = 1 and anisotropic TV, which is far from converged after 100 iterations (hence its low PSNR).",
 )

@@ -13,7 +13,7 @@ from workbench.methods import JobCancelled, RunContext, discover_methods, safe_r
 from workbench.metrics import psnr
 from workbench.physics.fft import ifft2c, rss
 from workbench.physics.gradient import FiniteDifference2D
-from workbench.physics.wavelet import Wavelet2D
+from workbench.physics.wavelet import DEFAULT_WAVELET, Wavelet2D
 from workbench.problem import Problem
 from workbench.sampling import make_sampling
 from workbench.scan import scan_from_arrays
@@ -136,7 +136,7 @@ def test_l1_wavelet_objective_decreases_to_the_fista_optimum(registry, small):
     result = run(registry, "l1-wavelet", small, {"lam": lam_rel, "n_iter": 150, "cycle_spinning": False,
                                                     "record_objective": True})
     lam = lam_rel * small.scale
-    W = Wavelet2D(small.grid_shape, "db4")
+    W = Wavelet2D(small.grid_shape, DEFAULT_WAVELET)
 
     def objective(x):
         return _data_term(small, x) + lam * float(W.forward(x).abs().sum())

@@ -4,7 +4,7 @@ import pywt
 import torch
 
 from workbench.physics.linop import adjointness_error
-from workbench.physics.wavelet import Wavelet2D
+from workbench.physics.wavelet import DEFAULT_WAVELET, Wavelet2D
 
 
 def _pywt_mosaic(x: np.ndarray, wavelet: str, levels: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def test_haar_level1_explicit_formula():
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (230, 180), (255, 131), (7, 9)])
-@pytest.mark.parametrize("wavelet", ["haar", "db4"])
+@pytest.mark.parametrize("wavelet", ["haar", "db2", "db4"])
 def test_dot_product_test(shape, wavelet):
     W = Wavelet2D(shape, wavelet)
     # complex64 dot products over up to 33k entries: rounding alone reaches ~1e-5
@@ -50,7 +50,7 @@ def test_dot_product_test(shape, wavelet):
 def test_orthonormal_and_perfect_reconstruction(shape):
     torch.manual_seed(0)
     x = torch.randn(2, *shape, dtype=torch.complex128)
-    for W in (Wavelet2D(shape, "db4"), Wavelet2D(shape, "sym8", levels=3, shift=(5, 2))):
+    for W in (Wavelet2D(shape), Wavelet2D(shape, "db4"), Wavelet2D(shape, "sym8", levels=3, shift=(5, 2))):
         c = W(x)
         assert c.shape == (2, *W.oshape)
         assert all(s % 2**W.levels == 0 for s in W.oshape)
@@ -116,3 +116,28 @@ def test_torch_filter_bank_equals_the_pywavelets_path(shape, wavelet, levels, sh
     torch.testing.assert_close(c, c_torch, rtol=0, atol=2e-6)
     torch.testing.assert_close(x_back, x_torch, rtol=0, atol=2e-6)
     torch.testing.assert_close(x_back, x, rtol=0, atol=2e-6)
+
+
+def test_the_default_wavelet_is_daubechies_four_tap_as_in_bart():
+    """The default (every method's) is Daubechies' orthonormal 4-tap wavelet, BART's ``dau2``: one level of the
+    transform of an image constant along H is sqrt(2) times the periodic filtering of a row by the closed-form
+    coefficients (1 + sqrt 3, 3 + sqrt 3, 3 - sqrt 3, 1 - sqrt 3) / (4 sqrt 2) and their quadrature mirror, at
+    one alignment (conventions differ in the shift and the filters' direction, not in the values)."""
+    assert DEFAULT_WAVELET == "db2"
+    r3 = np.sqrt(3.0)
+    low_pass = np.array([1 + r3, 3 + r3, 3 - r3, 1 - r3]) / (4 * np.sqrt(2.0))
+    high_pass = low_pass[::-1] * np.array([1, -1, 1, -1])
+    n = 32
+    row = np.random.default_rng(3).standard_normal(n)
+    c = Wavelet2D((8, n), levels=1)(torch.tensor(np.tile(row, (8, 1)))).numpy()
+    low, high = c[0, : n // 2] / np.sqrt(2.0), c[0, n // 2 :] / np.sqrt(2.0)
+    assert np.abs(c[4:]).max() < 1e-12  # nothing varies along H
+
+    def filtered(taps, shift):
+        return np.array([sum(taps[t] * row[(2 * k + shift - t) % n] for t in range(4)) for k in range(n // 2)])
+
+    matches = [(shift, flip) for shift in range(n) for flip in (1, -1)
+               if np.allclose(low, filtered(low_pass[::flip], shift), atol=1e-9)
+               and (np.allclose(high, filtered(high_pass[::flip], shift), atol=1e-9)
+                    or np.allclose(high, -filtered(high_pass[::flip], shift), atol=1e-9))]
+    assert matches

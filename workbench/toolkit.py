@@ -85,6 +85,7 @@ import torch
 
 from workbench.arrays import LRUCache
 from workbench.methods import Capabilities, Method, ParamError, RunContext, param
+from workbench.physics.wavelet import DEFAULT_WAVELET
 from workbench.result import Result
 from workbench.solvers import (
     LambdaSearch, Penalty, SolverResult, discrepancy_principle, holdout_validation, lipschitz,
@@ -142,7 +143,7 @@ __all__ = [
 LAM_RULES = ("discrepancy", "validation")
 LAM_MIN = 1e-4  # relative weight of the "unregularised" floor solve
 LAM_START = 3e-3  # first relative weight tried by the searches
-WAVELETS = ("db4", "haar", "db2", "db8", "sym4", "sym8", "coif2")  # orthogonal wavelets offered to users
+WAVELETS = ("db2", "db4", "haar", "db8", "sym4", "sym8", "coif2")  # orthogonal wavelets offered to users
 # what solve_with_weight uses for the settings a method's Params does not declare
 RUN_DEFAULTS = {"lam_rule": "discrepancy", "kappa": 0.03, "search_iter": 30, "dcf_weighting": True,
                 "record_objective": False}
@@ -216,7 +217,7 @@ def lam_param(what: str) -> Any:
 
 def wavelet_param() -> Any:
     """``wavelet``: one of :data:`WAVELETS`."""
-    return param("db4", choices=WAVELETS, help="orthogonal wavelet (PyWavelets name)")
+    return param(DEFAULT_WAVELET, choices=WAVELETS, help="orthogonal wavelet (PyWavelets name; db2 is BART's dau2)")
 
 
 def levels_param() -> Any:

@@ -24,7 +24,7 @@ import torch
 
 from workbench.physics.gradient import FiniteDifference2D
 from workbench.physics.linop import Linop
-from workbench.physics.wavelet import Wavelet2D
+from workbench.physics.wavelet import DEFAULT_WAVELET, Wavelet2D
 from workbench.solvers.admm import admm
 from workbench.solvers.base import Callback, SolverResult, real_dot, sq_norm
 from workbench.solvers.cg import conjugate_gradient
@@ -236,7 +236,7 @@ def l1_wavelet(
     y: torch.Tensor,
     lam: float,
     *,
-    wavelet: str = "db4",
+    wavelet: str = DEFAULT_WAVELET,
     levels: int | None = None,
     cycle_spinning: bool = True,
     n_iter: int = 100,
@@ -281,7 +281,7 @@ def total_variation(A: Linop, y: torch.Tensor, lam: float, *, isotropic: bool = 
     return result
 
 
-def fused_lasso(A: Linop, y: torch.Tensor, lam_wavelet: float, lam_tv: float, *, wavelet: str = "db4",
+def fused_lasso(A: Linop, y: torch.Tensor, lam_wavelet: float, lam_tv: float, *, wavelet: str = DEFAULT_WAVELET,
                 levels: int | None = None, isotropic: bool = True, boundary: str = "neumann", n_iter: int = 200,
                 rho: float = 1.0, **options) -> SolverResult:
     """Wavelet sparsity plus total variation:
