@@ -104,3 +104,28 @@ def test_discrepancy_above_a_floor_reaches_the_target_in_fewer_solves():
         lo, hi = (mid, hi) if residual(mid) < target else (lo, mid)
     assert with_floor.lam == pytest.approx(lo, rel=0.25)
     assert with_floor.x is not None and with_floor.target == pytest.approx(target)
+
+
+def test_a_short_solve_under_the_floor_does_not_step_past_a_weight_above_the_target():
+    # short warm-started solves can end under the floor at a small weight; the search then steps up, but never
+    # past a weight already known to lie above the target (the real head's fused lasso at R = 8 went 10x past
+    # it twice and ran out of solves). A residual with a steep power law makes the first model step overshoot.
+    from workbench.physics.linop import Identity
+
+    n = 100
+    y = torch.ones(n, dtype=torch.complex64)
+    floor, goal, lam_star, dip = 1.0, 0.5, 2e-3, 1.5e-3
+
+    def residual(lam):
+        return floor - 0.5 * goal if lam < dip else floor + goal * (lam / lam_star) ** 4
+
+    def solve(A, y, lam, x0=None):
+        return y + math.sqrt(residual(lam) / n)  # ||x - y||^2 = residual(lam)
+
+    target = floor + goal
+    search = discrepancy_principle(solve, Identity((n,)), y, math.sqrt(target / n), lam0=3e-3,
+                                   rtol=0.25 * goal / target, floor=floor)
+    lams = [lam for lam, _ in search.trace]
+    assert lams[0] == 3e-3 and lams[1] < dip  # above the target, then under the floor
+    assert max(lams[1:]) <= lams[0]
+    assert len(lams) <= 4 and search.lam == pytest.approx(lam_star, rel=0.1)

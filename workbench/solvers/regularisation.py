@@ -170,14 +170,18 @@ def _excess_search(residual: Callable[[float], float], lam: float, target: float
             lo = (lam, r) if lo is None or lam > lo[0] else lo
         else:
             hi = (lam, r) if hi is None or lam < hi[0] else hi
-        if r - floor <= 0:  # not above the floor yet (short solves): no model, step up
-            lam = lam * factor
+        if r - floor <= 0:  # not above the floor yet (short solves): no model, step up, but never past a weight
+            # already above the target: there, halfway (in log) to it (the head's fused lasso at R = 8 stepped
+            # 10x past such a bracket twice and ran out of solves on an untried weight 1.6x the right one)
+            lam = math.sqrt(lam * hi[0]) if hi is not None else lam * factor
             continue
         points.append((math.log(lam), math.log(r - floor)))
         p = slope
         if len(points) >= 2 and points[-1][0] != points[-2][0]:
             p = (points[-1][1] - points[-2][1]) / (points[-1][0] - points[-2][0])
-            p = min(max(p, 0.5), 4.0)
+            straddle = min(points[-1][1], points[-2][1]) <= math.log(goal) <= max(points[-1][1], points[-2][1])
+            if p <= 0 or not straddle:  # the exponent is clipped where it extrapolates, not where it interpolates
+                p = min(max(p, 0.5), 4.0)
         step = (math.log(goal) - points[-1][1]) / p
         step = min(max(step, -math.log(factor)), math.log(factor))
         nxt = points[-1][0] + step
