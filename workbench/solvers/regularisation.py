@@ -172,7 +172,7 @@ def _excess_search(residual: Callable[[float], float], lam: float, target: float
             hi = (lam, r) if hi is None or lam < hi[0] else hi
         if r - floor <= 0:  # not above the floor yet (short solves): no model, step up, but never past a weight
             # already above the target: there, halfway (in log) to it (the head's fused lasso at R = 8 stepped
-            # 10x past such a bracket twice and ran out of solves on an untried weight 1.6x the right one)
+            # 10x past such a bracket twice and ran out of solves on an untried weight 1.35x the right one)
             lam = math.sqrt(lam * hi[0]) if hi is not None else lam * factor
             continue
         points.append((math.log(lam), math.log(r - floor)))
