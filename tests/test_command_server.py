@@ -134,7 +134,10 @@ def test_ctrl_c_reaches_the_command_and_a_vanished_client_ends_it(scan, runtime,
     argv = ["recon", str(scan), "--method", "sleeper", "--plugin-dir", str(tmp_path)]
     env = _env(runtime)
     assert _run(["plugins"], env).returncode == 0  # the server is up: what follows measures the command only
-    proc = subprocess.Popen([*WORKBENCH, *argv], stderr=subprocess.PIPE, text=True, env=env)
+    # As a shell's foreground command: SIGINT at its default even where this run inherited it ignored (a
+    # background job of a script), which the client keeps ignored, as an in-process command would.
+    proc = subprocess.Popen([*WORKBENCH, *argv], stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_running(runtime, 1)
     time.sleep(1.0)  # the command is inside the method
     proc.send_signal(signal.SIGINT)
