@@ -118,3 +118,53 @@ def test_verdicts_apply_the_issues_thresholds():
     assert not low["xpdnet-best"]["pass"] and not low["xpdnet-best"]["not_below_cg_zf"]  # below zero-filled
     radial = rd.verdicts(_row(rd.RADIAL_KIND, 8, zero_filled=30, cg_sense=34, tv=35, ncpdnet=36.5, unet=29))
     assert radial["ncpdnet-tv"]["pass"] and radial["ncpdnet-adjoint"]["pass"] and not radial["unet-zf"]["pass"]
+
+
+class _MapsProblem:
+    """Just what classical_at_best touches: coils, the maps setter and estimates (ESPIRiT may be refused)."""
+
+    def __init__(self, n_coils: int, espirit_fails: bool = False):
+        self.n_coils, self.espirit_fails, self._maps, self.seen = n_coils, espirit_fails, None, []
+
+    @property
+    def has_maps(self):
+        return self._maps is not None
+
+    @property
+    def maps(self):
+        return self._maps
+
+    @maps.setter
+    def maps(self, value):
+        self._maps = value
+
+    def estimate_maps(self, method):
+        from workbench.errors import SamplingError
+
+        if method == "espirit" and self.espirit_fails:
+            raise SamplingError("too few calibration lines")
+        return method  # a stand-in the fake solver below recognises
+
+
+def test_classical_oracle_keeps_each_methods_better_maps_and_restores_them(monkeypatch):
+    # PSNR by (maps, method) with the best weight inside the grid (no extension): l1-wavelet is better with
+    # ESPIRiT, TV with ACS
+    table = {("espirit", "l1-wavelet"): 36.2, ("acs", "l1-wavelet"): 31.8, ("espirit", "tv"): 30.0,
+             ("acs", "tv"): 30.5, ("none", "l1-wavelet"): 20.0, ("none", "tv"): 21.0}
+
+    def fake(problem, n_iter, noncartesian=False, methods=None, grids=None):
+        problem.seen.append(problem.maps)
+        return {m: {f: {"psnr": table[(problem.maps or "none", m)] - abs(f - 0.01), "ssim": 0.5, "nmse": 0.1,
+                        "time_s": 0.0} for f in (0.003, 0.01, 0.03)} for m in methods}
+
+    monkeypatch.setattr(rd, "run_classical", fake)
+    multi = _MapsProblem(8)
+    best = rd.classical_at_best(multi, ("l1-wavelet", "tv"), 100, radial=False)
+    assert (best["l1-wavelet"]["maps"], best["l1-wavelet"]["psnr"]) == ("espirit", 36.2)
+    assert (best["tv"]["maps"], best["tv"]["psnr"]) == ("acs", 30.5) and best["tv"]["lam_factor"] == 0.01
+    assert multi.seen == ["espirit", "acs"] and not multi.has_maps  # both tried; the problem's maps as found
+    refused = rd.classical_at_best(_MapsProblem(8, espirit_fails=True), ("l1-wavelet",), 100, radial=False)
+    assert refused["l1-wavelet"]["maps"] == "acs"  # ESPIRiT refused: ACS alone
+    single = _MapsProblem(1)
+    one = rd.classical_at_best(single, ("tv",), 100, radial=False)
+    assert one["tv"]["maps"] == "none" and single.seen == [None]
