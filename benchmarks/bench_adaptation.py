@@ -53,19 +53,14 @@ def run_method(method, problem, **values) -> dict[str, Any]:
 
 
 def best_l1_wavelet(problem, n_iter: int = 100) -> dict[str, Any]:
-    """l1-wavelet over ``bench_deep.L1_GRID`` (weights relative to the zero-filled image's 99th percentile)."""
-    from benchmarks.bench_deep import L1_GRID, _choose_maps
-    from workbench.solvers.recon import l1_wavelet
+    """l1-wavelet at its best weight and coil maps, the real-data table's oracle
+    (:func:`benchmarks.bench_realdata_deep.classical_at_best`: ``bench_deep.L1_GRID`` x the zero-filled image's
+    99th percentile, extended past an edge; ESPIRiT or ACS maps). The problem's maps are left as found, so the
+    networks run with their default maps, as in the app."""
+    from benchmarks.bench_realdata_deep import classical_at_best
 
-    maps = _choose_maps(problem)
-    scale = float(problem.zero_filled().abs().flatten().quantile(0.99))
-    runs = {}
-    for f in L1_GRID:
-        t = time.perf_counter()
-        x = l1_wavelet(problem.A, problem.y, f * scale, n_iter=n_iter, track_objective=False).x
-        runs[f] = {**_score(problem, x), "time_s": time.perf_counter() - t}
-    f = max(runs, key=lambda k: runs[k]["psnr"])
-    return {**runs[f], "f": f, "maps": maps}
+    best = classical_at_best(problem, ("l1-wavelet",), n_iter, radial=False)["l1-wavelet"]
+    return {**best, "f": best["lam_factor"]}
 
 
 def deep_l1_wavelet(label: str) -> dict[str, Any] | None:
