@@ -141,10 +141,15 @@ def _choose_maps(problem) -> str:
 
 
 def _metrics(problem, image) -> dict[str, float]:
-    from workbench.scoring import evaluate
+    """fastMRI PSNR / SSIM / NMSE of ``image`` against the problem's reference, and the object mode's PSNR / SSIM
+    (``psnr_object``, ``ssim_object``: inside the reference's object mask, :mod:`workbench.scoring`)."""
+    from workbench.scoring import score
 
     ref = problem.reference
-    return evaluate(ref, problem.crop(image).abs() if torch.is_tensor(image) else image, data_range=problem.data_range)
+    img = problem.crop(image).abs() if torch.is_tensor(image) else image
+    out = score(ref, img, "fastmri", data_range=problem.data_range)
+    inside = score(ref, img, "object", data_range=problem.data_range)
+    return {**out, "psnr_object": inside["psnr"], "ssim_object": inside["ssim"]}
 
 
 def equal_step_tv(A, y, lam: float, n_iter: int) -> torch.Tensor:

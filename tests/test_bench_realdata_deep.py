@@ -154,7 +154,9 @@ def test_classical_oracle_keeps_each_methods_better_maps_and_restores_them(monke
 
     def fake(problem, n_iter, noncartesian=False, methods=None, grids=None):
         problem.seen.append(problem.maps)
+        # the object mode's PSNR peaks at the grid's larger weight
         return {m: {f: {"psnr": table[(problem.maps or "none", m)] - abs(f - 0.01), "ssim": 0.5, "nmse": 0.1,
+                        "psnr_object": table[(problem.maps or "none", m)] - 2 - abs(f - 0.03), "ssim_object": 0.6,
                         "time_s": 0.0} for f in (0.003, 0.01, 0.03)} for m in methods}
 
     monkeypatch.setattr(rd, "run_classical", fake)
@@ -162,9 +164,23 @@ def test_classical_oracle_keeps_each_methods_better_maps_and_restores_them(monke
     best = rd.classical_at_best(multi, ("l1-wavelet", "tv"), 100, radial=False)
     assert (best["l1-wavelet"]["maps"], best["l1-wavelet"]["psnr"]) == ("espirit", 36.2)
     assert (best["tv"]["maps"], best["tv"]["psnr"]) == ("acs", 30.5) and best["tv"]["lam_factor"] == 0.01
+    assert best["l1-wavelet"]["object"] == {"psnr": 34.2, "ssim": 0.6, "lam_factor": 0.03, "maps": "espirit"}
     assert multi.seen == ["espirit", "acs"] and not multi.has_maps  # both tried; the problem's maps as found
     refused = rd.classical_at_best(_MapsProblem(8, espirit_fails=True), ("l1-wavelet",), 100, radial=False)
     assert refused["l1-wavelet"]["maps"] == "acs"  # ESPIRiT refused: ACS alone
     single = _MapsProblem(1)
     one = rd.classical_at_best(single, ("tv",), 100, radial=False)
     assert one["tv"]["maps"] == "none" and single.seen == [None]
+
+
+def test_object_mode_verdicts_use_each_methods_object_psnr():
+    row = _row("random", 8, zero_filled=30, cg_sense=34, l1_wavelet=37, tv=35, xpdnet=38.5, unet=31)
+    inside = {"zero-filled": 28, "cg-sense": 33, "l1-wavelet": 36.8, "tv": 34, "xpdnet": 37.2, "unet": 27.5}
+    for m, v in inside.items():
+        row["methods"][m]["object"] = {"psnr": v, "ssim": 0.9}
+    v = rd.verdicts(row)
+    assert v["xpdnet-best"]["pass"] and v["xpdnet-best"]["delta"] == pytest.approx(1.5)
+    assert not v["xpdnet-best" + rd.OBJECT]["pass"] and v["xpdnet-best" + rd.OBJECT]["delta"] == pytest.approx(0.4)
+    assert v["unet-zf"]["pass"] and not v["unet-zf" + rd.OBJECT]["pass"]
+    # rows without object scores (an earlier run's columns) have no object verdicts
+    assert not any(k.endswith(rd.OBJECT) for k in rd.verdicts(_row("random", 8, zero_filled=30, xpdnet=31)))
