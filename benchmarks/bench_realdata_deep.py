@@ -295,12 +295,12 @@ def classical_at_best(problem, methods: Sequence[str], n_iter: int, radial: bool
     """Each classical method at its best weight (the grids of :func:`run_classical`, extended beyond an edge) and
     with its best coil maps of :data:`MAPS_CHOICES` (multi-coil: ESPIRiT, the maps a user gets by default, and the
     ACS maps; where ESPIRiT cannot be estimated, ACS alone), as ``{method: {psnr, ssim, nmse, time_s, lam_factor,
-    maps, grid, object}}`` (``object``: the object mode's own oracle over the same runs, ``{psnr, ssim, lam_factor,
-    maps}``; the grid is extended by the fastMRI PSNR). Before this rule the table took ESPIRiT unless it left a tenth of the object uncovered, then
-    ACS for every method; on the head's 8x and cropped rows that rule's ACS maps cost l1-wavelet up to 4.4 dB
-    (head full equispaced 8x: 31.78 -> 36.20 with ESPIRiT), which XPDNet (ESPIRiT maps, the plugin's default)
-    was compared against. ``problem.maps`` is left as it was found (unset: a deep plugin then estimates its
-    default maps itself)."""
+    maps, grid, object}}`` (``object``: the object mode's own oracle over the same runs, ``{psnr, ssim,
+    lam_factor, maps}``; the grid is extended by the fastMRI PSNR). Before this rule the table took ESPIRiT unless
+    it left a tenth of the object uncovered, then ACS for every method; on the head's 8x and cropped rows those
+    ACS maps cost l1-wavelet up to 5.75 dB (head crop96 equispaced 4x: 32.38 -> 38.13 with ESPIRiT), while XPDNet
+    (ESPIRiT maps, the plugin's default) was compared against them. ``problem.maps`` is left as it was found
+    (unset: a deep plugin then estimates its default maps itself)."""
     from workbench.errors import SamplingError
 
     had = problem.maps if problem.has_maps else None
@@ -544,9 +544,9 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"`bench_deep` (CG-SENSE Tikhonov f in {meta.get('cg_grid')} x ||A^H A||, {meta.get('cg_iter')} "
               f"iterations; TV f in {meta.get('tv_grid')} and l1-wavelet f in {meta.get('l1_grid')} x the 99th "
               f"percentile of the zero-filled image, {meta.get('n_iter')} iterations; where the best weight is at "
-              f"a grid's edge, up to {GRID_EXTENSION} more weights beyond it, x3 or /3), each with its better coil maps, "
-              "ESPIRiT or ACS (the `maps` column: CG-SENSE / l1-wavelet / TV; radial: CG-SENSE / TV). Deep models through their "
-              "plugins (`safe_run`) with default parameters"
+              f"a grid's edge, up to {GRID_EXTENSION} more weights beyond it, x3 or /3), each with its better "
+              "coil maps, ESPIRiT or ACS (the `maps` column: CG-SENSE / l1-wavelet / TV; radial: CG-SENSE / TV). "
+              "Deep models through their plugins (`safe_run`) with default parameters"
               + (f", extra plugin parameters {meta['plugin_params']}" if meta.get("plugin_params") else "") + ". "
               + meta.get("posterior_note", "")
               + (f" Columns other than {', '.join(meta['methods'])} are taken from `{meta['baseline']}` (the same "
@@ -585,7 +585,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         head = ["row", "coils", "maps", "zero-filled", "CG-SENSE", "l1-wavelet", "TV", "best classical", *deep,
                 "XPDNet - best", "U-net - ZF", "object mode: XPDNet - best / U-net - ZF"]
         if "xpdnet+adapt" in deep:
-            head.insert(-1, "XPDNet+adapt - best")
+            head.insert(-2, "XPDNet+adapt - best")  # before "U-net - ZF" and the object mode's column
         lines += ["## Cartesian rows: PSNR / SSIM", "", "✗: fails the issue's threshold.", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in cart:

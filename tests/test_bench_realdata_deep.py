@@ -184,3 +184,21 @@ def test_object_mode_verdicts_use_each_methods_object_psnr():
     assert v["unet-zf"]["pass"] and not v["unet-zf" + rd.OBJECT]["pass"]
     # rows without object scores (an earlier run's columns) have no object verdicts
     assert not any(k.endswith(rd.OBJECT) for k in rd.verdicts(_row("random", 8, zero_filled=30, xpdnet=31)))
+
+
+def test_markdown_rows_have_as_many_cells_as_the_header():
+    row = _row("random", 8, zero_filled=30, cg_sense=34, l1_wavelet=37, tv=35, xpdnet=38.5, unet=31)
+    row["methods"]["xpdnet+adapt"] = {"status": "ok", "psnr": 38.7, "object": {"psnr": 37.0, "ssim": 0.9}}
+    for m in row["methods"].values():
+        m.setdefault("ssim", 0.9)
+        m.setdefault("object", {"psnr": m["psnr"] - 1, "ssim": 0.9})
+    row.update(id="head/full/random/4x", dataset="head", variant="full", acceleration=4, maps="espirit")
+    row["verdicts"] = rd.verdicts(row)
+    from benchmarks.harness import machine_description
+
+    text = rd.to_markdown({"meta": machine_description(), "rows": [row], "summary": rd.summary([row])})
+    table = [line for line in text.splitlines() if line.startswith("| row |") or line.startswith("| head/")]
+    header, cells = (line.strip("|").split(" | ") for line in table)
+    assert len(header) == len(cells)
+    assert cells[header.index("XPDNet+adapt - best")].startswith("+1.70")  # 38.7 - 37 (l1-wavelet)
+    assert cells[header.index("U-net - ZF")].startswith("+1.00")
