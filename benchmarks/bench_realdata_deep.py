@@ -305,7 +305,8 @@ def classical_at_best(problem, methods: Sequence[str], n_iter: int, radial: bool
 
     had = problem.maps if problem.has_maps else None
     choices = MAPS_CHOICES if problem.n_coils > 1 else ("none",)
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[str, dict[str, Any]] = {}  # by the fastMRI PSNR
+    inside: dict[str, dict[str, Any]] = {}  # by the object mode's
     try:
         for name in choices:
             if name != "none":
@@ -318,18 +319,16 @@ def classical_at_best(problem, methods: Sequence[str], n_iter: int, radial: bool
             extend_to_optimum(problem, grids, n_iter, radial, key="psnr_object")  # its optimum may lie elsewhere
             for m, by_weight in grids.items():
                 f, r = max(by_weight.items(), key=lambda kv: kv[1]["psnr"])
-                fo, ro = max(by_weight.items(), key=lambda kv: kv[1]["psnr_object"])
-                inside = {"psnr": ro["psnr_object"], "ssim": ro["ssim_object"], "lam_factor": fo, "maps": name}
                 if m not in best or r["psnr"] > best[m]["psnr"]:
                     best[m] = {"status": "ok", "psnr": r["psnr"], "ssim": r["ssim"], "nmse": r["nmse"],
                                "time_s": round(r["time_s"], 2), "lam_factor": f, "maps": name,
-                               "grid": {str(g): round(v["psnr"], 2) for g, v in by_weight.items()},
-                               "object": best.get(m, {}).get("object")}
-                if best[m]["object"] is None or inside["psnr"] > best[m]["object"]["psnr"]:
-                    best[m]["object"] = inside
+                               "grid": {str(g): round(v["psnr"], 2) for g, v in by_weight.items()}}
+                f, r = max(by_weight.items(), key=lambda kv: kv[1]["psnr_object"])
+                if m not in inside or r["psnr_object"] > inside[m]["psnr"]:
+                    inside[m] = {"psnr": r["psnr_object"], "ssim": r["ssim_object"], "lam_factor": f, "maps": name}
     finally:
         problem.maps = had
-    return best
+    return {m: {**v, "object": inside[m]} for m, v in best.items()}
 
 
 def evaluate_row(spec: RowSpec, problem, registry, opts: Options, baseline: dict | None = None) -> dict:
