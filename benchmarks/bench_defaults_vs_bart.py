@@ -1,7 +1,7 @@
 """Defaults as a user gets them against BART: the whole ``workbench recon`` command against ``bart ecalib`` +
-``bart pics`` at the same weight, on the demo slice and the real 8-coil head, quiet and beside a busy process.
+``bart pics`` at the same weight, on the demo slice and the real sets, quiet and beside a busy process.
 
-    python -m benchmarks.bench_defaults_vs_bart [--datasets demo,head] [--methods cg-sense,l1-wavelet,tv,fused-lasso]
+    python -m benchmarks.bench_defaults_vs_bart [--datasets demo,head,phantom,gre,dhe,bodycoil,7t] [--methods cg-sense,l1-wavelet,tv,fused-lasso]
                                                 [--repeats 3] [--busy 0,1] [--name defaults_vs_bart]
 
 Both sides get the same undersampled data: the slice's k-space under the CLI's default random line mask at 4x
@@ -59,12 +59,12 @@ def prepare(name: str, folder: Path) -> dict:
     from workbench.io.bart import write_cfl
     from workbench.sampling import make_sampling
 
-    d = DATASETS[name]
+    d, index = _dataset(name)
     path = d.resolve(realdata_dir())
     if path is None:
         raise FileNotFoundError(f"{name}: not available")
     scan = open_scan(str(path), **d.options)
-    index = scan.n_slices // 2 if d.slice_index is None else d.slice_index
+    index = (scan.n_slices // 2 if d.slice_index is None else d.slice_index) if index is None else index
     mask = make_sampling("random", scan.grid_shape, 4.0, seed=0).mask
     mask = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
     np.save(folder / f"{name}_mask.npy", mask)
@@ -73,6 +73,19 @@ def prepare(name: str, folder: Path) -> dict:
     options = [a for key, value in d.options.items() for a in ("--option", f"{key}={str(value).lower()}")]
     return {"file": str(path), "slice": index, "options": options, "mask": str(folder / f"{name}_mask.npy"),
             "ksp": str(folder / f"{name}_ksp")}
+
+
+def _dataset(name: str):
+    """``(Dataset, slice index or None)``: a set of :data:`DATASETS`, or one of the other fully sampled real
+    Cartesian sets of :data:`benchmarks.bench_realdata_deep.REAL_SETS` (DHE, body coil, 7 T), read from its file
+    as the CLI reads it (the 7 T scan's asymmetric echo included: both sides get the same data)."""
+    if name in DATASETS:
+        return DATASETS[name], None
+    from benchmarks.bench_realdata_deep import REAL_SETS
+
+    if name not in REAL_SETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *REAL_SETS])}")
+    return REAL_SETS[name].dataset, REAL_SETS[name].slice_index
 
 
 def ours_command(data: dict, method: str) -> list[str]:
