@@ -255,6 +255,29 @@ def test_projection_onto_dual_ball(dim):
         assert float(torch.vdot((z - p).reshape(-1), (w - p).reshape(-1)).real) <= 1e-10
 
 
+@pytest.mark.parametrize("dim", [None, 0])
+def test_projection_matches_its_definition_in_float32_at_any_radius(dim):
+    """The in-place rsqrt form against ``z * min(1, r / |z|)`` in float64 (including zero entries, a zero and
+    an infinite radius, radii far from the data's scale), and the autograd path gives the definition's gradient."""
+    gen = torch.Generator().manual_seed(11)
+    z = (2 * crandn(2, 40, gen=gen)).to(torch.complex64)
+    z[:, :3] = 0
+    for r in (0.0, 1e-6, 0.3, 1.3, 4.0, 1e12, float("inf")):
+        got = project_l2_ball(z, r, dim=dim)
+        z64 = z.to(torch.complex128)
+        norm = z64.abs() if dim is None else torch.linalg.vector_norm(z64, dim=0, keepdim=True)
+        want = z64 * torch.clamp(r / norm.clamp_min(1e-300), max=1)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-6, atol=1e-7 * max(min(r, 1.0), 1e-6))
+        inside = (norm < 0.999 * r).expand_as(z)
+        assert torch.equal(got[inside], z[inside])  # strictly inside the ball: untouched
+    w = z[:, 3:].clone().requires_grad_(True)  # |z| has no derivative at 0
+    project_l2_ball(w, 1.3, dim=dim).abs().sum().backward()
+    v = z[:, 3:].clone().requires_grad_(True)
+    norm = v.abs() if dim is None else (v.real.square() + v.imag.square()).sum(0, keepdim=True).sqrt()
+    (v * torch.clamp(1.3 / norm.clamp_min(1e-30), max=1)).abs().sum().backward()
+    torch.testing.assert_close(w.grad, v.grad)
+
+
 # --- l1-wavelet (FISTA) ------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:Level value")
 def test_l1_wavelet_with_identity_is_wavelet_soft_thresholding():

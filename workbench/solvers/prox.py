@@ -49,24 +49,17 @@ def project_l2_ball(z: torch.Tensor, radius: float | torch.Tensor, dim: int | No
     (isotropic TV with ``d`` the gradient-component axis). This is ``prox_{s f*}`` for ``f = radius * norm``,
     for any step ``s``.
     """
-    real = z.real.dtype if z.is_complex() else z.dtype
-    if not isinstance(radius, torch.Tensor) and _square_fits(float(radius), real):
-        # min(1, r / |z|) = r / sqrt(max(|z|^2, r^2)): in place on the squared norm, three operations fewer
-        # than the division form (PDHG's dual step runs this on every coefficient of every iteration)
+    if not isinstance(radius, torch.Tensor) and not (z.requires_grad and torch.is_grad_enabled()):
+        # min(1, r / |z|) in place on the squared norm (autograd would need the intermediate results kept):
+        # four operations where the division form takes seven, and PDHG's dual step runs this on every
+        # coefficient of every iteration
         sq = z.real.square().add_(z.imag.square()) if z.is_complex() else z.square()
         if dim is not None:
             sq = sq.sum(dim, keepdim=True)
-        r = float(radius)
-        return z * sq.clamp_min_(r * r).rsqrt_().mul_(r)
+        return z * sq.clamp_min_(torch.finfo(sq.dtype).tiny).rsqrt_().mul_(float(radius)).clamp_max_(1)
     norm = magnitude(z) if dim is None else group_norm(z, dim)
     scale = torch.clamp(radius / norm.clamp_min(torch.finfo(norm.dtype).tiny), max=1)
     return z * scale
-
-
-def _square_fits(r: float, dtype: torch.dtype) -> bool:
-    """``r^2`` is a positive normal number of ``dtype`` (so ``rsqrt(max(|z|^2, r^2))`` is finite)."""
-    info = torch.finfo(dtype)
-    return info.tiny < r * r < info.max
 
 
 def l1_norm(x: torch.Tensor, item_ndim: int) -> torch.Tensor:
