@@ -140,6 +140,23 @@ class Scan:
                                               f"{int((~np.isfinite(ref)).sum())} NaN/Inf values")
         return ref
 
+    def no_reference_reason(self) -> str | None:
+        """Why this scan has no reference image to score against (None when it has one: a stored reference, or a
+        fully sampled Cartesian grid), with what the user can do instead."""
+        if self.load_reference is not None or self.fully_sampled:
+            return None
+        validate = "--validate (the app: Validate) scores a run by held-out samples instead"
+        if not self.is_cartesian:
+            return f"non-Cartesian data has no fully sampled reference; {validate}"
+        text = f"{100 * self.sampled_fraction:.1f} % of the grid was acquired, not all of it"
+        from workbench.io.readout import symmetric_rows
+
+        band = symmetric_rows(self.acquired_mask, int(self.grid_shape[0]))
+        if band is not None:
+            text += (f"; the rest is an asymmetric echo: the option symmetric_echo=true keeps the {band[1] - band[0]} "
+                     "readout rows around the echo, fully sampled where every line is, with their own reference")
+        return f"{text}; {validate}"
+
     def trajectory_tensor(self, device: str | torch.device = "cpu") -> torch.Tensor | None:
         if self.trajectory is None:
             return None

@@ -337,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
         grid=list(problem.grid_shape), recon_shape=list(problem.recon_shape), maps=(
             args.maps_file if args.maps_file else args.maps),
         metrics=metrics, zero_filled=zero_filled, data_range=data_range, data_range_source=range_source,
-        score_mode=mode, score_error=score_error, holdout=holdout,
+        score_mode=mode, score_error=score_error, no_reference=None if problem.reference is not None else (
+            scan.no_reference_reason() or "the scan has no reference image"), holdout=holdout,
         prepare_s=round(prepare_s, 4), maps_estimated_in_run=problem.has_maps and not had_maps, out=args.out,
         dcf_method=problem.provenance.get("dcf_method"),
     )
@@ -382,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
     elif score_error is not None:
         print(f"metrics   not computed: {score_error}")
     else:
-        print("metrics   no reference image for this scan")
+        print(f"metrics   no reference image for this scan: {summary['no_reference']}")
     if holdout is not None:
         from workbench.holdout import score_text
 

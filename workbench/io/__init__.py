@@ -140,7 +140,9 @@ def _probe(reader: Reader, path: str, head: bytes) -> int:
 
 def open_scan(path: str | os.PathLike, *, format: str | None = None, **options: Any) -> Scan:
     """Open a raw scan file. ``format`` forces a reader by name; ``options`` go to the reader (see
-    docs/formats.md, e.g. ``kspace_var``, ``coil_axis``, ``trajectory_var``)."""
+    docs/formats.md, e.g. ``kspace_var``, ``coil_axis``, ``trajectory_var``), except ``symmetric_echo=true``,
+    which every Cartesian scan takes: the readout cut to the fully sampled band around an asymmetric echo
+    (:func:`workbench.io.readout.symmetric_echo`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ScanError(path, "file does not exist")
@@ -153,6 +155,8 @@ def open_scan(path: str | os.PathLike, *, format: str | None = None, **options: 
             head = f.read(512)
     except PermissionError as exc:
         raise ScanError(path, f"cannot read the file ({exc.strerror})") from exc
+    # an option of every Cartesian format, applied after the reader (workbench.io.readout); the rest are the reader's
+    symmetric = options.pop("symmetric_echo", None)
     candidates = readers()
     if format is not None:
         chosen = [r for r in candidates if r.name == format]
@@ -182,6 +186,12 @@ def open_scan(path: str | os.PathLike, *, format: str | None = None, **options: 
             raise ScanError(path, f"cannot read the file ({exc.__cause__.strerror})") from exc.__cause__
         raise
     check_scan_size(scan)
+    from workbench.io.bart import option_bool
+
+    if option_bool(path, "symmetric_echo", symmetric):
+        from workbench.io.readout import symmetric_echo
+
+        scan = symmetric_echo(scan)
     return scan
 
 

@@ -458,7 +458,8 @@ class TwixReader:
         notes = [] if differ is None else [differ]
         if front or k0.shape[1] != lines0.shape[-1]:
             notes.append(f"asymmetric echo: {lines0.shape[-1]} of {grid[0]} readout samples acquired (echo at column "
-                         f"{center_col}); zero-padded {front} samples before the echo, marked as not acquired")
+                         f"{center_col}); zero-padded {front} samples before the echo, marked as not acquired "
+                         "(option symmetric_echo=true: the fully sampled band around the echo)")
         epi = any(m.is_flag_set("REFLECT") for m in im.mdb_list)
         if epi:
             notes.append("EPI: raw lines, REFLECT lines reversed by twixtools"
