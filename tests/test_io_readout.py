@@ -55,6 +55,7 @@ def test_symmetric_echo_cuts_the_readout_and_gives_a_reference(tmp_path):
     cut = open_scan(path, symmetric_echo="true")
     assert cut.grid_shape == (24, W) and cut.kspace_shape == (C, 24, W) and cut.recon_shape == (24, W)
     assert cut.fully_sampled and cut.acquired_mask is None and cut.no_reference_reason() is None
+    assert scan.pixel_aspect == 1.0 and cut.pixel_aspect == 2.0  # the same field of view in half the rows
     np.testing.assert_array_equal(cut.kspace(0).numpy(), k[:, 12:36])
     assert cut.attrs["symmetric_echo"] == {"rows": [12, 36], "grid_before": [H, W]}
     assert "symmetric_echo: readout rows 12..35 kept" in cut.header["note"]
@@ -127,4 +128,5 @@ def test_real_7t_asymmetric_echo_band_is_the_benchmarks(realdata):
     cut = open_scan(path, symmetric_echo=True)
     assert tuple(cut.attrs["symmetric_echo"]["rows"]) == REAL_SETS["7t"].readout_rows == (84, 428)
     assert cut.fully_sampled and cut.grid_shape == (344, 256) and cut.recon_shape == (172, 256)
+    assert cut.pixel_aspect == pytest.approx(512 / 344)
     np.testing.assert_array_equal(cut.kspace(0).numpy(), full.kspace(0).numpy()[:, 84:428])

@@ -26,6 +26,8 @@ def test_safe_name_and_pixel_spacing():
     scan = SimpleNamespace(header={"fov_mm": [100, 50, 3]}, recon_shape=(50, 50))
     assert pixel_spacing_mm(scan) == pytest.approx((2.0, 1.0))
     assert pixel_spacing_mm(SimpleNamespace(header={"recon_fov_mm": "bad"}, recon_shape=(4, 4))) == (1.0, 1.0)
+    # no field of view: 1 mm wide, and as high as the scan's pixels are (an asymmetric echo's band)
+    assert pixel_spacing_mm(SimpleNamespace(header={}, recon_shape=(4, 4), pixel_aspect=1.5)) == (1.5, 1.0)
 
 
 def test_nifti_keeps_the_image_upright_with_its_spacing(tmp_path):

@@ -65,6 +65,9 @@ class Scan:
         header: flat dict of header highlights for display (field strength, TE, TR, FOV, ...).
         header_xml: the raw ISMRMRD XML header when the file has one.
         attrs: format-specific attributes (fastMRI file attrs, MATLAB variable names, ...).
+        pixel_aspect: height / width of an image pixel of ``recon_shape`` (1: square; an asymmetric echo's
+            band, :mod:`workbench.io.readout`, keeps the field of view with fewer readout pixels). Views draw
+            pixels this tall; metrics do not use it.
     """
 
     path: str | None
@@ -84,6 +87,7 @@ class Scan:
     header: dict[str, Any] = field(default_factory=dict)
     header_xml: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    pixel_aspect: float = 1.0
     # readers keep one open file handle (h5py, seek + read): reads from several threads (the slices of a volume
     # run, a job's data preparation beside the app's viewer) take turns
     _read_lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)

@@ -184,6 +184,15 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         self._inside = False  # the pointer is over the image (a "left" report is due when it leaves)
         self._first = True
         self.follow_bounds = True  # False for views linked to another one (that one follows the bounds)
+        self.pixel_aspect = 1.0  # height / width of a pixel as drawn (set_pixel_aspect)
+
+    def set_pixel_aspect(self, aspect: float) -> None:
+        """Draw each pixel ``aspect`` times as tall as it is wide (``Scan.pixel_aspect``; k-space and masks
+        keep 1). Only the view's scale changes: hover, ROIs and painting still work in pixels."""
+        aspect = float(aspect) if aspect and aspect > 0 else 1.0
+        if aspect != self.pixel_aspect:
+            self.pixel_aspect = aspect
+            self.view.setAspectLocked(True, ratio=1.0 / aspect)  # pyqtgraph's ratio: x scale / y scale
 
     def enable_colorbar(self, on: bool) -> None:
         """Show an interactive colour bar (drag its ends to change this panel's window/level)."""

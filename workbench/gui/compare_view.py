@@ -280,7 +280,7 @@ class CompareView(QtWidgets.QWidget):
             self.refresh_table()
             return
         self.outline_box.setEnabled(self.session.scan is not None and self.session.reference() is not None)
-        self.grid.setData(self.column_data(self.keys()), self.error_levels())
+        self.grid.setData(self.column_data(self.keys()), self.error_levels(), self.session.pixel_aspect)
         self._fit_split()
         self._drawn_done = {k for k in self.grid.keys()
                             if (e := self.session.entry(k)) is not None and e.state == "done"}

@@ -569,6 +569,8 @@ class SamplingPanel(QtWidgets.QWidget):
             self.psf_curve.setData(offsets, np.log10(np.maximum(row, 10.0 ** PSF_FLOOR)))
             self.psf_plot.setXRange(float(offsets[0]), float(offsets[-1]), padding=0.01)
         zf = s.zero_filled()
+        for panel in (self.zf_panel, self.err_panel):
+            panel.set_pixel_aspect(s.pixel_aspect)
         self.zf_panel.set_image(zf, autorange=autorange)
         m = s.zero_filled_metrics()
         ref = s.reference()

@@ -132,6 +132,7 @@ class ScanView(QtWidgets.QWidget):
             title = ("fully sampled, " + ("RSS" if s.coil_index is None else f"coil {s.coil_index + 1}")
                      if img is not None else "fully sampled (not available for this scan)")
         self.image_panel.set_title(title)
+        self.image_panel.set_pixel_aspect(s.pixel_aspect)
         self.image_panel.set_image(img, autorange=autorange)
 
 

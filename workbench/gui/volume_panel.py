@@ -103,6 +103,7 @@ class VolumePanel(QtWidgets.QWidget):
             return
         record = records[k]
         image = run.image(record.slice)
+        self.image.set_pixel_aspect(run.pixel_aspect)
         self.image.set_image(None if image is None else np.abs(image))
         self.image.set_title(f"{run.method}, slice {record.slice}")
         scores = (f", PSNR {record.metrics['psnr']:.2f} dB, SSIM {record.metrics['ssim']:.4f}"

@@ -76,6 +76,7 @@ def symmetric_echo(scan: Scan) -> Scan:
         scan, kspace_shape=(scan.kspace_shape[0], kept, width), load_slice=load_slice, grid_shape=(kept, width),
         recon_shape=(recon_h, scan.recon_shape[1]), acquired_mask=None if acquired.all() else acquired,
         encoded_mask=encoded, load_reference=None, reference_kind=None,
+        pixel_aspect=scan.pixel_aspect * height / kept,  # the same field of view in fewer readout pixels
         attrs={**scan.attrs, "symmetric_echo": {"rows": [first, stop], "grid_before": [height, width]}})
     return _with_note(cut, note)
 

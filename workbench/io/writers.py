@@ -29,7 +29,8 @@ def safe_name(label: str) -> str:
 
 def pixel_spacing_mm(scan: Any) -> tuple[float, float]:
     """(row, column) pixel size in mm of ``recon_shape`` images, from the header's reconstruction field of view
-    when known (``recon_fov_mm`` as ``[y, x, z]`` or ``"240x240x5"``), else 1 mm."""
+    when known (``recon_fov_mm`` as ``[y, x, z]`` or ``"240x240x5"``), else 1 mm wide and ``Scan.pixel_aspect`` mm
+    high."""
     hdr = getattr(scan, "header", {}) or {}
     for key in ("recon_fov_mm", "fov_mm", "field_of_view_mm"):
         fov = hdr.get(key)
@@ -41,7 +42,7 @@ def pixel_spacing_mm(scan: Any) -> tuple[float, float]:
             return parts[0] / h, parts[1] / w
         except (TypeError, ValueError, IndexError, AttributeError):
             continue
-    return 1.0, 1.0
+    return float(getattr(scan, "pixel_aspect", 1.0) or 1.0), 1.0
 
 
 def write_nifti(path: str | os.PathLike, image: np.ndarray, spacing_mm: tuple[float, float] = (1.0, 1.0),

@@ -129,6 +129,11 @@ class Session:
     def recon_shape(self) -> tuple[int, int]:
         return tuple(self._require_scan().recon_shape)  # type: ignore[return-value]
 
+    @property
+    def pixel_aspect(self) -> float:
+        """Height / width of an image pixel (``Scan.pixel_aspect``; 1 without a scan): how tall views draw it."""
+        return 1.0 if self.scan is None else float(self.scan.pixel_aspect)
+
     # --- the slice's images and scores: views.SliceViews ------------------------------------------------------
     @property
     def views(self) -> SliceViews:

@@ -28,7 +28,7 @@ class VolumeRun:
     "running", "done", "failed", "cancelled"), ``progress`` in [0, 1] over the whole volume, ``progress_text``,
     ``current`` (the slice running, or None), ``records`` (one :class:`workbench.volume.SliceRecord` per finished
     slice), ``metrics`` (the volume's, when done), ``error``, ``path`` (the result file, None for none),
-    ``started`` / ``finished`` (``time.time()``)."""
+    ``started`` / ``finished`` (``time.time()``), ``pixel_aspect`` (the scan's: how tall a view draws a pixel)."""
 
     def __init__(self, run_id: int, method: Any, slices: Sequence[int], path: str | None):
         self.id = run_id
@@ -43,6 +43,7 @@ class VolumeRun:
         self.metrics: dict[str, float] | None = None
         self.error: str | None = None
         self.path = path
+        self.pixel_aspect = 1.0
         self.started: float | None = None
         self.finished: float | None = None
         self._images: dict[int, np.ndarray] = {}
@@ -102,6 +103,7 @@ class VolumeRuns:
         method.make_params(params)  # bad parameters fail here, in the caller
         slices = list(range(scan.n_slices)) if slices is None else [int(s) for s in slices]
         run = VolumeRun(self._next, method, slices, path)
+        run.pixel_aspect = float(getattr(scan, "pixel_aspect", 1.0))
         self._next += 1
         self.runs.append(run)
         n = len(slices)

@@ -113,6 +113,7 @@ class CompareGrid(QtWidgets.QScrollArea):
         self.mode = "magnitude"
         self.cmap = "gray"
         self.error_levels: tuple[float, float] | None = None
+        self.pixel_aspect = 1.0  # height / width of an image pixel as drawn (setData)
         self.shared_levels: tuple[float, float] | None = None
         self._levels_user = False  # True once the user set the shared window/level (kept across setData)
         self.overlay = ToolOverlay(self)
@@ -126,9 +127,12 @@ class CompareGrid(QtWidgets.QScrollArea):
     def keys(self) -> list[Any]:
         return [c.key for c in self.columns]
 
-    def setData(self, columns: list[ColumnData], error_levels: tuple[float, float] | None = None) -> None:  # noqa: N802
-        """Recreate the panels for ``columns``; ``error_levels``: the error row's window (None: no error row)."""
+    def setData(self, columns: list[ColumnData], error_levels: tuple[float, float] | None = None,  # noqa: N802
+                pixel_aspect: float = 1.0) -> None:
+        """Recreate the panels for ``columns``; ``error_levels``: the error row's window (None: no error row);
+        ``pixel_aspect``: height / width of an image pixel as drawn (``Scan.pixel_aspect``)."""
         self._clear()
+        self.pixel_aspect = float(pixel_aspect)
         self.error_levels = error_levels
         if not self._levels_user:  # the default window follows what is shown
             self.shared_levels = None
@@ -210,6 +214,7 @@ class CompareGrid(QtWidgets.QScrollArea):
 
     def _panel(self, title: str, cmap: str = "gray") -> ImagePanel:
         panel = ImagePanel(title, cmap=cmap)
+        panel.set_pixel_aspect(self.pixel_aspect)
         panel.hovered.connect(self.hovered)
         panel.setMinimumWidth(PANEL_MIN_WIDTH)
         panel.base_min_height = PANEL_MIN_HEIGHT
@@ -283,7 +288,8 @@ class CompareGrid(QtWidgets.QScrollArea):
 
     def _aspect(self) -> float:
         first = next((c.data.image for c in self.columns if c.data.image is not None), None)
-        return first.shape[0] / first.shape[1] if first is not None and first.ndim == 2 else 1.0
+        shape = first.shape[0] / first.shape[1] if first is not None and first.ndim == 2 else 1.0
+        return shape * self.pixel_aspect  # the drawn height / width
 
     def slack(self) -> int:
         """The height (pixels) the panels leave unused: images as wide as their panels and no taller need less
