@@ -74,12 +74,11 @@ MARGIN_MULTICOIL, MARGIN_SINGLECOIL, MARGIN_NC_TV, MARGIN_NC_ADJOINT = 1.0, 0.5,
 
 @dataclass(frozen=True)
 class RealSet:
-    """A fully sampled real Cartesian set: a harness :class:`Dataset`, the slice, and (asymmetric echo) the
-    readout rows that hold a symmetric, fully sampled echo."""
+    """A fully sampled real Cartesian set: a harness :class:`Dataset` (an asymmetric echo opened with
+    ``symmetric_echo=True``: its fully sampled band, :mod:`workbench.io.readout`) and the slice."""
 
     dataset: Dataset
     slice_index: int | None = None
-    readout_rows: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -102,8 +101,8 @@ REAL_SETS: dict[str, RealSet] = {
                         "twix_phantom/meas_MID00273_FID117236_gre_bodycoil.dat"), slice_index=0),
         # 428 of 512 readout samples, echo at grid row 256: rows 84..427 are the symmetric, fully sampled part
         RealSet(Dataset("7t", "real phantom, 1 coil, 7 T, asymmetric echo: the symmetric 344 of 512 readout samples "
-                              "-> 172x256 (twix_phantom singlechannel_7T)", "twix_phantom/singlechannel_7T.dat"),
-                readout_rows=(84, 428)),
+                              "-> 172x256 (twix_phantom singlechannel_7T)", "twix_phantom/singlechannel_7T.dat",
+                        {"symmetric_echo": True})),
     )
 }
 
@@ -121,12 +120,7 @@ def full_kspace(real: RealSet, realdata: Path) -> np.ndarray | None:
     index = scan.n_slices // 2 if real.slice_index is None else real.slice_index
     k = scan.kspace(index)
     grid, recon = scan.grid_shape, scan.recon_shape
-    if real.readout_rows is not None:
-        top, bottom = real.readout_rows
-        k = k[:, top:bottom]
-        recon = (round((bottom - top) * recon[0] / grid[0]), recon[1])
-        grid = tuple(k.shape[-2:])
-    elif not scan.fully_sampled:
+    if not scan.fully_sampled:
         raise ValueError(f"{path}: not fully sampled ({scan.sampled_fraction:.1%} of the grid)")
     k, _, _ = crop_fully_sampled_axes(k, torch.ones(grid, dtype=torch.bool), None, grid, recon)
     return np.ascontiguousarray(k.numpy(), dtype=np.complex64)

@@ -130,8 +130,7 @@ class Session:
         return tuple(self._require_scan().recon_shape)  # type: ignore[return-value]
 
     @property
-    def pixel_aspect(self) -> float:
-        """Height / width of an image pixel (``Scan.pixel_aspect``; 1 without a scan): how tall views draw it."""
+    def pixel_aspect(self) -> float:  # Scan.pixel_aspect (1 without a scan): how tall views draw an image pixel
         return 1.0 if self.scan is None else float(self.scan.pixel_aspect)
 
     # --- the slice's images and scores: views.SliceViews ------------------------------------------------------
