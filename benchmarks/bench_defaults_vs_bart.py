@@ -77,8 +77,8 @@ def prepare(name: str, folder: Path) -> dict:
 
 def _dataset(name: str):
     """``(Dataset, slice index or None)``: a set of :data:`DATASETS`, or one of the other fully sampled real
-    Cartesian sets of :data:`benchmarks.bench_realdata_deep.REAL_SETS` (DHE, body coil, 7 T), read from its file
-    as the CLI reads it (the 7 T scan's asymmetric echo included: both sides get the same data)."""
+    Cartesian sets of :data:`benchmarks.bench_realdata_deep.REAL_SETS` (DHE, body coil, 7 T), opened with its
+    options there (the 7 T scan's ``symmetric_echo``: its fully sampled band) as the CLI opens it."""
     if name in DATASETS:
         return DATASETS[name], None
     from benchmarks.bench_realdata_deep import REAL_SETS

@@ -29,7 +29,7 @@ def drawn_height_over_width(panel) -> float:
     return rect.height() / rect.width()
 
 
-def test_views_draw_the_band_with_the_full_readouts_proportions(qtbot, asymmetric_file):
+def test_views_draw_the_band_with_the_full_readouts_proportions(qtbot, asymmetric_file, tmp_path):
     from workbench.gui.compare_view import CompareView
     from workbench.gui.scan_view import ScanView
     from workbench.session import Session
@@ -64,6 +64,17 @@ def test_views_draw_the_band_with_the_full_readouts_proportions(qtbot, asymmetri
                 assert grid._aspect() == pytest.approx(24 / W * 2.0)  # the layout plans for the drawn height
                 rows = {r["label"]: r for r in session.comparison_rows()}
                 assert rows["zero-filled (live)"]["psnr"] is not None  # the band has its own reference
+                # the exported figure draws the tiles as the views do: twice as tall as the pixel count says
+                from PyQt6 import QtGui
+
+                compare.export_figure(str(tmp_path / "figure.png"))
+                drawn = QtGui.QImage(str(tmp_path / "figure.png")).height()
+                from workbench.gui.figure import render_figure
+
+                square = render_figure(grid.figure_columns(), caption=compare.figure_caption()).height()
+                n_rows = 1 + any(c.error is not None for c in grid.columns)
+                tile = round(256 * 24 / W)  # a 24 x 20 tile 256 pixels wide, with square pixels
+                assert drawn - square == n_rows * (round(256 * 24 / W * 2.0) - tile)
         finally:
             session.shutdown()
     (full_shape, full_ratio), (band_shape, band_ratio) = shapes[False], shapes[True]

@@ -69,6 +69,7 @@ def test_symmetric_echo_cuts_the_readout_and_gives_a_reference(tmp_path):
 def test_symmetric_echo_keeps_the_oversampling_ratio_and_drops_a_stored_reference():
     k = asymmetric_kspace()
     scan = scan_from_arrays(k, recon_shape=(H // 2, W), reference=np.ones((1, H // 2, W), np.float32))
+    scan.attrs["max"] = 7.0  # a file's volume maximum: of the full-resolution images, not the band's
     mask = np.ones((H, W), bool)
     mask[:12] = False
     mask[:, 3] = False  # one phase line not measured either: cut, but still not fully sampled
@@ -77,9 +78,12 @@ def test_symmetric_echo_keeps_the_oversampling_ratio_and_drops_a_stored_referenc
     cut = symmetric_echo(scan)
     assert cut.grid_shape == (24, W) and cut.recon_shape == (12, W)  # 2x readout oversampling kept
     assert cut.load_reference is None and "reference image (full readout resolution) is not used" in cut.header["note"]
-    np.testing.assert_array_equal(cut.acquired_mask, mask[12:36]) and not cut.fully_sampled
+    np.testing.assert_array_equal(cut.acquired_mask, mask[12:36])
+    assert not cut.fully_sampled
     assert cut.encoded_mask.shape == (24, W)
+    assert "max" not in cut.attrs
     assert scan.grid_shape == (H, W) and scan.load_reference is not None  # the original is left as it was
+    assert scan.attrs["max"] == 7.0
 
 
 def test_symmetric_echo_refuses_what_it_cannot_cut(tmp_path):

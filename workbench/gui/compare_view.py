@@ -350,7 +350,8 @@ class CompareView(QtWidgets.QWidget):
             self.rebuild(force=True)  # the tab may be hidden (export from the menu), or a change not drawn yet
         from workbench.atomic import atomic_path
 
-        img = render_figure(self.grid.figure_columns(), title=title, caption=self.figure_caption())
+        img = render_figure(self.grid.figure_columns(), title=title, caption=self.figure_caption(),
+                            pixel_aspect=self.grid.pixel_aspect)
         scan = self.session.scan
         with atomic_path(path, inputs=(scan.path if scan is not None else None,)) as tmp:
             if not img.save(tmp):  # the temporary name keeps the suffix that picks the format

@@ -42,14 +42,15 @@ def to_qimage(tile: Tile) -> QtGui.QImage:
 
 
 def render_figure(columns: list[FigureColumn], title: str = "", tile_width: int = 256,
-                  caption: str = "") -> QtGui.QImage:
-    """Compose the figure; ``caption``: a line under the title (e.g. the scoring mode of the numbers); returns a
+                  caption: str = "", pixel_aspect: float = 1.0) -> QtGui.QImage:
+    """Compose the figure; ``caption``: a line under the title (e.g. the scoring mode of the numbers);
+    ``pixel_aspect``: height / width of an image pixel (``Scan.pixel_aspect``), as the views draw it; returns a
     QImage (save with ``.save(path)``)."""
     if not columns:
         raise ValueError("nothing to draw: the comparison is empty")
     h0, w0 = columns[0].image.array.shape
     tw = tile_width
-    th = int(round(tw * h0 / w0))
+    th = int(round(tw * h0 / w0 * (pixel_aspect if pixel_aspect > 0 else 1.0)))
     pad, head, bar_w = 8, 44, 70
     rows = ["image"] + (["error"] if any(c.error for c in columns) else []) + \
         (["std"] if any(c.std for c in columns) else [])

@@ -559,6 +559,8 @@ class SamplingPanel(QtWidgets.QWidget):
                 # the number of samples is in the statistics beside the plot: a short title leaves it the height
                 self.traj_widget.set_title(f"{st.kind}, R={st.acceleration:.2f}"
                                            + (f", DCF {method}" if method else ""))
+        for panel in (self.psf_panel, self.zf_panel, self.err_panel):  # image-space pictures (not the mask)
+            panel.set_pixel_aspect(s.pixel_aspect)
         psf = s.psf()
         self.psf_panel.set_image(None if psf is None else np.log10(np.maximum(psf, 1e-6)), levels=(PSF_FLOOR, 0.0),
                                  autorange=autorange)
@@ -569,8 +571,6 @@ class SamplingPanel(QtWidgets.QWidget):
             self.psf_curve.setData(offsets, np.log10(np.maximum(row, 10.0 ** PSF_FLOOR)))
             self.psf_plot.setXRange(float(offsets[0]), float(offsets[-1]), padding=0.01)
         zf = s.zero_filled()
-        for panel in (self.zf_panel, self.err_panel):
-            panel.set_pixel_aspect(s.pixel_aspect)
         self.zf_panel.set_image(zf, autorange=autorange)
         m = s.zero_filled_metrics()
         ref = s.reference()

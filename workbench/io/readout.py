@@ -5,7 +5,7 @@ The readers put the echo at the grid centre (``H // 2``) and mark the samples th
 readout rows at one end of the grid, in ``acquired_mask``; such a scan is not fully sampled, so a retrospective
 experiment on it has no reference image to be scored against. :func:`symmetric_echo` (``open_scan``'s option
 ``symmetric_echo=true``, for every Cartesian format) keeps the band of readout rows acquired on both sides of the
-echo, the largest one centred on it: the same field of view at the readout resolution of the acquired short
+echo, the largest even band centred on it: the same field of view at the readout resolution of the acquired short
 side, fully sampled where every line was measured, with its own reference (the RSS of its coil images).
 """
 
@@ -23,8 +23,8 @@ __all__ = ["symmetric_echo", "symmetric_rows"]
 
 
 def symmetric_rows(acquired_mask: np.ndarray | None, height: int) -> tuple[int, int] | None:
-    """``(first, stop)``: the readout rows of the largest band centred on the echo row ``height // 2`` in which
-    every row holds samples, when the rows without any sample are whole rows at the ends of the grid (an
+    """``(first, stop)``: the readout rows of the largest even band centred on the echo row ``height // 2`` (its
+    row ``(stop - first) // 2``, the FFT's centre) in which every row holds samples, when the rows without any sample are whole rows at the ends of the grid (an
     asymmetric echo); None when every row holds samples or the gaps are not of that kind."""
     if acquired_mask is None:
         return None
@@ -56,8 +56,9 @@ def symmetric_echo(scan: Scan) -> Scan:
         if held is None or held.all():
             return _with_note(scan, "symmetric_echo: every readout sample was acquired; nothing cut")
         raise ScanError(path, "symmetric_echo: the samples that were not acquired are not an asymmetric echo "
-                              f"(readout rows without samples: {int((~held).sum())} of {height}, not one block "
-                              "at an end of the readout with the echo inside the rest)")
+                              f"(readout rows without samples: {int((~held).sum())} of {height}; an asymmetric "
+                              "echo misses one block at an end of the readout and keeps at least 2 rows on each "
+                              f"side of the echo at row {height // 2})")
     first, stop = band
     kept = stop - first
     recon_h = max(1, min(kept, int(round(scan.recon_shape[0] * kept / height))))
@@ -77,7 +78,9 @@ def symmetric_echo(scan: Scan) -> Scan:
         recon_shape=(recon_h, scan.recon_shape[1]), acquired_mask=None if acquired.all() else acquired,
         encoded_mask=encoded, load_reference=None, reference_kind=None,
         pixel_aspect=scan.pixel_aspect * height / kept,  # the same field of view in fewer readout pixels
-        attrs={**scan.attrs, "symmetric_echo": {"rows": [first, stop], "grid_before": [height, width]}})
+        # the file's volume maximum ("max", fastMRI's data range) is that of the full-resolution images
+        attrs={**{k: v for k, v in scan.attrs.items() if k != "max"},
+               "symmetric_echo": {"rows": [first, stop], "grid_before": [height, width]}})
     return _with_note(cut, note)
 
 
