@@ -43,6 +43,15 @@ def test_symmetric_rows_finds_the_band_around_the_echo():
     lines = np.ones((H, W), bool)
     lines[:, ::2] = False  # undersampled lines, full readout: no row is missing
     assert symmetric_rows(lines, H) is None
+    lines[:12] = False  # ... and an asymmetric echo: the measured lines are whole readouts of rows 12..47
+    assert symmetric_rows(lines, H) == (12, 36)
+    both = np.zeros((H, W), bool)
+    both[20:28] = True  # the rows two half echoes share: missing at both ends, not an asymmetric echo
+    assert symmetric_rows(both, H) is None
+    disc = np.hypot(*np.mgrid[-H // 2:H // 2, -W // 2:W // 2] / np.array([H / 2, W / 2])[:, None, None]) < 1
+    disc[:1] = False  # a 2D pattern (Poisson-disc like) whose first row is empty: its lines are not whole readouts
+    assert disc[1:].any(axis=1).all()
+    assert symmetric_rows(disc, H) is None
 
 
 def test_symmetric_echo_cuts_the_readout_and_gives_a_reference(tmp_path):
@@ -56,6 +65,7 @@ def test_symmetric_echo_cuts_the_readout_and_gives_a_reference(tmp_path):
     assert cut.grid_shape == (24, W) and cut.kspace_shape == (C, 24, W) and cut.recon_shape == (24, W)
     assert cut.fully_sampled and cut.acquired_mask is None and cut.no_reference_reason() is None
     assert scan.pixel_aspect == 1.0 and cut.pixel_aspect == 2.0  # the same field of view in half the rows
+    assert "symmetric_echo=true" in scan.summary()["no_reference"] and "no_reference" not in cut.summary()
     np.testing.assert_array_equal(cut.kspace(0).numpy(), k[:, 12:36])
     assert cut.attrs["symmetric_echo"] == {"rows": [12, 36], "grid_before": [H, W]}
     assert "symmetric_echo: readout rows 12..35 kept" in cut.header["note"]

@@ -186,6 +186,9 @@ class Scan:
         else:
             d["samples_per_coil"] = int(self.kspace_shape[-1])
         d["reference"] = self.reference_kind
+        why = self.no_reference_reason()
+        if why is not None and self.is_cartesian:  # an undersampled Cartesian scan: why, and what to do
+            d["no_reference"] = why
         d.update({k: v for k, v in self.header.items()})
         return d
 

@@ -24,18 +24,25 @@ __all__ = ["symmetric_echo", "symmetric_rows"]
 
 def symmetric_rows(acquired_mask: np.ndarray | None, height: int) -> tuple[int, int] | None:
     """``(first, stop)``: the readout rows of the largest even band centred on the echo row ``height // 2`` (its
-    row ``(stop - first) // 2``, the FFT's centre) in which every row holds samples, when the rows without any sample are whole rows at the ends of the grid (an
-    asymmetric echo); None when every row holds samples or the gaps are not of that kind."""
+    row ``(stop - first) // 2``, the FFT's centre) in which every row holds samples, when the samples that were
+    not acquired are whole readout rows at one end of the grid and every measured line holds all the others (an
+    asymmetric echo); None when every row holds samples or the gaps are of another kind (rows missing beside
+    the echo or at both ends, a 2D pattern such as a Poisson disc)."""
     if acquired_mask is None:
         return None
-    held = np.asarray(acquired_mask, dtype=bool).any(axis=1)
+    mask = np.asarray(acquired_mask, dtype=bool)
+    held = mask.any(axis=1)
     if held.all() or not held.any():
         return None
     rows = np.flatnonzero(held)
     first, stop = int(rows[0]), int(rows[-1]) + 1
     centre = height // 2
-    if not held[first:stop].all() or not first <= centre < stop:
-        return None  # rows missing in the middle, or the echo outside what was acquired: not an asymmetric echo
+    if not held[first:stop].all() or not first <= centre < stop or (first > 0 and stop < height):
+        # rows missing in the middle, at both ends (e.g. the rows two half echoes share), or the echo outside what
+        # was acquired: an asymmetric echo misses one block at one end, the echo and the far side acquired
+        return None
+    if not mask[first:stop][:, mask.any(axis=0)].all():
+        return None  # a measured line is not a whole readout of those rows: a 2D pattern (Poisson disc, ...)
     half = min(centre - first, stop - centre)
     return (centre - half, centre + half) if half >= 2 else None
 
