@@ -130,9 +130,17 @@ def test_asymmetric_echo_is_placed_by_centre_sample(tmp_path):
     data = (np.arange(C * 48).reshape(C, 48) + 1j).astype(np.complex64)
     acqs = [_acq(data, e1=e1, center=16) for e1 in range(NY)]
     write_mrd(tmp_path / "ae.h5", mrd_header((NX, NY), (NX // 2, NY), (512, 256), (256, 256)), acqs)
-    k = open_scan(tmp_path / "ae.h5").kspace(0).numpy()
+    scan = open_scan(tmp_path / "ae.h5")
+    k = scan.kspace(0).numpy()
     assert np.all(k[:, :16] == 0)
     np.testing.assert_array_equal(k[:, 16:, 7], data)
+    # the 16 rows before the readout were never acquired: not fully sampled, no reference from zeros
+    assert not scan.acquired_mask[:16].any() and scan.acquired_mask[16:].all()
+    assert scan.sampled_fraction == 0.75 and not scan.fully_sampled
+    assert "readouts shorter than the grid: 48 of 64" in scan.header["note"]
+    band = open_scan(tmp_path / "ae.h5", symmetric_echo=True)  # rows 16..47 around the echo at row 32
+    assert band.fully_sampled and band.grid_shape == (32, NY)
+    np.testing.assert_array_equal(band.kspace(0).numpy(), k[:, 16:48])
 
 
 N_SPOKES, N_READ, NR = 12, 64, 32  # radial: 64 samples per spoke (2x oversampled), recon 32x32

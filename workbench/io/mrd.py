@@ -12,7 +12,8 @@ What the reader does with an MRD file:
 - Cartesian (header trajectory ``cartesian``/``epi``): each readout goes to column
   ``kspace_encode_step_1 - center + W//2`` (``center`` from ``encodingLimits``, fastMRI's padding rule) of a
   ``[C, H, W]`` grid with ``H, W`` = ``encodedSpace`` matrix ``x, y``; the readout sample ``center_sample`` lands at
-  row ``H//2``; ``ACQ_IS_REVERSE`` readouts are flipped. ``recon_shape`` removes readout oversampling: the grid
+  row ``H//2`` (rows a shorter readout leaves empty, an asymmetric echo's, are marked as not acquired);
+  ``ACQ_IS_REVERSE`` readouts are flipped. ``recon_shape`` removes readout oversampling: the grid
   scaled by ``reconSpace`` FOV / ``encodedSpace`` FOV (e.g. 2x oversampling: 256 -> 128), falling back to the
   ``reconSpace`` matrix.
 - Non-Cartesian: samples of all imaging acquisitions of a slice are concatenated to ``[C, K]``, their
@@ -602,7 +603,21 @@ def _cartesian_scan(path, group, h, index, per_slice, n_coils, geometry, header,
     encoded_cols |= acquired_cols
     if len({tuple(np.unique(cols[rows])) for rows in per_slice}) > 1:
         attrs["mask_varies_by_slice"] = True
-    acquired = None if acquired_cols.all() else np.broadcast_to(acquired_cols[None], (H, W)).copy()
+    # The samples of slice 0's readouts, from their headers as load() places them: a readout shorter than the
+    # grid (an asymmetric echo, centre_sample off the middle) leaves rows that were never acquired
+    acquired2d = np.zeros((H, W), bool)
+    centre_sample = h["center_sample"].astype(np.int64)
+    for r in per_slice[0]:
+        n = int(nsamp[r])
+        start = H // 2 - (int(centre_sample[r]) - int(h["discard_pre"][r])) if centre_sample[r] > 0 else H // 2 - n // 2
+        acquired2d[max(start, 0):max(min(start + n, H), 0), cols[r]] = True
+    acquired = None if acquired2d.all() else acquired2d
+    if not acquired2d[:, acquired_cols].all():
+        note = (f"readouts shorter than the grid: {int(acquired2d.any(axis=1).sum())} of {H} readout rows acquired, "
+                "the rest marked as not acquired (an asymmetric echo: option symmetric_echo=true keeps the fully "
+                "sampled band around the echo)")
+        attrs["notes"] = [*attrs.get("notes", []), note]
+        header["note"] = f"{header['note']}; {note}" if header.get("note") else note
     encoded = None if encoded_cols.all() else np.broadcast_to(encoded_cols[None], (H, W)).copy()
     scan = Scan(
         path=path, format="ismrmrd", n_slices=len(per_slice), n_coils=n_coils, kspace_shape=(n_coils, H, W),
