@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gui_helpers import shown_compare_view
 
 pytest.importorskip("pytestqt")
 
@@ -31,7 +32,6 @@ def drawn_height_over_width(panel) -> float:
 
 def test_views_draw_the_band_with_the_full_readouts_proportions(qtbot, asymmetric_file, tmp_path):
     from workbench.gui.common import Dispatcher
-    from workbench.gui.compare_view import CompareView
     from workbench.gui.scan_view import ScanView
     from workbench.session import Session
 
@@ -55,11 +55,7 @@ def test_views_draw_the_band_with_the_full_readouts_proportions(qtbot, asymmetri
             shapes[option] = (panel.data.shape, drawn_height_over_width(panel))
             if option:
                 session.set_sampling("random", acceleration=2, seed=0, center_fraction=0.2)
-                compare = CompareView(session)
-                qtbot.addWidget(compare)
-                compare.resize(900, 700)
-                compare.show()
-                compare.rebuild(force=True)
+                compare = shown_compare_view(qtbot, session)
                 grid = compare.grid
                 assert grid.columns and all(c.image.pixel_aspect == 2.0 for c in grid.columns)
                 assert all(c.error.pixel_aspect == 2.0 for c in grid.columns if c.error is not None)

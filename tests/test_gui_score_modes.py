@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gui_helpers import shown_compare_view
 
 from workbench.io.fastmri import write_fastmri
 from workbench.simulate import generate_slice
@@ -15,7 +16,6 @@ pytest.importorskip("pytestqt")
 @pytest.fixture()
 def compare(qtbot, tmp_path):
     from workbench.gui.compare.columns import ZERO_FILLED
-    from workbench.gui.compare_view import CompareView
     from workbench.session import Session
 
     s = generate_slice(4, shape=(64, 64), n_coils=4)
@@ -29,11 +29,7 @@ def compare(qtbot, tmp_path):
     session = Session(device="cpu")
     session.open(path)
     session.set_sampling("random", acceleration=4, seed=0, center_fraction=0.16)
-    view = CompareView(session)
-    qtbot.addWidget(view)
-    view.resize(900, 700)
-    view.show()
-    view.rebuild(force=True)
+    view = shown_compare_view(qtbot, session)
     yield view, session, ZERO_FILLED
     session.shutdown()
 
@@ -129,7 +125,6 @@ FAST = {"cg-sense": None, "l1-wavelet": {"lam": None, "n_iter": 10, "search_iter
 def test_every_run_of_a_scan_without_reference_gets_its_holdout_score_in_the_table(qtbot):
     from workbench.gui.common import Dispatcher
     from workbench.gui.compare.metrics_table import HOLDOUT_COLUMN
-    from workbench.gui.compare_view import CompareView
     from workbench.methods import discover_methods
     from workbench.session import ACQUIRED, Session
 
@@ -137,10 +132,7 @@ def test_every_run_of_a_scan_without_reference_gets_its_holdout_score_in_the_tab
     try:
         session.set_scan(_prospective_scan())
         assert session.sampling_state.kind == ACQUIRED and session.reference() is None
-        view = CompareView(session)
-        qtbot.addWidget(view)
-        view.resize(900, 700)
-        view.show()
+        view = shown_compare_view(qtbot, session, rebuild=False)
         methods = discover_methods()
         entries = [session.run(methods.get(m), p) for m, p in FAST.items()]
         # nobody asks: without a reference each finished run is validated at once (background jobs)

@@ -4,6 +4,7 @@ hold-out score) and the start of the parameters (where the weight a method chose
 from __future__ import annotations
 
 import pytest
+from gui_helpers import shown_compare_view
 
 pytest.importorskip("pytestqt")
 
@@ -61,7 +62,6 @@ def test_images_without_error_maps_leave_their_unused_height_to_the_table(qtbot)
     import numpy as np
 
     from workbench.gui.common import Dispatcher
-    from workbench.gui.compare_view import CompareView
     from workbench.methods import discover_methods
     from workbench.scan import scan_from_arrays
     from workbench.session import Session
@@ -73,10 +73,7 @@ def test_images_without_error_maps_leave_their_unused_height_to_the_table(qtbot)
     session = Session(device="cpu", dispatch=Dispatcher())
     try:
         session.set_scan(scan_from_arrays((k * mask)[None].astype(np.complex64)))
-        view = CompareView(session)
-        qtbot.addWidget(view)
-        view.resize(1100, 700)  # first two bands of panels (3 + 2) ...
-        view.show()
+        view = shown_compare_view(qtbot, session, (1100, 700), rebuild=False)  # first two bands of panels (3 + 2) ...
         zf = discover_methods().get("zero-filled")
         entries = [session.run(zf, {}) for _ in range(4)]
         qtbot.waitUntil(lambda: all(e.state == "done" for e in entries), timeout=60000)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -144,6 +144,14 @@ class Scan:
                                               f"{int((~np.isfinite(ref)).sum())} NaN/Inf values")
         return ref
 
+    def with_note(self, note: str) -> Scan:
+        """A copy with ``note`` appended to ``header["note"]`` (what ``workbench info`` and the app show) and to
+        ``attrs["notes"]``."""
+        header = dict(self.header)
+        header["note"] = f"{header['note']}; {note}" if header.get("note") else note
+        attrs = {**self.attrs, "notes": [*self.attrs.get("notes", []), note]}
+        return replace(self, header=header, attrs=attrs)
+
     def no_reference_reason(self) -> str | None:
         """Why this scan has no reference image to score against (None when it has one: a stored reference, or a
         fully sampled Cartesian grid), with what the user can do instead."""
@@ -186,8 +194,8 @@ class Scan:
         else:
             d["samples_per_coil"] = int(self.kspace_shape[-1])
         d["reference"] = self.reference_kind
-        why = self.no_reference_reason()
-        if why is not None and self.is_cartesian:  # an undersampled Cartesian scan: why, and what to do
+        why = self.no_reference_reason() if self.is_cartesian else None
+        if why is not None:  # an undersampled Cartesian scan: why, and what to do
             d["no_reference"] = why
         d.update({k: v for k, v in self.header.items()})
         return d

@@ -612,18 +612,17 @@ def _cartesian_scan(path, group, h, index, per_slice, n_coils, geometry, header,
         start = H // 2 - (int(centre_sample[r]) - int(h["discard_pre"][r])) if centre_sample[r] > 0 else H // 2 - n // 2
         acquired2d[max(start, 0):max(min(start + n, H), 0), cols[r]] = True
     acquired = None if acquired2d.all() else acquired2d
-    if not acquired2d[:, acquired_cols].all():
-        note = (f"readouts shorter than the grid: {int(acquired2d.any(axis=1).sum())} of {H} readout rows acquired, "
-                "the rest marked as not acquired (an asymmetric echo: option symmetric_echo=true keeps the fully "
-                "sampled band around the echo)")
-        attrs["notes"] = [*attrs.get("notes", []), note]
-        header["note"] = f"{header['note']}; {note}" if header.get("note") else note
     encoded = None if encoded_cols.all() else np.broadcast_to(encoded_cols[None], (H, W)).copy()
     scan = Scan(
         path=path, format="ismrmrd", n_slices=len(per_slice), n_coils=n_coils, kspace_shape=(n_coils, H, W),
         load_slice=load, grid_shape=grid, recon_shape=recon_shape_from_header(grid, geometry),
         acquired_mask=acquired, encoded_mask=encoded, header=header, header_xml=xml, attrs=attrs,
     )
+    if not acquired2d[:, acquired_cols].all():
+        scan = scan.with_note(
+            f"readouts shorter than the grid: {int(acquired2d.any(axis=1).sum())} of {H} readout rows acquired, the "
+            "rest marked as not acquired (an asymmetric echo: option symmetric_echo=true keeps the fully sampled "
+            "band around the echo)")
     # Bad k-space is reported when the file is opened, not only when the slice is shown.
     check_finite(path, scan.load_slice(0), 0)
     return scan

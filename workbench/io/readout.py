@@ -12,7 +12,6 @@ side, fully sampled where every line was measured, with its own reference (the R
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
@@ -61,7 +60,7 @@ def symmetric_echo(scan: Scan) -> Scan:
     if band is None:
         held = None if scan.acquired_mask is None else np.asarray(scan.acquired_mask, dtype=bool).any(axis=1)
         if held is None or held.all():
-            return _with_note(scan, "symmetric_echo: every readout sample was acquired; nothing cut")
+            return scan.with_note("symmetric_echo: every readout sample was acquired; nothing cut")
         raise ScanError(path, "symmetric_echo: the samples that were not acquired are not an asymmetric echo "
                               f"(readout rows without samples: {int((~held).sum())} of {height}; an asymmetric "
                               "echo misses one block at an end of the readout and keeps at least 2 rows on each "
@@ -88,11 +87,4 @@ def symmetric_echo(scan: Scan) -> Scan:
         # the file's volume maximum ("max", fastMRI's data range) is that of the full-resolution images
         attrs={**{k: v for k, v in scan.attrs.items() if k != "max"},
                "symmetric_echo": {"rows": [first, stop], "grid_before": [height, width]}})
-    return _with_note(cut, note)
-
-
-def _with_note(scan: Scan, note: str) -> Scan:
-    header: dict[str, Any] = dict(scan.header)
-    header["note"] = f"{header['note']}; {note}" if header.get("note") else note
-    notes = list(scan.attrs.get("notes", []))
-    return dataclasses.replace(scan, header=header, attrs={**scan.attrs, "notes": [*notes, note]})
+    return cut.with_note(note)
